@@ -1,0 +1,42 @@
+# xmppauth: `make run` starts the embedded server, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The PostgreSQL + Redis leg of `make test` runs when this database answers (CI requires it).
+TEST_PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-sqlite test-postgres lint
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py bootstrap
+	$(PY) manage.py runxmpp
+
+# Both legs: SQLite + in-memory channel layer, then PostgreSQL + Redis.
+test: test-sqlite test-postgres
+
+test-sqlite: install
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest $(PYTEST_ARGS)
+
+test-postgres: install
+	@if $(PY) -c "import psycopg,sys; psycopg.connect('$(TEST_PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
+		echo "== PostgreSQL + Redis leg"; \
+		DATABASE_URL=$(TEST_PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS); \
+	elif [ -n "$$XMPPAUTH_REQUIRE_POSTGRES" ]; then \
+		echo "PostgreSQL at $(TEST_PG_URL) is required but not reachable"; exit 1; \
+	else \
+		echo "== PostgreSQL leg skipped: $(TEST_PG_URL) not reachable"; \
+	fi
+
+lint: install
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,177 @@
+"""Certificate authorities, certificates, revocation state, CRL sources and the auth event log.
+
+Issuing, revoking and CRL publishing are done by ``certauth.services``; the admin, the ``pki`` command and
+the jobs are thin callers of it.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class RevocationReason(models.TextChoices):
+    """RFC 5280 §5.3.1 CRLReason values (the names cryptography's ``x509.ReasonFlags`` uses)."""
+
+    UNSPECIFIED = "unspecified", "unspecified"
+    KEY_COMPROMISE = "key_compromise", "keyCompromise"
+    CA_COMPROMISE = "ca_compromise", "cACompromise"
+    AFFILIATION_CHANGED = "affiliation_changed", "affiliationChanged"
+    SUPERSEDED = "superseded", "superseded"
+    CESSATION_OF_OPERATION = "cessation_of_operation", "cessationOfOperation"
+    CERTIFICATE_HOLD = "certificate_hold", "certificateHold"
+    PRIVILEGE_WITHDRAWN = "privilege_withdrawn", "privilegeWithdrawn"
+    AA_COMPROMISE = "aa_compromise", "aACompromise"
+
+
+class CertificateAuthority(models.Model):
+    """A CA: ours (we hold its key, encrypted at rest) or an imported external one (certificate only)."""
+
+    name = models.CharField(max_length=200, unique=True)
+    certificate_pem = models.TextField()
+    # Our CAs only: the private key, encrypted with settings.KEY_ENCRYPTION_KEY (certauth.pki.keys).
+    encrypted_private_key = models.BinaryField(null=True, blank=True, editable=False)
+    trusted_for_client_auth = models.BooleanField(
+        default=True, help_text="Client certificates chaining to this CA may log in."
+    )
+    subject = models.CharField(max_length=1000)
+    fingerprint_sha256 = models.CharField(max_length=64, unique=True)
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField()
+    # Our CAs: the CRL we publish (DER), regenerated on every revocation or hold.
+    crl_number = models.PositiveBigIntegerField(default=0)
+    crl_der = models.BinaryField(null=True, blank=True, editable=False)
+    crl_updated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "certificate authority"
+        verbose_name_plural = "certificate authorities"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_ours(self) -> bool:
+        return bool(self.encrypted_private_key)
+
+
+class Certificate(models.Model):
+    """A client (or server) certificate we issued or imported."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active"
+        ON_HOLD = "on_hold", "on hold"
+        REVOKED = "revoked", "revoked"
+
+    class Source(models.TextChoices):
+        ISSUED = "issued", "issued by us"
+        IMPORTED = "imported", "imported"
+
+    serial = models.CharField(max_length=64, help_text="Hexadecimal, lower case.")
+    issuer = models.ForeignKey(
+        CertificateAuthority, null=True, blank=True, on_delete=models.PROTECT, related_name="certificates"
+    )
+    issuer_name = models.CharField(max_length=1000)
+    fingerprint_sha256 = models.CharField(max_length=64, unique=True)
+    subject = models.CharField(max_length=1000)
+    common_name = models.CharField(max_length=255, blank=True)
+    xmpp_addrs = models.JSONField(default=list, blank=True)
+    dns_names = models.JSONField(default=list, blank=True)
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField()
+    account = models.ForeignKey(
+        "accounts.Account", null=True, blank=True, on_delete=models.SET_NULL, related_name="certificates"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revocation_reason = models.CharField(max_length=32, choices=RevocationReason.choices, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    pem = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "serial"], name="certificate_unique_issuer_serial")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} ({self.serial})"
+
+
+class CrlSource(models.Model):
+    """Where a CA's CRL comes from: a distribution point, an operator URL, or a ``tls.crl_files`` file."""
+
+    class Kind(models.TextChoices):
+        DISTRIBUTION_POINT = "distribution_point", "distribution point named in a certificate"
+        OPERATOR_URL = "operator_url", "URL added by the operator"
+        FILE = "file", "tls.crl_files"
+
+    class State(models.TextChoices):
+        NEVER = "never", "not fetched yet"
+        OK = "ok", "ok"
+        FAILING = "failing", "failing (last good CRL in force)"
+        STALE = "stale", "stale (past nextUpdate and grace)"
+
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.CASCADE, related_name="crl_sources")
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    location = models.CharField(max_length=1000, help_text="http(s) URL or file path.")
+    fail_open = models.BooleanField(
+        default=False, help_text="Keep accepting this CA's certificates when its CRL is stale."
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.NEVER)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    this_update = models.DateTimeField(null=True, blank=True)
+    next_update = models.DateTimeField(null=True, blank=True)
+    crl_number = models.PositiveBigIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["ca__name", "location"]
+        constraints = [models.UniqueConstraint(fields=["ca", "location"], name="crlsource_unique_location")]
+
+    def __str__(self) -> str:
+        return f"{self.ca}: {self.location}"
+
+
+class RevokedSerial(models.Model):
+    """A serial listed in the last good CRL of a source (external CAs)."""
+
+    source = models.ForeignKey(CrlSource, on_delete=models.CASCADE, related_name="revoked_serials")
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.CASCADE, related_name="revoked_serials")
+    serial = models.CharField(max_length=64)
+    revoked_at = models.DateTimeField()
+    reason = models.CharField(max_length=32, choices=RevocationReason.choices, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "serial"], name="revokedserial_unique_source_serial")
+        ]
+        indexes = [models.Index(fields=["ca", "serial"])]
+
+
+class AuthEvent(models.Model):
+    """One login attempt, whatever its outcome: what an operator reads to answer "why was I refused?"."""
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success", "success"
+        FAILURE = "failure", "failure"
+
+    time = models.DateTimeField(auto_now_add=True, db_index=True)
+    transport = models.CharField(max_length=16)  # tcp, tls, websocket, bosh
+    peer = models.CharField(max_length=100, blank=True)
+    cert_fingerprint = models.CharField(max_length=64, blank=True, db_index=True)
+    cert_subject = models.CharField(max_length=1000, blank=True)
+    jid_requested = models.CharField(max_length=3071, blank=True)
+    jid_granted = models.CharField(max_length=3071, blank=True)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    condition = models.CharField(max_length=64, blank=True)
+    reason = models.CharField(max_length=1000, blank=True)
+
+    class Meta:
+        ordering = ["-time"]
+
+    def __str__(self) -> str:
+        return f"{self.time:%Y-%m-%d %H:%M:%S} {self.outcome} {self.jid_granted or self.jid_requested}"

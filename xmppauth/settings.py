@@ -1,0 +1,122 @@
+"""Django settings for xmppauth.
+
+Everything an operator sets lives in the TOML file (``XMPPAUTH_CONFIG``) or in the environment:
+``DATABASE_URL`` (default SQLite under ``var/``), ``REDIS_URL`` (unset: in-memory channel layer and
+in-process jobs), ``XMPPAUTH_SECRET_KEY`` and ``XMPPAUTH_KEY_ENCRYPTION_KEY`` (generated under ``var/``
+for the embedded default when unset).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from xmppauth.config import load_config
+from xmppauth.secrets import read_or_create_secret
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("XMPPAUTH_VAR_DIR", BASE_DIR / "var"))
+
+XMPPAUTH_CONFIG_PATH = Path(os.environ.get("XMPPAUTH_CONFIG", BASE_DIR / "xmppauth.toml"))
+XMPP = load_config(XMPPAUTH_CONFIG_PATH)
+
+SECRET_KEY = read_or_create_secret("XMPPAUTH_SECRET_KEY", VAR_DIR / "django-secret-key")
+# Key under which CA private keys are encrypted at rest (certauth.pki.keys).
+KEY_ENCRYPTION_KEY = read_or_create_secret(
+    "XMPPAUTH_KEY_ENCRYPTION_KEY", VAR_DIR / "key-encryption-key"
+)
+
+DEBUG = os.environ.get("XMPPAUTH_DEBUG", "") == "1"
+ALLOWED_HOSTS = [h for h in os.environ.get("XMPPAUTH_ALLOWED_HOSTS", "").split(",") if h] or ["*"]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "accounts",
+    "certauth",
+    "transport",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "xmppauth.urls"
+ASGI_APPLICATION = "xmppauth.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'xmppauth.sqlite3'}",
+        conn_max_age=0,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several threads (listeners, jobs) share the file: wait for locks instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Celery (xmppauth/celery.py): with no REDIS_URL, jobs run in-process (runxmpp's scheduler).
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = REDIS_URL or None
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+
+# Base URL under which our CRLs are published; certificates we issue name it as distribution point.
+XMPPAUTH_PUBLIC_URL = os.environ.get("XMPPAUTH_PUBLIC_URL", "").rstrip("/")
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("XMPPAUTH_LOG_LEVEL", "INFO")},
+    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+}
