@@ -1,14 +1,122 @@
-"""The operator's TOML config, with MongooseIM's option names (PLACEHOLDER: the full parser is being written).
+"""The operator's TOML config file, read with MongooseIM's option names.
 
-Public interface (others code against it): ``load_config(path) -> Config``, ``parse_config(data, source) -> Config``,
-``ConfigError``; the dataclasses below.
+Follows MongooseIM's documented TOML schema (``doc/configuration/listen.md``, ``doc/listeners/listen-c2s.md``,
+``doc/listeners/listen-http.md``, ``doc/configuration/auth.md``, ``doc/authentication-methods/http.md``,
+``doc/configuration/outgoing-connections.md``) for the subset xmppauth implements, so a MongooseIM operator's
+file reads the same here. Every value is checked when the file is loaded: an unknown key, a wrong type or an
+unknown value raises :class:`ConfigError` whose message names the full dotted key (array entries as
+``listen.c2s[0]``, counted from 0 in file order) and what is accepted.
+
+Sections and keys (defaults in brackets)::
+
+    [general]
+      hosts = ["example.com"]          # hosted XMPP domains, lowercased, no duplicates ["localhost"]
+    [[listen.c2s]]                     # or one table [listen.c2s]; several listeners as [[...]]
+      port = 5222                      # 1..65535 [5222]
+      ip_address = "0.0.0.0"           # ["0.0.0.0"]
+      max_stanza_size = 65536          # bytes, positive; "infinity" is refused: we always limit [65536]
+      tls.mode = "starttls"            # starttls | starttls_required | tls ["starttls"]
+      tls.certfile / tls.keyfile       # server certificate and key; unset: the bootstrap server certificate
+      tls.cacertfile                   # CAs advertised to and trusted for clients (besides the database)
+      tls.verify_mode = "peer"         # peer | selfsigned_peer | none ["peer"]
+      tls.verify_peer = true           # older spelling: true = "peer", false = "none"
+      tls.disconnect_on_failure = true # a bad client certificate ends the handshake [true]
+      tls.crl_files = ["ca.crl"]       # extra CRLs (PEM or DER) [none]
+    [[listen.http]]                    # or [listen.http]: HTTPS for WebSocket (RFC 7395) and BOSH (XEP-0206)
+      port = 5443, ip_address, tls.* as above; a tls table means HTTPS, tls.mode may only be "tls"
+      [[listen.http.handlers.mod_websockets]]   host = "_" (any) ["_"], path = "/ws-xmpp" (required)
+      [[listen.http.handlers.mod_bosh]]         host, path as above
+    [auth]
+      methods = ["pki"]                # tried in order: pki | db | http | rdbms | ldap ["pki"]; or `method`
+      sasl_mechanisms = ["external"]   # MongooseIM names: external, plain, scram_sha1, ... ["external"]
+      sasl_external = ["standard"]     # standard | common_name | auth_id | a dotted Python path ["standard"]
+      sasl_external_common_name.prefix / .suffix   # wrapped around the CN by the common_name verifier [""]
+      http.basic_auth = "user:pass"    # MongooseIM auth.http: credentials we send to the auth service
+    [outgoing_pools.http.auth]         # MongooseIM's pool the http method talks to (required with "http")
+      connection.host = "https://auth.example:8000"   # scheme, host and port, no credentials
+      connection.path_prefix = "/"     # prefix of the request paths (``<prefix>get_certs`` ...) ["/"]
+      connection.request_timeout = 2000  # milliseconds [2000]
+    [xmppauth]                         # our own options, not MongooseIM's: see XmppauthOptions
+
+Relative file paths (certfile, keyfile, cacertfile, crl_files) are resolved against the directory of the
+config file. A handful of common MongooseIM keys that have no meaning here (``IGNORED_KEYS``) are accepted and
+logged at INFO; everything else that is unknown is an error. The default (``xmppauth.toml`` at the project
+root) is the development config ``make run`` uses.
+
+Decisions where MongooseIM differs or is silent: hosts default to ``["localhost"]`` (the seed examples have
+no ``[general]``); ``port`` is optional (5222 for c2s, 5443 for http); ``max_stanza_size`` defaults to 64 KiB
+and ``"infinity"`` is refused because the stream parser always enforces a limit (RFC 6120 §13.12 item 4);
+``sasl_mechanisms`` defaults to ``["external"]`` because this server is certificate-first; the mechanisms
+``anonymous``, ``oauth`` and ``digest`` are MongooseIM names we do not implement and are refused. For the
+http method we keep MongooseIM's two-part spelling (``[auth.http]`` + ``[outgoing_pools.http.auth]``) rather
+than inventing a single ``url`` key, so a MongooseIM file works unchanged.
+
+Public interface: ``load_config(path) -> Config``, ``parse_config(data, source) -> Config``, ``ConfigError``,
+``describe(config) -> str`` and the dataclasses below.
 """
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import logging
+import os
+import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+logger = logging.getLogger(__name__)
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+C2S_TLS_MODES = ("starttls", "starttls_required", "tls")
+HTTP_TLS_MODES = ("tls",)
+VERIFY_MODES = ("peer", "selfsigned_peer", "none")
+AUTH_METHODS = ("pki", "db", "http", "rdbms", "ldap")
+SASL_MECHANISMS = (
+    "external",
+    "plain",
+    "scram_sha1",
+    "scram_sha1_plus",
+    "scram_sha224",
+    "scram_sha224_plus",
+    "scram_sha256",
+    "scram_sha256_plus",
+    "scram_sha384",
+    "scram_sha384_plus",
+    "scram_sha512",
+    "scram_sha512_plus",
+)
+# MongooseIM mechanism names we recognise but do not implement: refused with a clear message.
+UNSUPPORTED_SASL_MECHANISMS = ("anonymous", "oauth", "digest")
+SASL_EXTERNAL_VERIFIERS = ("standard", "common_name", "auth_id")
+HTTP_HANDLER_KINDS = ("mod_websockets", "mod_bosh")
+MAX_STANZA_SIZE_DEFAULT = 65536
+
+# Which SASL mechanisms each auth method can serve (MongooseIM's capability table, plus our `db`).
+METHOD_MECHANISMS: dict[str, tuple[str, ...]] = {
+    "pki": ("external",),
+    "db": ("external",),
+    "http": ("external", "plain", "scram"),
+    "rdbms": ("plain", "scram"),
+    "ldap": ("external", "plain"),
+}
+
+# MongooseIM keys accepted for compatibility but not acted upon; logged at INFO. Keep this list short.
+IGNORED_KEYS = (
+    "general.loglevel",
+    "general.default_server_domain",
+    "listen.c2s.access",
+    "listen.c2s.shaper",
+    "outgoing_pools.http.auth.scope",
+    "outgoing_pools.http.auth.workers",
+)
+
+_DOTTED_PYTHON_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
 
 class ConfigError(Exception):
@@ -18,7 +126,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class TlsOptions:
     mode: str = "starttls"  # c2s: starttls | starttls_required | tls ; http: tls
-    certfile: str | None = None
+    certfile: str | None = None  # absolute path; None: use the bootstrap server certificate
     keyfile: str | None = None
     cacertfile: str | None = None
     verify_mode: str = "peer"  # peer | selfsigned_peer | none
@@ -30,8 +138,8 @@ class TlsOptions:
 class C2SListener:
     port: int = 5222
     ip_address: str = "0.0.0.0"
-    tls: TlsOptions | None = None
-    max_stanza_size: int = 65536
+    tls: TlsOptions | None = None  # None: no TLS offered
+    max_stanza_size: int = MAX_STANZA_SIZE_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -45,8 +153,23 @@ class HttpHandler:
 class HttpListener:
     port: int = 5443
     ip_address: str = "0.0.0.0"
-    tls: TlsOptions | None = None
+    tls: TlsOptions | None = None  # None: plain HTTP
     handlers: tuple[HttpHandler, ...] = ()
+
+
+@dataclass(frozen=True)
+class HttpAuthOptions:
+    """MongooseIM's http auth method: ``[outgoing_pools.http.auth]`` plus ``[auth.http]``."""
+
+    host: str  # "https://auth.example:8000", no path, no credentials
+    path_prefix: str = "/"
+    request_timeout_ms: int = 2000
+    basic_auth: str | None = field(default=None, repr=False)  # "user:password"; never logged
+
+    @property
+    def base_url(self) -> str:
+        """The URL that method names are appended to, e.g. ``base_url + "get_certs"``."""
+        return self.host.rstrip("/") + self.path_prefix
 
 
 @dataclass(frozen=True)
@@ -56,6 +179,42 @@ class AuthConfig:
     sasl_external: tuple[str, ...] = ("standard",)
     common_name_prefix: str = ""
     common_name_suffix: str = ""
+    http: HttpAuthOptions | None = None
+
+
+@dataclass(frozen=True)
+class XmppauthOptions:
+    """Our own options (the ``[xmppauth]`` table); MongooseIM has no equivalent.
+
+    - ``trusted_proxies``: addresses/networks of TLS-terminating proxies whose client-certificate header is
+      honoured; from any other peer the header is ignored. Default: none.
+    - ``crl_grace_seconds``: how long past a CRL's nextUpdate its CA's certificates are still accepted when no
+      newer CRL could be fetched. Default 3600.
+    - ``crl_fail_open``: past that grace, accept instead of refuse (fail open). Default false (fail closed).
+    - ``crl_refresh_min_seconds`` / ``crl_refresh_max_seconds``: bounds on the interval between CRL fetches
+      (the fetch is scheduled before nextUpdate, never more often than min nor less often than max).
+      Defaults 60 / 3600.
+    - ``ping_interval_seconds``: server-to-client XMPP ping (XEP-0199) on idle sessions; 0 disables.
+      Default 60.
+    - ``session_lease_seconds``: how long a live-session record stays valid without a refresh from the process
+      that holds it, so sessions of a dead process disappear from the admin. Default 30.
+    """
+
+    trusted_proxies: tuple[IpNetwork, ...] = ()
+    crl_grace_seconds: int = 3600
+    crl_fail_open: bool = False
+    crl_refresh_min_seconds: int = 60
+    crl_refresh_max_seconds: int = 3600
+    ping_interval_seconds: int = 60
+    session_lease_seconds: int = 30
+
+    def is_trusted_proxy(self, address: str) -> bool:
+        """Whether a peer address belongs to one of ``trusted_proxies``."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
 
 
 @dataclass(frozen=True)
@@ -65,20 +224,539 @@ class Config:
     listen_http: tuple[HttpListener, ...] = ()
     auth: AuthConfig = field(default_factory=AuthConfig)
     source: str = "<defaults>"
+    options: XmppauthOptions = field(default_factory=XmppauthOptions)
 
 
-def parse_config(data: dict, source: str = "<string>") -> Config:
-    hosts = tuple(data.get("general", {}).get("hosts", ["localhost"]))
-    return Config(hosts=hosts, source=source)
+# --- reading tables -------------------------------------------------------------------------------------
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "table"
+    return type(value).__name__
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _generic(path: str) -> str:
+    """``listen.c2s[1].access`` -> ``listen.c2s.access``, the form IGNORED_KEYS uses."""
+    return re.sub(r"\[\d+\]", "", path)
+
+
+class _Table:
+    """One TOML table at a dotted path: checks its keys on creation, then hands out typed values."""
+
+    def __init__(self, data: object, path: str, source: str, base_dir: Path, accepted: Sequence[str]) -> None:
+        self.path = path
+        self.source = source
+        self.base_dir = base_dir
+        if not isinstance(data, dict):
+            self.fail(path, f"expected a table, got {_type_name(data)}")
+        self.data: dict[str, Any] = {}
+        for key, value in data.items():
+            dotted = _join(path, key)
+            if key in accepted:
+                self.data[key] = value
+            elif _generic(dotted) in IGNORED_KEYS:
+                logger.info("%s: %s is a MongooseIM option xmppauth does not use; ignored", source, dotted)
+            else:
+                close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
+                hint = f" (did you mean {_join(path, close[0])!r}?)" if close else ""
+                where = f"in {path!r} " if path else "at the top level "
+                listed = ", ".join(accepted) if accepted else "none"
+                raise ConfigError(
+                    f"{source}: unknown key {dotted!r}{hint}; accepted keys {where}are: {listed}"
+                )
+
+    def fail(self, dotted: str, message: str) -> NoReturn:
+        raise ConfigError(f"{self.source}: {dotted}: {message}")
+
+    def key(self, name: str) -> str:
+        return _join(self.path, name)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def _typed(self, name: str, kind: type, kind_name: str) -> Any:
+        value = self.data[name]
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            self.fail(self.key(name), f"expected {kind_name}, got {_type_name(value)} {value!r}")
+        return value
+
+    def string(self, name: str, default: str | None) -> str | None:
+        if name not in self.data:
+            return default
+        value = self._typed(name, str, "a string")
+        if not value:
+            self.fail(self.key(name), "must not be empty")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        if name not in self.data:
+            return default
+        return self._typed(name, bool, "a boolean (true or false, without quotes)")
+
+    def integer(self, name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+        if name not in self.data:
+            return default
+        value = self._typed(name, int, "an integer")
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+            self.fail(self.key(name), f"{value} is out of range; accepted: {bounds}")
+        return value
+
+    def choice(self, name: str, default: str, choices: Sequence[str]) -> str:
+        value = self.string(name, default)
+        assert value is not None
+        if value not in choices:
+            self.fail(self.key(name), f"unknown value {value!r}; accepted: {', '.join(choices)}")
+        return value
+
+    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        if name not in self.data:
+            return default
+        values = self._typed(name, list, "an array of strings")
+        for index, value in enumerate(values):
+            if not isinstance(value, str) or not value:
+                self.fail(f"{self.key(name)}[{index}]", f"expected a non-empty string, got {value!r}")
+        seen: set[str] = set()
+        for value in values:
+            if value in seen:
+                self.fail(self.key(name), f"{value!r} is listed twice")
+            seen.add(value)
+        return tuple(values)
+
+    def file(self, name: str) -> str | None:
+        value = self.string(name, None)
+        return None if value is None else self.resolve(value)
+
+    def files(self, name: str) -> tuple[str, ...]:
+        return tuple(self.resolve(value) for value in self.strings(name, ()))
+
+    def resolve(self, value: str) -> str:
+        return os.path.normpath(self.base_dir / Path(value).expanduser())
+
+    def table(self, name: str, accepted: Sequence[str]) -> _Table | None:
+        if name not in self.data:
+            return None
+        return _Table(self.data[name], self.key(name), self.source, self.base_dir, accepted)
+
+    def entries(self, name: str, accepted: Sequence[str]) -> list[_Table]:
+        """``[[x.name]]`` (array of tables, each at ``x.name[i]``) or a single ``[x.name]`` table."""
+        if name not in self.data:
+            return []
+        value = self.data[name]
+        if isinstance(value, dict):
+            return [_Table(value, self.key(name), self.source, self.base_dir, accepted)]
+        if not isinstance(value, list):
+            self.fail(self.key(name), f"expected a table or an array of tables, got {_type_name(value)}")
+        return [
+            _Table(item, f"{self.key(name)}[{index}]", self.source, self.base_dir, accepted)
+            for index, item in enumerate(value)
+        ]
+
+
+# --- sections -------------------------------------------------------------------------------------------
+
+_TLS_KEYS = (
+    "mode",
+    "certfile",
+    "keyfile",
+    "cacertfile",
+    "verify_mode",
+    "verify_peer",
+    "disconnect_on_failure",
+    "crl_files",
+)
+
+
+def _parse_hosts(root: _Table) -> tuple[str, ...]:
+    general = root.table("general", ("hosts",))
+    if general is None or not general.has("hosts"):
+        return ("localhost",)
+    raw = general.strings("hosts", ())
+    if not raw:
+        general.fail(general.key("hosts"), "must name at least one XMPP domain")
+    hosts: list[str] = []
+    for index, host in enumerate(raw):
+        name = host.strip().lower().rstrip(".")
+        if not name or any(char.isspace() or char in "@/\"'<>&" for char in name):
+            general.fail(f"{general.key('hosts')}[{index}]", f"{host!r} is not a domain name")
+        if name in hosts:
+            general.fail(general.key("hosts"), f"{name!r} is listed twice (hosts are compared lowercased)")
+        hosts.append(name)
+    return tuple(hosts)
+
+
+def _parse_tls(listener: _Table, modes: Sequence[str], default_mode: str) -> TlsOptions | None:
+    tls = listener.table("tls", _TLS_KEYS)
+    if tls is None:
+        return None
+    verify_mode = tls.choice("verify_mode", "peer", VERIFY_MODES)
+    if tls.has("verify_peer"):
+        from_peer = "peer" if tls.boolean("verify_peer", True) else "none"
+        if tls.has("verify_mode") and verify_mode != from_peer:
+            tls.fail(
+                tls.key("verify_peer"),
+                f"contradicts {tls.key('verify_mode')} = {verify_mode!r} (verify_peer = true means "
+                f'"peer", false means "none"); set only verify_mode',
+            )
+        verify_mode = from_peer
+    return TlsOptions(
+        mode=tls.choice("mode", default_mode, modes),
+        certfile=tls.file("certfile"),
+        keyfile=tls.file("keyfile"),
+        cacertfile=tls.file("cacertfile"),
+        verify_mode=verify_mode,
+        disconnect_on_failure=tls.boolean("disconnect_on_failure", True),
+        crl_files=tls.files("crl_files"),
+    )
+
+
+def _parse_ip(listener: _Table) -> str:
+    value = listener.string("ip_address", "0.0.0.0")
+    assert value is not None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        listener.fail(listener.key("ip_address"), f"{value!r} is not an IPv4 or IPv6 address")
+
+
+def _parse_c2s(listener: _Table) -> C2SListener:
+    if listener.data.get("max_stanza_size") == "infinity":
+        listener.fail(
+            listener.key("max_stanza_size"),
+            '"infinity" is not supported: xmppauth always limits stanza size; '
+            "give a positive integer (bytes)",
+        )
+    return C2SListener(
+        port=listener.integer("port", 5222, 1, 65535),
+        ip_address=_parse_ip(listener),
+        tls=_parse_tls(listener, C2S_TLS_MODES, "starttls"),
+        max_stanza_size=listener.integer("max_stanza_size", MAX_STANZA_SIZE_DEFAULT, 1),
+    )
+
+
+def _parse_http(listener: _Table) -> HttpListener:
+    handlers: list[HttpHandler] = []
+    table = listener.table("handlers", HTTP_HANDLER_KINDS)
+    if table is not None:
+        for kind in table.data:
+            for entry in table.entries(kind, ("host", "path")):
+                if not entry.has("path"):
+                    entry.fail(entry.key("path"), 'is required, e.g. path = "/ws-xmpp"')
+                path = entry.string("path", None)
+                assert path is not None
+                if not path.startswith("/"):
+                    entry.fail(entry.key("path"), f"{path!r} must start with '/'")
+                host = entry.string("host", "_")
+                assert host is not None
+                if any((h.host, h.path) == (host, path) for h in handlers):
+                    entry.fail(
+                        entry.key("path"), f"host {host!r} path {path!r} is already used on this listener"
+                    )
+                handlers.append(HttpHandler(kind=kind, host=host, path=path))
+    return HttpListener(
+        port=listener.integer("port", 5443, 1, 65535),
+        ip_address=_parse_ip(listener),
+        tls=_parse_tls(listener, HTTP_TLS_MODES, "tls"),
+        handlers=tuple(handlers),
+    )
+
+
+def _check_ports(root: _Table, bound: list[tuple[str, str, int]]) -> None:
+    """Two listeners may not bind the same port on overlapping addresses."""
+    wildcard = {"0.0.0.0", "::"}
+    for index, (name, ip, port) in enumerate(bound):
+        for other_name, other_ip, other_port in bound[:index]:
+            if port == other_port and (ip == other_ip or ip in wildcard or other_ip in wildcard):
+                root.fail(f"{name}.port", f"port {port} on {ip} is already used by {other_name}")
+
+
+def _parse_listen(root: _Table) -> tuple[tuple[C2SListener, ...], tuple[HttpListener, ...]]:
+    listen = root.table("listen", ("c2s", "http"))
+    if listen is None:
+        return (), ()
+    c2s_tables = listen.entries("c2s", ("port", "ip_address", "tls", "max_stanza_size"))
+    http_tables = listen.entries("http", ("port", "ip_address", "tls", "handlers"))
+    c2s = tuple(_parse_c2s(table) for table in c2s_tables)
+    http = tuple(_parse_http(table) for table in http_tables)
+    bound = [(t.path, li.ip_address, li.port) for t, li in zip(c2s_tables, c2s, strict=True)]
+    bound += [(t.path, li.ip_address, li.port) for t, li in zip(http_tables, http, strict=True)]
+    _check_ports(root, bound)
+    return c2s, http
+
+
+def _parse_http_auth(root: _Table, auth: _Table | None, methods: tuple[str, ...]) -> HttpAuthOptions | None:
+    basic_auth: str | None = None
+    http_table = auth.table("http", ("basic_auth",)) if auth is not None else None
+    if http_table is not None:
+        basic_auth = http_table.string("basic_auth", None)
+        if basic_auth is not None and ":" not in basic_auth:
+            # The value is a secret: name the key, never echo it.
+            http_table.fail(http_table.key("basic_auth"), 'expected "username:password"')
+
+    pools = root.table("outgoing_pools", ("http",))
+    http_pools = pools.table("http", ("auth",)) if pools is not None else None
+    pool = http_pools.table("auth", ("connection",)) if http_pools is not None else None
+    connection = pool.table("connection", ("host", "path_prefix", "request_timeout")) if pool else None
+    if connection is None or not connection.has("host"):
+        if "http" in methods:
+            raise ConfigError(
+                f"{root.source}: outgoing_pools.http.auth.connection.host: is required when auth.methods "
+                f'includes "http", e.g. [outgoing_pools.http.auth] connection.host = "https://auth.example:8000"'
+            )
+        return None
+    host = connection.string("host", None)
+    assert host is not None
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        connection.fail(connection.key("host"), f'{host!r} must look like "https://host:port"')
+    if parts.username or parts.password:
+        connection.fail(connection.key("host"), "must not contain credentials; use auth.http.basic_auth")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        connection.fail(connection.key("host"), "must not contain a path; use connection.path_prefix")
+    prefix = connection.string("path_prefix", "/")
+    assert prefix is not None
+    if not prefix.startswith("/"):
+        connection.fail(connection.key("path_prefix"), f"{prefix!r} must start with '/'")
+    if not prefix.endswith("/"):
+        prefix += "/"
+    if "http" not in methods:
+        logger.info(
+            '%s: outgoing_pools.http.auth is set but auth.methods does not include "http"', root.source
+        )
+    return HttpAuthOptions(
+        host=host.rstrip("/"),
+        path_prefix=prefix,
+        request_timeout_ms=connection.integer("request_timeout", 2000, 1),
+        basic_auth=basic_auth,
+    )
+
+
+def _parse_auth(root: _Table) -> AuthConfig:
+    auth = root.table(
+        "auth",
+        ("methods", "method", "sasl_mechanisms", "sasl_external", "sasl_external_common_name", "http"),
+    )
+    defaults = AuthConfig()
+    if auth is None:
+        return AuthConfig(http=_parse_http_auth(root, None, defaults.methods))
+
+    if auth.has("methods") and auth.has("method"):
+        auth.fail(auth.key("method"), "give either methods or method (the older spelling), not both")
+    name = "method" if auth.has("method") else "methods"
+    methods = auth.strings(name, defaults.methods)
+    if not methods:
+        auth.fail(auth.key(name), f"must name at least one method; accepted: {', '.join(AUTH_METHODS)}")
+    for index, method in enumerate(methods):
+        if method not in AUTH_METHODS:
+            auth.fail(
+                f"{auth.key(name)}[{index}]",
+                f"unknown method {method!r}; accepted: {', '.join(AUTH_METHODS)}",
+            )
+
+    mechanisms = auth.strings("sasl_mechanisms", defaults.sasl_mechanisms)
+    if not mechanisms:
+        auth.fail(auth.key("sasl_mechanisms"), "must name at least one mechanism")
+    for index, mechanism in enumerate(mechanisms):
+        if mechanism in UNSUPPORTED_SASL_MECHANISMS:
+            auth.fail(
+                f"{auth.key('sasl_mechanisms')}[{index}]",
+                f"{mechanism!r} is a MongooseIM mechanism xmppauth does not implement; "
+                f"accepted: {', '.join(SASL_MECHANISMS)}",
+            )
+        if mechanism not in SASL_MECHANISMS:
+            auth.fail(
+                f"{auth.key('sasl_mechanisms')}[{index}]",
+                f"unknown mechanism {mechanism!r}; accepted: {', '.join(SASL_MECHANISMS)}",
+            )
+    for mechanism in mechanisms:
+        family = "scram" if mechanism.startswith("scram_") else mechanism
+        if not any(family in METHOD_MECHANISMS[method] for method in methods):
+            logger.warning(
+                "%s: auth.sasl_mechanisms lists %r but none of auth.methods (%s) supports it; "
+                "it will not be offered",
+                root.source,
+                mechanism,
+                ", ".join(methods),
+            )
+
+    verifiers = auth.strings("sasl_external", defaults.sasl_external)
+    if not verifiers:
+        auth.fail(auth.key("sasl_external"), "must name at least one verifier")
+    for index, verifier in enumerate(verifiers):
+        if verifier not in SASL_EXTERNAL_VERIFIERS and not _DOTTED_PYTHON_PATH.match(verifier):
+            auth.fail(
+                f"{auth.key('sasl_external')}[{index}]",
+                f"unknown verifier {verifier!r}; accepted: {', '.join(SASL_EXTERNAL_VERIFIERS)} "
+                'or a dotted Python path to a callable (e.g. "mypackage.verifiers.verify")',
+            )
+    if "auth_id" in verifiers:
+        logger.warning(
+            '%s: auth.sasl_external includes "auth_id": the client\'s authzid is trusted as is; '
+            "use this for development only",
+            root.source,
+        )
+
+    common_name = auth.table("sasl_external_common_name", ("prefix", "suffix"))
+    prefix = suffix = ""
+    if common_name is not None:
+        prefix = _optional_string(common_name, "prefix")
+        suffix = _optional_string(common_name, "suffix")
+
+    return AuthConfig(
+        methods=methods,
+        sasl_mechanisms=mechanisms,
+        sasl_external=verifiers,
+        common_name_prefix=prefix,
+        common_name_suffix=suffix,
+        http=_parse_http_auth(root, auth, methods),
+    )
+
+
+def _optional_string(table: _Table, name: str) -> str:
+    """A string that may be empty (``prefix = ""``)."""
+    if not table.has(name):
+        return ""
+    return table._typed(name, str, "a string")
+
+
+def _parse_options(root: _Table) -> XmppauthOptions:
+    defaults = XmppauthOptions()
+    table = root.table(
+        "xmppauth",
+        (
+            "trusted_proxies",
+            "crl_grace_seconds",
+            "crl_fail_open",
+            "crl_refresh_min_seconds",
+            "crl_refresh_max_seconds",
+            "ping_interval_seconds",
+            "session_lease_seconds",
+        ),
+    )
+    if table is None:
+        return defaults
+    networks: list[IpNetwork] = []
+    for index, value in enumerate(table.strings("trusted_proxies", ())):
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            table.fail(
+                f"{table.key('trusted_proxies')}[{index}]",
+                f'{value!r} is not an IP address or network (e.g. "10.0.0.5", "10.0.0.0/8")',
+            )
+    refresh_min = table.integer("crl_refresh_min_seconds", defaults.crl_refresh_min_seconds, 1)
+    refresh_max = table.integer("crl_refresh_max_seconds", defaults.crl_refresh_max_seconds, 1)
+    if refresh_max < refresh_min:
+        table.fail(
+            table.key("crl_refresh_max_seconds"),
+            f"{refresh_max} is below crl_refresh_min_seconds ({refresh_min})",
+        )
+    return XmppauthOptions(
+        trusted_proxies=tuple(networks),
+        crl_grace_seconds=table.integer("crl_grace_seconds", defaults.crl_grace_seconds, 0),
+        crl_fail_open=table.boolean("crl_fail_open", defaults.crl_fail_open),
+        crl_refresh_min_seconds=refresh_min,
+        crl_refresh_max_seconds=refresh_max,
+        ping_interval_seconds=table.integer("ping_interval_seconds", defaults.ping_interval_seconds, 0),
+        session_lease_seconds=table.integer("session_lease_seconds", defaults.session_lease_seconds, 1),
+    )
+
+
+# --- entry points ---------------------------------------------------------------------------------------
+
+
+def parse_config(data: dict, source: str = "<string>", base_dir: str | Path | None = None) -> Config:
+    """Check and convert a parsed TOML document; ``base_dir`` anchors relative paths.
+
+    Without ``base_dir``, relative paths are resolved against the directory of ``source`` when it names a
+    file, else against the current directory.
+    """
+    if base_dir is None:
+        base_dir = Path(source).parent if not source.startswith("<") else Path.cwd()
+    root = _Table(
+        data,
+        "",
+        source,
+        Path(base_dir).absolute(),
+        ("general", "listen", "auth", "outgoing_pools", "xmppauth"),
+    )
+    hosts = _parse_hosts(root)
+    listen_c2s, listen_http = _parse_listen(root)
+    return Config(
+        hosts=hosts,
+        listen_c2s=listen_c2s,
+        listen_http=listen_http,
+        auth=_parse_auth(root),
+        source=source,
+        options=_parse_options(root),
+    )
 
 
 def load_config(path: str | Path) -> Config:
+    """Read and check the TOML file at ``path``; any problem is a :class:`ConfigError`."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: config file not found (set XMPPAUTH_CONFIG)") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), base_dir=path.absolute().parent)
+
+
+def _describe_tls(tls: TlsOptions | None, plain: str) -> str:
+    if tls is None:
+        return plain
+    cert = "bootstrap cert" if tls.certfile is None else "own cert"
+    failure = "" if tls.disconnect_on_failure else ", keep on bad cert"
+    crls = f", {len(tls.crl_files)} CRL file(s)" if tls.crl_files else ""
+    return f"{tls.mode} verify={tls.verify_mode}{failure}, {cert}{crls}"
+
+
+def _address(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def describe(config: Config) -> str:
+    """One line for the start-up log: what is listening and how users authenticate (no secrets)."""
+    c2s = "; ".join(
+        f"{_address(li.ip_address, li.port)} {_describe_tls(li.tls, 'plain, no TLS')}"
+        for li in config.listen_c2s
+    )
+    http = "; ".join(
+        f"{_address(li.ip_address, li.port)} {_describe_tls(li.tls, 'plain http')} "
+        f"[{', '.join(f'{h.kind} {h.path}' for h in li.handlers) or 'no handlers'}]"
+        for li in config.listen_http
+    )
+    auth = config.auth
+    parts = [
+        f"config {config.source}",
+        f"hosts {', '.join(config.hosts)}",
+        f"c2s {c2s or 'none'}",
+        f"http {http or 'none'}",
+        f"auth methods={','.join(auth.methods)} sasl={','.join(auth.sasl_mechanisms)} "
+        f"external={','.join(auth.sasl_external)}",
+    ]
+    if auth.http is not None:
+        parts.append(f"http auth {auth.http.base_url}")
+    if config.options.trusted_proxies:
+        parts.append(f"trusted proxies {', '.join(str(n) for n in config.options.trusted_proxies)}")
+    return " | ".join(parts)

@@ -13,14 +13,19 @@ from pathlib import Path
 
 import dj_database_url
 
-from xmppauth.config import load_config
+from xmppauth.config import ConfigError, load_config
 from xmppauth.secrets import read_or_create_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("XMPPAUTH_VAR_DIR", BASE_DIR / "var"))
 
 XMPPAUTH_CONFIG_PATH = Path(os.environ.get("XMPPAUTH_CONFIG", BASE_DIR / "xmppauth.toml"))
-XMPP = load_config(XMPPAUTH_CONFIG_PATH)
+try:
+    XMPP = load_config(XMPPAUTH_CONFIG_PATH)
+except ConfigError as exc:
+    # Exit with one line naming the key (stderr, status 1) instead of a 40-line traceback through Django's
+    # lazy settings: ImproperlyConfigured raised here is not caught by manage.py, daphne or celery.
+    raise SystemExit(f"xmppauth: configuration error: {exc}") from None
 
 SECRET_KEY = read_or_create_secret("XMPPAUTH_SECRET_KEY", VAR_DIR / "django-secret-key")
 # Key under which CA private keys are encrypted at rest (certauth.pki.keys).
