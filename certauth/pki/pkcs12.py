@@ -1,0 +1,46 @@
+"""PKCS#12 bundles handed to users: their key, certificate and our CA.
+
+Spec: RFC 7292 (PKCS#12), RFC 8018 §6.2 (PBES2). PBES2 with AES-256-CBC and a SHA-256 MAC is what OpenSSL 3
+writes by default and what Android and the macOS keychain import; the legacy RC2/3DES formats are not used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from .keys import PrivateKey
+
+KDF_ROUNDS = 20000
+
+
+def export_pkcs12(
+    cert: x509.Certificate,
+    key: PrivateKey,
+    *,
+    ca_chain: Sequence[x509.Certificate] = (),
+    password: bytes,
+    friendly_name: bytes | None = None,
+) -> bytes:
+    """A password-protected PKCS#12 of ``key``, ``cert`` and ``ca_chain``; ValueError on an empty password."""
+    if not password:
+        raise ValueError("a PKCS#12 export needs a non-empty password")
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(KDF_ROUNDS)
+        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        .hmac_hash(hashes.SHA256())
+        .build(password)
+    )
+    return pkcs12.serialize_key_and_certificates(friendly_name, key, cert, list(ca_chain) or None, encryption)
+
+
+def load_pkcs12(
+    data: bytes, password: bytes | None
+) -> tuple[PrivateKey | None, x509.Certificate | None, list[x509.Certificate]]:
+    """Key, certificate and additional certificates of a PKCS#12 (thin wrapper, mostly for tests)."""
+    key, cert, additional = pkcs12.load_key_and_certificates(data, password)
+    return key, cert, list(additional)  # type: ignore[return-value]
