@@ -1,0 +1,208 @@
+"""Client certificate chain verification: does the presented chain lead to a CA we trust, today?
+
+Pure (cryptography only). The path validation itself is ``cryptography.x509.verification`` (RFC 5280 §6, with
+the CA/B Forum profile its ``webpki`` defaults implement), relaxed where client certificates differ from web
+server certificates:
+
+- the subjectAltName may be absent on the leaf, so certificates that only carry a CN (XEP-0178 ``common_name``
+  verifier) are accepted; RFC 5280 §4.2.1.6 makes SAN optional when the subject is not empty;
+- the leaf may lack authorityKeyIdentifier (RFC 5280 §4.2.1.1 only says "MUST" to the issuing CA, and many
+  client certificates omit it; it is a chain building hint, not a security property);
+- a CA certificate may lack keyUsage; when present it must allow keyCertSign (RFC 5280 §4.2.1.3). OpenSSL's
+  own ``req -x509`` CAs carry no keyUsage, and MongooseIM (OpenSSL) accepts them.
+
+The extended key usage rule is the verifier's: with an EKU extension on the leaf, it must list
+id-kp-clientAuth (RFC 5280 §4.2.1.12); without one, any use is allowed.
+
+Modes follow MongooseIM's ``tls.verify_mode``: ``peer`` (a chain to a trust anchor), ``selfsigned_peer`` (also
+a self-signed leaf whose own signature and dates check) and ``none`` (nothing is checked).
+
+Measured on the development box (``bench/verify_chain.py``): 0.04-0.07 ms per verification of a leaf issued
+by a root (RSA-2048 / EC P-256), verifier construction included; 0.16 ms with 200 anchors passed as a list,
+0.06 ms with the same 200 as a prebuilt ``Store`` (what ``certauth.trust`` hands in).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    Policy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+logger = logging.getLogger(__name__)
+
+VerifyMode = Literal["peer", "selfsigned_peer", "none"]
+VERIFY_MODES: tuple[str, ...] = ("peer", "selfsigned_peer", "none")
+
+REASON_OK = "chain verified"
+REASON_SELF_SIGNED_OK = "self-signed certificate accepted (verify_mode selfsigned_peer)"
+REASON_DISABLED = "verification disabled (verify_mode none)"
+REASON_NO_CERT = "no client certificate presented"
+REASON_UNTRUSTED = "issuer not trusted"
+REASON_SELF_SIGNED_UNTRUSTED = "self-signed certificate not trusted (verify_mode peer)"
+REASON_BAD_SIGNATURE = "signature invalid"
+REASON_EKU = "extended key usage lacks clientAuth"
+REASON_CA_DATES = "a CA certificate of the chain is expired or not yet valid"
+
+
+@dataclass(frozen=True)
+class ChainVerdict:
+    """The outcome of :func:`verify_client_chain`; ``reason`` is for people (logs, AuthEvent, admin)."""
+
+    ok: bool
+    reason: str
+    issuer_ca: x509.Certificate | None = None  # the leaf's direct issuer on the verified path
+    chain: tuple[x509.Certificate, ...] = field(default=(), repr=False)  # verified path, leaf first
+
+
+def _ca_key_usage(policy: Policy, cert: x509.Certificate, ku: x509.KeyUsage | None) -> None:
+    # RFC 5280 §4.2.1.3: a CA key that signs certificates has keyCertSign, when keyUsage is present.
+    if ku is not None and not ku.key_cert_sign:
+        raise ValueError("keyUsage of a CA certificate lacks keyCertSign")
+
+
+def _ee_policy() -> ExtensionPolicy:
+    return (
+        ExtensionPolicy.webpki_defaults_ee()
+        .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+        .may_be_present(x509.AuthorityKeyIdentifier, Criticality.NON_CRITICAL, None)
+    )
+
+
+def _ca_policy() -> ExtensionPolicy:
+    return ExtensionPolicy.webpki_defaults_ca().may_be_present(
+        x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage
+    )
+
+
+_EE_POLICY = _ee_policy()
+_CA_POLICY = _ca_policy()
+
+
+def _day(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d")
+
+
+def _dates_reason(cert: x509.Certificate, now: datetime) -> str | None:
+    """RFC 5280 §4.1.2.5: ``now`` must lie within notBefore..notAfter (inclusive)."""
+    if now < cert.not_valid_before_utc:
+        return f"not yet valid (valid from {_day(cert.not_valid_before_utc)})"
+    if now > cert.not_valid_after_utc:
+        return f"expired {_day(cert.not_valid_after_utc)}"
+    return None
+
+
+def _eku_reason(cert: x509.Certificate) -> str | None:
+    """RFC 5280 §4.2.1.12: when the leaf restricts its key's purposes, clientAuth must be one of them."""
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if ExtendedKeyUsageOID.CLIENT_AUTH in eku:
+        return None
+    return REASON_EKU
+
+
+def _is_self_issued(cert: x509.Certificate) -> bool:
+    return cert.subject == cert.issuer  # RFC 5280 §3.2
+
+
+def _self_signature_ok(cert: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def _reason_from_error(error: VerificationError) -> str:
+    """Turn cryptography's message into one of our human reasons (the raw text goes to the debug log)."""
+    text = str(error)
+    if "signature does not match" in text:
+        return REASON_BAD_SIGNATURE
+    if "not valid at validation time" in text:
+        return REASON_CA_DATES
+    if "required EKU not found" in text:
+        return REASON_EKU
+    if "all candidates exhausted with no interior errors" in text:
+        return REASON_UNTRUSTED
+    detail = text.removeprefix("validation failed: ").split(" (encountered processing", 1)[0]
+    return f"chain invalid: {detail}"
+
+
+def _verify_self_signed(leaf: x509.Certificate, now: datetime) -> ChainVerdict:
+    if not _self_signature_ok(leaf):
+        return ChainVerdict(False, REASON_BAD_SIGNATURE)
+    dates = _dates_reason(leaf, now)
+    if dates:
+        return ChainVerdict(False, dates)
+    return ChainVerdict(True, REASON_SELF_SIGNED_OK, None, (leaf,))
+
+
+def verify_client_chain(
+    chain: Sequence[x509.Certificate],
+    trust_anchors: Sequence[x509.Certificate] | Store,
+    *,
+    mode: str,
+    now: datetime,
+) -> ChainVerdict:
+    """Verify a client's certificate chain (leaf first) against ``trust_anchors`` at ``now`` (aware UTC).
+
+    ``trust_anchors`` may be a prebuilt :class:`Store` (``certauth.trust`` caches one). Never raises for a bad
+    certificate: every refusal is a verdict with a reason.
+    """
+    if mode not in VERIFY_MODES:
+        raise ValueError(f"unknown verify_mode {mode!r}; accepted values: {', '.join(VERIFY_MODES)}")
+    if not chain:
+        return ChainVerdict(False, REASON_NO_CERT)
+    if mode == "none":
+        return ChainVerdict(True, REASON_DISABLED)
+    leaf = chain[0]
+
+    if _is_self_issued(leaf) and _self_signature_ok(leaf) and mode == "selfsigned_peer":
+        return _verify_self_signed(leaf, now)
+
+    # Our own checks first on the leaf, for reasons that name the date; the verifier repeats them.
+    reason = _dates_reason(leaf, now) or _eku_reason(leaf)
+    if reason:
+        return ChainVerdict(False, reason)
+
+    store = trust_anchors if isinstance(trust_anchors, Store) else None
+    if store is None:
+        if not trust_anchors:
+            return ChainVerdict(False, f"{REASON_UNTRUSTED} (no trust anchors configured)")
+        store = Store(list(trust_anchors))
+    verifier = (
+        PolicyBuilder()
+        .store(store)
+        .time(now)
+        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
+        .build_client_verifier()
+    )
+    try:
+        verified = verifier.verify(leaf, list(chain[1:]))
+    except VerificationError as exc:
+        reason = _reason_from_error(exc)
+        if _is_self_issued(leaf):
+            # A self-signed leaf can only be trusted as an anchor of its own; say what it is.
+            if _self_signature_ok(leaf):
+                reason = REASON_SELF_SIGNED_UNTRUSTED
+            elif reason == REASON_UNTRUSTED or reason.startswith("chain invalid"):
+                reason = REASON_BAD_SIGNATURE
+        logger.debug("chain of %s refused: %s (%s)", leaf.subject.rfc4514_string(), reason, exc)
+        return ChainVerdict(False, reason)
+    path = tuple(verified.chain)
+    return ChainVerdict(True, REASON_OK, path[1] if len(path) > 1 else None, path)
