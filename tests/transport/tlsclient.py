@@ -1,0 +1,80 @@
+"""Test helpers for TLS listeners: server credential files and Python ``ssl`` clients with certificates."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from certauth.pki import generate_private_key, issue_certificate
+from tests.certs import Issued, make_ca, make_client, make_expired, make_self_signed
+from xmppauth.config import TlsOptions
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A trusted client CA, a server certificate on disk, and one client certificate of each kind."""
+
+    ca: Issued
+    server_certfile: Path
+    server_keyfile: Path
+    valid: Issued
+    expired: Issued
+    self_signed: Issued
+    untrusted: Issued
+
+    def options(self, **overrides) -> TlsOptions:
+        return TlsOptions(certfile=str(self.server_certfile), keyfile=str(self.server_keyfile), **overrides)
+
+
+def make_pki(directory: Path) -> Pki:
+    ca = make_ca("xmppauth test client CA")
+    server_ca = make_ca("xmppauth test server CA")
+    server_key = generate_private_key("ec-p256")
+    server_cert = issue_certificate(
+        server_ca.cert, server_ca.key, server_key.public_key(), server=True, dns_names=("localhost",)
+    )
+    server = Issued(server_cert, server_key, server_ca)
+    certfile = directory / "server.pem"
+    keyfile = directory / "server.key"
+    certfile.write_bytes(server.pem)
+    keyfile.write_bytes(server.key_pem)
+    return Pki(
+        ca=ca,
+        server_certfile=certfile,
+        server_keyfile=keyfile,
+        valid=make_client(ca, jids=["alice@localhost"]),
+        expired=make_expired(ca, jids=["alice@localhost"]),
+        self_signed=make_self_signed(jids=["carol@localhost"]),
+        untrusted=make_client(make_ca("someone else's CA"), jids=["mallory@localhost"]),
+    )
+
+
+def client_context(directory: Path, client: Issued | None, *, maximum_version=None) -> ssl.SSLContext:
+    """A client context presenting ``client`` (or no certificate); it does not check the server."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if maximum_version is not None:
+        ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        ctx.maximum_version = maximum_version
+    if client is not None:
+        name = client.cert.serial_number
+        certfile = directory / f"client-{name}.pem"
+        keyfile = directory / f"client-{name}.key"
+        certfile.write_bytes(b"".join(_pem(c) for c in client.chain[:-1] or client.chain))
+        keyfile.write_bytes(client.key_pem)
+        ctx.load_cert_chain(certfile, keyfile)
+    return ctx
+
+
+def _pem(cert) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def tls_connect(ctx: ssl.SSLContext, port: int, *, timeout: float = 10) -> ssl.SSLSocket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return ctx.wrap_socket(sock, server_hostname="localhost")

@@ -1,0 +1,221 @@
+"""Server-side TLS for every listener: a pyOpenSSL context that asks for a client certificate (DESIGN §3).
+
+Specs: RFC 8446 §4.3.2 / RFC 5246 §7.4.4 (CertificateRequest, certificate_authorities), RFC 6120 §5 and §13.8
+(TLS 1.2+), XEP-0178 (the client certificate carries the identity), XEP-0368 (direct TLS).
+
+Who decides. The handshake asks for a certificate and advertises our trust anchors; the verify callback
+records what OpenSSL thought of the chain. Whether a certificate lets anyone in is decided after the handshake
+by our own verification (``certauth``), on every connection. The handshake only ever *refuses*, and only
+when ``disconnect_on_failure`` is true, which mirrors MongooseIM's ``just_tls``:
+
+- ``verify_mode = "none"``: any certificate, or none, completes the handshake.
+- ``peer`` / ``selfsigned_peer`` with ``disconnect_on_failure = true``: no certificate, or one OpenSSL cannot
+  chain to a trust anchor (``selfsigned_peer`` forgives only "self-signed leaf"), fails the handshake with a
+  TLS alert; a certificate that OpenSSL accepts but our verification refuses (e.g. revoked) is cut right
+  after the handshake (:func:`must_disconnect`).
+- ``disconnect_on_failure = false``: the handshake always completes; an invalid certificate counts as none.
+
+Session resumption is off (no tickets, no session cache): a resumed session skips the verify callback and may
+not restore the intermediates, so every connection does a full handshake and a full verification.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from zope.interface import implementer
+
+from xmppauth.config import TlsOptions
+
+logger = logging.getLogger(__name__)
+
+VERIFY_MODES: tuple[str, ...] = ("peer", "selfsigned_peer", "none")
+
+# OpenSSL x509_vfy.h codes we name in logs; any other code is logged by number.
+X509_V_ERR_NAMES: dict[int, str] = {
+    2: "unable to get issuer certificate",
+    7: "certificate signature failure",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in certificate chain",
+    20: "unable to get local issuer certificate",
+    21: "unable to verify the first certificate",
+    24: "invalid CA certificate",
+    26: "unsupported certificate purpose",
+    79: "invalid or inconsistent certificate extension",
+}
+X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
+
+
+class TlsConfigError(Exception):
+    """The TLS files of a listener cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class VerifyError:
+    """One complaint of OpenSSL's chain verification, as the verify callback saw it."""
+
+    depth: int
+    code: int
+    subject: str
+
+    @property
+    def reason(self) -> str:
+        return X509_V_ERR_NAMES.get(self.code, f"X509_V_ERR {self.code}")
+
+    def __str__(self) -> str:
+        return f"depth {self.depth} ({self.subject}): {self.reason}"
+
+
+@dataclass
+class PeerTlsState:
+    """Per-connection state the verify callback fills (kept as the pyOpenSSL connection's app data)."""
+
+    errors: list[VerifyError] = field(default_factory=list)
+
+
+def requires_certificate(options: TlsOptions) -> bool:
+    """Whether the handshake itself refuses a client without a valid certificate (MongooseIM semantics)."""
+    return options.verify_mode != "none" and options.disconnect_on_failure
+
+
+def must_disconnect(options: TlsOptions, verified: bool) -> bool:
+    """Whether a connection whose certificate our verification refused must be cut after the handshake."""
+    return requires_certificate(options) and not verified
+
+
+def with_default_credentials(options: TlsOptions, certfile: Path, keyfile: Path) -> TlsOptions:
+    """``options`` with the bootstrap's server certificate when the listener names none."""
+    if options.certfile:
+        return options
+    if not certfile.is_file() or not keyfile.is_file():
+        raise TlsConfigError(
+            f"the listener has no tls.certfile and the default server certificate {certfile} / {keyfile} "
+            "does not exist: run `manage.py bootstrap` or set tls.certfile and tls.keyfile"
+        )
+    return replace(options, certfile=str(certfile), keyfile=str(keyfile))
+
+
+def load_ca_file(path: str) -> list[x509.Certificate]:
+    """The certificates of a PEM bundle (``tls.cacertfile``)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise TlsConfigError(f"tls.cacertfile {path}: {exc.strerror or exc}") from exc
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise TlsConfigError(f"tls.cacertfile {path}: no PEM certificate found ({exc})") from exc
+
+
+def _subject(cert: crypto.X509) -> str:
+    try:
+        return cert.to_cryptography().subject.rfc4514_string()
+    except Exception:  # a malformed name must not break the handshake's bookkeeping
+        return "<unreadable subject>"
+
+
+def _make_verify_callback(options: TlsOptions):
+    """The verify callback: record every error; refuse only when the config says the handshake must."""
+    decide = requires_certificate(options)
+    forgive_self_signed = options.verify_mode == "selfsigned_peer"
+
+    def callback(conn: SSL.Connection, cert: crypto.X509, code: int, depth: int, ok: int) -> bool:
+        state = conn.get_app_data()
+        if not ok and isinstance(state, PeerTlsState):
+            state.errors.append(VerifyError(depth=depth, code=code, subject=_subject(cert)))
+        if ok or not decide:
+            return True
+        # MongooseIM selfsigned_peer: a self-signed leaf is forgiven, nothing else is.
+        return forgive_self_signed and depth == 0 and code == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+
+    return callback
+
+
+def build_context(options: TlsOptions, trust_anchors: list[x509.Certificate]) -> SSL.Context:
+    """A server context for one listener: TLS 1.2+, our certificate, a client-certificate request."""
+    if options.verify_mode not in VERIFY_MODES:
+        raise TlsConfigError(
+            f"tls.verify_mode = {options.verify_mode!r}; accepted values: {', '.join(VERIFY_MODES)}"
+        )
+    if not options.certfile:
+        raise TlsConfigError("tls.certfile is not set")
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)  # RFC 8996 retires TLS 1.0/1.1
+    ctx.set_options(
+        SSL.OP_NO_COMPRESSION  # CRIME; RFC 7525 §3.3
+        | SSL.OP_CIPHER_SERVER_PREFERENCE
+        | SSL.OP_NO_RENEGOTIATION
+        | SSL.OP_NO_TICKET
+    )
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)  # full handshake and verification every time (module doc)
+    try:
+        ctx.use_certificate_chain_file(options.certfile)
+        ctx.use_privatekey_file(options.keyfile or options.certfile)
+        ctx.check_privatekey()
+    except (SSL.Error, OSError) as exc:
+        raise TlsConfigError(
+            f"tls.certfile {options.certfile} / tls.keyfile {options.keyfile or options.certfile}: "
+            f"cannot load the server certificate and key ({exc})"
+        ) from exc
+
+    store = ctx.get_cert_store()
+    assert store is not None
+    # Any configured CA is a trust anchor, root or not, as in cryptography's verifier.
+    store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
+    for anchor in trust_anchors:
+        store.add_cert(crypto.X509.from_cryptography(anchor))
+        ctx.add_client_ca(anchor)  # RFC 8446 §4.2.4: certificate_authorities tell clients which cert to pick
+
+    mode = SSL.VERIFY_PEER
+    if requires_certificate(options):
+        mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    ctx.set_verify(mode, _make_verify_callback(options))
+    ctx.set_verify_depth(10)
+    return ctx
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTls:
+    """One listener's TLS: holds the context (rebuilt when the trust anchors change) and makes connections.
+
+    Twisted calls :meth:`serverConnectionForTLS` for each ``listenSSL`` / ``startTLS`` connection.
+    """
+
+    def __init__(self, options: TlsOptions, trust_anchors: list[x509.Certificate]) -> None:
+        self.options = options
+        self.context = build_context(options, trust_anchors)
+
+    def update_trust_anchors(self, trust_anchors: list[x509.Certificate]) -> None:
+        """New connections use the new anchors; live ones keep theirs."""
+        self.context = build_context(self.options, trust_anchors)
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802 (Twisted's name)
+        connection = SSL.Connection(self.context, None)
+        connection.set_app_data(PeerTlsState())
+        return connection
+
+    def getContext(self) -> SSL.Context:  # noqa: N802 (IOpenSSLContextFactory, for old-style callers)
+        return self.context
+
+
+def peer_chain(connection: SSL.Connection) -> list[x509.Certificate]:
+    """The chain the client sent, leaf first, as cryptography certificates (empty when it sent none)."""
+    chain = connection.get_peer_cert_chain(as_cryptography=True)
+    if chain:
+        return list(chain)
+    leaf = connection.get_peer_certificate(as_cryptography=True)
+    return [leaf] if leaf is not None else []
+
+
+def verify_errors(connection: SSL.Connection) -> tuple[VerifyError, ...]:
+    """What the verify callback recorded for this connection."""
+    state = connection.get_app_data()
+    return tuple(state.errors) if isinstance(state, PeerTlsState) else ()
