@@ -1,0 +1,117 @@
+"""Admin for domains and accounts, with the per-account certificate actions (issue, sign a CSR)."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from accounts.models import Account, Domain
+from certauth import pki, services
+from certauth.adminviews import form_page
+from certauth.forms import IssueCertificateForm, SignCsrForm
+
+
+@admin.register(Domain)
+class DomainAdmin(admin.ModelAdmin):
+    list_display = ["name", "enabled", "account_count", "created_at"]
+    list_filter = ["enabled"]
+    search_fields = ["name"]
+
+    @admin.display(description="accounts")
+    def account_count(self, domain: Domain) -> int:
+        return domain.accounts.count()
+
+
+def _attachment(data: bytes, filename: str, content_type: str) -> HttpResponse:
+    response = HttpResponse(data, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ["jid_display", "active", "created_by", "certificate_count", "created_at"]
+    list_filter = ["active", "created_by", "domain"]
+    search_fields = ["localpart", "domain__name"]
+    list_select_related = ["domain"]
+    readonly_fields = ["created_at", "certificate_actions"]
+    actions = ["issue_certificate_action"]
+
+    @admin.display(description="JID", ordering="localpart")
+    def jid_display(self, account: Account) -> str:
+        return account.jid
+
+    @admin.display(description="certificates")
+    def certificate_count(self, account: Account) -> int:
+        return account.certificates.count()
+
+    @admin.display(description="certificate actions")
+    def certificate_actions(self, account: Account) -> str:
+        if account.pk is None:
+            return "-"
+        return format_html(
+            '<a class="button" href="{}">Issue a certificate</a> <a class="button" href="{}">Sign a CSR</a>',
+            reverse("admin:accounts_account_issue", args=[account.pk]),
+            reverse("admin:accounts_account_sign_csr", args=[account.pk]),
+        )
+
+    @admin.action(description="Issue a certificate for the selected account")
+    def issue_certificate_action(self, request: HttpRequest, queryset) -> HttpResponse | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one account to issue a certificate for.", messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("admin:accounts_account_issue", args=[queryset.get().pk]))
+
+    def get_urls(self):
+        own = [
+            path("<int:account_id>/issue-certificate/", self.admin_site.admin_view(self.issue_view),
+                 name="accounts_account_issue"),
+            path("<int:account_id>/sign-csr/", self.admin_site.admin_view(self.sign_csr_view),
+                 name="accounts_account_sign_csr"),
+        ]
+        return own + super().get_urls()
+
+    def issue_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
+        account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)
+        if not self.has_change_permission(request, account):
+            return HttpResponse(status=403)
+        form = IssueCertificateForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                issued = services.issue_for_account(
+                    account, ca=data["ca"], key_type=data["key_type"], days=data["days"],
+                    common_name=data["common_name"] or None,
+                )
+            except services.PkiError as exc:
+                form.add_error(None, str(exc))
+            else:
+                password = data["password"].encode()
+                self.log_change(request, account, f"issued certificate {issued.row.serial}")
+                if data["output"] == "p12":
+                    return _attachment(issued.pkcs12(password), f"{account.jid}.p12", "application/x-pkcs12")
+                return _attachment(issued.pem_bundle(password), f"{account.jid}.pem", "application/x-pem-file")
+        return form_page(request, f"Issue a certificate for {account.jid}", form, submit_label="Issue",
+                         intro="The certificate's xmppAddr is the account's JID (XEP-0178).")
+
+    def sign_csr_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
+        account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)
+        if not self.has_change_permission(request, account):
+            return HttpResponse(status=403)
+        form = SignCsrForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                row = services.sign_csr_for_account(account, data["csr"].encode(), ca=data["ca"], days=data["days"])
+            except services.PkiError as exc:
+                form.add_error("csr", str(exc))
+            else:
+                self.log_change(request, account, f"signed a CSR: certificate {row.serial}")
+                cert = pki.load_certificate(row.pem.encode())
+                return _attachment(pki.certificate_to_pem(cert).encode(), f"{account.jid}.crt.pem",
+                                   "application/x-pem-file")
+        return form_page(request, f"Sign a CSR for {account.jid}", form, submit_label="Sign")

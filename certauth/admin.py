@@ -1,0 +1,198 @@
+"""Admin for CAs, certificates, CRL sources and the auth event log; actions call certauth.services."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import path, reverse
+
+from accounts.models import Account
+from certauth import services
+from certauth.adminviews import form_page
+from certauth.forms import ImportCaForm, ImportCertificateForm, RevokeForm
+from certauth.models import AuthEvent, Certificate, CertificateAuthority, CrlSource, RevokedSerial
+
+
+class ImportToolMixin:
+    """Adds an "import from PEM" page to a model admin, linked above its change list."""
+
+    change_list_template = "admin/certauth/change_list_import.html"
+    import_label = "Import from PEM"
+
+    def get_urls(self):
+        info = (self.model._meta.app_label, self.model._meta.model_name)
+        own = [path("import/", self.admin_site.admin_view(self.import_view), name="%s_%s_import" % info)]
+        return own + super().get_urls()
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        info = (self.model._meta.app_label, self.model._meta.model_name)
+        extra = {"extra_tools": [(reverse("admin:%s_%s_import" % info), self.import_label)]}
+        return super().changelist_view(request, {**extra, **(extra_context or {})})
+
+    def _back_to_changelist(self) -> HttpResponseRedirect:
+        info = (self.model._meta.app_label, self.model._meta.model_name)
+        return HttpResponseRedirect(reverse("admin:%s_%s_changelist" % info))
+
+
+@admin.register(CertificateAuthority)
+class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
+    list_display = ["name", "is_ours_display", "trusted_for_client_auth", "not_after", "crl_number",
+                    "crl_updated_at"]
+    list_filter = ["trusted_for_client_auth"]
+    search_fields = ["name", "subject", "fingerprint_sha256"]
+    readonly_fields = ["subject", "fingerprint_sha256", "not_before", "not_after", "certificate_pem",
+                       "crl_number", "crl_updated_at", "crl_link", "created_at"]
+    fields = ["name", "trusted_for_client_auth", *readonly_fields]
+    actions = ["publish_crl_action"]
+    import_label = "Import a CA from PEM"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # created by `pki init-ca` / bootstrap, or imported from PEM
+
+    @admin.display(description="ours", boolean=True)
+    def is_ours_display(self, ca: CertificateAuthority) -> bool:
+        return ca.is_ours
+
+    @admin.display(description="CRL URL")
+    def crl_link(self, ca: CertificateAuthority) -> str:
+        return (services.crl_url(ca) or "-") if ca.is_ours else "-"
+
+    @admin.action(description="Publish a fresh CRL now (our CAs)")
+    def publish_crl_action(self, request: HttpRequest, queryset) -> None:
+        for ca in queryset:
+            if ca.is_ours:
+                services.publish_crl(ca)
+                self.message_user(request, f"published CRL #{ca.crl_number + 1} of {ca.name}")
+            else:
+                self.message_user(request, f"{ca.name} is imported: its CRL comes from its sources",
+                                  messages.WARNING)
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_change_permission(request):
+            return HttpResponse(status=403)
+        form = ImportCaForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                ca = services.import_ca(data["pem"], name=data["name"] or None,
+                                        trusted=data["trusted_for_client_auth"])
+            except services.PkiError as exc:
+                form.add_error("pem", str(exc))
+            else:
+                self.log_addition(request, ca, "imported from PEM")
+                self.message_user(request, f"imported CA {ca.name}")
+                return self._back_to_changelist()
+        return form_page(request, "Import a CA certificate", form, submit_label="Import")
+
+
+@admin.register(Certificate)
+class CertificateAdmin(ImportToolMixin, admin.ModelAdmin):
+    list_display = ["subject", "serial", "account", "issuer", "status", "not_after", "source"]
+    list_filter = ["status", "source", "issuer", "revocation_reason"]
+    search_fields = ["serial", "fingerprint_sha256", "subject", "common_name", "account__localpart",
+                     "account__domain__name"]
+    list_select_related = ["account__domain", "issuer"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["serial", "issuer", "issuer_name", "fingerprint_sha256", "subject", "common_name",
+                       "xmpp_addrs", "dns_names", "not_before", "not_after", "status", "revoked_at",
+                       "revocation_reason", "source", "pem", "created_at"]
+    fields = ["account", *readonly_fields]
+    raw_id_fields = ["account"]
+    actions = ["revoke_action", "hold_action", "release_action"]
+    import_label = "Import a certificate from PEM"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # issued from an account, or imported from PEM
+
+    def _apply(self, request: HttpRequest, queryset, operation, verb: str) -> None:
+        done = 0
+        for row in queryset:
+            try:
+                operation(row)
+            except services.PkiError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+            else:
+                done += 1
+                self.log_change(request, row, verb)
+        if done:
+            self.message_user(request, f"{verb}: {done} certificate(s)")
+
+    @admin.action(description="Revoke the selected certificates")
+    def revoke_action(self, request: HttpRequest, queryset) -> HttpResponse | None:
+        form = RevokeForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            reason = form.cleaned_data["reason"]
+            self._apply(request, queryset, lambda row: services.revoke(row, reason), "revoked")
+            return None
+        hidden = [("action", "revoke_action"), ("apply", "1")]
+        hidden += [(admin.helpers.ACTION_CHECKBOX_NAME, str(pk)) for pk in queryset.values_list("pk", flat=True)]
+        names = ", ".join(str(row) for row in queryset[:10])
+        return form_page(request, "Revoke certificates", form, submit_label="Revoke", hidden=hidden,
+                         intro=f"Revoke for good: {names}. Live sessions using them are ended.")
+
+    @admin.action(description="Put the selected certificates on hold")
+    def hold_action(self, request: HttpRequest, queryset) -> None:
+        self._apply(request, queryset, services.hold, "put on hold")
+
+    @admin.action(description="Release the selected certificates from hold")
+    def release_action(self, request: HttpRequest, queryset) -> None:
+        self._apply(request, queryset, services.release, "released from hold")
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_change_permission(request):
+            return HttpResponse(status=403)
+        form = ImportCertificateForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            account = None
+            if data["account_jid"]:
+                try:
+                    account = Account.objects.by_jid(data["account_jid"].strip())
+                except Account.DoesNotExist:
+                    form.add_error("account_jid", "No such account.")
+            if not form.errors:
+                try:
+                    row = services.import_certificate(data["pem"], account=account)
+                except services.PkiError as exc:
+                    form.add_error("pem", str(exc))
+                else:
+                    self.log_addition(request, row, "imported from PEM")
+                    self.message_user(request, f"imported certificate {row.serial}")
+                    return self._back_to_changelist()
+        return form_page(request, "Import a client certificate", form, submit_label="Import")
+
+
+@admin.register(CrlSource)
+class CrlSourceAdmin(admin.ModelAdmin):
+    list_display = ["ca", "kind", "location", "state", "last_success_at", "next_update", "fail_open"]
+    list_filter = ["state", "kind", "fail_open", "ca"]
+    search_fields = ["location", "ca__name"]
+    readonly_fields = ["state", "last_attempt_at", "last_success_at", "this_update", "next_update",
+                       "crl_number", "last_error"]
+
+
+@admin.register(RevokedSerial)
+class RevokedSerialAdmin(admin.ModelAdmin):
+    list_display = ["serial", "ca", "revoked_at", "reason", "source"]
+    list_filter = ["ca", "reason"]
+    search_fields = ["serial"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(AuthEvent)
+class AuthEventAdmin(admin.ModelAdmin):
+    list_display = ["time", "outcome", "transport", "peer", "jid_requested", "jid_granted", "condition", "reason"]
+    list_filter = ["outcome", "transport", "condition"]
+    search_fields = ["jid_requested", "jid_granted", "cert_fingerprint", "cert_subject", "peer", "reason"]
+    date_hierarchy = "time"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
