@@ -1,0 +1,360 @@
+"""Which JID a client certificate (plus an optional SASL authzid) authenticates: the XEP-0178 rules.
+
+Specs, cited below by label:
+  [XEP-0178]  Best Practices for Use of SASL EXTERNAL with Certificates, §3 (client-to-server).
+  [RFC6120]   XMPP Core: §6.3.8 (authzid is a bare JID), §6.5 (SASL failure conditions),
+              §13.7.1.4 (xmppAddr).
+  [RFC7622]   XMPP Address Format, §3 (JID parts and their normalisation).
+  [DESIGN4]   /work/shared/DESIGN.md §4 (the verifiers `standard`, `common_name`, `auth_id`, dotted path).
+
+Pure: no Django, no I/O, no cryptography objects. The caller passes *certificate facts*: anything with
+the attributes of :class:`CertificateFacts` (``certauth.pki.facts.CertFacts`` fits), so tests build them
+directly. Every refusal carries a SASL condition and a human reason, and is logged, so an operator can answer
+"why did this certificate not work?" from the log alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+# [RFC6120] §6.5: the SASL failure conditions these rules produce.
+NOT_AUTHORIZED = "not-authorized"
+INVALID_AUTHZID = "invalid-authzid"
+
+BUILTIN_VERIFIERS = ("standard", "common_name", "auth_id")
+
+_MAX_PART_BYTES = 1023  # [RFC7622] §3.2, §3.3, §3.4
+_LOCALPART_FORBIDDEN = frozenset("\"&'/:<>@")  # [RFC7622] §3.3.1
+
+
+class InvalidJid(ValueError):
+    """A string that is not a valid JID; the message says why."""
+
+
+@dataclass(frozen=True)
+class Jid:
+    """A normalised JID: ``localpart@domainpart/resourcepart``, each part optional but the domain."""
+
+    local: str | None
+    domain: str
+    resource: str | None = None
+
+    @property
+    def bare(self) -> str:
+        return f"{self.local}@{self.domain}" if self.local is not None else self.domain
+
+    @property
+    def is_bare(self) -> bool:
+        return self.resource is None
+
+    def __str__(self) -> str:
+        return self.bare if self.resource is None else f"{self.bare}/{self.resource}"
+
+
+def _check_length(part: str, name: str) -> None:
+    if not part:
+        raise InvalidJid(f"empty {name}")
+    if len(part.encode("utf-8")) > _MAX_PART_BYTES:
+        raise InvalidJid(f"{name} longer than {_MAX_PART_BYTES} bytes")
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn") for char in text)
+
+
+def normalise_localpart(local: str) -> str:
+    """[RFC7622] §3.3: NFKC then lower case.
+
+    A simplification of the PRECIS UsernameCaseMapped profile (RFC 8265 §3.3): width mapping and case
+    mapping are approximated by NFKC and ``str.lower``; directionality and the full PRECIS character
+    classes are not checked. Spaces, control characters and ``"&'/:<>@`` are refused.
+    """
+    local = unicodedata.normalize("NFKC", local).lower()
+    _check_length(local, "localpart")
+    bad = sorted({char for char in local if char in _LOCALPART_FORBIDDEN or char.isspace()})
+    if bad:
+        raise InvalidJid(f"localpart contains forbidden characters {''.join(bad)!r}")
+    if _has_control(local):
+        raise InvalidJid("localpart contains control or unassigned characters")
+    return local
+
+
+def normalise_domain(domain: str) -> str:
+    """[RFC7622] §3.2: NFKC, lower case, without the trailing dot of a fully qualified name.
+
+    IDNA2008 (U-label/A-label equivalence) is not applied: the domain is compared as written, lowered.
+    """
+    domain = unicodedata.normalize("NFKC", domain).lower()
+    if domain.endswith("."):
+        domain = domain[:-1]  # [RFC7622] §3.2: a trailing dot is stripped before comparison
+    _check_length(domain, "domainpart")
+    if any(char.isspace() or char in "@/\"&'<>\\" for char in domain) or _has_control(domain):
+        raise InvalidJid(f"domainpart {domain!r} contains forbidden characters")
+    if any(not label for label in domain.split(".")) and not domain.startswith("["):
+        raise InvalidJid(f"domainpart {domain!r} has an empty label")
+    return domain
+
+
+def normalise_resource(resource: str) -> str:
+    """[RFC7622] §3.4: NFC (a simplification of the PRECIS OpaqueString profile, RFC 8265 §4.2).
+
+    Non-ASCII spaces are mapped to U+0020; control characters are refused.
+    """
+    resource = "".join(" " if char.isspace() and ord(char) > 0x7F else char for char in resource)
+    resource = unicodedata.normalize("NFC", resource)
+    _check_length(resource, "resourcepart")
+    if _has_control(resource):
+        raise InvalidJid("resourcepart contains control or unassigned characters")
+    return resource
+
+
+def parse_jid(text: str) -> Jid:
+    """Split and normalise ``text`` per [RFC7622] §3.1; :class:`InvalidJid` naming the problem otherwise."""
+    if not isinstance(text, str):
+        raise InvalidJid("a JID must be a string")
+    rest, slash, resource = text.partition("/")  # [RFC7622] §3.1: the resource starts at the first '/'
+    local, at, domain = rest.partition("@")  # ...and the localpart ends at the first '@' before it
+    if not at:
+        local, domain = "", rest
+    return Jid(
+        local=normalise_localpart(local) if at else None,
+        domain=normalise_domain(domain),
+        resource=normalise_resource(resource) if slash else None,
+    )
+
+
+def normalise_jid(text: str) -> str:
+    """The canonical string form of the JID ``text``; :class:`InvalidJid` if it is not one."""
+    return str(parse_jid(text))
+
+
+def parse_bare_jid(text: str) -> Jid:
+    """A ``localpart@domainpart`` JID, as an authzid must be ([RFC6120] §6.3.8)."""
+    jid = parse_jid(text)
+    if jid.local is None:
+        raise InvalidJid(f"{text!r} has no localpart")
+    if jid.resource is not None:
+        raise InvalidJid(f"{text!r} is a full JID, a bare JID is required")
+    return jid
+
+
+class CertificateFacts(Protocol):
+    """What the identity rules read from a verified client certificate (see ``certauth.pki.facts``)."""
+
+    @property
+    def xmpp_addrs(self) -> tuple[str, ...]: ...
+
+    @property
+    def common_name(self) -> str | None: ...
+
+    @property
+    def fingerprint_sha256(self) -> str: ...
+
+    @property
+    def subject(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class IdentityFailure:
+    """A refusal: the SASL condition ([RFC6120] §6.5) and a reason an operator can read."""
+
+    condition: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class IdentityDecision:
+    """The outcome: ``jid`` (a bare JID) when accepted, else ``condition`` and ``reason``."""
+
+    jid: str | None = None
+    condition: str | None = None
+    reason: str = ""
+    verifier: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.jid is not None
+
+
+Verifier = Callable[[CertificateFacts, "str | None", str], "str | IdentityFailure"]
+
+
+def _describe(facts: CertificateFacts) -> str:
+    return f"certificate {facts.subject!r} (sha256 {facts.fingerprint_sha256})"
+
+
+def certificate_jids(facts: CertificateFacts) -> list[Jid]:
+    """The certificate's xmppAddrs as bare JIDs ([XEP-0178] §3); unusable ones are ignored and logged."""
+    jids: list[Jid] = []
+    for addr in facts.xmpp_addrs:
+        try:
+            jid = parse_bare_jid(addr)
+        except InvalidJid as exc:
+            logger.warning("ignoring xmppAddr %r of %s: %s", addr, _describe(facts), exc)
+            continue
+        if jid not in jids:
+            jids.append(jid)
+    return jids
+
+
+def verify_standard(facts: CertificateFacts, authzid: Jid | None, domain: str) -> Jid | IdentityFailure:
+    """[XEP-0178] §3 / [DESIGN4] `standard`: the JID comes from the certificate's xmppAddrs."""
+    jids = certificate_jids(facts)
+    if not jids:
+        return IdentityFailure(NOT_AUTHORIZED, "certificate has no usable xmppAddr")
+    if authzid is None:
+        if len(jids) == 1:
+            return jids[0]
+        return IdentityFailure(
+            INVALID_AUTHZID, f"certificate has {len(jids)} xmppAddrs and no authzid was given"
+        )
+    if authzid in jids:
+        return authzid
+    return IdentityFailure(
+        INVALID_AUTHZID,
+        f"authzid {authzid.bare!r} is none of the certificate's xmppAddrs "
+        f"({', '.join(jid.bare for jid in jids)})",
+    )
+
+
+def verify_common_name(
+    facts: CertificateFacts, authzid: Jid | None, domain: str, prefix: str = "", suffix: str = ""
+) -> Jid | IdentityFailure:
+    """[DESIGN4] `common_name`: prefix + CN + suffix is the localpart at the stream's domain."""
+    if not facts.common_name:
+        return IdentityFailure(INVALID_AUTHZID, "certificate has no common name")
+    try:
+        jid = Jid(normalise_localpart(f"{prefix}{facts.common_name}{suffix}"), normalise_domain(domain))
+    except InvalidJid as exc:
+        return IdentityFailure(
+            INVALID_AUTHZID, f"common name {facts.common_name!r} does not make a valid localpart: {exc}"
+        )
+    if authzid is not None and authzid != jid:
+        return IdentityFailure(
+            INVALID_AUTHZID,
+            f"authzid {authzid.bare!r} differs from {jid.bare!r} derived from the common name",
+        )
+    return jid
+
+
+def verify_auth_id(facts: CertificateFacts, authzid: Jid | None, domain: str) -> Jid | IdentityFailure:
+    """[DESIGN4] `auth_id`: the authzid is trusted as is (development only)."""
+    if authzid is None:
+        return IdentityFailure(NOT_AUTHORIZED, "verifier auth_id needs an authzid and none was given")
+    return authzid
+
+
+def load_verifier(path: str) -> Verifier:
+    """Import the callable named by a dotted path (``package.module.function``); ValueError if impossible."""
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"sasl_external verifier {path!r} is neither built in nor a dotted path")
+    try:
+        module = importlib.import_module(module_name)
+        func = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"sasl_external verifier {path!r} cannot be imported: {exc}") from exc
+    if not callable(func):
+        raise ValueError(f"sasl_external verifier {path!r} is not callable")
+    return func
+
+
+def check_verifiers(names: Iterable[str]) -> None:
+    """Start-up check of ``auth.sasl_external``: ValueError naming the first unusable entry."""
+    for name in names:
+        if name not in BUILTIN_VERIFIERS:
+            load_verifier(name)
+
+
+def _run_custom(
+    path: str, facts: CertificateFacts, authzid: str | None, domain: str
+) -> Jid | IdentityFailure:
+    """A dotted-path verifier: (facts, authzid, domain) -> JID string or IdentityFailure."""
+    try:
+        result = load_verifier(path)(facts, authzid, domain)
+    except Exception as exc:  # a plug-in must not crash the login; the refusal names the error
+        logger.exception("sasl_external verifier %s failed", path)
+        return IdentityFailure(NOT_AUTHORIZED, f"verifier {path} failed: {exc.__class__.__name__}: {exc}")
+    if isinstance(result, IdentityFailure):
+        return result
+    if not isinstance(result, str):
+        return IdentityFailure(NOT_AUTHORIZED, f"verifier {path} returned {type(result).__name__}, not a JID")
+    try:
+        return parse_bare_jid(result)
+    except InvalidJid as exc:
+        return IdentityFailure(NOT_AUTHORIZED, f"verifier {path} returned {result!r}, not a bare JID: {exc}")
+
+
+def _refuse(facts: CertificateFacts, failure: IdentityFailure, verifier: str | None) -> IdentityDecision:
+    logger.info("SASL EXTERNAL refused for %s: %s (%s)", _describe(facts), failure.reason, failure.condition)
+    return IdentityDecision(condition=failure.condition, reason=failure.reason, verifier=verifier)
+
+
+def resolve_identity(
+    facts: CertificateFacts,
+    authzid: str | None,
+    stream_domain: str,
+    hosted_domains: Iterable[str],
+    verifiers: Sequence[str],
+    cn_prefix: str = "",
+    cn_suffix: str = "",
+) -> IdentityDecision:
+    """Apply the configured verifiers in order; the first success wins, else the last one's refusal.
+
+    ``authzid`` is the decoded SASL authorization identity, ``None`` when the client sent none. An authzid
+    that is not a bare JID is ``invalid-authzid`` whatever the verifiers ([RFC6120] §6.3.8). The chosen JID's
+    domain must be hosted and equal to the stream's ``to`` domain, else ``not-authorized`` ([DESIGN4]).
+    """
+    parsed_authzid: Jid | None = None
+    if authzid is not None:
+        try:
+            parsed_authzid = parse_bare_jid(authzid)
+        except InvalidJid as exc:
+            failure = IdentityFailure(INVALID_AUTHZID, f"authzid {authzid!r} is not a JID: {exc}")
+            return _refuse(facts, failure, None)
+    try:
+        domain = normalise_domain(stream_domain)
+    except InvalidJid as exc:
+        failure = IdentityFailure(NOT_AUTHORIZED, f"stream domain {stream_domain!r}: {exc}")
+        return _refuse(facts, failure, None)
+    hosted: set[str] = set()
+    for name in hosted_domains:
+        try:
+            hosted.add(normalise_domain(name))
+        except InvalidJid:
+            logger.warning("hosted domain %r is not a valid domain; ignored", name)
+    if not verifiers:
+        failure = IdentityFailure(NOT_AUTHORIZED, "no sasl_external verifier is configured")
+        return _refuse(facts, failure, None)
+
+    failure = IdentityFailure(NOT_AUTHORIZED, "no verifier accepted the certificate")
+    last: str | None = None
+    for name in verifiers:
+        if name == "standard":
+            result = verify_standard(facts, parsed_authzid, domain)
+        elif name == "common_name":
+            result = verify_common_name(facts, parsed_authzid, domain, cn_prefix, cn_suffix)
+        elif name == "auth_id":
+            result = verify_auth_id(facts, parsed_authzid, domain)
+        else:
+            result = _run_custom(name, facts, authzid, domain)
+        if isinstance(result, Jid):
+            if result.domain not in hosted:
+                result = IdentityFailure(NOT_AUTHORIZED, f"{result.bare!r} is not in a domain we host")
+            elif result.domain != domain:
+                result = IdentityFailure(
+                    NOT_AUTHORIZED, f"{result.bare!r} is not in the stream's domain {domain!r}"
+                )
+            else:
+                logger.info("SASL EXTERNAL: %s is %s (verifier %s)", _describe(facts), result.bare, name)
+                return IdentityDecision(jid=result.bare, verifier=name)
+        logger.debug("verifier %s refused %s: %s", name, _describe(facts), result.reason)
+        failure, last = result, name
+    return _refuse(facts, failure, last)

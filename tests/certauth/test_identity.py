@@ -1,0 +1,325 @@
+"""XEP-0178 / DESIGN §4: certificate facts + authzid -> JID, every rule both ways."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pytest
+
+from certauth.identity import (
+    INVALID_AUTHZID,
+    NOT_AUTHORIZED,
+    IdentityFailure,
+    InvalidJid,
+    check_verifiers,
+    normalise_jid,
+    parse_bare_jid,
+    parse_jid,
+    resolve_identity,
+)
+
+HOSTED = ("example.org", "other.example")
+
+
+@dataclass(frozen=True)
+class Facts:
+    xmpp_addrs: tuple[str, ...] = ()
+    common_name: str | None = None
+    fingerprint_sha256: str = "ab" * 32
+    subject: str = "CN=test"
+
+
+def resolve(facts, authzid=None, domain="example.org", verifiers=("standard",), **kwargs):
+    return resolve_identity(facts, authzid, domain, HOSTED, verifiers, **kwargs)
+
+
+# --- JID normalisation (RFC 7622) ---------------------------------------------------------------
+
+
+def test_parse_jid_splits_and_lowercases_local_and_domain():
+    jid = parse_jid("Juliet@Example.ORG/Balcony")
+    assert (jid.local, jid.domain, jid.resource) == ("juliet", "example.org", "Balcony")
+    assert jid.bare == "juliet@example.org"
+
+
+def test_resource_keeps_its_case_and_may_contain_at_and_slash():
+    assert normalise_jid("a@b.example/Res@x/y") == "a@b.example/Res@x/y"
+
+
+def test_domain_only_jid_has_no_localpart():
+    assert parse_jid("example.org").local is None
+
+
+def test_trailing_dot_of_domain_is_stripped():
+    assert normalise_jid("a@example.org.") == "a@example.org"
+
+
+def test_fullwidth_localpart_is_nfkc_normalised():
+    assert normalise_jid("\uff2a\uff35\uff2c@example.org") == "jul@example.org"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@example.org",
+        "juliet@",
+        "juliet@example.org/",
+        "",
+        "a b@example.org",
+        'a"b@example.org',
+        "a&b@example.org",
+        "a'b@example.org",
+        "a:b@example.org",
+        "a<b@example.org",
+        "a>b@example.org",
+        "x" * 1024 + "@example.org",
+        "a@" + "d" * 1024,
+        "a@exa mple.org",
+        "a@example..org",
+        "a\x00b@example.org",
+    ],
+)
+def test_invalid_jids_are_refused(text):
+    with pytest.raises(InvalidJid):
+        parse_jid(text)
+
+
+def test_localpart_of_exactly_1023_bytes_is_accepted():
+    assert parse_jid("x" * 1023 + "@example.org").local == "x" * 1023
+
+
+def test_bare_jid_requires_a_localpart_and_no_resource():
+    assert parse_bare_jid("a@example.org").bare == "a@example.org"
+    with pytest.raises(InvalidJid):
+        parse_bare_jid("example.org")
+    with pytest.raises(InvalidJid):
+        parse_bare_jid("a@example.org/r")
+
+
+# --- standard -----------------------------------------------------------------------------------
+
+
+def test_one_xmppaddr_without_authzid_is_that_jid():
+    decision = resolve(Facts(xmpp_addrs=("Juliet@Example.org",)))
+    assert decision.accepted and decision.jid == "juliet@example.org"
+    assert decision.verifier == "standard"
+
+
+def test_one_xmppaddr_with_equal_authzid_is_accepted_after_normalisation():
+    decision = resolve(Facts(xmpp_addrs=("juliet@example.org",)), authzid="JULIET@example.ORG")
+    assert decision.jid == "juliet@example.org"
+
+
+def test_one_xmppaddr_with_other_authzid_is_invalid_authzid():
+    decision = resolve(Facts(xmpp_addrs=("juliet@example.org",)), authzid="romeo@example.org")
+    assert not decision.accepted
+    assert decision.condition == INVALID_AUTHZID
+    assert "romeo@example.org" in decision.reason
+
+
+def test_two_xmppaddrs_without_authzid_is_invalid_authzid():
+    decision = resolve(Facts(xmpp_addrs=("juliet@example.org", "romeo@example.org")))
+    assert decision.condition == INVALID_AUTHZID
+    assert decision.reason == "certificate has 2 xmppAddrs and no authzid was given"
+
+
+def test_two_xmppaddrs_with_authzid_matching_one_is_that_jid():
+    decision = resolve(
+        Facts(xmpp_addrs=("juliet@example.org", "romeo@example.org")), authzid="romeo@example.org"
+    )
+    assert decision.jid == "romeo@example.org"
+
+
+def test_two_xmppaddrs_with_authzid_matching_none_is_invalid_authzid():
+    decision = resolve(
+        Facts(xmpp_addrs=("juliet@example.org", "romeo@example.org")), authzid="nurse@example.org"
+    )
+    assert decision.condition == INVALID_AUTHZID
+
+
+def test_no_xmppaddr_is_not_authorized():
+    decision = resolve(Facts(common_name="juliet"))
+    assert decision.condition == NOT_AUTHORIZED
+    assert "xmppAddr" in decision.reason
+
+
+def test_unparseable_xmppaddr_is_ignored_and_logged(caplog):
+    caplog.set_level(logging.WARNING, logger="certauth.identity")
+    decision = resolve(Facts(xmpp_addrs=("not a jid@example.org", "juliet@example.org")))
+    assert decision.jid == "juliet@example.org"
+    assert "ignoring xmppAddr 'not a jid@example.org'" in caplog.text
+
+
+def test_duplicate_xmppaddrs_count_once():
+    decision = resolve(Facts(xmpp_addrs=("juliet@example.org", "Juliet@example.org")))
+    assert decision.jid == "juliet@example.org"
+
+
+# --- authzid that is not a JID ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "authzid", ["", "juliet", "@example.org", "a b@example.org", "juliet@example.org/res"]
+)
+def test_authzid_that_is_not_a_bare_jid_is_invalid_authzid(authzid):
+    decision = resolve(Facts(xmpp_addrs=("juliet@example.org",)), authzid=authzid)
+    assert decision.condition == INVALID_AUTHZID
+    assert "is not a JID" in decision.reason
+
+
+# --- domain -------------------------------------------------------------------------------------
+
+
+def test_xmppaddr_in_a_domain_we_do_not_host_is_not_authorized():
+    decision = resolve(Facts(xmpp_addrs=("juliet@elsewhere.example",)))
+    assert decision.condition == NOT_AUTHORIZED
+    assert "not in a domain we host" in decision.reason
+
+
+def test_xmppaddr_in_another_hosted_domain_than_the_stream_is_not_authorized():
+    decision = resolve(Facts(xmpp_addrs=("juliet@other.example",)), domain="example.org")
+    assert decision.condition == NOT_AUTHORIZED
+    assert "stream's domain" in decision.reason
+
+
+def test_stream_domain_is_compared_after_normalisation():
+    assert (
+        resolve(Facts(xmpp_addrs=("juliet@example.org",)), domain="EXAMPLE.org.").jid == "juliet@example.org"
+    )
+
+
+# --- common_name --------------------------------------------------------------------------------
+
+
+def test_common_name_is_the_localpart_at_the_stream_domain():
+    decision = resolve(Facts(common_name="Juliet"), verifiers=("common_name",))
+    assert decision.jid == "juliet@example.org"
+
+
+def test_common_name_gets_prefix_and_suffix():
+    decision = resolve(
+        Facts(common_name="juliet"), verifiers=("common_name",), cn_prefix="u-", cn_suffix=".x"
+    )
+    assert decision.jid == "u-juliet.x@example.org"
+
+
+def test_common_name_with_equal_authzid_is_accepted():
+    decision = resolve(Facts(common_name="juliet"), authzid="juliet@example.org", verifiers=("common_name",))
+    assert decision.jid == "juliet@example.org"
+
+
+def test_common_name_with_other_authzid_is_invalid_authzid():
+    decision = resolve(Facts(common_name="juliet"), authzid="romeo@example.org", verifiers=("common_name",))
+    assert decision.condition == INVALID_AUTHZID
+
+
+def test_no_common_name_is_invalid_authzid():
+    decision = resolve(Facts(xmpp_addrs=("juliet@example.org",)), verifiers=("common_name",))
+    assert decision.condition == INVALID_AUTHZID
+    assert decision.reason == "certificate has no common name"
+
+
+def test_common_name_that_is_no_localpart_is_invalid_authzid():
+    decision = resolve(Facts(common_name="Juliet Capulet"), verifiers=("common_name",))
+    assert decision.condition == INVALID_AUTHZID
+
+
+# --- auth_id ------------------------------------------------------------------------------------
+
+
+def test_auth_id_trusts_the_authzid():
+    decision = resolve(Facts(), authzid="romeo@example.org", verifiers=("auth_id",))
+    assert decision.jid == "romeo@example.org"
+
+
+def test_auth_id_without_authzid_is_not_authorized():
+    assert resolve(Facts(), verifiers=("auth_id",)).condition == NOT_AUTHORIZED
+
+
+def test_auth_id_still_needs_the_stream_domain():
+    decision = resolve(Facts(), authzid="romeo@other.example", verifiers=("auth_id",))
+    assert decision.condition == NOT_AUTHORIZED
+
+
+# --- order of verifiers -------------------------------------------------------------------------
+
+
+def test_first_successful_verifier_wins():
+    facts = Facts(xmpp_addrs=("juliet@example.org",), common_name="romeo")
+    assert resolve(facts, verifiers=("common_name", "standard")).jid == "romeo@example.org"
+    assert resolve(facts, verifiers=("standard", "common_name")).jid == "juliet@example.org"
+
+
+def test_later_verifier_is_tried_when_the_first_refuses():
+    decision = resolve(Facts(common_name="romeo"), verifiers=("standard", "common_name"))
+    assert decision.jid == "romeo@example.org" and decision.verifier == "common_name"
+
+
+def test_when_all_refuse_the_last_condition_is_returned():
+    facts = Facts(xmpp_addrs=("juliet@example.org", "romeo@example.org"))
+    assert resolve(facts, verifiers=("common_name", "standard")).condition == INVALID_AUTHZID
+    assert (
+        resolve(Facts(common_name="a b"), verifiers=("common_name", "standard")).condition == NOT_AUTHORIZED
+    )
+
+
+def test_no_verifier_configured_is_not_authorized():
+    assert resolve(Facts(xmpp_addrs=("juliet@example.org",)), verifiers=()).condition == NOT_AUTHORIZED
+
+
+def test_refusal_is_logged_with_reason(caplog):
+    caplog.set_level(logging.INFO, logger="certauth.identity")
+    resolve(Facts(xmpp_addrs=("juliet@example.org", "romeo@example.org")))
+    assert "certificate has 2 xmppAddrs and no authzid was given" in caplog.text
+    assert "ab" * 32 in caplog.text
+
+
+# --- dotted path --------------------------------------------------------------------------------
+
+
+def custom_ok(facts, authzid, domain):
+    return f"custom-{facts.common_name}@{domain}"
+
+
+def custom_refuse(facts, authzid, domain):
+    return IdentityFailure(INVALID_AUTHZID, "custom says no")
+
+
+def custom_bad_jid(facts, authzid, domain):
+    return "not a jid"
+
+
+def custom_raises(facts, authzid, domain):
+    raise RuntimeError("boom")
+
+
+def test_dotted_path_verifier_returns_a_jid():
+    decision = resolve(Facts(common_name="x"), verifiers=(f"{__name__}.custom_ok",))
+    assert decision.jid == "custom-x@example.org"
+
+
+def test_dotted_path_verifier_refusal_is_returned():
+    decision = resolve(Facts(common_name="x"), verifiers=(f"{__name__}.custom_refuse",))
+    assert (decision.condition, decision.reason) == (INVALID_AUTHZID, "custom says no")
+
+
+def test_dotted_path_verifier_returning_no_jid_is_not_authorized():
+    assert resolve(Facts(), verifiers=(f"{__name__}.custom_bad_jid",)).condition == NOT_AUTHORIZED
+
+
+def test_dotted_path_verifier_that_raises_is_not_authorized_not_a_crash():
+    decision = resolve(Facts(), verifiers=(f"{__name__}.custom_raises",))
+    assert decision.condition == NOT_AUTHORIZED and "boom" in decision.reason
+
+
+def test_check_verifiers_accepts_builtins_and_importable_paths():
+    check_verifiers(["standard", "common_name", "auth_id", f"{__name__}.custom_ok"])
+
+
+@pytest.mark.parametrize(
+    "name", ["nonsense", "no.such.module.func", f"{__name__}.missing", f"{__name__}.HOSTED"]
+)
+def test_check_verifiers_refuses_unknown_names(name):
+    with pytest.raises(ValueError, match="sasl_external verifier"):
+        check_verifiers([name])
