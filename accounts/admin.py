@@ -62,16 +62,24 @@ class AccountAdmin(admin.ModelAdmin):
     @admin.action(description="Issue a certificate for the selected account")
     def issue_certificate_action(self, request: HttpRequest, queryset) -> HttpResponse | None:
         if queryset.count() != 1:
-            self.message_user(request, "Select exactly one account to issue a certificate for.", messages.WARNING)
+            self.message_user(
+                request, "Select exactly one account to issue a certificate for.", messages.WARNING
+            )
             return None
         return HttpResponseRedirect(reverse("admin:accounts_account_issue", args=[queryset.get().pk]))
 
     def get_urls(self):
         own = [
-            path("<int:account_id>/issue-certificate/", self.admin_site.admin_view(self.issue_view),
-                 name="accounts_account_issue"),
-            path("<int:account_id>/sign-csr/", self.admin_site.admin_view(self.sign_csr_view),
-                 name="accounts_account_sign_csr"),
+            path(
+                "<int:account_id>/issue-certificate/",
+                self.admin_site.admin_view(self.issue_view),
+                name="accounts_account_issue",
+            ),
+            path(
+                "<int:account_id>/sign-csr/",
+                self.admin_site.admin_view(self.sign_csr_view),
+                name="accounts_account_sign_csr",
+            ),
         ]
         return own + super().get_urls()
 
@@ -84,7 +92,10 @@ class AccountAdmin(admin.ModelAdmin):
             data = form.cleaned_data
             try:
                 issued = services.issue_for_account(
-                    account, ca=data["ca"], key_type=data["key_type"], days=data["days"],
+                    account,
+                    ca=data["ca"],
+                    key_type=data["key_type"],
+                    days=data["days"],
                     common_name=data["common_name"] or None,
                 )
             except services.PkiError as exc:
@@ -94,9 +105,16 @@ class AccountAdmin(admin.ModelAdmin):
                 self.log_change(request, account, f"issued certificate {issued.row.serial}")
                 if data["output"] == "p12":
                     return _attachment(issued.pkcs12(password), f"{account.jid}.p12", "application/x-pkcs12")
-                return _attachment(issued.pem_bundle(password), f"{account.jid}.pem", "application/x-pem-file")
-        return form_page(request, f"Issue a certificate for {account.jid}", form, submit_label="Issue",
-                         intro="The certificate's xmppAddr is the account's JID (XEP-0178).")
+                return _attachment(
+                    issued.pem_bundle(password), f"{account.jid}.pem", "application/x-pem-file"
+                )
+        return form_page(
+            request,
+            f"Issue a certificate for {account.jid}",
+            form,
+            submit_label="Issue",
+            intro="The certificate's xmppAddr is the account's JID (XEP-0178).",
+        )
 
     def sign_csr_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
         account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)
@@ -106,12 +124,15 @@ class AccountAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                row = services.sign_csr_for_account(account, data["csr"].encode(), ca=data["ca"], days=data["days"])
+                row = services.sign_csr_for_account(
+                    account, data["csr"].encode(), ca=data["ca"], days=data["days"]
+                )
             except services.PkiError as exc:
                 form.add_error("csr", str(exc))
             else:
                 self.log_change(request, account, f"signed a CSR: certificate {row.serial}")
                 cert = pki.load_certificate(row.pem.encode())
-                return _attachment(pki.certificate_to_pem(cert).encode(), f"{account.jid}.crt.pem",
-                                   "application/x-pem-file")
+                return _attachment(
+                    pki.certificate_to_pem(cert).encode(), f"{account.jid}.crt.pem", "application/x-pem-file"
+                )
         return form_page(request, f"Sign a CSR for {account.jid}", form, submit_label="Sign")

@@ -19,29 +19,44 @@ class ImportToolMixin:
     change_list_template = "admin/certauth/change_list_import.html"
     import_label = "Import from PEM"
 
+    def _url_name(self, view: str) -> str:
+        return f"{self.model._meta.app_label}_{self.model._meta.model_name}_{view}"
+
     def get_urls(self):
-        info = (self.model._meta.app_label, self.model._meta.model_name)
-        own = [path("import/", self.admin_site.admin_view(self.import_view), name="%s_%s_import" % info)]
+        own = [path("import/", self.admin_site.admin_view(self.import_view), name=self._url_name("import"))]
         return own + super().get_urls()
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        info = (self.model._meta.app_label, self.model._meta.model_name)
-        extra = {"extra_tools": [(reverse("admin:%s_%s_import" % info), self.import_label)]}
+        extra = {"extra_tools": [(reverse("admin:" + self._url_name("import")), self.import_label)]}
         return super().changelist_view(request, {**extra, **(extra_context or {})})
 
     def _back_to_changelist(self) -> HttpResponseRedirect:
-        info = (self.model._meta.app_label, self.model._meta.model_name)
-        return HttpResponseRedirect(reverse("admin:%s_%s_changelist" % info))
+        return HttpResponseRedirect(reverse("admin:" + self._url_name("changelist")))
 
 
 @admin.register(CertificateAuthority)
 class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
-    list_display = ["name", "is_ours_display", "trusted_for_client_auth", "not_after", "crl_number",
-                    "crl_updated_at"]
+    list_display = [
+        "name",
+        "is_ours_display",
+        "trusted_for_client_auth",
+        "not_after",
+        "crl_number",
+        "crl_updated_at",
+    ]
     list_filter = ["trusted_for_client_auth"]
     search_fields = ["name", "subject", "fingerprint_sha256"]
-    readonly_fields = ["subject", "fingerprint_sha256", "not_before", "not_after", "certificate_pem",
-                       "crl_number", "crl_updated_at", "crl_link", "created_at"]
+    readonly_fields = [
+        "subject",
+        "fingerprint_sha256",
+        "not_before",
+        "not_after",
+        "certificate_pem",
+        "crl_number",
+        "crl_updated_at",
+        "crl_link",
+        "created_at",
+    ]
     fields = ["name", "trusted_for_client_auth", *readonly_fields]
     actions = ["publish_crl_action"]
     import_label = "Import a CA from PEM"
@@ -64,8 +79,9 @@ class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
                 services.publish_crl(ca)
                 self.message_user(request, f"published CRL #{ca.crl_number + 1} of {ca.name}")
             else:
-                self.message_user(request, f"{ca.name} is imported: its CRL comes from its sources",
-                                  messages.WARNING)
+                self.message_user(
+                    request, f"{ca.name} is imported: its CRL comes from its sources", messages.WARNING
+                )
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_change_permission(request):
@@ -74,8 +90,9 @@ class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                ca = services.import_ca(data["pem"], name=data["name"] or None,
-                                        trusted=data["trusted_for_client_auth"])
+                ca = services.import_ca(
+                    data["pem"], name=data["name"] or None, trusted=data["trusted_for_client_auth"]
+                )
             except services.PkiError as exc:
                 form.add_error("pem", str(exc))
             else:
@@ -89,13 +106,34 @@ class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
 class CertificateAdmin(ImportToolMixin, admin.ModelAdmin):
     list_display = ["subject", "serial", "account", "issuer", "status", "not_after", "source"]
     list_filter = ["status", "source", "issuer", "revocation_reason"]
-    search_fields = ["serial", "fingerprint_sha256", "subject", "common_name", "account__localpart",
-                     "account__domain__name"]
+    search_fields = [
+        "serial",
+        "fingerprint_sha256",
+        "subject",
+        "common_name",
+        "account__localpart",
+        "account__domain__name",
+    ]
     list_select_related = ["account__domain", "issuer"]
     date_hierarchy = "created_at"
-    readonly_fields = ["serial", "issuer", "issuer_name", "fingerprint_sha256", "subject", "common_name",
-                       "xmpp_addrs", "dns_names", "not_before", "not_after", "status", "revoked_at",
-                       "revocation_reason", "source", "pem", "created_at"]
+    readonly_fields = [
+        "serial",
+        "issuer",
+        "issuer_name",
+        "fingerprint_sha256",
+        "subject",
+        "common_name",
+        "xmpp_addrs",
+        "dns_names",
+        "not_before",
+        "not_after",
+        "status",
+        "revoked_at",
+        "revocation_reason",
+        "source",
+        "pem",
+        "created_at",
+    ]
     fields = ["account", *readonly_fields]
     raw_id_fields = ["account"]
     actions = ["revoke_action", "hold_action", "release_action"]
@@ -125,10 +163,18 @@ class CertificateAdmin(ImportToolMixin, admin.ModelAdmin):
             self._apply(request, queryset, lambda row: services.revoke(row, reason), "revoked")
             return None
         hidden = [("action", "revoke_action"), ("apply", "1")]
-        hidden += [(admin.helpers.ACTION_CHECKBOX_NAME, str(pk)) for pk in queryset.values_list("pk", flat=True)]
+        hidden += [
+            (admin.helpers.ACTION_CHECKBOX_NAME, str(pk)) for pk in queryset.values_list("pk", flat=True)
+        ]
         names = ", ".join(str(row) for row in queryset[:10])
-        return form_page(request, "Revoke certificates", form, submit_label="Revoke", hidden=hidden,
-                         intro=f"Revoke for good: {names}. Live sessions using them are ended.")
+        return form_page(
+            request,
+            "Revoke certificates",
+            form,
+            submit_label="Revoke",
+            hidden=hidden,
+            intro=f"Revoke for good: {names}. Live sessions using them are ended.",
+        )
 
     @admin.action(description="Put the selected certificates on hold")
     def hold_action(self, request: HttpRequest, queryset) -> None:
@@ -167,8 +213,15 @@ class CrlSourceAdmin(admin.ModelAdmin):
     list_display = ["ca", "kind", "location", "state", "last_success_at", "next_update", "fail_open"]
     list_filter = ["state", "kind", "fail_open", "ca"]
     search_fields = ["location", "ca__name"]
-    readonly_fields = ["state", "last_attempt_at", "last_success_at", "this_update", "next_update",
-                       "crl_number", "last_error"]
+    readonly_fields = [
+        "state",
+        "last_attempt_at",
+        "last_success_at",
+        "this_update",
+        "next_update",
+        "crl_number",
+        "last_error",
+    ]
 
 
 @admin.register(RevokedSerial)
@@ -186,7 +239,16 @@ class RevokedSerialAdmin(admin.ModelAdmin):
 
 @admin.register(AuthEvent)
 class AuthEventAdmin(admin.ModelAdmin):
-    list_display = ["time", "outcome", "transport", "peer", "jid_requested", "jid_granted", "condition", "reason"]
+    list_display = [
+        "time",
+        "outcome",
+        "transport",
+        "peer",
+        "jid_requested",
+        "jid_granted",
+        "condition",
+        "reason",
+    ]
     list_filter = ["outcome", "transport", "condition"]
     search_fields = ["jid_requested", "jid_granted", "cert_fingerprint", "cert_subject", "peer", "reason"]
     date_hierarchy = "time"

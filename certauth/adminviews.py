@@ -10,8 +10,15 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 
-def form_page(request: HttpRequest, title: str, form: Form, *, submit_label: str, intro: str = "",
-              hidden: Iterable[tuple[str, str]] = ()) -> TemplateResponse:
+def form_page(
+    request: HttpRequest,
+    title: str,
+    form: Form,
+    *,
+    submit_label: str,
+    intro: str = "",
+    hidden: Iterable[tuple[str, str]] = (),
+) -> TemplateResponse:
     context = {
         **admin.site.each_context(request),
         "title": title,

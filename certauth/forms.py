@@ -15,18 +15,27 @@ def _our_cas():
 
 
 class IssueCertificateForm(forms.Form):
-    ca = forms.ModelChoiceField(queryset=CertificateAuthority.objects.none(), required=False,
-                                empty_label="our oldest CA", label="Issuing CA")
+    ca = forms.ModelChoiceField(
+        queryset=CertificateAuthority.objects.none(),
+        required=False,
+        empty_label="our oldest CA",
+        label="Issuing CA",
+    )
     key_type = forms.ChoiceField(choices=KEY_TYPE_CHOICES, initial="ec-p256")
     days = forms.IntegerField(min_value=1, max_value=3650, initial=365, label="Validity (days)")
     common_name = forms.CharField(required=False, max_length=64, help_text="Optional subject CN.")
     output = forms.ChoiceField(
-        choices=[("p12", "PKCS#12 (.p12) for import into clients"),
-                 ("pem", "PEM: certificate, CA and encrypted private key")],
+        choices=[
+            ("p12", "PKCS#12 (.p12) for import into clients"),
+            ("pem", "PEM: certificate, CA and encrypted private key"),
+        ],
         initial="p12",
     )
-    password = forms.CharField(widget=forms.PasswordInput, min_length=4,
-                               help_text="Protects the .p12 / the PEM private key. Not stored.")
+    password = forms.CharField(
+        widget=forms.PasswordInput,
+        min_length=4,
+        help_text="Protects the .p12 / the PEM private key. Not stored.",
+    )
     password_again = forms.CharField(widget=forms.PasswordInput)
 
     def __init__(self, *args, **kwargs) -> None:
@@ -41,10 +50,17 @@ class IssueCertificateForm(forms.Form):
 
 
 class SignCsrForm(forms.Form):
-    ca = forms.ModelChoiceField(queryset=CertificateAuthority.objects.none(), required=False,
-                                empty_label="our oldest CA", label="Issuing CA")
-    csr = forms.CharField(widget=forms.Textarea(attrs={"rows": 12, "cols": 70}), label="CSR (PEM)",
-                          help_text="The xmppAddr will be the account's JID, whatever the CSR asks for.")
+    ca = forms.ModelChoiceField(
+        queryset=CertificateAuthority.objects.none(),
+        required=False,
+        empty_label="our oldest CA",
+        label="Issuing CA",
+    )
+    csr = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 70}),
+        label="CSR (PEM)",
+        help_text="The xmppAddr will be the account's JID, whatever the CSR asks for.",
+    )
     days = forms.IntegerField(min_value=1, max_value=3650, initial=365, label="Validity (days)")
 
     def __init__(self, *args, **kwargs) -> None:
@@ -70,8 +86,11 @@ class ImportCaForm(PemImportForm):
 
 
 class ImportCertificateForm(PemImportForm):
-    account_jid = forms.CharField(required=False, label="Account JID",
-                                  help_text="The account it belongs to (needed by the db auth method).")
+    account_jid = forms.CharField(
+        required=False,
+        label="Account JID",
+        help_text="The account it belongs to (needed by the db auth method).",
+    )
 
 
 class RevokeForm(forms.Form):

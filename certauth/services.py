@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from accounts.models import Account
 from certauth import pki
-from certauth.models import CertificateAuthority, Certificate, RevocationReason
+from certauth.models import Certificate, CertificateAuthority, RevocationReason
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +77,9 @@ def _ca_fields(cert: x509.Certificate) -> dict:
 
 
 @transaction.atomic
-def create_ca(name: str, *, key_type: str = "ec-p256", days: int = 3650, trusted: bool = True
-              ) -> CertificateAuthority:
+def create_ca(
+    name: str, *, key_type: str = "ec-p256", days: int = 3650, trusted: bool = True
+) -> CertificateAuthority:
     """Create one of our own CAs; its key is stored encrypted under settings.KEY_ENCRYPTION_KEY."""
     if CertificateAuthority.objects.filter(name=name).exists():
         raise PkiError(f"a CA named {name!r} exists already")
@@ -147,8 +148,9 @@ def crl_url(ca: CertificateAuthority) -> str | None:
 # --- certificates ------------------------------------------------------------------------------------
 
 
-def _record(cert: x509.Certificate, *, source: str, account: Account | None,
-            issuer: CertificateAuthority | None) -> Certificate:
+def _record(
+    cert: x509.Certificate, *, source: str, account: Account | None, issuer: CertificateAuthority | None
+) -> Certificate:
     facts = pki.cert_facts(cert)
     return Certificate.objects.create(
         serial=facts.serial,
@@ -168,8 +170,14 @@ def _record(cert: x509.Certificate, *, source: str, account: Account | None,
 
 
 @transaction.atomic
-def issue_for_account(account: Account, *, ca: CertificateAuthority | None = None, key_type: str = "ec-p256",
-                      days: int = 365, common_name: str | None = None) -> IssuedCertificate:
+def issue_for_account(
+    account: Account,
+    *,
+    ca: CertificateAuthority | None = None,
+    key_type: str = "ec-p256",
+    days: int = 365,
+    common_name: str | None = None,
+) -> IssuedCertificate:
     """Issue a client certificate whose xmppAddr is the account's JID (XEP-0178 §3)."""
     if days < 1:
         raise PkiError("validity must be at least one day")
@@ -177,8 +185,13 @@ def issue_for_account(account: Account, *, ca: CertificateAuthority | None = Non
     issuer_cert, issuer_key = ca_certificate(ca), ca_private_key(ca)
     key = pki.generate_private_key(key_type)
     cert = pki.issue_certificate(
-        issuer_cert, issuer_key, key.public_key(),
-        xmpp_addrs=[account.jid], common_name=common_name or None, days=days, crl_url=crl_url(ca),
+        issuer_cert,
+        issuer_key,
+        key.public_key(),
+        xmpp_addrs=[account.jid],
+        common_name=common_name or None,
+        days=days,
+        crl_url=crl_url(ca),
     )
     row = _record(cert, source=Certificate.Source.ISSUED, account=account, issuer=ca)
     logger.info("issued certificate %s for %s by %s", row.serial, account.jid, ca.name)
@@ -186,8 +199,9 @@ def issue_for_account(account: Account, *, ca: CertificateAuthority | None = Non
 
 
 @transaction.atomic
-def sign_csr_for_account(account: Account, csr_pem: bytes, *, ca: CertificateAuthority | None = None,
-                         days: int = 365) -> Certificate:
+def sign_csr_for_account(
+    account: Account, csr_pem: bytes, *, ca: CertificateAuthority | None = None, days: int = 365
+) -> Certificate:
     """Sign a CSR for an account; the xmppAddr is the account's JID, whatever the CSR asks for."""
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
@@ -196,8 +210,12 @@ def sign_csr_for_account(account: Account, csr_pem: bytes, *, ca: CertificateAut
     ca = ca or default_ca()
     try:
         cert = pki.sign_csr(
-            ca_certificate(ca), ca_private_key(ca), csr,
-            xmpp_addrs=[account.jid], days=days, crl_url=crl_url(ca),
+            ca_certificate(ca),
+            ca_private_key(ca),
+            csr,
+            xmpp_addrs=[account.jid],
+            days=days,
+            crl_url=crl_url(ca),
         )
     except ValueError as exc:
         raise PkiError(str(exc)) from exc
@@ -242,7 +260,9 @@ def find_certificate(serial_or_fingerprint: str) -> Certificate:
     if not matches:
         raise PkiError(f"no certificate with serial or fingerprint {serial_or_fingerprint!r}")
     if len(matches) > 1:
-        raise PkiError(f"{len(matches)} certificates have serial {serial_or_fingerprint!r}: use the fingerprint")
+        raise PkiError(
+            f"{len(matches)} certificates have serial {serial_or_fingerprint!r}: use the fingerprint"
+        )
     return matches[0]
 
 
@@ -256,12 +276,15 @@ def _after_status_change(row: Certificate) -> None:
 
 
 @transaction.atomic
-def revoke(row: Certificate, reason: str = RevocationReason.UNSPECIFIED, *, when: datetime | None = None
-           ) -> Certificate:
-    """Revoke for good (RFC 5280 §5.3.1 reason); a held certificate may be revoked, a revoked one not again."""
+def revoke(
+    row: Certificate, reason: str = RevocationReason.UNSPECIFIED, *, when: datetime | None = None
+) -> Certificate:
+    """Revoke for good (RFC 5280 §5.3.1 reason); a held certificate may be revoked, not a revoked one."""
     if reason not in RevocationReason.values or reason == RevocationReason.CERTIFICATE_HOLD:
         accepted = ", ".join(v for v in RevocationReason.values if v != RevocationReason.CERTIFICATE_HOLD)
-        raise PkiError(f"unknown revocation reason {reason!r}; accepted: {accepted} (use hold for certificateHold)")
+        raise PkiError(
+            f"unknown revocation reason {reason!r}; accepted: {accepted} (use hold for certificateHold)"
+        )
     row = Certificate.objects.select_for_update().get(pk=row.pk)
     if row.status == Certificate.Status.REVOKED:
         raise PkiError(f"certificate {row.serial} is revoked already")
@@ -269,7 +292,9 @@ def revoke(row: Certificate, reason: str = RevocationReason.UNSPECIFIED, *, when
     row.revoked_at = when or timezone.now()
     row.revocation_reason = reason
     row.save(update_fields=["status", "revoked_at", "revocation_reason"])
-    logger.info("revoked certificate %s (%s, %s)", row.serial, row.subject, row.get_revocation_reason_display())
+    logger.info(
+        "revoked certificate %s (%s, %s)", row.serial, row.subject, row.get_revocation_reason_display()
+    )
     _after_status_change(row)
     return row
 
@@ -311,13 +336,18 @@ def publish_crl(ca: CertificateAuthority) -> bytes:
     ca = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
     now = datetime.now(UTC)
     revoked = [
-        pki.RevokedEntry(serial=int(row.serial, 16), revoked_at=row.revoked_at,
-                         reason=row.revocation_reason or None)
+        pki.RevokedEntry(
+            serial=int(row.serial, 16), revoked_at=row.revoked_at, reason=row.revocation_reason or None
+        )
         for row in ca.certificates.exclude(status=Certificate.Status.ACTIVE).order_by("revoked_at")
     ]
     crl = pki.build_crl(
-        ca_certificate(ca), ca_private_key(ca), revoked,
-        crl_number=ca.crl_number + 1, this_update=now, next_update=now + CRL_VALIDITY,
+        ca_certificate(ca),
+        ca_private_key(ca),
+        revoked,
+        crl_number=ca.crl_number + 1,
+        this_update=now,
+        next_update=now + CRL_VALIDITY,
     )
     der = crl.public_bytes(Encoding.DER)
     ca.crl_number += 1
@@ -329,15 +359,22 @@ def publish_crl(ca: CertificateAuthority) -> bytes:
 
 
 @transaction.atomic
-def issue_server_certificate(hosts: list[str] | tuple[str, ...], *, ca: CertificateAuthority | None = None,
-                             days: int = 825) -> IssuedCertificate:
+def issue_server_certificate(
+    hosts: list[str] | tuple[str, ...], *, ca: CertificateAuthority | None = None, days: int = 825
+) -> IssuedCertificate:
     """A TLS server certificate for our hosted domains (serverAuth, DNS SANs), recorded like any other."""
     ca = ca or default_ca()
     issuer_cert, issuer_key = ca_certificate(ca), ca_private_key(ca)
     key = pki.generate_private_key("ec-p256")
     cert = pki.issue_certificate(
-        issuer_cert, issuer_key, key.public_key(),
-        common_name=hosts[0], dns_names=list(hosts), server=True, days=days, crl_url=crl_url(ca),
+        issuer_cert,
+        issuer_key,
+        key.public_key(),
+        common_name=hosts[0],
+        dns_names=list(hosts),
+        server=True,
+        days=days,
+        crl_url=crl_url(ca),
     )
     row = _record(cert, source=Certificate.Source.ISSUED, account=None, issuer=ca)
     logger.info("issued server certificate %s for %s", row.serial, ", ".join(hosts))

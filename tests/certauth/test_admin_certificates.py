@@ -28,8 +28,15 @@ def alice() -> Account:
 
 
 def _issue(staff_client, account: Account, **overrides):
-    form = {"key_type": "ec-p256", "days": "30", "common_name": "", "output": "p12",
-            "password": "s3cret-p12", "password_again": "s3cret-p12", "ca": ""}
+    form = {
+        "key_type": "ec-p256",
+        "days": "30",
+        "common_name": "",
+        "output": "p12",
+        "password": "s3cret-p12",
+        "password_again": "s3cret-p12",
+        "ca": "",
+    }
     form.update(overrides)
     return staff_client.post(reverse("admin:accounts_account_issue", args=[account.pk]), form)
 
@@ -61,7 +68,8 @@ def test_issue_as_pem_gives_certificate_and_encrypted_key(staff_client, our_ca, 
     assert pki.cert_facts(certs[0]).common_name == "Alice"
     assert b"BEGIN ENCRYPTED PRIVATE KEY" in response.content
     key = serialization.load_pem_private_key(
-        response.content[response.content.index(b"-----BEGIN ENCRYPTED"):], password=b"s3cret-p12")
+        response.content[response.content.index(b"-----BEGIN ENCRYPTED") :], password=b"s3cret-p12"
+    )
     assert key.public_key().public_numbers() == certs[0].public_key().public_numbers()
 
 
@@ -80,13 +88,16 @@ def test_issue_page_needs_a_staff_login(client, our_ca, alice):
 
 def test_sign_csr_uses_the_accounts_jid_not_the_csrs(staff_client, our_ca, alice):
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "mallory")]))
-           .add_extension(x509.SubjectAlternativeName([pki.xmppaddr_other_name("admin@localhost")]), False)
-           .sign(key, hashes.SHA256()))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "mallory")]))
+        .add_extension(x509.SubjectAlternativeName([pki.xmppaddr_other_name("admin@localhost")]), False)
+        .sign(key, hashes.SHA256())
+    )
     pem = csr.public_bytes(serialization.Encoding.PEM).decode()
-    response = staff_client.post(reverse("admin:accounts_account_sign_csr", args=[alice.pk]),
-                                 {"csr": pem, "days": "30", "ca": ""})
+    response = staff_client.post(
+        reverse("admin:accounts_account_sign_csr", args=[alice.pk]), {"csr": pem, "days": "30", "ca": ""}
+    )
     assert response.status_code == 200
     cert = pki.load_certificate(response.content)
     assert pki.xmppaddrs_of(cert) == ["alice@localhost"]
@@ -94,8 +105,10 @@ def test_sign_csr_uses_the_accounts_jid_not_the_csrs(staff_client, our_ca, alice
 
 
 def test_sign_csr_refuses_garbage(staff_client, our_ca, alice):
-    response = staff_client.post(reverse("admin:accounts_account_sign_csr", args=[alice.pk]),
-                                 {"csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n", "days": "30", "ca": ""})
+    response = staff_client.post(
+        reverse("admin:accounts_account_sign_csr", args=[alice.pk]),
+        {"csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n", "days": "30", "ca": ""},
+    )
     assert response.status_code == 200
     assert b"not a PEM certificate signing request" in response.content
 
@@ -109,13 +122,24 @@ def _crl_from_server(client, ca: CertificateAuthority) -> x509.CertificateRevoca
 
 def test_revoke_in_admin_lists_serial_in_served_crl_signed_by_the_ca(staff_client, client, our_ca, alice):
     issued = services.issue_for_account(alice, days=30)
-    assert issued.row.serial not in {f"{e.serial:x}" for e in pki.revoked_entries(_crl_from_server(client, our_ca))}
+    assert issued.row.serial not in {
+        f"{e.serial:x}" for e in pki.revoked_entries(_crl_from_server(client, our_ca))
+    }
 
     changelist = reverse("admin:certauth_certificate_changelist")
-    confirm = staff_client.post(changelist, {"action": "revoke_action", ACTION_CHECKBOX_NAME: [issued.row.pk]})
+    confirm = staff_client.post(
+        changelist, {"action": "revoke_action", ACTION_CHECKBOX_NAME: [issued.row.pk]}
+    )
     assert confirm.status_code == 200 and b"Revoke certificates" in confirm.content
-    done = staff_client.post(changelist, {"action": "revoke_action", ACTION_CHECKBOX_NAME: [issued.row.pk],
-                                          "apply": "1", "reason": "key_compromise"})
+    done = staff_client.post(
+        changelist,
+        {
+            "action": "revoke_action",
+            ACTION_CHECKBOX_NAME: [issued.row.pk],
+            "apply": "1",
+            "reason": "key_compromise",
+        },
+    )
     assert done.status_code == 302
 
     issued.row.refresh_from_db()
@@ -144,7 +168,9 @@ def test_hold_then_release_moves_the_serial_in_and_out_of_the_crl(staff_client, 
     staff_client.post(changelist, {"action": "release_action", ACTION_CHECKBOX_NAME: [issued.row.pk]})
     issued.row.refresh_from_db()
     assert issued.row.status == Certificate.Status.ACTIVE
-    assert issued.row.serial not in {f"{e.serial:x}" for e in pki.revoked_entries(_crl_from_server(client, our_ca))}
+    assert issued.row.serial not in {
+        f"{e.serial:x}" for e in pki.revoked_entries(_crl_from_server(client, our_ca))
+    }
 
 
 def test_crl_of_unknown_ca_is_404(client):
@@ -171,8 +197,10 @@ def test_import_ca_from_pem_in_admin(staff_client):
     from tests.certs import make_ca
 
     external = make_ca("External CA")
-    response = staff_client.post(reverse("admin:certauth_certificateauthority_import"),
-                                 {"pem": external.pem.decode(), "name": "", "trusted_for_client_auth": "on"})
+    response = staff_client.post(
+        reverse("admin:certauth_certificateauthority_import"),
+        {"pem": external.pem.decode(), "name": "", "trusted_for_client_auth": "on"},
+    )
     assert response.status_code == 302
     ca = CertificateAuthority.objects.get(name="External CA")
     assert ca.trusted_for_client_auth and not ca.is_ours
@@ -182,8 +210,9 @@ def test_import_ca_refuses_a_leaf_certificate(staff_client):
     from tests.certs import make_ca, make_client
 
     leaf = make_client(make_ca("External CA"), jids=["x@localhost"])
-    response = staff_client.post(reverse("admin:certauth_certificateauthority_import"),
-                                 {"pem": leaf.pem.decode(), "name": ""})
+    response = staff_client.post(
+        reverse("admin:certauth_certificateauthority_import"), {"pem": leaf.pem.decode(), "name": ""}
+    )
     assert b"not a CA" in response.content
     assert not CertificateAuthority.objects.exists()
 
@@ -194,19 +223,27 @@ def test_import_certificate_in_admin_links_account_and_issuer(staff_client, alic
     external = make_ca("External CA")
     services.import_ca(external.pem)
     leaf = make_client(external, jids=["alice@localhost"])
-    response = staff_client.post(reverse("admin:certauth_certificate_import"),
-                                 {"pem": leaf.pem.decode(), "account_jid": "alice@localhost"})
+    response = staff_client.post(
+        reverse("admin:certauth_certificate_import"),
+        {"pem": leaf.pem.decode(), "account_jid": "alice@localhost"},
+    )
     assert response.status_code == 302
     row = Certificate.objects.get()
     assert row.account == alice and row.issuer.name == "External CA"
     assert row.source == Certificate.Source.IMPORTED and row.xmpp_addrs == ["alice@localhost"]
 
 
-@pytest.mark.parametrize("url_name", [
-    "admin:accounts_account_changelist", "admin:accounts_domain_changelist",
-    "admin:certauth_certificate_changelist", "admin:certauth_certificateauthority_changelist",
-    "admin:certauth_crlsource_changelist", "admin:certauth_authevent_changelist",
-])
+@pytest.mark.parametrize(
+    "url_name",
+    [
+        "admin:accounts_account_changelist",
+        "admin:accounts_domain_changelist",
+        "admin:certauth_certificate_changelist",
+        "admin:certauth_certificateauthority_changelist",
+        "admin:certauth_crlsource_changelist",
+        "admin:certauth_authevent_changelist",
+    ],
+)
 def test_admin_lists_render_with_search_and_filters(staff_client, our_ca, alice, url_name):
     services.issue_for_account(alice, days=30)
     assert staff_client.get(reverse(url_name), {"q": "alice"}).status_code == 200

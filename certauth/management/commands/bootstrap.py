@@ -14,6 +14,9 @@ class Command(BaseCommand):
             self.stdout.write(line)
         if report.admin_password:
             # Printed once on the operator's terminal, never logged.
-            self.stdout.write(self.style.WARNING(
-                f"admin password (shown once; set XMPPAUTH_ADMIN_PASSWORD to choose it): {report.admin_password}"
-            ))
+            self.stdout.write(
+                self.style.WARNING(
+                    "admin password (shown once; set XMPPAUTH_ADMIN_PASSWORD to choose it): "
+                    + report.admin_password
+                )
+            )

@@ -1,0 +1,163 @@
+"""`manage.py pki`: the same operator actions as the admin, from the command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from accounts.models import Account
+from certauth import pki, services
+from certauth.models import Certificate, CertificateAuthority
+
+pytestmark = pytest.mark.django_db
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pki_cmd(*args: str) -> str:
+    out = StringIO()
+    call_command("pki", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_init_ca_creates_an_encrypted_ca_and_its_crl():
+    output = pki_cmd("init-ca", "--name", "Ops CA", "--key-type", "rsa-2048")
+    ca = CertificateAuthority.objects.get(name="Ops CA")
+    assert "created CA Ops CA" in output and ca.is_ours and ca.trusted_for_client_auth
+    assert ca.crl_der and pki.crl_signed_by(pki.load_crl(bytes(ca.crl_der)), services.ca_certificate(ca))
+
+
+def test_issue_writes_p12_pem_and_key_and_creates_the_account(tmp_path):
+    pki_cmd("init-ca")
+    output = pki_cmd(
+        "issue", "Alice@LocalHost", "--out", str(tmp_path), "--p12-password", "pw1234", "--days", "10"
+    )
+    assert "alice@localhost" in output
+    account = Account.objects.by_jid("alice@localhost")
+    assert account.created_by == Account.Origin.COMMAND
+    key, cert, _ = pki.load_pkcs12((tmp_path / "alice@localhost.p12").read_bytes(), b"pw1234")
+    assert pki.xmppaddrs_of(cert) == ["alice@localhost"]
+    assert (tmp_path / "alice@localhost.p12").stat().st_mode & 0o077 == 0
+    assert pki.load_certificate((tmp_path / "alice@localhost.crt.pem").read_bytes()) == cert
+    assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "alice@localhost.key.pem").read_bytes()
+    row = Certificate.objects.get(account=account)
+    assert (row.not_after - row.not_before).days == 10
+
+
+def test_issued_p12_opens_with_openssl(tmp_path):
+    pki_cmd("init-ca")
+    pki_cmd("issue", "bob@localhost", "--out", str(tmp_path), "--p12-password", "pw1234")
+    result = subprocess.run(
+        [
+            "openssl",
+            "pkcs12",
+            "-in",
+            str(tmp_path / "bob@localhost.p12"),
+            "-passin",
+            "pass:pw1234",
+            "-nokeys",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "BEGIN CERTIFICATE" in result.stdout
+
+
+def test_issue_refuses_an_invalid_jid(tmp_path):
+    pki_cmd("init-ca")
+    with pytest.raises(CommandError, match="not a bare JID"):
+        pki_cmd("issue", "alice@localhost/phone", "--out", str(tmp_path), "--p12-password", "pw1234")
+    with pytest.raises(CommandError, match="not a bare JID"):
+        pki_cmd("issue", "a lice@localhost", "--out", str(tmp_path), "--p12-password", "pw1234")
+    assert not Account.objects.exists()
+
+
+def test_issue_without_a_ca_says_to_create_one(tmp_path):
+    with pytest.raises(CommandError, match="pki init-ca"):
+        pki_cmd("issue", "alice@localhost", "--out", str(tmp_path), "--p12-password", "pw1234")
+
+
+def test_revoke_by_serial_and_fingerprint_then_crl_lists_both(tmp_path):
+    pki_cmd("init-ca")
+    pki_cmd("issue", "a@localhost", "--out", str(tmp_path), "--p12-password", "pw1234")
+    pki_cmd("issue", "b@localhost", "--out", str(tmp_path), "--p12-password", "pw1234")
+    first, second = Certificate.objects.order_by("pk")
+    assert "revoked" in pki_cmd("revoke", first.serial, "--reason", "key_compromise")
+    pki_cmd("revoke", ":".join(second.fingerprint_sha256[i : i + 2] for i in range(0, 64, 2)).upper())
+    with pytest.raises(CommandError, match="revoked already"):
+        pki_cmd("revoke", first.serial)
+    ca = CertificateAuthority.objects.get()
+    pki_cmd("crl", ca.name, "--out", str(tmp_path / "ca.crl"))
+    crl = pki.load_crl((tmp_path / "ca.crl").read_bytes())
+    assert pki.crl_signed_by(crl, services.ca_certificate(ca))
+    reasons = {f"{e.serial:x}": e.reason for e in pki.revoked_entries(crl)}
+    assert reasons == {first.serial: "key_compromise", second.serial: None}
+
+
+def test_hold_and_release(tmp_path):
+    pki_cmd("init-ca")
+    pki_cmd("issue", "a@localhost", "--out", str(tmp_path), "--p12-password", "pw1234")
+    row = Certificate.objects.get()
+    pki_cmd("hold", row.serial)
+    row.refresh_from_db()
+    assert row.status == Certificate.Status.ON_HOLD
+    pki_cmd("release", row.serial)
+    row.refresh_from_db()
+    assert row.status == Certificate.Status.ACTIVE
+    with pytest.raises(CommandError, match="not on hold"):
+        pki_cmd("release", row.serial)
+
+
+def test_revoke_unknown_certificate_is_a_clear_error():
+    with pytest.raises(CommandError, match="no certificate with serial or fingerprint"):
+        pki_cmd("revoke", "deadbeef")
+
+
+def test_import_ca_and_list(tmp_path):
+    from tests.certs import make_ca
+
+    external = make_ca("Partner CA")
+    (tmp_path / "partner.pem").write_bytes(external.pem)
+    assert "imported CA Partner CA" in pki_cmd("import-ca", str(tmp_path / "partner.pem"))
+    assert "Partner CA [imported, trusted]" in pki_cmd("list")
+    with pytest.raises(CommandError, match="imported already"):
+        pki_cmd("import-ca", str(tmp_path / "partner.pem"))
+    with pytest.raises(CommandError, match="cannot read"):
+        pki_cmd("import-ca", str(tmp_path / "missing.pem"))
+
+
+def test_crl_of_an_imported_ca_is_refused(tmp_path):
+    from tests.certs import make_ca
+
+    (tmp_path / "partner.pem").write_bytes(make_ca("Partner CA").pem)
+    pki_cmd("import-ca", str(tmp_path / "partner.pem"))
+    with pytest.raises(CommandError, match="imported CA"):
+        pki_cmd("crl", "Partner CA", "--out", str(tmp_path / "x.crl"))
+
+
+def test_command_line_exits_non_zero_with_a_message(tmp_path):
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "XMPPAUTH_VAR_DIR": str(tmp_path),
+    }
+    env.pop("REDIS_URL", None)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "pki", "revoke", "nope"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "no certificate with serial or fingerprint 'nope'" in result.stderr
+    assert "Traceback" not in result.stderr
