@@ -45,8 +45,8 @@ def ensure_domains(hosts: tuple[str, ...]) -> list[str]:
 
 def _server_certificate_fits(path: Path, hosts: tuple[str, ...], ca: CertificateAuthority) -> bool:
     try:
-        cert = pki.load_certificate(path.read_bytes())
-    except (OSError, ValueError):
+        cert = pki.load_certificates(path.read_bytes())[0]  # leaf first, then the CA
+    except (OSError, ValueError, IndexError):
         return False
     facts = pki.cert_facts(cert)
     return (

@@ -1,0 +1,43 @@
+"""`manage.py runxmpp`: the embedded server, every listener of the config in one process.
+
+HTTP(S) listeners (admin, CRLs; WebSocket and BOSH later) are served by daphne; the c2s TCP listeners join
+the same Twisted reactor when transport.tcp provides them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from transport.endpoints import http_endpoint_descriptions
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Run every listener of the config (HTTP(S) admin and CRLs, XMPP c2s) in one process."
+
+    def handle(self, *args, **options) -> None:
+        # Twisted's asyncio reactor must be installed before anything imports the reactor (daphne does so).
+        from daphne.server import Server  # noqa: PLC0415  (installs the asyncio reactor)
+        from twisted.internet import reactor
+
+        from xmppauth.asgi import application
+
+        config = settings.XMPP
+        endpoints = http_endpoint_descriptions(config)
+        for listener in config.listen_http:
+            scheme = "https" if listener.tls is not None else "http"
+            self.stdout.write(f"admin at {scheme}://{listener.ip_address}:{listener.port}/admin/")
+        try:
+            from transport.tcp import start_c2s_listeners  # noqa: PLC0415
+        except ImportError:
+            logger.warning("no c2s listeners in this build yet")
+        else:
+            for port in start_c2s_listeners(config, reactor):
+                self.stdout.write(f"c2s listening on {port}")
+        if not endpoints:
+            raise CommandError("the config has no [[listen.http]] listener: nothing serves the admin")
+        Server(application=application, endpoints=endpoints, signal_handlers=True).run()
