@@ -1,0 +1,330 @@
+"""The c2s TCP adapter (transport/tcp.py) with a stand-in core: STARTTLS, direct TLS, the certificate check
+in a thread, disconnect_on_failure after our own verification, held input, timeouts, errors, the registry.
+
+The stand-in core speaks lines: ``starttls`` -> ``proceed`` then StartTls; after TLS it writes
+``tls verified=<bool>``; ``auth`` -> AuthenticateRequest; ``quit`` -> Close; ``boom`` raises; anything else
+is echoed as ``echo <line>``.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+
+import pytest
+from twisted.internet.task import Clock
+
+from tests.transport.tlsclient import Pki, client_context, make_pki
+from transport import tcp
+from transport.tls import TlsConfigError
+from xmppauth.config import C2SListener, Config, TlsOptions
+
+
+@dataclass
+class StartTls:
+    pass
+
+
+@dataclass
+class AuthenticateRequest:
+    authzid: str | None
+    domain: str
+
+
+@dataclass
+class Bound:
+    jid: str
+
+
+@dataclass
+class Close:
+    pass
+
+
+class LineCore:
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.buffer = b""
+
+    def receive_data(self, data: bytes):
+        self.buffer += data
+        events = []
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            if line == b"starttls":
+                self.out += b"proceed\n"
+                events.append(StartTls())
+            elif line == b"auth":
+                events.append(AuthenticateRequest(None, "localhost"))
+            elif line == b"quit":
+                self.out += b"bye\n"
+                events.append(Close())
+            elif line == b"boom":
+                raise RuntimeError("core bug")
+            else:
+                self.out += b"echo " + line + b"\n"
+        return events
+
+    def data_to_send(self) -> bytes:
+        data, self.out = bytes(self.out), bytearray()
+        return data
+
+    def tls_established(self, check):
+        self.out += f"tls verified={check.verified}\n".encode()
+        return []
+
+    def auth_result(self, result):
+        self.out += f"auth {result.jid}\n".encode()
+        return [Bound(result.jid)]
+
+    def close_with_error(self, condition: str, text: str = ""):
+        self.out += f"error {condition}\n".encode()
+        return [Close()]
+
+
+@dataclass
+class Check:
+    facts: object
+    verified: bool
+    reason: str
+
+
+@dataclass
+class Result:
+    jid: str | None
+    condition: str | None = None
+    reason: str = ""
+
+
+class StubAuthenticator:
+    """Verifies like the real one would for the test PKI: only leaves issued by the trusted CA, and never
+    a leaf whose CN is in ``refused`` (standing in for revocation, which OpenSSL does not see)."""
+
+    gate: threading.Event | None = None
+    refused: set[str] = set()
+
+    def __init__(self, pki: Pki) -> None:
+        self.pki = pki
+
+    def check_certificate(self, chain):
+        if self.gate is not None:
+            self.gate.wait(30)
+        if not chain:
+            return Check(None, False, "no client certificate presented")
+        leaf = chain[0]
+        cn = leaf.subject.rfc4514_string()
+        ok = leaf.issuer == self.pki.ca.cert.subject and cn not in self.refused
+        return Check({"subject": cn}, ok, "chain verified" if ok else "refused")
+
+    def authenticate_external(self, facts, authzid, domain):
+        return Result(f"alice@{domain}" if facts else None, None if facts else "not-authorized")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def listen(on_reactor, pki):
+    """Start a listener on 127.0.0.1:0 with the stand-in core; yields a function returning (port, factory)."""
+    ports = []
+    StubAuthenticator.gate = None
+    StubAuthenticator.refused = set()
+
+    def start(mode="starttls", *, tls=True, clock=None, **tls_overrides):
+        options = pki.options(mode=mode, **tls_overrides) if tls else None
+        listener = C2SListener(port=0, ip_address="127.0.0.1", tls=options)
+        registry = tcp.ConnectionRegistry()
+        from twisted.internet import reactor
+
+        port = on_reactor(
+            tcp.listen_c2s,
+            listener,
+            options,
+            [pki.ca.cert],
+            reactor,
+            core_factory=lambda _listener: LineCore(),
+            authenticator_factory=lambda _tls, _peer: StubAuthenticator(pki),
+            registry=registry,
+            clock=clock,
+        )
+        ports.append(port)
+        return port.getHost().port, port.factory if mode != "tls" else port.factory.wrappedFactory
+
+    yield start
+    for port in ports:
+        on_reactor(port.stopListening)
+
+
+def read_line(sock) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            return data
+        data += chunk
+    return data
+
+
+def read_to_eof(sock) -> bytes:
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except (ssl.SSLError, OSError):
+        pass
+    return data
+
+
+def direct_tls(tmp_path, port: int, client) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return client_context(tmp_path, client).wrap_socket(raw, server_hostname="localhost")
+
+
+def starttls(tmp_path, port: int, client) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.sendall(b"starttls\n")
+    assert read_line(raw) == b"proceed\n"
+    return client_context(tmp_path, client).wrap_socket(raw, server_hostname="localhost")
+
+
+@pytest.mark.parametrize("connect", [direct_tls, starttls], ids=["direct_tls", "starttls"])
+def test_valid_certificate_reaches_the_core_as_verified(listen, tmp_path, pki, connect):
+    port, _ = listen("tls" if connect is direct_tls else "starttls")
+    with connect(tmp_path, port, pki.valid) as sock:
+        assert read_line(sock) == b"tls verified=True\n"
+        sock.sendall(b"auth\n")
+        assert read_line(sock) == b"auth alice@localhost\n"
+
+
+@pytest.mark.parametrize("connect", [direct_tls, starttls], ids=["direct_tls", "starttls"])
+def test_certificate_our_check_refuses_is_cut_after_handshake_when_disconnect_on_failure(
+    listen, tmp_path, pki, connect
+):
+    StubAuthenticator.refused = {pki.valid.cert.subject.rfc4514_string()}
+    port, _ = listen("tls" if connect is direct_tls else "starttls", disconnect_on_failure=True)
+    with connect(tmp_path, port, pki.valid) as sock:
+        assert read_to_eof(sock) == b""
+
+
+@pytest.mark.parametrize("connect", [direct_tls, starttls], ids=["direct_tls", "starttls"])
+def test_refused_certificate_counts_as_none_without_disconnect_on_failure(listen, tmp_path, pki, connect):
+    StubAuthenticator.refused = {pki.valid.cert.subject.rfc4514_string()}
+    port, _ = listen("tls" if connect is direct_tls else "starttls", disconnect_on_failure=False)
+    with connect(tmp_path, port, pki.valid) as sock:
+        assert read_line(sock) == b"tls verified=False\n"
+        sock.sendall(b"auth\n")
+        assert read_line(sock) == b"auth None\n"
+
+
+@pytest.mark.parametrize("kind", ["untrusted", "expired", "self_signed"])
+def test_invalid_certificate_fails_the_direct_tls_handshake_with_disconnect_on_failure(
+    listen, tmp_path, pki, kind
+):
+    port, _ = listen("tls", disconnect_on_failure=True)
+    received = b"?"
+    try:
+        with direct_tls(tmp_path, port, getattr(pki, kind)) as sock:
+            sock.sendall(b"hello\n")  # TLS 1.3: the server's alert arrives after the client's Finished
+            received = read_to_eof(sock)
+    except (ssl.SSLError, ConnectionError):
+        received = b""
+    assert received == b""
+
+
+def test_registry_forgets_a_closed_connection(listen, tmp_path, on_reactor, pki):
+    port, factory = listen("tls")
+    with direct_tls(tmp_path, port, pki.valid) as sock:
+        read_line(sock)
+        assert on_reactor(len, factory.registry) == 1
+        sock.sendall(b"quit\n")
+        read_to_eof(sock)
+    for _ in range(200):  # wait for the reactor to see the close; the assertion below is not timed
+        if on_reactor(len, factory.registry) == 0:
+            break
+        threading.Event().wait(0.01)
+    assert on_reactor(len, factory.registry) == 0
+
+
+def test_input_sent_during_the_certificate_check_is_handled_after_it(listen, tmp_path, pki):
+    StubAuthenticator.gate = threading.Event()
+    port, _ = listen("tls")
+    with direct_tls(tmp_path, port, pki.valid) as sock:
+        sock.sendall(b"first\n")
+        StubAuthenticator.gate.set()
+        assert read_line(sock) == b"tls verified=True\n"
+        assert read_line(sock) == b"echo first\n"
+
+
+def test_close_event_flushes_then_closes(listen, tmp_path, pki):
+    port, _ = listen("tls")
+    with direct_tls(tmp_path, port, pki.valid) as sock:
+        read_line(sock)
+        sock.sendall(b"quit\n")
+        assert read_to_eof(sock) == b"bye\n"
+
+
+def test_client_that_does_not_authenticate_in_time_gets_connection_timeout(listen, on_reactor):
+    clock = Clock()
+    port, _ = listen("starttls", clock=clock)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"hello\n")
+        assert read_line(sock) == b"echo hello\n"
+        on_reactor(clock.advance, tcp.AUTH_TIMEOUT - 1)
+        sock.sendall(b"still here\n")
+        assert read_line(sock) == b"echo still here\n"
+        on_reactor(clock.advance, 1)
+        assert read_to_eof(sock) == b"error connection-timeout\n"
+
+
+def test_authenticated_client_is_not_dropped_by_the_auth_timeout(listen, tmp_path, on_reactor, pki):
+    clock = Clock()
+    port, _ = listen("tls", clock=clock)
+    with direct_tls(tmp_path, port, pki.valid) as sock:
+        read_line(sock)
+        sock.sendall(b"auth\n")
+        read_line(sock)
+        on_reactor(clock.advance, tcp.AUTH_TIMEOUT * 2)
+        sock.sendall(b"ping\n")
+        assert read_line(sock) == b"echo ping\n"
+
+
+def test_core_failure_ends_only_that_connection(listen, tmp_path, pki):
+    port, _ = listen("starttls")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as other:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as victim:
+            victim.sendall(b"boom\n")
+            assert read_to_eof(victim) == b"error internal-server-error\n"
+        other.sendall(b"alive\n")
+        assert read_line(other) == b"echo alive\n"
+
+
+def test_registry_holds_live_connections_with_their_jid(listen, tmp_path, on_reactor, pki):
+    port, factory = listen("tls")
+    with direct_tls(tmp_path, port, pki.valid) as sock:
+        read_line(sock)
+        sock.sendall(b"auth\n")
+        read_line(sock)
+        connections = on_reactor(lambda: factory.registry.by_jid("alice@localhost"))
+        assert len(connections) == 1
+        assert connections[0].cert_fingerprint == pki.valid.facts.fingerprint_sha256
+        on_reactor(connections[0].close_with_error, "revoked", "certificate revoked")
+        assert read_to_eof(sock) == b"error revoked\n"
+
+
+def test_plain_listener_without_tls_never_starts_tls(listen):
+    port, _ = listen("starttls", tls=False)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"hello\n")
+        assert read_line(sock) == b"echo hello\n"
+
+
+def test_listener_without_certfile_and_without_bootstrap_certificate_names_the_file(settings, on_reactor):
+    from twisted.internet import reactor
+
+    config = Config(listen_c2s=(C2SListener(port=0, ip_address="127.0.0.1", tls=TlsOptions()),))
+    with pytest.raises(TlsConfigError, match="server.pem.*bootstrap"):
+        on_reactor(tcp.start_c2s_listeners, config, reactor)

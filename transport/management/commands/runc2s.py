@@ -1,0 +1,57 @@
+"""`manage.py runc2s`: the XMPP client listeners (``[[listen.c2s]]``, RFC 6120 / XEP-0368) on their own.
+
+Production runs this next to daphne (HTTPS); the embedded ``runxmpp`` calls the same
+:func:`transport.tcp.start_c2s_listeners`. Twisted runs on its asyncio reactor, as under daphne.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from transport.tls import TlsConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def install_asyncio_reactor() -> None:
+    """Install Twisted's asyncio reactor unless a reactor is already installed (it must come first)."""
+    import sys  # noqa: PLC0415
+
+    if "twisted.internet.reactor" in sys.modules:
+        from twisted.internet import reactor  # noqa: PLC0415
+
+        if type(reactor).__name__ != "AsyncioSelectorReactor":
+            logger.warning("a %s reactor was installed before runc2s could install asyncio's", type(reactor))
+        return
+    from twisted.internet import asyncioreactor  # noqa: PLC0415
+
+    asyncioreactor.install()
+
+
+class Command(BaseCommand):
+    help = "Run the XMPP c2s TCP listeners of the config ([[listen.c2s]]: STARTTLS and direct TLS)."
+
+    def handle(self, *args, **options) -> None:
+        install_asyncio_reactor()
+        from twisted.internet import reactor  # noqa: PLC0415
+
+        from transport.tcp import start_c2s_listeners  # noqa: PLC0415
+
+        config = settings.XMPP
+        if not config.listen_c2s:
+            raise CommandError(f"{config.source} has no [[listen.c2s]] listener: nothing to run")
+        from certauth.bootstrap import ensure_domains  # noqa: PLC0415
+
+        for host in ensure_domains(config.hosts):
+            logger.info("hosted domain %s added from the config", host)
+        try:
+            ports = start_c2s_listeners(config, reactor)
+        except TlsConfigError as exc:
+            raise CommandError(str(exc)) from exc
+        for port in ports:
+            address = port.getHost()
+            self.stdout.write(f"c2s listening on {address.host}:{address.port}")
+        reactor.run()

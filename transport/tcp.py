@@ -1,0 +1,454 @@
+"""The c2s TCP listeners: Twisted adapters that move bytes and certificates between a socket and the c2s core.
+
+Specs: RFC 6120 §5.4.3.3 (after ``<proceed/>`` the TLS handshake starts on the same socket), XEP-0368 (direct
+TLS on its own port), RFC 6120 §4.4 (closing a stream), DESIGN §3 (who decides about a certificate).
+
+The core (``transport.stream``) is sans-I/O: it takes bytes and returns bytes and events. This module only
+reads the socket, writes what the core wants written, runs the TLS upgrade, and runs the two database calls
+(certificate check, SASL EXTERNAL) in a thread so the reactor never waits on the database. While such a call
+is pending, input is held back so the core sees events in order.
+
+Every connection is in :data:`registry` while it lives, so later code (revocation, the admin) can end it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from typing import Protocol as TypingProtocol
+
+from django.db import close_old_connections
+from twisted.internet import threads
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHandshakeListener, IListeningPort
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from certauth.pki.facts import fingerprint_sha256
+from transport.tls import ServerTls, must_disconnect, peer_chain, verify_errors, with_default_credentials
+from xmppauth.config import C2SListener, Config, TlsOptions
+
+logger = logging.getLogger(__name__)
+
+# A client that has not authenticated this long after connecting is dropped (slowloris before auth).
+AUTH_TIMEOUT = 60.0
+# Held-back input while a database call is pending; more than this is a client that does not wait.
+MAX_PENDING_INPUT = 1 << 20
+
+
+class StreamCore(TypingProtocol):
+    """What this adapter needs of the sans-I/O c2s core (``transport.stream``)."""
+
+    def receive_data(self, data: bytes) -> Iterable[Any]: ...
+    def data_to_send(self) -> bytes: ...
+    def tls_established(self, check: Any) -> Iterable[Any]: ...
+    def auth_result(self, result: Any) -> Iterable[Any]: ...
+    def close_with_error(self, condition: str, text: str = "") -> Iterable[Any]: ...
+
+
+class Authenticator(TypingProtocol):
+    """``certauth.authenticator.CertificateAuthenticator``: both calls use the database (run in a thread)."""
+
+    def check_certificate(self, chain: list[Any]) -> Any: ...
+    def authenticate_external(self, facts: Any, authzid: str | None, domain: str) -> Any: ...
+
+
+@dataclass
+class ConnectionRegistry:
+    """The live c2s connections of this process, by id. Touch it only from the reactor thread."""
+
+    connections: dict[int, C2SProtocol] = field(default_factory=dict)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def add(self, connection: C2SProtocol) -> int:
+        connection_id = next(self._ids)
+        self.connections[connection_id] = connection
+        return connection_id
+
+    def remove(self, connection_id: int) -> None:
+        self.connections.pop(connection_id, None)
+
+    def by_jid(self, jid: str) -> list[C2SProtocol]:
+        return [c for c in self.connections.values() if c.jid == jid]
+
+    def by_fingerprint(self, fingerprint_sha256: str) -> list[C2SProtocol]:
+        return [c for c in self.connections.values() if c.cert_fingerprint == fingerprint_sha256]
+
+    def __len__(self) -> int:
+        return len(self.connections)
+
+
+registry = ConnectionRegistry()
+
+
+def _in_db_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """Run a database call in a pool thread with a fresh connection (none kept stale across calls)."""
+    close_old_connections()
+    try:
+        return function(*args)
+    finally:
+        close_old_connections()
+
+
+@implementer(IHandshakeListener)
+class C2SProtocol(Protocol):
+    """One client connection: socket ⇄ core, plus STARTTLS, the certificate check and SASL EXTERNAL."""
+
+    def __init__(self, factory: C2SFactory) -> None:
+        self.factory = factory
+        self.connection_id = 0
+        self.peer = "?"
+        self.jid: str | None = None
+        self.cert_fingerprint: str | None = None
+        self.core: StreamCore | None = None
+        self.authenticator: Authenticator | None = None
+        self.cert_facts: Any = None
+        self._pending = 0  # database calls in flight
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self._closing = False
+        self._lost = False
+        self._timer: Any = None
+
+    # -- connection life ------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted's names)
+        address = self.transport.getPeer()
+        self.peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
+        self.connection_id = self.factory.registry.add(self)
+        self.authenticator = self.factory.authenticator_factory(self.factory.tls_options, self.peer)
+        self.core = self.factory.core_factory(self.factory.listener)
+        self._timer = self.factory.clock.callLater(self.factory.auth_timeout, self._auth_timed_out)
+        logger.info("c2s %s: connected on %s (%s)", self.peer, self.factory.name, self.factory.listener_mode)
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # noqa: N802
+        self._lost = True
+        self._cancel_timer()
+        self.factory.registry.remove(self.connection_id)
+        why = reason.getErrorMessage() if reason is not None else "closed"
+        logger.info("c2s %s: disconnected (%s)%s", self.peer, why, f" jid={self.jid}" if self.jid else "")
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 (IHandshakeListener)
+        """TLS is up (direct TLS or after STARTTLS): check the client's certificate in a thread."""
+        try:
+            connection = self.transport.getHandle()
+            chain = peer_chain(connection)
+            errors = verify_errors(connection)
+        except Exception:
+            logger.exception("c2s %s: cannot read the client's certificate chain", self.peer)
+            self._abort()
+            return
+        if errors:
+            logger.info("c2s %s: OpenSSL chain errors: %s", self.peer, "; ".join(map(str, errors)))
+        if chain:
+            self.cert_fingerprint = fingerprint_sha256(chain[0])
+        self._start_db_call(self._certificate_checked, self.authenticator.check_certificate, chain)
+
+    def _certificate_checked(self, check: Any) -> None:
+        tls_options = self.factory.tls_options
+        if tls_options is not None and must_disconnect(tls_options, bool(check.verified)):
+            # MongooseIM disconnect_on_failure: an invalid certificate ends the connection at once.
+            logger.warning("c2s %s: certificate refused, disconnecting: %s", self.peer, check.reason)
+            self.transport.abortConnection()
+            return
+        if check.facts is not None:
+            logger.info(
+                "c2s %s: client certificate %s (%s)",
+                self.peer,
+                "verified" if check.verified else "not verified",
+                check.reason,
+            )
+        self.cert_facts = check.facts if check.verified else None
+        self._feed(self.core.tls_established(check))
+
+    # -- bytes in -------------------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._closing:
+            return
+        if self._pending:
+            self._hold(data)
+            return
+        try:
+            events = self.core.receive_data(data)
+        except Exception:
+            logger.exception("c2s %s: core failed on input", self.peer)
+            self._internal_error()
+            return
+        self._feed(events)
+
+    def _hold(self, data: bytes) -> None:
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size > MAX_PENDING_INPUT:
+            logger.warning("c2s %s: %d bytes held during a check, closing", self.peer, self._held_size)
+            self._abort()
+
+    def _release_held(self) -> None:
+        while self._held and not self._pending and not self._closing:
+            data = self._held.pop(0)
+            self._held_size -= len(data)
+            self.dataReceived(data)
+
+    # -- events out of the core -----------------------------------------------------------------------
+
+    def _feed(self, events: Iterable[Any] | None) -> None:
+        """Act on the core's events, then write what it wants written."""
+        try:
+            for event in events or ():
+                self._handle(event)
+        except Exception:
+            logger.exception("c2s %s: failure while handling core events", self.peer)
+            self._internal_error()
+            return
+        self._flush()
+
+    def _handle(self, event: Any) -> None:
+        kind = type(event).__name__
+        if kind == "StartTls":
+            self._flush()  # <proceed/> goes out in the clear, then the handshake (RFC 6120 §5.4.3.3)
+            self.transport.startTLS(self.factory.server_tls)
+        elif kind == "AuthenticateRequest":
+            self._start_db_call(
+                self._authenticated,
+                self.authenticator.authenticate_external,
+                self.cert_facts,
+                getattr(event, "authzid", None),
+                getattr(event, "domain", ""),
+            )
+        elif kind == "Bound":
+            self.jid = str(getattr(event, "jid", ""))
+            self._cancel_timer()
+            logger.info("c2s %s: session bound to %s", self.peer, self.jid)
+        elif kind == "StanzaReceived":
+            self.factory.on_stanza(self, event)
+        elif kind == "Close":
+            self._closing = True
+            self._flush()
+            self.transport.loseConnection()
+        else:
+            logger.debug("c2s %s: core event %s ignored by the TCP adapter", self.peer, kind)
+
+    def _authenticated(self, result: Any) -> None:
+        if getattr(result, "jid", None):
+            logger.info("c2s %s: SASL EXTERNAL accepted as %s", self.peer, result.jid)
+        else:
+            logger.info(
+                "c2s %s: SASL EXTERNAL refused: %s (%s)",
+                self.peer,
+                getattr(result, "condition", "?"),
+                getattr(result, "reason", ""),
+            )
+        self._feed(self.core.auth_result(result))
+
+    def _flush(self) -> None:
+        data = self.core.data_to_send() if self.core is not None else b""
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    # -- threads, timers, errors ----------------------------------------------------------------------
+
+    def _start_db_call(
+        self, on_result: Callable[[Any], None], function: Callable[..., Any], *args: Any
+    ) -> None:
+        """Run ``function(*args)`` in a pool thread; then, on the reactor, ``on_result``, then held input."""
+        self._pending += 1
+        deferred = threads.deferToThreadPool(
+            self.factory.reactor, self.factory.reactor.getThreadPool(), _in_db_thread, function, *args
+        )
+
+        def finished(result: Any) -> None:
+            self._pending -= 1
+            if self._closing or self._lost:
+                return  # the connection went away meanwhile: drop the result
+            if isinstance(result, Failure):
+                logger.error(
+                    "c2s %s: %s failed: %s",
+                    self.peer,
+                    getattr(function, "__name__", function),
+                    result.getTraceback(),
+                )
+                self._internal_error()
+                return
+            try:
+                on_result(result)
+            except Exception:
+                logger.exception("c2s %s: failure after %s", self.peer, getattr(function, "__name__", "call"))
+                self._internal_error()
+                return
+            self._release_held()
+
+        deferred.addBoth(finished)
+
+    def close_with_error(self, condition: str, text: str = "") -> None:
+        """End the stream with a stream error (RFC 6120 §4.9); call from the reactor thread."""
+        if self._closing or self.core is None:
+            return
+        self._feed(self.core.close_with_error(condition, text))
+        if not self._closing:
+            self._closing = True
+            self.transport.loseConnection()
+
+    def _internal_error(self) -> None:
+        try:
+            self.close_with_error("internal-server-error", "")
+        except Exception:
+            logger.exception("c2s %s: could not send the stream error", self.peer)
+        self._abort()
+
+    def _abort(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def _auth_timed_out(self) -> None:
+        self._timer = None
+        logger.warning(
+            "c2s %s: not authenticated after %.0f s, closing", self.peer, self.factory.auth_timeout
+        )
+        self.close_with_error("connection-timeout", "authenticate sooner")  # RFC 6120 §4.9.3.4
+        self._abort()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+
+def _default_authenticator_factory(config: Config) -> Callable[[TlsOptions | None, str], Authenticator]:
+    def make(tls_options: TlsOptions | None, peer: str) -> Authenticator:
+        from certauth.authenticator import CertificateAuthenticator  # noqa: PLC0415 (Django app code)
+
+        return CertificateAuthenticator(config, tls_options, "tcp", peer)
+
+    return make
+
+
+def _default_core_factory(config: Config) -> Callable[[C2SListener], StreamCore]:
+    def make(listener: C2SListener) -> StreamCore:
+        from transport.stream import new_c2s_stream  # noqa: PLC0415
+
+        return new_c2s_stream(config, listener)
+
+    return make
+
+
+class C2SFactory(Factory):
+    """Per ``[[listen.c2s]]`` listener: its TLS, its core and authenticator makers, the registry."""
+
+    protocol = C2SProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        listener: C2SListener,
+        tls_options: TlsOptions | None,
+        server_tls: ServerTls | None,
+        *,
+        reactor: Any,
+        core_factory: Callable[[C2SListener], StreamCore],
+        authenticator_factory: Callable[[TlsOptions | None, str], Authenticator],
+        registry: ConnectionRegistry = registry,
+        auth_timeout: float = AUTH_TIMEOUT,
+        on_stanza: Callable[[C2SProtocol, Any], None] | None = None,
+        clock: Any = None,
+    ) -> None:
+        self.listener = listener
+        self.tls_options = tls_options
+        self.server_tls = server_tls
+        self.reactor = reactor
+        self.clock = clock or reactor
+        self.core_factory = core_factory
+        self.authenticator_factory = authenticator_factory
+        self.registry = registry
+        self.auth_timeout = auth_timeout
+        self.on_stanza = on_stanza or _unrouted
+        self.listener_mode = tls_options.mode if tls_options else "plain"
+        self.name = f"{listener.ip_address}:{listener.port}"
+
+    def buildProtocol(self, addr: Any) -> C2SProtocol:  # noqa: N802
+        return self.protocol(self)
+
+
+def _unrouted(connection: C2SProtocol, event: Any) -> None:
+    logger.debug("c2s %s: stanza not routed (no router yet)", connection.peer)
+
+
+def listen_c2s(
+    listener: C2SListener,
+    tls_options: TlsOptions | None,
+    trust_anchors: list[Any],
+    reactor: Any,
+    *,
+    core_factory: Callable[[C2SListener], StreamCore],
+    authenticator_factory: Callable[[TlsOptions | None, str], Authenticator],
+    **factory_options: Any,
+) -> IListeningPort:
+    """Listen on one c2s port: plain with STARTTLS, or direct TLS (XEP-0368) when ``tls.mode = "tls"``.
+
+    ``tls_options`` None is a listener without TLS (no certificate, so no SASL EXTERNAL on it).
+    """
+    server_tls = ServerTls(tls_options, trust_anchors) if tls_options is not None else None
+    factory = C2SFactory(
+        listener,
+        tls_options,
+        server_tls,
+        reactor=reactor,
+        core_factory=core_factory,
+        authenticator_factory=authenticator_factory,
+        **factory_options,
+    )
+    wrapped: Any = factory
+    if tls_options is not None and tls_options.mode == "tls":
+        wrapped = TLSMemoryBIOFactory(server_tls, False, factory)
+    port = reactor.listenTCP(listener.port, wrapped, interface=listener.ip_address)
+    address = port.getHost()
+    factory.name = f"{address.host}:{address.port}"
+    if tls_options is None:
+        logger.warning("c2s listening on %s without TLS: no certificate, no SASL EXTERNAL", factory.name)
+    else:
+        logger.info(
+            "c2s listening on %s (mode %s, verify_mode %s, disconnect_on_failure %s, %d trust anchors)",
+            factory.name,
+            tls_options.mode,
+            tls_options.verify_mode,
+            tls_options.disconnect_on_failure,
+            len(trust_anchors),
+        )
+    return port
+
+
+def listener_tls_options(listener: C2SListener, var_dir: Path) -> TlsOptions | None:
+    """The listener's TLS options; the bootstrap's ``var/pki/server.pem`` when it names no certificate."""
+    if listener.tls is None:
+        return None
+    pki_dir = var_dir / "pki"
+    return with_default_credentials(listener.tls, pki_dir / "server.pem", pki_dir / "server.key")
+
+
+def start_c2s_listeners(config: Config, reactor: Any) -> list[IListeningPort]:
+    """Start every ``[[listen.c2s]]`` listener of ``config`` on ``reactor`` (runc2s and runxmpp call this)."""
+    from django.conf import settings  # noqa: PLC0415
+
+    from certauth.trust import trust_anchors  # noqa: PLC0415 (needs the app registry)
+
+    ports = []
+    for listener in config.listen_c2s:
+        tls_options = listener_tls_options(listener, Path(settings.VAR_DIR))
+        ports.append(
+            listen_c2s(
+                listener,
+                tls_options,
+                list(trust_anchors(tls_options.cacertfile).certificates) if tls_options else [],
+                reactor,
+                core_factory=_default_core_factory(config),
+                authenticator_factory=_default_authenticator_factory(config),
+            )
+        )
+    return ports
