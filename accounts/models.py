@@ -48,9 +48,7 @@ class Account(models.Model):
 
     class Meta:
         ordering = ["domain__name", "localpart"]
-        constraints = [
-            models.UniqueConstraint(fields=["localpart", "domain"], name="account_unique_jid")
-        ]
+        constraints = [models.UniqueConstraint(fields=["localpart", "domain"], name="account_unique_jid")]
 
     def __str__(self) -> str:
         return self.jid
