@@ -26,6 +26,7 @@ from twisted.internet import threads
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener, IListeningPort
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 AUTH_TIMEOUT = 60.0
 # Held-back input while a database call is pending; more than this is a client that does not wait.
 MAX_PENDING_INPUT = 1 << 20
+# How often a listener re-reads its trust anchors (certauth.trust caches them for 5 s per process).
+TRUST_REFRESH_INTERVAL = 15.0
 
 
 class StreamCore(TypingProtocol):
@@ -432,6 +435,24 @@ def listener_tls_options(listener: C2SListener, var_dir: Path) -> TlsOptions | N
     return with_default_credentials(listener.tls, pki_dir / "server.pem", pki_dir / "server.key")
 
 
+def _refresh_trust(reactor: Any, server_tls: ServerTls, cacertfile: str | None) -> Any:
+    """Re-read the trust anchors (in a thread) and rebuild the listener's context if they changed."""
+    from certauth.trust import trust_anchors  # noqa: PLC0415
+
+    def read() -> list[Any]:
+        return list(_in_db_thread(trust_anchors, cacertfile).certificates)
+
+    def apply(anchors: list[Any]) -> None:
+        if {fingerprint_sha256(a) for a in anchors} != server_tls.anchor_fingerprints:
+            server_tls.update_trust_anchors(anchors)
+            logger.info("c2s trust anchors changed: %d now advertised and trusted", len(anchors))
+
+    deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), read)
+    deferred.addCallback(apply)
+    deferred.addErrback(lambda failure: logger.error("c2s trust refresh failed: %s", failure.value))
+    return deferred
+
+
 def start_c2s_listeners(config: Config, reactor: Any) -> list[IListeningPort]:
     """Start every ``[[listen.c2s]]`` listener of ``config`` on ``reactor`` (runc2s and runxmpp call this)."""
     from django.conf import settings  # noqa: PLC0415
@@ -441,14 +462,25 @@ def start_c2s_listeners(config: Config, reactor: Any) -> list[IListeningPort]:
     ports = []
     for listener in config.listen_c2s:
         tls_options = listener_tls_options(listener, Path(settings.VAR_DIR))
-        ports.append(
-            listen_c2s(
-                listener,
-                tls_options,
-                list(trust_anchors(tls_options.cacertfile).certificates) if tls_options else [],
-                reactor,
-                core_factory=_default_core_factory(config),
-                authenticator_factory=_default_authenticator_factory(config),
-            )
+        port = listen_c2s(
+            listener,
+            tls_options,
+            list(trust_anchors(tls_options.cacertfile).certificates) if tls_options else [],
+            reactor,
+            core_factory=_default_core_factory(config),
+            authenticator_factory=_default_authenticator_factory(config),
         )
+        server_tls = port_factory(port).server_tls
+        if server_tls is not None:
+            # CAs added or distrusted in the admin reach the handshake (CA list, disconnect_on_failure).
+            refresh = LoopingCall(_refresh_trust, reactor, server_tls, tls_options.cacertfile)
+            refresh.clock = reactor
+            refresh.start(TRUST_REFRESH_INTERVAL, now=False)
+        ports.append(port)
     return ports
+
+
+def port_factory(port: IListeningPort) -> C2SFactory:
+    """The C2SFactory behind a listening port (unwrapping direct TLS)."""
+    factory = port.factory  # type: ignore[attr-defined]
+    return getattr(factory, "wrappedFactory", factory)

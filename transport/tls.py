@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from zope.interface import implementer
@@ -191,11 +192,12 @@ class ServerTls:
 
     def __init__(self, options: TlsOptions, trust_anchors: list[x509.Certificate]) -> None:
         self.options = options
-        self.context = build_context(options, trust_anchors)
+        self.update_trust_anchors(trust_anchors)
 
     def update_trust_anchors(self, trust_anchors: list[x509.Certificate]) -> None:
         """New connections use the new anchors; live ones keep theirs."""
         self.context = build_context(self.options, trust_anchors)
+        self.anchor_fingerprints = {a.fingerprint(hashes.SHA256()).hex() for a in trust_anchors}
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802 (Twisted's name)
         connection = SSL.Connection(self.context, None)

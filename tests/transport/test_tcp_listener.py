@@ -134,7 +134,7 @@ def listen(on_reactor, pki):
     StubAuthenticator.gate = None
     StubAuthenticator.refused = set()
 
-    def start(mode="starttls", *, tls=True, clock=None, **tls_overrides):
+    def start(mode="starttls", *, tls=True, clock=None, anchors=None, **tls_overrides):
         options = pki.options(mode=mode, **tls_overrides) if tls else None
         listener = C2SListener(port=0, ip_address="127.0.0.1", tls=options)
         registry = tcp.ConnectionRegistry()
@@ -144,7 +144,7 @@ def listen(on_reactor, pki):
             tcp.listen_c2s,
             listener,
             options,
-            [pki.ca.cert],
+            [pki.ca.cert] if anchors is None else anchors,
             reactor,
             core_factory=lambda _listener: LineCore(),
             authenticator_factory=lambda _tls, _peer: StubAuthenticator(pki),
@@ -152,7 +152,7 @@ def listen(on_reactor, pki):
             clock=clock,
         )
         ports.append(port)
-        return port.getHost().port, port.factory if mode != "tls" else port.factory.wrappedFactory
+        return port.getHost().port, tcp.port_factory(port)
 
     yield start
     for port in ports:
@@ -328,3 +328,27 @@ def test_listener_without_certfile_and_without_bootstrap_certificate_names_the_f
     config = Config(listen_c2s=(C2SListener(port=0, ip_address="127.0.0.1", tls=TlsOptions()),))
     with pytest.raises(TlsConfigError, match="server.pem.*bootstrap"):
         on_reactor(tcp.start_c2s_listeners, config, reactor)
+
+
+def test_trust_anchors_added_later_reach_the_handshake(listen, tmp_path, on_reactor, pki, monkeypatch):
+    from types import SimpleNamespace
+
+    from twisted.internet import reactor
+
+    port, factory = listen("tls", anchors=[], disconnect_on_failure=True)
+
+    def connect_and_read() -> bytes:
+        try:
+            with direct_tls(tmp_path, port, pki.valid) as sock:
+                return read_line(sock)
+        except (ssl.SSLError, ConnectionError):
+            return b""
+
+    assert connect_and_read() == b""  # no anchor yet: the CA is unknown to the handshake
+    monkeypatch.setattr(
+        "certauth.trust.trust_anchors", lambda cacertfile: SimpleNamespace(certificates=(pki.ca.cert,))
+    )
+    done = threading.Event()
+    on_reactor(lambda: tcp._refresh_trust(reactor, factory.server_tls, None).addBoth(lambda _: done.set()))
+    assert done.wait(10)
+    assert connect_and_read() == b"tls verified=True\n"
