@@ -1,0 +1,127 @@
+"""The trust store for client certificates: the CAs that may vouch for a client (RFC 5280 §6.1.1 (d)).
+
+Anchors are the certificates of the listener's ``tls.cacertfile`` plus the ``CertificateAuthority`` rows with
+``trusted_for_client_auth``. Parsing them on every login would cost more than verifying the chain, so the
+parsed set is cached per ``cacertfile``:
+
+- in this process, a ``post_save``/``post_delete`` on ``CertificateAuthority`` bumps a generation counter and
+  the next lookup rebuilds;
+- other processes (the admin runs elsewhere in production) see the change within ``CACHE_TTL`` seconds.
+
+Revocation is never cached here (``certauth.revocation`` asks the database every time).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.verification import Store
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from certauth import pki
+from certauth.models import CertificateAuthority
+
+logger = logging.getLogger(__name__)
+
+CACHE_TTL = 5.0  # seconds: how stale another process's view of the CA table may be
+
+_lock = threading.Lock()
+_generation = 0
+_cache: dict[str | None, tuple[int, float, TrustAnchors]] = {}
+
+
+@dataclass(frozen=True)
+class TrustAnchors:
+    """The parsed anchors of one listener, with what the verifier and the revocation check need."""
+
+    certificates: tuple[x509.Certificate, ...]
+    store: Store | None  # None when there is no anchor at all (cryptography refuses an empty Store)
+    ca_ids: dict[str, int] = field(default_factory=dict)  # SHA-256 fingerprint -> pk of every CA row
+    generation: int = 0
+
+    def ca_row_id(self, cert: x509.Certificate | None) -> int | None:
+        """The ``CertificateAuthority`` primary key of a CA certificate (``None`` when it is not a row)."""
+        if cert is None:
+            return None
+        return self.ca_ids.get(pki.fingerprint_sha256(cert))
+
+
+def generation() -> int:
+    """Bumped on every change of a CertificateAuthority row in this process (listeners rebuild their TLS)."""
+    return _generation
+
+
+def invalidate() -> None:
+    """Forget the cached anchors (called on CA changes; tests call it too)."""
+    global _generation
+    with _lock:
+        _generation += 1
+        _cache.clear()
+
+
+@receiver(post_save, sender=CertificateAuthority, dispatch_uid="certauth.trust.ca_saved")
+@receiver(post_delete, sender=CertificateAuthority, dispatch_uid="certauth.trust.ca_deleted")
+def _ca_changed(sender: type, **kwargs: object) -> None:
+    invalidate()
+
+
+def _file_anchors(cacertfile: str) -> list[x509.Certificate]:
+    try:
+        return pki.load_certificates(Path(cacertfile).read_bytes())
+    except OSError as exc:
+        logger.error("tls.cacertfile %s cannot be read: %s; its CAs are not trusted", cacertfile, exc)
+    except ValueError as exc:
+        logger.error("tls.cacertfile %s holds no usable certificate: %s", cacertfile, exc)
+    return []
+
+
+def _db_anchors() -> tuple[list[x509.Certificate], dict[str, int]]:
+    """Trusted CA rows, parsed; and the primary key of *every* CA row by fingerprint (an intermediate or a
+    file anchor may be a row that is not itself trusted, and its revocations still live there)."""
+    certs: list[x509.Certificate] = []
+    ids: dict[str, int] = {}
+    rows = CertificateAuthority.objects.values_list(
+        "pk", "name", "fingerprint_sha256", "trusted_for_client_auth", "certificate_pem"
+    )
+    for pk, name, fingerprint, trusted, pem in rows:
+        ids[fingerprint.lower()] = pk
+        if not trusted:
+            continue
+        try:
+            cert = pki.load_certificate(pem.encode("ascii"))
+        except ValueError as exc:
+            logger.error("CA %r: stored certificate cannot be parsed (%s); not trusted", name, exc)
+            continue
+        certs.append(cert)
+    return certs, ids
+
+
+def _build(cacertfile: str | None, gen: int) -> TrustAnchors:
+    certs: list[x509.Certificate] = _file_anchors(cacertfile) if cacertfile else []
+    db_certs, ids = _db_anchors()
+    seen = {pki.fingerprint_sha256(c) for c in certs}
+    certs += [c for c in db_certs if pki.fingerprint_sha256(c) not in seen]
+    store = Store(certs) if certs else None
+    logger.debug("trust store for %s: %d anchors", cacertfile, len(certs))
+    return TrustAnchors(tuple(certs), store, ids, gen)
+
+
+def trust_anchors(cacertfile: str | None) -> TrustAnchors:
+    """The anchors for a listener whose ``tls.cacertfile`` is ``cacertfile`` (cached, see the module doc)."""
+    now = time.monotonic()
+    with _lock:
+        gen = _generation
+        hit = _cache.get(cacertfile)
+        if hit is not None and hit[0] == gen and now - hit[1] < CACHE_TTL:
+            return hit[2]
+    anchors = _build(cacertfile, gen)
+    with _lock:
+        if _generation == gen:
+            _cache[cacertfile] = (gen, now, anchors)
+    return anchors
