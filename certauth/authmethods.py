@@ -1,0 +1,271 @@
+"""Auth methods (``auth.methods``): who may log in with a certificate once the identity rules chose a JID.
+
+One interface, one class per method, tried in the configured order like django.contrib.auth backends; the
+first acceptance wins (DESIGN §4). A method answers with a :class:`MethodVerdict`; ``stop`` ends the walk with
+a refusal (an account an operator disabled stays disabled whatever the next method says).
+
+- ``pki``: any verified certificate; the account is created on first login (``created_by = first_login``).
+- ``db``: the certificate must be registered in our ``Certificate`` table, active, and linked to the active
+  account whose JID the identity rules chose.
+- ``http``: MongooseIM's HTTP auth service, method ``get_certs`` (MongooseIM ``doc/authentication-methods/
+  http.md``): ``GET <prefix>get_certs?user=<localpart>&server=<domain>&pass=`` with the optional Basic
+  credentials; only a 200 answer counts, and only when its PEM bundle holds a certificate whose DER is
+  byte-identical to the client's.
+- ``rdbms``, ``ldap``: password methods here; they do not serve SASL EXTERNAL (``supports_external`` False).
+
+Every method refuses an account that exists locally and is inactive. The methods use the database and may
+block (``http``): call them from a thread (``asgiref.sync.sync_to_async``) in async code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from accounts.models import Account, Domain
+from certauth.models import Certificate
+from certauth.pki import CertFacts
+from xmppauth.config import AuthConfig, HttpAuthOptions
+
+logger = logging.getLogger(__name__)
+
+HTTP_TIMEOUT_DEFAULT = 5.0  # seconds, when the config gives none
+HTTP_MAX_BODY = 1 << 20  # a user's PEM bundle; more is refused rather than read
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ExternalAttempt:
+    """What a method is asked about: the JID the identity rules chose for a verified certificate."""
+
+    jid: str  # bare, normalised (certauth.identity)
+    facts: CertFacts
+    certificate_der: bytes
+
+    @property
+    def localpart(self) -> str:
+        return self.jid.partition("@")[0]
+
+    @property
+    def domain(self) -> str:
+        return self.jid.partition("@")[2]
+
+
+@dataclass(frozen=True)
+class MethodVerdict:
+    accepted: bool
+    reason: str
+    stop: bool = False  # a refusal no later method may overturn
+
+
+def _inactive_account(attempt: ExternalAttempt) -> Account | None:
+    account = (
+        Account.objects.filter(localpart=attempt.localpart, domain__name=attempt.domain)
+        .only("active")
+        .first()
+    )
+    return account if account is not None and not account.active else None
+
+
+def _refuse_inactive(attempt: ExternalAttempt) -> MethodVerdict | None:
+    if _inactive_account(attempt) is not None:
+        return MethodVerdict(False, f"account {attempt.jid} is disabled", stop=True)
+    return None
+
+
+class AuthMethod:
+    """The interface: ``name`` is the ``auth.methods`` value; ``supports_external``: serves EXTERNAL."""
+
+    name: str = ""
+    supports_external: bool = False
+
+    def authenticate_external(self, attempt: ExternalAttempt) -> MethodVerdict:
+        return MethodVerdict(False, f"method {self.name} does not support SASL EXTERNAL")
+
+
+class PkiMethod(AuthMethod):
+    """Any verified certificate (MongooseIM ``pki``); the account is created at first login."""
+
+    name = "pki"
+    supports_external = True
+
+    def authenticate_external(self, attempt: ExternalAttempt) -> MethodVerdict:
+        domain, _ = Domain.objects.get_or_create(name=attempt.domain)
+        try:
+            with transaction.atomic():
+                account, created = Account.objects.get_or_create(
+                    localpart=attempt.localpart,
+                    domain=domain,
+                    defaults={"created_by": Account.Origin.FIRST_LOGIN},
+                )
+        except IntegrityError:  # another connection created it a moment ago
+            account, created = Account.objects.get(localpart=attempt.localpart, domain=domain), False
+        if not account.active:
+            return MethodVerdict(False, f"account {attempt.jid} is disabled", stop=True)
+        if created:
+            logger.info("account %s created at first certificate login", attempt.jid)
+            return MethodVerdict(True, "verified certificate; account created at first login")
+        return MethodVerdict(True, "verified certificate")
+
+
+class DbMethod(AuthMethod):
+    """The certificate must be registered to the active account of that JID, and be active itself."""
+
+    name = "db"
+    supports_external = True
+
+    def authenticate_external(self, attempt: ExternalAttempt) -> MethodVerdict:
+        row = (
+            Certificate.objects.filter(fingerprint_sha256=attempt.facts.fingerprint_sha256)
+            .select_related("account__domain")
+            .first()
+        )
+        if row is None:
+            return MethodVerdict(False, "certificate is not registered in the database")
+        if row.status != Certificate.Status.ACTIVE:
+            return MethodVerdict(False, f"registered certificate is {row.get_status_display()}", stop=True)
+        if row.account is None:
+            return MethodVerdict(False, "registered certificate belongs to no account")
+        if row.account.jid != attempt.jid:
+            owner = row.account.jid
+            return MethodVerdict(False, f"registered certificate belongs to {owner}, not {attempt.jid}")
+        if not row.account.active:
+            return MethodVerdict(False, f"account {attempt.jid} is disabled", stop=True)
+        return MethodVerdict(True, "certificate registered to this account")
+
+
+class HttpMethod(AuthMethod):
+    """MongooseIM's http method, ``get_certs`` (the service returns the user's certificates as PEM)."""
+
+    name = "http"
+    supports_external = True
+
+    def __init__(
+        self, base_url: str, *, timeout: float = HTTP_TIMEOUT_DEFAULT, basic_auth: str | None = None
+    ) -> None:
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.timeout = timeout
+        self._basic_auth = basic_auth  # "user:password"; never logged
+
+    @classmethod
+    def from_options(cls, options: HttpAuthOptions) -> HttpMethod:
+        return cls(options.base_url, timeout=options.request_timeout_ms / 1000, basic_auth=options.basic_auth)
+
+    def _request(self, attempt: ExternalAttempt) -> urllib.request.Request:
+        query = urllib.parse.urlencode({"user": attempt.localpart, "server": attempt.domain, "pass": ""})
+        request = urllib.request.Request(f"{self.base_url}get_certs?{query}", method="GET")
+        if self._basic_auth:
+            token = base64.b64encode(self._basic_auth.encode("utf-8")).decode("ascii")
+            request.add_header("Authorization", f"Basic {token}")
+        return request
+
+    def authenticate_external(self, attempt: ExternalAttempt) -> MethodVerdict:
+        refused = _refuse_inactive(attempt)
+        if refused:
+            return refused
+        url = f"{self.base_url}get_certs"
+        try:
+            with urllib.request.urlopen(self._request(attempt), timeout=self.timeout) as response:  # noqa: S310
+                status = response.status
+                body = response.read(HTTP_MAX_BODY + 1)
+        except urllib.error.HTTPError as exc:
+            return MethodVerdict(False, f"auth service {url} answered HTTP {exc.code}")
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            logger.warning("http auth method: %s unreachable: %s", url, reason)
+            return MethodVerdict(False, f"auth service {url} unreachable: {reason}")
+        if status != 200:  # MongooseIM: "200, all the user's certificates"; anything else fails
+            return MethodVerdict(False, f"auth service {url} answered HTTP {status}")
+        if len(body) > HTTP_MAX_BODY:
+            return MethodVerdict(False, f"auth service {url} answered more than {HTTP_MAX_BODY} bytes")
+        listed = pem_certificate_ders(body)
+        if not listed:
+            return MethodVerdict(False, f"auth service {url} lists no certificate for {attempt.jid}")
+        if attempt.certificate_der in listed:
+            return MethodVerdict(True, f"certificate listed by auth service {url}")
+        return MethodVerdict(False, f"certificate not among the {len(listed)} listed by auth service {url}")
+
+
+def pem_certificate_ders(body: bytes) -> list[bytes]:
+    """The DER of each ``CERTIFICATE`` block of a PEM bundle (RFC 7468 §5), as written; bad blocks skipped.
+
+    Decoding the base64 ourselves (rather than parsing and re-encoding) keeps the comparison byte-exact, as
+    MongooseIM's ``public_key:pem_decode`` does.
+    """
+    ders: list[bytes] = []
+    for match in _PEM_CERTIFICATE.finditer(body):
+        try:
+            ders.append(base64.b64decode(b"".join(match.group(1).split()), validate=True))
+        except binascii.Error:
+            logger.warning("http auth method: skipping a PEM block that is not valid base64")
+    return ders
+
+
+class PasswordOnlyMethod(AuthMethod):
+    """``rdbms`` and ``ldap``: they serve password mechanisms (implemented elsewhere), not EXTERNAL."""
+
+    supports_external = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _http_method(auth: AuthConfig) -> HttpMethod:
+    options = getattr(auth, "http", None)
+    if isinstance(options, HttpAuthOptions):
+        return HttpMethod.from_options(options)
+    url = getattr(auth, "http_url", None) or getattr(settings, "XMPPAUTH_AUTH_HTTP_URL", None)
+    if not url:
+        raise ValueError('auth.methods includes "http" but no auth service is configured '
+                         "([outgoing_pools.http.auth] connection.host)")
+    return HttpMethod(url)
+
+
+def build_methods(auth: AuthConfig) -> list[AuthMethod]:
+    """The configured methods, in order. ValueError naming the method when one cannot be built."""
+    methods: list[AuthMethod] = []
+    for name in auth.methods:
+        if name == "pki":
+            methods.append(PkiMethod())
+        elif name == "db":
+            methods.append(DbMethod())
+        elif name == "http":
+            methods.append(_http_method(auth))
+        elif name in ("rdbms", "ldap"):
+            methods.append(PasswordOnlyMethod(name))
+        else:
+            raise ValueError(f"auth.methods: unknown method {name!r}; accepted: pki, db, http, rdbms, ldap")
+    return methods
+
+
+def supports_external(methods: Sequence[AuthMethod]) -> bool:
+    """Whether EXTERNAL may be advertised at all (DESIGN §4: an enabled method must support it)."""
+    return any(method.supports_external for method in methods)
+
+
+def run_methods(methods: Sequence[AuthMethod], attempt: ExternalAttempt) -> MethodVerdict:
+    """Try ``methods`` in order: the first acceptance wins, else a refusal naming each method's reason."""
+    reasons: list[str] = []
+    for method in methods:
+        if not method.supports_external:
+            continue
+        verdict = method.authenticate_external(attempt)
+        logger.debug("auth method %s on %s: %s", method.name, attempt.jid, verdict)
+        if verdict.accepted:
+            return MethodVerdict(True, f"{method.name}: {verdict.reason}")
+        reasons.append(f"{method.name}: {verdict.reason}")
+        if verdict.stop:
+            break
+    if not reasons:
+        return MethodVerdict(False, "no configured auth method supports SASL EXTERNAL")
+    return MethodVerdict(False, "; ".join(reasons))
