@@ -125,8 +125,13 @@ class C2SProtocol(Protocol):
         address = self.transport.getPeer()
         self.peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
         self.connection_id = self.factory.registry.add(self)
-        self.authenticator = self.factory.authenticator_factory(self.factory.tls_options, self.peer)
-        self.core = self.factory.core_factory(self.factory.listener)
+        try:
+            self.authenticator = self.factory.authenticator_factory(self.factory.tls_options, self.peer)
+            self.core = self.factory.core_factory(self.factory.listener)
+        except Exception:
+            logger.exception("c2s %s: cannot set up the connection", self.peer)
+            self._abort()
+            return
         self._timer = self.factory.clock.callLater(self.factory.auth_timeout, self._auth_timed_out)
         logger.info("c2s %s: connected on %s (%s)", self.peer, self.factory.name, self.factory.listener_mode)
 
@@ -139,6 +144,8 @@ class C2SProtocol(Protocol):
 
     def handshakeCompleted(self) -> None:  # noqa: N802 (IHandshakeListener)
         """TLS is up (direct TLS or after STARTTLS): check the client's certificate in a thread."""
+        if self._closing or self.core is None:
+            return
         try:
             connection = self.transport.getHandle()
             chain = peer_chain(connection)
