@@ -6,8 +6,8 @@ or the ``pki`` command; it also covers certificates of imported CAs that an oper
 serials listed in the last good CRL of the issuing CA (``RevokedSerial``, filled by the CRL jobs).
 
 A cache here could let a revoked certificate in; the two lookups hit the unique fingerprint index and the
-(ca, serial) index. Measured on the development box with SQLite: about 0.2 ms for both (see
-``bench/revocation.py``).
+(ca, serial) index. Measured on the development box with SQLite and 10 000 rows in each table: about 0.4 ms
+for both (``bench/revocation.py``), called twice per login (handshake and EXTERNAL).
 """
 
 from __future__ import annotations

@@ -1,0 +1,68 @@
+"""Benchmark: cost of certauth.revocation.revocation_status (prints figures; not a test).
+
+Run: ``.venv/bin/python -m bench.revocation`` from the checkout. Uses a throw-away test database (SQLite by
+default, or ``DATABASE_URL``) filled with 10 000 certificates and 10 000 CRL-listed serials.
+"""
+
+from __future__ import annotations
+
+import os
+import timeit
+from dataclasses import replace
+from datetime import UTC, datetime
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "xmppauth.settings")
+    import django
+
+    django.setup()
+    from django.db import connection
+    from django.test.utils import setup_test_environment
+
+    setup_test_environment()
+    old_name = connection.creation.create_test_db(verbosity=0)
+    try:
+        run()
+    finally:
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+def run() -> None:
+    from django.db import connection
+
+    from certauth.models import Certificate, CertificateAuthority, CrlSource, RevokedSerial
+    from certauth.pki import build_ca, cert_facts, generate_private_key
+    from certauth.revocation import revocation_status
+
+    now = datetime.now(UTC)
+    ca_cert = build_ca("bench CA", generate_private_key("ec-p256"))
+    facts = cert_facts(ca_cert)
+    ca = CertificateAuthority.objects.create(
+        name="bench", certificate_pem="-", subject=facts.subject, fingerprint_sha256=facts.fingerprint_sha256,
+        not_before=now, not_after=now,
+    )
+    source = CrlSource.objects.create(ca=ca, kind=CrlSource.Kind.OPERATOR_URL, location="http://bench/crl")
+    n = 10_000
+    Certificate.objects.bulk_create(
+        Certificate(
+            serial=format(i, "x"), issuer=ca, issuer_name="CN=bench", fingerprint_sha256=f"{i:064x}",
+            subject=f"CN=u{i}", not_before=now, not_after=now, source=Certificate.Source.ISSUED, pem="-",
+        )
+        for i in range(n)
+    )
+    RevokedSerial.objects.bulk_create(
+        RevokedSerial(source=source, ca=ca, serial=format(n + i, "x"), revoked_at=now) for i in range(n)
+    )
+    known = replace(facts, fingerprint_sha256=f"{n // 2:064x}", serial=format(n // 2, "x"))
+    listed = replace(facts, fingerprint_sha256="f" * 64, serial=format(n + n // 2, "x"))
+    unknown = replace(facts, fingerprint_sha256="e" * 64, serial="ffffffff")
+    assert revocation_status(listed, ca) is not None
+    runs = 2000
+    for label, subject in (("registered, active", known), ("CRL-listed", listed), ("unknown", unknown)):
+        per_call = timeit.timeit(lambda subject=subject: revocation_status(subject, ca), number=runs) / runs
+        print(f"{connection.vendor:10} {label:20} {per_call * 1e3:.3f} ms per revocation_status")
+
+
+if __name__ == "__main__":
+    main()
