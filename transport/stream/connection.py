@@ -1,0 +1,705 @@
+"""The c2s XMPP stream as a sans-I/O state machine: bytes and results in, bytes and events out.
+
+Specs: RFC 6120 §4 (streams, stream errors), §5 (STARTTLS), §6 (SASL; EXTERNAL per RFC 4422 App. A and
+XEP-0178), §7 (resource binding), §8 (stanzas), §11 (XML restrictions, in ``xml.py``); RFC 3921 §3 (legacy
+session); XEP-0199 (ping); XEP-0030 (disco#info); RFC 7395 (WebSocket framing).
+
+Use::
+
+    conn = C2SConnection(settings, log_id="tcp 192.0.2.1:40000")
+    events = conn.receive_data(bytes_from_socket)
+    socket.write(conn.data_to_send())          # always before acting on the events
+    for event in events: ...                   # StartTls -> conn.tls_established(...),
+                                               # AuthenticateRequest -> conn.auth_result(...), Close -> close
+
+The states and what each accepts are in ``states.py``; this file implements the handlers named there.
+No I/O, no Django, no clocks: timeouts and the database belong to the adapters.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from xml.etree.ElementTree import Element, SubElement
+
+from certauth.identity import InvalidJid, Jid, normalise_domain, normalise_resource, parse_bare_jid, parse_jid
+
+from . import errors
+from . import namespaces as ns
+from .events import (
+    Authenticated,
+    AuthenticateRequest,
+    Bound,
+    Close,
+    Event,
+    LocalProtocolError,
+    StanzaReceived,
+    StartTls,
+    StreamOpened,
+)
+from .states import ACCEPTED, BEFORE_SESSION, WAITING_FOR_ADAPTER, State
+from .xml import (
+    StanzaParsed,
+    StreamEnd,
+    StreamOpen,
+    StreamParser,
+    next_piece,
+    serialize,
+    stream_footer,
+    stream_header,
+)
+
+logger = logging.getLogger(__name__)
+
+TLS_MODES = ("none", "starttls", "starttls_required", "tls")
+FRAMINGS = ("stream", "websocket")
+SERVER_FEATURES = (ns.DISCO_INFO, ns.PING)  # XEP-0030 features of the server itself
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How one listener's streams behave (from the TOML config: hosts, listener, auth)."""
+
+    hosted_domains: tuple[str, ...]
+    tls_mode: str = "starttls"  # none | starttls | starttls_required | tls
+    sasl_mechanisms: tuple[str, ...] = ("external",)
+    sasl_external: tuple[str, ...] = ("standard",)
+    cn_prefix: str = ""
+    cn_suffix: str = ""
+    max_stanza_size: int = 65536
+    framing: str = "stream"  # stream (TCP, RFC 6120) | websocket (RFC 7395)
+    max_auth_failures: int = 3  # RFC 6120 §6.4.5: "at least 2 and no more than 5" retries
+    legacy_session: bool = True  # advertise RFC 3921 <session/> as optional, for old clients
+    server_name: str = "xmppauth"  # XEP-0030 identity name
+
+    def __post_init__(self) -> None:
+        if self.tls_mode not in TLS_MODES:
+            raise ValueError(f"tls_mode {self.tls_mode!r}: expected one of {', '.join(TLS_MODES)}")
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"framing {self.framing!r}: expected one of {', '.join(FRAMINGS)}")
+        if not self.hosted_domains:
+            raise ValueError("hosted_domains: at least one domain is needed")
+        if self.max_stanza_size < 1024:
+            raise ValueError("max_stanza_size: at least 1024 bytes")
+        if self.max_auth_failures < 1:
+            raise ValueError("max_auth_failures: at least 1")
+
+
+class C2SConnection:
+    """One client-to-server stream, from the first byte to CLOSED."""
+
+    def __init__(
+        self,
+        settings: StreamSettings,
+        *,
+        tls_active: bool | None = None,
+        peer_facts: Any = None,
+        peer_verified: bool = False,
+        log_id: str = "c2s",
+        token: Callable[[int], str] = secrets.token_hex,
+    ) -> None:
+        self.settings = settings
+        self.log_id = log_id
+        self._token = token
+        self._framed = settings.framing == "websocket"
+        # Direct TLS and wss: the adapter only ever hands us decrypted bytes.
+        self.tls_active = settings.tls_mode == "tls" if tls_active is None else tls_active
+        self.peer_facts = peer_facts
+        self.peer_verified = peer_verified
+        self.peer_verify_error: str | None = None
+        self._hosted = {normalise_domain(domain) for domain in settings.hosted_domains}
+        self.state = State.WAIT_STREAM
+        self.domain: str | None = None  # the stream's `to`, normalised, once accepted
+        self.stream_id: str | None = None
+        self.jid: str | None = None  # bare JID after SASL
+        self.resource: str | None = None
+        self._auth_failures = 0
+        self._header_sent = False
+        self._out: list[bytes] = []
+        self._events: list[Event] = []
+        self._pending = b""  # bytes not yet given to the parser
+        self._pos = 0
+        self._parser: StreamParser | None = self._new_parser()
+
+    # == public interface (adapters) =====================================================================
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def full_jid(self) -> str | None:
+        return f"{self.jid}/{self.resource}" if self.jid and self.resource else None
+
+    def data_to_send(self) -> bytes:
+        data, self._out = b"".join(self._out), []
+        return data
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Bytes from the client (decrypted when TLS is on)."""
+        if self.closed or not data:
+            return self._drain()
+        self._pending = self._pending[self._pos :] + data
+        self._pos = 0
+        if self.state in WAITING_FOR_ADAPTER and len(self._pending) > self.settings.max_stanza_size:
+            self._stream_error(errors.POLICY_VIOLATION, "too much data while authentication is pending")
+        self._pump()
+        return self._drain()
+
+    def tls_established(
+        self, facts: Any = None, verified: bool | None = None, verify_error: str | None = None
+    ) -> list[Event]:
+        """TLS is up (after STARTTLS, or direct TLS before the first byte), with the peer's certificate facts.
+
+        ``facts`` may also be a certificate check object with ``facts``, ``verified`` and ``reason``.
+        ``verified`` says whether the chain passed verification and revocation (DESIGN §3, §4).
+        """
+        if verified is None and hasattr(facts, "verified"):
+            check = facts
+            facts, verified = getattr(check, "facts", None), bool(check.verified)
+            verify_error = None if verified else getattr(check, "reason", None)
+        if self.closed:
+            return self._drain()
+        if self.state is not State.WAIT_TLS and not (self.state is State.WAIT_STREAM and self.domain is None):
+            raise LocalProtocolError(f"tls_established in state {self.state.name}")
+        self.tls_active = True
+        self.peer_facts = facts
+        self.peer_verified = bool(verified) and facts is not None
+        self.peer_verify_error = verify_error
+        if facts is not None and not self.peer_verified:
+            self._log(logging.INFO, "client certificate not verified: %s", verify_error or "no reason given")
+        if self.state is State.WAIT_TLS:
+            self._restart()  # RFC 6120 §5.4.3.3: a new stream over TLS
+            self._pump()
+        return self._drain()
+
+    def auth_result(self, result: Any) -> list[Event]:
+        """The verdict on an :class:`AuthenticateRequest`: ``jid``, or ``condition`` and ``reason``."""
+        if self.closed:
+            return self._drain()
+        if self.state is not State.SASL_PENDING:
+            raise LocalProtocolError(f"auth_result in state {self.state.name}")
+        jid = getattr(result, "jid", None)
+        if jid:
+            try:
+                accepted = parse_bare_jid(jid)
+            except InvalidJid as exc:
+                self._sasl_failure(errors.SASL_NOT_AUTHORIZED, f"the authenticator returned {jid!r}: {exc}")
+            else:
+                if accepted.domain != self.domain:
+                    self._sasl_failure(errors.SASL_NOT_AUTHORIZED, f"{accepted.bare} is not in {self.domain}")
+                else:
+                    self._sasl_success(accepted)
+        else:
+            condition = getattr(result, "condition", None) or errors.SASL_NOT_AUTHORIZED
+            reason = getattr(result, "reason", "") or "refused"
+            if condition not in errors.SASL_CONDITIONS:
+                self._log(logging.WARNING, "authenticator gave unknown SASL condition %r", condition)
+                condition = errors.SASL_NOT_AUTHORIZED
+            self._sasl_failure(condition, reason)
+        self._pump()
+        return self._drain()
+
+    def close_with_error(self, condition: str, text: str = "") -> list[Event]:
+        """End the stream with a stream error (e.g. ``reset`` on revocation, ``conflict``; RFC 6120 §4.9)."""
+        if not self.closed:
+            self._stream_error(condition, text)
+        return self._drain()
+
+    def close(self, reason: str = "closed by the server") -> list[Event]:
+        """End the stream cleanly (RFC 6120 §4.4)."""
+        if not self.closed:
+            self._log(logging.INFO, "closing the stream: %s", reason)
+            if self._header_sent:
+                self._out.append(stream_footer(self._framed))
+            self._enter_closed(Close(reason))
+        return self._drain()
+
+    def send_stanza(self, element: Element) -> bool:
+        """Queue a stanza for the client (from the router); False when there is no session to carry it."""
+        if self.state is not State.SESSION:
+            return False
+        self._send(element)
+        return True
+
+    def connection_lost(self) -> None:
+        """The transport went away: forget everything, no more output."""
+        self.state = State.CLOSED
+        self._parser = None
+        self._pending, self._pos = b"", 0
+        self._out = []
+
+    # == input pump ======================================================================================
+
+    def _new_parser(self) -> StreamParser:
+        return StreamParser(self.settings.max_stanza_size, framed=self._framed)
+
+    def _pump(self) -> None:
+        """Feed held bytes to the parser, a piece at a time, until they run out or the core must wait."""
+        while self._pos < len(self._pending) and self._parser is not None:
+            if self.state in WAITING_FOR_ADAPTER or self.closed:
+                return
+            end = next_piece(self._pending, self._pos)
+            piece = self._pending[self._pos : end]
+            self._pos = end
+            try:
+                for event in self._parser.feed(piece):
+                    self._dispatch(event)
+                    if self.closed:
+                        break
+            except errors.StreamError as exc:
+                self._stream_error(exc.condition, exc.text)
+        if self._pos >= len(self._pending):
+            self._pending, self._pos = b"", 0
+
+    def _dispatch(self, event: StreamOpen | StanzaParsed | StreamEnd) -> None:
+        if isinstance(event, StreamOpen):
+            self._on_stream_open(event.tag, event.attrs, event.prefix, event.default_ns)
+        elif isinstance(event, StreamEnd):
+            self._on_client_close()
+        elif self._framed and event.element.tag == ns.WS_OPEN:
+            if self.state is not State.WAIT_STREAM:
+                raise errors.StreamError(errors.BAD_FORMAT, "<open/> in the middle of a stream")
+            self._on_stream_open(event.element.tag, dict(event.element.attrib), None, None)
+        elif self._framed and event.element.tag == ns.WS_CLOSE:
+            self._on_client_close()
+        elif self.state is State.WAIT_STREAM:
+            raise errors.StreamError(errors.BAD_FORMAT, "expected <open/> first (RFC 7395 §3.4)")
+        else:
+            element = event.element
+            handler = ACCEPTED[self.state].get(element.tag)
+            if handler is None:
+                self._unexpected(element)
+            else:
+                getattr(self, handler)(element)
+
+    def _unexpected(self, element: Element) -> None:
+        namespace, local = ns.split_qname(element.tag)
+        if element.tag in ns.STANZAS and self.state in BEFORE_SESSION:
+            raise errors.StreamError(
+                errors.NOT_AUTHORIZED, f"<{local}/> before {'binding' if self.jid else 'authentication'}"
+            )
+        raise errors.StreamError(
+            errors.UNSUPPORTED_STANZA_TYPE, f"<{local} xmlns='{namespace}'/> is not accepted now"
+        )
+
+    # == stream header, restart, close ===================================================================
+
+    def _on_stream_open(
+        self, tag: str, attrs: dict[str, str], prefix: str | None, default_ns: str | None
+    ) -> None:
+        namespace, local = ns.split_qname(tag)
+        if not self._framed:
+            if namespace != ns.STREAMS:  # RFC 6120 §4.8.1
+                raise errors.StreamError(errors.INVALID_NAMESPACE, f"stream namespace {namespace!r}")
+            if local != "stream":
+                raise errors.StreamError(errors.BAD_FORMAT, f"root element <{local}/> is not <stream/>")
+            if prefix != "stream":  # RFC 6120 §4.8.5
+                raise errors.StreamError(errors.BAD_NAMESPACE_PREFIX, "the stream prefix must be 'stream'")
+            if default_ns != ns.CLIENT:  # RFC 6120 §4.8.2: the content namespace of c2s
+                raise errors.StreamError(errors.INVALID_NAMESPACE, f"content namespace {default_ns!r}")
+        version = attrs.get("version")
+        if not _version_ok(version):  # RFC 6120 §4.7.5
+            raise errors.StreamError(errors.UNSUPPORTED_VERSION, f"version {version!r}; we speak 1.0")
+        to = attrs.get("to")
+        if not to:  # RFC 6120 §4.7.2
+            raise errors.StreamError(errors.HOST_UNKNOWN, "the stream header has no 'to'")
+        try:
+            domain = normalise_domain(to)
+        except InvalidJid:
+            domain = ""
+        if domain not in self._hosted:
+            raise errors.StreamError(errors.HOST_UNKNOWN, f"{to!r} is not served here")  # RFC 6120 §4.9.3.6
+        if self.domain is not None and domain != self.domain:
+            raise errors.StreamError(
+                errors.HOST_UNKNOWN, f"the restarted stream names {domain}, not {self.domain}"
+            )
+        self.domain = domain
+        self._send_header(to_attr=attrs.get("from"))
+        self.state = self._negotiation_state()
+        self._log(logging.DEBUG, "stream %s opened to %s (%s)", self.stream_id, domain, self.state.name)
+        self._events.append(StreamOpened(domain, self.stream_id or ""))
+        self._send(self._features())
+
+    def _send_header(self, to_attr: str | None = None) -> None:
+        """Our header (RFC 6120 §4.7): also sent before a stream error if none went out yet (§4.9.1.2)."""
+        self.stream_id = self._token(16)
+        attrs: dict[str, str | None] = {"from": self.domain, "id": self.stream_id}
+        if to_attr:
+            try:
+                attrs["to"] = str(parse_jid(to_attr))  # RFC 6120 §4.7.1: echo the client's `from`
+            except InvalidJid:
+                pass
+        attrs["version"] = "1.0"
+        attrs["xml:lang"] = "en"
+        self._out.append(stream_header(attrs, framed=self._framed))
+        self._header_sent = True
+
+    def _negotiation_state(self) -> State:
+        if self.jid is not None:
+            return State.WAIT_BIND
+        if self._starttls_offered():
+            return State.WAIT_STARTTLS
+        return State.WAIT_AUTH
+
+    def _starttls_offered(self) -> bool:
+        return (
+            not self._framed
+            and not self.tls_active
+            and self.settings.tls_mode in ("starttls", "starttls_required")
+        )
+
+    def _restart(self) -> None:
+        """RFC 6120 §4.3.3: after TLS and after SASL the client opens a new stream on a new parser."""
+        self.state = State.WAIT_STREAM
+        self._header_sent = False
+        self._parser = self._new_parser()
+
+    def _on_client_close(self) -> None:
+        self._log(logging.INFO, "the client closed the stream")
+        self._out.append(stream_footer(self._framed))  # RFC 6120 §4.4: close ours too
+        self._enter_closed(Close("the client closed the stream"))
+
+    def _stream_error(self, condition: str, text: str = "") -> None:
+        """RFC 6120 §4.9.1.1: <stream:error/>, then the closing tag, then the transport closes."""
+        if self.closed:
+            return
+        self._log(logging.WARNING, "stream error %s: %s", condition, text or "-")
+        if not self._header_sent:
+            self._send_header()
+        self._out.append(serialize(errors.stream_error_element(condition, text), declare_stream=self._framed))
+        self._out.append(stream_footer(self._framed))
+        self._enter_closed(Close(f"{condition}: {text}" if text else condition, condition))
+
+    def _enter_closed(self, event: Close) -> None:
+        self.state = State.CLOSED
+        self._parser = None
+        self._pending, self._pos = b"", 0
+        self._events.append(event)
+
+    # == features ========================================================================================
+
+    def _mechanisms(self) -> list[str]:
+        """SASL mechanisms to offer now: EXTERNAL only with TLS and a verified certificate (DESIGN §4)."""
+        configured = {name.lower() for name in self.settings.sasl_mechanisms}
+        if (
+            "external" in configured
+            and self.tls_active
+            and self.peer_facts is not None
+            and self.peer_verified
+        ):
+            return ["EXTERNAL"]
+        return []
+
+    def _features(self) -> Element:
+        features = Element(ns.FEATURES)
+        if self.state is State.WAIT_STARTTLS:
+            starttls = SubElement(features, ns.STARTTLS)  # RFC 6120 §5.4.1
+            if self.settings.tls_mode == "starttls_required":
+                SubElement(starttls, ns.qname(ns.TLS, "required"))
+                return features  # RFC 6120 §5.3.1: nothing else before TLS when it is mandatory
+        if self.jid is None:
+            mechanisms = self._mechanisms()
+            if mechanisms:
+                listing = SubElement(features, ns.qname(ns.SASL, "mechanisms"))  # RFC 6120 §6.4.1
+                for name in mechanisms:
+                    SubElement(listing, ns.qname(ns.SASL, "mechanism")).text = name
+            else:
+                level = logging.INFO if self.tls_active else logging.DEBUG
+                self._log(level, "no SASL mechanism offered: %s", self._why_no_external())
+        else:
+            SubElement(features, ns.qname(ns.BIND, "bind"))  # RFC 6120 §7.4
+            if self.settings.legacy_session:
+                session = SubElement(features, ns.qname(ns.SESSION, "session"))
+                SubElement(session, ns.qname(ns.SESSION, "optional"))
+        return features
+
+    def _why_no_external(self) -> str:
+        if "external" not in {name.lower() for name in self.settings.sasl_mechanisms}:
+            return "EXTERNAL is not in auth.sasl_mechanisms"
+        if not self.tls_active:
+            return "TLS is not on"
+        if self.peer_facts is None:
+            return "the client presented no certificate"
+        return f"the client certificate did not pass verification ({self.peer_verify_error or 'no reason'})"
+
+    # == STARTTLS (RFC 6120 §5) ==========================================================================
+
+    def _on_starttls(self, element: Element) -> None:
+        self._send(Element(ns.qname(ns.TLS, "proceed")))  # RFC 6120 §5.4.2.3
+        dropped = self._pending[self._pos :]
+        if dropped.strip():
+            # RFC 6120 §5.4.3.3 / CVE-2011-0411 style injection: nothing sent in the clear after
+            # <starttls/> may be read as if it came over TLS.
+            self._log(logging.WARNING, "discarding %d bytes sent after <starttls/> before TLS", len(dropped))
+        self._pending, self._pos = b"", 0
+        self._parser = None
+        self.state = State.WAIT_TLS
+        self._events.append(StartTls())
+
+    def _on_starttls_refused(self, element: Element) -> None:
+        why = "TLS is already on" if self.tls_active else "STARTTLS is not offered on this listener"
+        raise errors.StreamError(errors.POLICY_VIOLATION, f"<starttls/> refused: {why}")
+
+    # == SASL (RFC 6120 §6) ==============================================================================
+
+    def _on_auth(self, element: Element) -> None:
+        mechanism = element.get("mechanism", "")
+        if self.settings.tls_mode == "starttls_required" and not self.tls_active:
+            self._sasl_failure(errors.SASL_ENCRYPTION_REQUIRED, "STARTTLS is required before authentication")
+            return
+        if mechanism not in self._mechanisms():
+            if mechanism == "EXTERNAL" and "external" in {m.lower() for m in self.settings.sasl_mechanisms}:
+                reason = f"SASL EXTERNAL needs a verified client certificate: {self._why_no_external()}"
+                self._sasl_failure(errors.SASL_NOT_AUTHORIZED, reason)  # DESIGN §4
+            else:
+                self._sasl_failure(errors.SASL_INVALID_MECHANISM, f"mechanism {mechanism!r} is not offered")
+            return
+        initial = (element.text or "").strip()
+        if not initial:
+            # RFC 6120 §6.4.2: no initial response -> an empty challenge, the authzid comes in <response/>.
+            self._send(Element(ns.qname(ns.SASL, "challenge")))
+            self.state = State.SASL_CHALLENGE
+            return
+        self._external(initial)
+
+    def _on_response(self, element: Element) -> None:
+        self._external((element.text or "").strip() or "=")
+
+    def _on_abort(self, element: Element) -> None:
+        self._sasl_failure(errors.SASL_ABORTED, "the client aborted the authentication")  # RFC 6120 §6.4.4
+
+    def _external(self, data: str) -> None:
+        """EXTERNAL's single message: '=' (no authzid) or the base64 of the authzid (RFC 4422 App. A)."""
+        authzid: str | None = None
+        if data != "=":  # RFC 6120 §6.4.2: '=' is a present but empty response
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                self._sasl_failure(errors.SASL_INCORRECT_ENCODING, "the response is not valid base64")
+                return
+            try:
+                authzid = raw.decode("utf-8") or None
+            except UnicodeDecodeError:
+                self._sasl_failure(errors.SASL_INVALID_AUTHZID, "the authzid is not UTF-8")
+                return
+        if authzid is not None:
+            try:
+                parse_bare_jid(authzid)  # RFC 6120 §6.3.8: the authzid is a bare JID
+            except InvalidJid as exc:
+                self._sasl_failure(errors.SASL_INVALID_AUTHZID, f"authzid {authzid!r} is not a JID: {exc}")
+                return
+        self.state = State.SASL_PENDING
+        self._events.append(AuthenticateRequest(self.peer_facts, authzid, self.domain or ""))
+
+    def _sasl_failure(self, condition: str, reason: str) -> None:
+        self._auth_failures += 1
+        self._log(
+            logging.INFO,
+            "SASL failure %s (%d/%d): %s",
+            condition,
+            self._auth_failures,
+            self.settings.max_auth_failures,
+            reason,
+        )
+        self._send(errors.sasl_failure_element(condition, reason))  # RFC 6120 §6.4.5
+        if self._auth_failures >= self.settings.max_auth_failures:
+            # RFC 6120 §6.4.5: past the allowed retries the stream ends, with <policy-violation/>.
+            self._stream_error(
+                errors.POLICY_VIOLATION, f"{self._auth_failures} failed authentication attempts"
+            )
+            return
+        self.state = self._negotiation_state()
+
+    def _sasl_success(self, jid: Jid) -> None:
+        self._log(logging.INFO, "authenticated as %s", jid.bare)
+        self._send(Element(ns.qname(ns.SASL, "success")))  # RFC 6120 §6.4.6
+        self.jid = jid.bare
+        self._events.append(Authenticated(jid.bare))
+        self._restart()
+
+    # == resource binding (RFC 6120 §7) ==================================================================
+
+    def _on_iq_before_bind(self, iq: Element) -> None:
+        children = list(iq)
+        if iq.get("type") == "set" and len(children) == 1 and children[0].tag == ns.qname(ns.BIND, "bind"):
+            self._bind(iq, children[0])
+            return
+        self._unexpected(iq)
+
+    def _bind(self, iq: Element, bind: Element) -> None:
+        if iq.get("id") is None:
+            self._send(errors.stanza_error_reply(iq, errors.STANZA_BAD_REQUEST, "an IQ needs an id"))
+            return
+        requested = bind.findtext(ns.qname(ns.BIND, "resource"), default="").strip()
+        if requested:
+            try:
+                resource = normalise_resource(requested)
+            except InvalidJid as exc:
+                self._log(logging.INFO, "refused resource %r: %s", requested, exc)
+                self._send(errors.stanza_error_reply(iq, errors.STANZA_BAD_REQUEST, f"resource: {exc}"))
+                return  # RFC 6120 §7.7.2.1: the client may try again
+        else:
+            resource = f"xmppauth-{self._token(8)}"  # RFC 6120 §7.6.2.1: server-generated
+        self.resource = resource
+        full = f"{self.jid}/{resource}"
+        reply = Element(ns.IQ, {"type": "result", "id": iq.get("id", "")})
+        SubElement(SubElement(reply, ns.qname(ns.BIND, "bind")), ns.qname(ns.BIND, "jid")).text = full
+        self._send(reply)
+        self.state = State.SESSION
+        self._log(logging.INFO, "bound %s", full)
+        self._events.append(Bound(full, resource))
+
+    # == stanzas (RFC 6120 §8) ===========================================================================
+
+    def _stamp_from(self, stanza: Element) -> None:
+        """RFC 6120 §8.1.2.1: the server stamps the full JID; a foreign `from` is `invalid-from`."""
+        given = stanza.get("from")
+        if given:
+            try:
+                jid = parse_jid(given)
+            except InvalidJid as exc:
+                raise errors.StreamError(errors.INVALID_FROM, f"from {given!r}: {exc}") from None
+            if jid.bare != self.jid or (jid.resource is not None and jid.resource != self.resource):
+                raise errors.StreamError(errors.INVALID_FROM, f"from {given!r} is not {self.full_jid}")
+        stanza.set("from", self.full_jid or "")
+
+    def _parse_to(self, stanza: Element) -> Jid | None | bool:
+        """The stanza's `to`, None without one, False after answering `jid-malformed` (RFC 6120 §8.3.3.8)."""
+        to = stanza.get("to")
+        if not to:
+            return None
+        try:
+            return parse_jid(to)
+        except InvalidJid as exc:
+            self._reply_error(stanza, errors.STANZA_JID_MALFORMED, f"to {to!r}: {exc}")
+            return False
+
+    def _reply_error(self, stanza: Element, condition: str, text: str = "") -> None:
+        """Answer with a stanza error, except to errors and IQ results (RFC 6120 §8.3.1)."""
+        if stanza.get("type") in ("error", "result"):
+            return
+        self._log(logging.DEBUG, "stanza error %s: %s", condition, text)
+        self._send(errors.stanza_error_reply(stanza, condition, text))
+
+    def _on_routed(self, stanza: Element) -> None:
+        self._stamp_from(stanza)
+        if self._parse_to(stanza) is False:
+            return
+        self._events.append(StanzaReceived(stanza))
+
+    def _on_iq(self, iq: Element) -> None:
+        kind = iq.get("type")
+        if kind not in ("get", "set", "result", "error"):  # RFC 6120 §8.2.3
+            self._reply_error(iq, errors.STANZA_BAD_REQUEST, f"IQ type {kind!r}")
+            return
+        if iq.get("id") is None:
+            self._reply_error(iq, errors.STANZA_BAD_REQUEST, "an IQ needs an id")
+            return
+        self._stamp_from(iq)
+        to = self._parse_to(iq)
+        if to is False:
+            return
+        if to is None or (to.resource is None and to.bare in (self.domain, self.jid)):
+            # RFC 6120 §10.3 / RFC 6121 §8.5.1: the server answers for itself and for the bare account JID
+            self._iq_to_server(iq, kind)
+        else:
+            self._events.append(StanzaReceived(iq))
+
+    def _iq_to_server(self, iq: Element, kind: str) -> None:
+        """IQs the server answers itself; anything else is service-unavailable (RFC 6120 §8.4)."""
+        if kind in ("result", "error"):
+            return  # never answer a response
+        children = list(iq)
+        if len(children) != 1:
+            self._reply_error(iq, errors.STANZA_BAD_REQUEST, "an IQ get/set has exactly one child")
+            return
+        payload = children[0]
+        handler = _SERVER_IQ.get((kind, payload.tag))
+        if handler is None:
+            self._reply_error(iq, errors.STANZA_SERVICE_UNAVAILABLE)
+            return
+        handler(self, iq, payload)
+
+    def _result(self, iq: Element) -> Element:
+        reply = Element(ns.IQ, {"type": "result", "id": iq.get("id", "")})
+        if iq.get("to"):
+            reply.set("from", iq.get("to", ""))
+        reply.set("to", self.full_jid or "")
+        return reply
+
+    def _iq_ping(self, iq: Element, payload: Element) -> None:
+        self._send(self._result(iq))  # XEP-0199 §4.2
+
+    def _iq_session(self, iq: Element, payload: Element) -> None:
+        self._send(self._result(iq))  # RFC 3921 §3: a no-op today
+
+    def _iq_bind_again(self, iq: Element, payload: Element) -> None:
+        self._reply_error(iq, errors.STANZA_NOT_ALLOWED, "a resource is already bound")
+
+    def _iq_disco_info(self, iq: Element, payload: Element) -> None:
+        if payload.get("node"):
+            self._reply_error(iq, "item-not-found", "no such node")
+            return
+        reply = self._result(iq)
+        query = SubElement(reply, ns.qname(ns.DISCO_INFO, "query"))  # XEP-0030 §3.1
+        SubElement(
+            query,
+            ns.qname(ns.DISCO_INFO, "identity"),
+            {"category": "server", "type": "im", "name": self.settings.server_name},
+        )
+        for feature in SERVER_FEATURES:
+            SubElement(query, ns.qname(ns.DISCO_INFO, "feature"), {"var": feature})
+        self._send(reply)
+
+    # == helpers =========================================================================================
+
+    def _send(self, element: Element) -> None:
+        self._out.append(
+            serialize(element, default_ns=None if self._framed else ns.CLIENT, declare_stream=self._framed)
+        )
+
+    def _drain(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def _log(self, level: int, message: str, *args: object) -> None:
+        logger.log(level, "%s: " + message, self.log_id, *args)
+
+
+_SERVER_IQ: dict[tuple[str, str], Callable[[C2SConnection, Element, Element], None]] = {
+    ("get", ns.qname(ns.PING, "ping")): C2SConnection._iq_ping,
+    ("get", ns.qname(ns.DISCO_INFO, "query")): C2SConnection._iq_disco_info,
+    ("set", ns.qname(ns.SESSION, "session")): C2SConnection._iq_session,
+    ("set", ns.qname(ns.BIND, "bind")): C2SConnection._iq_bind_again,
+}
+
+
+def _version_ok(version: str | None) -> bool:
+    """RFC 6120 §4.7.5: we speak 1.x; no version means pre-1.0, which we do not."""
+    if not version:
+        return False
+    major, _, minor = version.partition(".")
+    return major.isdigit() and minor.isdigit() and int(major) == 1
+
+
+def settings_from_config(config: Any, listener: Any, framing: str = "stream") -> StreamSettings:
+    """StreamSettings from ``xmppauth.config.Config`` and one listener (duck-typed: no import of Django)."""
+    tls = getattr(listener, "tls", None)
+    mode = getattr(tls, "mode", "none") if tls is not None else "none"
+    auth = config.auth
+    return StreamSettings(
+        hosted_domains=tuple(config.hosts),
+        tls_mode=mode if mode in TLS_MODES else "tls",
+        sasl_mechanisms=tuple(auth.sasl_mechanisms),
+        sasl_external=tuple(auth.sasl_external),
+        cn_prefix=auth.common_name_prefix,
+        cn_suffix=auth.common_name_suffix,
+        max_stanza_size=getattr(listener, "max_stanza_size", 65536),
+        framing=framing,
+    )

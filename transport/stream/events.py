@@ -1,0 +1,75 @@
+"""What the c2s core hands to its adapter (events out) and what the adapter hands back (results in).
+
+Spec: DESIGN §2 (sans-I/O core, in the manner of h11: bytes and results in, bytes and events out).
+The adapter writes ``data_to_send()`` before acting on the events of the same call, so ``<proceed/>`` and
+``<success/>`` reach the client before TLS starts or the connection closes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from xml.etree.ElementTree import Element
+
+
+class LocalProtocolError(RuntimeError):
+    """The adapter called the core at the wrong time (for instance ``auth_result`` with no request)."""
+
+
+@dataclass(frozen=True)
+class StreamOpened:
+    """A stream header was accepted (initially and after each restart); ``domain`` is its ``to``."""
+
+    domain: str
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class StartTls:
+    """``<proceed/>`` is queued: flush it, then start TLS and call ``tls_established`` (RFC 6120 §5.4.3.3)."""
+
+
+@dataclass(frozen=True)
+class AuthenticateRequest:
+    """SASL EXTERNAL wants a verdict: call ``auth_result`` with an :class:`~transport.stream.auth.AuthResult`.
+
+    ``authzid`` is the decoded authorization identity, already checked to be a bare JID, or None.
+    """
+
+    facts: Any
+    authzid: str | None
+    domain: str
+    mechanism: str = "EXTERNAL"
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """SASL succeeded for the bare ``jid``; the stream restarts (RFC 6120 §6.4.6)."""
+
+    jid: str
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A resource was bound: the session of the full ``jid`` exists (RFC 6120 §7.6.1)."""
+
+    jid: str
+    resource: str
+
+
+@dataclass(frozen=True)
+class StanzaReceived:
+    """A stanza for the router, its ``from`` already stamped with the full JID (RFC 6120 §8.1.2.1)."""
+
+    element: Element
+
+
+@dataclass(frozen=True)
+class Close:
+    """The stream is over: flush ``data_to_send()``, close the transport. ``condition``: the stream error."""
+
+    reason: str
+    condition: str | None = None
+
+
+Event = StreamOpened | StartTls | AuthenticateRequest | Authenticated | Bound | StanzaReceived | Close

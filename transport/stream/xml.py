@@ -1,0 +1,328 @@
+"""Incremental XML for one XMPP stream: a restricted parser that yields stanzas, and a serializer.
+
+Specs: RFC 6120 §11 (XML usage: no DTD, comments, processing instructions or entity references other than
+the five predefined ones; UTF-8 only), §4.9.3 (the stream errors those produce), §13.12 (limits: a
+per-stanza byte limit, enforced while the bytes arrive), RFC 7395 §3.3 (WebSocket framing: each message a
+complete element).
+
+The parser is expat, fed in small pieces: never more than ``PIECE`` bytes, and a piece always ends right
+after a ``>``. So every complete tag is seen at the end of a piece, the caller can stop exactly after an
+element (``<starttls/>``: bytes after it are dropped; ``<auth/>``: bytes after it wait for the verdict), and a
+stanza that grows past ``max_stanza_size`` is refused before more than one piece beyond the limit is parsed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element
+from xml.parsers import expat
+
+from . import errors
+from . import namespaces as ns
+
+logger = logging.getLogger(__name__)
+
+PIECE = 4096  # bytes handed to expat at once, at most
+_XML_DECL = "<?xml version='1.0'?>"
+_FRAMING_ROOT = b"<framing>"
+
+# expat errors that mean "an entity reference we do not allow" rather than plain bad syntax (RFC 6120 §11.1).
+_ENTITY_ERRORS = frozenset(
+    expat.errors.codes[message]
+    for message in (
+        expat.errors.XML_ERROR_UNDEFINED_ENTITY,
+        expat.errors.XML_ERROR_RECURSIVE_ENTITY_REF,
+        expat.errors.XML_ERROR_BINARY_ENTITY_REF,
+        expat.errors.XML_ERROR_ASYNC_ENTITY,
+        expat.errors.XML_ERROR_ATTRIBUTE_EXTERNAL_ENTITY_REF,
+        expat.errors.XML_ERROR_EXTERNAL_ENTITY_HANDLING,
+        expat.errors.XML_ERROR_ENTITY_DECLARED_IN_PE,
+    )
+)
+_ENCODING_ERRORS = frozenset(
+    expat.errors.codes[message]
+    for message in (expat.errors.XML_ERROR_UNKNOWN_ENCODING, expat.errors.XML_ERROR_INCORRECT_ENCODING)
+)
+
+
+@dataclass(frozen=True)
+class StreamOpen:
+    """The stream's root element opened: ``<stream:stream ...>`` (RFC 6120 §4.7)."""
+
+    tag: str  # Clark notation
+    attrs: dict[str, str]
+    prefix: str | None  # the prefix the root element was written with ("stream"), None for the default
+    default_ns: str | None  # the default namespace declared on the root element
+
+
+@dataclass(frozen=True)
+class StanzaParsed:
+    """A complete first-level child of the stream (a stanza, or a negotiation element)."""
+
+    element: Element
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """``</stream:stream>``: the client closed its stream (RFC 6120 §4.4)."""
+
+
+ParserEvent = StreamOpen | StanzaParsed | StreamEnd
+
+
+def next_piece(data: bytes, start: int) -> int:
+    """The end of the next piece of ``data`` from ``start``: just after a ``>``, at most PIECE bytes on."""
+    limit = min(len(data), start + PIECE)
+    end = data.find(b">", start, limit)
+    return limit if end < 0 else end + 1
+
+
+def _clark(name: str) -> str:
+    """expat's ``uri local`` (namespace_separator=' ') -> ``{uri}local``."""
+    uri, sep, local = name.rpartition(" ")
+    return f"{{{uri}}}{local}" if sep else name
+
+
+class StreamParser:
+    """One XML stream, from its header to ``</stream:stream>``; make a new one at each stream restart.
+
+    ``feed(piece)`` returns the events the piece completed, or raises :class:`errors.StreamError` with
+    ``not-well-formed``, ``restricted-xml``, ``unsupported-encoding`` or ``policy-violation``. After an error
+    the parser is dead: feed nothing more. With ``framed=True`` (RFC 7395) the messages are first-level
+    elements of an invisible root, and ``<open/>`` / ``<close/>`` arrive as :class:`StanzaParsed`.
+    """
+
+    def __init__(self, max_stanza_size: int = 65536, framed: bool = False) -> None:
+        self.max_stanza_size = max_stanza_size
+        self.framed = framed
+        self.dead = False
+        self._events: list[ParserEvent] = []
+        self._depth = 0
+        self._stack: list[Element] = []
+        self._pending_ns: dict[str, str] = {}
+        self._fed = 0  # bytes given to expat so far (not counting the invisible root)
+        self._unit_start = 0  # where the current stanza (or the gap before it) began
+        self._parser = self._new_expat()
+        self._offset = 0
+        if framed:
+            self._parser.Parse(_FRAMING_ROOT, False)  # the invisible root of RFC 7395 messages
+            self._offset = len(_FRAMING_ROOT)
+            self._events = []
+
+    # -- set-up -------------------------------------------------------------------------------------
+
+    def _new_expat(self) -> expat.XMLParserType:
+        parser = expat.ParserCreate(encoding="UTF-8", namespace_separator=" ")
+        parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)  # RFC 6120 §11.1
+        parser.buffer_text = False
+        parser.XmlDeclHandler = self._on_xml_decl
+        parser.StartDoctypeDeclHandler = self._on_restricted("a DTD")
+        parser.EntityDeclHandler = self._on_restricted("an entity declaration")
+        parser.UnparsedEntityDeclHandler = self._on_restricted("an entity declaration")
+        parser.NotationDeclHandler = self._on_restricted("a notation declaration")
+        parser.ExternalEntityRefHandler = self._on_restricted("an external entity reference")
+        parser.SkippedEntityHandler = self._on_restricted("an entity reference")
+        parser.CommentHandler = self._on_restricted("a comment")
+        parser.ProcessingInstructionHandler = self._on_restricted("a processing instruction")
+        parser.StartNamespaceDeclHandler = self._on_ns_decl
+        parser.StartElementHandler = self._on_start
+        parser.EndElementHandler = self._on_end
+        parser.CharacterDataHandler = self._on_text
+        return parser
+
+    # -- input --------------------------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the stanza being received so far (what the size limit counts)."""
+        return self._fed - self._unit_start
+
+    def feed(self, piece: bytes) -> list[ParserEvent]:
+        if self.dead:
+            raise RuntimeError("this StreamParser failed or finished; make a new one")
+        self._fed += len(piece)
+        try:
+            self._parser.Parse(piece, False)
+            self._check_size(self._fed)
+        except errors.StreamError:
+            self._die()
+            raise
+        except expat.ExpatError as exc:
+            self._die()
+            if exc.code in _ENTITY_ERRORS:
+                raise errors.StreamError(errors.RESTRICTED_XML, f"entity reference refused: {exc}") from None
+            if exc.code in _ENCODING_ERRORS:
+                raise errors.StreamError(errors.UNSUPPORTED_ENCODING, str(exc)) from None
+            raise errors.StreamError(errors.NOT_WELL_FORMED, str(exc)) from None
+        events, self._events = self._events, []
+        return events
+
+    def _die(self) -> None:
+        """Drop everything held: after an error nothing more is parsed (and nothing big stays in memory)."""
+        self.dead = True
+        self._stack = []
+        self._events = []
+        self._parser = None  # type: ignore[assignment]
+
+    # -- limits -------------------------------------------------------------------------------------
+
+    def _position(self) -> int:
+        return self._parser.CurrentByteIndex - self._offset
+
+    def _check_size(self, position: int) -> None:
+        size = position - self._unit_start
+        if size > self.max_stanza_size:
+            # RFC 6120 §13.12: a stanza larger than the server accepts ends the stream.
+            raise errors.StreamError(
+                errors.POLICY_VIOLATION, f"stanza larger than the limit of {self.max_stanza_size} bytes"
+            )
+
+    # -- expat handlers -----------------------------------------------------------------------------
+
+    def _on_xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
+        if encoding is not None and encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+            raise errors.StreamError(
+                errors.UNSUPPORTED_ENCODING, f"encoding {encoding!r}: only UTF-8"
+            )  # §11.6
+
+    @staticmethod
+    def _on_restricted(what: str):
+        def handler(*args: object) -> None:
+            raise errors.StreamError(errors.RESTRICTED_XML, f"{what} is not allowed in XMPP (RFC 6120 §11.1)")
+
+        return handler
+
+    def _on_ns_decl(self, prefix: str | None, uri: str) -> None:
+        self._pending_ns[prefix or ""] = uri
+
+    def _on_start(self, name: str, attrs: dict[str, str]) -> None:
+        declared, self._pending_ns = self._pending_ns, {}
+        tag = _clark(name)
+        attributes = {_clark(key): value for key, value in attrs.items()}
+        if self._depth == 0:
+            self._depth = 1
+            prefix = self._prefix_of(tag, declared)
+            self._events.append(StreamOpen(tag, attributes, prefix, declared.get("")))
+            return
+        if self._depth == 1:
+            self._unit_start = self._position()
+            element = Element(tag, attributes)
+        else:
+            self._check_size(self._position())
+            element = Element(tag, attributes)
+            self._stack[-1].append(element)
+        self._stack.append(element)
+        self._depth += 1
+
+    @staticmethod
+    def _prefix_of(tag: str, declared: dict[str, str]) -> str | None:
+        namespace, _ = ns.split_qname(tag)
+        for prefix, uri in declared.items():
+            if uri == namespace:
+                return prefix or None
+        return None
+
+    def _on_end(self, name: str) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._events.append(StreamEnd())
+            return
+        element = self._stack.pop()
+        if self._depth == 1:
+            position = self._position()
+            self._check_size(position)
+            self._unit_start = position
+            self._events.append(StanzaParsed(element))
+
+    def _on_text(self, data: str) -> None:
+        if self._depth <= 1:
+            if data.strip():
+                raise errors.StreamError(errors.BAD_FORMAT, "text outside any stanza")
+            self._unit_start = self._position()  # whitespace keepalives between stanzas (RFC 6120 §4.6.1)
+            return
+        self._check_size(self._position())
+        current = self._stack[-1]
+        if len(current):
+            last = current[-1]
+            last.tail = (last.tail or "") + data
+        else:
+            current.text = (current.text or "") + data
+
+
+# -- output -----------------------------------------------------------------------------------------
+
+
+def _escape_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _escape_attr(text: str) -> str:
+    return _escape_text(text).replace('"', "&quot;").replace("'", "&apos;")
+
+
+def _write(element: Element, parent_ns: str | None, declare_stream: bool, out: list[str]) -> None:
+    namespace, local = ns.split_qname(element.tag)
+    attrs: list[str] = []
+    child_ns = parent_ns
+    if namespace == ns.STREAMS:
+        name = f"stream:{local}"
+        if declare_stream:
+            attrs.append(f' xmlns:stream="{ns.STREAMS}"')
+    else:
+        name = local
+        if namespace != (parent_ns or ""):
+            attrs.append(f' xmlns="{_escape_attr(namespace)}"')
+            child_ns = namespace
+    extra = 0
+    for key, value in element.attrib.items():
+        attr_ns, attr_local = ns.split_qname(key)
+        if not attr_ns:
+            attrs.append(f' {attr_local}="{_escape_attr(value)}"')
+        elif attr_ns == ns.XML:
+            attrs.append(f' xml:{attr_local}="{_escape_attr(value)}"')
+        else:
+            extra += 1
+            attrs.append(
+                f' xmlns:a{extra}="{_escape_attr(attr_ns)}" a{extra}:{attr_local}="{_escape_attr(value)}"'
+            )
+    out.append(f"<{name}{''.join(attrs)}")
+    if element.text is None and not len(element):
+        out.append("/>")
+    else:
+        out.append(">")
+        if element.text:
+            out.append(_escape_text(element.text))
+        for child in element:
+            _write(child, child_ns, False, out)
+        out.append(f"</{name}>")
+    if element.tail:
+        out.append(_escape_text(element.tail))
+
+
+def serialize(element: Element, default_ns: str | None = ns.CLIENT, declare_stream: bool = False) -> bytes:
+    """UTF-8 bytes of ``element`` inside a stream whose default namespace is ``default_ns``.
+
+    Elements of the streams namespace use the ``stream:`` prefix, declared here when ``declare_stream``
+    (RFC 7395 framing, where no stream header declares it). The tail of ``element`` itself is not written.
+    """
+    out: list[str] = []
+    tail, element.tail = element.tail, None
+    try:
+        _write(element, default_ns, declare_stream, out)
+    finally:
+        element.tail = tail
+    return "".join(out).encode("utf-8")
+
+
+def stream_header(attrs: dict[str, str], framed: bool = False) -> bytes:
+    """Our stream header (RFC 6120 §4.7) or, with WebSocket framing, ``<open/>`` (RFC 7395 §3.4)."""
+    rendered = "".join(f' {key}="{_escape_attr(value)}"' for key, value in attrs.items() if value is not None)
+    if framed:
+        return f'<open xmlns="{ns.FRAMING}"{rendered}/>'.encode()
+    return f'{_XML_DECL}<stream:stream xmlns="{ns.CLIENT}" xmlns:stream="{ns.STREAMS}"{rendered}>'.encode()
+
+
+def stream_footer(framed: bool = False) -> bytes:
+    """``</stream:stream>`` (RFC 6120 §4.4) or ``<close/>`` (RFC 7395 §3.6)."""
+    return f'<close xmlns="{ns.FRAMING}"/>'.encode() if framed else b"</stream:stream>"
