@@ -25,7 +25,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -36,7 +36,7 @@ from certauth.authmethods import AuthMethod, ExternalAttempt, build_methods, run
 from certauth.identity import NOT_AUTHORIZED, resolve_identity
 from certauth.models import AuthEvent
 from certauth.pki import CertFacts
-from certauth.revocation import revocation_status
+from certauth.revocation import crl_staleness, revocation_status
 from certauth.trust import trust_anchors
 from certauth.verify import verify_client_chain
 from xmppauth.config import Config, TlsOptions
@@ -162,13 +162,23 @@ class CertificateAuthenticator:
             self._record(facts, None, None, None, reason)
             return CertCheck(facts, False, verdict.reason)
         issuer_ca_id = anchors.ca_row_id(verdict.issuer_ca)
-        revoked = revocation_status(facts, issuer_ca_id)
+        revoked = self._revocation(facts, issuer_ca_id)
         if revoked:
             self._record(facts, None, None, None, f"certificate refused: {revoked}")
             return CertCheck(facts, False, revoked)
         self._checked = _Checked(facts, certs[0].public_bytes(Encoding.DER), issuer_ca_id)
         logger.debug("client certificate %s from %s accepted: %s", facts.subject, self.peer, verdict.reason)
         return CertCheck(facts, True, verdict.reason)
+
+    def _revocation(self, facts: CertFacts, issuer_ca_id: int | None) -> str | None:
+        """DESIGN §5: revoked or held, or the issuer's CRL too old (fail closed); never cached."""
+        options = self.config.options
+        return revocation_status(facts, issuer_ca_id) or crl_staleness(
+            issuer_ca_id,
+            now=self._clock(),
+            grace=timedelta(seconds=options.crl_grace_seconds),
+            fail_open=options.crl_fail_open,
+        )
 
     def external_available(self) -> bool:
         """Whether to offer EXTERNAL (DESIGN §4): enabled, served by a method, and a certificate passed."""
@@ -188,7 +198,7 @@ class CertificateAuthenticator:
         if checked is None or facts is None or facts.fingerprint_sha256 != checked.facts.fingerprint_sha256:
             return self._refuse(facts, authzid, NOT_AUTHORIZED, REASON_NO_CHECKED_CERT)
         facts = checked.facts
-        revoked = revocation_status(facts, checked.issuer_ca_id)  # RFC 6120 §13.7.2.3: checked again now
+        revoked = self._revocation(facts, checked.issuer_ca_id)  # it may have changed since the handshake
         if revoked:
             return self._refuse(facts, authzid, NOT_AUTHORIZED, f"certificate {revoked}")
         auth = self.config.auth

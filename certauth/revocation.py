@@ -1,4 +1,4 @@
-"""Is this certificate revoked or on hold? Asked of the database on every login, never cached.
+"""Is this certificate revoked or on hold, and is its CA's CRL fresh? Asked of the database every login.
 
 Spec: RFC 5280 §3.3 and §5.3.1 (revocation and its reasons; certificateHold is a temporary revocation).
 Sources, as DESIGN §5 lists them: our own status of the certificate (``Certificate.status``, set by the admin
@@ -13,9 +13,9 @@ for both (``bench/revocation.py``), called twice per login (handshake and EXTERN
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from certauth.models import Certificate, CertificateAuthority, RevocationReason, RevokedSerial
+from certauth.models import Certificate, CertificateAuthority, CrlSource, RevocationReason, RevokedSerial
 from certauth.pki import CertFacts
 
 logger = logging.getLogger(__name__)
@@ -70,3 +70,34 @@ def revocation_status(
             return f"on hold since {_day(revoked_at)} (CRL {location})"
         return f"revoked {_day(revoked_at)}{_reason_label(reason)} (CRL {location})"
     return None
+
+
+def crl_staleness(
+    issuer_ca_row: CertificateAuthority | int | None,
+    *,
+    now: datetime,
+    grace: timedelta,
+    fail_open: bool = False,
+) -> str | None:
+    """``None`` when the issuer's revocation information is usable, else why its certificates are refused.
+
+    DESIGN §5 (fail closed): when every CRL source of the issuing CA that was ever fetched is past its
+    nextUpdate (RFC 5280 §5.1.2.5) plus ``grace``, and neither the source nor the config (``fail_open``) chose
+    fail-open, the CA's certificates are refused. A CA without CRL sources, or whose sources were never
+    fetched yet, is not refused here (the fetch job reports those in the admin); one fresh source is enough.
+    """
+    if issuer_ca_row is None:
+        return None
+    ca_id = issuer_ca_row if isinstance(issuer_ca_row, int) else issuer_ca_row.pk
+    sources = list(
+        CrlSource.objects.filter(ca_id=ca_id, next_update__isnull=False).values_list(
+            "location", "next_update", "fail_open"
+        )
+    )
+    if not sources or any(now <= next_update + grace for _, next_update, _ in sources):
+        return None
+    if fail_open or all(source_fail_open for _, _, source_fail_open in sources):
+        logger.warning("CRLs of CA #%s are stale; accepting anyway (fail-open)", ca_id)
+        return None
+    location, next_update, _ = max(sources, key=lambda source: source[1])
+    return f"revocation status unknown: CRL {location} outdated since {_day(next_update)} (nextUpdate)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,7 +29,7 @@ from tests.certs import (
     make_not_yet_valid,
     make_self_signed,
 )
-from xmppauth.config import AuthConfig, Config, HttpAuthOptions, TlsOptions
+from xmppauth.config import AuthConfig, Config, HttpAuthOptions, TlsOptions, XmppauthOptions
 
 pytestmark = pytest.mark.django_db
 
@@ -100,10 +100,12 @@ def authenticator(
     cacertfile=None,
     http: HttpAuthOptions | None = None,
     sasl_mechanisms=("external",),
+    options: XmppauthOptions | None = None,
 ) -> CertificateAuthenticator:
     config = Config(
         hosts=(DOMAIN,),
         auth=AuthConfig(methods=tuple(methods), sasl_mechanisms=tuple(sasl_mechanisms), http=http),
+        options=options or XmppauthOptions(crl_grace_seconds=3600),
     )
     tls = TlsOptions(verify_mode=verify_mode, cacertfile=str(cacertfile) if cacertfile else None)
     return CertificateAuthenticator(config, tls, "tcp", "127.0.0.1:40000")
@@ -322,6 +324,57 @@ def test_revocation_after_the_handshake_refuses_external(ca, ca_row):
     result = auth.authenticate_external(check.facts, None, DOMAIN)
     assert result.condition == "not-authorized"
     assert result.reason == "certificate revoked 2026-11-02 keyCompromise"
+
+
+def crl_source(ca_row, *, next_update, location="http://crl.test/ca.crl", fail_open=False) -> CrlSource:
+    return CrlSource.objects.create(
+        ca=ca_row,
+        kind=CrlSource.Kind.DISTRIBUTION_POINT,
+        location=location,
+        state=CrlSource.State.OK if next_update else CrlSource.State.NEVER,
+        next_update=next_update,
+        fail_open=fail_open,
+    )
+
+
+def test_crl_past_next_update_and_grace_refuses_its_cas_certificates(ca, ca_row):
+    crl_source(ca_row, next_update=datetime.now(UTC) - timedelta(hours=2))  # grace is 1 h
+    check = authenticator().check_certificate([make_client(ca).der])
+    assert not check.verified
+    assert check.reason.startswith("revocation status unknown: CRL http://crl.test/ca.crl outdated since")
+
+
+def test_crl_past_next_update_within_grace_still_accepts(ca, ca_row):
+    crl_source(ca_row, next_update=datetime.now(UTC) - timedelta(minutes=30))
+    assert authenticator().check_certificate([make_client(ca).der]).verified
+
+
+def test_one_fresh_crl_source_is_enough(ca, ca_row):
+    crl_source(ca_row, next_update=datetime.now(UTC) - timedelta(days=2), location="http://old/crl")
+    crl_source(ca_row, next_update=datetime.now(UTC) + timedelta(days=2), location="http://new/crl")
+    assert authenticator().check_certificate([make_client(ca).der]).verified
+
+
+def test_stale_crl_source_marked_fail_open_accepts(ca, ca_row):
+    crl_source(ca_row, next_update=datetime.now(UTC) - timedelta(days=2), fail_open=True)
+    assert authenticator().check_certificate([make_client(ca).der]).verified
+
+
+def test_stale_crl_accepts_when_the_config_chose_fail_open(ca, ca_row):
+    crl_source(ca_row, next_update=datetime.now(UTC) - timedelta(days=2))
+    auth = authenticator(options=XmppauthOptions(crl_fail_open=True))
+    assert auth.check_certificate([make_client(ca).der]).verified
+
+
+def test_crl_source_never_fetched_does_not_refuse(ca, ca_row):
+    crl_source(ca_row, next_update=None)
+    assert authenticator().check_certificate([make_client(ca).der]).verified
+
+
+def test_stale_crl_of_another_ca_does_not_refuse(ca, ca_row):
+    other_row = add_ca_row(make_ca("Other CA"), name="Other CA")
+    crl_source(other_row, next_update=datetime.now(UTC) - timedelta(days=2))
+    assert authenticator().check_certificate([make_client(ca).der]).verified
 
 
 # --- identity rules are applied --------------------------------------------------------------------------
