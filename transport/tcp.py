@@ -139,6 +139,9 @@ class C2SProtocol(Protocol):
         self._lost = True
         self._cancel_timer()
         self.factory.registry.remove(self.connection_id)
+        lost = getattr(self.core, "connection_lost", None)
+        if lost is not None:
+            lost()
         why = reason.getErrorMessage() if reason is not None else "closed"
         logger.info("c2s %s: disconnected (%s)%s", self.peer, why, f" jid={self.jid}" if self.jid else "")
 
@@ -209,9 +212,11 @@ class C2SProtocol(Protocol):
     # -- events out of the core -----------------------------------------------------------------------
 
     def _feed(self, events: Iterable[Any] | None) -> None:
-        """Act on the core's events, then write what it wants written."""
+        """Write what the core wants written, then act on its events (so ``<proceed/>`` precedes TLS)."""
+        events = list(events or ())
+        self._flush()
         try:
-            for event in events or ():
+            for event in events:
                 self._handle(event)
         except Exception:
             logger.exception("c2s %s: failure while handling core events", self.peer)
@@ -228,10 +233,12 @@ class C2SProtocol(Protocol):
             self._start_db_call(
                 self._authenticated,
                 self.authenticator.authenticate_external,
-                self.cert_facts,
+                getattr(event, "facts", self.cert_facts),
                 getattr(event, "authzid", None),
                 getattr(event, "domain", ""),
             )
+        elif kind == "Authenticated":
+            logger.debug("c2s %s: authenticated as %s", self.peer, getattr(event, "jid", "?"))
         elif kind == "Bound":
             self.jid = str(getattr(event, "jid", ""))
             self._cancel_timer()
@@ -239,6 +246,13 @@ class C2SProtocol(Protocol):
         elif kind == "StanzaReceived":
             self.factory.on_stanza(self, event)
         elif kind == "Close":
+            condition = getattr(event, "condition", None)
+            logger.info(
+                "c2s %s: stream closed%s: %s",
+                self.peer,
+                f" with {condition}" if condition else "",
+                getattr(event, "reason", ""),
+            )
             self._closing = True
             self._flush()
             self.transport.loseConnection()

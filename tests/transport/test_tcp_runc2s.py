@@ -1,0 +1,63 @@
+"""`manage.py runc2s` as operators run it: its own process, the config's listeners, clear start-up errors."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.transport.runc2s_process import Runc2s, environment, free_port, manage
+from tests.transport.tlsclient import client_context, make_pki
+
+
+def _toml(port: int, certfile, keyfile, cacertfile, mode: str = "tls") -> str:
+    lines = [
+        '[general]\n  hosts = ["localhost"]\n',
+        "[[listen.c2s]]",
+        f"  port = {port}",
+        '  ip_address = "127.0.0.1"',
+        f'  tls.mode = "{mode}"',
+    ]
+    if certfile:
+        lines += [f'  tls.certfile = "{certfile}"', f'  tls.keyfile = "{keyfile}"']
+    lines += [f'  tls.cacertfile = "{cacertfile}"', '  tls.verify_mode = "peer"', ""]
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory):
+    """A scratch directory whose SQLite database is migrated (once for the module: migrate takes seconds)."""
+    directory = tmp_path_factory.mktemp("runc2s")
+    config = directory / "xmppauth.toml"
+    config.write_text('[general]\n  hosts = ["localhost"]\n')
+    result = manage(environment(directory, config), "migrate", "--noinput")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return directory
+
+
+def test_runc2s_listens_on_the_configured_port_and_completes_a_mutual_tls_handshake(migrated):
+    pki = make_pki(migrated)
+    cafile = migrated / "ca.pem"
+    cafile.write_bytes(pki.ca.pem)
+    port = free_port()
+    config = migrated / "direct.toml"
+    config.write_text(_toml(port, pki.server_certfile, pki.server_keyfile, cafile))
+    server = Runc2s(environment(migrated, config))
+    try:
+        server.wait_for(f"c2s listening on 127.0.0.1:{port}\n")  # the command's own line, not the log
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with client_context(migrated, pki.valid).wrap_socket(raw, server_hostname="localhost") as sock:
+            assert sock.version() in ("TLSv1.2", "TLSv1.3")
+    finally:
+        output = server.stop()
+        print(output)
+    assert "Traceback" not in output
+
+
+def test_runc2s_without_certfile_or_bootstrap_certificate_exits_naming_the_file(migrated):
+    config = migrated / "nocert.toml"
+    config.write_text(_toml(free_port(), None, None, migrated / "ca.pem"))
+    result = manage(environment(migrated, config), "runc2s", timeout=60)
+    assert result.returncode != 0
+    assert "server.pem" in result.stderr and "bootstrap" in result.stderr
+    assert "Traceback" not in result.stderr
