@@ -172,7 +172,7 @@ def verify_client_chain(
         return ChainVerdict(True, REASON_DISABLED)
     leaf = chain[0]
 
-    if _is_self_issued(leaf) and _self_signature_ok(leaf) and mode == "selfsigned_peer":
+    if mode == "selfsigned_peer" and _is_self_issued(leaf) and _self_signature_ok(leaf):
         return _verify_self_signed(leaf, now)
 
     # Our own checks first on the leaf, for reasons that name the date; the verifier repeats them.
