@@ -92,6 +92,7 @@ def create_ca(
         **_ca_fields(cert),
     )
     publish_crl(ca)
+    ca.refresh_from_db()
     logger.info("created CA %r (%s)", name, ca.fingerprint_sha256)
     return ca
 

@@ -125,3 +125,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("XMPPAUTH_LOG_LEVEL", "INFO")},
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }
+
+CELERY_BEAT_SCHEDULE = {
+    "republish-our-crls": {"task": "certauth.tasks.republish_our_crls", "schedule": 3600.0},
+}

@@ -161,3 +161,20 @@ def test_command_line_exits_non_zero_with_a_message(tmp_path):
     assert result.returncode != 0
     assert "no certificate with serial or fingerprint 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_republish_task_renews_only_crls_past_half_their_validity():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from certauth.tasks import republish_our_crls
+
+    fresh = services.create_ca("Fresh CA")
+    old = services.create_ca("Old CA")
+    CertificateAuthority.objects.filter(pk=old.pk).update(
+        crl_updated_at=timezone.now() - services.CRL_VALIDITY / 2 - timedelta(minutes=1)
+    )
+    assert republish_our_crls() == 1
+    assert CertificateAuthority.objects.get(pk=old.pk).crl_number == old.crl_number + 1
+    assert CertificateAuthority.objects.get(pk=fresh.pk).crl_number == fresh.crl_number
