@@ -128,6 +128,8 @@ def session_client(resource: str = "balcony") -> Client:
 def condition_of(element: Element, namespace: str) -> str | None:
     """The local name of the first child in ``namespace`` (a stream, SASL or stanza error condition)."""
     for child in element.iter():
+        if child is element:
+            continue
         child_ns, local = ns.split_qname(child.tag)
         if child_ns == namespace and local != "text":
             return local

@@ -1,0 +1,292 @@
+"""SASL EXTERNAL in the c2s core (RFC 6120 §6, XEP-0178, DESIGN §4), with bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from transport.stream import (
+    Authenticated,
+    AuthenticateRequest,
+    AuthResult,
+    LocalProtocolError,
+    State,
+)
+from transport.stream import namespaces as ns
+
+from .streamkit import (
+    AUTH_EXTERNAL,
+    DOMAIN,
+    HEADER,
+    JULIET,
+    RESPONSE,
+    Facts,
+    authenticate,
+    b64,
+    condition_of,
+    tls_client,
+)
+
+SUCCESS = ns.qname(ns.SASL, "success")
+FAILURE = ns.qname(ns.SASL, "failure")
+CHALLENGE = ns.qname(ns.SASL, "challenge")
+
+
+def mechanisms(client) -> list[str]:
+    listing = client.features[0].find(ns.qname(ns.SASL, "mechanisms"))
+    return [] if listing is None else [m.text for m in listing]
+
+
+def sasl_condition(element) -> str | None:
+    assert element.tag == FAILURE, element.tag
+    return condition_of(element, ns.SASL)
+
+
+# --- advertising EXTERNAL (DESIGN §4) -------------------------------------------------------------------
+
+
+def test_external_is_advertised_over_tls_with_a_verified_certificate():
+    assert mechanisms(tls_client()) == ["EXTERNAL"]
+
+
+def test_external_is_not_advertised_without_a_certificate():
+    assert mechanisms(tls_client(facts=None)) == []
+
+
+def test_external_is_not_advertised_with_an_unverified_certificate():
+    assert mechanisms(tls_client(verified=False)) == []
+
+
+def test_external_is_not_advertised_when_not_configured():
+    assert mechanisms(tls_client(sasl_mechanisms=("plain",))) == []
+
+
+def test_external_without_a_certificate_is_refused_with_not_authorized():
+    client = tls_client(facts=None)
+    client.send(AUTH_EXTERNAL.format("="))
+    assert sasl_condition(client.read_one()) == "not-authorized"
+    assert client.auth_requests() == []
+
+
+def test_external_with_an_unverified_certificate_is_refused_with_not_authorized():
+    client = tls_client(verified=False)
+    client.send(AUTH_EXTERNAL.format("="))
+    failure = client.read_one()
+    assert sasl_condition(failure) == "not-authorized"
+    assert "unknown issuer" in failure.findtext(ns.qname(ns.SASL, "text"))
+
+
+def test_external_when_not_configured_is_invalid_mechanism():
+    client = tls_client(sasl_mechanisms=("plain",))
+    client.send(AUTH_EXTERNAL.format("="))
+    assert sasl_condition(client.read_one()) == "invalid-mechanism"
+
+
+def test_unknown_mechanism_is_invalid_mechanism():
+    client = tls_client()
+    client.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-MAGIC'>=</auth>")
+    assert sasl_condition(client.read_one()) == "invalid-mechanism"
+
+
+# --- the initial response --------------------------------------------------------------------------------
+
+
+def test_equals_sign_means_no_authzid():
+    client = tls_client()
+    events = client.send(AUTH_EXTERNAL.format("="))
+    assert events == [AuthenticateRequest(client.conn.peer_facts, None, DOMAIN)]
+    assert client.conn.state is State.SASL_PENDING and client.read() == []
+
+
+def test_base64_authzid_is_decoded():
+    client = tls_client()
+    (request,) = client.send(AUTH_EXTERNAL.format(b64(JULIET)))
+    assert request.authzid == JULIET
+
+
+def test_invalid_base64_is_incorrect_encoding():
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format("not*base64!"))
+    assert sasl_condition(client.read_one()) == "incorrect-encoding"
+    assert client.auth_requests() == []
+
+
+def test_base64_with_bad_padding_is_incorrect_encoding():
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format(b64(JULIET).rstrip("=") + "A"))
+    assert sasl_condition(client.read_one()) == "incorrect-encoding"
+
+
+def test_authzid_that_is_not_a_jid_is_invalid_authzid():
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format(b64("not a jid")))
+    failure = client.read_one()
+    assert sasl_condition(failure) == "invalid-authzid"
+    assert "is not a JID" in failure.findtext(ns.qname(ns.SASL, "text"))
+    assert client.auth_requests() == []
+
+
+def test_authzid_that_is_not_utf8_is_invalid_authzid():
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format("/w=="))
+    assert sasl_condition(client.read_one()) == "invalid-authzid"
+
+
+# --- empty <auth/>, challenge, response, abort (RFC 6120 §6.4.2-6.4.4) -------------------------------------
+
+
+def test_empty_auth_gets_an_empty_challenge():
+    client = tls_client()
+    assert client.send(AUTH_EXTERNAL.format("")) == []
+    challenge = client.read_one()
+    assert challenge.tag == CHALLENGE and not challenge.text and len(challenge) == 0
+    assert client.conn.state is State.SASL_CHALLENGE
+
+
+@pytest.mark.parametrize("response", ["", "="])
+def test_empty_or_equals_response_after_the_challenge_means_no_authzid(response):
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format(""))
+    client.read()
+    (request,) = client.send(RESPONSE.format(response))
+    assert request.authzid is None
+
+
+def test_response_with_an_authzid_after_the_challenge():
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format(""))
+    (request,) = client.send(RESPONSE.format(b64(JULIET)))
+    assert request.authzid == JULIET
+
+
+def test_invalid_base64_response_is_incorrect_encoding():
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format(""))
+    client.read()
+    client.send(RESPONSE.format("%%%"))
+    assert sasl_condition(client.read_one()) == "incorrect-encoding"
+
+
+def test_abort_during_the_exchange_is_aborted():
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format(""))
+    client.read()
+    client.send("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+    assert sasl_condition(client.read_one()) == "aborted"
+    assert client.conn.state is State.WAIT_AUTH
+
+
+def test_response_without_a_challenge_is_unsupported_stanza_type():
+    client = tls_client()
+    client.send(RESPONSE.format("="))
+    client.read()
+    assert client.conn.closed and client.closes()[0].condition == "unsupported-stanza-type"
+
+
+# --- verdicts -------------------------------------------------------------------------------------------
+
+
+def test_accepted_certificate_gets_success_and_the_stream_restarts():
+    client = tls_client()
+    assert authenticate(client).tag == SUCCESS
+    assert Authenticated(JULIET) in client.events
+    assert client.conn.state is State.WAIT_STREAM and client.conn.jid == JULIET
+    (features,) = client.open()
+    assert features.find(ns.qname(ns.BIND, "bind")) is not None
+    assert features.find(ns.qname(ns.SASL, "mechanisms")) is None
+
+
+def test_two_xmppaddrs_without_authzid_is_invalid_authzid():
+    client = tls_client(facts=Facts(xmpp_addrs=(JULIET, "romeo@example.org")))
+    failure = authenticate(client)
+    assert sasl_condition(failure) == "invalid-authzid"
+    assert (
+        failure.findtext(ns.qname(ns.SASL, "text")) == "certificate has 2 xmppAddrs and no authzid was given"
+    )
+
+
+def test_two_xmppaddrs_with_authzid_is_that_jid():
+    client = tls_client(facts=Facts(xmpp_addrs=(JULIET, "romeo@example.org")))
+    assert authenticate(client, b64("romeo@example.org")).tag == SUCCESS
+    assert client.conn.jid == "romeo@example.org"
+
+
+def test_refusal_keeps_the_stream_open_for_a_retry():
+    client = tls_client(facts=Facts(xmpp_addrs=(JULIET, "romeo@example.org")))
+    assert authenticate(client).tag == FAILURE
+    assert client.conn.state is State.WAIT_AUTH
+    assert authenticate(client, b64(JULIET)).tag == SUCCESS
+
+
+def test_adapter_refusal_condition_and_reason_reach_the_client():
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format("="))
+    client.conn.auth_result(AuthResult.refuse("account-disabled", "account juliet is disabled"))
+    failure = client.read_one()
+    assert sasl_condition(failure) == "account-disabled"
+    assert failure.findtext(ns.qname(ns.SASL, "text")) == "account juliet is disabled"
+
+
+def test_adapter_acceptance_in_another_domain_is_not_authorized():
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format("="))
+    client.conn.auth_result(AuthResult.accept("juliet@other.example"))
+    assert sasl_condition(client.read_one()) == "not-authorized"
+    assert client.conn.jid is None
+
+
+def test_unknown_condition_from_the_adapter_becomes_not_authorized():
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format("="))
+    client.conn.auth_result(AuthResult.refuse("nope", "whatever"))
+    assert sasl_condition(client.read_one()) == "not-authorized"
+
+
+def test_auth_result_without_a_request_is_a_local_protocol_error():
+    with pytest.raises(LocalProtocolError):
+        tls_client().conn.auth_result(AuthResult.accept(JULIET))
+
+
+def test_three_failures_close_the_stream_with_policy_violation():
+    client = tls_client(facts=None)
+    for attempt in range(3):
+        client.send(AUTH_EXTERNAL.format("="))
+        elements = client.read()
+        assert sasl_condition(elements[0]) == "not-authorized"
+        if attempt < 2:
+            assert not client.conn.closed
+    assert condition_of(elements[-1], ns.STREAM_ERRORS) == "policy-violation"
+    assert client.server_closed and client.closes()[0].condition == "policy-violation"
+
+
+def test_two_failures_leave_the_stream_open():
+    client = tls_client(facts=None)
+    for _ in range(2):
+        client.send(AUTH_EXTERNAL.format("="))
+    assert not client.conn.closed
+
+
+def test_stanza_during_the_exchange_is_not_authorized():
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format(""))
+    client.send("<message to='romeo@example.org'/>")
+    client.read()
+    assert client.closes()[0].condition == "not-authorized"
+
+
+def test_input_while_the_verdict_is_pending_waits_and_pipelines_into_the_new_stream():
+    client = tls_client()
+    events = client.send(AUTH_EXTERNAL.format("=") + HEADER.format(to=DOMAIN))
+    assert len(events) == 1 and client.conn.state is State.SASL_PENDING
+    assert client.conn.data_to_send() == b""
+    client.conn.auth_result(AuthResult.accept(JULIET))
+    sent = client.conn.data_to_send()
+    assert sent.startswith(b'<success xmlns="urn:ietf:params:xml:ns:xmpp-sasl"/><?xml')
+    assert b'<bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"/>' in sent
+    assert client.conn.state is State.WAIT_BIND
+
+
+def test_flood_while_the_verdict_is_pending_is_policy_violation():
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format("="))
+    client.send(" " * 70000)
+    assert client.conn.closed and client.closes()[0].condition == "policy-violation"
