@@ -103,8 +103,9 @@ class AccountAdmin(admin.ModelAdmin):
             else:
                 password = data["password"].encode()
                 self.log_change(request, account, f"issued certificate {issued.row.serial}")
-                if data["output"] == "p12":
-                    return _attachment(issued.pkcs12(password), f"{account.jid}.p12", "application/x-pkcs12")
+                if data["output"] in ("p12", "p12-legacy"):
+                    p12 = issued.pkcs12(password, legacy=data["output"] == "p12-legacy")
+                    return _attachment(p12, f"{account.jid}.p12", "application/x-pkcs12")
                 return _attachment(
                     issued.pem_bundle(password), f"{account.jid}.pem", "application/x-pem-file"
                 )

@@ -27,6 +27,7 @@ class IssueCertificateForm(forms.Form):
     output = forms.ChoiceField(
         choices=[
             ("p12", "PKCS#12 (.p12) for import into clients"),
+            ("p12-legacy", "PKCS#12 with legacy 3DES encryption (older macOS keychains)"),
             ("pem", "PEM: certificate, CA and encrypted private key"),
         ],
         initial="p12",

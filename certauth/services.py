@@ -44,13 +44,14 @@ class IssuedCertificate:
     private_key: PrivateKeyTypes
     ca_certificate: x509.Certificate
 
-    def pkcs12(self, password: bytes) -> bytes:
+    def pkcs12(self, password: bytes, *, legacy: bool = False) -> bytes:
         return pki.export_pkcs12(
             self.certificate,
             self.private_key,
             ca_chain=[self.ca_certificate],
             password=password,
             friendly_name=(self.row.xmpp_addrs[0] if self.row.xmpp_addrs else self.row.subject).encode(),
+            legacy=legacy,
         )
 
     def pem_bundle(self, password: bytes) -> bytes:

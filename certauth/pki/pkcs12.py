@@ -1,7 +1,8 @@
 """PKCS#12 bundles handed to users: their key, certificate and our CA.
 
-Spec: RFC 7292 (PKCS#12), RFC 8018 §6.2 (PBES2). PBES2 with AES-256-CBC and a SHA-256 MAC is what OpenSSL 3
-writes by default and what Android and the macOS keychain import; the legacy RC2/3DES formats are not used.
+Spec: RFC 7292 (PKCS#12), RFC 8018 §6.2 (PBES2). By default PBES2 with AES-256-CBC and a SHA-256 MAC, what
+OpenSSL 3 writes and current Android, Windows and Linux clients import. ``legacy=True`` writes 3DES with a
+SHA-1 MAC (``openssl pkcs12 -legacy``) for clients that refuse PBES2, notably older macOS keychains.
 """
 
 from __future__ import annotations
@@ -24,15 +25,21 @@ def export_pkcs12(
     ca_chain: Sequence[x509.Certificate] = (),
     password: bytes,
     friendly_name: bytes | None = None,
+    legacy: bool = False,
 ) -> bytes:
     """A password-protected PKCS#12 of ``key``, ``cert`` and ``ca_chain``; ValueError on an empty password."""
     if not password:
         raise ValueError("a PKCS#12 export needs a non-empty password")
+    algorithm, mac = (
+        (pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC, hashes.SHA1())
+        if legacy
+        else (pkcs12.PBES.PBESv2SHA256AndAES256CBC, hashes.SHA256())
+    )
     encryption = (
         serialization.PrivateFormat.PKCS12.encryption_builder()
         .kdf_rounds(KDF_ROUNDS)
-        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
-        .hmac_hash(hashes.SHA256())
+        .key_cert_algorithm(algorithm)
+        .hmac_hash(mac)
         .build(password)
     )
     return pkcs12.serialize_key_and_certificates(friendly_name, key, cert, list(ca_chain) or None, encryption)

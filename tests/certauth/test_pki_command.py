@@ -178,3 +178,18 @@ def test_republish_task_renews_only_crls_past_half_their_validity():
     assert republish_our_crls() == 1
     assert CertificateAuthority.objects.get(pk=old.pk).crl_number == old.crl_number + 1
     assert CertificateAuthority.objects.get(pk=fresh.pk).crl_number == fresh.crl_number
+
+
+def test_legacy_p12_uses_3des_and_opens_with_openssl_legacy(tmp_path):
+    pki_cmd("init-ca")
+    pki_cmd("issue", "old@localhost", "--out", str(tmp_path), "--p12-password", "pw1234", "--p12-legacy")
+    p12 = tmp_path / "old@localhost.p12"
+    info = subprocess.run(
+        ["openssl", "pkcs12", "-info", "-in", str(p12), "-passin", "pass:pw1234", "-nokeys"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert info.returncode == 0, info.stderr
+    assert "pbeWithSHA1And3-KeyTripleDES-CBC" in info.stderr and "MAC: sha1" in info.stderr
+    assert pki.xmppaddrs_of(pki.load_pkcs12(p12.read_bytes(), b"pw1234")[1]) == ["old@localhost"]

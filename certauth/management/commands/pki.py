@@ -53,6 +53,7 @@ class Command(BaseCommand):
         p.add_argument("--days", type=int, default=365)
         p.add_argument("--cn", help="optional subject commonName")
         p.add_argument("--ca", help="name of the issuing CA (default: our oldest)")
+        p.add_argument("--p12-legacy", action="store_true", help="3DES/SHA-1 .p12 for clients refusing AES")
 
         p = sub.add_parser("import-cert", help="register an existing client certificate (PEM)", **kw)
         p.add_argument("file")
@@ -99,6 +100,7 @@ class Command(BaseCommand):
         days: int,
         cn: str | None,
         ca: str | None,
+        p12_legacy: bool = False,
         **_,
     ) -> None:
         password = p12_password or os.environ.get("XMPPAUTH_P12_PASSWORD") or self._ask_password()
@@ -109,7 +111,7 @@ class Command(BaseCommand):
             )
         directory = Path(out)
         base = account.jid
-        _write(directory / f"{base}.p12", issued.pkcs12(password.encode()), private=True)
+        _write(directory / f"{base}.p12", issued.pkcs12(password.encode(), legacy=p12_legacy), private=True)
         _write(directory / f"{base}.crt.pem", pki.certificate_to_pem(issued.certificate).encode())
         _write(
             directory / f"{base}.key.pem",
