@@ -121,7 +121,7 @@ class AccountAdmin(admin.ModelAdmin):
         account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)
         if not self.has_change_permission(request, account):
             return HttpResponse(status=403)
-        form = SignCsrForm(request.POST or None)
+        form = SignCsrForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:

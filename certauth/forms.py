@@ -57,16 +57,31 @@ class SignCsrForm(forms.Form):
         empty_label="our oldest CA",
         label="Issuing CA",
     )
+    csr_file = forms.FileField(required=False, label="CSR file", help_text="A PEM .csr file, or paste below.")
     csr = forms.CharField(
+        required=False,
         widget=forms.Textarea(attrs={"rows": 12, "cols": 70}),
         label="CSR (PEM)",
         help_text="The xmppAddr will be the account's JID, whatever the CSR asks for.",
     )
     days = forms.IntegerField(min_value=1, max_value=3650, initial=365, label="Validity (days)")
 
+    MAX_CSR_BYTES = 64 * 1024
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["ca"].queryset = _our_cas()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        upload = data.get("csr_file")
+        if upload is not None:
+            if upload.size > self.MAX_CSR_BYTES:
+                raise forms.ValidationError("The CSR file is larger than 64 KiB.")
+            data["csr"] = upload.read().decode("ascii", errors="replace")
+        if not data.get("csr"):
+            raise forms.ValidationError("Upload a CSR file or paste one.")
+        return data
 
 
 class PemImportForm(forms.Form):

@@ -247,3 +247,21 @@ def test_import_certificate_in_admin_links_account_and_issuer(staff_client, alic
 def test_admin_lists_render_with_search_and_filters(staff_client, our_ca, alice, url_name):
     services.issue_for_account(alice, days=30)
     assert staff_client.get(reverse(url_name), {"q": "alice"}).status_code == 200
+
+
+def test_sign_an_uploaded_csr_file(staff_client, our_ca, alice):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "alice")]))
+        .sign(key, hashes.SHA256())
+    )
+    upload = SimpleUploadedFile("alice.csr", csr.public_bytes(serialization.Encoding.PEM))
+    response = staff_client.post(
+        reverse("admin:accounts_account_sign_csr", args=[alice.pk]),
+        {"csr_file": upload, "csr": "", "days": "30", "ca": ""},
+    )
+    assert response.status_code == 200
+    assert pki.xmppaddrs_of(pki.load_certificate(response.content)) == ["alice@localhost"]
