@@ -255,3 +255,8 @@ def test_whole_negotiation_fed_one_byte_at_a_time():
     for byte in STARTTLS.encode():
         client.send(bytes([byte]))
     assert [type(e) for e in client.events][-1] is StartTls
+
+
+def test_before_optional_starttls_an_empty_mechanisms_list_is_left_out():
+    (features,) = new_client(tls_mode="starttls").open()
+    assert features.find(SASL_MECHANISMS) is None

@@ -290,3 +290,8 @@ def test_flood_while_the_verdict_is_pending_is_policy_violation():
     client.send(AUTH_EXTERNAL.format("="))
     client.send(" " * 70000)
     assert client.conn.closed and client.closes()[0].condition == "policy-violation"
+
+
+def test_without_a_usable_mechanism_an_empty_mechanisms_list_tells_the_client_to_give_up():
+    listing = tls_client(facts=None).features[0].find(ns.qname(ns.SASL, "mechanisms"))
+    assert listing is not None and len(listing) == 0

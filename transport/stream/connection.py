@@ -405,13 +405,16 @@ class C2SConnection:
                 return features  # RFC 6120 §5.3.1: nothing else before TLS when it is mandatory
         if self.jid is None:
             mechanisms = self._mechanisms()
-            if mechanisms:
-                listing = SubElement(features, ns.qname(ns.SASL, "mechanisms"))  # RFC 6120 §6.4.1
-                for name in mechanisms:
-                    SubElement(listing, ns.qname(ns.SASL, "mechanism")).text = name
-            else:
+            if not mechanisms:
                 level = logging.INFO if self.tls_active else logging.DEBUG
                 self._log(level, "no SASL mechanism offered: %s", self._why_no_external())
+            if mechanisms or self.state is State.WAIT_AUTH:
+                # RFC 6120 §6.4.1. With nothing to offer we still send an empty <mechanisms/> (the schema
+                # wants one child): clients then give up at once ("no usable mechanism") instead of
+                # waiting for features that never come. Before an optional STARTTLS it is left out.
+                listing = SubElement(features, ns.qname(ns.SASL, "mechanisms"))
+                for name in mechanisms:
+                    SubElement(listing, ns.qname(ns.SASL, "mechanism")).text = name
         else:
             SubElement(features, ns.qname(ns.BIND, "bind"))  # RFC 6120 §7.4
             if self.settings.legacy_session:
