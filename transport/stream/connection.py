@@ -137,8 +137,14 @@ class C2SConnection:
         return f"{self.jid}/{self.resource}" if self.jid and self.resource else None
 
     def data_to_send(self) -> bytes:
+        """Everything queued for the client, as one byte string (TCP)."""
         data, self._out = b"".join(self._out), []
         return data
+
+    def frames_to_send(self) -> list[bytes]:
+        """Everything queued, one complete element per item: one WebSocket message each (RFC 7395 §3.3.3)."""
+        frames, self._out = self._out, []
+        return frames
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Bytes from the client (decrypted when TLS is on)."""
