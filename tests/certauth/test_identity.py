@@ -323,3 +323,9 @@ def test_check_verifiers_accepts_builtins_and_importable_paths():
 def test_check_verifiers_refuses_unknown_names(name):
     with pytest.raises(ValueError, match="sasl_external verifier"):
         check_verifiers([name])
+
+
+def test_check_verifiers_warns_that_auth_id_is_for_development(caplog):
+    caplog.set_level(logging.WARNING, logger="certauth.identity")
+    check_verifiers(["auth_id"])
+    assert "development only" in caplog.text

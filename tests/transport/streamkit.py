@@ -108,7 +108,7 @@ def authenticate(client: Client, authzid_b64: str = "=") -> Element:
     """Send <auth mechanism='EXTERNAL'>, let the XEP-0178 rules decide; returns the server's answer."""
     client.send(AUTH_EXTERNAL.format(authzid_b64))
     request = client.auth_requests()[-1]
-    verdict = IdentityAuthenticator(client.conn.settings.hosted_domains).authenticate_external(
+    verdict = IdentityAuthenticator.from_settings(client.conn.settings).authenticate_external(
         request.facts, request.authzid, request.domain
     )
     client.events.extend(client.conn.auth_result(verdict))

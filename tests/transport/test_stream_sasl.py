@@ -295,3 +295,11 @@ def test_flood_while_the_verdict_is_pending_is_policy_violation():
 def test_without_a_usable_mechanism_an_empty_mechanisms_list_tells_the_client_to_give_up():
     listing = tls_client(facts=None).features[0].find(ns.qname(ns.SASL, "mechanisms"))
     assert listing is not None and len(listing) == 0
+
+
+def test_common_name_verifier_from_the_settings_is_used():
+    client = tls_client(
+        facts=Facts(xmpp_addrs=(), common_name="Nurse"), sasl_external=("standard", "common_name")
+    )
+    assert authenticate(client).tag == SUCCESS
+    assert client.conn.jid == "nurse@example.org"

@@ -219,3 +219,15 @@ def test_state_is_closed_after_a_stream_error():
     client = opened()
     client.send("<!-- x -->")
     assert client.conn.state is State.CLOSED and client.closes()[0].condition == "restricted-xml"
+
+
+def test_deeply_nested_stanza_is_policy_violation():
+    client = session_client()
+    client.send("<message to='romeo@example.org'>" + "<a>" * 100 + "</a>" * 100 + "</message>")
+    assert stream_error(client) == "policy-violation"
+
+
+def test_reasonably_nested_stanza_passes():
+    client = session_client()
+    events = client.send("<message to='romeo@example.org'>" + "<a>" * 40 + "</a>" * 40 + "</message>")
+    assert len(events) == 1 and not client.conn.closed

@@ -51,6 +51,11 @@ class IdentityAuthenticator:
         self.cn_prefix = cn_prefix
         self.cn_suffix = cn_suffix
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> IdentityAuthenticator:
+        """From a :class:`~transport.stream.connection.StreamSettings`."""
+        return cls(settings.hosted_domains, settings.sasl_external, settings.cn_prefix, settings.cn_suffix)
+
     def authenticate_external(self, facts: Any, authzid: str | None, domain: str) -> AuthResult:
         decision = resolve_identity(
             facts, authzid, domain, self.hosted_domains, self.verifiers, self.cn_prefix, self.cn_suffix

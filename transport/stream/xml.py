@@ -24,6 +24,8 @@ from . import namespaces as ns
 logger = logging.getLogger(__name__)
 
 PIECE = 4096  # bytes handed to expat at once, at most
+# Deeper nesting than any real payload needs; it keeps recursive consumers (serializers, routers) safe.
+MAX_DEPTH = 64
 _XML_DECL = "<?xml version='1.0'?>"
 _FRAMING_ROOT = b"<framing>"
 
@@ -210,6 +212,8 @@ class StreamParser:
             element = Element(tag, attributes)
         else:
             self._check_size(self._position())
+            if self._depth >= MAX_DEPTH:
+                raise errors.StreamError(errors.POLICY_VIOLATION, f"elements nested deeper than {MAX_DEPTH}")
             element = Element(tag, attributes)
             self._stack[-1].append(element)
         self._stack.append(element)
