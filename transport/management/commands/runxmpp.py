@@ -1,7 +1,7 @@
 """`manage.py runxmpp`: the embedded server, every listener of the config in one process.
 
 HTTP(S) listeners (admin, CRLs; WebSocket and BOSH later) are served by daphne; the c2s TCP listeners join
-the same Twisted reactor when transport.tcp provides them.
+the same Twisted reactor (transport.tcp).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class Command(BaseCommand):
         from daphne.server import Server  # noqa: PLC0415  (installs the asyncio reactor)
         from twisted.internet import reactor
 
+        from transport.tcp import start_c2s_listeners
         from xmppauth.asgi import application
 
         config = settings.XMPP
@@ -31,13 +32,7 @@ class Command(BaseCommand):
         for listener in config.listen_http:
             scheme = "https" if listener.tls is not None else "http"
             self.stdout.write(f"admin at {scheme}://{listener.ip_address}:{listener.port}/admin/")
-        try:
-            from transport.tcp import start_c2s_listeners  # noqa: PLC0415
-        except ImportError:
-            logger.warning("no c2s listeners in this build yet")
-        else:
-            for port in start_c2s_listeners(config, reactor):
-                self.stdout.write(f"c2s listening on {port}")
+        start_c2s_listeners(config, reactor)  # each listener logs its address and TLS mode
         if not endpoints:
             raise CommandError("the config has no [[listen.http]] listener: nothing serves the admin")
         Server(application=application, endpoints=endpoints, signal_handlers=True).run()
