@@ -127,6 +127,19 @@ class CrlSource(models.Model):
     next_update = models.DateTimeField(null=True, blank=True)
     crl_number = models.PositiveBigIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # Scheduling (certauth.crlfetch): when the jobs fetch next, and the operator's fixed interval if any.
+    next_refresh_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    refresh_interval_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Seconds between fetches, instead of half the time to nextUpdate"
+            " (at least crl_refresh_min_seconds)."
+        ),
+    )
+    # Set at the first failure of a run of failures, cleared by a success (backoff and the stale policy).
+    failing_since = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["ca__name", "location"]
