@@ -209,12 +209,18 @@ class ServerTls:
 
 
 def peer_chain(connection: SSL.Connection) -> list[x509.Certificate]:
-    """The chain the client sent, leaf first, as cryptography certificates (empty when it sent none)."""
-    chain = connection.get_peer_cert_chain(as_cryptography=True)
-    if chain:
-        return list(chain)
+    """The chain the client sent, leaf first, as cryptography certificates (empty when it sent none).
+
+    On the server side OpenSSL's ``SSL_get_peer_cert_chain`` leaves the leaf out (it holds only what the
+    client sent after it), so the leaf comes from ``get_peer_certificate`` and the rest is appended.
+    """
     leaf = connection.get_peer_certificate(as_cryptography=True)
-    return [leaf] if leaf is not None else []
+    if leaf is None:
+        return []
+    rest = list(connection.get_peer_cert_chain(as_cryptography=True) or [])
+    if rest and rest[0] == leaf:  # the client side of a connection, where OpenSSL includes the leaf
+        rest = rest[1:]
+    return [leaf, *rest]
 
 
 def verify_errors(connection: SSL.Connection) -> tuple[VerifyError, ...]:
