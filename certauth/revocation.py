@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from certauth import crlpolicy
 from certauth.models import Certificate, CertificateAuthority, CrlSource, RevocationReason, RevokedSerial
 from certauth.pki import CertFacts
 
@@ -23,6 +24,10 @@ logger = logging.getLogger(__name__)
 
 def _day(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d") if moment else "(date unknown)"
+
+
+def _minute(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _reason_label(reason: str) -> str:
@@ -81,23 +86,38 @@ def crl_staleness(
 ) -> str | None:
     """``None`` when the issuer's revocation information is usable, else why its certificates are refused.
 
-    DESIGN §5 (fail closed): when every CRL source of the issuing CA that was ever fetched is past its
-    nextUpdate (RFC 5280 §5.1.2.5) plus ``grace``, and neither the source nor the config (``fail_open``) chose
-    fail-open, the CA's certificates are refused. A CA without CRL sources, or whose sources were never
-    fetched yet, is not refused here (the fetch job reports those in the admin); one fresh source is enough.
+    DESIGN §5 (fail closed), rules per source in ``certauth.crlpolicy``: the CA's certificates are refused
+    when at least one of its CRL sources is stale (past nextUpdate (RFC 5280 §5.1.2.5) plus ``grace``, or
+    never fetched and failing for longer than ``grace``) and none holds a CRL that is still fresh, unless the
+    config (``fail_open``) or every stale source chose fail-open. A CA without CRL sources, or whose sources
+    were not tried yet, is not refused here (the admin shows those); one fresh source is enough.
     """
     if issuer_ca_row is None:
         return None
     ca_id = issuer_ca_row if isinstance(issuer_ca_row, int) else issuer_ca_row.pk
     sources = list(
-        CrlSource.objects.filter(ca_id=ca_id, next_update__isnull=False).values_list(
-            "location", "next_update", "fail_open"
+        CrlSource.objects.filter(ca_id=ca_id).values_list(
+            "location", "next_update", "last_success_at", "failing_since", "fail_open", "ca__name"
         )
     )
-    if not sources or any(now <= next_update + grace for _, next_update, _ in sources):
+    stale: list[tuple[crlpolicy.Staleness, str, bool, str]] = []
+    for location, next_update, last_success_at, failing_since, source_fail_open, ca_name in sources:
+        has_crl = last_success_at is not None or next_update is not None
+        if crlpolicy.is_fresh(now, next_update=next_update, has_crl=has_crl, grace=grace):
+            return None
+        verdict = crlpolicy.staleness(
+            now, next_update=next_update, failing_since=None if has_crl else failing_since, grace=grace
+        )
+        if verdict is not None:
+            stale.append((verdict, location, source_fail_open, ca_name))
+    if not stale:
         return None
-    if fail_open or all(source_fail_open for _, _, source_fail_open in sources):
+    if fail_open or all(source_fail_open for _, _, source_fail_open, _ in stale):
         logger.warning("CRLs of CA #%s are stale; accepting anyway (fail-open)", ca_id)
         return None
-    location, next_update, _ = max(sources, key=lambda source: source[1])
-    return f"revocation status unknown: CRL {location} outdated since {_day(next_update)} (nextUpdate)"
+    verdict, location, _, ca_name = max(stale, key=lambda item: item[0].since)
+    if verdict.what == crlpolicy.NEXT_UPDATE:
+        why = f"outdated since {_minute(verdict.since)} (nextUpdate)"
+    else:
+        why = f"never fetched, failing since {_minute(verdict.since)}"
+    return f"revocation status unknown: CRL {location} {why}: CRL of CA {ca_name} stale, fail closed"
