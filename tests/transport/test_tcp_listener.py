@@ -128,8 +128,10 @@ def pki(tmp_path_factory) -> Pki:
 
 
 @pytest.fixture
-def listen(on_reactor, pki):
+def listen(on_reactor, pki, monkeypatch):
     """Start a listener on 127.0.0.1:0 with the stand-in core; yields a function returning (port, factory)."""
+    # The stand-ins use no database: skip the per-call connection housekeeping (pytest-django blocks it).
+    monkeypatch.setattr(tcp, "_in_db_thread", lambda function, *args: function(*args))
     ports = []
     StubAuthenticator.gate = None
     StubAuthenticator.refused = set()

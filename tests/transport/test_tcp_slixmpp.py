@@ -1,0 +1,190 @@
+"""End to end over TCP: slixmpp logs in with SASL EXTERNAL against the real core, authenticator and DB.
+
+The listener runs on the test session's reactor thread with the real ``transport.stream`` core and
+``certauth.authenticator``; the client certificates come from a CA imported into the test database.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+import pytest
+
+from certauth import services
+from tests.certs import make_client
+from tests.transport.tlsclient import Pki, client_context, make_pki
+from tests.transport.xmppclient import slixmpp_login
+from transport import tcp
+from xmppauth.config import AuthConfig, C2SListener, Config
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+STREAM_HEADER = (
+    b"<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def trusted_ca(pki):
+    from certauth import trust
+
+    services.import_ca(pki.ca.pem, name="test client CA")
+    trust.invalidate()
+    yield
+    trust.invalidate()
+
+
+@pytest.fixture
+def c2s(on_reactor, pki, trusted_ca):
+    """Start a real c2s listener on 127.0.0.1:0; returns its port."""
+    from twisted.internet import reactor
+
+    ports = []
+
+    def start(mode: str = "starttls", **tls_overrides) -> int:
+        options = pki.options(mode=mode, **tls_overrides)
+        listener = C2SListener(port=0, ip_address="127.0.0.1", tls=options)
+        config = Config(hosts=("localhost",), listen_c2s=(listener,), auth=AuthConfig())
+        port = on_reactor(
+            tcp.listen_c2s,
+            listener,
+            options,
+            [pki.ca.cert],
+            reactor,
+            core_factory=tcp._default_core_factory(config),
+            authenticator_factory=tcp._default_authenticator_factory(config),
+        )
+        ports.append(port)
+        return port.getHost().port
+
+    yield start
+    for port in ports:
+        on_reactor(port.stopListening)
+
+
+MODES = [("starttls", False), ("tls", True)]
+MODE_IDS = ["starttls", "direct_tls"]
+
+
+@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
+def test_one_xmppaddr_without_authzid_binds_that_jid(c2s, tmp_path, pki, mode, direct):
+    port = c2s(mode)
+    outcome = slixmpp_login(port, tmp_path, pki.valid, direct_tls=direct)
+    assert outcome.bound_jid is not None, outcome
+    assert outcome.bound_jid.split("/")[0] == "alice@localhost"
+
+
+@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
+def test_one_xmppaddr_with_equal_authzid_binds_that_jid(c2s, tmp_path, pki, mode, direct):
+    port = c2s(mode)
+    outcome = slixmpp_login(port, tmp_path, pki.valid, authzid="alice@localhost", direct_tls=direct)
+    assert outcome.bound_jid is not None, outcome
+    assert outcome.bound_jid.split("/")[0] == "alice@localhost"
+
+
+def test_authzid_not_in_the_certificate_is_invalid_authzid(c2s, tmp_path, pki):
+    port = c2s("starttls")
+    outcome = slixmpp_login(port, tmp_path, pki.valid, jid="bob@localhost", authzid="bob@localhost")
+    assert outcome.bound_jid is None
+    assert "invalid-authzid" in outcome.sasl_failures, outcome
+
+
+BAD = ["expired", "untrusted", "self_signed", "revoked"]
+
+
+@pytest.fixture
+def revoked(pki):
+    cert = make_client(pki.ca, jids=["alice@localhost"])
+    services.revoke(services.import_certificate(cert.pem))
+    return cert
+
+
+def _bad(pki, revoked, kind):
+    return revoked if kind == "revoked" else getattr(pki, kind)
+
+
+@pytest.mark.parametrize("kind", BAD)
+@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
+@pytest.mark.parametrize("disconnect", [True, False], ids=["disconnect", "keep"])
+def test_bad_certificates_never_log_in(c2s, tmp_path, pki, revoked, kind, mode, direct, disconnect):
+    port = c2s(mode, disconnect_on_failure=disconnect)
+    outcome = slixmpp_login(port, tmp_path, _bad(pki, revoked, kind), direct_tls=direct)
+    assert outcome.bound_jid is None
+    assert outcome.disconnected or outcome.no_usable_mechanism, outcome
+    if not disconnect:
+        assert outcome.no_usable_mechanism, "the connection stays; the certificate counts as none"
+
+
+def test_self_signed_certificate_logs_in_with_selfsigned_peer(c2s, tmp_path, pki):
+    port = c2s("starttls", verify_mode="selfsigned_peer")
+    outcome = slixmpp_login(port, tmp_path, pki.self_signed, jid="carol@localhost")
+    assert outcome.bound_jid is not None, outcome
+    assert outcome.bound_jid.split("/")[0] == "carol@localhost"
+
+
+def read_until(sock, *markers: bytes) -> bytes:
+    data = b""
+    while not any(marker in data for marker in markers):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+FEATURES_END = (b"</stream:features>", b"<stream:features/>")
+
+
+def features_after_starttls(port: int, context: ssl.SSLContext) -> bytes:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.sendall(STREAM_HEADER)
+    assert b"<starttls" in read_until(raw, *FEATURES_END)
+    raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    assert b"<proceed" in read_until(raw, b"/>")
+    with context.wrap_socket(raw, server_hostname="localhost") as sock:
+        sock.sendall(STREAM_HEADER)
+        return read_until(sock, *FEATURES_END)
+
+
+def test_no_certificate_means_external_is_not_advertised(c2s, tmp_path, pki):
+    port = c2s("starttls", disconnect_on_failure=False)
+    assert b"EXTERNAL" not in features_after_starttls(port, client_context(tmp_path, None))
+
+
+def test_valid_certificate_means_external_is_advertised(c2s, tmp_path, pki):
+    port = c2s("starttls", disconnect_on_failure=False)
+    assert b"<mechanism>EXTERNAL</mechanism>" in features_after_starttls(
+        port, client_context(tmp_path, pki.valid)
+    )
+
+
+HOSTILE = [
+    b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'aaaaaaaa'>]><stream:stream>",  # DTD: RFC 6120 §11.1
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,  # TLS on the STARTTLS port
+    b"<stream:stream " + b"a" * 200_000,  # an endless start tag
+    b"\xff\xfe\x00garbage\x00\x00",
+]
+
+
+@pytest.mark.parametrize("payload", HOSTILE, ids=["dtd", "tls_hello", "huge_tag", "binary"])
+def test_hostile_input_ends_only_that_connection(c2s, tmp_path, pki, payload):
+    port = c2s("starttls")
+    hostile = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        hostile.sendall(payload)
+        try:
+            while hostile.recv(4096):
+                pass
+        except OSError:
+            pass
+    finally:
+        hostile.close()
+    outcome = slixmpp_login(port, tmp_path, pki.valid)
+    assert outcome.bound_jid is not None, outcome

@@ -1,0 +1,100 @@
+"""A slixmpp client that logs in with SASL EXTERNAL and reports what happened (bound JID or the failure)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import slixmpp
+
+from tests.certs import Issued
+from tests.transport.tlsclient import client_context
+
+
+@dataclass
+class LoginOutcome:
+    bound_jid: str | None = None
+    sasl_failures: list[str] = field(default_factory=list)
+    no_usable_mechanism: bool = False
+    disconnected: bool = False
+    events: list[str] = field(default_factory=list)
+
+
+def slixmpp_login(
+    port: int,
+    directory: Path,
+    client: Issued | None,
+    *,
+    jid: str = "alice@localhost",
+    authzid: str | None = None,
+    direct_tls: bool = False,
+    timeout: float = 30,
+) -> LoginOutcome:
+    """Connect to 127.0.0.1:``port``, log in with EXTERNAL and stop at the first decisive event.
+
+    ``timeout`` bounds a hung server; no assertion depends on timing.
+    """
+    loop = asyncio.new_event_loop()
+    outcome = LoginOutcome()
+    xmpp = slixmpp.ClientXMPP(jid, "", loop=loop)
+    xmpp.register_plugin("xep_0030")
+    xmpp.plugin["feature_mechanisms"].use_mech = "EXTERNAL"
+    xmpp.ssl_context = client_context(directory, client)
+    if authzid is not None:
+        xmpp.credentials["authzid"] = authzid
+    xmpp.enable_direct_tls = direct_tls
+    xmpp.enable_starttls = not direct_tls
+    xmpp.enable_plaintext = False
+    finished: asyncio.Future = loop.create_future()
+
+    def finish(_=None) -> None:
+        if not finished.done():
+            finished.set_result(None)
+
+    def on_bind(bound) -> None:
+        outcome.bound_jid = str(bound)
+        outcome.events.append("session_bind")
+        xmpp.disconnect()
+
+    def on_failed_auth(stanza) -> None:
+        outcome.sasl_failures.append(stanza["condition"] if hasattr(stanza, "__getitem__") else str(stanza))
+        outcome.events.append("failed_auth")
+
+    def on_no_auth(_=None) -> None:
+        outcome.no_usable_mechanism = True
+        outcome.events.append("failed_all_auth")
+
+    def on_negotiated(_=None) -> None:
+        # Features processed without any SASL step: the server offered no mechanism we can use.
+        if outcome.bound_jid is None and not getattr(xmpp, "authenticated", False):
+            outcome.no_usable_mechanism = True
+            outcome.events.append("negotiated_without_auth")
+            xmpp.disconnect()
+
+    def on_disconnected(_=None) -> None:
+        outcome.disconnected = True
+        outcome.events.append("disconnected")
+        finish()
+
+    xmpp.add_event_handler("session_bind", on_bind)
+    xmpp.add_event_handler("failed_auth", on_failed_auth)
+    xmpp.add_event_handler("failed_all_auth", on_no_auth)
+    xmpp.add_event_handler("stream_negotiated", on_negotiated)
+    xmpp.add_event_handler("disconnected", on_disconnected)
+    xmpp.add_event_handler("connection_failed", on_disconnected)
+    try:
+        xmpp.connect("127.0.0.1", port)
+        loop.run_until_complete(asyncio.wait_for(finished, timeout))
+    except TimeoutError:
+        outcome.events.append("timeout")
+        logging.getLogger(__name__).warning("slixmpp login did not finish: %s", outcome)
+    finally:
+        xmpp.abort()
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
+    return outcome
