@@ -354,3 +354,18 @@ def test_trust_anchors_added_later_reach_the_handshake(listen, tmp_path, on_reac
     on_reactor(lambda: tcp._refresh_trust(reactor, factory.server_tls, None).addBoth(lambda _: done.set()))
     assert done.wait(10)
     assert connect_and_read() == b"tls verified=True\n"
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2], ids=["tls13", "tls12"])
+def test_sessions_are_never_resumed_so_every_connection_is_verified_in_full(listen, tmp_path, pki, version):
+    # DESIGN §3: a resumed session skips the verify callback; we offer no tickets and keep no session cache.
+    port, _ = listen("tls")
+    ctx = client_context(tmp_path, pki.valid, maximum_version=version)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname="localhost") as first:
+        assert read_line(first) == b"tls verified=True\n"  # TLS 1.3 tickets would have come before this
+        session = first.session
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as second:
+        assert read_line(second) == b"tls verified=True\n"
+        assert not second.session_reused

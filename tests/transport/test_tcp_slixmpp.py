@@ -96,7 +96,7 @@ def test_authzid_not_in_the_certificate_is_invalid_authzid(c2s, tmp_path, pki):
     assert "invalid-authzid" in outcome.sasl_failures, outcome
 
 
-BAD = ["expired", "untrusted", "self_signed", "revoked"]
+BAD = ["none", "expired", "untrusted", "self_signed", "revoked"]
 
 
 @pytest.fixture
@@ -107,6 +107,8 @@ def revoked(pki):
 
 
 def _bad(pki, revoked, kind):
+    if kind == "none":
+        return None
     return revoked if kind == "revoked" else getattr(pki, kind)
 
 
@@ -165,6 +167,35 @@ def test_valid_certificate_means_external_is_advertised(c2s, tmp_path, pki):
     )
 
 
+def raw_session(port: int, context: ssl.SSLContext) -> ssl.SSLSocket:
+    """A hand-driven login: STARTTLS, SASL EXTERNAL with '=', resource binding (RFC 6120 §5, §6, §7)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.sendall(STREAM_HEADER)
+    read_until(raw, *FEATURES_END)
+    raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    read_until(raw, b"/>")
+    sock = context.wrap_socket(raw, server_hostname="localhost")
+    sock.sendall(STREAM_HEADER)
+    assert b"EXTERNAL" in read_until(sock, *FEATURES_END)
+    sock.sendall(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>")
+    assert b"<success" in read_until(sock, b"/>", b"</success>", b"</failure>")
+    sock.sendall(STREAM_HEADER)
+    read_until(sock, *FEATURES_END)
+    sock.sendall(b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    assert b"alice@localhost/" in read_until(sock, b"</iq>")
+    return sock
+
+
+def ping(sock: ssl.SSLSocket, stanza_id: str) -> bytes:
+    """XEP-0199 ping to the server; the reply stanza."""
+    ping_iq = f"<iq type='get' id='{stanza_id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+    sock.sendall(ping_iq.encode())
+    data = read_until(sock, stanza_id.encode())
+    while not data.rstrip().endswith(b">"):  # the rest of the reply's start tag, should it come split
+        data += sock.recv(4096)
+    return data
+
+
 HOSTILE = [
     b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'aaaaaaaa'>]><stream:stream>",  # DTD: RFC 6120 §11.1
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,  # TLS on the STARTTLS port
@@ -176,6 +207,8 @@ HOSTILE = [
 @pytest.mark.parametrize("payload", HOSTILE, ids=["dtd", "tls_hello", "huge_tag", "binary"])
 def test_hostile_input_ends_only_that_connection(c2s, tmp_path, pki, payload):
     port = c2s("starttls")
+    session = raw_session(port, client_context(tmp_path, pki.valid))
+    assert b"result" in ping(session, "before")
     hostile = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
         hostile.sendall(payload)
@@ -186,5 +219,7 @@ def test_hostile_input_ends_only_that_connection(c2s, tmp_path, pki, payload):
             pass
     finally:
         hostile.close()
-    outcome = slixmpp_login(port, tmp_path, pki.valid)
+    assert b"result" in ping(session, "after")  # the session that was up keeps working
+    session.close()
+    outcome = slixmpp_login(port, tmp_path, pki.valid)  # and new clients still get in
     assert outcome.bound_jid is not None, outcome
