@@ -22,6 +22,7 @@ not restore the intermediates, so every connection does a full handshake and a f
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,23 @@ class VerifyError:
 
 @dataclass
 class PeerTlsState:
-    """Per-connection state the verify callback fills (kept as the pyOpenSSL connection's app data)."""
+    """Per-connection state the verify callback fills (see :func:`peer_state`)."""
 
     errors: list[VerifyError] = field(default_factory=list)
+
+
+# Twisted's TLSMemoryBIOFactory replaces a connection's app data with its protocol after
+# serverConnectionForTLS, so the state is kept here, by connection, for as long as the connection lives.
+_peer_states: weakref.WeakKeyDictionary[SSL.Connection, PeerTlsState] = weakref.WeakKeyDictionary()
+
+
+def peer_state(connection: SSL.Connection) -> PeerTlsState | None:
+    """The verify callback's record for ``connection`` (a bare connection may carry it as app data)."""
+    state = _peer_states.get(connection)
+    if state is None:
+        app_data = connection.get_app_data()
+        state = app_data if isinstance(app_data, PeerTlsState) else None
+    return state
 
 
 def requires_certificate(options: TlsOptions) -> bool:
@@ -129,8 +144,8 @@ def _make_verify_callback(options: TlsOptions):
     forgive_self_signed = options.verify_mode == "selfsigned_peer"
 
     def callback(conn: SSL.Connection, cert: crypto.X509, code: int, depth: int, ok: int) -> bool:
-        state = conn.get_app_data()
-        if not ok and isinstance(state, PeerTlsState):
+        state = peer_state(conn)
+        if not ok and state is not None:
             state.errors.append(VerifyError(depth=depth, code=code, subject=_subject(cert)))
         if ok or not decide:
             return True
@@ -201,7 +216,9 @@ class ServerTls:
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802 (Twisted's name)
         connection = SSL.Connection(self.context, None)
-        connection.set_app_data(PeerTlsState())
+        state = PeerTlsState()
+        _peer_states[connection] = state
+        connection.set_app_data(state)  # for callers that drive the connection themselves (tests)
         return connection
 
     def getContext(self) -> SSL.Context:  # noqa: N802 (IOpenSSLContextFactory, for old-style callers)
@@ -225,5 +242,5 @@ def peer_chain(connection: SSL.Connection) -> list[x509.Certificate]:
 
 def verify_errors(connection: SSL.Connection) -> tuple[VerifyError, ...]:
     """What the verify callback recorded for this connection."""
-    state = connection.get_app_data()
-    return tuple(state.errors) if isinstance(state, PeerTlsState) else ()
+    state = peer_state(connection)
+    return tuple(state.errors) if state is not None else ()

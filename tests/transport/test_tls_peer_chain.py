@@ -1,4 +1,4 @@
-"""transport.tls.peer_chain on the server side: the leaf first, whatever else the client sent after it.
+"""transport.tls on the server side: the chain leaf first, and the verify record kept under Twisted.
 
 OpenSSL's SSL_get_peer_cert_chain leaves the leaf out on the server side, so a client that sends its CA (or an
 intermediate) along with its certificate must still be seen with its own certificate first (RFC 8446 §4.4.2:
@@ -11,7 +11,7 @@ from OpenSSL import SSL, crypto
 
 from tests.certs import make_ca, make_client
 from tests.transport.tlsclient import make_pki
-from transport.tls import ServerTls, peer_chain
+from transport.tls import ServerTls, peer_chain, verify_errors
 
 
 def _handshake_in_memory(server: SSL.Connection, client: SSL.Connection) -> None:
@@ -65,3 +65,14 @@ def test_server_sees_the_lone_leaf_when_the_client_sends_only_it(tmp_path):
     ca = make_ca("chain test CA")
     alice = make_client(ca, jids=["alice@localhost"])
     assert _chain_seen_by_server(tmp_path, ca, [alice.cert], alice.key) == [alice.cert]
+
+
+def test_verify_errors_survive_twisted_replacing_the_app_data(tmp_path):
+    # TLSMemoryBIOFactory calls connection.set_app_data(protocol) after serverConnectionForTLS.
+    pki = make_pki(tmp_path)
+    tls = ServerTls(pki.options(verify_mode="peer", disconnect_on_failure=False), [pki.ca.cert])
+    server = tls.serverConnectionForTLS(None)
+    server.set_app_data(object())
+    server.set_accept_state()
+    _handshake_in_memory(server, _client([pki.untrusted.cert], pki.untrusted.key))
+    assert [e.reason for e in verify_errors(server)] == ["unable to get local issuer certificate"]
