@@ -1,0 +1,29 @@
+"""A tiny ASGI app for transport tests: answers every HTTP request and WebSocket with its scope's TLS facts.
+
+Served by ``python -m transport.daphne_server`` (and stock daphne) in subprocess tests; the reply is JSON
+``{"type", "scheme", "tls"}`` where ``tls`` is ``scope["extensions"]["tls"]`` or null.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def _facts(scope) -> bytes:
+    extensions = scope.get("extensions") or {}
+    facts = {"type": scope["type"], "scheme": scope.get("scheme"), "tls": extensions.get("tls")}
+    return json.dumps(facts).encode()
+
+
+async def application(scope, receive, send):
+    if scope["type"] == "http":
+        body = _facts(scope)
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif scope["type"] == "websocket":
+        message = await receive()
+        assert message["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": _facts(scope).decode()})
+        await send({"type": "websocket.close"})

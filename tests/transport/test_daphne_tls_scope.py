@@ -1,0 +1,199 @@
+"""The ``xmpptls`` endpoint and our daphne server, run as operators run them (subprocesses, real sockets).
+
+- ``python -m transport.daphne_server -e xmpptls:listener=0 APP`` puts the client's chain into the ASGI TLS
+  extension of HTTP and WebSocket scopes (asgiref "TLS Extension"; DESIGN §3). These tests fail if daphne
+  internals change so that the extension stops arriving.
+- Stock ``daphne -e xmpptls:listener=1 APP`` finds our endpoint through the Twisted plugin dropin and asks for
+  a client certificate with MongooseIM's verify_mode / disconnect_on_failure (here: one is required).
+
+The app is ``tests.transport.echo_asgi``, which answers with the scope's TLS facts as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests.transport.tlsclient import Pki, client_context, make_pki, tls_connect
+
+REPO = Path(__file__).resolve().parents[2]
+ECHO_APP = "tests.transport.echo_asgi:application"
+DAPHNE = Path(sys.executable).parent / "daphne"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Site:
+    env: dict[str, str]
+    pki: Pki
+    directory: Path
+    lenient_port: int  # listen.http[0]: verify_mode peer, disconnect_on_failure false
+    strict_port: int  # listen.http[1]: verify_mode peer, disconnect_on_failure true
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Site:
+    directory = tmp_path_factory.mktemp("daphne-tls")
+    pki = make_pki(directory)
+    cafile = directory / "client-ca.pem"
+    cafile.write_bytes(pki.ca.pem)
+    lenient, strict = free_port(), free_port()
+    tls = f'tls.certfile = "{pki.server_certfile}"\n  tls.keyfile = "{pki.server_keyfile}"\n'
+    tls += f'  tls.cacertfile = "{cafile}"'
+    config = directory / "xmppauth.toml"
+    config.write_text(f"""
+[[listen.http]]
+  port = {lenient}
+  ip_address = "127.0.0.1"
+  {tls}
+  tls.disconnect_on_failure = false
+[[listen.http]]
+  port = {strict}
+  ip_address = "127.0.0.1"
+  {tls}
+""")
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "xmppauth.settings",
+        "XMPPAUTH_CONFIG": str(config),
+        "XMPPAUTH_VAR_DIR": str(directory / "var"),
+        "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
+    }
+    env.pop("REDIS_URL", None)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True, timeout=120
+    )
+    return Site(env, pki, directory, lenient, strict)
+
+
+def _start(site: Site, command: list[str], port: int) -> Iterator[subprocess.Popen]:
+    server = subprocess.Popen(
+        command, cwd=REPO, env=site.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "the server did not listen within 60 s"
+                time.sleep(0.2)
+        yield server
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def our_server(site):
+    command = [sys.executable, "-m", "transport.daphne_server", "-e", "xmpptls:listener=0", ECHO_APP]
+    yield from _start(site, command, site.lenient_port)
+
+
+@pytest.fixture(scope="module")
+def stock_daphne(site):
+    yield from _start(site, [str(DAPHNE), "-e", "xmpptls:listener=1", ECHO_APP], site.strict_port)
+
+
+def fetch(port: int, context: ssl.SSLContext) -> dict:
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/echo", context=context, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+def leaf_of(extension: dict) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(extension["client_cert_chain"][0].encode())
+
+
+def test_https_scope_carries_the_client_chain_leaf_first(site, our_server, tmp_path):
+    facts = fetch(site.lenient_port, client_context(tmp_path, site.pki.valid))
+    tls = facts["tls"]
+    assert facts["scheme"] == "https"
+    assert leaf_of(tls) == site.pki.valid.cert
+    assert tls["client_cert_name"] == site.pki.valid.cert.subject.rfc4514_string()
+    assert tls["client_cert_error"] is None
+    assert tls["tls_version"] == 0x0304
+
+
+def test_https_scope_without_client_certificate_has_an_empty_chain(site, our_server, tmp_path):
+    tls = fetch(site.lenient_port, client_context(tmp_path, None))["tls"]
+    assert tls["client_cert_chain"] == []
+    assert tls["client_cert_name"] is None
+    assert tls["client_cert_error"] is None
+
+
+def test_https_scope_names_what_openssl_objected_to_in_an_untrusted_chain(site, our_server, tmp_path):
+    tls = fetch(site.lenient_port, client_context(tmp_path, site.pki.untrusted))["tls"]
+    assert leaf_of(tls) == site.pki.untrusted.cert
+    assert "unable to get local issuer certificate" in tls["client_cert_error"]
+
+
+def test_tls_1_2_connection_reports_version_0x0303(site, our_server, tmp_path):
+    context = client_context(tmp_path, site.pki.valid, maximum_version=ssl.TLSVersion.TLSv1_2)
+    tls = fetch(site.lenient_port, context)["tls"]
+    assert tls["tls_version"] == 0x0303
+    assert leaf_of(tls) == site.pki.valid.cert
+
+
+def test_websocket_scope_carries_the_client_chain_and_scheme_wss(site, our_server, tmp_path):
+    from websockets.sync.client import connect
+
+    context = client_context(tmp_path, site.pki.valid)
+    with connect(f"wss://127.0.0.1:{site.lenient_port}/ws-xmpp", ssl=context, open_timeout=10) as ws:
+        facts = json.loads(ws.recv(timeout=10))
+    assert facts["type"] == "websocket"
+    assert facts["scheme"] == "wss"
+    assert leaf_of(facts["tls"]) == site.pki.valid.cert
+
+
+def test_stock_daphne_finds_the_xmpptls_plugin_and_serves_a_client_certificate(site, stock_daphne, tmp_path):
+    facts = fetch(site.strict_port, client_context(tmp_path, site.pki.valid))
+    assert facts["scheme"] == "https"
+    assert facts["tls"] is None  # stock daphne: our endpoint, but no scope extension
+
+
+def test_stock_daphne_with_xmpptls_refuses_a_client_without_certificate_when_required(
+    site, stock_daphne, tmp_path
+):
+    # RFC 8446 §4.4.2.4: the server aborts with certificate_required (a TLS 1.3 client sees it on first read).
+    with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
+        with tls_connect(client_context(tmp_path, None), site.strict_port) as sock:
+            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            sock.recv(1024)
+
+
+def test_xmpptls_plugin_rejects_an_http_listener_index_that_does_not_exist(site):
+    result = subprocess.run(
+        [sys.executable, "-m", "transport.daphne_server", "-e", "xmpptls:listener=7", ECHO_APP],
+        cwd=REPO,
+        env=site.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "xmpptls:listener=7" in result.stderr and "listener=0..1" in result.stderr

@@ -1,0 +1,118 @@
+"""Daphne, plus the client's TLS certificate chain in the ASGI scope (DESIGN §3; asgiref's "TLS Extension").
+
+Stock daphne puts no certificate in the scope. :class:`TlsExtensionServer` is daphne's ``Server`` with one
+override, ``create_application``, the one call daphne makes for every HTTP request and every WebSocket
+handshake with the protocol object and the new scope. When the connection came in over TLS (our ``xmpptls:``
+endpoint, see ``transport.tls_endpoint``) it adds::
+
+    scope["extensions"]["tls"] = {
+        "server_cert": None,
+        "client_cert_chain": [PEM, ...],        # leaf first, as the client sent it; [] without a certificate
+        "client_cert_name": "CN=...,O=...",     # RFC 4514 subject of the leaf, or None
+        "client_cert_error": None | "depth 0 (CN=...): certificate has expired",   # what OpenSSL objected to
+        "tls_version": 0x0303 | 0x0304,
+        "cipher_suite": None,
+    }
+
+and sets ``scope["scheme"]`` to ``https`` / ``wss``. ``client_cert_error`` is OpenSSL's opinion only (the
+handshake never decides, see ``transport.tls``); the WebSocket and BOSH code must verify the chain with
+``certauth`` like every other transport. Every scope also gets the socket's peer address as
+``scope["extensions"]["xmppauth.socket_peer"]``, which ``transport.proxy_cert`` trusts over
+``scope["client"]``.
+
+This leans on daphne internals (``Server.create_application(protocol, scope)``, ``protocol.transport``):
+daphne is pinned to 4.2.* and ``tests/transport/test_daphne_tls_scope.py`` fails if the extension stops
+arriving.
+
+Command line (daphne's own options, our server class)::
+
+    python -m transport.daphne_server -e xmpptls:listener=0 xmppauth.asgi:application
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from daphne.cli import CommandLineInterface
+from daphne.server import Server
+from OpenSSL import SSL
+from twisted.internet.interfaces import ISSLTransport
+
+from transport.proxy_cert import SOCKET_PEER_EXTENSION, TLS_EXTENSION, tls_extension
+from transport.tls import peer_chain, verify_errors
+
+logger = logging.getLogger(__name__)
+
+# One extension per TLS connection: BOSH sends many requests over one keep-alive connection.
+_extensions: weakref.WeakKeyDictionary[SSL.Connection, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def tls_connection(protocol: Any) -> SSL.Connection | None:
+    """The pyOpenSSL connection under a daphne protocol (WebRequest or WebSocketProtocol), if TLS."""
+    transport = getattr(protocol, "transport", None)
+    for _ in range(4):  # TCP ← TLSMemoryBIOProtocol ← (HTTP channel): a few wrappers at most
+        if transport is None:
+            return None
+        if ISSLTransport.providedBy(transport):
+            handle = transport.getHandle()
+            return handle if isinstance(handle, SSL.Connection) else None
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def connection_tls_extension(connection: SSL.Connection) -> dict[str, Any]:
+    """The ASGI TLS extension for one TLS connection (a fresh copy each call; computed once)."""
+    extension = _extensions.get(connection)
+    if extension is None:
+        errors = verify_errors(connection)
+        extension = tls_extension(
+            peer_chain(connection),
+            error="; ".join(str(e) for e in errors) or None,
+            tls_version=connection.get_protocol_version(),
+        )
+        _extensions[connection] = extension
+    return {**extension, "client_cert_chain": list(extension["client_cert_chain"])}
+
+
+def add_connection_facts(protocol: Any, scope: dict[str, Any]) -> None:
+    """Put the socket's peer and, over TLS, the client's chain into ``scope`` (module docstring)."""
+    extensions = dict(scope.get("extensions") or {})
+    transport = getattr(protocol, "transport", None)
+    peer = transport.getPeer() if transport is not None else None
+    if hasattr(peer, "host") and hasattr(peer, "port"):
+        extensions[SOCKET_PEER_EXTENSION] = [str(peer.host), peer.port]
+    connection = tls_connection(protocol)
+    if connection is not None:
+        extensions[TLS_EXTENSION] = connection_tls_extension(connection)
+        scope["scheme"] = "wss" if scope.get("type") == "websocket" else "https"
+    scope["extensions"] = extensions
+
+
+class TlsExtensionServer(Server):
+    """daphne's Server that fills the ASGI TLS extension (see the module docstring)."""
+
+    def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
+        try:
+            add_connection_facts(protocol, scope)
+        except Exception:  # a scope without the extension is safer than a dropped request: it has no cert
+            logger.exception("cannot read the TLS facts of %r; serving it without a certificate", protocol)
+            scope.get("extensions", {}).pop(TLS_EXTENSION, None)
+        return super().create_application(protocol, scope)
+
+
+class XmppauthCommandLineInterface(CommandLineInterface):
+    """daphne's command line, serving with :class:`TlsExtensionServer`."""
+
+    server_class = TlsExtensionServer
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    XmppauthCommandLineInterface().run(list(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()
