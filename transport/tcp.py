@@ -78,7 +78,8 @@ class ConnectionRegistry:
         self.connections.pop(connection_id, None)
 
     def by_jid(self, jid: str) -> list[C2SProtocol]:
-        return [c for c in self.connections.values() if c.jid == jid]
+        """Sessions of a full JID, or every session of a bare JID."""
+        return [c for c in self.connections.values() if c.jid is not None and jid in (c.jid, c.bare_jid)]
 
     def by_fingerprint(self, fingerprint_sha256: str) -> list[C2SProtocol]:
         return [c for c in self.connections.values() if c.cert_fingerprint == fingerprint_sha256]
@@ -118,6 +119,10 @@ class C2SProtocol(Protocol):
         self._closing = False
         self._lost = False
         self._timer: Any = None
+
+    @property
+    def bare_jid(self) -> str | None:
+        return self.jid.split("/", 1)[0] if self.jid else None
 
     # -- connection life ------------------------------------------------------------------------------
 

@@ -89,6 +89,18 @@ def test_one_xmppaddr_with_equal_authzid_binds_that_jid(c2s, tmp_path, pki, mode
     assert outcome.bound_jid.split("/")[0] == "alice@localhost"
 
 
+def test_registry_knows_the_bound_session_by_bare_jid_and_certificate(c2s, tmp_path, pki, on_reactor):
+    port = c2s("starttls")
+    session = raw_session(port, client_context(tmp_path, pki.valid))
+    try:
+        by_jid = on_reactor(tcp.registry.by_jid, "alice@localhost")
+        assert len(by_jid) == 1
+        assert by_jid[0].jid.startswith("alice@localhost/")
+        assert on_reactor(tcp.registry.by_fingerprint, pki.valid.facts.fingerprint_sha256) == by_jid
+    finally:
+        session.close()
+
+
 def test_authzid_not_in_the_certificate_is_invalid_authzid(c2s, tmp_path, pki):
     port = c2s("starttls")
     outcome = slixmpp_login(port, tmp_path, pki.valid, jid="bob@localhost", authzid="bob@localhost")
