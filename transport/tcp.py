@@ -113,6 +113,7 @@ class C2SProtocol(Protocol):
         self.core: StreamCore | None = None
         self.authenticator: Authenticator | None = None
         self.cert_facts: Any = None
+        self.tls_errors: tuple[Any, ...] = ()  # what OpenSSL objected to in the client's chain (for logs)
         self._pending = 0  # database calls in flight
         self._held: list[bytes] = []
         self._held_size = 0
@@ -162,6 +163,7 @@ class C2SProtocol(Protocol):
             logger.exception("c2s %s: cannot read the client's certificate chain", self.peer)
             self._abort()
             return
+        self.tls_errors = errors
         if errors:
             logger.info("c2s %s: OpenSSL chain errors: %s", self.peer, "; ".join(map(str, errors)))
         if chain:

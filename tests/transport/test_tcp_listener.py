@@ -369,3 +369,12 @@ def test_sessions_are_never_resumed_so_every_connection_is_verified_in_full(list
     with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as second:
         assert read_line(second) == b"tls verified=True\n"
         assert not second.session_reused
+
+
+def test_openssl_objections_are_kept_on_the_connection_that_stays(listen, tmp_path, on_reactor, pki):
+    port, factory = listen("tls", disconnect_on_failure=False)
+    with direct_tls(tmp_path, port, pki.untrusted) as sock:
+        assert read_line(sock) == b"tls verified=False\n"
+        (connection,) = on_reactor(lambda: list(factory.registry.connections.values()))
+        reasons = [error.reason for error in connection.tls_errors]
+    assert "unable to get local issuer certificate" in reasons
