@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class CertauthConfig(AppConfig):
     name = "certauth"
     verbose_name = "Certificates"
+
+    def ready(self) -> None:
+        from certauth import crlsources  # noqa: PLC0415  (models are ready only now)
+
+        crlsources.connect_signals()
