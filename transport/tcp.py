@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from typing import Protocol as TypingProtocol
+from xml.etree.ElementTree import Element, SubElement
 
 from django.db import close_old_connections
 from twisted.internet import threads
@@ -32,6 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from certauth.pki.facts import fingerprint_sha256
+from transport.stream import namespaces as ns
 from transport.tls import ServerTls, must_disconnect, peer_chain, verify_errors, with_default_credentials
 from xmppauth.config import C2SListener, Config, TlsOptions
 
@@ -53,6 +55,7 @@ class StreamCore(TypingProtocol):
     def tls_established(self, check: Any) -> Iterable[Any]: ...
     def auth_result(self, result: Any) -> Iterable[Any]: ...
     def close_with_error(self, condition: str, text: str = "") -> Iterable[Any]: ...
+    def send_stanza(self, element: Element) -> bool: ...
 
 
 class Authenticator(TypingProtocol):
@@ -119,7 +122,9 @@ class C2SProtocol(Protocol):
         self._held_size = 0
         self._closing = False
         self._lost = False
-        self._timer: Any = None
+        self._timer: Any = None  # the auth deadline before the session, the keepalive after it
+        self._ping_outstanding = False
+        self._pings = itertools.count(1)
 
     @property
     def bare_jid(self) -> str | None:
@@ -192,6 +197,9 @@ class C2SProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self._closing:
             return
+        if self.jid is not None:
+            self._ping_outstanding = False  # any byte (pong, stanza, whitespace) shows the client is there
+            self._arm_keepalive()
         if self._pending:
             self._hold(data)
             return
@@ -249,6 +257,7 @@ class C2SProtocol(Protocol):
         elif kind == "Bound":
             self.jid = str(getattr(event, "jid", ""))
             self._cancel_timer()
+            self._arm_keepalive()
             logger.info("c2s %s: session bound to %s", self.peer, self.jid)
         elif kind == "StanzaReceived":
             self.factory.on_stanza(self, event)
@@ -346,6 +355,40 @@ class C2SProtocol(Protocol):
         self.close_with_error("connection-timeout", "authenticate sooner")  # RFC 6120 §4.9.3.4
         self._abort()
 
+    def _arm_keepalive(self) -> None:
+        interval = self.factory.ping_interval
+        if not interval or self._closing:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(interval)
+        else:
+            self._timer = self.factory.clock.callLater(interval, self._idle)
+
+    def _idle(self) -> None:
+        """Nothing from the client for ``ping_interval``: ping it (XEP-0199 §4.2); silent twice: close."""
+        self._timer = None
+        if self._closing or self.core is None:
+            return
+        if self._ping_outstanding:
+            logger.warning(
+                "c2s %s: %s silent for %.0f s after a ping, closing",
+                self.peer,
+                self.jid,
+                self.factory.ping_interval,
+            )
+            self.close_with_error("connection-timeout", "no answer to ping")  # RFC 6120 §4.9.3.4
+            self._abort()
+            return
+        ping = Element(ns.IQ, {"type": "get", "id": f"keepalive-{next(self._pings)}", "to": self.jid or ""})
+        domain = getattr(self.core, "domain", None)
+        if domain:
+            ping.set("from", domain)
+        SubElement(ping, ns.qname(ns.PING, "ping"))
+        if self.core.send_stanza(ping):
+            self._ping_outstanding = True
+            self._flush()
+        self._arm_keepalive()
+
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -387,6 +430,7 @@ class C2SFactory(Factory):
         authenticator_factory: Callable[[TlsOptions | None, str], Authenticator],
         registry: ConnectionRegistry = registry,
         auth_timeout: float = AUTH_TIMEOUT,
+        ping_interval: float = 0,
         on_stanza: Callable[[C2SProtocol, Any], None] | None = None,
         clock: Any = None,
     ) -> None:
@@ -399,6 +443,7 @@ class C2SFactory(Factory):
         self.authenticator_factory = authenticator_factory
         self.registry = registry
         self.auth_timeout = auth_timeout
+        self.ping_interval = ping_interval  # seconds of client silence before a keepalive ping; 0: never
         self.on_stanza = on_stanza or _unrouted
         self.listener_mode = tls_options.mode if tls_options else "plain"
         self.name = f"{listener.ip_address}:{listener.port}"
@@ -497,6 +542,7 @@ def start_c2s_listeners(config: Config, reactor: Any) -> list[IListeningPort]:
             reactor,
             core_factory=_default_core_factory(config),
             authenticator_factory=_default_authenticator_factory(config),
+            ping_interval=float(config.options.ping_interval_seconds),
         )
         server_tls = port_factory(port).server_tls
         if server_tls is not None:

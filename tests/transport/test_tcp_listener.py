@@ -83,6 +83,11 @@ class LineCore:
         self.out += f"error {condition}\n".encode()
         return [Close()]
 
+    def send_stanza(self, element) -> bool:
+        child = element[0].tag if len(element) else ""
+        self.out += f"stanza {element.get('type')} {element.get('to')} {child}\n".encode()
+        return True
+
 
 @dataclass
 class Check:
@@ -136,7 +141,7 @@ def listen(on_reactor, pki, monkeypatch):
     StubAuthenticator.gate = None
     StubAuthenticator.refused = set()
 
-    def start(mode="starttls", *, tls=True, clock=None, anchors=None, **tls_overrides):
+    def start(mode="starttls", *, tls=True, clock=None, anchors=None, ping_interval=0, **tls_overrides):
         options = pki.options(mode=mode, **tls_overrides) if tls else None
         listener = C2SListener(port=0, ip_address="127.0.0.1", tls=options)
         registry = tcp.ConnectionRegistry()
@@ -152,6 +157,7 @@ def listen(on_reactor, pki, monkeypatch):
             authenticator_factory=lambda _tls, _peer: StubAuthenticator(pki),
             registry=registry,
             clock=clock,
+            ping_interval=ping_interval,
         )
         ports.append(port)
         return port.getHost().port, tcp.port_factory(port)
@@ -378,3 +384,47 @@ def test_openssl_objections_are_kept_on_the_connection_that_stays(listen, tmp_pa
         (connection,) = on_reactor(lambda: list(factory.registry.connections.values()))
         reasons = [error.reason for error in connection.tls_errors]
     assert "unable to get local issuer certificate" in reasons
+
+
+PING = b"stanza get alice@localhost {urn:xmpp:ping}ping\n"
+
+
+def _logged_in(tmp_path, port, pki):
+    sock = direct_tls(tmp_path, port, pki.valid)
+    read_line(sock)
+    sock.sendall(b"auth\n")
+    assert read_line(sock) == b"auth alice@localhost\n"
+    return sock
+
+
+def test_silent_session_is_pinged_and_kept_while_it_answers(listen, tmp_path, on_reactor, pki):
+    clock = Clock()
+    port, _ = listen("tls", clock=clock, ping_interval=60)
+    with _logged_in(tmp_path, port, pki) as sock:
+        on_reactor(clock.advance, 60)
+        assert read_line(sock) == PING  # XEP-0199 §4.2: the server pings an idle client
+        sock.sendall(b"pong\n")
+        assert read_line(sock) == b"echo pong\n"
+        on_reactor(clock.advance, 60)
+        assert read_line(sock) == PING  # answered, so a new round instead of a close
+        sock.sendall(b"pong\n")
+        assert read_line(sock) == b"echo pong\n"
+
+
+def test_session_silent_after_a_ping_is_closed_with_connection_timeout(listen, tmp_path, on_reactor, pki):
+    clock = Clock()
+    port, _ = listen("tls", clock=clock, ping_interval=60)
+    with _logged_in(tmp_path, port, pki) as sock:
+        on_reactor(clock.advance, 60)
+        assert read_line(sock) == PING
+        on_reactor(clock.advance, 60)
+        assert read_to_eof(sock) == b"error connection-timeout\n"
+
+
+def test_ping_interval_zero_never_pings(listen, tmp_path, on_reactor, pki):
+    clock = Clock()
+    port, _ = listen("tls", clock=clock, ping_interval=0)
+    with _logged_in(tmp_path, port, pki) as sock:
+        on_reactor(clock.advance, 3600)
+        sock.sendall(b"still\n")
+        assert read_line(sock) == b"echo still\n"

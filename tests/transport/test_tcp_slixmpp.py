@@ -48,7 +48,7 @@ def c2s(on_reactor, pki, trusted_ca):
 
     ports = []
 
-    def start(mode: str = "starttls", **tls_overrides) -> int:
+    def start(mode: str = "starttls", *, clock=None, ping_interval: float = 0, **tls_overrides) -> int:
         options = pki.options(mode=mode, **tls_overrides)
         listener = C2SListener(port=0, ip_address="127.0.0.1", tls=options)
         config = Config(hosts=("localhost",), listen_c2s=(listener,), auth=AuthConfig())
@@ -60,6 +60,8 @@ def c2s(on_reactor, pki, trusted_ca):
             reactor,
             core_factory=tcp._default_core_factory(config),
             authenticator_factory=tcp._default_authenticator_factory(config),
+            clock=clock,
+            ping_interval=ping_interval,
         )
         ports.append(port)
         return port.getHost().port
@@ -235,3 +237,22 @@ def test_hostile_input_ends_only_that_connection(c2s, tmp_path, pki, payload):
     session.close()
     outcome = slixmpp_login(port, tmp_path, pki.valid)  # and new clients still get in
     assert outcome.bound_jid is not None, outcome
+
+
+def test_idle_session_gets_a_server_ping_it_can_answer(c2s, tmp_path, pki, on_reactor):
+    import re
+
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    port = c2s("starttls", clock=clock, ping_interval=60)
+    session = raw_session(port, client_context(tmp_path, pki.valid))
+    try:
+        on_reactor(clock.advance, 60)
+        ping_stanza = read_until(session, b"</iq>", b"/></iq>")
+        assert b"urn:xmpp:ping" in ping_stanza and b"alice@localhost/" in ping_stanza
+        stanza_id = re.search(rb"id=[\"']([^\"']+)", ping_stanza).group(1)
+        session.sendall(b"<iq type='result' id='" + stanza_id + b"' to='localhost'/>")  # XEP-0199 §4.2 pong
+        assert b"result" in ping(session, "client-ping")  # the pong is swallowed; the session goes on
+    finally:
+        session.close()
