@@ -1,12 +1,14 @@
-"""Twisted endpoint descriptions for the config's HTTP listeners (daphne's `-e` syntax)."""
+"""Twisted endpoint descriptions for the config's ``[[listen.http]]`` listeners (daphne's ``-e`` syntax).
+
+A listener with a ``tls`` table is served by our ``xmpptls:`` endpoint (``transport.tls_endpoint``: a client
+certificate is requested, MongooseIM verify semantics, DESIGN §3); one without is plain ``tcp:``, for a
+deployment behind a TLS-terminating proxy (``transport.proxy_cert``).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from django.conf import settings
-
-from xmppauth.config import Config, TlsOptions
+from transport.tls_endpoint import ENDPOINT_PREFIX
+from xmppauth.config import Config
 
 
 def _escape(value: str) -> str:
@@ -14,21 +16,13 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
 
 
-def server_credentials(tls: TlsOptions) -> tuple[str, str]:
-    """The listener's certificate and key files: from the config, else the bootstrap's under var/pki."""
-    default_dir = Path(settings.VAR_DIR) / "pki"
-    certfile = tls.certfile or str(default_dir / "server.pem")
-    keyfile = tls.keyfile or (tls.certfile if tls.certfile else str(default_dir / "server.key"))
-    return certfile, keyfile
-
-
 def http_endpoint_descriptions(config: Config) -> list[str]:
+    """One description per ``listen.http`` entry, in file order (``listener=N`` is that order)."""
     descriptions = []
-    for listener in config.listen_http:
+    for index, listener in enumerate(config.listen_http):
         base = f"port={listener.port}:interface={_escape(listener.ip_address)}"
         if listener.tls is None:
             descriptions.append(f"tcp:{base}")
         else:
-            certfile, keyfile = server_credentials(listener.tls)
-            descriptions.append(f"ssl:{base}:privateKey={_escape(keyfile)}:certKey={_escape(certfile)}")
+            descriptions.append(f"{ENDPOINT_PREFIX}:{base}:listener={index}")
     return descriptions

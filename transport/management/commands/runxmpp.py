@@ -1,7 +1,8 @@
 """`manage.py runxmpp`: the embedded server, every listener of the config in one process.
 
-HTTP(S) listeners (admin, CRLs; WebSocket and BOSH later) are served by daphne; the c2s TCP listeners join
-the same Twisted reactor (transport.tcp).
+HTTP(S) listeners (admin, CRLs; WebSocket and BOSH later) are served by daphne through our ``xmpptls:``
+endpoint and ``TlsExtensionServer`` (client certificates requested and put into the ASGI scope,
+transport.daphne_server); the c2s TCP listeners join the same Twisted reactor (transport.tcp).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         # Twisted's asyncio reactor must be installed before anything imports the reactor (daphne does so).
-        from daphne.server import Server  # noqa: PLC0415  (installs the asyncio reactor)
+        from transport.daphne_server import TlsExtensionServer  # noqa: PLC0415  (installs the asyncio reactor)
+
+        # isort: split
         from twisted.internet import reactor
 
         from transport.tcp import start_c2s_listeners
@@ -35,4 +38,4 @@ class Command(BaseCommand):
         start_c2s_listeners(config, reactor)  # each listener logs its address and TLS mode
         if not endpoints:
             raise CommandError("the config has no [[listen.http]] listener: nothing serves the admin")
-        Server(application=application, endpoints=endpoints, signal_handlers=True).run()
+        TlsExtensionServer(application=application, endpoints=endpoints, signal_handlers=True).run()
