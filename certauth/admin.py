@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import timezone
 
 from accounts.models import Account
-from certauth import services
+from certauth import crlfetch, crlpolicy, services
 from certauth.adminviews import form_page
 from certauth.forms import ImportCaForm, ImportCertificateForm, RevokeForm
 from certauth.models import AuthEvent, Certificate, CertificateAuthority, CrlSource, RevokedSerial
@@ -208,9 +213,42 @@ class CertificateAdmin(ImportToolMixin, admin.ModelAdmin):
         return form_page(request, "Import a client certificate", form, submit_label="Import")
 
 
+class CrlSourceForm(forms.ModelForm):
+    """Operators add http(s) URLs; distribution points and tls.crl_files are found by certauth.crlsources."""
+
+    class Meta:
+        model = CrlSource
+        fields = ["ca", "location", "fail_open", "refresh_interval_seconds"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "ca" in self.fields:
+            self.fields["ca"].queryset = CertificateAuthority.objects.filter(encrypted_private_key=None)
+            self.fields["ca"].help_text = "An imported CA (our own CAs need no CRL source)."
+        if "location" in self.fields:
+            self.fields["location"].help_text = "http:// or https:// URL of the CA's CRL (PEM or DER)."
+
+    def clean_location(self) -> str:
+        location = self.cleaned_data["location"].strip()
+        if self.instance.pk is None and not location.lower().startswith(("http://", "https://")):
+            raise forms.ValidationError("Enter an http:// or https:// URL.")
+        return location
+
+
 @admin.register(CrlSource)
 class CrlSourceAdmin(admin.ModelAdmin):
-    list_display = ["ca", "kind", "location", "state", "last_success_at", "next_update", "fail_open"]
+    form = CrlSourceForm
+    list_display = [
+        "ca",
+        "kind",
+        "location",
+        "state_display",
+        "last_success_at",
+        "next_update",
+        "next_refresh_at",
+        "last_error",
+        "fail_open",
+    ]
     list_filter = ["state", "kind", "fail_open", "ca"]
     search_fields = ["location", "ca__name"]
     readonly_fields = [
@@ -220,8 +258,49 @@ class CrlSourceAdmin(admin.ModelAdmin):
         "this_update",
         "next_update",
         "crl_number",
+        "next_refresh_at",
+        "failing_since",
+        "consecutive_failures",
         "last_error",
     ]
+    actions = ["refresh_now_action"]
+
+    def get_fields(self, request: HttpRequest, obj: CrlSource | None = None) -> list[str]:
+        if obj is None:  # adding: an operator URL
+            return ["ca", "location", "fail_open", "refresh_interval_seconds"]
+        return ["ca", "kind", "location", "fail_open", "refresh_interval_seconds", *self.readonly_fields]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: CrlSource | None = None) -> list[str]:
+        if obj is None:
+            return []
+        return ["ca", "kind", "location", *self.readonly_fields]
+
+    def save_model(self, request: HttpRequest, obj: CrlSource, form, change: bool) -> None:
+        if not change:
+            obj.kind = CrlSource.Kind.OPERATOR_URL
+            obj.next_refresh_at = None  # due at once
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="state", ordering="state")
+    def state_display(self, source: CrlSource) -> str:
+        now = timezone.now()
+        has_crl = source.last_success_at is not None or source.next_update is not None
+        stale = crlpolicy.staleness(
+            now,
+            next_update=source.next_update,
+            failing_since=None if has_crl else source.failing_since,
+            grace=timedelta(seconds=settings.XMPP.options.crl_grace_seconds),
+        )
+        if stale is not None:
+            return f"stale since {stale.since:%Y-%m-%d %H:%M} ({stale.what})"
+        return source.get_state_display()
+
+    @admin.action(description="Refresh the selected CRL sources now")
+    def refresh_now_action(self, request: HttpRequest, queryset) -> None:
+        for source in queryset:
+            outcome = crlfetch.refresh_source(source)
+            level = messages.SUCCESS if outcome.ok else messages.WARNING
+            self.message_user(request, f"{source.location}: {outcome.message}", level)
 
 
 @admin.register(RevokedSerial)

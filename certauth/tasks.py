@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import timedelta
 
 from celery import shared_task
 from django.utils import timezone
 
-from certauth import services
-from certauth.models import CertificateAuthority
+from certauth import crlfetch, crlsources, services
+from certauth.models import CertificateAuthority, CrlSource
 
 logger = logging.getLogger(__name__)
 
@@ -24,3 +26,50 @@ def republish_our_crls() -> int:
             republished += 1
     return republished
 
+
+
+# --- CRLs of external CAs (certauth.crlsources, certauth.crlfetch) ----------------------------------------
+
+SYNC_INTERVAL = 3600.0  # seconds between two discoveries of sources in one process
+CLAIM_SECONDS = 300  # a source being fetched is not picked again by an overlapping run for this long
+_last_sync: float | None = None
+
+
+def _sync_if_due() -> None:
+    global _last_sync
+    if _last_sync is None or time.monotonic() - _last_sync >= SYNC_INTERVAL:
+        _last_sync = time.monotonic()
+        crlsources.sync_crl_sources()
+
+
+def _claim(source: CrlSource) -> bool:
+    """Move the source's next refresh out of reach of an overlapping run; False if another run took it."""
+    claimed_until = timezone.now() + timedelta(seconds=CLAIM_SECONDS)
+    return bool(
+        CrlSource.objects.filter(pk=source.pk, next_refresh_at=source.next_refresh_at).update(
+            next_refresh_at=claimed_until
+        )
+    )
+
+
+@shared_task
+def refresh_crl_source(source_id: int) -> dict:
+    """Fetch one source now (admin "refresh now", or a worker); returns the outcome as a dict."""
+    source = CrlSource.objects.filter(pk=source_id).first()
+    if source is None:
+        return {"source": source_id, "ok": False, "message": "no such CRL source"}
+    outcome = crlfetch.refresh_source(source)
+    return {"source": source_id, "ok": outcome.ok, "message": outcome.message, "entries": outcome.entries}
+
+
+@shared_task
+def refresh_due_crl_sources() -> int:
+    """Discover sources (hourly), mark stale ones, and fetch every source whose next refresh has come."""
+    _sync_if_due()
+    crlfetch.mark_stale_sources()
+    refreshed = 0
+    for source in crlfetch.due_sources():
+        if _claim(source):
+            crlfetch.refresh_source(source)
+            refreshed += 1
+    return refreshed

@@ -27,6 +27,7 @@ class Command(BaseCommand):
         # isort: split
         from twisted.internet import reactor
 
+        from certauth.scheduler import start_in_process_jobs
         from transport.tcp import start_c2s_listeners
         from xmppauth.asgi import application
 
@@ -36,6 +37,8 @@ class Command(BaseCommand):
             scheme = "https" if listener.tls is not None else "http"
             self.stdout.write(f"admin at {scheme}://{listener.ip_address}:{listener.port}/admin/")
         start_c2s_listeners(config, reactor)  # each listener logs its address and TLS mode
+        if not settings.REDIS_URL:  # else celery beat runs the jobs (DESIGN §1)
+            start_in_process_jobs(reactor)
         if not endpoints:
             raise CommandError("the config has no [[listen.http]] listener: nothing serves the admin")
         TlsExtensionServer(application=application, endpoints=endpoints, signal_handlers=True).run()
