@@ -27,3 +27,12 @@ async def application(scope, receive, send):
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.send", "text": _facts(scope).decode()})
         await send({"type": "websocket.close"})
+
+
+def _proxied():
+    from transport.proxy_cert import ProxyClientCertMiddleware
+
+    return ProxyClientCertMiddleware(application)  # trusted proxies from settings.XMPP (the test's config)
+
+
+proxied = _proxied()

@@ -6,11 +6,15 @@
 - Stock ``daphne -e xmpptls:listener=1 APP`` finds our endpoint through the Twisted plugin dropin and asks for
   a client certificate with MongooseIM's verify_mode / disconnect_on_failure (here: one is required).
 
+- Behind a TLS-terminating proxy (plain ``tcp:``), ``X-SSL-Client-Cert`` reaches the scope only from the
+  trusted proxy's socket address, not from a client, not even one that forges ``X-Forwarded-For``.
+
 The app is ``tests.transport.echo_asgi``, which answers with the scope's TLS facts as JSON.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -19,6 +23,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +37,7 @@ from tests.transport.tlsclient import Pki, client_context, make_pki, tls_connect
 REPO = Path(__file__).resolve().parents[2]
 ECHO_APP = "tests.transport.echo_asgi:application"
 DAPHNE = Path(sys.executable).parent / "daphne"
+TRUSTED_PROXY = "127.0.0.2"  # the whole of 127.0.0.0/8 is loopback on Linux: a second source address
 
 
 def free_port() -> int:
@@ -47,6 +53,7 @@ class Site:
     directory: Path
     lenient_port: int  # listen.http[0]: verify_mode peer, disconnect_on_failure false
     strict_port: int  # listen.http[1]: verify_mode peer, disconnect_on_failure true
+    plain_port: int  # plain tcp:, as behind a TLS-terminating proxy
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +62,7 @@ def site(tmp_path_factory) -> Site:
     pki = make_pki(directory)
     cafile = directory / "client-ca.pem"
     cafile.write_bytes(pki.ca.pem)
-    lenient, strict = free_port(), free_port()
+    lenient, strict, plain = free_port(), free_port(), free_port()
     tls = f'tls.certfile = "{pki.server_certfile}"\n  tls.keyfile = "{pki.server_keyfile}"\n'
     tls += f'  tls.cacertfile = "{cafile}"'
     config = directory / "xmppauth.toml"
@@ -69,6 +76,8 @@ def site(tmp_path_factory) -> Site:
   port = {strict}
   ip_address = "127.0.0.1"
   {tls}
+[xmppauth]
+  trusted_proxies = ["{TRUSTED_PROXY}"]
 """)
     env = {
         **os.environ,
@@ -81,7 +90,7 @@ def site(tmp_path_factory) -> Site:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True, timeout=120
     )
-    return Site(env, pki, directory, lenient, strict)
+    return Site(env, pki, directory, lenient, strict, plain)
 
 
 def _start(site: Site, command: list[str], port: int) -> Iterator[subprocess.Popen]:
@@ -117,6 +126,15 @@ def our_server(site):
 @pytest.fixture(scope="module")
 def stock_daphne(site):
     yield from _start(site, [str(DAPHNE), "-e", "xmpptls:listener=1", ECHO_APP], site.strict_port)
+
+
+@pytest.fixture(scope="module")
+def behind_proxy(site):
+    """Our server on plain tcp with daphne's --proxy-headers, the app wrapped in ProxyClientCertMiddleware."""
+    endpoint = f"tcp:port={site.plain_port}:interface=127.0.0.1"
+    app = "tests.transport.echo_asgi:proxied"
+    command = [sys.executable, "-m", "transport.daphne_server", "--proxy-headers", "-e", endpoint, app]
+    yield from _start(site, command, site.plain_port)
 
 
 def fetch(port: int, context: ssl.SSLContext) -> dict:
@@ -197,3 +215,33 @@ def test_xmpptls_plugin_rejects_an_http_listener_index_that_does_not_exist(site)
     )
     assert result.returncode != 0
     assert "xmpptls:listener=7" in result.stderr and "listener=0..1" in result.stderr
+
+
+def fetch_plain(port: int, source: str, headers: dict[str, str]) -> dict:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        connection.request("GET", "/echo", headers=headers)
+        response = connection.getresponse()
+        assert response.status == 200
+        return json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def escaped(pem: bytes) -> str:
+    return urllib.parse.quote(pem.decode())
+
+
+def test_client_certificate_header_from_the_trusted_proxy_address_reaches_the_scope(site, behind_proxy):
+    facts = fetch_plain(site.plain_port, TRUSTED_PROXY, {"X-SSL-Client-Cert": escaped(site.pki.valid.pem)})
+    assert leaf_of(facts["tls"]) == site.pki.valid.cert
+
+
+def test_client_certificate_header_sent_directly_by_a_client_is_ignored(site, behind_proxy):
+    facts = fetch_plain(site.plain_port, "127.0.0.1", {"X-SSL-Client-Cert": escaped(site.pki.valid.pem)})
+    assert facts["tls"] is None
+
+
+def test_forged_x_forwarded_for_does_not_make_a_client_a_trusted_proxy(site, behind_proxy):
+    headers = {"X-Forwarded-For": TRUSTED_PROXY, "X-SSL-Client-Cert": escaped(site.pki.valid.pem)}
+    assert fetch_plain(site.plain_port, "127.0.0.1", headers)["tls"] is None
