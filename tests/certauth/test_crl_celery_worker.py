@@ -1,0 +1,137 @@
+"""A real Celery worker (solo pool, Redis broker) runs refresh_crl_source against a file database.
+
+The worker is another process: it cannot see pytest's test database, so the test migrates a SQLite file in a
+subprocess, creates the CA and source there, sends the task with ``.delay()`` from a process configured for
+Redis (not eager), and reads the result from the file. Skipped only when Redis does not answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.certauth.crlhelpers import make_crl
+from tests.certauth.crlserver import CrlServer
+from tests.certs import make_ca
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def redis_unreachable() -> str | None:
+    try:
+        import redis  # noqa: PLC0415
+
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001 (any failure means: no Redis to test with)
+        return f"Redis at {REDIS_URL} unreachable: {exc}"
+    return None
+
+
+def celery_command() -> list[str]:
+    script = Path(sys.executable).parent / "celery"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "celery"]
+
+
+def run_python(code: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+
+SETUP = """
+    import django, json, os
+    django.setup()
+    from certauth import services
+    from certauth.models import CrlSource
+    ca = services.import_ca(open(os.environ["CA_PEM"], "rb").read())
+    source = CrlSource.objects.create(ca=ca, kind="operator_url", location=os.environ["CRL_URL"])
+    print(json.dumps({"source": source.pk}))
+"""
+
+SEND = """
+    import django, json, os
+    django.setup()
+    from xmppauth.celery import app
+    app.conf.task_default_queue = os.environ["TEST_QUEUE"]
+    from certauth.tasks import refresh_crl_source
+    result = refresh_crl_source.delay(int(os.environ["SOURCE_ID"]))
+    print(json.dumps(result.get(timeout=90)))
+"""
+
+
+@pytest.mark.skipif(bool(redis_unreachable()), reason=redis_unreachable() or "")
+def test_celery_worker_refreshes_a_crl_source_into_the_database(tmp_path: Path):
+    ca = make_ca("Worker External CA")
+    (tmp_path / "ca.pem").write_bytes(ca.pem)
+    database = tmp_path / "worker.sqlite3"
+    queue = f"crltest-{uuid.uuid4().hex}"  # other test runs may share Redis db 14
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "REDIS_URL", "XMPPAUTH_CONFIG")
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="xmppauth.settings",
+        DATABASE_URL=f"sqlite:///{database}",
+        REDIS_URL=REDIS_URL,
+        XMPPAUTH_VAR_DIR=str(tmp_path / "var"),
+        CA_PEM=str(tmp_path / "ca.pem"),
+        TEST_QUEUE=queue,
+        PYTHONPATH=str(PROJECT),
+    )
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+
+    with CrlServer() as server:
+        env["CRL_URL"] = server.serve("/ext.crl", make_crl(ca, [0xC0FFEE, 0x10], number=3))
+        env["SOURCE_ID"] = str(json.loads(run_python(SETUP, env))["source"])
+        log = (tmp_path / "worker.log").open("w")
+        worker = subprocess.Popen(
+            [*celery_command(), "-A", "xmppauth", "worker", "--pool=solo", "-l", "info", "-Q", queue],
+            cwd=PROJECT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            outcome = json.loads(run_python(SEND, env))
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+            log.close()
+
+    assert outcome["ok"], (outcome, (tmp_path / "worker.log").read_text()[-3000:])
+    assert outcome["message"] == "CRL #3 accepted: 2 revoked serial(s), 2 new"
+    assert "certauth.tasks.refresh_crl_source" in (tmp_path / "worker.log").read_text()
+    with sqlite3.connect(database) as db:
+        serials = {row[0] for row in db.execute("SELECT serial FROM certauth_revokedserial")}
+        state = db.execute("SELECT state, crl_number FROM certauth_crlsource").fetchone()
+    assert serials == {"c0ffee", "10"}
+    assert state == ("ok", 3)
