@@ -134,7 +134,7 @@ def _django_ready() -> None:
         django.setup()
 
 
-def _integer(kwargs: dict[str, str], key: str, default: int, minimum: int, maximum: int) -> int:
+def _integer(kwargs: dict[str, str], key: str, default: int | None, minimum: int, maximum: int) -> int | None:
     raw = kwargs.get(key)
     if raw is None:
         return default
@@ -188,16 +188,19 @@ class XmppTlsEndpointParser:
                 f"{ENDPOINT_PREFIX}: unknown key(s) {', '.join(unknown)}; accepted: "
                 f"{', '.join(ACCEPTED_KEYS)} (TLS options come from the config's [[listen.http]] tls table)"
             )
+        index = _integer(kwargs, "listener", 0, 0, 1 << 16)
+        port = _integer(kwargs, "port", None, 0, 65535)
+        backlog = _integer(kwargs, "backlog", 50, 1, 65535)
+        assert index is not None and backlog is not None
         _django_ready()
         from certauth.trust import trust_anchors  # noqa: PLC0415 (needs the app registry)
 
-        index = _integer(kwargs, "listener", 0, 0, 1 << 16)
         listener, options = http_listener_tls(index)
         anchors = list(trust_anchors(options.cacertfile).certificates)
         return XmppTlsServerEndpoint(
             reactor,
-            _integer(kwargs, "port", listener.port, 0, 65535),
+            listener.port if port is None else port,
             ServerTls(options, anchors),
             interface=kwargs.get("interface", listener.ip_address),
-            backlog=_integer(kwargs, "backlog", 50, 1, 65535),
+            backlog=backlog,
         )
