@@ -7,7 +7,7 @@ intermediate) along with its certificate must still be seen with its own certifi
 
 from __future__ import annotations
 
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 
 from tests.certs import make_ca, make_client
 from tests.transport.tlsclient import make_pki
@@ -37,10 +37,10 @@ def _handshake_in_memory(server: SSL.Connection, client: SSL.Connection) -> None
 
 def _client(certs, key) -> SSL.Connection:
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    ctx.use_certificate(crypto.X509.from_cryptography(certs[0]))
+    ctx.use_certificate(certs[0])
     for extra in certs[1:]:
-        ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
-    ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))
+        ctx.add_extra_chain_cert(extra)
+    ctx.use_privatekey(key)
     conn = SSL.Connection(ctx, None)
     conn.set_connect_state()
     return conn
