@@ -1,0 +1,464 @@
+"""Load client for the c2s listeners: many certificate logins at once, in raw XML (no XMPP library).
+
+Each login follows RFC 6120 as a real client does: TCP connect; TLS either at once (XEP-0368 direct TLS,
+the 5223-style listener) or after ``<starttls/>``/``<proceed/>`` (RFC 6120 §5.4); stream header; SASL EXTERNAL
+with the initial response ``=`` (no authzid, RFC 6120 §6.4.2, XEP-0178 §3); stream restart (§6.4.6); resource
+binding (§7). Every simulated user presents its own client certificate (``bench.clientcerts``).
+
+Modes:
+
+- ``login``: ``--count`` logins, ``--concurrency`` in flight; each closes its stream after the bind result.
+  Reports logins/s, latency (connect to bind result) median and p99, errors by kind, and the server's CPU time
+  per login from ``/proc/<pid>/stat`` when ``--server-pid`` is given.
+- ``tls``: full mutual-TLS handshakes only (direct TLS), each proven complete by one echoed line: the same
+  client against ``openssl s_server -rev`` gives the handshake ceiling of this machine.
+- ``idle``: ``--idle`` sessions logged in and held open; reports the server's resident memory per session
+  (VmRSS after minus before, divided by the sessions), then pings every session (XEP-0199) to count those
+  the server dropped.
+
+Run from the checkout against a running server, e.g.::
+
+    .venv/bin/python -m bench.loadclient --port 5223 --tls direct --server-pid PID --count 2000
+
+The certificates come from the server's own CA through Django (same XMPPAUTH_* / DATABASE_URL environment as
+the server) unless ``--ca-cert``/``--ca-key`` name PEM files of a CA the server trusts.
+``bench.run_login_bench`` starts a scratch server and runs all of this for you.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import resource
+import ssl
+import statistics
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.clientcerts import (
+    KEY_TYPES,
+    Identity,
+    client_context,
+    load_ca_files,
+    load_server_ca,
+    make_identities,
+)
+from bench.proc import cpu_seconds, rss_bytes
+
+logger = logging.getLogger(__name__)
+
+SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
+STEP_TIMEOUT = 30.0  # seconds one protocol step may take before the login counts as stalled
+READ_SIZE = 65536
+
+
+class LoginError(Exception):
+    """A login that did not reach the bind result; ``kind`` is what the report groups by."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+def stream_header(domain: str) -> bytes:
+    """The client's initial stream header (RFC 6120 §4.7)."""
+    return (
+        f"<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xml:lang='en' "
+        "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+    ).encode()
+
+
+STARTTLS = b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"  # RFC 6120 §5.4.2.1
+AUTH_EXTERNAL = f"<auth xmlns='{SASL_NS}' mechanism='EXTERNAL'>=</auth>".encode()  # RFC 6120 §6.4.2
+BIND = (  # RFC 6120 §7.6
+    b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+    b"<resource>bench</resource></bind></iq>"
+)
+PING = b"<iq type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>"  # XEP-0199 §4.1 (client to server)
+CLOSE = b"</stream:stream>"
+
+
+class Stream:
+    """Reads a stream until a marker appears; what follows the marker stays for the next read."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.buffer = b""
+
+    async def until(self, step: str, *markers: bytes) -> bytes:
+        """Everything up to and including the first of ``markers``; LoginError on a stream error or EOF."""
+        async with asyncio.timeout(STEP_TIMEOUT):
+            while True:
+                for marker in markers:
+                    at = self.buffer.find(marker)
+                    if at >= 0:
+                        end = at + len(marker)
+                        found, self.buffer = self.buffer[:end], self.buffer[end:]
+                        return found
+                if b"<stream:error" in self.buffer:
+                    raise LoginError(f"{step}: stream error {_first_child(self.buffer, b'<stream:error')}")
+                chunk = await self.reader.read(READ_SIZE)
+                if not chunk:
+                    raise LoginError(f"{step}: connection closed by the server")
+                self.buffer += chunk
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+
+def _first_child(buffer: bytes, opening: bytes) -> str:
+    """The name of the first child element after ``opening`` (a stream error's or failure's condition)."""
+    rest = buffer[buffer.find(opening) :]
+    rest = rest[rest.find(b">") + 1 :]
+    if not rest.startswith(b"<"):
+        return "?"
+    name = rest[1:].split(b" ", 1)[0].split(b"/", 1)[0].split(b">", 1)[0]
+    return name.decode(errors="replace") or "?"
+
+
+async def _open(host: str, port: int, context: ssl.SSLContext | None, domain: str) -> Stream:
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host,
+                port,
+                ssl=context,
+                server_hostname=domain if context is not None else None,
+                ssl_handshake_timeout=STEP_TIMEOUT if context is not None else None,
+                limit=READ_SIZE,
+            ),
+            STEP_TIMEOUT,
+        )
+    except ssl.SSLError as exc:
+        raise LoginError(f"tls: {exc.reason or exc}") from exc
+    except TimeoutError as exc:
+        raise LoginError("connect/tls: timed out") from exc
+    except OSError as exc:
+        raise LoginError(f"connect: {exc.strerror or type(exc).__name__}") from exc
+    return Stream(reader, writer)
+
+
+async def xmpp_login(host: str, port: int, domain: str, context: ssl.SSLContext, *, starttls: bool) -> Stream:
+    """One certificate login up to the bind result; the returned stream is bound (RFC 6120 §4.3)."""
+    stream = await _open(host, port, None if starttls else context, domain)
+    try:
+        stream.send(stream_header(domain))
+        if starttls:
+            features = await stream.until("features", b"</stream:features>", b"<stream:features/>")
+            if b"starttls" not in features:
+                raise LoginError("features: no <starttls/> offered")
+            stream.send(STARTTLS)
+            if (await stream.until("starttls", b"<proceed", b"<failure")).endswith(b"<failure"):
+                raise LoginError("starttls: <failure/>")
+            await stream.until("starttls", b"/>", b"</proceed>")  # nothing follows it (RFC 6120 §5.4.3.3)
+            try:
+                await asyncio.wait_for(stream.writer.start_tls(context, server_hostname=domain), STEP_TIMEOUT)
+            except ssl.SSLError as exc:
+                raise LoginError(f"tls: {exc.reason or exc}") from exc
+            except TimeoutError as exc:
+                raise LoginError("tls: timed out") from exc
+            stream.send(stream_header(domain))
+        features = await stream.until("features", b"</stream:features>", b"<stream:features/>")
+        if b"EXTERNAL" not in features:
+            raise LoginError("features: EXTERNAL not offered (certificate not accepted)")
+        stream.send(AUTH_EXTERNAL)
+        outcome = await stream.until("sasl", b"<success", b"<failure")
+        if outcome.endswith(b"<failure"):
+            failure = b"<failure" + await stream.until("sasl", b"</failure>")
+            raise LoginError(f"sasl: failure {_first_child(failure, b'<failure')}")  # RFC 6120 §6.5
+        await stream.until("sasl", b"/>", b"</success>")
+        stream.send(stream_header(domain))  # restart after SASL (RFC 6120 §6.4.6)
+        await stream.until("features", b"</stream:features>", b"<stream:features/>")
+        stream.send(BIND)
+        result = await stream.until("bind", b"</iq>")
+        if b"result" not in result or b"<jid>" not in result:
+            raise LoginError(f"bind: no result ({_first_child(result, b'<iq')})")
+        return stream
+    except BaseException:
+        stream.writer.transport.abort()
+        raise
+
+
+async def tls_handshake(host: str, port: int, domain: str, context: ssl.SSLContext) -> Stream:
+    """A full mutual-TLS handshake, proven done by a line the server echoes (``openssl s_server -rev``)."""
+    stream = await _open(host, port, context, domain)
+    try:
+        stream.send(b"bench\n")
+        await stream.until("echo", b"\n")
+        return stream
+    except BaseException:
+        stream.writer.transport.abort()
+        raise
+
+
+def close_stream(stream: Stream, *, xmpp: bool) -> None:
+    """End the stream (RFC 6120 §4.4) and let the transport close in the background."""
+    with contextlib.suppress(Exception):
+        if xmpp:
+            stream.send(CLOSE)
+        stream.writer.close()
+
+
+@dataclass
+class LoginReport:
+    """What one ``login`` or ``tls`` run measured."""
+
+    label: str
+    count: int
+    concurrency: int
+    ok: int = 0
+    elapsed: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    server_cpu: float | None = None  # seconds the server used during the run
+
+    @property
+    def per_second(self) -> float:
+        return self.ok / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.latencies) * 1e3 if self.latencies else float("nan")
+
+    @property
+    def p99_ms(self) -> float:
+        return _percentile(self.latencies, 0.99) * 1e3
+
+    @property
+    def cpu_ms_per_login(self) -> float | None:
+        return self.server_cpu / self.ok * 1e3 if self.server_cpu is not None and self.ok else None
+
+
+@dataclass
+class IdleReport:
+    """What one ``idle`` run measured."""
+
+    label: str
+    sessions: int
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    rss_before: int = 0
+    rss_after: int = 0
+    alive: int = 0  # sessions that still answered a ping after the hold
+    setup_seconds: float = 0.0
+
+    @property
+    def bytes_per_session(self) -> float:
+        return (self.rss_after - self.rss_before) / self.ok if self.ok else float("nan")
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+Connect = Callable[[int], Awaitable[Stream]]
+
+
+async def run_logins(
+    connect: Connect, count: int, concurrency: int, label: str, *, server_pid: int | None, xmpp: bool
+) -> LoginReport:
+    """``count`` calls of ``connect(n)``, ``concurrency`` in flight; each stream is closed once it is up."""
+    report = LoginReport(label, count, concurrency)
+    next_index = iter(range(count))
+
+    async def worker() -> None:
+        for n in next_index:
+            started = time.perf_counter()
+            try:
+                stream = await connect(n)
+            except LoginError as exc:
+                report.errors[exc.kind] += 1
+                continue
+            except Exception as exc:  # an error kind the client did not foresee: count it, keep going
+                report.errors[f"unexpected: {type(exc).__name__}: {exc}"] += 1
+                continue
+            report.latencies.append(time.perf_counter() - started)
+            report.ok += 1
+            close_stream(stream, xmpp=xmpp)
+
+    cpu_before = cpu_seconds(server_pid) if server_pid else None
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
+    report.elapsed = time.perf_counter() - started
+    if server_pid and cpu_before is not None:
+        report.server_cpu = cpu_seconds(server_pid) - cpu_before
+    await asyncio.sleep(0.2)  # let the closing transports finish before the next run
+    return report
+
+
+async def run_idle(
+    connect: Connect, sessions: int, concurrency: int, label: str, *, server_pid: int, settle: float = 2.0
+) -> IdleReport:
+    """Log ``sessions`` users in and hold them; measure the server's RSS before and after; ping; close."""
+    report = IdleReport(label, sessions)
+    held: list[Stream] = []
+    next_index = iter(range(sessions))
+
+    async def worker() -> None:
+        for n in next_index:
+            try:
+                held.append(await connect(n))
+            except LoginError as exc:
+                report.errors[exc.kind] += 1
+            except Exception as exc:
+                report.errors[f"unexpected: {type(exc).__name__}: {exc}"] += 1
+
+    await asyncio.sleep(settle)
+    report.rss_before = rss_bytes(server_pid)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, sessions))))
+    report.setup_seconds = time.perf_counter() - started
+    report.ok = len(held)
+    await asyncio.sleep(settle)  # the server's last threads and buffers come to rest
+    report.rss_after = rss_bytes(server_pid)
+
+    async def ping(stream: Stream) -> bool:
+        try:
+            stream.send(PING)
+            reply = await stream.until("ping", b"</iq>", b"/>")
+            return b"ping1" in reply and b"result" in reply
+        except (LoginError, TimeoutError, OSError) as exc:
+            report.errors[f"held session lost: {getattr(exc, 'kind', type(exc).__name__)}"] += 1
+            return False
+
+    answers = await asyncio.gather(*(ping(stream) for stream in held))
+    report.alive = sum(answers)
+    for stream in held:
+        close_stream(stream, xmpp=True)
+    await asyncio.sleep(0.5)
+    return report
+
+
+def raise_nofile_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (10 000 sessions need 10 000 sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def xmpp_connector(
+    host: str, port: int, domain: str, contexts: list[ssl.SSLContext], *, starttls: bool
+) -> Connect:
+    def connect(n: int) -> Awaitable[Stream]:
+        return xmpp_login(host, port, domain, contexts[n % len(contexts)], starttls=starttls)
+
+    return connect
+
+
+def tls_connector(host: str, port: int, domain: str, contexts: list[ssl.SSLContext]) -> Connect:
+    def connect(n: int) -> Awaitable[Stream]:
+        return tls_handshake(host, port, domain, contexts[n % len(contexts)])
+
+    return connect
+
+
+def contexts_for(identities: list[Identity], server_ca_file: Path | None = None) -> list[ssl.SSLContext]:
+    """One SSL context per identity, made before anything is timed and reused by every connection."""
+    return [client_context(identity, server_ca_file) for identity in identities]
+
+
+# -- reporting ----------------------------------------------------------------------------------------------
+
+
+def login_rows(reports: list[LoginReport]) -> list[str]:
+    """Markdown table rows of login/handshake runs."""
+    rows = [
+        "| run | ok/count | conc. | logins/s | median ms | p99 ms | server CPU ms/login | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        cpu = f"{r.cpu_ms_per_login:.2f}" if r.cpu_ms_per_login is not None else "-"
+        errors = "; ".join(f"{kind} ×{n}" for kind, n in r.errors.most_common()) or "0"
+        rows.append(
+            f"| {r.label} | {r.ok}/{r.count} | {r.concurrency} | {r.per_second:.1f} | {r.median_ms:.1f} "
+            f"| {r.p99_ms:.1f} | {cpu} | {errors} |"
+        )
+    return rows
+
+
+def idle_rows(reports: list[IdleReport]) -> list[str]:
+    rows = [
+        "| run | sessions up/asked | alive after hold | RSS before MiB | RSS after MiB | KiB/session "
+        "| setup s | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        errors = "; ".join(f"{kind} ×{n}" for kind, n in r.errors.most_common()) or "0"
+        rows.append(
+            f"| {r.label} | {r.ok}/{r.sessions} | {r.alive} | {r.rss_before / 2**20:.1f} "
+            f"| {r.rss_after / 2**20:.1f} | {r.bytes_per_session / 1024:.1f} | {r.setup_seconds:.1f} "
+            f"| {errors} |"
+        )
+    return rows
+
+
+# -- command line -------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--domain", default="localhost", help="the stream's 'to' and the users' domain")
+    parser.add_argument("--tls", choices=("direct", "starttls"), default="direct")
+    parser.add_argument("--mode", choices=("login", "tls", "idle"), default="login")
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--idle", type=int, default=1000, help="sessions to hold in idle mode")
+    parser.add_argument("--key-type", choices=KEY_TYPES, default="ec-p256")
+    parser.add_argument("--server-pid", type=int, help="read the server's CPU time and memory from /proc")
+    parser.add_argument(
+        "--ca-cert", type=Path, help="PEM of a CA the server trusts (default: the server's CA)"
+    )
+    parser.add_argument("--ca-key", type=Path, help="its unencrypted private key (PEM)")
+    parser.add_argument("--server-ca", type=Path, help="verify the server's certificate against this CA file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.mode == "idle" and not args.server_pid:
+        raise SystemExit("--mode idle needs --server-pid (it measures the server's memory)")
+    raise_nofile_limit()
+    ca = load_ca_files(args.ca_cert, args.ca_key) if args.ca_cert else load_server_ca()
+    users = args.idle if args.mode == "idle" else args.count
+    with tempfile.TemporaryDirectory(prefix="xmppauth-bench-") as scratch:
+        identities = make_identities(*ca, args.domain, users, Path(scratch), key_type=args.key_type)
+        contexts = contexts_for(identities, args.server_ca)
+    label = f"{args.mode} {args.tls} {args.key_type}"
+    if args.mode == "tls":
+        connect = tls_connector(args.host, args.port, args.domain, contexts)
+    else:
+        connect = xmpp_connector(args.host, args.port, args.domain, contexts, starttls=args.tls == "starttls")
+    if args.mode == "idle":
+        idle = asyncio.run(run_idle(connect, args.idle, args.concurrency, label, server_pid=args.server_pid))
+        print("\n".join(idle_rows([idle])))
+        return 0 if idle.ok else 1
+    report = asyncio.run(
+        run_logins(
+            connect,
+            args.count,
+            args.concurrency,
+            label,
+            server_pid=args.server_pid,
+            xmpp=args.mode == "login",
+        )
+    )
+    print("\n".join(login_rows([report])))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""What the benchmarks read about a server process from Linux's /proc: CPU time and resident memory.
+
+proc(5): ``/proc/<pid>/stat`` fields 14 and 15 are utime and stime in clock ticks, summed over all the
+process's threads (the thread pool that runs the database calls included); ``/proc/<pid>/status`` VmRSS is the
+resident set in kB.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time that process ``pid`` has used so far, in seconds (proc(5) stat 14, 15)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) is in parentheses and may hold spaces: split after its closing one.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15, counted from field 3
+    return (utime + stime) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` in bytes (proc(5) status VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"/proc/{pid}/status has no VmRSS line")
