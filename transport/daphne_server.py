@@ -18,7 +18,8 @@ and sets ``scope["scheme"]`` to ``https`` / ``wss``. ``client_cert_error`` is Op
 handshake never decides, see ``transport.tls``); the WebSocket and BOSH code must verify the chain with
 ``certauth`` like every other transport. Every scope also gets the socket's peer address as
 ``scope["extensions"]["xmppauth.socket_peer"]``, which ``transport.proxy_cert`` trusts over
-``scope["client"]``.
+``scope["client"]``. A connection that came in on ``xmpptls:listener=N`` also gets
+``scope["extensions"]["xmppauth.listener"] = N`` (whose ``tls`` options and ``cacertfile`` apply).
 
 This leans on daphne internals (``Server.create_application(protocol, scope)``, ``protocol.transport``):
 daphne is pinned to 4.2.* and ``tests/transport/test_daphne_tls_scope.py`` fails if the extension stops
@@ -47,19 +48,20 @@ from transport.tls import peer_chain, verify_errors
 
 logger = logging.getLogger(__name__)
 
+# Index into settings.XMPP.listen_http of the xmpptls listener a connection came in on (absent otherwise).
+LISTENER_EXTENSION = "xmppauth.listener"
 # One extension per TLS connection: BOSH sends many requests over one keep-alive connection.
 _extensions: weakref.WeakKeyDictionary[SSL.Connection, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-def tls_connection(protocol: Any) -> SSL.Connection | None:
-    """The pyOpenSSL connection under a daphne protocol (WebRequest or WebSocketProtocol), if TLS."""
+def tls_transport(protocol: Any) -> Any | None:
+    """The TLS transport (Twisted's TLSMemoryBIOProtocol) under a daphne WebRequest or WebSocketProtocol."""
     transport = getattr(protocol, "transport", None)
     for _ in range(4):  # TCP ← TLSMemoryBIOProtocol ← (HTTP channel): a few wrappers at most
         if transport is None:
             return None
         if ISSLTransport.providedBy(transport):
-            handle = transport.getHandle()
-            return handle if isinstance(handle, SSL.Connection) else None
+            return transport if isinstance(transport.getHandle(), SSL.Connection) else None
         transport = getattr(transport, "transport", None)
     return None
 
@@ -85,10 +87,13 @@ def add_connection_facts(protocol: Any, scope: dict[str, Any]) -> None:
     peer = transport.getPeer() if transport is not None else None
     if hasattr(peer, "host") and hasattr(peer, "port"):
         extensions[SOCKET_PEER_EXTENSION] = [str(peer.host), peer.port]
-    connection = tls_connection(protocol)
-    if connection is not None:
-        extensions[TLS_EXTENSION] = connection_tls_extension(connection)
+    secure = tls_transport(protocol)
+    if secure is not None:
+        extensions[TLS_EXTENSION] = connection_tls_extension(secure.getHandle())
         scope["scheme"] = "wss" if scope.get("type") == "websocket" else "https"
+        index = getattr(getattr(secure, "factory", None), "listener_index", None)
+        if index is not None:
+            extensions[LISTENER_EXTENSION] = index
     scope["extensions"] = extensions
 
 

@@ -53,6 +53,19 @@ class EndpointConfigError(ValueError):
     """An ``xmpptls:`` description that cannot be served; the message names the key."""
 
 
+class ListenerTlsFactory(TLSMemoryBIOFactory):
+    """Twisted's TLS wrapper, remembering which ``[[listen.http]]`` entry it serves.
+
+    ``transport.daphne_server`` reads ``listener_index`` from a connection's ``transport.factory`` so the
+    WebSocket and BOSH code know whose ``tls`` options (``cacertfile``, ``disconnect_on_failure``) apply.
+    """
+
+    def __init__(self, server_tls: ServerTls, wrapped: Any, listener_index: int | None) -> None:
+        super().__init__(server_tls, False, wrapped)
+        self.server_tls = server_tls
+        self.listener_index = listener_index
+
+
 @implementer(IStreamServerEndpoint)
 class XmppTlsServerEndpoint:
     """Listen on TCP and wrap every connection in our TLS (``ServerTls``), then keep the anchors fresh."""
@@ -65,6 +78,7 @@ class XmppTlsServerEndpoint:
         *,
         interface: str = "",
         backlog: int = 50,
+        listener_index: int | None = None,
         refresh_interval: float | None = TRUST_REFRESH_INTERVAL,
     ) -> None:
         self.reactor = reactor
@@ -72,12 +86,13 @@ class XmppTlsServerEndpoint:
         self.server_tls = server_tls
         self.interface = interface
         self.backlog = backlog
+        self.listener_index = listener_index
         self.refresh_interval = refresh_interval
         self.refresh: LoopingCall | None = None
 
     def listen(self, protocolFactory: Any) -> defer.Deferred:  # noqa: N803 (IStreamServerEndpoint's name)
         def start() -> IListeningPort:
-            wrapped = TLSMemoryBIOFactory(self.server_tls, False, protocolFactory)
+            wrapped = ListenerTlsFactory(self.server_tls, protocolFactory, self.listener_index)
             port = self.reactor.listenTCP(self.port, wrapped, backlog=self.backlog, interface=self.interface)
             port._type = "TLS"  # as reactor.listenSSL names it in logs
             options = self.server_tls.options
@@ -203,4 +218,5 @@ class XmppTlsEndpointParser:
             ServerTls(options, anchors),
             interface=kwargs.get("interface", listener.ip_address),
             backlog=backlog,
+            listener_index=index,
         )

@@ -1,7 +1,8 @@
 """A tiny ASGI app for transport tests: answers every HTTP request and WebSocket with its scope's TLS facts.
 
 Served by ``python -m transport.daphne_server`` (and stock daphne) in subprocess tests; the reply is JSON
-``{"type", "scheme", "tls"}`` where ``tls`` is ``scope["extensions"]["tls"]`` or null.
+``{"type", "scheme", "tls", "listener"}``: ``scope["extensions"]["tls"]`` and
+``["xmppauth.listener"]`` or null.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import json
 
 def _facts(scope) -> bytes:
     extensions = scope.get("extensions") or {}
-    facts = {"type": scope["type"], "scheme": scope.get("scheme"), "tls": extensions.get("tls")}
+    facts = {
+        "type": scope["type"],
+        "scheme": scope.get("scheme"),
+        "tls": extensions.get("tls"),
+        "listener": extensions.get("xmppauth.listener"),
+    }
     return json.dumps(facts).encode()
 
 

@@ -155,6 +155,7 @@ def test_https_scope_carries_the_client_chain_leaf_first(site, our_server, tmp_p
     assert tls["client_cert_name"] == site.pki.valid.cert.subject.rfc4514_string()
     assert tls["client_cert_error"] is None
     assert tls["tls_version"] == 0x0304
+    assert facts["listener"] == 0  # xmpptls:listener=0: whose tls options apply
 
 
 def test_https_scope_without_client_certificate_has_an_empty_chain(site, our_server, tmp_path):
