@@ -25,7 +25,7 @@ from xml.etree.ElementTree import Element, SubElement
 from django.db import close_old_connections
 from twisted.internet import threads
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHandshakeListener, IListeningPort
+from twisted.internet.interfaces import IHandshakeListener, IListeningPort, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 AUTH_TIMEOUT = 60.0
 # Held-back input while a database call is pending; more than this is a client that does not wait.
 MAX_PENDING_INPUT = 1 << 20
+# After we close, how long a client may take to read what is left before the socket is simply dropped.
+CLOSE_GRACE = 30.0
 # How often a listener re-reads its trust anchors (certauth.trust caches them for 5 s per process).
 TRUST_REFRESH_INTERVAL = 15.0
 
@@ -103,6 +105,28 @@ def _in_db_thread(function: Callable[..., Any], *args: Any) -> Any:
         close_old_connections()
 
 
+@implementer(IPushProducer)
+class _ReadThrottle:
+    """Stops reading from a client while what we write to it backs up (a client that sends but never reads).
+
+    Twisted pauses a transport's producer when its write buffer passes ``bufferSize`` and resumes it when the
+    buffer drains; pausing here stops reading from that socket, so the client's own TCP window holds it back.
+    """
+
+    def __init__(self, protocol: C2SProtocol) -> None:
+        self.protocol = protocol
+
+    def pauseProducing(self) -> None:  # noqa: N802 (IPushProducer)
+        logger.debug("c2s %s: client not reading, reading paused", self.protocol.peer)
+        self.protocol.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.protocol.transport.resumeProducing()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        pass
+
+
 @implementer(IHandshakeListener)
 class C2SProtocol(Protocol):
     """One client connection: socket ⇄ core, plus STARTTLS, the certificate check and SASL EXTERNAL."""
@@ -144,6 +168,7 @@ class C2SProtocol(Protocol):
             self._abort()
             return
         self._timer = self.factory.clock.callLater(self.factory.auth_timeout, self._auth_timed_out)
+        self.transport.registerProducer(_ReadThrottle(self), True)
         logger.info("c2s %s: connected on %s (%s)", self.peer, self.factory.name, self.factory.listener_mode)
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # noqa: N802
@@ -271,7 +296,7 @@ class C2SProtocol(Protocol):
             )
             self._closing = True
             self._flush()
-            self.transport.loseConnection()
+            self._lose_connection()
         else:
             logger.debug("c2s %s: core event %s ignored by the TCP adapter", self.peer, kind)
 
@@ -333,7 +358,7 @@ class C2SProtocol(Protocol):
         self._feed(self.core.close_with_error(condition, text))
         if not self._closing:
             self._closing = True
-            self.transport.loseConnection()
+            self._lose_connection()
 
     def _internal_error(self) -> None:
         try:
@@ -345,7 +370,21 @@ class C2SProtocol(Protocol):
     def _abort(self) -> None:
         self._closing = True
         if self.transport is not None:
-            self.transport.loseConnection()
+            self._lose_connection()
+
+    def _lose_connection(self) -> None:
+        """Flush, then close (the throttle goes first: Twisted keeps a connection with a producer open)."""
+        if self.transport is None or self._lost:
+            return
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+        # A client that never reads would keep the flush, and the connection, pending for ever.
+        self.factory.clock.callLater(CLOSE_GRACE, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if not self._lost and self.transport is not None:
+            logger.info("c2s %s: output not taken within %.0f s of closing, aborting", self.peer, CLOSE_GRACE)
+            self.transport.abortConnection()
 
     def _auth_timed_out(self) -> None:
         self._timer = None

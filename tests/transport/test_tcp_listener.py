@@ -428,3 +428,34 @@ def test_ping_interval_zero_never_pings(listen, tmp_path, on_reactor, pki):
         on_reactor(clock.advance, 3600)
         sock.sendall(b"still\n")
         assert read_line(sock) == b"echo still\n"
+
+
+def test_client_that_sends_but_never_reads_is_not_read_from_until_it_reads(listen, on_reactor):
+    port, factory = listen("starttls", tls=False)
+    flood = b"x\n" * (8 << 20)  # 16 MiB in, 56 MiB of echoes out if we kept reading
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sender = threading.Thread(target=lambda: _send_quietly(sock, flood), daemon=True)
+    sender.start()
+
+    def buffered() -> int:
+        (connection,) = factory.registry.connections.values()
+        transport = connection.transport
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+    peak = 0
+    for _ in range(300):  # sample while the flood runs; the assertion is on the peak, not on time
+        peak = max(peak, on_reactor(buffered))
+        if not sender.is_alive():
+            break
+        threading.Event().wait(0.01)
+    sock.shutdown(socket.SHUT_RDWR)  # unblocks the sender's sendall
+    sock.close()
+    sender.join(30)
+    assert peak < 1 << 20, f"{peak} bytes queued for a client that does not read"
+
+
+def _send_quietly(sock, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass
