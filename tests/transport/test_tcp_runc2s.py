@@ -8,6 +8,7 @@ import pytest
 
 from tests.transport.runc2s_process import Runc2s, environment, free_port, manage
 from tests.transport.tlsclient import client_context, make_pki
+from tests.transport.xmppclient import slixmpp_login
 
 
 def _toml(port: int, certfile, keyfile, cacertfile, mode: str = "tls") -> str:
@@ -35,7 +36,7 @@ def migrated(tmp_path_factory):
     return directory
 
 
-def test_runc2s_listens_on_the_configured_port_and_completes_a_mutual_tls_handshake(migrated):
+def test_runc2s_listens_on_the_configured_port_and_logs_a_client_in(migrated):
     pki = make_pki(migrated)
     cafile = migrated / "ca.pem"
     cafile.write_bytes(pki.ca.pem)
@@ -48,6 +49,11 @@ def test_runc2s_listens_on_the_configured_port_and_completes_a_mutual_tls_handsh
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         with client_context(migrated, pki.valid).wrap_socket(raw, server_hostname="localhost") as sock:
             assert sock.version() in ("TLSv1.2", "TLSv1.3")
+        # A real client, against the command's own database (the pki method creates the account).
+        outcome = slixmpp_login(port, migrated, pki.valid, direct_tls=True)
+        assert outcome.bound_jid is not None, outcome
+        assert outcome.bound_jid.split("/")[0] == "alice@localhost"
+        server.wait_for("session bound to alice@localhost/")
     finally:
         output = server.stop()
         print(output)
