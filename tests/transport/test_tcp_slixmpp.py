@@ -129,8 +129,13 @@ def _bad(pki, revoked, kind):
 @pytest.mark.parametrize("kind", BAD)
 @pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
 @pytest.mark.parametrize("disconnect", [True, False], ids=["disconnect", "keep"])
-def test_bad_certificates_never_log_in(c2s, tmp_path, pki, revoked, kind, mode, direct, disconnect):
-    port = c2s(mode, disconnect_on_failure=disconnect)
+@pytest.mark.parametrize("verify_mode", ["peer", "selfsigned_peer"])
+def test_bad_certificates_never_log_in(
+    c2s, tmp_path, pki, revoked, kind, mode, direct, disconnect, verify_mode
+):
+    if verify_mode == "selfsigned_peer" and kind == "self_signed":
+        pytest.skip("selfsigned_peer accepts it: test_self_signed_certificate_logs_in_with_selfsigned_peer")
+    port = c2s(mode, disconnect_on_failure=disconnect, verify_mode=verify_mode)
     outcome = slixmpp_login(port, tmp_path, _bad(pki, revoked, kind), direct_tls=direct)
     assert outcome.bound_jid is None
     assert outcome.disconnected or outcome.no_usable_mechanism, outcome
@@ -143,6 +148,23 @@ def test_self_signed_certificate_logs_in_with_selfsigned_peer(c2s, tmp_path, pki
     outcome = slixmpp_login(port, tmp_path, pki.self_signed, jid="carol@localhost")
     assert outcome.bound_jid is not None, outcome
     assert outcome.bound_jid.split("/")[0] == "carol@localhost"
+
+
+@pytest.mark.parametrize("kind", ["untrusted", "self_signed", "expired"])
+def test_verify_mode_none_lets_any_certificate_in_as_mongooseim_does(c2s, tmp_path, pki, kind):
+    port = c2s("starttls", verify_mode="none")
+    client = getattr(pki, kind)
+    jid = client.facts.xmpp_addrs[0]
+    outcome = slixmpp_login(port, tmp_path, client, jid=jid)
+    assert outcome.bound_jid is not None, outcome
+    assert outcome.bound_jid.split("/")[0] == jid
+
+
+def test_verify_mode_none_still_refuses_a_revoked_certificate(c2s, tmp_path, revoked):
+    port = c2s("starttls", verify_mode="none", disconnect_on_failure=False)
+    outcome = slixmpp_login(port, tmp_path, revoked)
+    assert outcome.bound_jid is None
+    assert outcome.no_usable_mechanism, outcome
 
 
 def read_until(sock, *markers: bytes) -> bytes:
