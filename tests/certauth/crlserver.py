@@ -8,6 +8,7 @@ Usage::
         server.serve("/big.crl", b"", announce=11 * 1024 * 1024)  # announces a size, sends nothing more
         server.stream("/endless.crl", total=64 * 1024 * 1024)      # no Content-Length, chunks of zeros
         server.hang("/slow.crl")                                    # answers only when the test ends
+        server.redirect("/moved.crl", "file:///etc/passwd")         # 302 elsewhere
         server.url("/ca.crl")
 """
 
@@ -25,6 +26,7 @@ class Answer:
     announce: int | None = None  # Content-Length to send (None: the body's length)
     stream_total: int | None = None  # stream this many bytes without Content-Length
     hang: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
     written: int = 0
     finished: threading.Event = field(default_factory=threading.Event)
 
@@ -64,6 +66,8 @@ class CrlServer:
             return
         handler.send_response(answer.status)
         handler.send_header("Content-Type", "application/pkix-crl")
+        for name, value in answer.headers.items():
+            handler.send_header(name, value)
         if answer.stream_total is None:
             length = answer.announce if answer.announce is not None else len(answer.body)
             handler.send_header("Content-Length", str(length))
@@ -88,6 +92,10 @@ class CrlServer:
 
     def serve(self, path: str, body: bytes, *, status: int = 200, announce: int | None = None) -> str:
         self.answers[path] = Answer(body=body, status=status, announce=announce)
+        return self.url(path)
+
+    def redirect(self, path: str, location: str) -> str:
+        self.answers[path] = Answer(status=302, headers={"Location": location})
         return self.url(path)
 
     def stream(self, path: str, *, total: int) -> Answer:

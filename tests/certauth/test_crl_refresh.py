@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from certauth import crlfetch, revocation, trust
 from certauth.models import CrlSource, RevokedSerial
@@ -163,6 +166,69 @@ def test_the_same_crl_fetched_again_is_accepted(server, ext_ca, ext_row):
     source = accept_crl_number_1(server, ext_ca, ext_row)
     assert refresh(source).ok
     assert source.state == CrlSource.State.OK
+
+
+def crl_without_number(ca, this_update: datetime, serials=()) -> bytes:
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(this_update)
+        .next_update(this_update + timedelta(days=7))
+    )
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this_update).build()
+        )
+    return builder.sign(ca.key, hashes.SHA256()).public_bytes(Encoding.DER)
+
+
+def test_without_crl_numbers_an_earlier_this_update_is_a_replay(server, ext_ca, ext_row):
+    now = datetime.now(UTC).replace(microsecond=0)
+    source = add_source(ext_row, server.serve("/ca.crl", crl_without_number(ext_ca, now, [0x9])))
+    assert refresh(source).ok
+    assert source.crl_number is None
+    server.serve("/ca.crl", crl_without_number(ext_ca, now - timedelta(days=1)))
+
+    outcome = refresh(source)
+
+    earlier, held = now - timedelta(days=1), now
+    assert outcome.message == (
+        f"older than the CRL held (thisUpdate {earlier:%Y-%m-%d %H:%M} < {held:%Y-%m-%d %H:%M})"
+    )
+    assert serials_of(source) == {"9"}
+
+
+def test_delta_crl_is_refused(server, ext_ca, ext_row):
+    now = datetime.now(UTC)
+    delta = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ext_ca.cert.subject)
+        .last_update(now)
+        .next_update(now + timedelta(days=1))
+        .add_extension(x509.CRLNumber(2), critical=False)
+        .add_extension(x509.DeltaCRLIndicator(1), critical=True)  # RFC 5280 §5.2.4
+        .sign(ext_ca.key, hashes.SHA256())
+    )
+    source = accept_crl_number_1(server, ext_ca, ext_row)
+    server.serve("/ca.crl", delta.public_bytes(Encoding.DER))
+    assert refresh(source).message == "a delta CRL: only full CRLs are supported"
+    assert serials_of(source) == {"a1"}
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://127.0.0.1:9/ca.crl"])
+def test_redirect_away_from_http_is_not_followed(server, ext_row, target):
+    source = add_source(ext_row, server.redirect("/moved.crl", target))
+    outcome = refresh(source)
+    assert not outcome.ok
+    assert outcome.message.startswith("HTTP 302 Found")
+    assert source.state == CrlSource.State.FAILING
+
+
+def test_redirect_to_another_http_url_is_followed(server, ext_ca, ext_row):
+    server.serve("/new.crl", make_crl(ext_ca, [0x3]))
+    source = add_source(ext_row, server.redirect("/old.crl", server.url("/new.crl")))
+    assert refresh(source).ok
+    assert serials_of(source) == {"3"}
 
 
 def test_truncated_download_is_refused(server, ext_ca, ext_row):
