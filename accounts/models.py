@@ -56,3 +56,56 @@ class Account(models.Model):
     @property
     def jid(self) -> str:
         return f"{self.localpart}@{self.domain.name}"
+
+
+class RosterItem(models.Model):
+    """One contact on an account's roster and the subscription state between them (RFC 6121 §2, §3).
+
+    ``subscription`` + ``ask`` (Pending Out) + ``pending_in`` are the nine states of RFC 6121 Appendix A;
+    the transitions are in ``transport.im.subscription``. ``pending_in_stanza`` keeps the contact's last
+    subscription request so it can be delivered again at the next login (§3.1.3).
+    """
+
+    class Subscription(models.TextChoices):
+        NONE = "none"
+        TO = "to"
+        FROM = "from"
+        BOTH = "both"
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="roster")
+    jid = models.CharField(max_length=3071, help_text="The contact's bare JID.")
+    name = models.CharField(max_length=1023, blank=True, default="")
+    groups = models.JSONField(default=list, blank=True)
+    subscription = models.CharField(max_length=4, choices=Subscription.choices, default=Subscription.NONE)
+    ask = models.BooleanField(default=False, help_text="Pending Out: we asked the contact to subscribe.")
+    pending_in = models.BooleanField(default=False, help_text="Pending In: the contact asked us.")
+    pending_in_stanza = models.TextField(blank=True, default="")
+    on_roster = models.BooleanField(
+        default=True, help_text="False: kept only for its Pending In state (not in roster results)."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["account", "jid"]
+        constraints = [models.UniqueConstraint(fields=["account", "jid"], name="roster_item_unique_contact")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {self.jid} ({self.subscription})"
+
+
+class OfflineMessage(models.Model):
+    """A message kept for an account with no available resource, delivered at its next login (XEP-0160)."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="offline_messages")
+    stanza = models.TextField(help_text="The message as XML, with its original from and to.")
+    sender = models.CharField(max_length=3071)
+    stored_at = models.DateTimeField(auto_now_add=True)
+    stored_by = models.CharField(
+        max_length=255, blank=True, default="", help_text="The process that stored it."
+    )
+
+    class Meta:
+        ordering = ["account", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: from {self.sender} at {self.stored_at:%Y-%m-%d %H:%M:%S}"
