@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 
 # Index into settings.XMPP.listen_http of the xmpptls listener a connection came in on (absent otherwise).
 LISTENER_EXTENSION = "xmppauth.listener"
+# daphne's cap on one WebSocket message (default 1 MiB). Above the 64 KiB stanza limit so that a message
+# over that limit still reaches transport.ws and gets its policy-violation stream error (RFC 6120 §13.12);
+# beyond this daphne closes with 1009 (RFC 6455 §7.4.1). Operators may pass --websocket-max-message-size.
+WEBSOCKET_MAX_MESSAGE = 256 * 1024
 # One extension per TLS connection: BOSH sends many requests over one keep-alive connection.
 _extensions: weakref.WeakKeyDictionary[SSL.Connection, dict[str, Any]] = weakref.WeakKeyDictionary()
 
@@ -100,6 +104,10 @@ def add_connection_facts(protocol: Any, scope: dict[str, Any]) -> None:
 class TlsExtensionServer(Server):
     """daphne's Server that fills the ASGI TLS extension (see the module docstring)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("websocket_max_message_size", WEBSOCKET_MAX_MESSAGE)
+        super().__init__(*args, **kwargs)
+
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         try:
             add_connection_facts(protocol, scope)
@@ -113,6 +121,10 @@ class XmppauthCommandLineInterface(CommandLineInterface):
     """daphne's command line, serving with :class:`TlsExtensionServer`."""
 
     server_class = TlsExtensionServer
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parser.set_defaults(websocket_max_message_size=WEBSOCKET_MAX_MESSAGE)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,8 +1,10 @@
-"""ASGI entry point: HTTP (admin, CRLs) now; WebSocket and BOSH join it in transport/.
+"""ASGI entry point: HTTP (admin, CRLs), XMPP over WebSocket (RFC 7395) and BOSH (XEP-0206).
 
 Served by ``python -m transport.daphne_server`` (which adds the client's TLS chain to the scope) or by
 ``manage.py runxmpp``. The outermost layer takes client certificates from trusted TLS-terminating proxies
-(``transport.proxy_cert``, ``[xmppauth] trusted_proxies``).
+(``transport.proxy_cert``, ``[xmppauth] trusted_proxies``). The WebSocket and BOSH paths are the
+``handlers.mod_websockets`` / ``handlers.mod_bosh`` paths of every ``[[listen.http]]`` listener
+(``transport.routing``).
 """
 
 import os
@@ -14,10 +16,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "xmppauth.settings")
 django.setup()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from transport.proxy_cert import ProxyClientCertMiddleware  # noqa: E402
+from transport.routing import http_router, websocket_router  # noqa: E402
 
 application = ProxyClientCertMiddleware(
-    ProtocolTypeRouter({"http": ASGIStaticFilesHandler(get_asgi_application())})
+    ProtocolTypeRouter(
+        {
+            "http": http_router(settings.XMPP, ASGIStaticFilesHandler(get_asgi_application())),
+            "websocket": websocket_router(settings.XMPP),
+        }
+    )
 )

@@ -1,0 +1,118 @@
+"""XMPP over WebSocket (RFC 7395) frame by frame, with the Python ``websockets`` client against our server.
+
+RFC 7395 §3.2: the ``xmpp`` subprotocol is required. §3.3.3: every message is one complete element; a message
+that is not (two elements, broken XML) ends the stream with ``not-well-formed``. RFC 6120 §13.12: a message
+over the stanza limit ends it with ``policy-violation``. A binary message: ``unsupported-encoding``.
+"""
+
+from __future__ import annotations
+
+from xml.etree.ElementTree import fromstring
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from tests.transport.streamkit import condition_of
+from tests.transport.tlsclient import client_context
+from tests.transport.xmpphttp import start_server
+from transport.stream import namespaces as ns
+
+OPEN = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"
+PING = "<iq xmlns='jabber:client' type='get' id='p{n}'><ping xmlns='urn:xmpp:ping'/></iq>"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from start_server(tmp_path_factory.mktemp("ws-frames"))
+
+
+@pytest.fixture
+def ws(server, tmp_path):
+    """A connection with a good certificate on the peer listener, its stream opened and features read."""
+    context = client_context(tmp_path, server.pki.valid)
+    with connect(server.url("peer", "wss"), ssl=context, subprotocols=["xmpp"], open_timeout=10) as conn:
+        conn.send(OPEN)
+        opened, features = fromstring(conn.recv(timeout=10)), fromstring(conn.recv(timeout=10))
+        assert opened.tag == ns.WS_OPEN and features.tag == ns.FEATURES
+        yield conn
+
+
+def stream_error_and_close(conn) -> tuple[str, int]:
+    """Read to the end: the stream error's condition, then ``<close/>``, then the WebSocket close code."""
+    error = fromstring(conn.recv(timeout=10))
+    assert error.tag == ns.STREAM_ERROR
+    condition = condition_of(error, ns.STREAM_ERRORS)
+    assert fromstring(conn.recv(timeout=10)).tag == ns.WS_CLOSE
+    with pytest.raises(ConnectionClosed):
+        conn.recv(timeout=10)
+    return condition, conn.close_code
+
+
+def test_handshake_selects_the_xmpp_subprotocol(ws):
+    assert ws.subprotocol == "xmpp"
+
+
+def test_handshake_without_the_xmpp_subprotocol_is_refused(server, tmp_path):
+    context = client_context(tmp_path, server.pki.valid)
+    with pytest.raises(InvalidStatus) as refused:
+        connect(server.url("peer", "wss"), ssl=context, subprotocols=["chat"], open_timeout=10)
+    assert refused.value.response.status_code == 403
+
+
+def test_handshake_without_any_subprotocol_is_refused(server, tmp_path):
+    context = client_context(tmp_path, server.pki.valid)
+    with pytest.raises(InvalidStatus):
+        connect(server.url("peer", "wss"), ssl=context, open_timeout=10)
+
+
+def test_other_websocket_paths_are_refused(server, tmp_path):
+    context = client_context(tmp_path, server.pki.valid)
+    url = server.url("peer", "wss").replace("/ws-xmpp", "/elsewhere")
+    with pytest.raises(InvalidStatus):
+        connect(url, ssl=context, subprotocols=["xmpp"], open_timeout=10)
+
+
+def test_one_element_per_message_is_answered(ws):
+    ws.send(PING.format(n=1))
+    # before authentication a stanza is refused with not-authorized: the message itself was accepted
+    assert stream_error_and_close(ws)[0] == "not-authorized"
+
+
+def test_two_elements_in_one_message_is_not_well_formed(ws):
+    ws.send(PING.format(n=1) + PING.format(n=2))
+    assert stream_error_and_close(ws) == ("not-well-formed", 1000)
+
+
+def test_an_unfinished_element_is_not_well_formed(ws):
+    ws.send("<iq xmlns='jabber:client' type='get' id='p'>")
+    assert stream_error_and_close(ws)[0] == "not-well-formed"
+
+
+def test_malformed_xml_is_not_well_formed(ws):
+    ws.send("<iq xmlns='jabber:client' type='get' id='p'></query>")
+    assert stream_error_and_close(ws)[0] == "not-well-formed"
+
+
+def test_a_comment_keeps_the_cores_restricted_xml(ws):
+    ws.send("<!-- hi --><iq xmlns='jabber:client' type='get' id='p'/>")
+    assert stream_error_and_close(ws)[0] == "restricted-xml"  # RFC 6120 §11.1
+
+
+def test_message_over_the_stanza_limit_is_a_policy_violation(ws):
+    body = "x" * 70_000  # the listener's limit is the default 65536 bytes
+    ws.send(f"<message xmlns='jabber:client' to='bob@localhost'><body>{body}</body></message>")
+    assert stream_error_and_close(ws)[0] == "policy-violation"
+
+
+def test_binary_message_ends_the_stream_with_unsupported_encoding(ws):
+    ws.send(OPEN.encode())
+    assert stream_error_and_close(ws) == ("unsupported-encoding", 1000)
+
+
+def test_close_is_answered_with_close(ws):
+    ws.send("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
+    assert fromstring(ws.recv(timeout=10)).tag == ns.WS_CLOSE
+    with pytest.raises(ConnectionClosed):
+        ws.recv(timeout=10)
+    assert ws.close_code == 1000

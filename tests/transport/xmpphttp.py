@@ -1,0 +1,125 @@
+"""Test helpers for XMPP over WebSocket and BOSH: our daphne server in a subprocess, and client files.
+
+The server is run as operators run it: ``python -m transport.daphne_server -e xmpptls:listener=0 -e
+xmpptls:listener=1 xmppauth.asgi:application`` with a temporary TOML config and a migrated SQLite file.
+Listener 0 verifies client certificates in ``peer`` mode, listener 1 in ``selfsigned_peer`` mode; both keep a
+connection whose certificate is refused (``disconnect_on_failure = false``), so refusals are visible as
+"EXTERNAL not offered" rather than as a failed handshake.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from tests.certs import Issued
+from tests.transport.tlsclient import Pki, make_pki
+
+REPO = Path(__file__).resolve().parents[2]
+JS_DIR = REPO / "tests" / "js"
+MODES = {"peer": 0, "selfsigned_peer": 1}  # verify_mode -> listener index
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class XmppHttpServer:
+    pki: Pki
+    directory: Path
+    ports: dict[str, int]  # verify_mode -> port
+    process: subprocess.Popen
+
+    def url(self, mode: str, scheme: str) -> str:
+        path = "/ws-xmpp" if scheme == "wss" else "/http-bind"
+        return f"{scheme}://127.0.0.1:{self.ports[mode]}{path}"
+
+    def client_files(self, client: Issued | None) -> tuple[Path, Path] | None:
+        """PEM files (chain, key) presenting ``client``; None for no certificate."""
+        if client is None:
+            return None
+        name = client.cert.serial_number
+        certfile = self.directory / f"client-{name}.pem"
+        keyfile = self.directory / f"client-{name}.key"
+        chain = client.chain[:-1] or client.chain
+        certfile.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
+        keyfile.write_bytes(client.key_pem)
+        return certfile, keyfile
+
+
+def start_server(directory: Path) -> Iterator[XmppHttpServer]:
+    """Migrate a scratch database, start the server, yield it once both ports answer, then stop it."""
+    pki = make_pki(directory)
+    cafile = directory / "client-ca.pem"
+    cafile.write_bytes(pki.ca.pem)
+    ports = {mode: free_port() for mode in MODES}
+    listeners = "".join(
+        f"""
+[[listen.http]]
+  port = {ports[mode]}
+  ip_address = "127.0.0.1"
+  tls.certfile = "{pki.server_certfile}"
+  tls.keyfile = "{pki.server_keyfile}"
+  tls.cacertfile = "{cafile}"
+  tls.verify_mode = "{mode}"
+  tls.disconnect_on_failure = false
+  [[listen.http.handlers.mod_websockets]]
+    path = "/ws-xmpp"
+  [[listen.http.handlers.mod_bosh]]
+    path = "/http-bind"
+"""
+        for mode in MODES
+    )
+    config = directory / "xmppauth.toml"
+    config.write_text('[general]\n  hosts = ["localhost"]\n' + listeners)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "xmppauth.settings",
+        "XMPPAUTH_CONFIG": str(config),
+        "XMPPAUTH_VAR_DIR": str(directory / "var"),
+        "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
+    }
+    env.pop("REDIS_URL", None)
+    migrate = [sys.executable, "manage.py", "migrate", "-v0"]
+    subprocess.run(migrate, cwd=REPO, env=env, check=True, timeout=120)
+    endpoints = [arg for index in MODES.values() for arg in ("-e", f"xmpptls:listener={index}")]
+    log = (directory / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "transport.daphne_server", *endpoints, "xmppauth.asgi:application"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        for port in ports.values():
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                    break
+                except OSError:
+                    assert process.poll() is None, (directory / "server.log").read_text()
+                    assert time.monotonic() < deadline, "the server did not listen within 60 s"
+                    time.sleep(0.2)
+        yield XmppHttpServer(pki, directory, ports, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

@@ -1,0 +1,452 @@
+"""XMPP over BOSH (XEP-0124, XEP-0206): an ASGI app at each ``handlers.mod_bosh`` path.
+
+Specs: XEP-0124 §7 (session creation request and response: ``sid``, ``wait``, ``hold``, ``requests``,
+``inactivity``, ``polling``, ``ver``), §9 (sending and receiving, ``rid``), §10 (``hold``: an earlier held
+request is answered when a new one comes), §12 (inactivity), §13 (``type="terminate"``), §14.3 (``rid``
+window and repeated requests), §17 (terminal binding conditions), XEP-0206 §5 (``xmpp:restart``), §6
+(stream features in a response body), DESIGN §3 (certificates verified with ``certauth``).
+
+Each session owns one sans-I/O c2s core in WebSocket framing (``transport.session_driver``): the ``<body/>``
+children go in one element at a time, a restart is an ``<open/>``, and the core's output frames go out as
+``<body/>`` children (its ``<open/>`` becomes the session creation response's attributes, its ``<close/>`` and
+stream errors a ``type="terminate"`` body).
+
+Decisions:
+
+- Sessions live in this process (a dict). Behind a load balancer every request of a session must reach the
+  process that created it (sticky routing on the ``sid``, or one daphne process serving BOSH).
+- ``hold`` is at most 1 and ``wait`` at most 60 s; ``requests`` = hold + 1 (XEP-0124 §7.1 recommends it).
+- A repeated ``rid`` (within the window) gets the very response sent before (§14.3); a ``rid`` older than
+  the window or more than ``requests`` beyond the last one ends the session with ``item-not-found``.
+- An unknown ``sid``: HTTP 200 with ``<body type="terminate" condition="item-not-found"/>`` (§17.2).
+- The session is bound to the client certificate of the request that created it (SHA-256 of the leaf; or
+  to "no certificate"). A request whose TLS connection presents a different certificate, or none, is refused
+  with HTTP 403 and ``<body type="terminate" condition="policy-violation"/>``; the session itself stays up
+  (someone who learnt a ``sid`` must not be able to end it), and that request's ``rid`` is not consumed.
+- ``disconnect_on_failure`` with a refused certificate refuses the session creation request the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree.ElementTree import Element
+
+from django.conf import settings
+
+from transport.session_driver import (
+    AsyncC2SSession,
+    leaf_fingerprint,
+    scope_chain,
+    scope_listener,
+    scope_peer,
+    scope_tls_options,
+)
+from transport.stream import errors
+from transport.stream import namespaces as ns
+from transport.stream.xml import StanzaParsed, StreamParser, next_piece, serialize
+
+logger = logging.getLogger(__name__)
+
+HTTPBIND = "http://jabber.org/protocol/httpbind"  # XEP-0124 §6
+XBOSH = "urn:xmpp:xbosh"  # XEP-0206 §4
+BODY = ns.qname(HTTPBIND, "body")
+XMPP_VERSION = ns.qname(XBOSH, "version")
+XMPP_RESTART = ns.qname(XBOSH, "restart")
+BOSH_VERSION = "1.11"  # XEP-0124 version we implement (§7.1 'ver')
+MAX_WAIT = 60  # seconds a request may be held
+MAX_HOLD = 1
+INACTIVITY = 60  # seconds without a request before the session ends (§7.1 'inactivity')
+POLLING = 2  # shortest allowed polling interval (§7.1 'polling')
+MAX_BODY = 1 << 20  # bytes of one request body
+CONTENT_TYPE = b"text/xml; charset=utf-8"
+
+# XEP-0124 §17.2 terminal binding conditions we send.
+BAD_REQUEST = "bad-request"
+HOST_UNKNOWN = "host-unknown"
+ITEM_NOT_FOUND = "item-not-found"
+POLICY_VIOLATION = "policy-violation"
+REMOTE_STREAM_ERROR = "remote-stream-error"
+INTERNAL_SERVER_ERROR = "internal-server-error"
+
+
+class BoshError(Exception):
+    """A request that ends with a terminal binding condition (and the HTTP status to send it with)."""
+
+    def __init__(self, condition: str, reason: str, status: int = 200) -> None:
+        super().__init__(reason)
+        self.condition = condition
+        self.status = status
+
+
+def parse_body(data: bytes, limit: int) -> Element:
+    """The request's ``<body/>``, read by the core's restricted parser (RFC 6120 §11: no DTD, entities)."""
+    parser = StreamParser(limit, framed=True)
+    elements: list[Element] = []
+    position = 0
+    try:
+        while position < len(data):
+            end = next_piece(data, position)
+            elements.extend(e.element for e in parser.feed(data[position:end]) if isinstance(e, StanzaParsed))
+            position = end
+    except errors.StreamError as exc:
+        raise BoshError(BAD_REQUEST, f"body refused: {exc.condition} {exc.text}", 400) from None
+    if len(elements) != 1 or elements[0].tag != BODY:
+        raise BoshError(BAD_REQUEST, "the request is not one <body/> of XEP-0124", 400)
+    return elements[0]
+
+
+def body_bytes(attrs: dict[str, str], children: Sequence[bytes] = ()) -> bytes:
+    """A response ``<body/>`` with these attributes and already serialised children."""
+    rendered = "".join(f' {key}="{_escape(value)}"' for key, value in attrs.items())
+    head = f'<body xmlns="{HTTPBIND}"{rendered}'
+    if not children:
+        return f"{head}/>".encode()
+    return f"{head}>".encode() + b"".join(children) + b"</body>"
+
+
+def terminate_bytes(condition: str | None = None, children: Sequence[bytes] = ()) -> bytes:
+    attrs = {"type": "terminate"}
+    if condition:
+        attrs["condition"] = condition
+    if condition == REMOTE_STREAM_ERROR:
+        attrs["xmlns:stream"] = ns.STREAMS
+    return body_bytes(attrs, children)
+
+
+def _escape(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
+
+
+def _int_attr(body: Element, name: str, default: int | None = None) -> int:
+    value = body.get(name)
+    if value is None:
+        if default is None:
+            raise BoshError(BAD_REQUEST, f"the <body/> has no '{name}'", 400)
+        return default
+    if not value.isdigit():
+        raise BoshError(BAD_REQUEST, f"'{name}' is not a non-negative integer", 400)
+    return int(value)
+
+
+def _as_client_stanza(child: Element) -> Element:
+    """XEP-0206 §7: stanzas in a body are jabber:client; a child left in the body's namespace is taken so."""
+    namespace, local = ns.split_qname(child.tag)
+    if namespace == HTTPBIND:
+        child.tag = ns.qname(ns.CLIENT, local)
+    return child
+
+
+@dataclass
+class BoshSession:
+    """One BOSH session: its c2s stream, ``rid`` bookkeeping, output waiting for a request, timers."""
+
+    sid: str
+    stream: AsyncC2SSession
+    domain: str
+    wait: int
+    hold: int
+    fingerprint: str | None  # SHA-256 of the creating request's client certificate, or None without one
+    last_rid: int
+    responses: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    queued: list[bytes] = field(default_factory=list)
+    terminated: bool = False
+    stream_error: bytes | None = None
+    turn: asyncio.Condition = field(default_factory=asyncio.Condition)
+    held: asyncio.Future | None = None
+    active: int = 0  # requests being handled (the inactivity clock runs only at 0)
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def requests(self) -> int:
+        return self.hold + 1  # XEP-0124 §7.1
+
+    def collect(self) -> None:
+        """Move the core's output into the queue (``<open/>`` dropped, ``<close/>``/errors → terminate)."""
+        for frame in self.stream.frames():
+            if frame.startswith(b"<open "):
+                continue  # XEP-0206 §5: the body attributes stand for the stream header
+            if frame.startswith(b"<close "):
+                self.terminated = True
+                continue
+            if frame.startswith(b"<stream:error"):
+                self.stream_error = frame
+                continue
+            self.queued.append(frame)
+        if self.stream.closed:
+            self.terminated = True
+        if self.held is not None and not self.held.done() and (self.queued or self.terminated):
+            self.held.set_result(None)
+
+    def take_response(self) -> bytes:
+        children, self.queued = self.queued, []
+        if not self.terminated:
+            return body_bytes({}, children)
+        if self.stream_error is not None:
+            return terminate_bytes(REMOTE_STREAM_ERROR, [*children, self.stream_error])
+        return terminate_bytes(None, children)
+
+    def remember(self, rid: int, response: bytes) -> None:
+        self.responses[rid] = response
+        while len(self.responses) > self.requests:
+            self.responses.popitem(last=False)
+
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class BoshApp:
+    """The ASGI app of every ``mod_bosh`` path: one session table for the process."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, BoshSession] = {}
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict]], send: Send
+    ) -> None:
+        if scope["type"] != "http":
+            return
+        method = scope.get("method", "GET")
+        if method == "OPTIONS":  # CORS preflight of browser clients on another origin
+            await _respond(send, 200, b"")
+            return
+        if method != "POST":
+            await _respond(send, 405, b"", extra=[(b"allow", b"POST, OPTIONS")])
+            return
+        data = await _read_body(receive)
+        if data is None:
+            await _respond(send, 413, terminate_bytes(BAD_REQUEST))
+            return
+        try:
+            status, response = 200, await self.handle(scope, data)
+        except BoshError as exc:
+            logger.info("bosh %s: %s (%s)", scope_peer(scope), exc.condition, exc)
+            status, response = exc.status, terminate_bytes(exc.condition)
+        except Exception:
+            logger.exception("bosh %s: request failed", scope_peer(scope))
+            status, response = 500, terminate_bytes(INTERNAL_SERVER_ERROR)
+        await _respond(send, status, response)
+
+    async def handle(self, scope: dict[str, Any], data: bytes) -> bytes:
+        config = settings.XMPP
+        listener = scope_listener(config, scope)
+        body = parse_body(data, 4 * getattr(listener, "max_stanza_size", 65536) + 4096)
+        rid = _int_attr(body, "rid")
+        sid = body.get("sid")
+        if sid is None:
+            return await self.create(scope, body, rid)
+        session = self.sessions.get(sid)
+        if session is None:
+            raise BoshError(ITEM_NOT_FOUND, "unknown sid")  # XEP-0124 §17.2
+        if leaf_fingerprint(scope_chain(scope)) != session.fingerprint:
+            raise BoshError(POLICY_VIOLATION, "the client certificate differs from the session's", 403)
+        return await self.request(session, body, rid)
+
+    # -- session creation (XEP-0124 §7, XEP-0206 §4) ------------------------------------------------
+
+    async def create(self, scope: dict[str, Any], body: Element, rid: int) -> bytes:
+        config = settings.XMPP
+        to = body.get("to")
+        if not to:
+            raise BoshError(BAD_REQUEST, "the session creation request has no 'to'", 400)
+        wait = min(_int_attr(body, "wait", MAX_WAIT), MAX_WAIT)
+        hold = min(_int_attr(body, "hold", MAX_HOLD), MAX_HOLD)
+        peer = scope_peer(scope)
+        chain = scope_chain(scope)
+        sid = secrets.token_urlsafe(24)
+        holder: list[BoshSession] = []
+        stream = AsyncC2SSession(
+            config,
+            scope_listener(config, scope),
+            scope_tls_options(config, scope, Path(settings.VAR_DIR)),
+            transport="bosh",
+            peer=peer,
+            on_output=lambda: holder and holder[0].collect(),
+        )
+        if not await stream.start(chain):
+            stream.connection_lost()
+            raise BoshError(POLICY_VIOLATION, "client certificate refused (disconnect_on_failure)", 403)
+        session = BoshSession(
+            sid=sid,
+            stream=stream,
+            domain=to,
+            wait=wait,
+            hold=hold,
+            fingerprint=leaf_fingerprint(chain),
+            last_rid=rid,
+        )
+        holder.append(session)
+        await stream.receive(_open(to, body.get("from")))
+        session.collect()
+        if session.terminated:
+            stream.connection_lost()
+            condition = HOST_UNKNOWN if stream.close_condition == errors.HOST_UNKNOWN else REMOTE_STREAM_ERROR
+            return session.take_response() if condition == REMOTE_STREAM_ERROR else terminate_bytes(condition)
+        self.sessions[sid] = session
+        logger.info("bosh %s: session %s… created for %s (wait %d, hold %d)", peer, sid[:6], to, wait, hold)
+        attrs = {
+            "sid": sid,
+            "wait": str(wait),
+            "hold": str(hold),
+            "requests": str(session.requests),
+            "inactivity": str(INACTIVITY),
+            "polling": str(POLLING),
+            "ver": BOSH_VERSION,
+            "from": stream.core.domain or to,
+            "authid": stream.core.stream_id or "",
+            "xmlns:xmpp": XBOSH,
+            "xmpp:version": "1.0",
+            "xmpp:restartlogic": "true",
+            "xmlns:stream": ns.STREAMS,
+        }
+        children, session.queued = session.queued, []
+        response = body_bytes(attrs, children)
+        session.remember(rid, response)
+        self._arm_inactivity(session)
+        return response
+
+    # -- requests of a session (XEP-0124 §9, §10, §13, §14) -----------------------------------------
+
+    async def request(self, session: BoshSession, body: Element, rid: int) -> bytes:
+        if rid <= session.last_rid:
+            if rid in session.responses:  # §14.3: the same response again
+                logger.info("bosh %s: rid %d repeated, response resent", session.stream.peer, rid)
+                return session.responses[rid]
+            self.end(session, "rid no longer in the window")
+            raise BoshError(ITEM_NOT_FOUND, f"rid {rid} is older than the window")
+        if rid > session.last_rid + session.requests:
+            self.end(session, "rid beyond the window")
+            raise BoshError(ITEM_NOT_FOUND, f"rid {rid} is beyond the window")  # §14.3
+        session.active += 1
+        self._cancel_inactivity(session)
+        try:
+            return await self._in_turn(session, body, rid)
+        finally:
+            session.active -= 1
+            if session.sid in self.sessions:
+                self._arm_inactivity(session)
+
+    async def _in_turn(self, session: BoshSession, body: Element, rid: int) -> bytes:
+        async with session.turn:  # requests are processed in rid order (§9.1)
+            try:
+                await asyncio.wait_for(
+                    session.turn.wait_for(lambda: session.last_rid == rid - 1 or session.terminated),
+                    timeout=session.wait,
+                )
+            except TimeoutError:
+                self.end(session, f"rid {rid - 1} never came")
+                raise BoshError(ITEM_NOT_FOUND, f"rid {rid - 1} missing") from None
+            if session.terminated:
+                return session.take_response()
+            await self._feed(session, body)
+            session.last_rid = rid
+            session.turn.notify_all()
+        if session.held is not None and not session.held.done():
+            session.held.set_result(None)  # §10: the earlier held request answers now
+        if body.get("type") == "terminate":
+            logger.info("bosh %s: session %s… terminated by the client", session.stream.peer, session.sid[:6])
+            session.stream.close("the client terminated the BOSH session")
+            session.collect()
+            children, session.queued = session.queued, []
+            response = terminate_bytes(None, children)
+            self.end(session, "terminated by the client")
+            session.remember(rid, response)
+            return response
+        if not session.queued and not session.terminated:
+            future: asyncio.Future = asyncio.get_running_loop().create_future()
+            session.held = future
+            try:
+                await asyncio.wait_for(asyncio.shield(future), timeout=session.wait)
+            except TimeoutError:
+                pass
+            finally:
+                if session.held is future:
+                    session.held = None
+        response = session.take_response()
+        session.remember(rid, response)
+        if session.terminated:
+            self.end(session, "stream closed")
+        return response
+
+    async def _feed(self, session: BoshSession, body: Element) -> None:
+        stream = session.stream
+        if body.get(XMPP_RESTART) == "true":  # XEP-0206 §5
+            await stream.receive(_open(session.domain, None))
+        for child in list(body):
+            if stream.closed:
+                break
+            await stream.receive(serialize(_as_client_stanza(child), default_ns=None, declare_stream=True))
+        session.collect()
+
+    # -- ending ---------------------------------------------------------------------------------------
+
+    def end(self, session: BoshSession, reason: str) -> None:
+        if self.sessions.pop(session.sid, None) is None:
+            return
+        self._cancel_inactivity(session)
+        if not session.stream.closed:
+            session.stream.close(reason)
+        session.terminated = True
+        session.stream.connection_lost()
+        if session.held is not None and not session.held.done():
+            session.held.set_result(None)
+        logger.info("bosh %s: session %s… ended: %s", session.stream.peer, session.sid[:6], reason)
+
+    def _arm_inactivity(self, session: BoshSession) -> None:
+        self._cancel_inactivity(session)
+        if session.active == 0:
+            session.timer = asyncio.get_running_loop().call_later(
+                INACTIVITY, self.end, session, f"no request for {INACTIVITY} s (XEP-0124 §12)"
+            )
+
+    @staticmethod
+    def _cancel_inactivity(session: BoshSession) -> None:
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+
+
+def _open(to: str, from_: str | None) -> bytes:
+    attrs = f' to="{_escape(to)}" version="1.0"'
+    if from_:
+        attrs += f' from="{_escape(from_)}"'
+    return f'<open xmlns="{ns.FRAMING}"{attrs}/>'.encode()
+
+
+async def _read_body(receive: Callable[[], Awaitable[dict]]) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    headers = [
+        (b"content-type", CONTENT_TYPE),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"access-control-allow-origin", b"*"),
+        (b"access-control-allow-headers", b"content-type"),
+        (b"access-control-allow-methods", b"POST, OPTIONS"),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+bosh_app = BoshApp()

@@ -1,0 +1,221 @@
+"""Drive the sans-I/O c2s core from asyncio: what the WebSocket and BOSH adapters share.
+
+Specs: DESIGN §2 and §3 (the core decides nothing about I/O; every transport verifies the client chain with
+``certauth``), RFC 6120 §6.4 (SASL EXTERNAL verdicts), MongooseIM's ``disconnect_on_failure``.
+
+The TCP adapter (``transport.tcp``) does the same on Twisted; this is its asyncio counterpart for Channels
+consumers, which run on daphne's event loop (the Twisted asyncio reactor's loop, the same thread as the TCP
+listeners, so the shared :data:`transport.tcp.registry` is touched from one thread only).
+
+:class:`AsyncC2SSession` owns one core and one ``CertificateAuthenticator``. The adapter calls
+:meth:`~AsyncC2SSession.start` with the client's chain (leaf first, PEM or DER), then
+:meth:`~AsyncC2SSession.receive` with each complete element, and takes the output with
+:meth:`~AsyncC2SSession.frames` (one element per item, RFC 7395 §3.3.3). The two database calls run in a
+thread (``database_sync_to_async``); callers serialise ``receive`` so the core sees input in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from certauth.pki import load_certificates
+from certauth.pki.facts import fingerprint_sha256
+from transport.stream import (
+    AuthenticateRequest,
+    Bound,
+    C2SConnection,
+    Close,
+    StanzaReceived,
+    new_c2s_stream,
+)
+from transport.tcp import ConnectionRegistry, listener_tls_options, registry
+from transport.tls import must_disconnect
+from xmppauth.config import Config, HttpListener, TlsOptions
+
+logger = logging.getLogger(__name__)
+
+# Behind a trusted TLS-terminating proxy (a plain listener, transport.proxy_cert) there are no listener TLS
+# options: the chain is verified in peer mode against the database's CAs, and a bad one is treated as absent.
+PROXY_TLS_OPTIONS = TlsOptions(mode="tls", verify_mode="peer", disconnect_on_failure=False)
+
+TLS_EXTENSION = "tls"
+LISTENER_EXTENSION = "xmppauth.listener"  # transport.daphne_server.LISTENER_EXTENSION (no daphne import here)
+
+
+def scope_chain(scope: dict[str, Any]) -> list[bytes]:
+    """The client's chain from the ASGI TLS extension (PEM strings or bytes, leaf first), as bytes."""
+    tls = (scope.get("extensions") or {}).get(TLS_EXTENSION) or {}
+    return [
+        item.encode() if isinstance(item, str) else bytes(item) for item in tls.get("client_cert_chain") or ()
+    ]
+
+
+def leaf_fingerprint(chain: Sequence[bytes]) -> str | None:
+    """SHA-256 fingerprint of the chain's leaf, or None without a (parsable) certificate."""
+    if not chain:
+        return None
+    try:
+        certs = load_certificates(chain[0])
+    except ValueError:
+        return None
+    return fingerprint_sha256(certs[0]) if certs else None
+
+
+def scope_listener(config: Config, scope: dict[str, Any]) -> HttpListener | None:
+    """The ``[[listen.http]]`` listener the connection came in on (our xmpptls endpoint says which)."""
+    index = (scope.get("extensions") or {}).get(LISTENER_EXTENSION)
+    if isinstance(index, int) and 0 <= index < len(config.listen_http):
+        return config.listen_http[index]
+    return None
+
+
+def scope_tls_options(config: Config, scope: dict[str, Any], var_dir: Path) -> TlsOptions | None:
+    """TLS options that verify this scope's certificate: its listener's, or :data:`PROXY_TLS_OPTIONS`.
+
+    None when the request carried no TLS facts at all (plain HTTP not from a trusted proxy): no EXTERNAL.
+    """
+    listener = scope_listener(config, scope)
+    if listener is not None and listener.tls is not None:
+        return listener_tls_options(listener, var_dir)  # type: ignore[arg-type]  (reads only .tls)
+    if TLS_EXTENSION in (scope.get("extensions") or {}):
+        return PROXY_TLS_OPTIONS
+    return None
+
+
+def scope_peer(scope: dict[str, Any]) -> str:
+    client = scope.get("client") or ("?", "?")
+    return f"{client[0]}:{client[1]}"
+
+
+class AsyncC2SSession:
+    """One c2s session over WebSocket or BOSH: the core, the authenticator and the shared registry."""
+
+    def __init__(
+        self,
+        config: Config,
+        listener: HttpListener | None,
+        tls_options: TlsOptions | None,
+        *,
+        transport: str,
+        peer: str,
+        on_output: Callable[[], None] = lambda: None,
+        registry: ConnectionRegistry = registry,
+        core: C2SConnection | None = None,
+        authenticator: Any = None,
+    ) -> None:
+        self.peer = peer
+        self.transport = transport
+        self.tls_options = tls_options
+        self.core = core or new_c2s_stream(
+            config, listener, framing="websocket", log_id=f"{transport} {peer}"
+        )
+        if authenticator is None:
+            from certauth.authenticator import CertificateAuthenticator  # noqa: PLC0415 (Django app code)
+
+            authenticator = CertificateAuthenticator(config, tls_options, transport, peer)
+        self.authenticator = authenticator
+        self.on_output = on_output
+        self.jid: str | None = None
+        self.cert_fingerprint: str | None = None
+        self.close_condition: str | None = None
+        self._registry = registry
+        self._connection_id: int | None = None
+
+    @property
+    def bare_jid(self) -> str | None:
+        return self.jid.split("/", 1)[0] if self.jid else None
+
+    @property
+    def closed(self) -> bool:
+        return self.core.closed
+
+    @property
+    def max_stanza_size(self) -> int:
+        return self.core.settings.max_stanza_size
+
+    async def start(self, chain: Sequence[bytes]) -> bool:
+        """Check the client's chain; False when ``disconnect_on_failure`` says the connection must end."""
+        self.cert_fingerprint = leaf_fingerprint(chain)
+        if self.tls_options is None:
+            check = None  # no TLS facts: the core offers no EXTERNAL
+        else:
+            check = await database_sync_to_async(self.authenticator.check_certificate)(list(chain))
+            if must_disconnect(self.tls_options, bool(check.verified)):
+                logger.warning(
+                    "%s %s: certificate refused, disconnecting: %s", self.transport, self.peer, check.reason
+                )
+                return False
+            if check.facts is not None:
+                logger.info(
+                    "%s %s: client certificate %s (%s)",
+                    self.transport,
+                    self.peer,
+                    "verified" if check.verified else "not verified",
+                    check.reason,
+                )
+        self._connection_id = self._registry.add(self)  # type: ignore[arg-type]  (duck-typed like C2SProtocol)
+        if check is not None:
+            await self._handle(self.core.tls_established(check))
+        return True
+
+    async def receive(self, data: bytes) -> None:
+        """One complete element (or ``<open/>``/``<close/>``) from the client."""
+        try:
+            events = self.core.receive_data(data)
+        except Exception:
+            logger.exception("%s %s: core failed on input", self.transport, self.peer)
+            events = self.core.close_with_error("internal-server-error")
+        await self._handle(events)
+
+    def frames(self) -> list[bytes]:
+        """What the core wants sent, one complete element each."""
+        return self.core.frames_to_send()
+
+    def close_with_error(self, condition: str, text: str = "") -> None:
+        """End the stream with a stream error (RFC 6120 §4.9); output follows through ``on_output``."""
+        self._note_close(self.core.close_with_error(condition, text))
+        self.on_output()
+
+    def close(self, reason: str = "closed by the server") -> None:
+        self._note_close(self.core.close(reason))
+        self.on_output()
+
+    def connection_lost(self) -> None:
+        """The transport is gone: forget the session."""
+        if self._connection_id is not None:
+            self._registry.remove(self._connection_id)
+            self._connection_id = None
+        self.core.connection_lost()
+
+    async def _handle(self, events: Iterable[Any]) -> None:
+        for event in list(events or ()):
+            if isinstance(event, AuthenticateRequest):
+                result = await database_sync_to_async(self.authenticator.authenticate_external)(
+                    event.facts, event.authzid, event.domain
+                )
+                await self._handle(self.core.auth_result(result))
+            elif isinstance(event, Bound):
+                self.jid = str(event.jid)
+                logger.info("%s %s: session bound to %s", self.transport, self.peer, self.jid)
+            elif isinstance(event, StanzaReceived):
+                logger.debug("%s %s: stanza not routed (no router yet)", self.transport, self.peer)
+            elif isinstance(event, Close):
+                self._note_close([event])
+        self.on_output()
+
+    def _note_close(self, events: Iterable[Any]) -> None:
+        for event in events or ():
+            if isinstance(event, Close):
+                self.close_condition = event.condition
+                logger.info(
+                    "%s %s: stream closed%s: %s",
+                    self.transport,
+                    self.peer,
+                    f" with {event.condition}" if event.condition else "",
+                    event.reason,
+                )

@@ -1,0 +1,195 @@
+"""XMPP over WebSocket (RFC 7395): a Channels consumer at each ``handlers.mod_websockets`` path.
+
+Specs: RFC 7395 §3.2 (the ``xmpp`` subprotocol is required: a handshake without it is refused), §3.3.1
+(``<open/>`` and ``<close/>`` in ``urn:ietf:params:xml:ns:xmpp-framing``), §3.3.3 (each message is one
+complete element, a well-formed XML document of its own), §3.4 (no STARTTLS: the WebSocket is already TLS),
+RFC 6455 §5.6 (text frames), DESIGN §3 (the client chain comes from the ASGI TLS extension and is verified
+with ``certauth``, like on TCP).
+
+Decisions:
+
+- A message that is not exactly one element (two elements, text, an unfinished element) gets the stream error
+  ``not-well-formed``: a document with more or less than one root element is not well-formed XML (XML 1.0
+  §2.1), and §3.3.3 requires each message to be such a document. Where the core has a more precise condition
+  (``restricted-xml`` for a DTD or a comment) the core's wins.
+- A message larger than the listener's ``max_stanza_size`` (``[[listen.http]]`` has none: 64 KiB, the core's
+  default) gets ``policy-violation`` (RFC 6120 §13.12). daphne's own cap (``TlsExtensionServer``) is larger,
+  so such a message reaches us and the client learns why; beyond it, daphne closes with 1009.
+- A binary message gets the stream error ``unsupported-encoding`` (RFC 6455 §7.4.1's 1003 would fit, but
+  daphne lets an application close only with 1000 or 3000-4999; the stream error says why).
+- ``disconnect_on_failure`` with a refused certificate refuses the handshake (HTTP 403), the WebSocket
+  counterpart of TCP's aborted connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+from typing import Any
+from xml.parsers import expat
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from transport.session_driver import (
+    AsyncC2SSession,
+    scope_chain,
+    scope_listener,
+    scope_peer,
+    scope_tls_options,
+)
+from transport.stream import errors
+
+logger = logging.getLogger(__name__)
+
+SUBPROTOCOL = "xmpp"  # RFC 7395 §3.2
+CLOSE_NORMAL = 1000  # RFC 6455 §7.4.1
+_XML_DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
+
+
+class _Stop(Exception):
+    """Raised inside expat handlers to stop the pre-check (DTD: leave the verdict to the core)."""
+
+
+def frame_element_count(frame: bytes) -> int | None:
+    """How many top-level elements a message holds (text outside them counts as one more), or None.
+
+    None means the message is not plain well-formed content (syntax error, DTD, entity, ...): the core's
+    restricted parser then decides. Only counts: nothing here is handed to the core.
+    """
+    body = _XML_DECLARATION.sub(b"", frame, count=1)
+    parser = expat.ParserCreate()
+    depth = 0
+    count = 0
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal depth, count
+        depth += 1
+        if depth == 2:
+            count += 1
+
+    def end(name: str) -> None:
+        nonlocal depth
+        depth -= 1
+
+    def text(data: str) -> None:
+        nonlocal count
+        if depth == 1 and data.strip():
+            count += 1
+
+    def refuse(*args: object) -> None:
+        raise _Stop
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    parser.ProcessingInstructionHandler = refuse
+    parser.CommentHandler = refuse
+    try:
+        parser.Parse(b"<frame>" + body + b"</frame>", True)
+    except (expat.ExpatError, _Stop):
+        return None
+    return count
+
+
+class XmppWebsocketConsumer(AsyncWebsocketConsumer):
+    """One RFC 7395 connection: handshake checks, then one message in, one element per message out."""
+
+    session: AsyncC2SSession | None = None
+
+    async def connect(self) -> None:
+        self.session = None
+        self._send_lock = asyncio.Lock()
+        self._ws_closed = False
+        peer = scope_peer(self.scope)
+        if SUBPROTOCOL not in (self.scope.get("subprotocols") or ()):
+            logger.info("ws %s: handshake refused, no %r subprotocol (RFC 7395 §3.2)", peer, SUBPROTOCOL)
+            await self.close()
+            return
+        config = settings.XMPP
+        try:
+            session = AsyncC2SSession(
+                config,
+                scope_listener(config, self.scope),
+                scope_tls_options(config, self.scope, Path(settings.VAR_DIR)),
+                transport="ws",
+                peer=peer,
+                on_output=self._output_ready,
+            )
+            accepted = await session.start(scope_chain(self.scope))
+        except Exception:
+            logger.exception("ws %s: cannot set up the session", peer)
+            await self.close()
+            return
+        if not accepted:
+            session.connection_lost()
+            await self.close()  # disconnect_on_failure: the handshake is refused (HTTP 403)
+            return
+        self.session = session
+        await self.accept(subprotocol=SUBPROTOCOL)
+        logger.info("ws %s: connected (%s)", peer, self.scope.get("path"))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        session = self.session
+        if session is None or session.closed:
+            return
+        if text_data is None:
+            session.close_with_error(
+                errors.UNSUPPORTED_ENCODING, "binary messages are not XMPP (RFC 7395 §3.3)"
+            )
+            await self._flush()
+            return
+        frame = text_data.encode()
+        if len(frame) > session.max_stanza_size:
+            session.close_with_error(
+                errors.POLICY_VIOLATION, f"message larger than {session.max_stanza_size} bytes"
+            )  # RFC 6120 §13.12
+        else:
+            count = frame_element_count(frame)
+            if count is None:
+                await session.receive(frame)  # the core's restricted parser names the problem
+                if not session.closed:
+                    session.close_with_error(errors.NOT_WELL_FORMED, "a message must be one complete element")
+            elif count != 1:
+                session.close_with_error(
+                    errors.NOT_WELL_FORMED, f"{count} elements in one message (RFC 7395 §3.3.3)"
+                )
+            else:
+                await session.receive(frame)
+        await self._flush()
+
+    async def disconnect(self, code: Any) -> None:
+        self._ws_closed = True
+        if self.session is not None:
+            self.session.connection_lost()
+            logger.info(
+                "ws %s: disconnected (%s)%s",
+                self.session.peer,
+                code,
+                f" jid={self.session.jid}" if self.session.jid else "",
+            )
+
+    def _output_ready(self) -> None:
+        """Output produced outside a message handler (a revocation closing the session): send it soon."""
+        asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        async with self._send_lock:
+            if self.session is None or self._ws_closed:
+                return
+            for frame in self.session.frames():
+                await self.send(text_data=frame.decode())
+            if self.session.closed:
+                self._ws_closed = True
+                await self.close(code=CLOSE_NORMAL)
+
+
+class NoXmppHereConsumer(AsyncWebsocketConsumer):
+    """Any other WebSocket path: refused at the handshake."""
+
+    async def connect(self) -> None:
+        await self.close()
