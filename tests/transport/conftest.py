@@ -2,6 +2,9 @@
 
 The reactor can run only once per process, so every listener test shares it; tests talk to it with
 ``on_reactor(f, ...)`` (``blockingCallFromThread``) and to the listeners with ordinary blocking sockets.
+
+``c2s`` starts a real c2s listener (real core, authenticator and test database) trusting ``pki.ca``; a module
+that defines its own ``pki`` fixture overrides the one here.
 """
 
 from __future__ import annotations
@@ -41,3 +44,60 @@ def on_reactor(reactor):
         return blockingCallFromThread(reactor, function, *args, **kwargs)
 
     return call
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    from tests.transport.tlsclient import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def trusted_ca(pki):
+    from certauth import services, trust
+
+    services.import_ca(pki.ca.pem, name="test client CA")
+    trust.invalidate()
+    yield
+    trust.invalidate()
+
+
+@pytest.fixture
+def c2s(on_reactor, pki, trusted_ca):
+    """Start a real c2s listener on 127.0.0.1:0; returns its port."""
+    from twisted.internet import reactor
+
+    from transport import tcp
+    from xmppauth.config import AuthConfig, C2SListener, Config
+
+    ports = []
+
+    def start(
+        mode: str = "starttls",
+        *,
+        clock=None,
+        ping_interval: float = 0,
+        auth=None,
+        **tls_overrides,
+    ) -> int:
+        options = pki.options(mode=mode, **tls_overrides)
+        listener = C2SListener(port=0, ip_address="127.0.0.1", tls=options)
+        config = Config(hosts=("localhost",), listen_c2s=(listener,), auth=auth or AuthConfig())
+        port = on_reactor(
+            tcp.listen_c2s,
+            listener,
+            options,
+            [pki.ca.cert],
+            reactor,
+            core_factory=tcp._default_core_factory(config),
+            authenticator_factory=tcp._default_authenticator_factory(config),
+            clock=clock,
+            ping_interval=ping_interval,
+        )
+        ports.append(port)
+        return port.getHost().port
+
+    yield start
+    for port in ports:
+        on_reactor(port.stopListening)

@@ -6,89 +6,148 @@ The listener runs on the test session's reactor thread with the real ``transport
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 
 import pytest
 
 from certauth import services
-from tests.certs import make_client
-from tests.transport.tlsclient import Pki, client_context, make_pki
+from tests.certs import SERVER_AUTH, make_client
+from tests.transport.rawxmpp import (
+    STREAM_HEADER,
+    auth_external,
+    ping,
+    raw_session,
+    read_to_eof,
+    read_until,
+    sasl,
+    sasl_failure_condition,
+    starttls,
+)
+from tests.transport.tlsclient import client_context
 from tests.transport.xmppclient import slixmpp_login
 from transport import tcp
-from xmppauth.config import AuthConfig, C2SListener, Config
+from xmppauth.config import AuthConfig
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-STREAM_HEADER = (
-    b"<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' "
-    b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
-)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def trusted_ca(pki):
-    from certauth import trust
-
-    services.import_ca(pki.ca.pem, name="test client CA")
-    trust.invalidate()
-    yield
-    trust.invalidate()
-
-
-@pytest.fixture
-def c2s(on_reactor, pki, trusted_ca):
-    """Start a real c2s listener on 127.0.0.1:0; returns its port."""
-    from twisted.internet import reactor
-
-    ports = []
-
-    def start(mode: str = "starttls", *, clock=None, ping_interval: float = 0, **tls_overrides) -> int:
-        options = pki.options(mode=mode, **tls_overrides)
-        listener = C2SListener(port=0, ip_address="127.0.0.1", tls=options)
-        config = Config(hosts=("localhost",), listen_c2s=(listener,), auth=AuthConfig())
-        port = on_reactor(
-            tcp.listen_c2s,
-            listener,
-            options,
-            [pki.ca.cert],
-            reactor,
-            core_factory=tcp._default_core_factory(config),
-            authenticator_factory=tcp._default_authenticator_factory(config),
-            clock=clock,
-            ping_interval=ping_interval,
-        )
-        ports.append(port)
-        return port.getHost().port
-
-    yield start
-    for port in ports:
-        on_reactor(port.stopListening)
-
-
 MODES = [("starttls", False), ("tls", True)]
 MODE_IDS = ["starttls", "direct_tls"]
+
+
+# RFC 6120 §7.6.2.1: without a requested resource the server generates one (ours: "xmppauth-" + 16 hex).
+GENERATED_RESOURCE = re.compile(r"xmppauth-[0-9a-f]{16}")
+
+
+def assert_bound(outcome, bare: str, resource: str | None = None) -> None:
+    """The bound JID is exactly ``bare`` plus the requested resource, or a server-generated one."""
+    assert outcome.bound_jid is not None, outcome
+    bound_bare, slash, bound_resource = outcome.bound_jid.partition("/")
+    assert slash and bound_bare == bare, outcome
+    if resource is None:
+        assert GENERATED_RESOURCE.fullmatch(bound_resource), outcome
+    else:
+        assert bound_resource == resource, outcome
+
+
+def assert_refused(outcome, condition: str) -> None:
+    """SASL failed with exactly ``condition`` (RFC 6120 §6.5) and nothing was bound."""
+    assert outcome.bound_jid is None, outcome
+    assert outcome.sasl_failures == [condition], outcome
 
 
 @pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
 def test_one_xmppaddr_without_authzid_binds_that_jid(c2s, tmp_path, pki, mode, direct):
     port = c2s(mode)
     outcome = slixmpp_login(port, tmp_path, pki.valid, direct_tls=direct)
-    assert outcome.bound_jid is not None, outcome
-    assert outcome.bound_jid.split("/")[0] == "alice@localhost"
+    assert_bound(outcome, "alice@localhost")
 
 
 @pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
 def test_one_xmppaddr_with_equal_authzid_binds_that_jid(c2s, tmp_path, pki, mode, direct):
     port = c2s(mode)
     outcome = slixmpp_login(port, tmp_path, pki.valid, authzid="alice@localhost", direct_tls=direct)
-    assert outcome.bound_jid is not None, outcome
-    assert outcome.bound_jid.split("/")[0] == "alice@localhost"
+    assert_bound(outcome, "alice@localhost")
+
+
+@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
+def test_requested_resource_is_the_bound_resource(c2s, tmp_path, pki, mode, direct):
+    port = c2s(mode)
+    outcome = slixmpp_login(port, tmp_path, pki.valid, jid="alice@localhost/laptop", direct_tls=direct)
+    assert_bound(outcome, "alice@localhost", "laptop")  # RFC 6120 §7.7.2.1
+
+
+@pytest.fixture(scope="module")
+def two_addrs(pki):
+    return make_client(pki.ca, jids=["alice@localhost", "work@localhost"])
+
+
+@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
+def test_two_xmppaddrs_without_authzid_is_invalid_authzid(c2s, tmp_path, two_addrs, mode, direct):
+    port = c2s(mode)
+    outcome = slixmpp_login(port, tmp_path, two_addrs, direct_tls=direct)
+    assert_refused(outcome, "invalid-authzid")  # XEP-0178 §3 step 6: the server cannot choose
+
+
+@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
+def test_two_xmppaddrs_with_authzid_naming_the_second_binds_it(c2s, tmp_path, two_addrs, mode, direct):
+    port = c2s(mode)
+    outcome = slixmpp_login(
+        port, tmp_path, two_addrs, jid="work@localhost", authzid="work@localhost", direct_tls=direct
+    )
+    assert_bound(outcome, "work@localhost")
+
+
+@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
+def test_two_xmppaddrs_with_authzid_naming_neither_is_invalid_authzid(c2s, tmp_path, two_addrs, mode, direct):
+    port = c2s(mode)
+    outcome = slixmpp_login(
+        port, tmp_path, two_addrs, jid="bob@localhost", authzid="bob@localhost", direct_tls=direct
+    )
+    assert_refused(outcome, "invalid-authzid")
+
+
+COMMON_NAME_AUTH = AuthConfig(
+    sasl_external=("standard", "common_name"), common_name_prefix="cn-", common_name_suffix=".staff"
+)
+
+
+@pytest.fixture(scope="module")
+def cn_only(pki):
+    cert = make_client(pki.ca, jids=(), common_name="bob")
+    assert cert.facts.xmpp_addrs == () and cert.facts.common_name == "bob"
+    return cert
+
+
+@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
+def test_cn_only_certificate_binds_prefix_cn_suffix_when_common_name_is_configured(
+    c2s, tmp_path, cn_only, mode, direct
+):
+    port = c2s(mode, auth=COMMON_NAME_AUTH)
+    outcome = slixmpp_login(port, tmp_path, cn_only, jid="cn-bob.staff@localhost", direct_tls=direct)
+    assert_bound(outcome, "cn-bob.staff@localhost")
+
+
+def test_cn_only_certificate_with_authzid_equal_to_the_cn_jid_binds_it(c2s, tmp_path, cn_only):
+    port = c2s("starttls", auth=COMMON_NAME_AUTH)
+    outcome = slixmpp_login(
+        port, tmp_path, cn_only, jid="cn-bob.staff@localhost/desk", authzid="cn-bob.staff@localhost"
+    )
+    assert_bound(outcome, "cn-bob.staff@localhost", "desk")
+
+
+def test_cn_only_certificate_with_another_authzid_is_invalid_authzid(c2s, tmp_path, cn_only):
+    port = c2s("starttls", auth=COMMON_NAME_AUTH)
+    outcome = slixmpp_login(port, tmp_path, cn_only, jid="bob@localhost", authzid="bob@localhost")
+    assert_refused(outcome, "invalid-authzid")  # DESIGN §4: common_name, authzid differs
+
+
+@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
+def test_cn_only_certificate_is_not_authorized_with_only_standard(c2s, tmp_path, cn_only, mode, direct):
+    port = c2s(mode, auth=AuthConfig(sasl_external=("standard",)))
+    outcome = slixmpp_login(port, tmp_path, cn_only, jid="bob@localhost", direct_tls=direct)
+    assert_refused(outcome, "not-authorized")  # DESIGN §4: standard, no xmppAddr at all
 
 
 def test_registry_knows_the_bound_session_by_bare_jid_and_certificate(c2s, tmp_path, pki, on_reactor):
@@ -106,11 +165,10 @@ def test_registry_knows_the_bound_session_by_bare_jid_and_certificate(c2s, tmp_p
 def test_authzid_not_in_the_certificate_is_invalid_authzid(c2s, tmp_path, pki):
     port = c2s("starttls")
     outcome = slixmpp_login(port, tmp_path, pki.valid, jid="bob@localhost", authzid="bob@localhost")
-    assert outcome.bound_jid is None
-    assert "invalid-authzid" in outcome.sasl_failures, outcome
+    assert_refused(outcome, "invalid-authzid")
 
 
-BAD = ["none", "expired", "untrusted", "self_signed", "revoked"]
+BAD = ["none", "expired", "untrusted", "self_signed", "revoked", "held", "wrong_eku"]
 
 
 @pytest.fixture
@@ -120,27 +178,86 @@ def revoked(pki):
     return cert
 
 
-def _bad(pki, revoked, kind):
-    if kind == "none":
-        return None
-    return revoked if kind == "revoked" else getattr(pki, kind)
+@pytest.fixture
+def held(pki):
+    cert = make_client(pki.ca, jids=["alice@localhost"])
+    services.hold(services.import_certificate(cert.pem))  # RFC 5280 §5.3.1 certificateHold
+    return cert
+
+
+@pytest.fixture(scope="module")
+def wrong_eku(pki):
+    return make_client(pki.ca, jids=["alice@localhost"], ekus=[SERVER_AUTH])  # serverAuth only
+
+
+@pytest.fixture
+def bad(request, pki):
+    """The client certificate of a BAD kind (None: no certificate at all)."""
+
+    def get(kind: str):
+        if kind == "none":
+            return None
+        if kind in ("revoked", "held", "wrong_eku"):
+            return request.getfixturevalue(kind)
+        return getattr(pki, kind)
+
+    return get
 
 
 @pytest.mark.parametrize("kind", BAD)
 @pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
 @pytest.mark.parametrize("disconnect", [True, False], ids=["disconnect", "keep"])
 @pytest.mark.parametrize("verify_mode", ["peer", "selfsigned_peer"])
-def test_bad_certificates_never_log_in(
-    c2s, tmp_path, pki, revoked, kind, mode, direct, disconnect, verify_mode
-):
+def test_bad_certificates_never_log_in(c2s, tmp_path, bad, kind, mode, direct, disconnect, verify_mode):
     if verify_mode == "selfsigned_peer" and kind == "self_signed":
         pytest.skip("selfsigned_peer accepts it: test_self_signed_certificate_logs_in_with_selfsigned_peer")
     port = c2s(mode, disconnect_on_failure=disconnect, verify_mode=verify_mode)
-    outcome = slixmpp_login(port, tmp_path, _bad(pki, revoked, kind), direct_tls=direct)
+    outcome = slixmpp_login(port, tmp_path, bad(kind), direct_tls=direct)
     assert outcome.bound_jid is None
     assert outcome.disconnected or outcome.no_usable_mechanism, outcome
     if not disconnect:
         assert outcome.no_usable_mechanism, "the connection stays; the certificate counts as none"
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_bad_certificate_counted_as_none_gets_not_authorized_for_external_sent_anyway(
+    c2s, tmp_path, bad, kind
+):
+    port = c2s("starttls", disconnect_on_failure=False)
+    sock, features = starttls(port, client_context(tmp_path, bad(kind)))
+    with sock:
+        assert b"EXTERNAL" not in features
+        assert sasl_failure_condition(sasl(sock, auth_external("="))) == "not-authorized"  # DESIGN §4
+
+
+# What OpenSSL itself refuses during the handshake when disconnect_on_failure is true (its default purpose
+# check on a server is "SSL client", so a serverAuth-only EKU fails there), and the TLS alert it sends.
+HANDSHAKE_ALERTS = {
+    "expired": "CERTIFICATE_EXPIRED",
+    "untrusted": "UNKNOWN_CA",
+    "self_signed": "UNKNOWN_CA",
+    "wrong_eku": "UNSUPPORTED_CERTIFICATE",
+}
+
+
+def _direct_tls_read(tmp_path, port: int, client) -> bytes:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with client_context(tmp_path, client).wrap_socket(raw, server_hostname="localhost") as sock:
+        sock.sendall(STREAM_HEADER)  # TLS 1.3: the server's verdict comes after the client's Finished
+        return read_to_eof(sock)
+
+
+@pytest.mark.parametrize("kind", sorted(HANDSHAKE_ALERTS))
+def test_certificate_openssl_rejects_fails_the_handshake_with_its_alert(c2s, tmp_path, bad, kind):
+    port = c2s("tls", disconnect_on_failure=True)
+    with pytest.raises(ssl.SSLError, match=HANDSHAKE_ALERTS[kind]):
+        _direct_tls_read(tmp_path, port, bad(kind))
+
+
+@pytest.mark.parametrize("kind", ["revoked", "held"])
+def test_revoked_or_held_certificate_passes_openssl_and_is_cut_by_our_check(c2s, tmp_path, bad, kind):
+    port = c2s("tls", disconnect_on_failure=True)
+    assert _direct_tls_read(tmp_path, port, bad(kind)) == b""  # not one byte of XMPP
 
 
 def test_self_signed_certificate_logs_in_with_selfsigned_peer(c2s, tmp_path, pki):
@@ -167,28 +284,10 @@ def test_verify_mode_none_still_refuses_a_revoked_certificate(c2s, tmp_path, rev
     assert outcome.no_usable_mechanism, outcome
 
 
-def read_until(sock, *markers: bytes) -> bytes:
-    data = b""
-    while not any(marker in data for marker in markers):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-FEATURES_END = (b"</stream:features>", b"<stream:features/>")
-
-
 def features_after_starttls(port: int, context: ssl.SSLContext) -> bytes:
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    raw.sendall(STREAM_HEADER)
-    assert b"<starttls" in read_until(raw, *FEATURES_END)
-    raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-    assert b"<proceed" in read_until(raw, b"/>")
-    with context.wrap_socket(raw, server_hostname="localhost") as sock:
-        sock.sendall(STREAM_HEADER)
-        return read_until(sock, *FEATURES_END)
+    sock, features = starttls(port, context)
+    sock.close()
+    return features
 
 
 def test_no_certificate_means_external_is_not_advertised(c2s, tmp_path, pki):
@@ -201,35 +300,6 @@ def test_valid_certificate_means_external_is_advertised(c2s, tmp_path, pki):
     assert b"<mechanism>EXTERNAL</mechanism>" in features_after_starttls(
         port, client_context(tmp_path, pki.valid)
     )
-
-
-def raw_session(port: int, context: ssl.SSLContext) -> ssl.SSLSocket:
-    """A hand-driven login: STARTTLS, SASL EXTERNAL with '=', resource binding (RFC 6120 §5, §6, §7)."""
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    raw.sendall(STREAM_HEADER)
-    read_until(raw, *FEATURES_END)
-    raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-    read_until(raw, b"/>")
-    sock = context.wrap_socket(raw, server_hostname="localhost")
-    sock.sendall(STREAM_HEADER)
-    assert b"EXTERNAL" in read_until(sock, *FEATURES_END)
-    sock.sendall(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>")
-    assert b"<success" in read_until(sock, b"/>", b"</success>", b"</failure>")
-    sock.sendall(STREAM_HEADER)
-    read_until(sock, *FEATURES_END)
-    sock.sendall(b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
-    assert b"alice@localhost/" in read_until(sock, b"</iq>")
-    return sock
-
-
-def ping(sock: ssl.SSLSocket, stanza_id: str) -> bytes:
-    """XEP-0199 ping to the server; the reply stanza."""
-    ping_iq = f"<iq type='get' id='{stanza_id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
-    sock.sendall(ping_iq.encode())
-    data = read_until(sock, stanza_id.encode())
-    while not data.rstrip().endswith(b">"):  # the rest of the reply's start tag, should it come split
-        data += sock.recv(4096)
-    return data
 
 
 HOSTILE = [
