@@ -15,7 +15,12 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-install: $(VENV)/.installed
+# Strophe.js, ws and @xmldom/xmldom for the WebSocket and BOSH end-to-end tests (versions in package-lock.json).
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund
+	touch $@
+
+install: $(VENV)/.installed tests/js/node_modules/.installed
 
 run: install
 	$(PY) manage.py migrate --noinput

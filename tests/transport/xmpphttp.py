@@ -9,6 +9,7 @@ connection whose certificate is refused (``disconnect_on_failure = false``), so 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -123,3 +124,15 @@ def start_server(directory: Path) -> Iterator[XmppHttpServer]:
             process.kill()
             process.wait()
         log.close()
+
+
+def strophe_login(
+    server: XmppHttpServer, url: str, client: Issued | None, jid: str = "alice@localhost"
+) -> dict:
+    """Run ``tests/js/login.cjs`` (Strophe.js under Node) and return its JSON verdict."""
+    files = server.client_files(client)
+    args = ["node", str(JS_DIR / "login.cjs"), url, jid, *(str(f) for f in files or ())]
+    done = subprocess.run(args, cwd=JS_DIR, capture_output=True, text=True, timeout=60)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no verdict from login.cjs (exit {done.returncode}): {done.stdout}\n{done.stderr}"
+    return json.loads(lines[-1])
