@@ -180,6 +180,11 @@ class CertificateAuthenticator:
             fail_open=options.crl_fail_open,
         )
 
+    @property
+    def issuer_ca_id(self) -> int | None:
+        """The ``CertificateAuthority`` row that issued the checked certificate (None: none, or not a row)."""
+        return self._checked.issuer_ca_id if self._checked is not None else None
+
     def external_available(self) -> bool:
         """Whether to offer EXTERNAL (DESIGN §4): enabled, served by a method, and a certificate passed."""
         return (

@@ -8,7 +8,9 @@ reads the socket, writes what the core wants written, runs the TLS upgrade, and 
 (certificate check, SASL EXTERNAL) in a thread so the reactor never waits on the database. While such a call
 is pending, input is held back so the core sees events in order.
 
-Every connection is in :data:`registry` while it lives, so later code (revocation, the admin) can end it.
+Every connection is in :data:`registry` while it lives; a bound session is also registered with
+:data:`transport.live.sessions` (the session registry: its row, its certificate's expiry, and the commands
+that end it when its certificate is revoked, DESIGN §5).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from certauth.pki.facts import fingerprint_sha256
+from transport import live
+from transport.sessions import SessionFacts
 from transport.stream import namespaces as ns
 from transport.tls import ServerTls, must_disconnect, peer_chain, verify_errors, with_default_credentials
 from xmppauth.config import C2SListener, Config, TlsOptions
@@ -149,6 +153,7 @@ class C2SProtocol(Protocol):
         self._timer: Any = None  # the auth deadline before the session, the keepalive after it
         self._ping_outstanding = False
         self._pings = itertools.count(1)
+        self.live: live.SessionHandle | None = None  # the session registry's handle once bound
 
     @property
     def bare_jid(self) -> str | None:
@@ -175,6 +180,8 @@ class C2SProtocol(Protocol):
         self._lost = True
         self._cancel_timer()
         self.factory.registry.remove(self.connection_id)
+        if self.live is not None:
+            self.live.unregister()
         lost = getattr(self.core, "connection_lost", None)
         if lost is not None:
             lost()
@@ -284,6 +291,7 @@ class C2SProtocol(Protocol):
             self._cancel_timer()
             self._arm_keepalive()
             logger.info("c2s %s: session bound to %s", self.peer, self.jid)
+            self._register_session()
         elif kind == "StanzaReceived":
             self.factory.on_stanza(self, event)
         elif kind == "Close":
@@ -299,6 +307,22 @@ class C2SProtocol(Protocol):
             self._lose_connection()
         else:
             logger.debug("c2s %s: core event %s ignored by the TCP adapter", self.peer, kind)
+
+    def _register_session(self) -> None:
+        """Enter the session registry, which ends the session when its certificate stops being valid."""
+        facts = self.cert_facts
+        self.live = self.factory.live_sessions.register(
+            SessionFacts(
+                full_jid=self.jid or "",
+                transport="tls" if self.factory.listener_mode == "tls" else "tcp",
+                peer=self.peer,
+                cert_fingerprint=self.cert_fingerprint or "",
+                cert_serial=getattr(facts, "serial", "") or "",
+                issuer_ca_id=getattr(self.authenticator, "issuer_ca_id", None),
+                cert_not_after=getattr(facts, "not_after", None),
+            ),
+            self.close_with_error,
+        )
 
     def _authenticated(self, result: Any) -> None:
         if getattr(result, "jid", None):
@@ -468,6 +492,7 @@ class C2SFactory(Factory):
         core_factory: Callable[[C2SListener], StreamCore],
         authenticator_factory: Callable[[TlsOptions | None, str], Authenticator],
         registry: ConnectionRegistry = registry,
+        live_sessions: live.LiveSessions | None = None,
         auth_timeout: float = AUTH_TIMEOUT,
         ping_interval: float = 0,
         on_stanza: Callable[[C2SProtocol, Any], None] | None = None,
@@ -481,6 +506,7 @@ class C2SFactory(Factory):
         self.core_factory = core_factory
         self.authenticator_factory = authenticator_factory
         self.registry = registry
+        self.live_sessions = live_sessions if live_sessions is not None else live.sessions
         self.auth_timeout = auth_timeout
         self.ping_interval = ping_interval  # seconds of client silence before a keepalive ping; 0: never
         self.on_stanza = on_stanza or _unrouted

@@ -51,6 +51,9 @@ class Command(BaseCommand):
             ports = start_c2s_listeners(config, reactor)
         except TlsConfigError as exc:
             raise CommandError(str(exc)) from exc
+        from transport.live import start_session_services  # noqa: PLC0415
+
+        start_session_services(reactor)  # revoked certificates end their sessions (DESIGN §5)
         for port in ports:
             address = port.getHost()
             self.stdout.write(f"c2s listening on {address.host}:{address.port}")

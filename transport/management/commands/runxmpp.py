@@ -28,6 +28,7 @@ class Command(BaseCommand):
         from twisted.internet import reactor
 
         from certauth.scheduler import start_in_process_jobs
+        from transport.live import start_session_services
         from transport.tcp import start_c2s_listeners
         from xmppauth.asgi import application
 
@@ -37,6 +38,7 @@ class Command(BaseCommand):
             scheme = "https" if listener.tls is not None else "http"
             self.stdout.write(f"admin at {scheme}://{listener.ip_address}:{listener.port}/admin/")
         start_c2s_listeners(config, reactor)  # each listener logs its address and TLS mode
+        start_session_services(reactor)  # revoked certificates end their sessions (DESIGN §5)
         if not settings.REDIS_URL:  # else celery beat runs the jobs (DESIGN §1)
             start_in_process_jobs(reactor)
         if not endpoints:

@@ -1,0 +1,303 @@
+"""The session registry: which commands end which sessions, leases, expiry, and what creates the commands.
+
+Specs: RFC 6120 §4.9.3.16 and §13.7.2.3 (``reset`` when the stream's certificate is revoked), DESIGN §5.
+The reactor side runs on Twisted's ``Clock``; the database side on pytest-django's database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from twisted.internet.task import Clock
+
+from accounts.models import Account, Domain
+from certauth import services
+from certauth.models import CrlSource, RevocationReason
+from certauth.signals import external_revocations_found
+from tests.certauth.crlhelpers import add_ca_row
+from tests.certs import make_ca, make_client
+from transport import sessions
+from transport.live import LiveSessions, TerminationWatcher
+from transport.models import LiveSession, SessionTermination
+from transport.sessions import SessionFacts, Termination, matches
+
+FINGERPRINT = "ab" * 32
+Target = SessionTermination.Target
+
+
+def facts(**overrides) -> SessionFacts:
+    values = {
+        "full_jid": "alice@localhost/phone",
+        "transport": "tcp",
+        "peer": "127.0.0.1:40000",
+        "cert_fingerprint": FINGERPRINT,
+        "cert_serial": "c0ffee",
+        "issuer_ca_id": 7,
+        "cert_not_after": timezone.now() + timedelta(days=30),
+        **overrides,
+    }
+    return SessionFacts(**values)
+
+
+def command(target: str, *, command_id: int = 1, **fields) -> Termination:
+    return Termination(
+        id=command_id, created_at=timezone.now(), target=target, condition="reset", text="why", **fields
+    )
+
+
+# --- matching ------------------------------------------------------------------------------------------
+
+
+def test_fingerprint_command_ends_the_session_of_that_certificate_only():
+    assert matches(command(Target.FINGERPRINT, fingerprint=FINGERPRINT), facts())
+    assert not matches(command(Target.FINGERPRINT, fingerprint="cd" * 32), facts())
+
+
+def test_empty_fingerprint_ends_no_session_without_a_certificate():
+    assert not matches(command(Target.FINGERPRINT, fingerprint=""), facts(cert_fingerprint=""))
+
+
+def test_serial_command_needs_the_same_issuer():
+    assert matches(command(Target.ISSUER_SERIAL, issuer_ca_id=7, serial="c0ffee"), facts())
+    assert not matches(command(Target.ISSUER_SERIAL, issuer_ca_id=8, serial="c0ffee"), facts())
+    assert not matches(command(Target.ISSUER_SERIAL, issuer_ca_id=7, serial="c0ffef"), facts())
+
+
+def test_serial_command_ends_no_session_whose_issuer_is_not_a_ca_row():
+    assert not matches(command(Target.ISSUER_SERIAL, issuer_ca_id=None, serial="c0ffee"), facts())
+    assert not matches(
+        command(Target.ISSUER_SERIAL, issuer_ca_id=7, serial="c0ffee"), facts(issuer_ca_id=None)
+    )
+
+
+def test_account_command_ends_every_resource_of_the_bare_jid():
+    assert matches(command(Target.BARE_JID, bare_jid="alice@localhost"), facts())
+    assert matches(command(Target.BARE_JID, bare_jid="alice@localhost"), facts(full_jid="alice@localhost/pc"))
+    assert not matches(command(Target.BARE_JID, bare_jid="bob@localhost"), facts())
+
+
+def test_session_command_ends_that_session_only():
+    session = facts()
+    assert matches(command(Target.SESSION, session_id=session.session_id), session)
+    assert not matches(command(Target.SESSION, session_id=uuid.uuid4()), session)
+
+
+# --- the reactor side ----------------------------------------------------------------------------------
+
+
+class Closes:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, condition: str, text: str) -> None:
+        self.calls.append((condition, text))
+
+
+def test_matching_command_closes_the_local_session_with_reset_and_its_text():
+    registry, closes = LiveSessions(reactor=Clock()), Closes()
+    registry.register(facts(), closes)
+    assert registry.apply(command(Target.FINGERPRINT, fingerprint=FINGERPRINT)) == 1
+    assert closes.calls == [("reset", "why")]
+
+
+def test_command_for_another_certificate_leaves_the_session_alone():
+    registry, closes = LiveSessions(reactor=Clock()), Closes()
+    registry.register(facts(), closes)
+    assert registry.apply(command(Target.FINGERPRINT, fingerprint="cd" * 32)) == 0
+    assert closes.calls == []
+
+
+def test_unregistered_session_is_not_closed():
+    registry, closes = LiveSessions(reactor=Clock()), Closes()
+    handle = registry.register(facts(), closes)
+    handle.unregister()
+    registry.apply(command(Target.FINGERPRINT, fingerprint=FINGERPRINT))
+    assert closes.calls == [] and len(registry) == 0
+
+
+def test_session_is_closed_once_even_when_two_commands_match():
+    registry, closes = LiveSessions(reactor=Clock()), Closes()
+    registry.register(facts(), closes)
+    registry.apply(command(Target.FINGERPRINT, fingerprint=FINGERPRINT))
+    registry.apply(command(Target.BARE_JID, command_id=2, bare_jid="alice@localhost"))
+    assert closes.calls == [("reset", "why")]
+
+
+def test_session_ends_with_reset_when_its_certificate_expires():
+    clock, closes = Clock(), Closes()
+    registry = LiveSessions(reactor=clock)
+    registry.register(facts(cert_not_after=timezone.now() + timedelta(seconds=60)), closes)
+    clock.advance(59)
+    assert closes.calls == []
+    clock.advance(2)
+    assert closes.calls == [("reset", "certificate expired")]
+
+
+def test_unregistering_cancels_the_expiry():
+    clock, closes = Clock(), Closes()
+    registry = LiveSessions(reactor=clock)
+    handle = registry.register(facts(cert_not_after=timezone.now() + timedelta(seconds=60)), closes)
+    handle.unregister()
+    clock.advance(120)
+    assert closes.calls == [] and clock.getDelayedCalls() == []
+
+
+def test_session_registered_just_after_a_matching_command_is_closed_too():
+    """A login that raced with the revocation (checked before, bound after the command was applied)."""
+    clock, closes = Clock(), Closes()
+    registry = LiveSessions(reactor=clock)
+    registry.apply(command(Target.FINGERPRINT, fingerprint=FINGERPRINT))
+    registry.register(facts(), closes)
+    clock.advance(0)
+    assert closes.calls == [("reset", "why")]
+
+
+def test_session_registered_after_an_unrelated_command_stays():
+    clock, closes = Clock(), Closes()
+    registry = LiveSessions(reactor=clock)
+    registry.apply(command(Target.FINGERPRINT, fingerprint="cd" * 32))
+    registry.register(facts(), closes)
+    clock.advance(0)
+    assert closes.calls == []
+
+
+def test_old_commands_are_forgotten_for_new_sessions():
+    clock, closes = Clock(), Closes()
+    registry = LiveSessions(reactor=clock)
+    registry.apply(command(Target.FINGERPRINT, fingerprint=FINGERPRINT))
+    registry.forget_older_than(timezone.now() + timedelta(seconds=1))
+    registry.register(facts(), closes)
+    clock.advance(0)
+    assert closes.calls == []
+
+
+# --- the database side ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_watcher_applies_each_new_command_once_and_skips_older_ones():
+    sessions.terminate_certificate(FINGERPRINT, "before start")
+    registry, closes = LiveSessions(reactor=Clock()), Closes()
+    watcher = TerminationWatcher(registry, Clock())
+    watcher.last_id = sessions.last_termination_id()
+    watcher.started_at = timezone.now()
+    registry.register(facts(), closes)
+    horizon = watcher.started_at
+    watcher.apply(sessions.terminations_since(watcher.last_id, horizon), horizon)
+    assert closes.calls == []  # the command older than the watcher is not applied
+    sessions.terminate_certificate(FINGERPRINT, "certificate revoked (keyCompromise)")
+    watcher.apply(sessions.terminations_since(watcher.last_id, horizon), horizon)
+    watcher.apply(sessions.terminations_since(watcher.last_id, horizon), horizon)
+    assert closes.calls == [("reset", "certificate revoked (keyCompromise)")]
+
+
+@pytest.mark.django_db
+def test_terminations_since_returns_a_recent_command_with_a_lower_id():
+    """A row whose id was taken before the last seen one but committed later (PostgreSQL sequences)."""
+    early = sessions.terminate_account("alice@localhost")
+    late = sessions.terminate_account("bob@localhost")
+    horizon = timezone.now() - timedelta(seconds=5)
+    assert [c.id for c in sessions.terminations_since(late.pk, horizon)] == [early.pk, late.pk]
+    assert sessions.terminations_since(late.pk, timezone.now() + timedelta(seconds=5)) == []
+
+
+@pytest.mark.django_db
+def test_heartbeat_renews_this_process_and_purges_a_dead_one():
+    mine, theirs = facts(), facts(full_jid="bob@localhost/pc")
+    sessions.save_session(mine)
+    sessions.save_session(theirs, process="elsewhere:1:1")
+    past = timezone.now() - timedelta(seconds=1)
+    LiveSession.objects.update(lease_expires_at=past)
+    assert sessions.heartbeat() == 1
+    row = LiveSession.objects.get()
+    assert row.id == mine.session_id and row.lease_expires_at > timezone.now()
+    assert (row.bare_jid, row.resource, row.process_id) == ("alice@localhost", "phone", sessions.process_id())
+
+
+@pytest.mark.django_db
+def test_deleted_session_leaves_no_row():
+    session = facts()
+    sessions.save_session(session)
+    sessions.delete_session(session.session_id)
+    assert not LiveSession.objects.exists()
+
+
+# --- what creates commands -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def our_certificate(db):
+    ca = services.create_ca("sessions test CA")
+    domain = Domain.objects.create(name="localhost")
+    account = Account.objects.create(localpart="alice", domain=domain)
+    return services.issue_for_account(account, ca=ca).row
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revoking_a_certificate_orders_its_sessions_ended_with_the_reason(our_certificate):
+    services.revoke(our_certificate, RevocationReason.KEY_COMPROMISE)
+    row = SessionTermination.objects.get()
+    assert (row.target, row.fingerprint) == (Target.FINGERPRINT, our_certificate.fingerprint_sha256)
+    assert (row.condition, row.text) == ("reset", "certificate revoked (keyCompromise)")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_holding_a_certificate_orders_its_sessions_ended(our_certificate):
+    services.hold(our_certificate)
+    assert SessionTermination.objects.get().text == "certificate on hold"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_releasing_a_certificate_orders_nothing(our_certificate):
+    services.hold(our_certificate)
+    services.release(our_certificate)
+    assert SessionTermination.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_new_serials_in_an_external_crl_order_their_sessions_ended():
+    external = make_ca("External sessions CA")
+    ca = add_ca_row(external, "external")
+    serial = format(make_client(external).cert.serial_number, "x")
+    source = CrlSource.objects.create(ca=ca, kind=CrlSource.Kind.OPERATOR_URL, location="http://x/crl")
+    external_revocations_found.send(sender=CrlSource, ca=ca, serials=(serial, "10"), source=source)
+    rows = SessionTermination.objects.order_by("id")
+    assert [(r.target, r.issuer_ca_id, r.serial) for r in rows] == [
+        (Target.ISSUER_SERIAL, ca.pk, serial),
+        (Target.ISSUER_SERIAL, ca.pk, "10"),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_disabling_an_account_orders_its_sessions_ended():
+    account = Account.objects.create(localpart="Alice", domain=Domain.objects.create(name="localhost"))
+    assert not SessionTermination.objects.exists()  # saved active: nothing to end
+    account.active = False
+    account.save()
+    row = SessionTermination.objects.get()
+    assert (row.target, row.bare_jid, row.text) == (Target.BARE_JID, "alice@localhost", "account disabled")
+
+
+# --- admin ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_admin_lists_live_sessions_and_ends_one_by_its_id(staff_client):
+    session = facts()
+    sessions.save_session(session)
+    listing = staff_client.get("/admin/transport/livesession/")
+    assert listing.status_code == 200 and b"alice@localhost/phone" in listing.content
+    staff_client.post(
+        "/admin/transport/livesession/",
+        {"action": "end_sessions", "_selected_action": [str(session.session_id)]},
+    )
+    row = SessionTermination.objects.get()
+    assert (row.target, row.session_id, row.condition, row.text) == (
+        Target.SESSION,
+        session.session_id,
+        "reset",
+        "ended by the operator",
+    )

@@ -1,0 +1,261 @@
+"""The live sessions of this process, and the watcher that ends them on command from any process.
+
+Specs: RFC 6120 §4.9.3.16 and §13.7.2.3 (a revoked or expired certificate ends its stream with ``reset``),
+DESIGN §5 (within a second, whichever process holds the session).
+
+Any transport (TCP, WebSocket, BOSH) registers a bound session with one call, on the reactor thread (under
+daphne that is also the asyncio loop's thread)::
+
+    handle = live.sessions.register(SessionFacts(full_jid=..., transport="websocket", peer=...,
+                                                 cert_fingerprint=..., cert_serial=..., issuer_ca_id=...,
+                                                 cert_not_after=..., channel_name=...), close)
+    ...
+    handle.unregister()        # when the session ends, however it ends (idempotent)
+
+``close(condition, text)`` is called on the reactor thread when the session must end: the adapter sends the
+stream error (``core.close_with_error(condition, text)``) and closes its transport. The registry writes the
+``LiveSession`` row in a worker thread (never blocking the reactor), closes the session at its certificate's
+``notAfter`` ("certificate expired"), and deletes the row at ``unregister``.
+
+Each listener process runs :func:`start_session_services`: a :class:`TerminationWatcher` that polls the
+``SessionTermination`` table every :data:`POLL_INTERVAL` seconds (one indexed query) and a heartbeat that
+renews this process's leases. A command is also applied to sessions registered up to :data:`RECENT` seconds
+after it, so a session whose login raced with a revocation is still ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.db import close_old_connections
+from django.utils import timezone
+from twisted.internet import threads
+from twisted.internet.task import LoopingCall
+
+from transport import sessions as store
+from transport.sessions import RESET, TEXT_EXPIRED, SessionFacts, Termination
+
+logger = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.2  # seconds between two looks at the SessionTermination table
+HEARTBEAT_INTERVAL = 5.0  # seconds between two lease renewals (the lease is store.LEASE)
+RECENT = timedelta(seconds=10)  # commands also apply to sessions registered this long after them
+
+Closer = Callable[[str, str], None]  # close(condition, text), called on the reactor thread
+
+
+def _in_db_thread(function: Callable[..., Any], *args: Any) -> Any:
+    close_old_connections()
+    try:
+        return function(*args)
+    finally:
+        close_old_connections()
+
+
+def _default_reactor() -> Any:
+    from twisted.internet import reactor  # noqa: PLC0415 (installed by the command before this runs)
+
+    return reactor
+
+
+@dataclass
+class SessionHandle:
+    """What ``register`` returns: the session's facts and its way out."""
+
+    registry: LiveSessions
+    facts: SessionFacts
+    close: Closer
+    expiry: Any = None  # the reactor call that ends the session at notAfter
+    saved: Any = None  # the Deferred of the row's insert (the delete waits for it)
+    closed: bool = False
+
+    @property
+    def session_id(self) -> uuid.UUID:
+        return self.facts.session_id
+
+    def end(self, condition: str, text: str) -> None:
+        """Ask the adapter to close the session (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        logger.info("ending session %s (%s): %s %s", self.facts.full_jid, self.facts.peer, condition, text)
+        try:
+            self.close(condition, text)
+        except Exception:
+            logger.exception("closing session %s failed", self.facts.full_jid)
+
+    def unregister(self) -> None:
+        self.registry.unregister(self.session_id)
+
+
+@dataclass
+class LiveSessions:
+    """This process's bound sessions by id. Touch it only from the reactor thread.
+
+    Rows are written only once ``persist`` is set, which :func:`start_session_services` does: a row needs a
+    heartbeat to stay, and a process without the services (a test's listener) keeps its sessions in memory.
+    """
+
+    reactor: Any = None
+    persist: bool = False
+    handles: dict[uuid.UUID, SessionHandle] = field(default_factory=dict)
+    recent: list[Termination] = field(default_factory=list)
+
+    def _reactor(self) -> Any:
+        if self.reactor is None:
+            self.reactor = _default_reactor()
+        return self.reactor
+
+    def _in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        reactor = self._reactor()
+        deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), _in_db_thread, function, *args)
+        deferred.addErrback(lambda failure: logger.error("session registry: %s", failure.getTraceback()))
+        return deferred
+
+    def register(self, facts: SessionFacts, close: Closer) -> SessionHandle:
+        """Add a bound session (see the module docstring); returns its handle."""
+        handle = SessionHandle(self, facts, close)
+        self.handles[facts.session_id] = handle
+        reactor = self._reactor()
+        if facts.cert_not_after is not None:
+            delay = max(0.0, (facts.cert_not_after - timezone.now()).total_seconds())
+            handle.expiry = reactor.callLater(delay, handle.end, RESET, TEXT_EXPIRED)
+        if self.persist:
+            handle.saved = self._in_thread(store.save_session, facts)
+        for command in self.recent:
+            if store.matches(command, facts):
+                reactor.callLater(0, handle.end, command.condition, command.text)
+                break
+        return handle
+
+    def unregister(self, session_id: uuid.UUID) -> None:
+        handle = self.handles.pop(session_id, None)
+        if handle is None:
+            return
+        if handle.expiry is not None and handle.expiry.active():
+            handle.expiry.cancel()
+        if self.persist and handle.saved is not None:
+            handle.saved.addBoth(lambda _: self._in_thread(store.delete_session, session_id))
+
+    def apply(self, command: Termination) -> int:
+        """End the sessions ``command`` matches; returns how many."""
+        self.recent.append(command)
+        ended = 0
+        for handle in list(self.handles.values()):
+            if store.matches(command, handle.facts) and not handle.closed:
+                handle.end(command.condition, command.text)
+                ended += 1
+        return ended
+
+    def forget_older_than(self, horizon: Any) -> None:
+        self.recent = [command for command in self.recent if command.created_at >= horizon]
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+
+sessions = LiveSessions()  # the process's registry: every transport registers here
+
+
+class TerminationWatcher:
+    """Polls ``SessionTermination`` and applies new commands to ``registry`` (see the module docstring)."""
+
+    def __init__(self, registry: LiveSessions, reactor: Any, interval: float = POLL_INTERVAL) -> None:
+        self.registry = registry
+        self.reactor = reactor
+        self.interval = interval
+        self.last_id = 0
+        self.started_at = timezone.now()
+        self.applied: dict[int, Any] = {}  # command id -> created_at, within RECENT
+        self.loop: LoopingCall | None = None
+
+    def start(self) -> None:
+        """Skip the commands that exist already (call at start-up, before the reactor runs), then poll."""
+        self.last_id = _in_db_thread(store.last_termination_id)
+        self.started_at = timezone.now()
+        self.loop = LoopingCall(self.poll)
+        self.loop.clock = self.reactor
+        self.loop.start(self.interval, now=False)
+        logger.info("session termination watcher polls every %g s", self.interval)
+
+    def stop(self) -> None:
+        if self.loop is not None and self.loop.running:
+            self.loop.stop()
+
+    def poll(self) -> Any:
+        """One look at the table, in a worker thread; the commands are applied on the reactor thread."""
+        horizon = max(self.started_at, timezone.now() - RECENT)
+        deferred = threads.deferToThreadPool(
+            self.reactor,
+            self.reactor.getThreadPool(),
+            _in_db_thread,
+            store.terminations_since,
+            self.last_id,
+            horizon,
+        )
+        deferred.addCallback(self.apply, horizon)
+        deferred.addErrback(lambda failure: logger.error("termination poll failed: %s", failure.value))
+        return deferred
+
+    def apply(self, commands: list[Termination], horizon: Any) -> None:
+        for command in commands:
+            self.last_id = max(self.last_id, command.id)
+            if command.id in self.applied:
+                continue
+            self.applied[command.id] = command.created_at
+            ended = self.registry.apply(command)
+            logger.info(
+                "termination #%d (%s %s) ended %d local session(s)",
+                command.id,
+                command.target,
+                command.text,
+                ended,
+            )
+        self.applied = {key: when for key, when in self.applied.items() if when >= horizon}
+        self.registry.forget_older_than(timezone.now() - RECENT)
+
+
+@dataclass
+class SessionServices:
+    watcher: TerminationWatcher
+    heartbeat: LoopingCall
+
+
+_services: SessionServices | None = None
+
+
+def start_session_services(reactor: Any, registry: LiveSessions | None = None) -> SessionServices:
+    """Start the watcher and the heartbeat for this process (once; runc2s, runxmpp and daphne call it)."""
+    global _services
+    if _services is not None:
+        return _services
+    registry = registry or sessions
+    registry.reactor = reactor
+    registry.persist = True
+    watcher = TerminationWatcher(registry, reactor)
+    watcher.start()
+
+    def beat() -> Any:
+        deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), _in_db_thread, store.heartbeat)
+        deferred.addErrback(lambda failure: logger.error("session heartbeat failed: %s", failure.value))
+        return deferred
+
+    heartbeat = LoopingCall(beat)
+    heartbeat.clock = reactor
+    heartbeat.start(HEARTBEAT_INTERVAL, now=True)
+    reactor.addSystemEventTrigger("before", "shutdown", _forget_this_process)
+    _services = SessionServices(watcher, heartbeat)
+    return _services
+
+
+def _forget_this_process() -> None:
+    """At shutdown: this process's rows go now rather than when their lease runs out."""
+    try:
+        _in_db_thread(store.forget_process)
+    except Exception:
+        logger.exception("could not delete this process's live session rows")

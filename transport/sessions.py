@@ -1,0 +1,203 @@
+"""The session registry's database side: session rows with leases, termination commands, and their matching.
+
+Specs: RFC 6120 §4.9.3.16 and §13.7.2.3 (a stream whose certificate is revoked ends with ``reset``), DESIGN §5
+(revoked certificates end live sessions within a second, in whichever process holds them).
+
+Everything here is synchronous Django code: adapters call it from a worker thread (``transport.live`` does),
+never from the reactor thread. ``matches`` is pure and decides which sessions a command ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from transport.models import LiveSession, SessionTermination
+
+logger = logging.getLogger(__name__)
+
+RESET = "reset"  # RFC 6120 §4.9.3.16: the credentials of the stream are no longer valid
+LEASE = timedelta(seconds=30)  # a row whose process stops heartbeating is purged this long after
+TERMINATION_KEEP = timedelta(days=1)  # how long commands stay in the table (the admin shows them)
+TEXT_EXPIRED = "certificate expired"
+TEXT_OPERATOR = "ended by the operator"
+TEXT_ACCOUNT_DISABLED = "account disabled"
+
+_PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+
+
+def process_id() -> str:
+    """This process as ``host:pid:start`` (the start time keeps a reused pid apart)."""
+    return _PROCESS_ID
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What the registry knows of one live session; ``session_id`` is its ``LiveSession`` primary key."""
+
+    full_jid: str
+    transport: str
+    peer: str = ""
+    cert_fingerprint: str = ""
+    cert_serial: str = ""
+    issuer_ca_id: int | None = None
+    cert_not_after: datetime | None = None
+    channel_name: str = ""
+    session_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    started_at: datetime = field(default_factory=timezone.now)
+
+    @property
+    def bare_jid(self) -> str:
+        return self.full_jid.split("/", 1)[0]
+
+    @property
+    def resource(self) -> str:
+        return self.full_jid.split("/", 1)[1] if "/" in self.full_jid else ""
+
+
+@dataclass(frozen=True)
+class Termination:
+    """A ``SessionTermination`` row as plain values (what the watcher matches on the reactor thread)."""
+
+    id: int
+    created_at: datetime
+    target: str
+    condition: str
+    text: str
+    fingerprint: str = ""
+    issuer_ca_id: int | None = None
+    serial: str = ""
+    bare_jid: str = ""
+    session_id: uuid.UUID | None = None
+
+
+def matches(command: Termination, session: SessionFacts) -> bool:
+    """Whether ``command`` ends ``session`` (an empty fingerprint or serial never matches)."""
+    target = SessionTermination.Target
+    if command.target == target.FINGERPRINT:
+        return bool(command.fingerprint) and command.fingerprint == session.cert_fingerprint
+    if command.target == target.ISSUER_SERIAL:
+        return (
+            bool(command.serial)
+            and command.issuer_ca_id is not None
+            and (command.issuer_ca_id, command.serial) == (session.issuer_ca_id, session.cert_serial)
+        )
+    if command.target == target.BARE_JID:
+        return bool(command.bare_jid) and command.bare_jid == session.bare_jid.lower()
+    if command.target == target.SESSION:
+        return command.session_id == session.session_id
+    return False
+
+
+# --- session rows --------------------------------------------------------------------------------------
+
+
+def save_session(session: SessionFacts, process: str | None = None) -> None:
+    """Insert (or refresh) the row of a session this process holds."""
+    LiveSession.objects.update_or_create(
+        id=session.session_id,
+        defaults={
+            "full_jid": session.full_jid,
+            "bare_jid": session.bare_jid.lower(),
+            "resource": session.resource,
+            "transport": session.transport,
+            "peer": session.peer,
+            "cert_fingerprint": session.cert_fingerprint,
+            "cert_serial": session.cert_serial,
+            "issuer_ca_id": session.issuer_ca_id,
+            "cert_not_after": session.cert_not_after,
+            "channel_name": session.channel_name,
+            "process_id": process or process_id(),
+            "started_at": session.started_at,
+            "lease_expires_at": timezone.now() + LEASE,
+        },
+    )
+
+
+def delete_session(session_id: uuid.UUID) -> None:
+    LiveSession.objects.filter(id=session_id).delete()
+
+
+def forget_process(process: str | None = None) -> int:
+    """Delete the rows of a process that stops (its sessions end with it)."""
+    deleted, _ = LiveSession.objects.filter(process_id=process or process_id()).delete()
+    return deleted
+
+
+def heartbeat(process: str | None = None) -> int:
+    """Extend the leases of this process's sessions; purge expired rows and old commands. Returns purged."""
+    now = timezone.now()
+    LiveSession.objects.filter(process_id=process or process_id()).update(lease_expires_at=now + LEASE)
+    purged, _ = LiveSession.objects.filter(lease_expires_at__lt=now).delete()
+    if purged:
+        logger.info("purged %d live session row(s) whose process stopped renewing its lease", purged)
+    SessionTermination.objects.filter(created_at__lt=now - TERMINATION_KEEP).delete()
+    return purged
+
+
+# --- termination commands ------------------------------------------------------------------------------
+
+
+def _command(target: str, text: str, condition: str = RESET, **fields: object) -> SessionTermination:
+    row = SessionTermination.objects.create(
+        created_at=timezone.now(), target=target, condition=condition, text=text[:255], **fields
+    )
+    logger.info("session termination #%d requested: %s", row.pk, row)
+    return row
+
+
+def terminate_certificate(fingerprint: str, text: str) -> SessionTermination:
+    """End every session authenticated with the certificate of this SHA-256 fingerprint (hex)."""
+    return _command(SessionTermination.Target.FINGERPRINT, text, fingerprint=fingerprint.lower())
+
+
+def terminate_serials(issuer_ca_id: int, serials: Iterable[str], text: str) -> list[SessionTermination]:
+    """End the sessions of certificates issued by CA row ``issuer_ca_id`` with one of ``serials`` (hex)."""
+    target = SessionTermination.Target.ISSUER_SERIAL
+    return [_command(target, text, issuer_ca_id=issuer_ca_id, serial=serial.lower()) for serial in serials]
+
+
+def terminate_account(bare_jid: str, text: str = TEXT_ACCOUNT_DISABLED) -> SessionTermination:
+    return _command(SessionTermination.Target.BARE_JID, text, bare_jid=bare_jid.lower())
+
+
+def terminate_session(session_id: uuid.UUID, text: str = TEXT_OPERATOR) -> SessionTermination:
+    return _command(SessionTermination.Target.SESSION, text, session_id=session_id)
+
+
+def last_termination_id() -> int:
+    row = SessionTermination.objects.order_by("-id").values_list("id", flat=True).first()
+    return row or 0
+
+
+def terminations_since(after_id: int, horizon: datetime) -> list[Termination]:
+    """Commands with an id above ``after_id`` or created since ``horizon`` (one indexed query).
+
+    The horizon catches a row whose id was taken before a higher one but committed after it (PostgreSQL
+    sequences); the caller drops the ids it has applied already.
+    """
+    rows = SessionTermination.objects.filter(Q(id__gt=after_id) | Q(created_at__gte=horizon)).order_by("id")
+    return [
+        Termination(
+            id=row.id,
+            created_at=row.created_at,
+            target=row.target,
+            condition=row.condition,
+            text=row.text,
+            fingerprint=row.fingerprint,
+            issuer_ca_id=row.issuer_ca_id,
+            serial=row.serial,
+            bare_jid=row.bare_jid,
+            session_id=row.session_id,
+        )
+        for row in rows
+    ]
