@@ -248,14 +248,18 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
     heartbeat = LoopingCall(beat)
     heartbeat.clock = reactor
     heartbeat.start(HEARTBEAT_INTERVAL, now=True)
-    reactor.addSystemEventTrigger("before", "shutdown", _forget_this_process)
+    reactor.addSystemEventTrigger("before", "shutdown", _forget_this_process, reactor)
     _services = SessionServices(watcher, heartbeat)
     return _services
 
 
-def _forget_this_process() -> None:
-    """At shutdown: this process's rows go now rather than when their lease runs out."""
-    try:
-        _in_db_thread(store.forget_process)
-    except Exception:
-        logger.exception("could not delete this process's live session rows")
+def _forget_this_process(reactor: Any) -> Any:
+    """At shutdown: this process's rows go now rather than when their lease runs out (in a thread; the
+    reactor waits for the Deferred before it stops the pool)."""
+    deferred = threads.deferToThreadPool(
+        reactor, reactor.getThreadPool(), _in_db_thread, store.forget_process
+    )
+    deferred.addErrback(
+        lambda failure: logger.error("could not delete this process's rows: %s", failure.value)
+    )
+    return deferred
