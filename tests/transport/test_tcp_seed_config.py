@@ -1,0 +1,75 @@
+"""The seed's "certificate authentication only" config, as an operator runs it from a clean directory.
+
+Only the ports change (to free ones): ``manage.py migrate``, ``bootstrap`` (our CA, whose certificate becomes
+the config's ``ca.pem``, and the server certificate the listener falls back to), ``pki issue``, then
+``runc2s``; slixmpp logs in over STARTTLS with the issued certificate and its password-protected key.
+Specs: RFC 6120 §5 (STARTTLS), §6 and XEP-0178 (SASL EXTERNAL), §7 (binding); DESIGN §4 (config spellings).
+"""
+
+from __future__ import annotations
+
+import re
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from tests.certs import Issued
+from tests.transport.runc2s_process import Runc2s, environment, free_port, manage
+from tests.transport.xmppclient import slixmpp_login
+
+SEED_CONFIG = """\
+[listen.c2s]
+  port = 5222
+  tls.cacertfile = "ca.pem"
+  tls.verify_peer = true
+[listen.http]
+  port = 5285
+  tls.cacertfile = "ca.pem"
+  tls.verify_peer = true
+  [[listen.http.handlers.mod_bosh]]
+    host = "_"
+    path = "/http-bind"
+  [[listen.http.handlers.mod_websockets]]
+    host = "_"
+    path = "/ws-xmpp"
+[auth]
+  method = ["pki"]
+  sasl_mechanisms = ["external"]
+"""
+P12_PASSWORD = "pw"
+
+
+def _run(env: dict[str, str], *args: str) -> str:
+    result = manage(env, *args)
+    assert result.returncode == 0, f"manage.py {' '.join(args)}:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def test_seed_certificate_only_config_logs_in_a_client_issued_by_pki_issue(tmp_path):
+    c2s_port, http_port = free_port(), free_port()
+    config = tmp_path / "xmppauth.toml"
+    text = SEED_CONFIG.replace("port = 5222", f"port = {c2s_port}").replace(
+        "port = 5285", f"port = {http_port}"
+    )
+    config.write_text(text)
+    env = environment(tmp_path, config)
+    _run(env, "migrate", "--noinput")
+    _run(env, "bootstrap")
+    (tmp_path / "ca.pem").write_bytes((tmp_path / "var" / "pki" / "ca.pem").read_bytes())  # our CA
+    out = tmp_path / "issued"
+    _run(env, "pki", "issue", "alice@localhost", "--out", str(out), "--p12-password", P12_PASSWORD)
+    cert = x509.load_pem_x509_certificate((out / "alice@localhost.crt.pem").read_bytes())
+    key = load_pem_private_key((out / "alice@localhost.key.pem").read_bytes(), P12_PASSWORD.encode())
+    alice = Issued(cert, key)  # type: ignore[arg-type]
+
+    server = Runc2s(env)
+    try:
+        server.wait_for(f"c2s listening on 0.0.0.0:{c2s_port} (mode starttls, verify_mode peer")
+        outcome = slixmpp_login(c2s_port, tmp_path, alice)  # STARTTLS: the seed sets no tls.mode
+        server.wait_for("session bound to alice@localhost/")
+    finally:
+        output = server.stop()
+        print(output)
+    assert outcome.bound_jid is not None, outcome
+    assert re.fullmatch(r"alice@localhost/xmppauth-[0-9a-f]{16}", outcome.bound_jid), outcome
+    assert "Traceback" not in output
