@@ -96,14 +96,14 @@ class Stream:
         """Everything up to and including the first of ``markers``; LoginError on a stream error or EOF."""
         async with asyncio.timeout(STEP_TIMEOUT):
             while True:
+                if b"<stream:error" in self.buffer:  # RFC 6120 §4.9: the stream is over, whatever else came
+                    raise LoginError(f"{step}: stream error {_first_child(self.buffer, b'<stream:error')}")
                 for marker in markers:
                     at = self.buffer.find(marker)
                     if at >= 0:
                         end = at + len(marker)
                         found, self.buffer = self.buffer[:end], self.buffer[end:]
                         return found
-                if b"<stream:error" in self.buffer:
-                    raise LoginError(f"{step}: stream error {_first_child(self.buffer, b'<stream:error')}")
                 chunk = await self.reader.read(READ_SIZE)
                 if not chunk:
                     raise LoginError(f"{step}: connection closed by the server")
@@ -218,6 +218,7 @@ class LoginReport:
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     server_cpu: float | None = None  # seconds the server used during the run
+    client_cpu: float = 0.0  # seconds this client process used during the run (it shares the cores)
 
     @property
     def per_second(self) -> float:
@@ -234,6 +235,10 @@ class LoginReport:
     @property
     def cpu_ms_per_login(self) -> float | None:
         return self.server_cpu / self.ok * 1e3 if self.server_cpu is not None and self.ok else None
+
+    @property
+    def client_cpu_ms_per_login(self) -> float:
+        return self.client_cpu / self.ok * 1e3 if self.ok else float("nan")
 
 
 @dataclass
@@ -287,27 +292,115 @@ async def run_logins(
             close_stream(stream, xmpp=xmpp)
 
     cpu_before = cpu_seconds(server_pid) if server_pid else None
+    client_before = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
     report.elapsed = time.perf_counter() - started
+    report.client_cpu = time.process_time() - client_before
     if server_pid and cpu_before is not None:
         report.server_cpu = cpu_seconds(server_pid) - cpu_before
     await asyncio.sleep(0.2)  # let the closing transports finish before the next run
     return report
 
 
+class HeldSession:
+    """A bound session kept open; it answers the server's keepalive pings (XEP-0199 §4.2) as clients do."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.lost: str | None = None  # why the session ended, if it did
+        self.pong = asyncio.Event()  # the server answered our ping
+        self.task = asyncio.create_task(self._serve())
+
+    async def _serve(self) -> None:
+        try:
+            while self.lost is None:
+                element = await self._next_element()
+                if (
+                    element.startswith(b"<iq")
+                    and b"urn:xmpp:ping" in element
+                    and _attr(element, b"type") == b"get"
+                ):
+                    self.stream.send(b"<iq type='result' id='%s'/>" % _attr(element, b"id"))
+                elif element.startswith(b"<iq") and _attr(element, b"id") == b"ping1":
+                    self.pong.set()
+        except LoginError as exc:
+            self.lost = exc.kind
+        except (OSError, ssl.SSLError) as exc:
+            self.lost = f"held: {type(exc).__name__}"
+        except asyncio.CancelledError:
+            pass
+
+    async def _next_element(self) -> bytes:
+        """The next top-level element the server sent (stanzas; RFC 6120 §8)."""
+        stream = self.stream
+        while True:
+            buffer = stream.buffer.lstrip()
+            if b"<stream:error" in buffer or buffer.startswith(b"</stream:stream"):
+                raise LoginError(f"held: stream error {_first_child(buffer, b'<stream:error')}")
+            if buffer.startswith(b"<"):
+                name = buffer[1:].split(b">", 1)[0].split(b" ", 1)[0].rstrip(b"/")
+                start_end = buffer.find(b">")
+                if start_end > 0 and buffer[start_end - 1 : start_end] == b"/":
+                    stream.buffer = buffer[start_end + 1 :]
+                    return buffer[: start_end + 1]
+                close = buffer.find(b"</" + name + b">") if start_end > 0 else -1
+                if close >= 0:
+                    end = close + len(name) + 3
+                    stream.buffer = buffer[end:]
+                    return buffer[:end]
+            chunk = await stream.reader.read(READ_SIZE)  # no step timeout: the session is idle on purpose
+            if not chunk:
+                raise LoginError("held: connection closed by the server")
+            stream.buffer += chunk
+
+    async def ping(self) -> bool:
+        """Ask the server for a pong (XEP-0199 §4.1); False when the session is gone or no answer came."""
+        if self.lost is not None:
+            return False
+        self.stream.send(PING)
+        try:
+            await asyncio.wait_for(self.pong.wait(), STEP_TIMEOUT)
+        except TimeoutError:
+            self.lost = self.lost or "held: no answer to our ping"
+            return False
+        return True
+
+
+def _attr(element: bytes, name: bytes) -> bytes:
+    """An attribute's value in an element's start tag (either quote)."""
+    tag = element.split(b">", 1)[0]
+    for quote in (b'"', b"'"):
+        at = tag.find(b" " + name + b"=" + quote)
+        if at >= 0:
+            value_start = at + len(name) + 3
+            return tag[value_start : tag.find(quote, value_start)]
+    return b""
+
+
 async def run_idle(
-    connect: Connect, sessions: int, concurrency: int, label: str, *, server_pid: int, settle: float = 2.0
+    connect: Connect,
+    sessions: int,
+    concurrency: int,
+    label: str,
+    *,
+    server_pid: int,
+    settle: float = 2.0,
+    hold: float = 0.0,
 ) -> IdleReport:
-    """Log ``sessions`` users in and hold them; measure the server's RSS before and after; ping; close."""
+    """Log ``sessions`` users in and hold them; measure the server's RSS before and after; ping; close.
+
+    RSS is read ``settle`` seconds before the first login and after the last one; the sessions are then held
+    ``hold`` seconds more (answering the server's keepalives) before every one is pinged.
+    """
     report = IdleReport(label, sessions)
-    held: list[Stream] = []
+    held: list[HeldSession] = []
     next_index = iter(range(sessions))
 
     async def worker() -> None:
         for n in next_index:
             try:
-                held.append(await connect(n))
+                held.append(HeldSession(await connect(n)))
             except LoginError as exc:
                 report.errors[exc.kind] += 1
             except Exception as exc:
@@ -321,20 +414,14 @@ async def run_idle(
     report.ok = len(held)
     await asyncio.sleep(settle)  # the server's last threads and buffers come to rest
     report.rss_after = rss_bytes(server_pid)
-
-    async def ping(stream: Stream) -> bool:
-        try:
-            stream.send(PING)
-            reply = await stream.until("ping", b"</iq>", b"/>")
-            return b"ping1" in reply and b"result" in reply
-        except (LoginError, TimeoutError, OSError) as exc:
-            report.errors[f"held session lost: {getattr(exc, 'kind', type(exc).__name__)}"] += 1
-            return False
-
-    answers = await asyncio.gather(*(ping(stream) for stream in held))
+    await asyncio.sleep(hold)
+    answers = await asyncio.gather(*(session.ping() for session in held))
     report.alive = sum(answers)
-    for stream in held:
-        close_stream(stream, xmpp=True)
+    for session in held:
+        if session.lost is not None:
+            report.errors[session.lost] += 1
+        session.task.cancel()
+        close_stream(session.stream, xmpp=True)
     await asyncio.sleep(0.5)
     return report
 
@@ -374,15 +461,16 @@ def contexts_for(identities: list[Identity], server_ca_file: Path | None = None)
 def login_rows(reports: list[LoginReport]) -> list[str]:
     """Markdown table rows of login/handshake runs."""
     rows = [
-        "| run | ok/count | conc. | logins/s | median ms | p99 ms | server CPU ms/login | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | ok/count | conc. | logins/s | median ms | p99 ms | server CPU ms/login "
+        "| client CPU ms/login | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         cpu = f"{r.cpu_ms_per_login:.2f}" if r.cpu_ms_per_login is not None else "-"
         errors = "; ".join(f"{kind} ×{n}" for kind, n in r.errors.most_common()) or "0"
         rows.append(
             f"| {r.label} | {r.ok}/{r.count} | {r.concurrency} | {r.per_second:.1f} | {r.median_ms:.1f} "
-            f"| {r.p99_ms:.1f} | {cpu} | {errors} |"
+            f"| {r.p99_ms:.1f} | {cpu} | {r.client_cpu_ms_per_login:.2f} | {errors} |"
         )
     return rows
 

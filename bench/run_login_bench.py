@@ -83,21 +83,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def config_toml(starttls_port: int, direct_port: int) -> str:
+def config_toml(starttls_port: int, direct_port: int, ping_interval: int | None = None) -> str:
     listeners = []
     for port, mode in ((starttls_port, "starttls"), (direct_port, "tls")):
         listeners.append(
             f'[[listen.c2s]]\n  port = {port}\n  ip_address = "{HOST}"\n  tls.mode = "{mode}"\n'
             '  tls.verify_mode = "peer"\n'
         )
+    options = (
+        f"\n[xmppauth]\n  ping_interval_seconds = {ping_interval}\n" if ping_interval is not None else ""
+    )
     return (
         f'[general]\n  hosts = ["{DOMAIN}"]\n\n'
         + "\n".join(listeners)
         + '\n[auth]\n  methods = ["pki"]\n  sasl_mechanisms = ["external"]\n  sasl_external = ["standard"]\n'
+        + options
     )
 
 
-def prepare(directory: Path, database_url: str | None = None) -> Scratch:
+def prepare(directory: Path, database_url: str | None = None, ping_interval: int | None = None) -> Scratch:
     """Config, migrated database and bootstrap (CA, server certificate) in ``directory``.
 
     ``database_url`` replaces the scratch SQLite file (a database that may be thrown away: the bench adds a CA
@@ -105,7 +109,7 @@ def prepare(directory: Path, database_url: str | None = None) -> Scratch:
     """
     starttls_port, direct_port = free_port(), free_port()
     config = directory / "xmppauth.toml"
-    config.write_text(config_toml(starttls_port, direct_port))
+    config.write_text(config_toml(starttls_port, direct_port, ping_interval))
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE")}
     env.update(
         XMPPAUTH_CONFIG=str(config),
@@ -285,7 +289,8 @@ def idle_run(
         warm_up(scratch, contexts_for(warm), problems)
         connect = xmpp_connector(HOST, scratch.direct_port, DOMAIN, contexts, starttls=False)
         label = f"idle {size}, direct TLS"
-        report = asyncio.run(run_idle(connect, size, args.concurrency, label, server_pid=server.pid))
+        run = run_idle(connect, size, args.concurrency, label, server_pid=server.pid, hold=args.hold)
+        report = asyncio.run(run)
     print("\n".join(idle_rows([report])[2:]), flush=True)
     return report
 
@@ -323,15 +328,22 @@ def ratio_rows(ours: list[LoginReport], limit: LoginReport | None) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="200 logins, idle 100: under a minute")
-    parser.add_argument("--count", type=int, help="logins per run (default 2000, quick 200)")
+    parser.add_argument("--count", type=int, help="logins per run (default 2000, quick 200; 0 skips)")
     parser.add_argument("--concurrency", type=int, default=50)
     idle_help = "idle sessions to hold (repeatable; default 1000 and 10000, quick 100; 0 skips)"
     parser.add_argument("--idle", type=int, action="append", help=idle_help)
     parser.add_argument("--key-type", choices=KEY_TYPES, default="ec-p256")
     parser.add_argument("--database-url", help="a throw-away database instead of the scratch SQLite file")
+    parser.add_argument(
+        "--ping-interval", type=int, help="the server's keepalive ping interval (default: its own)"
+    )
+    parser.add_argument(
+        "--hold", type=float, default=0.0, help="seconds to hold idle sessions after measuring"
+    )
     parser.add_argument("--no-openssl", action="store_true", help="skip the openssl s_server limit")
     args = parser.parse_args(argv)
-    args.count = args.count or (200 if args.quick else 2000)
+    if args.count is None:
+        args.count = 200 if args.quick else 2000
     args.idle = [n for n in (args.idle or ([100] if args.quick else [1000, 10000])) if n > 0]
     return args
 
@@ -339,14 +351,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def print_report(
     args: argparse.Namespace, logins: list[LoginReport], limit: LoginReport | None, idles: list[IdleReport]
 ) -> None:
-    print()
-    print(
-        f"## Logins ({args.count} per run, concurrency {args.concurrency}, "
-        f"{args.key_type} client certificates)"
-    )
-    print()
-    print("\n".join(login_rows([*logins, *([limit] if limit else [])])))
-    print("\n".join(ratio_rows(logins, limit)))
+    if logins:
+        print()
+        print(
+            f"## Logins ({args.count} per run, concurrency {args.concurrency}, "
+            f"{args.key_type} client certificates)"
+        )
+        print()
+        print("\n".join(login_rows([*logins, *([limit] if limit else [])])))
+        print("\n".join(ratio_rows(logins, limit)))
     if idles:
         print()
         print("## Idle sessions (server VmRSS after minus before, per session)")
@@ -365,12 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     directory = Path(tempfile.mkdtemp(prefix="xmppauth-bench-"))
     try:
-        scratch = prepare(directory, args.database_url)
+        scratch = prepare(directory, args.database_url, args.ping_interval)
         os.environ.update(scratch.env)  # the same database and CA key as the server, for the certificates
         ca = load_server_ca()
-        logins, direct_contexts = login_runs(scratch, ca, args, problems)
+        logins, direct_contexts = login_runs(scratch, ca, args, problems) if args.count else ([], [])
         limit = None
-        if args.no_openssl:
+        if args.no_openssl or not args.count:
             pass
         elif shutil.which("openssl") is None:
             problems.append("openssl not found: no handshake limit measured")
