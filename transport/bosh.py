@@ -159,7 +159,7 @@ class BoshSession:
     terminated: bool = False
     stream_error: bytes | None = None
     turn: asyncio.Condition = field(default_factory=asyncio.Condition)
-    held: asyncio.Future | None = None
+    held: asyncio.Future[bytes] | None = None  # the request waiting for output; its result is its response
     active: int = 0  # requests being handled (the inactivity clock runs only at 0)
     timer: asyncio.TimerHandle | None = None
 
@@ -181,8 +181,13 @@ class BoshSession:
             self.queued.append(frame)
         if self.stream.closed:
             self.terminated = True
-        if self.held is not None and not self.held.done() and (self.queued or self.terminated):
-            self.held.set_result(None)
+        if self.queued or self.terminated:
+            self.release_held()
+
+    def release_held(self) -> None:
+        """Answer the held request now, with what is queued at this moment (§10)."""
+        if self.held is not None and not self.held.done():
+            self.held.set_result(self.take_response())
 
     def take_response(self) -> bytes:
         children, self.queued = self.queued, []
@@ -344,11 +349,10 @@ class BoshApp:
                 raise BoshError(ITEM_NOT_FOUND, f"rid {rid - 1} missing") from None
             if session.terminated:
                 return session.take_response()
+            session.release_held()  # §10: the earlier held request answers now, before this one's output
             await self._feed(session, body)
             session.last_rid = rid
             session.turn.notify_all()
-        if session.held is not None and not session.held.done():
-            session.held.set_result(None)  # §10: the earlier held request answers now
         if body.get("type") == "terminate":
             logger.info("bosh %s: session %s… terminated by the client", session.stream.peer, session.sid[:6])
             session.stream.close("the client terminated the BOSH session")
@@ -358,17 +362,20 @@ class BoshApp:
             self.end(session, "terminated by the client")
             session.remember(rid, response)
             return response
+        response = None
         if not session.queued and not session.terminated:
-            future: asyncio.Future = asyncio.get_running_loop().create_future()
+            session.release_held()
+            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             session.held = future
             try:
-                await asyncio.wait_for(asyncio.shield(future), timeout=session.wait)
+                response = await asyncio.wait_for(asyncio.shield(future), timeout=session.wait)
             except TimeoutError:
                 pass
             finally:
                 if session.held is future:
                     session.held = None
-        response = session.take_response()
+        if response is None:
+            response = session.take_response()
         session.remember(rid, response)
         if session.terminated:
             self.end(session, "stream closed")
@@ -392,10 +399,9 @@ class BoshApp:
         self._cancel_inactivity(session)
         if not session.stream.closed:
             session.stream.close(reason)
-        session.terminated = True
         session.stream.connection_lost()
-        if session.held is not None and not session.held.done():
-            session.held.set_result(None)
+        session.terminated = True
+        session.release_held()
         logger.info("bosh %s: session %s… ended: %s", session.stream.peer, session.sid[:6], reason)
 
     def _arm_inactivity(self, session: BoshSession) -> None:

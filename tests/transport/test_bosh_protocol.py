@@ -1,0 +1,184 @@
+"""BOSH (XEP-0124, XEP-0206) request by request against our server, with Python's http.client over mutual TLS.
+
+Session creation attributes (§7), repeated ``rid`` (§14.3), ``rid`` beyond the window (§14.3), unknown
+``sid`` (§17.2 item-not-found), ``type="terminate"`` (§13), ``xmpp:restart`` (XEP-0206 §5), the held
+request answered when the next one comes (§10), and the session bound to the certificate that created it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from xml.etree.ElementTree import Element, fromstring
+
+import pytest
+
+from tests.certs import make_client
+from tests.transport.tlsclient import client_context
+from tests.transport.xmpphttp import start_server
+from transport.stream import namespaces as ns
+
+HTTPBIND = "http://jabber.org/protocol/httpbind"
+XBOSH = "urn:xmpp:xbosh"
+BODY = (
+    "<body xmlns='http://jabber.org/protocol/httpbind' xmlns:xmpp='urn:xmpp:xbosh' {attrs}>{children}</body>"
+)
+AUTH = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from start_server(tmp_path_factory.mktemp("bosh-protocol"))
+
+
+class Client:
+    """One keep-alive HTTPS connection presenting one client certificate (or none)."""
+
+    def __init__(self, server, directory, issued) -> None:
+        context = client_context(directory, issued)
+        self.connection = http.client.HTTPSConnection(
+            "127.0.0.1", server.ports["peer"], context=context, timeout=30
+        )
+
+    def post(self, children: str = "", **attrs: str | int) -> tuple[int, bytes, Element]:
+        rendered = " ".join(
+            f"{key.replace('_', ':', 1) if key.startswith('xmpp_') else key}='{value}'"
+            for key, value in attrs.items()
+        )
+        data = BODY.format(attrs=rendered, children=children).encode()
+        self.connection.request("POST", "/http-bind", data, {"Content-Type": "text/xml; charset=utf-8"})
+        response = self.connection.getresponse()
+        raw = response.read()
+        return response.status, raw, fromstring(raw)
+
+    def create(self, rid: int = 1000, **attrs: str | int) -> tuple[str, Element]:
+        status, _, body = self.post(
+            rid=rid, to="localhost", wait=30, hold=1, ver="1.6", xmpp_version="1.0", **attrs
+        )
+        assert status == 200 and body.get("type") is None, body.attrib
+        return body.get("sid"), body
+
+
+@pytest.fixture
+def alice(server, tmp_path):
+    return Client(server, tmp_path, server.pki.valid)
+
+
+def test_session_creation_response_carries_the_session_attributes_and_features(alice):
+    sid, body = alice.create()
+    assert len(sid) >= 16
+    assert body.get("hold") == "1" and body.get("requests") == "2" and body.get("wait") == "30"
+    assert (
+        body.get("from") == "localhost" and body.get("ver") and body.get("inactivity") and body.get("polling")
+    )
+    assert body.get(f"{{{XBOSH}}}version") == "1.0"
+    (features,) = body
+    assert features.tag == ns.FEATURES
+    assert [m.text for m in features.iter(ns.qname(ns.SASL, "mechanism"))] == ["EXTERNAL"]
+
+
+def test_hold_and_wait_are_capped(alice):
+    status, _, body = alice.post(rid=1, to="localhost", wait=3600, hold=5, ver="1.6", xmpp_version="1.0")
+    assert status == 200 and body.get("hold") == "1" and body.get("wait") == "60"
+
+
+def test_login_restart_and_bind_over_bosh(alice):
+    sid, _ = alice.create(rid=10)
+    _, _, body = alice.post(AUTH, rid=11, sid=sid)
+    assert [child.tag for child in body] == [ns.qname(ns.SASL, "success")]
+    _, _, body = alice.post(rid=12, sid=sid, to="localhost", xmpp_restart="true")  # XEP-0206 §5
+    (features,) = body
+    assert features.find(ns.qname(ns.BIND, "bind")) is not None
+
+
+def test_a_repeated_rid_gets_the_same_response_again(alice):
+    sid, _ = alice.create(rid=20)
+    status, first, _ = alice.post(AUTH, rid=21, sid=sid)
+    again_status, again, _ = alice.post(AUTH, rid=21, sid=sid)
+    assert (status, again_status) == (200, 200)
+    assert again == first and b"success" in first
+
+
+def test_an_unknown_sid_is_item_not_found(alice):
+    status, _, body = alice.post(rid=5, sid="no-such-session")
+    assert status == 200
+    assert body.get("type") == "terminate" and body.get("condition") == "item-not-found"
+
+
+def test_a_rid_beyond_the_window_ends_the_session_with_item_not_found(alice):
+    sid, _ = alice.create(rid=30)
+    _, _, body = alice.post(rid=33, sid=sid)  # window: rid 31 and 32 ('requests' = 2)
+    assert body.get("type") == "terminate" and body.get("condition") == "item-not-found"
+    _, _, body = alice.post(rid=31, sid=sid)
+    assert body.get("condition") == "item-not-found"  # the session is gone
+
+
+def test_terminate_ends_the_session(alice):
+    sid, _ = alice.create(rid=40)
+    status, _, body = alice.post(rid=41, sid=sid, type="terminate")
+    assert status == 200 and body.get("type") == "terminate" and body.get("condition") is None
+    _, _, body = alice.post(rid=42, sid=sid)
+    assert body.get("condition") == "item-not-found"
+
+
+def test_a_held_request_is_answered_when_the_next_one_comes(server, alice, tmp_path):
+    sid, _ = alice.create(rid=50)
+    held: list = []
+    other = Client(server, tmp_path, server.pki.valid)  # same certificate, second connection
+    thread = threading.Thread(target=lambda: held.append(other.post(rid=51, sid=sid)))
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive()  # nothing to say: the server holds it (wait=30)
+    status, _, body = alice.post(AUTH, rid=52, sid=sid)
+    thread.join(20)
+    assert not thread.is_alive() and held[0][0] == 200 and held[0][2].get("type") is None
+    assert len(held[0][2]) == 0  # answered empty: the <success/> belongs to the request that caused it
+    assert status == 200 and [child.tag for child in body] == [ns.qname(ns.SASL, "success")]
+    alice.post(rid=53, sid=sid, type="terminate")
+
+
+def test_another_certificate_is_refused_and_the_session_stays(server, alice, tmp_path):
+    sid, _ = alice.create(rid=60)
+    bob = Client(server, tmp_path, make_client(server.pki.ca, jids=["bob@localhost"]))
+    status, _, body = bob.post(AUTH, rid=61, sid=sid)
+    assert status == 403
+    assert body.get("type") == "terminate" and body.get("condition") == "policy-violation"
+    _, _, body = alice.post(AUTH, rid=61, sid=sid)  # rid 61 was not used up by the refused request
+    assert [child.tag for child in body] == [ns.qname(ns.SASL, "success")]
+
+
+def test_no_certificate_is_refused_on_a_session_created_with_one(server, alice, tmp_path):
+    sid, _ = alice.create(rid=70)
+    anonymous = Client(server, tmp_path, None)
+    status, _, body = anonymous.post(rid=71, sid=sid, type="terminate")
+    assert status == 403 and body.get("condition") == "policy-violation"
+    _, _, body = alice.post(AUTH, rid=71, sid=sid)
+    assert [child.tag for child in body] == [ns.qname(ns.SASL, "success")]  # alive for its own certificate
+
+
+def test_a_certificate_is_refused_on_a_session_created_without_one(server, alice, tmp_path):
+    anonymous = Client(server, tmp_path, None)
+    sid, _ = anonymous.create(rid=80)
+    status, _, body = alice.post(rid=81, sid=sid)
+    assert status == 403 and body.get("condition") == "policy-violation"
+
+
+def test_a_body_that_is_not_xml_is_a_bad_request(alice):
+    alice.connection.request("POST", "/http-bind", b"<body xmlns='http://jabber.org/protocol/httpbind'")
+    response = alice.connection.getresponse()
+    assert response.status == 400
+    assert fromstring(response.read()).get("condition") == "bad-request"
+
+
+def test_a_body_with_a_dtd_is_a_bad_request(alice):
+    data = b"<!DOCTYPE body [<!ENTITY a 'x'>]><body xmlns='http://jabber.org/protocol/httpbind' rid='1'/>"
+    alice.connection.request("POST", "/http-bind", data)
+    response = alice.connection.getresponse()
+    assert response.status == 400
+
+
+def test_get_is_not_allowed(alice):
+    alice.connection.request("GET", "/http-bind")
+    response = alice.connection.getresponse()
+    response.read()
+    assert response.status == 405
