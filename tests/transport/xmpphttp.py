@@ -1,7 +1,8 @@
 """Test helpers for XMPP over WebSocket and BOSH: our daphne server in a subprocess, and client files.
 
 The server is run as operators run it: ``python -m transport.daphne_server -e xmpptls:listener=0 -e
-xmpptls:listener=1 xmppauth.asgi:application`` with a temporary TOML config and a migrated SQLite file.
+xmpptls:listener=1 xmppauth.asgi:application`` (or ``manage.py runxmpp``) with a temporary TOML config and a
+migrated SQLite file.
 Listener 0 verifies client certificates in ``peer`` mode, listener 1 in ``selfsigned_peer`` mode; both keep a
 connection whose certificate is refused (``disconnect_on_failure = false``), so refusals are visible as
 "EXTERNAL not offered" rather than as a failed handshake.
@@ -60,8 +61,11 @@ class XmppHttpServer:
         return certfile, keyfile
 
 
-def start_server(directory: Path) -> Iterator[XmppHttpServer]:
-    """Migrate a scratch database, start the server, yield it once both ports answer, then stop it."""
+def start_server(directory: Path, *, runxmpp: bool = False) -> Iterator[XmppHttpServer]:
+    """Migrate a scratch database, start the server, yield it once both ports answer, then stop it.
+
+    The server is our daphne command line (production), or with ``runxmpp`` the embedded server.
+    """
     pki = make_pki(directory)
     cafile = directory / "client-ca.pem"
     cafile.write_bytes(pki.ca.pem)
@@ -95,10 +99,14 @@ def start_server(directory: Path) -> Iterator[XmppHttpServer]:
     env.pop("REDIS_URL", None)
     migrate = [sys.executable, "manage.py", "migrate", "-v0"]
     subprocess.run(migrate, cwd=REPO, env=env, check=True, timeout=120)
-    endpoints = [arg for index in MODES.values() for arg in ("-e", f"xmpptls:listener={index}")]
+    if runxmpp:
+        command = ["manage.py", "runxmpp"]
+    else:
+        endpoints = [arg for index in MODES.values() for arg in ("-e", f"xmpptls:listener={index}")]
+        command = ["-m", "transport.daphne_server", *endpoints, "xmppauth.asgi:application"]
     log = (directory / "server.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "transport.daphne_server", *endpoints, "xmppauth.asgi:application"],
+        [sys.executable, *command],
         cwd=REPO,
         env=env,
         stdout=log,
