@@ -248,15 +248,23 @@ def _direct_tls_read(tmp_path, port: int, client) -> bytes:
 
 
 @pytest.mark.parametrize("kind", sorted(HANDSHAKE_ALERTS))
-def test_certificate_openssl_rejects_fails_the_handshake_with_its_alert(c2s, tmp_path, bad, kind):
-    port = c2s("tls", disconnect_on_failure=True)
+@pytest.mark.parametrize("verify_mode", ["peer", "selfsigned_peer"])
+def test_certificate_openssl_rejects_fails_the_handshake_with_its_alert(
+    c2s, tmp_path, bad, kind, verify_mode
+):
+    if verify_mode == "selfsigned_peer" and kind == "self_signed":
+        pytest.skip("selfsigned_peer accepts it: test_self_signed_certificate_logs_in_with_selfsigned_peer")
+    port = c2s("tls", disconnect_on_failure=True, verify_mode=verify_mode)
     with pytest.raises(ssl.SSLError, match=HANDSHAKE_ALERTS[kind]):
         _direct_tls_read(tmp_path, port, bad(kind))
 
 
 @pytest.mark.parametrize("kind", ["revoked", "held"])
-def test_revoked_or_held_certificate_passes_openssl_and_is_cut_by_our_check(c2s, tmp_path, bad, kind):
-    port = c2s("tls", disconnect_on_failure=True)
+@pytest.mark.parametrize("verify_mode", ["peer", "selfsigned_peer"])
+def test_revoked_or_held_certificate_passes_openssl_and_is_cut_by_our_check(
+    c2s, tmp_path, bad, kind, verify_mode
+):
+    port = c2s("tls", disconnect_on_failure=True, verify_mode=verify_mode)
     assert _direct_tls_read(tmp_path, port, bad(kind)) == b""  # not one byte of XMPP
 
 
