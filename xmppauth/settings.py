@@ -85,8 +85,14 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Several threads (listeners, jobs) share the file: wait for locks instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Several threads and processes (listeners, jobs, the Celery worker, pki commands) share the file: wait
+    # for locks instead of failing at once; write-ahead log so readers (the session watcher polls every
+    # 200 ms) never block the writer; BEGIN IMMEDIATE so a transaction that reads then writes waits for the
+    # write lock up front (a deferred one fails at once with "database is locked" when another process wrote
+    # since its read: SQLite's busy timeout does not cover that case).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        timeout=20, init_command="PRAGMA journal_mode=WAL;", transaction_mode="IMMEDIATE"
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
