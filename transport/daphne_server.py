@@ -21,6 +21,9 @@ handshake never decides, see ``transport.tls``); the WebSocket and BOSH code mus
 ``scope["client"]``. A connection that came in on ``xmpptls:listener=N`` also gets
 ``scope["extensions"]["xmppauth.listener"] = N`` (whose ``tls`` options and ``cacertfile`` apply).
 
+``run`` also starts the session registry's watcher and heartbeat (``transport.live``) when the application
+is ours, so sessions held by this process end when their certificate is revoked.
+
 This leans on daphne internals (``Server.create_application(protocol, scope)``, ``protocol.transport``):
 daphne is pinned to 4.2.* and ``tests/transport/test_daphne_tls_scope.py`` fails if the extension stops
 arriving.
@@ -107,6 +110,16 @@ class TlsExtensionServer(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("websocket_max_message_size", WEBSOCKET_MAX_MESSAGE)
         super().__init__(*args, **kwargs)
+
+    def run(self) -> None:
+        from django.apps import apps  # noqa: PLC0415
+        from twisted.internet import reactor  # noqa: PLC0415 (daphne installed the asyncio reactor)
+
+        if apps.ready and apps.is_installed("transport"):  # the application set Django up (xmppauth.asgi)
+            from transport.live import start_if_installed  # noqa: PLC0415
+
+            start_if_installed(reactor)  # WebSocket/BOSH sessions end when their certificate does (DESIGN §5)
+        super().run()
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         try:

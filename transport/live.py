@@ -253,6 +253,21 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
     return _services
 
 
+def start_if_installed(reactor: Any) -> SessionServices | None:
+    """For daphne, which may serve a database that is not migrated: start the services when the registry's
+    tables exist, else log why not and return None."""
+    from django.db import connection  # noqa: PLC0415
+
+    try:
+        tables = set(connection.introspection.table_names())
+    finally:
+        connection.close()
+    if "transport_sessiontermination" not in tables:
+        logger.warning("session registry tables missing (run migrate): revocations end no session here")
+        return None
+    return start_session_services(reactor)
+
+
 def _forget_this_process(reactor: Any) -> Any:
     """At shutdown: this process's rows go now rather than when their lease runs out (in a thread; the
     reactor waits for the Deferred before it stops the pool)."""
