@@ -301,3 +301,18 @@ def test_admin_lists_live_sessions_and_ends_one_by_its_id(staff_client):
         "reset",
         "ended by the operator",
     )
+
+
+@pytest.mark.django_db
+def test_admin_lists_the_commands_with_what_they_match(staff_client):
+    sessions.terminate_serials(7, ["c0ffee"], "certificate revoked (listed in the CRL of X)")
+    listing = staff_client.get("/admin/transport/sessiontermination/")
+    assert listing.status_code == 200 and b"CA #7 serial c0ffee" in listing.content
+
+
+@pytest.mark.django_db
+def test_admin_offers_no_bulk_delete_of_live_sessions(staff_client):
+    """A deleted row would hide a session that still lives: ending is the only way out."""
+    sessions.save_session(facts())
+    listing = staff_client.get("/admin/transport/livesession/")
+    assert b"end_sessions" in listing.content and b"delete_selected" not in listing.content
