@@ -49,7 +49,7 @@ from bench.clientcerts import (
     load_server_ca,
     make_identities,
 )
-from bench.proc import cpu_seconds, rss_bytes
+from bench.proc import cpu_seconds, machine_busy_seconds, rss_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +219,13 @@ class LoginReport:
     errors: Counter[str] = field(default_factory=Counter)
     server_cpu: float | None = None  # seconds the server used during the run
     client_cpu: float = 0.0  # seconds this client process used during the run (it shares the cores)
+    machine_cpu: float = 0.0  # seconds every process of the machine used during the run
+
+    @property
+    def other_load(self) -> float:
+        """Cores that other processes (not this client nor the server) kept busy, on average over the run."""
+        others = self.machine_cpu - self.client_cpu - (self.server_cpu or 0.0)
+        return max(0.0, others) / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def per_second(self) -> float:
@@ -253,6 +260,11 @@ class IdleReport:
     rss_after: int = 0
     alive: int = 0  # sessions that still answered a ping after the hold
     setup_seconds: float = 0.0
+    setup_other_cpu: float = 0.0  # seconds other processes used while the sessions were set up
+
+    @property
+    def other_load(self) -> float:
+        return self.setup_other_cpu / self.setup_seconds if self.setup_seconds > 0 else 0.0
 
     @property
     def bytes_per_session(self) -> float:
@@ -292,11 +304,12 @@ async def run_logins(
             close_stream(stream, xmpp=xmpp)
 
     cpu_before = cpu_seconds(server_pid) if server_pid else None
-    client_before = time.process_time()
+    client_before, machine_before = time.process_time(), machine_busy_seconds()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
     report.elapsed = time.perf_counter() - started
     report.client_cpu = time.process_time() - client_before
+    report.machine_cpu = machine_busy_seconds() - machine_before
     if server_pid and cpu_before is not None:
         report.server_cpu = cpu_seconds(server_pid) - cpu_before
     await asyncio.sleep(0.2)  # let the closing transports finish before the next run
@@ -409,8 +422,12 @@ async def run_idle(
     await asyncio.sleep(settle)
     report.rss_before = rss_bytes(server_pid)
     started = time.perf_counter()
+    own_before = cpu_seconds(server_pid) + time.process_time()
+    machine_before = machine_busy_seconds()
     await asyncio.gather(*(worker() for _ in range(min(concurrency, sessions))))
     report.setup_seconds = time.perf_counter() - started
+    own = cpu_seconds(server_pid) + time.process_time() - own_before
+    report.setup_other_cpu = max(0.0, machine_busy_seconds() - machine_before - own)
     report.ok = len(held)
     await asyncio.sleep(settle)  # the server's last threads and buffers come to rest
     report.rss_after = rss_bytes(server_pid)
@@ -462,15 +479,15 @@ def login_rows(reports: list[LoginReport]) -> list[str]:
     """Markdown table rows of login/handshake runs."""
     rows = [
         "| run | ok/count | conc. | logins/s | median ms | p99 ms | server CPU ms/login "
-        "| client CPU ms/login | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| client CPU ms/login | other load (cores) | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         cpu = f"{r.cpu_ms_per_login:.2f}" if r.cpu_ms_per_login is not None else "-"
         errors = "; ".join(f"{kind} ×{n}" for kind, n in r.errors.most_common()) or "0"
         rows.append(
             f"| {r.label} | {r.ok}/{r.count} | {r.concurrency} | {r.per_second:.1f} | {r.median_ms:.1f} "
-            f"| {r.p99_ms:.1f} | {cpu} | {r.client_cpu_ms_per_login:.2f} | {errors} |"
+            f"| {r.p99_ms:.1f} | {cpu} | {r.client_cpu_ms_per_login:.2f} | {r.other_load:.2f} | {errors} |"
         )
     return rows
 
@@ -478,15 +495,15 @@ def login_rows(reports: list[LoginReport]) -> list[str]:
 def idle_rows(reports: list[IdleReport]) -> list[str]:
     rows = [
         "| run | sessions up/asked | alive after hold | RSS before MiB | RSS after MiB | KiB/session "
-        "| setup s | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setup s | other load (cores) | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         errors = "; ".join(f"{kind} ×{n}" for kind, n in r.errors.most_common()) or "0"
         rows.append(
             f"| {r.label} | {r.ok}/{r.sessions} | {r.alive} | {r.rss_before / 2**20:.1f} "
             f"| {r.rss_after / 2**20:.1f} | {r.bytes_per_session / 1024:.1f} | {r.setup_seconds:.1f} "
-            f"| {errors} |"
+            f"| {r.other_load:.2f} | {errors} |"
         )
     return rows
 

@@ -28,3 +28,14 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise ValueError(f"/proc/{pid}/status has no VmRSS line")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all processes of the machine have used since boot, in seconds (proc(5) /proc/stat ``cpu``).
+
+    Busy is user + nice + system + irq + softirq + steal (not idle nor iowait); the benchmarks subtract the
+    server's and the client's own time from its growth to show what other processes took meanwhile.
+    """
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
