@@ -154,6 +154,7 @@ class C2SProtocol(Protocol):
         self._ping_outstanding = False
         self._pings = itertools.count(1)
         self.live: live.SessionHandle | None = None  # the session registry's handle once bound
+        self.bridge: Any = None  # transport.bridge.SessionBridge once bound, when the factory routes
 
     @property
     def bare_jid(self) -> str | None:
@@ -180,6 +181,8 @@ class C2SProtocol(Protocol):
         self._lost = True
         self._cancel_timer()
         self.factory.registry.remove(self.connection_id)
+        if self.bridge is not None:
+            self.bridge.stop()  # unavailable presence to subscribers (RFC 6121 §4.5.2)
         if self.live is not None:
             self.live.unregister()
         lost = getattr(self.core, "connection_lost", None)
@@ -293,7 +296,10 @@ class C2SProtocol(Protocol):
             logger.info("c2s %s: session bound to %s", self.peer, self.jid)
             self._register_session()
         elif kind == "StanzaReceived":
-            self.factory.on_stanza(self, event)
+            if self.bridge is not None:
+                self.bridge.from_client(event.element)
+            else:
+                self.factory.on_stanza(self, event)
         elif kind == "Close":
             condition = getattr(event, "condition", None)
             logger.info(
@@ -311,6 +317,10 @@ class C2SProtocol(Protocol):
     def _register_session(self) -> None:
         """Enter the session registry, which ends the session when its certificate stops being valid."""
         facts = self.cert_facts
+        if self.factory.bridge_factory is not None:
+            self.bridge = self.factory.bridge_factory(
+                self.jid or "", deliver=self.deliver, close=self.close_with_error
+            )
         self.live = self.factory.live_sessions.register(
             SessionFacts(
                 full_jid=self.jid or "",
@@ -320,9 +330,19 @@ class C2SProtocol(Protocol):
                 cert_serial=getattr(facts, "serial", "") or "",
                 issuer_ca_id=getattr(self.authenticator, "issuer_ca_id", None),
                 cert_not_after=getattr(facts, "not_after", None),
+                channel_name=self.bridge.channel_name if self.bridge is not None else "",
             ),
             self.close_with_error,
         )
+        if self.bridge is not None:
+            self.bridge.start(self.live)
+
+    def deliver(self, element: Element) -> None:
+        """A stanza routed to this session (transport.bridge): queue it and write it out."""
+        if self._closing or self._lost or self.core is None:
+            return
+        if self.core.send_stanza(element):
+            self._flush()
 
     def _authenticated(self, result: Any) -> None:
         if getattr(result, "jid", None):
@@ -467,6 +487,12 @@ def _default_authenticator_factory(config: Config) -> Callable[[TlsOptions | Non
     return make
 
 
+def _default_bridge_factory(full_jid: str, **callbacks: Any) -> Any:
+    from transport.bridge import SessionBridge  # noqa: PLC0415 (needs the app registry)
+
+    return SessionBridge(full_jid, **callbacks)
+
+
 def _default_core_factory(config: Config) -> Callable[[C2SListener], StreamCore]:
     def make(listener: C2SListener) -> StreamCore:
         from transport.stream import new_c2s_stream  # noqa: PLC0415
@@ -496,6 +522,7 @@ class C2SFactory(Factory):
         auth_timeout: float = AUTH_TIMEOUT,
         ping_interval: float = 0,
         on_stanza: Callable[[C2SProtocol, Any], None] | None = None,
+        bridge_factory: Callable[..., Any] | None = None,
         clock: Any = None,
     ) -> None:
         self.listener = listener
@@ -510,6 +537,7 @@ class C2SFactory(Factory):
         self.auth_timeout = auth_timeout
         self.ping_interval = ping_interval  # seconds of client silence before a keepalive ping; 0: never
         self.on_stanza = on_stanza or _unrouted
+        self.bridge_factory = bridge_factory  # transport.bridge.SessionBridge: route through the router
         self.listener_mode = tls_options.mode if tls_options else "plain"
         self.name = f"{listener.ip_address}:{listener.port}"
 
@@ -608,6 +636,7 @@ def start_c2s_listeners(config: Config, reactor: Any) -> list[IListeningPort]:
             core_factory=_default_core_factory(config),
             authenticator_factory=_default_authenticator_factory(config),
             ping_interval=float(config.options.ping_interval_seconds),
+            bridge_factory=_default_bridge_factory,
         )
         server_tls = port_factory(port).server_tls
         if server_tls is not None:

@@ -15,11 +15,12 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "xmppauth.settings")
 django.setup()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from transport.proxy_cert import ProxyClientCertMiddleware  # noqa: E402
+from transport.router import ROUTER_CHANNEL, RouterConsumer  # noqa: E402
 from transport.routing import http_router, websocket_router  # noqa: E402
 
 application = ProxyClientCertMiddleware(
@@ -27,6 +28,8 @@ application = ProxyClientCertMiddleware(
         {
             "http": http_router(settings.XMPP, ASGIStaticFilesHandler(get_asgi_application())),
             "websocket": websocket_router(settings.XMPP),
+            # `manage.py runworker xmpp.router`: offline storage, subscriptions to offline users, errors.
+            "channel": ChannelNameRouter({ROUTER_CHANNEL: RouterConsumer.as_asgi()}),
         }
     )
 )

@@ -139,10 +139,19 @@ def test_disco_info_of_a_node_is_item_not_found():
 
 def test_unknown_iq_to_the_server_is_service_unavailable():
     client = session_client()
-    client.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+    client.send("<iq type='get' id='r1'><query xmlns='jabber:iq:private'/></iq>")
     reply = client.read_one()
     assert stanza_error(reply) == ("service-unavailable", "cancel")
     assert reply.get("id") == "r1" and reply.get("to") == FULL
+
+
+@pytest.mark.parametrize("to", ["", " to='juliet@example.org'"])
+def test_roster_iq_to_the_own_account_goes_to_the_router(to):
+    client = session_client()
+    events = client.send(f"<iq type='get' id='r1'{to}><query xmlns='jabber:iq:roster'/></iq>")
+    assert client.read() == []
+    assert [type(e) for e in events] == [StanzaReceived]
+    assert events[0].element.get("from") == FULL
 
 
 def test_iq_results_and_errors_to_the_server_are_not_answered():

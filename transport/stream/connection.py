@@ -629,6 +629,9 @@ class C2SConnection:
             self._reply_error(iq, errors.STANZA_BAD_REQUEST, "an IQ get/set has exactly one child")
             return
         payload = children[0]
+        if payload.tag == ns.ROSTER_QUERY and iq.get("to") in (None, "", self.jid):
+            self._events.append(StanzaReceived(iq))  # RFC 6121 §2: the router keeps rosters
+            return
         handler = _SERVER_IQ.get((kind, payload.tag))
         if handler is None:
             self._reply_error(iq, errors.STANZA_SERVICE_UNAVAILABLE)

@@ -17,6 +17,7 @@ STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"  # RFC 6120 §4.9.2
 STANZA_ERRORS = "urn:ietf:params:xml:ns:xmpp-stanzas"  # RFC 6120 §8.3.2
 PING = "urn:xmpp:ping"  # XEP-0199
 DISCO_INFO = "http://jabber.org/protocol/disco#info"  # XEP-0030
+ROSTER = "jabber:iq:roster"  # RFC 6121 §2
 XML = "http://www.w3.org/XML/1998/namespace"  # the xml: prefix (xml:lang)
 
 
@@ -47,3 +48,4 @@ MESSAGE = qname(CLIENT, "message")
 PRESENCE = qname(CLIENT, "presence")
 STANZAS = frozenset({IQ, MESSAGE, PRESENCE})  # RFC 6120 §8
 XML_LANG = qname(XML, "lang")
+ROSTER_QUERY = qname(ROSTER, "query")

@@ -54,6 +54,10 @@ class Command(BaseCommand):
         from transport.live import start_session_services  # noqa: PLC0415
 
         start_session_services(reactor)  # revoked certificates end their sessions (DESIGN §5)
+        if not settings.REDIS_URL:
+            from transport.router_service import start_in_process_router  # noqa: PLC0415
+
+            start_in_process_router()  # else `manage.py runworker xmpp.router` serves it (DESIGN §1)
         for port in ports:
             address = port.getHost()
             self.stdout.write(f"c2s listening on {address.host}:{address.port}")

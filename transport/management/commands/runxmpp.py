@@ -41,6 +41,10 @@ class Command(BaseCommand):
         start_session_services(reactor)  # revoked certificates end their sessions (DESIGN §5)
         if not settings.REDIS_URL:  # else celery beat runs the jobs (DESIGN §1)
             start_in_process_jobs(reactor)
+            # and `manage.py runworker xmpp.router` serves the router channel
+            from transport.router_service import start_in_process_router  # noqa: PLC0415
+
+            start_in_process_router()
         if not endpoints:
             raise CommandError("the config has no [[listen.http]] listener: nothing serves the admin")
         TlsExtensionServer(application=application, endpoints=endpoints, signal_handlers=True).run()

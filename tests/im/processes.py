@@ -1,0 +1,122 @@
+"""Server processes for the messaging tests: ``runc2s`` listeners and a ``runworker`` router, sharing one
+SQLite file and, when given, one Redis (DESIGN §1: production is several listeners, routers, one Redis)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from tests.transport.runc2s_process import ROOT, environment, free_port
+
+REDIS_TEST_URL = os.environ.get("XMPPAUTH_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def redis_unreachable(url: str = REDIS_TEST_URL) -> str | None:
+    """Why Redis cannot be used (None when it answers)."""
+    try:
+        import redis  # noqa: PLC0415
+
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:  # any failure means: no Redis for this test
+        return f"no Redis at {url}: {exc}"
+    return None
+
+
+def flush_redis(url: str = REDIS_TEST_URL) -> None:
+    import redis  # noqa: PLC0415
+
+    redis.Redis.from_url(url).flushdb()
+
+
+def c2s_config(path: Path, port: int, certfile: Path, keyfile: Path, cafile: Path, **options: object) -> Path:
+    lines = ['[general]\n  hosts = ["localhost"]\n']
+    if options:
+        lines.append("[xmppauth]")
+        lines += [f"  {key} = {value}" for key, value in options.items()]
+        lines.append("")
+    lines += [
+        "[[listen.c2s]]",
+        f"  port = {port}",
+        '  ip_address = "127.0.0.1"',
+        '  tls.mode = "tls"',
+        f'  tls.certfile = "{certfile}"',
+        f'  tls.keyfile = "{keyfile}"',
+        f'  tls.cacertfile = "{cafile}"',
+        '  tls.verify_mode = "peer"',
+        "",
+    ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def server_env(directory: Path, config: Path, redis_url: str | None) -> dict[str, str]:
+    env = environment(directory, config)
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+class Managed:
+    """``manage.py <args>`` in the background; :meth:`wait_for` reads its output line by line."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.args = args
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put("")
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"{self.args} never printed {text!r}:\n{''.join(self.output)}") from None
+            self.output.append(line)
+            if text in line:
+                return line
+            if line == "":
+                raise AssertionError(f"{self.args} ended before printing {text!r}:\n{''.join(self.output)}")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        while not self.lines.empty():
+            self.output.append(self.lines.get())
+        return "".join(self.output)
+
+
+def start_runc2s(env: dict[str, str], port: int) -> Managed:
+    server = Managed(env, "runc2s")
+    server.wait_for(f"c2s listening on 127.0.0.1:{port}\n")
+    return server
+
+
+__all__ = ["Managed", "c2s_config", "free_port", "redis_unreachable", "server_env", "start_runc2s"]

@@ -1,0 +1,251 @@
+"""Connects one bound c2s session, of any transport, to the router and the Channels layer.
+
+Specs: RFC 6120 §7.7.2.2 (a second login with the same full JID ends the older stream with ``conflict``),
+RFC 6121 §4 (the session's presence: initial, broadcast, answered probes, unavailable at the end), DESIGN §1
+(routing through the channel layer). The routing decisions are ``transport.router``'s; this module only
+moves stanzas between the adapter, the router (in a worker thread) and the channel layer.
+
+An adapter (TCP, WebSocket, BOSH) does four things, all on the event loop's thread::
+
+    bridge = SessionBridge(full_jid, deliver=lambda el: ..., close=lambda condition, text: ...)
+    handle = live.sessions.register(SessionFacts(..., channel_name=bridge.channel_name), close)
+    bridge.start(handle)                       # at Bound
+    bridge.from_client(element)                # each StanzaReceived
+    bridge.stop()                              # when the connection is gone, however it ends
+
+``deliver(element)`` queues a stanza for the client (``core.send_stanza`` and a flush); ``close`` ends the
+stream with a stream error. Stanzas from the client are handled one at a time, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+from xml.etree.ElementTree import Element
+
+from asgiref.sync import sync_to_async
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from django.db import close_old_connections
+
+from transport import sessions as store
+from transport.router import (
+    BROADCAST_TYPES,
+    ROUTER_CHANNEL,
+    Live,
+    Out,
+    Router,
+    close_message,
+    element_kind,
+    live_sessions,
+    load,
+    stanza_message,
+)
+from transport.stream import namespaces as ns
+
+logger = logging.getLogger(__name__)
+
+CONFLICT = "conflict"  # RFC 6120 §4.9.3.3
+
+
+def new_channel_name(layer: Any) -> str:
+    """``layer.new_channel()`` without awaiting: both layers we use make the name without I/O."""
+    coroutine = layer.new_channel()
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return str(done.value)
+    coroutine.close()
+    raise RuntimeError(f"{type(layer).__name__}.new_channel needs I/O; call it from a coroutine")
+
+
+async def in_db_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """Run Django code in a pool thread (not asgiref's single thread: sessions route in parallel)."""
+
+    def run() -> Any:
+        close_old_connections()
+        try:
+            return function(*args)
+        finally:
+            close_old_connections()
+
+    return await sync_to_async(run, thread_sensitive=False)()
+
+
+async def send_all(layer: Any, outs: list[Out]) -> None:
+    for channel, message in outs:
+        try:
+            await layer.send(channel, message)
+        except ChannelFull:
+            logger.warning("channel %s is full: a %s was dropped", channel, message.get("type"))
+
+
+class SessionBridge:
+    """One session's side of routing: its channel, its presence, its queue of stanzas to route."""
+
+    def __init__(
+        self,
+        full_jid: str,
+        *,
+        deliver: Callable[[Element], None],
+        close: Callable[[str, str], None],
+        layer: Any = None,
+        router_channel: str = ROUTER_CHANNEL,
+    ) -> None:
+        self.full_jid = full_jid
+        self.bare_jid = full_jid.split("/", 1)[0]
+        self.deliver = deliver
+        self.close = close
+        self.layer = layer if layer is not None else get_channel_layer()
+        self.channel_name = new_channel_name(self.layer)
+        self.router = Router(final=False, router_channel=router_channel)
+        self.presence: Element | None = None  # the last available broadcast presence (answers probes)
+        self.session_id: Any = None
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopped = False
+        self._replaced = False  # ended by a newer login of the same full JID
+
+    # -- adapter interface -------------------------------------------------------------------------------
+
+    def start(self, handle: Any = None) -> None:
+        """The session is bound and registered (``handle`` from ``live.sessions.register``)."""
+        self.session_id = getattr(handle, "session_id", None)
+        saved = getattr(handle, "saved", None)
+        loop = asyncio.get_running_loop() if _loop_running() else asyncio.get_event_loop()
+        self._tasks = [loop.create_task(self._work(saved)), loop.create_task(self._listen())]
+
+    def from_client(self, element: Element) -> None:
+        if not self._stopped:
+            self._queue.put_nowait(("client", element))
+
+    def stop(self) -> None:
+        """The connection is gone: broadcast unavailable if we were available, stop listening."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for task in self._tasks[1:]:
+            task.cancel()
+        self._queue.put_nowait(("stop", None))
+
+    # -- the work queue (one stanza at a time, in order) ------------------------------------------------
+
+    async def _work(self, saved: Any) -> None:
+        if saved is not None:
+            try:
+                await saved.asFuture(asyncio.get_running_loop())  # the registry row exists from here on
+            except Exception:
+                logger.exception("%s: the session row was not saved", self.full_jid)
+        await self._end_older_session()
+        while True:
+            what, item = await self._queue.get()
+            try:
+                if what == "stop":
+                    await self._finish()
+                    return
+                if what == "client":
+                    await self._route(item)
+                elif what == "presence_request":
+                    await self._answer_presence_request(*item)
+            except Exception:
+                logger.exception("%s: routing failed", self.full_jid)
+
+    async def _route(self, element: Element) -> None:
+        if (
+            element_kind(element) == "presence"
+            and not element.get("to")
+            and element.get("type") in BROADCAST_TYPES
+        ):
+            initial = self.presence is None and element.get("type") is None
+            self.presence = None if element.get("type") == "unavailable" else element
+            outs = await in_db_thread(
+                self.router.broadcast, element, self.session_id, self.channel_name, initial
+            )
+        else:
+            outs = await in_db_thread(self.router.from_client, element, self.channel_name)
+        await self._send(outs)
+
+    async def _send(self, outs: list[Out]) -> None:
+        """Our own stanzas are delivered at once; the rest goes through the layer."""
+        remote = []
+        for channel, message in outs:
+            if channel == self.channel_name:
+                self._on_message(message)
+            else:
+                remote.append((channel, message))
+        await send_all(self.layer, remote)
+
+    async def _answer_presence_request(self, to: str, reply_channel: str) -> None:
+        """A probe (RFC 6121 §4.3.2) or a new subscriber: our current presence, if we are available."""
+        if self.presence is None or not reply_channel:
+            return
+        answer = Element(self.presence.tag, dict(self.presence.attrib))
+        answer.extend(list(self.presence))
+        answer.set("from", self.full_jid)
+        answer.set("to", to)
+        await send_all(self.layer, [(reply_channel, stanza_message(answer))])
+
+    async def _end_older_session(self) -> None:
+        """RFC 6120 §7.7.2.2: the same full JID elsewhere is ended with ``conflict``."""
+        sessions: list[Live] = await in_db_thread(live_sessions, self.bare_jid)
+        older = [s for s in sessions if s.full_jid == self.full_jid and s.session_id != self.session_id]
+        for session in older:
+            logger.info(
+                "%s: a new login replaces the session on %s (conflict)", self.full_jid, session.channel
+            )
+            await send_all(
+                self.layer, [(session.channel, close_message(CONFLICT, "replaced by a new login"))]
+            )
+
+    async def _finish(self) -> None:
+        if self.session_id is not None:
+            # Out of the registry before anyone hears we left: nothing more is routed to this channel.
+            await in_db_thread(store.delete_session, self.session_id)
+        if self.presence is not None and not self._replaced:
+            gone = Element(ns.PRESENCE, {"type": "unavailable", "from": self.full_jid})
+            self.presence = None
+            outs = await in_db_thread(self.router.broadcast, gone, None, self.channel_name, False)  # §4.5.2
+            await send_all(self.layer, [o for o in outs if o[0] != self.channel_name])
+
+    # -- the session's channel ------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("%s: receive on %s failed", self.full_jid, self.channel_name)
+                await asyncio.sleep(1)
+                continue
+            self._on_message(message)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if self._stopped and kind != "xmpp.stanza":
+            return
+        if kind == "xmpp.stanza":
+            try:
+                self.deliver(load(message["xml"]))
+            except Exception:
+                logger.exception("%s: could not deliver a stanza", self.full_jid)
+        elif kind == "xmpp.close":
+            self._replaced = message.get("condition") == CONFLICT
+            self.close(message.get("condition") or CONFLICT, message.get("text") or "")
+        elif kind == "xmpp.presence_request":
+            self._queue.put_nowait(
+                ("presence_request", (message.get("to", ""), message.get("reply_channel", "")))
+            )
+        else:
+            logger.debug("%s: channel message %s ignored", self.full_jid, kind)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

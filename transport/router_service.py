@@ -1,0 +1,54 @@
+"""The router channel served inside a listener process, for deployments without Redis.
+
+Spec: DESIGN §1 (embedded mode: one process, in-memory channel layer). With Redis, ``manage.py runworker
+xmpp.router`` serves the same channel through ``transport.router.RouterConsumer`` (xmppauth.asgi); without it
+the in-memory layer reaches only this process, so ``runxmpp`` and ``runc2s`` run :func:`serve_router` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from transport.bridge import in_db_thread, send_all
+from transport.router import ROUTER_CHANNEL, Router
+
+logger = logging.getLogger(__name__)
+
+
+async def serve_router(layer: Any = None, channel: str = ROUTER_CHANNEL) -> None:
+    """Handle ``xmpp.route`` messages on ``channel`` until cancelled, one at a time, like runworker."""
+    layer = layer if layer is not None else get_channel_layer()
+    router = Router(final=True)
+    logger.info("router serving %s in-process", channel)
+    while True:
+        message = await layer.receive(channel)
+        if message.get("type") != "xmpp.route":
+            logger.debug("router: %s ignored", message.get("type"))
+            continue
+        try:
+            outs = await in_db_thread(router.routed, message)
+        except Exception:
+            logger.exception("router: failed on %s", str(message.get("xml", ""))[:200])
+            continue
+        await send_all(layer, outs)
+
+
+_tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+
+
+def start_in_process_router(
+    layer: Any = None, loop: asyncio.AbstractEventLoop | None = None
+) -> asyncio.Task[None]:
+    """Start :func:`serve_router` on ``loop`` (by default the Twisted asyncio reactor's loop)."""
+    if loop is None:
+        from twisted.internet import reactor  # noqa: PLC0415
+
+        loop = getattr(reactor, "_asyncioEventloop", None) or asyncio.get_event_loop()
+    task = loop.create_task(serve_router(layer))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return task
