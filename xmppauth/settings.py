@@ -101,7 +101,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 reads with a 5 s socket timeout, exactly channels-redis's blocking pop (5 s):
+            # an idle receive then fails with TimeoutError and kills runworker. Give reads more room.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 1000},
         }
     }
 else:

@@ -72,8 +72,15 @@ class SlixAgent:
             async def leave() -> None:
                 await self.xmpp.disconnect(wait=2)
 
+            async def cancel_the_rest() -> None:
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
             asyncio.run_coroutine_threadsafe(leave(), self.loop).result(TIMEOUT)
             self.disconnected.wait(TIMEOUT)
+            asyncio.run_coroutine_threadsafe(cancel_the_rest(), self.loop).result(TIMEOUT)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(TIMEOUT)
 

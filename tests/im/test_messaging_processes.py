@@ -1,0 +1,216 @@
+"""End to end across processes: slixmpp clients on runc2s listeners, through Redis and a runworker router.
+
+Specs: RFC 6121 §2 (roster), §3 (subscription handshake), §4 (presence), §5 and §8.5 (messages), XEP-0160
+(offline messages, stored by the router process), RFC 6120 §7.7.2.2 (resource conflict), DESIGN §1 (several
+listener processes, one router, one Redis). Timeouts only bound a hung server; no assertion is about time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.certs import make_client
+from tests.im.agents import CLIENT, SlixAgent, is_message, is_presence, is_push
+from tests.im.processes import (
+    REDIS_TEST_URL,
+    Managed,
+    c2s_config,
+    flush_redis,
+    free_port,
+    redis_unreachable,
+    server_env,
+    start_runc2s,
+)
+from tests.transport.runc2s_process import manage
+from tests.transport.tlsclient import make_pki
+
+DELAY = "{urn:xmpp:delay}delay"
+NO_REDIS = redis_unreachable()
+
+
+class Cluster:
+    """A migrated SQLite file, a client CA, and the processes started on them."""
+
+    def __init__(self, directory: Path, redis_url: str | None) -> None:
+        self.directory = directory
+        self.redis_url = redis_url
+        self.pki = make_pki(directory)
+        self.cafile = directory / "ca.pem"
+        self.cafile.write_bytes(self.pki.ca.pem)
+        self.certs = {
+            name: make_client(self.pki.ca, jids=[f"{name}@localhost"]) for name in ("alice", "bob", "carol")
+        }
+        self.processes: list[Managed] = []
+        self.router_process: Managed | None = None
+        config = c2s_config(directory / "base.toml", free_port(), *self._server_files())
+        result = manage(server_env(directory, config, redis_url), "migrate", "--noinput")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def _server_files(self) -> tuple[Path, Path, Path]:
+        return self.pki.server_certfile, self.pki.server_keyfile, self.cafile
+
+    def env(self, name: str, port: int) -> dict[str, str]:
+        config = c2s_config(self.directory / f"{name}.toml", port, *self._server_files())
+        return server_env(self.directory, config, self.redis_url)
+
+    def runc2s(self, name: str) -> tuple[int, Managed]:
+        port = free_port()
+        process = start_runc2s(self.env(name, port), port)
+        self.processes.append(process)
+        return port, process
+
+    def router(self) -> Managed:
+        process = Managed(self.env("router", free_port()), "runworker", "xmpp.router")
+        process.wait_for("Running worker")
+        self.processes.append(process)
+        return process
+
+    def agent(self, port: int, name: str, resource: str = "tcp") -> SlixAgent:
+        return SlixAgent(
+            port, self.directory, self.certs[name], f"{name}@localhost", resource=resource
+        ).start()
+
+    def query(self, sql: str, *args: object) -> list[tuple]:
+        with sqlite3.connect(self.directory / "db.sqlite3", timeout=20) as db:
+            return db.execute(sql, args).fetchall()
+
+    def stop(self) -> str:
+        return "".join(f"== {p.args}\n{p.stop()}" for p in self.processes)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    if NO_REDIS:
+        pytest.skip(NO_REDIS)
+    flush_redis()
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), REDIS_TEST_URL)
+    cluster.router_process = cluster.router()  # one `runworker xmpp.router` for the module
+    yield cluster
+    output = cluster.stop()
+    print(output)
+    assert "Traceback" not in output
+
+
+def subscribe_both_ways(alice: SlixAgent, bob: SlixAgent) -> None:
+    """RFC 6121 §3.1: alice asks, bob approves; then bob asks, alice approves."""
+    for asker, approver in ((alice, bob), (bob, alice)):
+        asker.send(f"<presence type='subscribe' to='{approver.jid}'/>")
+        asker.wait_for(is_push(approver.jid), "the roster push of the pending request")
+        request = approver.wait_for(is_presence(asker.jid, "subscribe"), "the subscription request")
+        assert request.get("from") == asker.jid  # §3.1.2: stamped with the bare JID
+        approver.send(f"<presence type='subscribed' to='{asker.jid}'/>")
+        approver.wait_for(is_push(asker.jid), "the roster push of the approval")
+        asker.wait_for(is_push(approver.jid), "the roster push of the new subscription")
+        # §3.1.5: the approver's current presence reaches the new subscriber.
+        asker.wait_for(is_presence(approver.jid, None), "the approver's presence")
+
+
+def chat_both_ways(alice: SlixAgent, bob: SlixAgent, tag: str) -> None:
+    alice.send(f"<message to='{bob.jid}' type='chat' id='a-{tag}'><body>hello bob {tag}</body></message>")
+    got = bob.wait_for(is_message(alice.jid, f"hello bob {tag}"), "alice's message")
+    assert got.get("from") == alice.full_jid
+    bob.send(
+        f"<message to='{alice.full_jid}' type='chat' id='b-{tag}'><body>hello alice {tag}</body></message>"
+    )
+    alice.wait_for(is_message(bob.jid, f"hello alice {tag}"), "bob's message")
+
+
+def test_two_tcp_listener_processes_exchange_subscriptions_presence_chat_and_offline_messages(redis_cluster):
+    cluster = redis_cluster
+    router = cluster.router_process
+    port_a, _ = cluster.runc2s("a")
+    port_b, _ = cluster.runc2s("b")
+    alice = cluster.agent(port_a, "alice")
+    bob = cluster.agent(port_b, "bob")
+    try:
+        alice.send("<presence/>")
+        bob.send("<presence/>")
+        assert alice.roster() == {} and bob.roster() == {}
+        subscribe_both_ways(alice, bob)
+        assert alice.roster("r2")["bob@localhost"].get("subscription") == "both"
+        assert bob.roster("r2")["alice@localhost"].get("subscription") == "both"
+        chat_both_ways(alice, bob, "1")
+
+        # Bob leaves: alice sees him go (RFC 6121 §4.5.2), and what she sends now waits for him.
+        bob.stop()
+        alice.wait_for(is_presence("bob@localhost", "unavailable"), "bob's unavailable presence")
+        alice.send("<message to='bob@localhost' type='chat'><body>while you were out</body></message>")
+        router.wait_for("stored an offline message for bob@localhost")  # the runworker process did it
+        stored_by = cluster.query("SELECT stored_by FROM accounts_offlinemessage")
+        assert [row[0].split(":")[1] for row in stored_by] == [str(router.process.pid)]
+
+        # Next login: the message arrives at initial presence (XEP-0160), with its delay stamp (XEP-0203).
+        bob = cluster.agent(port_b, "bob")
+        bob.send("<presence/>")
+        late = bob.wait_for(is_message("alice@localhost", "while you were out"), "the offline message")
+        assert late.find(DELAY) is not None
+        assert cluster.query("SELECT count(*) FROM accounts_offlinemessage") == [(0,)]
+        alice.wait_for(is_presence("bob@localhost", None), "bob back")
+        bob.wait_for(is_presence("alice@localhost", None), "alice's presence, answering bob's probe")
+        chat_both_ways(alice, bob, "2")
+    finally:
+        alice.stop()
+        bob.stop()
+
+
+def test_message_to_an_unknown_account_is_service_unavailable(redis_cluster):
+    port, _ = redis_cluster.runc2s("unknown")
+    alice = redis_cluster.agent(port, "alice", "u")
+    try:
+        alice.send("<message to='nobody@localhost' id='m1' type='chat'><body>hi</body></message>")
+        error = alice.wait_for(lambda e: e.get("id") == "m1" and e.get("type") == "error", "an error")
+        assert (
+            error.find(f"{CLIENT}error/{{urn:ietf:params:xml:ns:xmpp-stanzas}}service-unavailable")
+            is not None
+        )
+    finally:
+        alice.stop()
+
+
+def test_second_login_with_the_same_full_jid_ends_the_first_with_conflict(redis_cluster):
+    port_a, _ = redis_cluster.runc2s("conflict-a")
+    port_b, _ = redis_cluster.runc2s("conflict-b")
+    first = redis_cluster.agent(port_a, "carol", "desk")
+    second = redis_cluster.agent(port_b, "carol", "desk")  # another process, same full JID
+    try:
+        assert first.wait_for_stream_error() == "conflict"  # RFC 6120 §7.7.2.2
+        assert first.disconnected.wait(30)
+        assert second.stream_errors == [] and not second.disconnected.is_set()
+        second.send("<presence/>")
+        assert second.roster("after") == {}  # the new session works
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_sigkilled_listener_leaves_no_ghost_session_after_its_lease(redis_cluster):
+    cluster = redis_cluster
+    port_live, _ = cluster.runc2s("survivor")  # its heartbeat purges expired rows
+    port_dead, doomed = cluster.runc2s("doomed")
+    carol = cluster.agent(port_dead, "carol", "ghost")
+    carol.send("<presence/>")
+    carol.roster("sync")  # the presence is recorded before the roster answer (one queue per session)
+    rows = cluster.query(
+        "SELECT full_jid, presence FROM transport_livesession WHERE full_jid=?", "carol@localhost/ghost"
+    )
+    assert rows == [("carol@localhost/ghost", "available")]
+    doomed.kill()  # SIGKILL: no shutdown hook runs, the row stays until its lease runs out
+    deadline = time.monotonic() + 120
+    while cluster.query("SELECT 1 FROM transport_livesession WHERE full_jid=?", "carol@localhost/ghost"):
+        assert time.monotonic() < deadline, "the dead process's session is still in the registry"
+        time.sleep(1)
+    # With the ghost gone, a message for carol is stored for her next login instead of vanishing.
+    alice = cluster.agent(port_live, "alice", "k")
+    try:
+        before = cluster.query("SELECT count(*) FROM accounts_offlinemessage")[0][0]
+        alice.send("<message to='carol@localhost' type='chat'><body>are you there</body></message>")
+        deadline = time.monotonic() + 30
+        while cluster.query("SELECT count(*) FROM accounts_offlinemessage")[0][0] == before:
+            assert time.monotonic() < deadline, "the message was not stored"
+            time.sleep(0.2)
+    finally:
+        alice.stop()
