@@ -34,7 +34,6 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import Element
 
@@ -209,8 +208,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class BoshApp:
     """The ASGI app of every ``mod_bosh`` path: one session table for the process."""
 
-    def __init__(self) -> None:
+    def __init__(self, inactivity: float = INACTIVITY) -> None:
         self.sessions: dict[str, BoshSession] = {}
+        self.inactivity = inactivity  # seconds (XEP-0124 §7.1 'inactivity')
 
     async def __call__(
         self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict]], send: Send
@@ -269,7 +269,7 @@ class BoshApp:
         stream = AsyncC2SSession(
             config,
             scope_listener(config, scope),
-            scope_tls_options(config, scope, Path(settings.VAR_DIR)),
+            scope_tls_options(config, scope),
             transport="bosh",
             peer=peer,
             on_output=lambda: holder and holder[0].collect(),
@@ -300,7 +300,7 @@ class BoshApp:
             "wait": str(wait),
             "hold": str(hold),
             "requests": str(session.requests),
-            "inactivity": str(INACTIVITY),
+            "inactivity": str(int(self.inactivity)),
             "polling": str(POLLING),
             "ver": BOSH_VERSION,
             "from": stream.core.domain or to,
@@ -408,7 +408,7 @@ class BoshApp:
         self._cancel_inactivity(session)
         if session.active == 0:
             session.timer = asyncio.get_running_loop().call_later(
-                INACTIVITY, self.end, session, f"no request for {INACTIVITY} s (XEP-0124 §12)"
+                self.inactivity, self.end, session, f"no request for {self.inactivity:.0f} s (XEP-0124 §12)"
             )
 
     @staticmethod

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -33,7 +32,7 @@ from transport.stream import (
     StanzaReceived,
     new_c2s_stream,
 )
-from transport.tcp import ConnectionRegistry, listener_tls_options, registry
+from transport.tcp import ConnectionRegistry, registry
 from transport.tls import must_disconnect
 from xmppauth.config import Config, HttpListener, TlsOptions
 
@@ -74,14 +73,15 @@ def scope_listener(config: Config, scope: dict[str, Any]) -> HttpListener | None
     return None
 
 
-def scope_tls_options(config: Config, scope: dict[str, Any], var_dir: Path) -> TlsOptions | None:
+def scope_tls_options(config: Config, scope: dict[str, Any]) -> TlsOptions | None:
     """TLS options that verify this scope's certificate: its listener's, or :data:`PROXY_TLS_OPTIONS`.
 
+    Only ``verify_mode``, ``cacertfile`` and ``disconnect_on_failure`` matter here (the handshake is done).
     None when the request carried no TLS facts at all (plain HTTP not from a trusted proxy): no EXTERNAL.
     """
     listener = scope_listener(config, scope)
     if listener is not None and listener.tls is not None:
-        return listener_tls_options(listener, var_dir)  # type: ignore[arg-type]  (reads only .tls)
+        return listener.tls
     if TLS_EXTENSION in (scope.get("extensions") or {}):
         return PROXY_TLS_OPTIONS
     return None
@@ -125,6 +125,8 @@ class AsyncC2SSession:
         self.close_condition: str | None = None
         self._registry = registry
         self._connection_id: int | None = None
+        self.bridge: Any = None  # transport.bridge.SessionBridge once bound: routing (RFC 6121)
+        self.live: Any = None  # transport.live.SessionHandle once bound: the session registry
 
     @property
     def bare_jid(self) -> str | None:
@@ -190,7 +192,35 @@ class AsyncC2SSession:
         if self._connection_id is not None:
             self._registry.remove(self._connection_id)
             self._connection_id = None
+        if self.bridge is not None:
+            self.bridge.stop()  # unavailable presence to subscribers (RFC 6121 §4.5.2)
+        if self.live is not None:
+            self.live.unregister()
         self.core.connection_lost()
+
+    def _open_route(self) -> None:
+        """Register the bound session and connect it to the router (transport.bridge), as TCP does."""
+        from transport import live  # noqa: PLC0415 (Django app code)
+        from transport.bridge import SessionBridge  # noqa: PLC0415
+        from transport.sessions import SessionFacts  # noqa: PLC0415
+
+        self.bridge = SessionBridge(self.jid or "", deliver=self.deliver, close=self.close_with_error)
+        self.live = live.sessions.register(
+            SessionFacts(
+                full_jid=self.jid or "",
+                transport="websocket" if self.transport == "ws" else self.transport,
+                peer=self.peer,
+                cert_fingerprint=self.cert_fingerprint or "",
+                channel_name=self.bridge.channel_name,
+            ),
+            self.close_with_error,
+        )
+        self.bridge.start(self.live)
+
+    def deliver(self, element: Any) -> None:
+        """A stanza routed to this session: queue it; the adapter sends it through ``on_output``."""
+        if self.core.send_stanza(element):
+            self.on_output()
 
     async def _handle(self, events: Iterable[Any]) -> None:
         for event in list(events or ()):
@@ -202,8 +232,10 @@ class AsyncC2SSession:
             elif isinstance(event, Bound):
                 self.jid = str(event.jid)
                 logger.info("%s %s: session bound to %s", self.transport, self.peer, self.jid)
+                self._open_route()
             elif isinstance(event, StanzaReceived):
-                logger.debug("%s %s: stanza not routed (no router yet)", self.transport, self.peer)
+                if self.bridge is not None:
+                    self.bridge.from_client(event.element)
             elif isinstance(event, Close):
                 self._note_close([event])
         self.on_output()

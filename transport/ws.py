@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from pathlib import Path
 from typing import Any
 from xml.parsers import expat
 
@@ -115,7 +114,7 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
             session = AsyncC2SSession(
                 config,
                 scope_listener(config, self.scope),
-                scope_tls_options(config, self.scope, Path(settings.VAR_DIR)),
+                scope_tls_options(config, self.scope),
                 transport="ws",
                 peer=peer,
                 on_output=self._output_ready,

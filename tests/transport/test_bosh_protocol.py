@@ -8,6 +8,7 @@ request answered when the next one comes (§10), and the session bound to the ce
 from __future__ import annotations
 
 import http.client
+import ssl
 import threading
 from xml.etree.ElementTree import Element, fromstring
 
@@ -34,10 +35,10 @@ def server(tmp_path_factory):
 class Client:
     """One keep-alive HTTPS connection presenting one client certificate (or none)."""
 
-    def __init__(self, server, directory, issued) -> None:
+    def __init__(self, server, directory, issued, listener: str = "peer") -> None:
         context = client_context(directory, issued)
         self.connection = http.client.HTTPSConnection(
-            "127.0.0.1", server.ports["peer"], context=context, timeout=30
+            "127.0.0.1", server.ports[listener], context=context, timeout=30
         )
 
     def post(self, children: str = "", **attrs: str | int) -> tuple[int, bytes, Element]:
@@ -182,3 +183,15 @@ def test_get_is_not_allowed(alice):
     response = alice.connection.getresponse()
     response.read()
     assert response.status == 405
+
+
+def test_disconnect_on_failure_drops_a_certificate_of_an_unknown_ca(server, tmp_path):
+    mallory = Client(server, tmp_path, server.pki.untrusted, "strict")
+    with pytest.raises((ssl.SSLError, OSError, http.client.HTTPException)):  # ended in the TLS handshake
+        mallory.post(rid=1, to="localhost", wait=30, hold=1, ver="1.6", xmpp_version="1.0")
+
+
+def test_disconnect_on_failure_creates_a_session_for_a_trusted_certificate(server, tmp_path):
+    alice = Client(server, tmp_path, server.pki.valid, "strict")
+    sid, body = alice.create(rid=1)
+    assert sid and [m.text for m in body.iter(ns.qname(ns.SASL, "mechanism"))] == ["EXTERNAL"]

@@ -5,7 +5,8 @@ xmpptls:listener=1 xmppauth.asgi:application`` (or ``manage.py runxmpp``) with a
 migrated SQLite file.
 Listener 0 verifies client certificates in ``peer`` mode, listener 1 in ``selfsigned_peer`` mode; both keep a
 connection whose certificate is refused (``disconnect_on_failure = false``), so refusals are visible as
-"EXTERNAL not offered" rather than as a failed handshake.
+"EXTERNAL not offered" rather than as a failed handshake. Listener 2 ("strict") is ``peer`` with
+``disconnect_on_failure = true``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from tests.transport.tlsclient import Pki, make_pki
 REPO = Path(__file__).resolve().parents[2]
 JS_DIR = REPO / "tests" / "js"
 MODES = {"peer": 0, "selfsigned_peer": 1}  # verify_mode -> listener index
+# listener name -> (verify_mode, disconnect_on_failure); "strict" is listener 2
+LISTENERS = {"peer": ("peer", False), "selfsigned_peer": ("selfsigned_peer", False), "strict": ("peer", True)}
 
 
 def free_port() -> int:
@@ -41,7 +44,7 @@ def free_port() -> int:
 class XmppHttpServer:
     pki: Pki
     directory: Path
-    ports: dict[str, int]  # verify_mode -> port
+    ports: dict[str, int]  # listener name (LISTENERS) -> port
     process: subprocess.Popen
 
     def url(self, mode: str, scheme: str) -> str:
@@ -69,23 +72,23 @@ def start_server(directory: Path, *, runxmpp: bool = False) -> Iterator[XmppHttp
     pki = make_pki(directory)
     cafile = directory / "client-ca.pem"
     cafile.write_bytes(pki.ca.pem)
-    ports = {mode: free_port() for mode in MODES}
+    ports = {name: free_port() for name in LISTENERS}
     listeners = "".join(
         f"""
 [[listen.http]]
-  port = {ports[mode]}
+  port = {ports[name]}
   ip_address = "127.0.0.1"
   tls.certfile = "{pki.server_certfile}"
   tls.keyfile = "{pki.server_keyfile}"
   tls.cacertfile = "{cafile}"
   tls.verify_mode = "{mode}"
-  tls.disconnect_on_failure = false
+  tls.disconnect_on_failure = {str(disconnect).lower()}
   [[listen.http.handlers.mod_websockets]]
     path = "/ws-xmpp"
   [[listen.http.handlers.mod_bosh]]
     path = "/http-bind"
 """
-        for mode in MODES
+        for name, (mode, disconnect) in LISTENERS.items()
     )
     config = directory / "xmppauth.toml"
     config.write_text('[general]\n  hosts = ["localhost"]\n' + listeners)
@@ -102,7 +105,7 @@ def start_server(directory: Path, *, runxmpp: bool = False) -> Iterator[XmppHttp
     if runxmpp:
         command = ["manage.py", "runxmpp"]
     else:
-        endpoints = [arg for index in MODES.values() for arg in ("-e", f"xmpptls:listener={index}")]
+        endpoints = [arg for index in range(len(LISTENERS)) for arg in ("-e", f"xmpptls:listener={index}")]
         command = ["-m", "transport.daphne_server", *endpoints, "xmppauth.asgi:application"]
     log = (directory / "server.log").open("w")
     process = subprocess.Popen(

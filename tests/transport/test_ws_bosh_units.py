@@ -1,0 +1,186 @@
+"""The WebSocket and BOSH adapters' own rules, without a server.
+
+RFC 7395 §3.3.3 (one element per message: the pre-check that counts them), XEP-0124 §7/§12 (the body parser,
+the inactivity timer), MongooseIM ``disconnect_on_failure`` in the shared asyncio driver, and the routes
+built from the config's handler paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+from transport.bosh import BODY, BoshApp, BoshError, BoshSession, parse_body
+from transport.routing import handler_paths
+from transport.session_driver import AsyncC2SSession, scope_tls_options
+from transport.tcp import ConnectionRegistry
+from transport.ws import frame_element_count
+from xmppauth.config import parse_config
+
+
+@pytest.mark.parametrize(
+    ("frame", "count"),
+    [
+        (b"<iq xmlns='jabber:client' type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>", 1),
+        (b"<?xml version='1.0'?><presence xmlns='jabber:client'/>", 1),
+        (b"<presence xmlns='jabber:client'/><presence xmlns='jabber:client'/>", 2),
+        (b"<presence xmlns='jabber:client'/> trailing text", 2),
+        (b"", 0),
+        (b"<iq xmlns='jabber:client'>", None),  # unfinished
+        (b"<a></b>", None),  # not well-formed
+        (b"<!DOCTYPE a [<!ENTITY x 'y'>]><a>&x;</a>", None),  # the core's restricted parser decides
+        (b"<a>&unknown;</a>", None),
+    ],
+)
+def test_frame_element_count(frame, count):
+    assert frame_element_count(frame) == count
+
+
+def test_bosh_body_is_parsed_with_its_children():
+    body = parse_body(
+        b"<body xmlns='http://jabber.org/protocol/httpbind' rid='7' sid='s'>"
+        b"<presence xmlns='jabber:client'/></body>",
+        65536,
+    )
+    assert body.tag == BODY and body.get("rid") == "7" and len(body) == 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<html/>",
+        b"<body xmlns='http://jabber.org/protocol/httpbind'/><body xmlns='http://jabber.org/protocol/httpbind'/>",
+        b"<!DOCTYPE body><body xmlns='http://jabber.org/protocol/httpbind'/>",
+        b"<body xmlns='http://jabber.org/protocol/httpbind'>",
+        b"<body xmlns='http://jabber.org/protocol/httpbind'><!-- c --></body>",
+    ],
+)
+def test_anything_but_one_bosh_body_is_a_bad_request(data):
+    with pytest.raises(BoshError) as refused:
+        parse_body(data, 65536)
+    assert (refused.value.condition, refused.value.status) == ("bad-request", 400)
+
+
+def config(disconnect_on_failure: bool = True):
+    return parse_config(
+        {
+            "general": {"hosts": ["localhost"]},
+            "listen": {
+                "http": [
+                    {
+                        "port": 5443,
+                        "tls": {"verify_mode": "peer", "disconnect_on_failure": disconnect_on_failure},
+                        "handlers": {
+                            "mod_websockets": [{"path": "/ws-xmpp"}, {"path": "/other-ws"}],
+                            "mod_bosh": [{"path": "/http-bind"}],
+                        },
+                    },
+                    {"port": 5280, "handlers": {"mod_bosh": [{"path": "/http-bind"}]}},
+                ]
+            },
+        }
+    )
+
+
+def test_handler_paths_of_every_listener_once_each():
+    assert handler_paths(config(), "mod_websockets") == ["/ws-xmpp", "/other-ws"]
+    assert handler_paths(config(), "mod_bosh") == ["/http-bind"]
+
+
+def test_scope_tls_options_are_the_listeners_or_none_without_tls_facts():
+    cfg = config()
+    tls = {"client_cert_chain": []}
+    own = scope_tls_options(cfg, {"extensions": {"tls": tls, "xmppauth.listener": 0}})
+    assert own is cfg.listen_http[0].tls
+    assert scope_tls_options(cfg, {"extensions": {}}) is None
+    behind_proxy = scope_tls_options(cfg, {"extensions": {"tls": tls}})  # transport.proxy_cert
+    assert behind_proxy.verify_mode == "peer" and not behind_proxy.disconnect_on_failure
+
+
+@dataclass(frozen=True)
+class Check:
+    facts: object
+    verified: bool
+    reason: str
+
+
+class FakeAuthenticator:
+    def __init__(self, verified: bool) -> None:
+        self.verified = verified
+
+    def check_certificate(self, chain):
+        return Check(None, self.verified, "test verdict")
+
+
+def start(disconnect_on_failure: bool, verified: bool) -> bool:
+    cfg = config(disconnect_on_failure)
+    listener = cfg.listen_http[0]
+    session = AsyncC2SSession(
+        cfg,
+        listener,
+        listener.tls,
+        transport="ws",
+        peer="test",
+        registry=ConnectionRegistry(),
+        authenticator=FakeAuthenticator(verified),
+    )
+    return asyncio.run(session.start([]))
+
+
+def test_disconnect_on_failure_ends_a_session_whose_certificate_our_verification_refuses():
+    assert start(disconnect_on_failure=True, verified=False) is False
+
+
+def test_disconnect_on_failure_keeps_a_session_whose_certificate_passed():
+    assert start(disconnect_on_failure=True, verified=True) is True
+
+
+def test_without_disconnect_on_failure_a_refused_certificate_keeps_the_session():
+    assert start(disconnect_on_failure=False, verified=False) is True
+
+
+class StubStream:
+    peer = "test"
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def frames(self):
+        return []
+
+    def close(self, reason: str = "") -> None:
+        self.closed = True
+
+    def connection_lost(self) -> None:
+        pass
+
+
+def idle_session(active: int) -> tuple[BoshApp, BoshSession]:
+    app = BoshApp(inactivity=0)
+    session = BoshSession("sid", StubStream(), "localhost", 30, 1, None, 1, active=active)
+    app.sessions["sid"] = session
+    return app, session
+
+
+def test_a_session_without_requests_ends_after_the_inactivity_period():
+    app, session = idle_session(active=0)
+
+    async def run():
+        app._arm_inactivity(session)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+    assert "sid" not in app.sessions and session.stream.closed and session.terminated
+
+
+def test_the_inactivity_clock_does_not_run_while_a_request_is_held():
+    app, session = idle_session(active=1)
+
+    async def run():
+        app._arm_inactivity(session)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+    assert "sid" in app.sessions and not session.stream.closed
