@@ -33,7 +33,17 @@ def flush_redis(url: str = REDIS_TEST_URL) -> None:
     redis.Redis.from_url(url).flushdb()
 
 
-def c2s_config(path: Path, port: int, certfile: Path, keyfile: Path, cafile: Path, **options: object) -> Path:
+def c2s_config(
+    path: Path,
+    port: int,
+    certfile: Path,
+    keyfile: Path,
+    cafile: Path,
+    *,
+    https_port: int | None = None,
+    **options: object,
+) -> Path:
+    """A config with one direct-TLS c2s listener and, with ``https_port``, one wss listener (RFC 7395)."""
     lines = ['[general]\n  hosts = ["localhost"]\n']
     if options:
         lines.append("[xmppauth]")
@@ -50,6 +60,19 @@ def c2s_config(path: Path, port: int, certfile: Path, keyfile: Path, cafile: Pat
         '  tls.verify_mode = "peer"',
         "",
     ]
+    if https_port is not None:
+        lines += [
+            "[[listen.http]]",
+            f"  port = {https_port}",
+            '  ip_address = "127.0.0.1"',
+            f'  tls.certfile = "{certfile}"',
+            f'  tls.keyfile = "{keyfile}"',
+            f'  tls.cacertfile = "{cafile}"',
+            '  tls.verify_mode = "peer"',
+            "  [[listen.http.handlers.mod_websockets]]",
+            '    path = "/ws-xmpp"',
+            "",
+        ]
     path.write_text("\n".join(lines))
     return path
 
@@ -66,8 +89,9 @@ class Managed:
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.args = args
+        command = list(args) if args[0] == "-m" else ["manage.py", *args]  # -m: a module (daphne)
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", *args],
+            [sys.executable, *command],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -111,6 +135,22 @@ class Managed:
         while not self.lines.empty():
             self.output.append(self.lines.get())
         return "".join(self.output)
+
+
+def wait_listening(process: Managed, port: int, timeout: float = 60) -> None:
+    """Until ``port`` accepts connections (daphne prints nothing we can wait for on every version)."""
+    import socket  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return
+        except OSError:
+            assert process.process.poll() is None, process.stop()
+            assert time.monotonic() < deadline, f"nothing listens on {port}: {process.stop()}"
+            time.sleep(0.2)
 
 
 def start_runc2s(env: dict[str, str], port: int) -> Managed:
