@@ -125,6 +125,7 @@ class AsyncC2SSession:
         self.close_condition: str | None = None
         self._registry = registry
         self._connection_id: int | None = None
+        self.cert_facts: Any = None  # facts of a verified client certificate (the session registry's match)
         self.bridge: Any = None  # transport.bridge.SessionBridge once bound: routing (RFC 6121)
         self.live: Any = None  # transport.live.SessionHandle once bound: the session registry
 
@@ -162,6 +163,7 @@ class AsyncC2SSession:
                 )
         self._connection_id = self._registry.add(self)  # type: ignore[arg-type]  (duck-typed like C2SProtocol)
         if check is not None:
+            self.cert_facts = check.facts if check.verified else None
             await self._handle(self.core.tls_established(check))
         return True
 
@@ -211,6 +213,10 @@ class AsyncC2SSession:
                 transport="websocket" if self.transport == "ws" else self.transport,
                 peer=self.peer,
                 cert_fingerprint=self.cert_fingerprint or "",
+                # serial, issuer and notAfter: revocation commands and certificate expiry end it (DESIGN §5)
+                cert_serial=getattr(self.cert_facts, "serial", "") or "",
+                issuer_ca_id=getattr(self.authenticator, "issuer_ca_id", None),
+                cert_not_after=getattr(self.cert_facts, "not_after", None),
                 channel_name=self.bridge.channel_name,
             ),
             self.close_with_error,
