@@ -294,6 +294,7 @@ class BoshApp:
             condition = HOST_UNKNOWN if stream.close_condition == errors.HOST_UNKNOWN else REMOTE_STREAM_ERROR
             return session.take_response() if condition == REMOTE_STREAM_ERROR else terminate_bytes(condition)
         self.sessions[sid] = session
+        stream.arm_auth_deadline()
         logger.info("bosh %s: session %s… created for %s (wait %d, hold %d)", peer, sid[:6], to, wait, hold)
         attrs = {
             "sid": sid,
@@ -347,8 +348,10 @@ class BoshApp:
             except TimeoutError:
                 self.end(session, f"rid {rid - 1} never came")
                 raise BoshError(ITEM_NOT_FOUND, f"rid {rid - 1} missing") from None
-            if session.terminated:
-                return session.take_response()
+            if session.terminated:  # the stream ended meanwhile (auth deadline, revocation)
+                response = session.take_response()
+                self.end(session, "stream closed")
+                return response
             session.release_held()  # §10: the earlier held request answers now, before this one's output
             await self._feed(session, body)
             session.last_rid = rid

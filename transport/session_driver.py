@@ -16,6 +16,7 @@ thread (``database_sync_to_async``); callers serialise ``receive`` so the core s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -32,7 +33,7 @@ from transport.stream import (
     StanzaReceived,
     new_c2s_stream,
 )
-from transport.tcp import ConnectionRegistry, registry
+from transport.tcp import AUTH_TIMEOUT, ConnectionRegistry, registry
 from transport.tls import must_disconnect
 from xmppauth.config import Config, HttpListener, TlsOptions
 
@@ -125,6 +126,7 @@ class AsyncC2SSession:
         self.close_condition: str | None = None
         self._registry = registry
         self._connection_id: int | None = None
+        self._auth_deadline: asyncio.TimerHandle | None = None
         self.cert_facts: Any = None  # facts of a verified client certificate (the session registry's match)
         self.bridge: Any = None  # transport.bridge.SessionBridge once bound: routing (RFC 6121)
         self.live: Any = None  # transport.live.SessionHandle once bound: the session registry
@@ -167,6 +169,23 @@ class AsyncC2SSession:
             await self._handle(self.core.tls_established(check))
         return True
 
+    def arm_auth_deadline(self, seconds: float = AUTH_TIMEOUT) -> None:
+        """Close a session that has not bound a resource ``seconds`` from now (as TCP does: slowloris)."""
+        self._auth_deadline = asyncio.get_running_loop().call_later(seconds, self._auth_timed_out, seconds)
+
+    def _auth_timed_out(self, seconds: float) -> None:
+        self._auth_deadline = None
+        if self.jid is None and not self.core.closed:
+            logger.warning(
+                "%s %s: not authenticated after %.0f s, closing", self.transport, self.peer, seconds
+            )
+            self.close_with_error("connection-timeout", "authenticate sooner")  # RFC 6120 §4.9.3.4
+
+    def _cancel_auth_deadline(self) -> None:
+        if self._auth_deadline is not None:
+            self._auth_deadline.cancel()
+            self._auth_deadline = None
+
     async def receive(self, data: bytes) -> None:
         """One complete element (or ``<open/>``/``<close/>``) from the client."""
         try:
@@ -191,6 +210,7 @@ class AsyncC2SSession:
 
     def connection_lost(self) -> None:
         """The transport is gone: forget the session."""
+        self._cancel_auth_deadline()
         if self._connection_id is not None:
             self._registry.remove(self._connection_id)
             self._connection_id = None
@@ -238,6 +258,7 @@ class AsyncC2SSession:
             elif isinstance(event, Bound):
                 self.jid = str(event.jid)
                 logger.info("%s %s: session bound to %s", self.transport, self.peer, self.jid)
+                self._cancel_auth_deadline()
                 self._open_route()
             elif isinstance(event, StanzaReceived):
                 if self.bridge is not None:

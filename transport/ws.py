@@ -129,6 +129,7 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
             await self.close()  # disconnect_on_failure: the handshake is refused (HTTP 403)
             return
         self.session = session
+        session.arm_auth_deadline()
         await self.accept(subprotocol=SUBPROTOCOL)
         logger.info("ws %s: connected (%s)", peer, self.scope.get("path"))
 

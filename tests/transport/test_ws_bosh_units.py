@@ -114,10 +114,10 @@ class FakeAuthenticator:
         return Check(None, self.verified, "test verdict")
 
 
-def start(disconnect_on_failure: bool, verified: bool) -> bool:
+def new_session(disconnect_on_failure: bool, verified: bool) -> AsyncC2SSession:
     cfg = config(disconnect_on_failure)
     listener = cfg.listen_http[0]
-    session = AsyncC2SSession(
+    return AsyncC2SSession(
         cfg,
         listener,
         listener.tls,
@@ -126,7 +126,10 @@ def start(disconnect_on_failure: bool, verified: bool) -> bool:
         registry=ConnectionRegistry(),
         authenticator=FakeAuthenticator(verified),
     )
-    return asyncio.run(session.start([]))
+
+
+def start(disconnect_on_failure: bool, verified: bool) -> bool:
+    return asyncio.run(new_session(disconnect_on_failure, verified).start([]))
 
 
 def test_disconnect_on_failure_ends_a_session_whose_certificate_our_verification_refuses():
@@ -184,3 +187,29 @@ def test_the_inactivity_clock_does_not_run_while_a_request_is_held():
 
     asyncio.run(run())
     assert "sid" in app.sessions and not session.stream.closed
+
+
+def test_a_session_that_does_not_authenticate_in_time_ends_with_connection_timeout():
+    session = new_session(disconnect_on_failure=False, verified=True)
+
+    async def run():
+        await session.start([])
+        session.arm_auth_deadline(0)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+    assert session.closed and session.close_condition == "connection-timeout"  # RFC 6120 §4.9.3.4
+
+
+def test_a_session_within_its_auth_deadline_stays_open():
+    session = new_session(disconnect_on_failure=False, verified=True)
+
+    async def run():
+        await session.start([])
+        session.arm_auth_deadline(60)
+        await asyncio.sleep(0.05)
+        still_open = not session.closed
+        session.connection_lost()  # cancels the deadline
+        return still_open
+
+    assert asyncio.run(run())
