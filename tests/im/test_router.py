@@ -1,0 +1,326 @@
+"""The router against the database and the session registry, without processes or sockets.
+
+Specs: RFC 6121 §2 (roster), §3 (subscriptions), §4 (presence), §8.5 (delivery), XEP-0160 (offline storage).
+Sessions are ``LiveSession`` rows with channel names; the router's answer is the list of (channel, message).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from xml.etree.ElementTree import fromstring
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import Account, Domain, OfflineMessage, RosterItem
+from transport import router as router_module
+from transport.models import LiveSession
+from transport.router import ROUTER_CHANNEL, Router, load
+
+pytestmark = pytest.mark.django_db
+
+C = "{jabber:client}"
+ROSTER_SET = (
+    "<iq type='set' id='{id}'><query xmlns='jabber:iq:roster'><item jid='bob@localhost'{attrs}/></query></iq>"
+)
+SET_BOB = ROSTER_SET.format(id="s", attrs=" name='B'")
+REMOVE_BOB = ROSTER_SET.format(id="x", attrs=" subscription='remove'")
+R = "{jabber:iq:roster}"
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    router_module._cache.clear()  # accounts remembered by an earlier test's database are gone
+    yield
+    router_module._cache.clear()
+
+
+@pytest.fixture
+def domain():
+    return Domain.objects.create(name="localhost")
+
+
+@pytest.fixture
+def accounts(domain):
+    return {name: Account.objects.create(localpart=name, domain=domain) for name in ("alice", "bob", "carol")}
+
+
+def live(full_jid: str, *, priority: int = 0, available: bool = True, expired: bool = False) -> str:
+    """A registry row for ``full_jid``; returns its channel name."""
+    channel = f"specific.test!{full_jid}"
+    now = timezone.now()
+    LiveSession.objects.create(
+        id=uuid.uuid4(),
+        full_jid=full_jid,
+        bare_jid=full_jid.split("/")[0],
+        resource=full_jid.split("/")[1],
+        transport="tcp",
+        channel_name=channel,
+        process_id="test",
+        started_at=now,
+        lease_expires_at=now - timedelta(seconds=1) if expired else now + timedelta(seconds=30),
+        priority=priority,
+        presence="available" if available else "",
+    )
+    return channel
+
+
+def stanza(xml: str, sender: str):
+    element = fromstring(
+        xml.replace("<message", "<message xmlns='jabber:client'", 1)
+        .replace("<iq", "<iq xmlns='jabber:client'", 1)
+        .replace("<presence", "<presence xmlns='jabber:client'", 1)
+    )
+    element.set("from", sender)
+    return element
+
+
+def stanzas(outs, channel=None):
+    """The stanzas sent (to ``channel`` only, when given)."""
+    return [
+        load(m["xml"]) for c, m in outs if m["type"] == "xmpp.stanza" and (channel is None or c == channel)
+    ]
+
+
+def error_condition(element) -> str | None:
+    error = element.find(f"{C}error")
+    return None if error is None else error[0].tag.split("}")[1]
+
+
+def roster_row(owner: Account, jid: str, subscription: str = "none", **fields) -> RosterItem:
+    return RosterItem.objects.create(account=owner, jid=jid, subscription=subscription, **fields)
+
+
+# == messages (RFC 6121 §8.5) ============================================================================
+
+
+def test_chat_to_a_bare_jid_goes_to_every_non_negative_available_session(accounts):
+    sender = live("alice@localhost/a")
+    phone, laptop = live("bob@localhost/phone", priority=1), live("bob@localhost/laptop", priority=5)
+    away = live("bob@localhost/away", priority=-1)
+    outs = Router(final=False).from_client(
+        stanza("<message to='bob@localhost' type='chat'><body>hi</body></message>", "alice@localhost/a"),
+        sender,
+    )
+    assert {c for c, _ in outs} == {phone, laptop}
+    assert away not in {c for c, _ in outs}
+
+
+def test_normal_message_to_a_bare_jid_goes_to_the_highest_priority_only(accounts):
+    sender = live("alice@localhost/a")
+    live("bob@localhost/phone", priority=1)
+    laptop = live("bob@localhost/laptop", priority=5)
+    outs = Router(final=False).from_client(
+        stanza("<message to='bob@localhost'><body>x</body></message>", "alice@localhost/a"), sender
+    )
+    assert [c for c, _ in outs] == [laptop]
+
+
+def test_message_for_an_account_without_sessions_goes_to_the_router_which_stores_it(accounts):
+    sender = live("alice@localhost/a")
+    message = stanza(
+        "<message to='bob@localhost' type='chat'><body>later</body></message>", "alice@localhost/a"
+    )
+    outs = Router(final=False).from_client(message, sender)
+    assert [(c, m["type"]) for c, m in outs] == [(ROUTER_CHANNEL, "xmpp.route")]
+    assert not OfflineMessage.objects.exists()  # a listener never stores
+    assert Router(final=True, process="router-1").routed(outs[0][1]) == []
+    stored = OfflineMessage.objects.get()
+    assert stored.account == accounts["bob"] and stored.stored_by == "router-1"
+    assert load(stored.stanza).find("{urn:xmpp:delay}delay") is not None  # XEP-0203 stamp
+
+
+def test_the_router_delivers_instead_of_storing_when_the_account_came_online_meanwhile(accounts):
+    live("alice@localhost/a")
+    message = stanza(
+        "<message to='bob@localhost' type='chat'><body>race</body></message>", "alice@localhost/a"
+    )
+    forwarded = Router(final=False).from_client(message, "")[0][1]
+    bob = live("bob@localhost/b")
+    outs = Router(final=True).routed(forwarded)
+    assert [c for c, _ in outs] == [bob] and not OfflineMessage.objects.exists()
+
+
+def test_a_session_whose_lease_ran_out_is_a_ghost_and_gets_nothing(accounts):
+    live("alice@localhost/a")
+    live("bob@localhost/ghost", expired=True)
+    outs = Router(final=False).from_client(
+        stanza("<message to='bob@localhost/ghost' type='chat'><body>x</body></message>", "alice@localhost/a"),
+        "",
+    )
+    assert [c for c, _ in outs] == [ROUTER_CHANNEL]
+
+
+def test_message_to_an_unknown_account_bounces_service_unavailable(accounts):
+    sender = live("alice@localhost/a")
+    outs = Router(final=False).from_client(
+        stanza("<message to='nobody@localhost' id='m1'><body>x</body></message>", "alice@localhost/a"), sender
+    )
+    [reply] = stanzas(outs, sender)
+    assert error_condition(reply) == "service-unavailable" and reply.get("id") == "m1"
+
+
+def test_message_to_a_domain_we_do_not_host_is_remote_server_not_found(accounts):
+    sender = live("alice@localhost/a")
+    outs = Router(final=False).from_client(
+        stanza("<message to='bob@example.net'><body>x</body></message>", "alice@localhost/a"), sender
+    )
+    assert error_condition(stanzas(outs, sender)[0]) == "remote-server-not-found"
+
+
+# == IQs =================================================================================================
+
+
+def test_iq_to_a_live_full_jid_is_delivered_and_to_a_missing_one_is_service_unavailable(accounts):
+    sender = live("alice@localhost/a")
+    bob = live("bob@localhost/b", available=False)  # IQs need no presence (RFC 6121 §8.5.3.1)
+    router = Router(final=False)
+    outs = router.from_client(
+        stanza("<iq type='get' id='v' to='bob@localhost/b'><q xmlns='x'/></iq>", "alice@localhost/a"), sender
+    )
+    assert [c for c, _ in outs] == [bob]
+    outs = router.from_client(
+        stanza("<iq type='get' id='w' to='bob@localhost/gone'><q xmlns='x'/></iq>", "alice@localhost/a"),
+        sender,
+    )
+    assert error_condition(stanzas(outs, sender)[0]) == "service-unavailable"
+
+
+# == roster (RFC 6121 §2) ================================================================================
+
+
+def test_roster_get_lists_the_items_on_the_roster_with_ask(accounts):
+    sender = live("alice@localhost/a")
+    roster_row(accounts["alice"], "bob@localhost", "to", name="Bob", groups=["Friends"])
+    roster_row(accounts["alice"], "carol@localhost", ask=True)
+    roster_row(accounts["alice"], "dave@localhost", pending_in=True, on_roster=False)  # only a request
+    outs = Router(final=False).from_client(
+        stanza("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>", "alice@localhost/a"), sender
+    )
+    items = {i.get("jid"): i for i in stanzas(outs, sender)[0].iter(f"{R}item")}
+    assert set(items) == {"bob@localhost", "carol@localhost"}
+    assert (
+        items["bob@localhost"].get("subscription") == "to"
+        and items["bob@localhost"].findtext(f"{R}group") == "Friends"
+    )
+    assert items["carol@localhost"].get("ask") == "subscribe"
+
+
+def test_roster_set_is_pushed_to_every_session_of_the_account_and_answered(accounts):
+    first, second = live("alice@localhost/a"), live("alice@localhost/b", available=False)
+    outs = Router(final=False).from_client(
+        stanza(
+            SET_BOB,
+            "alice@localhost/a",
+        ),
+        first,
+    )
+    pushes = [(c, s) for c, m in outs for s in [load(m["xml"])] if s.get("type") == "set"]
+    assert {c for c, _ in pushes} == {first, second}
+    assert [s.get("type") for s in stanzas(outs, first)] == ["set", "result"]
+    assert RosterItem.objects.get(account=accounts["alice"]).name == "B"
+
+
+def test_roster_remove_cancels_both_subscriptions_and_pushes_remove(accounts):
+    sender = live("alice@localhost/a")
+    bob = live("bob@localhost/b")
+    roster_row(accounts["alice"], "bob@localhost", "both")
+    roster_row(accounts["bob"], "alice@localhost", "both")
+    outs = Router(final=False).from_client(
+        stanza(
+            REMOVE_BOB,
+            "alice@localhost/a",
+        ),
+        sender,
+    )
+    assert not RosterItem.objects.filter(account=accounts["alice"]).exists()
+    assert RosterItem.objects.get(account=accounts["bob"]).subscription == "none"  # RFC 6121 §2.5.2
+    kinds = {s.get("type") for s in stanzas(outs, bob) if s.tag == f"{C}presence"}
+    assert kinds == {"unsubscribe", "unsubscribed"}
+    assert any(i.get("subscription") == "remove" for s in stanzas(outs, sender) for i in s.iter(f"{R}item"))
+
+
+def test_removing_an_item_not_on_the_roster_is_item_not_found(accounts):
+    sender = live("alice@localhost/a")
+    outs = Router(final=False).from_client(
+        stanza(
+            REMOVE_BOB,
+            "alice@localhost/a",
+        ),
+        sender,
+    )
+    assert error_condition(stanzas(outs, sender)[0]) == "item-not-found"
+
+
+# == subscriptions and presence (RFC 6121 §3, §4) ========================================================
+
+
+def test_subscription_request_to_an_offline_contact_waits_in_the_router_until_their_initial_presence(
+    accounts,
+):
+    sender = live("alice@localhost/a")
+    outs = Router(final=False).from_client(
+        stanza("<presence type='subscribe' to='bob@localhost'/>", "alice@localhost/a"), sender
+    )
+    forwarded = [m for c, m in outs if c == ROUTER_CHANNEL]
+    assert [m["step"] for m in forwarded] == ["inbound"]
+    assert RosterItem.objects.get(account=accounts["alice"]).ask  # Pending Out, pushed to alice
+    Router(final=True).routed(forwarded[0])
+    item = RosterItem.objects.get(account=accounts["bob"])
+    assert item.pending_in and not item.on_roster
+    # bob logs in: his initial presence brings the request (RFC 6121 §3.1.3)
+    bob = live("bob@localhost/b", available=False)
+    presence = stanza("<presence/>", "bob@localhost/b")
+    outs = Router(final=False).broadcast(presence, None, bob, initial=True)
+    requests = [s for s in stanzas(outs, bob) if s.get("type") == "subscribe"]
+    assert [r.get("from") for r in requests] == ["alice@localhost"]
+
+
+def test_subscribe_from_an_approved_contact_is_answered_subscribed_by_the_server(accounts):
+    sender = live("alice@localhost/a")
+    live("bob@localhost/b")
+    roster_row(accounts["bob"], "alice@localhost", "from")
+    roster_row(accounts["alice"], "bob@localhost", "none", ask=False)
+    outs = Router(final=False).from_client(
+        stanza("<presence type='subscribe' to='bob@localhost'/>", "alice@localhost/a"), sender
+    )
+    assert RosterItem.objects.get(account=accounts["alice"]).subscription == "to"
+    assert any(s.get("type") == "subscribed" for s in stanzas(outs, sender))
+
+
+def test_presence_broadcast_reaches_from_and_both_subscribers_only(accounts):
+    sender = live("alice@localhost/a")
+    bob, carol = live("bob@localhost/b"), live("carol@localhost/c")
+    roster_row(accounts["alice"], "bob@localhost", "from")
+    roster_row(accounts["alice"], "carol@localhost", "to")
+    outs = Router(final=False).broadcast(
+        stanza("<presence/>", "alice@localhost/a"), None, sender, initial=False
+    )
+    assert [s.get("to") for s in stanzas(outs, bob)] == ["bob@localhost/b"]
+    assert stanzas(outs, carol) == []
+
+
+def test_initial_presence_probes_the_contacts_it_is_subscribed_to(accounts):
+    sender = live("alice@localhost/a")
+    bob, carol = live("bob@localhost/b"), live("carol@localhost/c")
+    roster_row(accounts["alice"], "bob@localhost", "to")
+    roster_row(accounts["alice"], "carol@localhost", "from")
+    outs = Router(final=False).broadcast(
+        stanza("<presence/>", "alice@localhost/a"), None, sender, initial=True
+    )
+    probes = [(c, m) for c, m in outs if m["type"] == "xmpp.presence_request"]
+    assert [(c, m["to"], m["reply_channel"]) for c, m in probes] == [(bob, "alice@localhost/a", sender)]
+    assert carol in {c for c, m in outs if m["type"] == "xmpp.stanza"}  # carol gets the presence itself
+
+
+def test_initial_presence_at_negative_priority_leaves_offline_messages_stored(accounts):
+    sender = live("bob@localhost/b", available=False)
+    OfflineMessage.objects.create(
+        account=accounts["bob"], stanza="<message xmlns='jabber:client'/>", sender="x"
+    )
+    shy = stanza("<presence><priority>-1</priority></presence>", "bob@localhost/b")
+    assert Router(final=False).broadcast(shy, None, sender, initial=True) == []
+    assert OfflineMessage.objects.count() == 1
+    outs = Router(final=False).broadcast(stanza("<presence/>", "bob@localhost/b"), None, sender, initial=True)
+    assert len(stanzas(outs, sender)) == 1 and not OfflineMessage.objects.exists()
