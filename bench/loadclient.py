@@ -261,6 +261,14 @@ class IdleReport:
     alive: int = 0  # sessions that still answered a ping after the hold
     setup_seconds: float = 0.0
     setup_other_cpu: float = 0.0  # seconds other processes used while the sessions were set up
+    up_at: list[float] = field(default_factory=list)  # seconds from the start at which each session was up
+
+    def rate_between(self, start: float, end: float) -> float:
+        """Logins/s while the ``start``..``end`` fraction of the sessions came up (slower as they grow?)."""
+        times = self.up_at
+        first, last = int(start * len(times)), max(int(end * len(times)) - 1, 0)
+        span = times[last] - (times[first - 1] if first > 0 else 0.0) if times else 0.0
+        return (last - first + 1) / span if span > 0 else float("nan")
 
     @property
     def other_load(self) -> float:
@@ -414,6 +422,7 @@ async def run_idle(
         for n in next_index:
             try:
                 held.append(HeldSession(await connect(n)))
+                report.up_at.append(time.perf_counter() - started)
             except LoginError as exc:
                 report.errors[exc.kind] += 1
             except Exception as exc:
@@ -495,15 +504,15 @@ def login_rows(reports: list[LoginReport]) -> list[str]:
 def idle_rows(reports: list[IdleReport]) -> list[str]:
     rows = [
         "| run | sessions up/asked | alive after hold | RSS before MiB | RSS after MiB | KiB/session "
-        "| setup s | other load (cores) | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| setup s | logins/s first→last 10% | other load (cores) | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         errors = "; ".join(f"{kind} ×{n}" for kind, n in r.errors.most_common()) or "0"
         rows.append(
             f"| {r.label} | {r.ok}/{r.sessions} | {r.alive} | {r.rss_before / 2**20:.1f} "
             f"| {r.rss_after / 2**20:.1f} | {r.bytes_per_session / 1024:.1f} | {r.setup_seconds:.1f} "
-            f"| {r.other_load:.2f} | {errors} |"
+            f"| {r.rate_between(0, 0.1):.0f}→{r.rate_between(0.9, 1):.0f} | {r.other_load:.2f} | {errors} |"
         )
     return rows
 
