@@ -39,8 +39,8 @@ from transport.router import (
     Router,
     close_message,
     element_kind,
-    live_sessions,
     load,
+    older_sessions,
     stanza_message,
 )
 from transport.stream import namespaces as ns
@@ -189,8 +189,9 @@ class SessionBridge:
 
     async def _end_older_session(self) -> None:
         """RFC 6120 §7.7.2.2: the same full JID elsewhere is ended with ``conflict``."""
-        sessions: list[Live] = await in_db_thread(live_sessions, self.bare_jid)
-        older = [s for s in sessions if s.full_jid == self.full_jid and s.session_id != self.session_id]
+        if self.session_id is None:
+            return
+        older: list[Live] = await in_db_thread(older_sessions, self.full_jid, self.session_id)
         for session in older:
             logger.info(
                 "%s: a new login replaces the session on %s (conflict)", self.full_jid, session.channel

@@ -112,6 +112,24 @@ def live_sessions(bare_jid: str) -> list[Live]:
     ]
 
 
+def older_sessions(full_jid: str, session_id: Any) -> list[Live]:
+    """Live sessions of ``full_jid`` that started before ``session_id``'s (RFC 6120 §7.7.2.2: the older goes).
+
+    Comparing start times keeps two logins that race from ending each other.
+    """
+    mine = LiveSession.objects.filter(id=session_id).values_list("started_at", flat=True).first()
+    if mine is None:
+        return []
+    rows = LiveSession.objects.filter(
+        full_jid=full_jid, started_at__lte=mine, lease_expires_at__gte=timezone.now()
+    )
+    return [
+        Live(r.full_jid, r.resource, r.channel_name, r.priority or 0, bool(r.presence), r.id)
+        for r in rows.exclude(id=session_id)
+        if r.started_at < mine or str(r.id) < str(session_id)
+    ]
+
+
 def set_presence(session_id: Any, priority: int, show: str | None) -> None:
     """Record the session's presence (``show`` None: unavailable) in its registry row (RFC 6121 §4.7.2)."""
     LiveSession.objects.filter(id=session_id).update(priority=priority, presence=show or "")

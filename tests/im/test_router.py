@@ -16,7 +16,7 @@ from django.utils import timezone
 from accounts.models import Account, Domain, OfflineMessage, RosterItem
 from transport import router as router_module
 from transport.models import LiveSession
-from transport.router import ROUTER_CHANNEL, Router, load
+from transport.router import ROUTER_CHANNEL, Router, load, older_sessions
 
 pytestmark = pytest.mark.django_db
 
@@ -46,12 +46,14 @@ def accounts(domain):
     return {name: Account.objects.create(localpart=name, domain=domain) for name in ("alice", "bob", "carol")}
 
 
-def live(full_jid: str, *, priority: int = 0, available: bool = True, expired: bool = False) -> str:
-    """A registry row for ``full_jid``; returns its channel name."""
-    channel = f"specific.test!{full_jid}"
-    now = timezone.now()
+def live(
+    full_jid: str, *, priority: int = 0, available: bool = True, expired: bool = False, session_id=None, age=0
+) -> str:
+    """A registry row for ``full_jid``, started ``age`` seconds ago; returns its channel name."""
+    channel = f"specific.test!{full_jid}!{session_id or ''}"
+    now = timezone.now() - timedelta(seconds=age)
     LiveSession.objects.create(
-        id=uuid.uuid4(),
+        id=session_id or uuid.uuid4(),
         full_jid=full_jid,
         bare_jid=full_jid.split("/")[0],
         resource=full_jid.split("/")[1],
@@ -59,7 +61,7 @@ def live(full_jid: str, *, priority: int = 0, available: bool = True, expired: b
         channel_name=channel,
         process_id="test",
         started_at=now,
-        lease_expires_at=now - timedelta(seconds=1) if expired else now + timedelta(seconds=30),
+        lease_expires_at=timezone.now() + timedelta(seconds=-1 if expired else 30),
         priority=priority,
         presence="available" if available else "",
     )
@@ -324,3 +326,13 @@ def test_initial_presence_at_negative_priority_leaves_offline_messages_stored(ac
     assert OfflineMessage.objects.count() == 1
     outs = Router(final=False).broadcast(stanza("<presence/>", "bob@localhost/b"), None, sender, initial=True)
     assert len(stanzas(outs, sender)) == 1 and not OfflineMessage.objects.exists()
+
+
+def test_a_new_login_ends_only_the_older_sessions_of_its_full_jid(accounts):
+    old, new, newer = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    live("alice@localhost/desk", session_id=old, age=20)
+    live("alice@localhost/desk", session_id=new, age=10)
+    live("alice@localhost/desk", session_id=newer, age=0)
+    live("alice@localhost/phone", age=30)
+    assert [s.session_id for s in older_sessions("alice@localhost/desk", new)] == [old]
+    assert older_sessions("alice@localhost/desk", old) == []  # a racing older login does not end the newer
