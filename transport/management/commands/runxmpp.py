@@ -1,8 +1,8 @@
 """`manage.py runxmpp`: the embedded server, every listener of the config in one process.
 
-HTTP(S) listeners (admin, CRLs; WebSocket and BOSH later) are served by daphne through our ``xmpptls:``
-endpoint and ``TlsExtensionServer`` (client certificates requested and put into the ASGI scope,
-transport.daphne_server); the c2s TCP listeners join the same Twisted reactor (transport.tcp).
+HTTP(S) listeners (admin, CRLs, XMPP over WebSocket and BOSH at the handler paths) are served by daphne
+through our ``xmpptls:`` endpoint and ``TlsExtensionServer`` (client certificates requested and put into the
+ASGI scope, transport.daphne_server); the c2s TCP listeners join the same Twisted reactor (transport.tcp).
 """
 
 from __future__ import annotations
