@@ -195,3 +195,8 @@ def test_disconnect_on_failure_creates_a_session_for_a_trusted_certificate(serve
     alice = Client(server, tmp_path, server.pki.valid, "strict")
     sid, body = alice.create(rid=1)
     assert sid and [m.text for m in body.iter(ns.qname(ns.SASL, "mechanism"))] == ["EXTERNAL"]
+
+
+def test_a_domain_not_served_here_is_host_unknown(alice):
+    status, _, body = alice.post(rid=1, to="elsewhere.example", wait=30, hold=1, xmpp_version="1.0")
+    assert status == 200 and body.get("type") == "terminate" and body.get("condition") == "host-unknown"
