@@ -273,3 +273,31 @@ def test_tcp_client_and_strophe_websocket_client_in_other_processes_subscribe_se
     finally:
         alice.stop()
         dave.stop()
+
+
+def test_without_redis_runc2s_routes_in_process_and_stores_offline_messages_itself(tmp_path):
+    """DESIGN §1 embedded mode: no REDIS_URL, the in-memory layer, the router inside the listener process."""
+    cluster = Cluster(tmp_path, None)
+    try:
+        port, listener = cluster.runc2s("alone")
+        alice = cluster.agent(port, "alice")
+        bob = cluster.agent(port, "bob")
+        try:
+            alice.send("<presence/>")
+            bob.send("<presence/>")
+            subscribe_both_ways(alice, bob)
+            chat_both_ways(alice, bob, "local")
+            bob.stop()
+            alice.wait_for(is_presence("bob@localhost", "unavailable"), "bob's unavailable presence")
+            alice.send("<message to='bob@localhost' type='chat'><body>kept here</body></message>")
+            listener.wait_for("stored an offline message for bob@localhost")
+            stored_by = cluster.query("SELECT stored_by FROM accounts_offlinemessage")
+            assert [row[0].split(":")[1] for row in stored_by] == [str(listener.process.pid)]
+            bob = cluster.agent(port, "bob")
+            bob.send("<presence/>")
+            bob.wait_for(is_message("alice@localhost", "kept here"), "the offline message")
+        finally:
+            alice.stop()
+            bob.stop()
+    finally:
+        print(cluster.stop())
