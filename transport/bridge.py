@@ -41,6 +41,7 @@ from transport.router import (
     element_kind,
     load,
     older_sessions,
+    route_message,
     stanza_message,
 )
 from transport.stream import namespaces as ns
@@ -48,6 +49,7 @@ from transport.stream import namespaces as ns
 logger = logging.getLogger(__name__)
 
 CONFLICT = "conflict"  # RFC 6120 §4.9.3.3
+DRAIN_SECONDS = 1.0  # after a session ends, its channel is read this long for stanzas already on their way
 
 
 def new_channel_name(layer: Any) -> str:
@@ -126,9 +128,7 @@ class SessionBridge:
         if self._stopped:
             return
         self._stopped = True
-        for task in self._tasks[1:]:
-            task.cancel()
-        self._queue.put_nowait(("stop", None))
+        self._queue.put_nowait(("stop", None))  # the channel is still read until _finish is done
 
     # -- the work queue (one stanza at a time, in order) ------------------------------------------------
 
@@ -209,6 +209,10 @@ class SessionBridge:
             self.presence = None
             outs = await in_db_thread(self.router.broadcast, gone, None, self.channel_name, False)  # §4.5.2
             await send_all(self.layer, [o for o in outs if o[0] != self.channel_name])
+        # Stanzas routed here just before the row went are handed back to the router meanwhile.
+        await asyncio.sleep(DRAIN_SECONDS)
+        for task in self._tasks[1:]:
+            task.cancel()
 
     # -- the session's channel ------------------------------------------------------------------------------
 
@@ -226,7 +230,8 @@ class SessionBridge:
 
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
-        if self._stopped and kind != "xmpp.stanza":
+        if self._stopped:
+            self._reroute(message)
             return
         if kind == "xmpp.stanza":
             try:
@@ -242,6 +247,18 @@ class SessionBridge:
             )
         else:
             logger.debug("%s: channel message %s ignored", self.full_jid, kind)
+
+    def _reroute(self, message: dict[str, Any]) -> None:
+        """A message that reached this session after it ended goes back to the router (RFC 6121 §8.5:
+        delivered elsewhere, or stored offline); anything else is dropped."""
+        if message.get("type") != "xmpp.stanza":
+            return
+        element = load(message["xml"])
+        if element_kind(element) != "message" or element.get("type") == "error":
+            return
+        logger.info("%s: a message arrived after the session ended, handed back to the router", self.full_jid)
+        outs = [(self.router.router_channel, route_message(element))]
+        asyncio.get_running_loop().create_task(send_all(self.layer, outs))
 
 
 def _loop_running() -> bool:
