@@ -42,6 +42,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from OpenSSL import SSL
+
 from bench.clientcerts import KEY_TYPES, load_server_ca, make_identities
 from bench.loadclient import (
     IdleReport,
@@ -307,7 +309,9 @@ def machine() -> list[str]:
         f"- CPU: {model}",
         f"- RAM: {memory_kib / 2**20:.1f} GiB",
         f"- kernel: {platform.release()}",
-        f"- Python {platform.python_version()} with {ssl.OPENSSL_VERSION}; openssl CLI: {openssl_cli}",
+        f"- Python {platform.python_version()}; client (ssl module): {ssl.OPENSSL_VERSION}",
+        f"- server (pyOpenSSL, cryptography's own): {SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}",
+        f"- openssl s_server: {openssl_cli}",
     ]
 
 
