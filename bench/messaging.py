@@ -38,7 +38,7 @@ import websockets
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.im.processes import Managed, flush_redis, free_port, server_env, wait_listening  # noqa: E402
+from tests.im.processes import Managed, free_port, server_env, wait_listening  # noqa: E402
 from tests.im.test_messaging_processes import Cluster  # noqa: E402
 from tests.transport.tlsclient import client_context  # noqa: E402
 
@@ -229,8 +229,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-messaging-") as scratch:
         directory = Path(scratch)
         redis_url = args.redis_url if args.mode == "redis" else None
-        if redis_url:
-            flush_redis(redis_url)
         cluster = Cluster(directory, redis_url)
         try:
             if args.mode == "redis":

@@ -23,6 +23,7 @@ Channel-layer messages: to a session ``xmpp.stanza`` {xml}, ``xmpp.close`` {cond
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections.abc import Iterable
@@ -48,7 +49,8 @@ from transport.stream import namespaces as ns
 
 logger = logging.getLogger(__name__)
 
-ROUTER_CHANNEL = "xmpp.router"
+# `manage.py runworker xmpp.router`; XMPPAUTH_ROUTER_CHANNEL names another (several deployments on one Redis).
+ROUTER_CHANNEL = os.environ.get("XMPPAUTH_ROUTER_CHANNEL", "xmpp.router")
 DELAY = "urn:xmpp:delay"  # XEP-0203
 BROADCAST_TYPES = (None, "unavailable")
 

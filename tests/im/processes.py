@@ -27,12 +27,6 @@ def redis_unreachable(url: str = REDIS_TEST_URL) -> str | None:
     return None
 
 
-def flush_redis(url: str = REDIS_TEST_URL) -> None:
-    import redis  # noqa: PLC0415
-
-    redis.Redis.from_url(url).flushdb()
-
-
 def c2s_config(
     path: Path,
     port: int,
@@ -77,10 +71,15 @@ def c2s_config(
     return path
 
 
-def server_env(directory: Path, config: Path, redis_url: str | None) -> dict[str, str]:
+def server_env(
+    directory: Path, config: Path, redis_url: str | None, router_channel: str | None = None
+) -> dict[str, str]:
+    """The processes' environment; ``router_channel`` keeps test runs that share one Redis apart."""
     env = environment(directory, config)
     if redis_url:
         env["REDIS_URL"] = redis_url
+    if router_channel:
+        env["XMPPAUTH_ROUTER_CHANNEL"] = router_channel
     return env
 
 

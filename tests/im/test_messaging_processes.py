@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,6 @@ from tests.im.processes import (
     REDIS_TEST_URL,
     Managed,
     c2s_config,
-    flush_redis,
     free_port,
     redis_unreachable,
     server_env,
@@ -48,6 +48,8 @@ class Cluster:
             for name in ("alice", "bob", "carol", "dave")
         }
         self.processes: list[Managed] = []
+        # Its own router channel: another test run on the same Redis has its own runworker.
+        self.router_channel = f"xmpp.router.{uuid.uuid4().hex}"
         self.router_process: Managed | None = None
         config = c2s_config(directory / "base.toml", free_port(), *self._server_files())
         result = manage(server_env(directory, config, redis_url), "migrate", "--noinput")
@@ -58,7 +60,7 @@ class Cluster:
 
     def env(self, name: str, port: int) -> dict[str, str]:
         config = c2s_config(self.directory / f"{name}.toml", port, *self._server_files())
-        return server_env(self.directory, config, self.redis_url)
+        return server_env(self.directory, config, self.redis_url, self.router_channel)
 
     def runc2s(self, name: str) -> tuple[int, Managed]:
         port = free_port()
@@ -72,7 +74,7 @@ class Cluster:
         config = c2s_config(
             self.directory / f"{name}.toml", free_port(), *self._server_files(), https_port=https_port
         )
-        env = server_env(self.directory, config, self.redis_url)
+        env = server_env(self.directory, config, self.redis_url, self.router_channel)
         process = Managed(
             env, "-m", "transport.daphne_server", "-e", "xmpptls:listener=0", "xmppauth.asgi:application"
         )
@@ -86,7 +88,7 @@ class Cluster:
         ).start()
 
     def router(self) -> Managed:
-        process = Managed(self.env("router", free_port()), "runworker", "xmpp.router")
+        process = Managed(self.env("router", free_port()), "runworker", self.router_channel)
         process.wait_for("Running worker")
         self.processes.append(process)
         return process
@@ -115,7 +117,6 @@ class Cluster:
 def redis_cluster(tmp_path_factory):
     if NO_REDIS:
         pytest.skip(NO_REDIS)
-    flush_redis()
     cluster = Cluster(tmp_path_factory.mktemp("cluster"), REDIS_TEST_URL)
     cluster.router_process = cluster.router()  # one `runworker xmpp.router` for the module
     yield cluster
