@@ -93,21 +93,33 @@ class Stream:
         self.buffer = b""
 
     async def until(self, step: str, *markers: bytes) -> bytes:
-        """Everything up to and including the first of ``markers``; LoginError on a stream error or EOF."""
-        async with asyncio.timeout(STEP_TIMEOUT):
-            while True:
-                if b"<stream:error" in self.buffer:  # RFC 6120 §4.9: the stream is over, whatever else came
-                    raise LoginError(f"{step}: stream error {_first_child(self.buffer, b'<stream:error')}")
-                for marker in markers:
-                    at = self.buffer.find(marker)
-                    if at >= 0:
-                        end = at + len(marker)
-                        found, self.buffer = self.buffer[:end], self.buffer[end:]
-                        return found
-                chunk = await self.reader.read(READ_SIZE)
-                if not chunk:
-                    raise LoginError(f"{step}: connection closed by the server")
-                self.buffer += chunk
+        """Everything up to and including the first of ``markers``.
+
+        LoginError on a stream error, the connection's end, or no marker within STEP_TIMEOUT (a stall).
+        """
+        try:
+            async with asyncio.timeout(STEP_TIMEOUT):
+                while True:
+                    if (
+                        b"<stream:error" in self.buffer
+                    ):  # RFC 6120 §4.9: the stream is over, whatever else came
+                        raise LoginError(
+                            f"{step}: stream error {_first_child(self.buffer, b'<stream:error')}"
+                        )
+                    for marker in markers:
+                        at = self.buffer.find(marker)
+                        if at >= 0:
+                            end = at + len(marker)
+                            found, self.buffer = self.buffer[:end], self.buffer[end:]
+                            return found
+                    chunk = await self.reader.read(READ_SIZE)
+                    if not chunk:
+                        raise LoginError(f"{step}: connection closed by the server")
+                    self.buffer += chunk
+        except TimeoutError as exc:
+            raise LoginError(f"{step}: no answer within {STEP_TIMEOUT:.0f} s") from exc
+        except OSError as exc:  # ssl.SSLError included
+            raise LoginError(f"{step}: {type(exc).__name__}: {exc}") from exc
 
     def send(self, data: bytes) -> None:
         self.writer.write(data)
