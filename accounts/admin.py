@@ -1,4 +1,5 @@
-"""Admin for domains and accounts, with the per-account certificate actions (issue, sign a CSR)."""
+"""Admin for domains and accounts, with the per-account certificate actions (issue, sign a CSR); rosters and
+offline messages (RFC 6121, XEP-0160) to look at."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from accounts.models import Account, Domain
+from accounts.models import Account, Domain, OfflineMessage, RosterItem
 from certauth import pki, services
 from certauth.adminviews import form_page
 from certauth.forms import IssueCertificateForm, SignCsrForm
@@ -137,3 +138,30 @@ class AccountAdmin(admin.ModelAdmin):
                     pki.certificate_to_pem(cert).encode(), f"{account.jid}.crt.pem", "application/x-pem-file"
                 )
         return form_page(request, f"Sign a CSR for {account.jid}", form, submit_label="Sign")
+
+
+@admin.register(RosterItem)
+class RosterItemAdmin(admin.ModelAdmin):
+    """Roster items as the router keeps them (RFC 6121 §2, §3): to look at, not to edit."""
+
+    list_display = ["account", "jid", "name", "subscription", "ask", "pending_in", "on_roster", "updated_at"]
+    list_filter = ["subscription", "ask", "pending_in"]
+    search_fields = ["account__localpart", "jid", "name"]
+    list_select_related = ["account__domain"]
+    readonly_fields = [field.name for field in RosterItem._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # the subscription states follow the protocol (transport.im.subscription), not forms
+
+
+@admin.register(OfflineMessage)
+class OfflineMessageAdmin(admin.ModelAdmin):
+    """Messages waiting for their account's next login (XEP-0160); deleting one drops it."""
+
+    list_display = ["account", "sender", "stored_at", "stored_by"]
+    search_fields = ["account__localpart", "sender"]
+    list_select_related = ["account__domain"]
+    readonly_fields = [field.name for field in OfflineMessage._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
