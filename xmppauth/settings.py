@@ -107,7 +107,8 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # Our subclass: a receive expires only its own channel (the stock one walks all channels each time).
+    CHANNEL_LAYERS = {"default": {"BACKEND": "xmppauth.channel_layer.LazyExpiryInMemoryChannelLayer"}}
 
 # Celery (xmppauth/celery.py): with no REDIS_URL, jobs run in-process (runxmpp's scheduler).
 CELERY_BROKER_URL = REDIS_URL or "memory://"
