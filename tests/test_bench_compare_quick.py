@@ -1,0 +1,48 @@
+"""The comparison benchmark still runs: ``bench.compare --quick`` exits 0 and reports every target's logins.
+
+A "scripts do not rot" check, not a timed assertion: any rate above zero passes (figures: COMPARISON.md).
+Skipped where Debian's ejabberd or Prosody (with prosody-modules) is not installed: CI does not install them,
+and the test does not ask the benchmark to (``--no-install``).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.targets import ejabberd, prosody
+
+ROOT = Path(__file__).resolve().parent.parent
+ROW = re.compile(r"^\| ([^|]+?) \| (\d+)/(\d+) \| \d+ \| ([\d.]+) \|", re.MULTILINE)
+LOGIN_LABELS = {
+    "ours, runc2s",
+    "ours, runxmpp",
+    "ejabberd",
+    "Prosody, mod_auth_ccert",
+    "openssl s_server (TLS handshake only)",
+}
+
+pytestmark = pytest.mark.skipif(
+    not (ejabberd.installed() and prosody.installed()), reason="ejabberd/prosody not installed"
+)
+
+
+def test_quick_comparison_exits_0_and_reports_a_login_rate_for_every_target():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.compare", "--quick", "--no-install"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = result.stdout[-6000:] + result.stderr[-3000:]
+    assert result.returncode == 0, output
+    report = result.stdout[result.stdout.index("## Logins") :]
+    rows = {match[1]: (int(match[2]), float(match[4])) for match in ROW.finditer(report)}
+    assert LOGIN_LABELS <= set(rows), output
+    assert all(rows[label][0] > 0 and rows[label][1] > 0 for label in LOGIN_LABELS), output
+    assert "ejabberd, idle 50" in report and "Prosody, mod_auth_ccert, idle 50" in report, output
