@@ -208,3 +208,8 @@ def test_certfile_holding_certificate_and_key_needs_no_keyfile(pki, tmp_path):
     both = tmp_path / "both.pem"
     both.write_bytes(pki.server_certfile.read_bytes() + pki.server_keyfile.read_bytes())
     build_context(TlsOptions(certfile=str(both)), [pki.ca.cert])
+
+
+def test_idle_connections_release_their_tls_buffers(pki):
+    ctx = build_context(pki.options(), [pki.ca.cert])
+    assert ctx.set_mode(0) & SSL.MODE_RELEASE_BUFFERS  # set_mode(0) adds nothing and returns the mode
