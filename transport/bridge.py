@@ -109,6 +109,7 @@ class SessionBridge:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
         self._replaced = False  # ended by a newer login of the same full JID
+        self.directed: set[str] = set()  # JIDs that got directed presence (RFC 6121 §4.6.3)
 
     # -- adapter interface -------------------------------------------------------------------------------
 
@@ -163,7 +164,15 @@ class SessionBridge:
             outs = await in_db_thread(
                 self.router.broadcast, element, self.session_id, self.channel_name, initial
             )
+            if self.presence is None:
+                outs += await self._unavailable_to_directed()
         else:
+            if element_kind(element) == "presence" and element.get("type") in BROADCAST_TYPES:
+                # RFC 6121 §4.6.3: remember who got directed presence, to tell them when we go.
+                if element.get("type") is None:
+                    self.directed.add(element.get("to", ""))
+                else:
+                    self.directed.discard(element.get("to", ""))
             outs = await in_db_thread(self.router.from_client, element, self.channel_name)
         await self._send(outs)
 
@@ -200,6 +209,15 @@ class SessionBridge:
                 self.layer, [(session.channel, close_message(CONFLICT, "replaced by a new login"))]
             )
 
+    async def _unavailable_to_directed(self) -> list[Out]:
+        """Unavailable presence to those that got directed presence and no unavailable (RFC 6121 §4.6.3)."""
+        outs: list[Out] = []
+        for target in sorted(self.directed):
+            gone = Element(ns.PRESENCE, {"type": "unavailable", "from": self.full_jid, "to": target})
+            outs += await in_db_thread(self.router.from_client, gone, self.channel_name)
+        self.directed.clear()
+        return outs
+
     async def _finish(self) -> None:
         if self.session_id is not None:
             # Out of the registry before anyone hears we left: nothing more is routed to this channel.
@@ -208,6 +226,9 @@ class SessionBridge:
             gone = Element(ns.PRESENCE, {"type": "unavailable", "from": self.full_jid})
             self.presence = None
             outs = await in_db_thread(self.router.broadcast, gone, None, self.channel_name, False)  # §4.5.2
+            await send_all(self.layer, [o for o in outs if o[0] != self.channel_name])
+        if self.directed and not self._replaced:
+            outs = await self._unavailable_to_directed()
             await send_all(self.layer, [o for o in outs if o[0] != self.channel_name])
         # Stanzas routed here just before the row went are handed back to the router meanwhile.
         await asyncio.sleep(DRAIN_SECONDS)

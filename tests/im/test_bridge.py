@@ -1,7 +1,8 @@
 """SessionBridge with an in-memory channel layer: what a session's channel carries reaches the adapter.
 
 Specs: RFC 6120 §7.7.2.2 (conflict), RFC 6121 §4.3.2 (probes answered from the live session), §8.5 (a message
-that reaches a session after it ended is routed again). No database: the sessions here are not registered.
+that reaches a session after it ended is routed again), §4.6.3 (directed presence). Sessions here are not
+registered; the directed-presence test routes against the database.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import asyncio
 from xml.etree.ElementTree import fromstring
 
+import pytest
 from channels.layers import InMemoryChannelLayer
 
+from accounts.models import Account, Domain
 from transport import bridge as bridge_module
 from transport.bridge import SessionBridge
 from transport.router import ROUTER_CHANNEL, close_message, load, presence_request, stanza_message
@@ -99,5 +102,39 @@ def test_a_message_arriving_after_the_session_ended_goes_back_to_the_router(monk
         await settle()
         assert adapter.delivered == []
         assert layer.channels.get(ROUTER_CHANNEL) is None or layer.channels[ROUTER_CHANNEL].empty()
+
+    run(scenario)
+
+
+@pytest.mark.django_db(transaction=True)  # the bridge routes in worker threads
+def test_those_that_got_directed_presence_get_unavailable_when_the_session_ends():
+    from tests.im.test_router import live  # noqa: PLC0415 (a registry row with a channel)
+
+    domain = Domain.objects.create(name="localhost")
+    for name in ("alice", "bob", "carol"):
+        Account.objects.create(localpart=name, domain=domain)
+    bob, carol = live("bob@localhost/b"), live("carol@localhost/c")
+
+    async def scenario(layer, session, adapter):
+        session.from_client(
+            fromstring("<presence xmlns='jabber:client' from='alice@localhost/a' to='bob@localhost/b'/>")
+        )
+        session.from_client(
+            fromstring("<presence xmlns='jabber:client' from='alice@localhost/a' to='carol@localhost/c'/>")
+        )
+        session.from_client(
+            fromstring(
+                "<presence xmlns='jabber:client' type='unavailable' from='alice@localhost/a' "
+                "to='carol@localhost/c'/>"
+            )
+        )
+        assert load((await layer.receive(bob))["xml"]).get("type") is None
+        assert load((await layer.receive(carol))["xml"]).get("type") is None
+        assert load((await layer.receive(carol))["xml"]).get("type") == "unavailable"
+        session.stop()
+        gone = load((await layer.receive(bob))["xml"])
+        assert (gone.get("type"), gone.get("from")) == ("unavailable", "alice@localhost/a")  # RFC 6121 §4.6.3
+        await asyncio.sleep(0.5)
+        assert layer.channels.get(carol) is None or layer.channels[carol].empty()  # told once already
 
     run(scenario)

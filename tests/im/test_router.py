@@ -50,10 +50,11 @@ def live(
     full_jid: str, *, priority: int = 0, available: bool = True, expired: bool = False, session_id=None, age=0
 ) -> str:
     """A registry row for ``full_jid``, started ``age`` seconds ago; returns its channel name."""
-    channel = f"specific.test!{full_jid}!{session_id or ''}"
+    session_id = session_id or uuid.uuid4()
+    channel = f"specific.test!{session_id.hex}"  # a valid Channels name
     now = timezone.now() - timedelta(seconds=age)
     LiveSession.objects.create(
-        id=session_id or uuid.uuid4(),
+        id=session_id,
         full_jid=full_jid,
         bare_jid=full_jid.split("/")[0],
         resource=full_jid.split("/")[1],
