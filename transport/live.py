@@ -43,7 +43,7 @@ from transport.sessions import RESET, TEXT_EXPIRED, SessionFacts, Termination
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.2  # seconds between two looks at the SessionTermination table
-HEARTBEAT_INTERVAL = 5.0  # seconds between two lease renewals (the lease is store.LEASE)
+HEARTBEAT_INTERVAL = 5.0  # seconds between two lease renewals at most (the lease is store.lease())
 RECENT = timedelta(seconds=10)  # commands also apply to sessions registered this long after them
 
 Closer = Callable[[str, str], None]  # close(condition, text), called on the reactor thread
@@ -247,7 +247,8 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
 
     heartbeat = LoopingCall(beat)
     heartbeat.clock = reactor
-    heartbeat.start(HEARTBEAT_INTERVAL, now=True)
+    # Renew well within the lease ([xmppauth] session_lease_seconds): three beats per lease at least.
+    heartbeat.start(min(HEARTBEAT_INTERVAL, store.lease().total_seconds() / 3), now=True)
     reactor.addSystemEventTrigger("before", "shutdown", _forget_this_process, reactor)
     _services = SessionServices(watcher, heartbeat)
     return _services

@@ -26,13 +26,22 @@ from transport.models import LiveSession, SessionTermination
 logger = logging.getLogger(__name__)
 
 RESET = "reset"  # RFC 6120 §4.9.3.16: the credentials of the stream are no longer valid
-LEASE = timedelta(seconds=30)  # a row whose process stops heartbeating is purged this long after
+LEASE = timedelta(seconds=30)  # default: a row whose process stops heartbeating is purged this long after
 TERMINATION_KEEP = timedelta(days=1)  # how long commands stay in the table (the admin shows them)
 TEXT_EXPIRED = "certificate expired"
 TEXT_OPERATOR = "ended by the operator"
 TEXT_ACCOUNT_DISABLED = "account disabled"
 
 _PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+
+
+def lease() -> timedelta:
+    """``[xmppauth] session_lease_seconds`` of the config (default :data:`LEASE`)."""
+    from django.conf import settings  # noqa: PLC0415
+
+    options = getattr(getattr(settings, "XMPP", None), "options", None)
+    seconds = getattr(options, "session_lease_seconds", None)
+    return timedelta(seconds=seconds) if seconds else LEASE
 
 
 def process_id() -> str:
@@ -118,7 +127,7 @@ def save_session(session: SessionFacts, process: str | None = None) -> None:
             "channel_name": session.channel_name,
             "process_id": process or process_id(),
             "started_at": session.started_at,
-            "lease_expires_at": timezone.now() + LEASE,
+            "lease_expires_at": timezone.now() + lease(),
         },
     )
 
@@ -136,7 +145,7 @@ def forget_process(process: str | None = None) -> int:
 def heartbeat(process: str | None = None) -> int:
     """Extend the leases of this process's sessions; purge expired rows and old commands. Returns purged."""
     now = timezone.now()
-    LiveSession.objects.filter(process_id=process or process_id()).update(lease_expires_at=now + LEASE)
+    LiveSession.objects.filter(process_id=process or process_id()).update(lease_expires_at=now + lease())
     purged, _ = LiveSession.objects.filter(lease_expires_at__lt=now).delete()
     if purged:
         logger.info("purged %d live session row(s) whose process stopped renewing its lease", purged)

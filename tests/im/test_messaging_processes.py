@@ -58,13 +58,14 @@ class Cluster:
     def _server_files(self) -> tuple[Path, Path, Path]:
         return self.pki.server_certfile, self.pki.server_keyfile, self.cafile
 
-    def env(self, name: str, port: int) -> dict[str, str]:
-        config = c2s_config(self.directory / f"{name}.toml", port, *self._server_files())
+    def env(self, name: str, port: int, **options: object) -> dict[str, str]:
+        config = c2s_config(self.directory / f"{name}.toml", port, *self._server_files(), **options)
         return server_env(self.directory, config, self.redis_url, self.router_channel)
 
-    def runc2s(self, name: str) -> tuple[int, Managed]:
+    def runc2s(self, name: str, **options: object) -> tuple[int, Managed]:
+        """``manage.py runc2s`` on a free port; ``options`` go into its ``[xmppauth]`` table."""
         port = free_port()
-        process = start_runc2s(self.env(name, port), port)
+        process = start_runc2s(self.env(name, port, **options), port)
         self.processes.append(process)
         return port, process
 
@@ -217,8 +218,9 @@ def test_second_login_with_the_same_full_jid_ends_the_first_with_conflict(redis_
 
 def test_sigkilled_listener_leaves_no_ghost_session_after_its_lease(redis_cluster):
     cluster = redis_cluster
-    port_live, _ = cluster.runc2s("survivor")  # its heartbeat purges expired rows
-    port_dead, doomed = cluster.runc2s("doomed")
+    # [xmppauth] session_lease_seconds = 6: rows not renewed for 6 s are expired, and purged by any heartbeat
+    port_live, _ = cluster.runc2s("survivor", session_lease_seconds=6)
+    port_dead, doomed = cluster.runc2s("doomed", session_lease_seconds=6)
     carol = cluster.agent(port_dead, "carol", "ghost")
     carol.send("<presence/>")
     carol.roster("sync")  # the presence is recorded before the roster answer (one queue per session)
