@@ -81,7 +81,9 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'xmppauth.sqlite3'}",
-        conn_max_age=0,
+        # 0: closed after each call. Listener processes keep theirs per thread (xmppauth.dbconn).
+        conn_max_age=int(os.environ.get("XMPPAUTH_DB_CONN_MAX_AGE") or 0),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

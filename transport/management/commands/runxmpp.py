@@ -31,7 +31,9 @@ class Command(BaseCommand):
         from transport.live import start_session_services
         from transport.tcp import start_c2s_listeners
         from xmppauth.asgi import application
+        from xmppauth.dbconn import keep_connections_in_threads
 
+        keep_connections_in_threads()  # one connection per pool thread, not one per call
         config = settings.XMPP
         endpoints = http_endpoint_descriptions(config)
         for listener in config.listen_http:
