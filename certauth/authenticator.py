@@ -36,7 +36,7 @@ from certauth.authmethods import AuthMethod, ExternalAttempt, build_methods, run
 from certauth.identity import NOT_AUTHORIZED, resolve_identity
 from certauth.models import AuthEvent
 from certauth.pki import CertFacts
-from certauth.revocation import crl_staleness, revocation_status
+from certauth.revocation import revocation_problem
 from certauth.trust import trust_anchors
 from certauth.verify import verify_client_chain
 from xmppauth.config import Config, TlsOptions
@@ -173,7 +173,8 @@ class CertificateAuthenticator:
     def _revocation(self, facts: CertFacts, issuer_ca_id: int | None) -> str | None:
         """DESIGN §5: revoked or held, or the issuer's CRL too old (fail closed); never cached."""
         options = self.config.options
-        return revocation_status(facts, issuer_ca_id) or crl_staleness(
+        return revocation_problem(
+            facts,
             issuer_ca_id,
             now=self._clock(),
             grace=timedelta(seconds=options.crl_grace_seconds),

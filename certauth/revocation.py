@@ -8,12 +8,20 @@ serials listed in the last good CRL of the issuing CA (``RevokedSerial``, filled
 A cache here could let a revoked certificate in; the two lookups hit the unique fingerprint index and the
 (ca, serial) index. Measured on the development box with SQLite and 10 000 rows in each table: about 0.4 ms
 for both (``bench/revocation.py``), called twice per login (handshake and EXTERNAL).
+
+:func:`revocation_problem` is what a login asks: one SQL statement of three ``EXISTS`` (revoked or held
+here, listed in a CRL, any CRL source) answers the common case, nothing against the certificate, and only a
+hit runs the ORM lookups that word the reason. Building the ORM queries was most of a login's revocation
+cost (a py-spy profile put the checks at a quarter of the server's Python time). Nothing is cached: every
+call reads the rows as they are.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+
+from django.db import connection
 
 from certauth import crlpolicy
 from certauth.models import Certificate, CertificateAuthority, CrlSource, RevocationReason, RevokedSerial
@@ -121,3 +129,48 @@ def crl_staleness(
     else:
         why = f"never fetched, failing since {_minute(verdict.since)}"
     return f"revocation status unknown: CRL {location} {why}: CRL of CA {ca_name} stale, fail closed"
+
+
+def _column(model: type, field: str) -> str:
+    return connection.ops.quote_name(model._meta.get_field(field).column)
+
+
+def _quick_flags(fingerprint: str, ca_id: int | None, serial: str) -> tuple[bool, bool, bool]:
+    """(revoked or held here, listed in a CRL of ``ca_id``, ``ca_id`` has CRL sources), one statement."""
+    quote = connection.ops.quote_name
+    sql = (
+        f"SELECT EXISTS (SELECT 1 FROM {quote(Certificate._meta.db_table)}"
+        f" WHERE {_column(Certificate, 'fingerprint_sha256')} = %s"
+        f" AND {_column(Certificate, 'status')} IN (%s, %s)),"
+        f" EXISTS (SELECT 1 FROM {quote(RevokedSerial._meta.db_table)}"
+        f" WHERE {_column(RevokedSerial, 'ca')} = %s AND {_column(RevokedSerial, 'serial')} = %s),"
+        f" EXISTS (SELECT 1 FROM {quote(CrlSource._meta.db_table)} WHERE {_column(CrlSource, 'ca')} = %s)"
+    )
+    held = (Certificate.Status.REVOKED.value, Certificate.Status.ON_HOLD.value)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [fingerprint, *held, ca_id, serial, ca_id])
+        held_here, listed, has_sources = cursor.fetchone()
+    return bool(held_here), bool(listed), bool(has_sources)
+
+
+def revocation_problem(
+    facts: CertFacts,
+    issuer_ca_id: int | None,
+    *,
+    now: datetime,
+    grace: timedelta,
+    fail_open: bool = False,
+) -> str | None:
+    """``revocation_status(...) or crl_staleness(...)``, with one statement when neither has anything to say.
+
+    A ``ca_id`` of None never matches (``= NULL``), as both functions skip the CRL checks without an issuer
+    row.
+    """
+    held_here, listed, has_sources = _quick_flags(facts.fingerprint_sha256, issuer_ca_id, facts.serial)
+    if held_here or listed:
+        reason = revocation_status(facts, issuer_ca_id)
+        if reason:
+            return reason
+    if not has_sources:
+        return None  # crl_staleness: a CA without CRL sources is not refused here
+    return crl_staleness(issuer_ca_id, now=now, grace=grace, fail_open=fail_open)
