@@ -37,7 +37,8 @@ def c2s_config(
     https_port: int | None = None,
     **options: object,
 ) -> Path:
-    """A config with one direct-TLS c2s listener and, with ``https_port``, one wss listener (RFC 7395)."""
+    """A config with one direct-TLS c2s listener and, with ``https_port``, one HTTPS listener serving wss
+    (RFC 7395) at /ws-xmpp and BOSH (XEP-0206) at /http-bind."""
     lines = ['[general]\n  hosts = ["localhost"]\n']
     if options:
         lines.append("[xmppauth]")
@@ -65,6 +66,8 @@ def c2s_config(
             '  tls.verify_mode = "peer"',
             "  [[listen.http.handlers.mod_websockets]]",
             '    path = "/ws-xmpp"',
+            "  [[listen.http.handlers.mod_bosh]]",
+            '    path = "/http-bind"',
             "",
         ]
     path.write_text("\n".join(lines))

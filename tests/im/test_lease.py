@@ -16,4 +16,3 @@ def test_lease_is_the_configured_session_lease_seconds(monkeypatch):
     options = dataclasses.replace(config.options, session_lease_seconds=7)
     monkeypatch.setattr(settings, "XMPP", dataclasses.replace(config, options=options))
     assert sessions.lease() == timedelta(seconds=7)
-

@@ -45,7 +45,7 @@ class Cluster:
         self.cafile.write_bytes(self.pki.ca.pem)
         self.certs = {
             name: make_client(self.pki.ca, jids=[f"{name}@localhost"])
-            for name in ("alice", "bob", "carol", "dave")
+            for name in ("alice", "bob", "carol", "dave", "erin")
         }
         self.processes: list[Managed] = []
         # Its own router channel: another test run on the same Redis has its own runworker.
@@ -304,3 +304,25 @@ def test_without_redis_runc2s_routes_in_process_and_stores_offline_messages_itse
             bob.stop()
     finally:
         print(cluster.stop())
+
+
+def test_tcp_client_and_strophe_bosh_client_chat_and_see_presence(redis_cluster):
+    """BOSH (XEP-0206) sessions share the WebSocket adapter's session driver, so they are routed alike."""
+    cluster = redis_cluster
+    port, _ = cluster.runc2s("tcp-bosh")
+    url, _ = cluster.daphne("bosh")
+    alice = cluster.agent(port, "alice", "for-bosh")
+    erin = cluster.strophe(
+        url.replace("wss://", "https://").replace("/ws-xmpp", "/http-bind"), "erin", "bosh"
+    )
+    try:
+        alice.send("<presence/>")
+        erin.send("<presence/>")
+        subscribe_both_ways(alice, erin)
+        chat_both_ways(alice, erin, "tcp-bosh")
+        chat_both_ways(erin, alice, "bosh-tcp")
+        erin.stop()
+        alice.wait_for(is_presence("erin@localhost", "unavailable"), "erin's unavailable presence")
+    finally:
+        alice.stop()
+        erin.stop()

@@ -1,4 +1,4 @@
-// A scripted Strophe.js client over wss (RFC 7395) with SASL EXTERNAL, for the messaging tests
+// A scripted Strophe.js client over wss (RFC 7395) or BOSH (XEP-0206, an https:// URL) with SASL EXTERNAL, for the messaging tests
 // (tests/im/strophe_agent.py). Not a library.
 //
 //   node agent.cjs URL JID RESOURCE CERTFILE KEYFILE
@@ -11,6 +11,7 @@
 
 const fs = require('fs');
 const readline = require('readline');
+const https = require('https');
 const WebSocket = require('ws');
 
 const [url, jid, resource, certfile, keyfile] = process.argv.slice(2);
@@ -23,6 +24,69 @@ class CertWebSocket extends WebSocket {
 }
 globalThis.WebSocket = CertWebSocket;
 
+// BOSH (XEP-0206): Strophe uses the global XMLHttpRequest, which Node lacks; this one presents the
+// certificate (the same shim as login.cjs).
+const agent = new https.Agent({ ...tlsOptions, keepAlive: true });
+
+// Just what Strophe's BOSH code uses (src/bosh.js, src/request.js): open, setRequestHeader, send, abort,
+// readyState, status, responseText, getAllResponseHeaders, onreadystatechange.
+class NodeXMLHttpRequest {
+    constructor() {
+        this.readyState = 0;
+        this.status = 0;
+        this.responseText = '';
+        this.responseXML = null;
+        this.onreadystatechange = null;
+        this._headers = {};
+        this._responseHeaders = {};
+        this._request = null;
+    }
+    open(method, address) {
+        this._method = method;
+        this._url = address;
+        this._change(1);
+    }
+    setRequestHeader(name, value) {
+        this._headers[name] = value;
+    }
+    getAllResponseHeaders() {
+        return Object.entries(this._responseHeaders)
+            .map(([k, v]) => `${k}: ${v}`)
+            .join('\r\n');
+    }
+    overrideMimeType() {}
+    send(data) {
+        const body = Buffer.from(data || '', 'utf8');
+        const headers = { ...this._headers, 'Content-Length': body.length };
+        this._request = https.request(this._url, { method: this._method, headers, agent }, (response) => {
+            const chunks = [];
+            response.on('data', (chunk) => chunks.push(chunk));
+            response.on('end', () => {
+                this.status = response.statusCode;
+                this._responseHeaders = response.headers;
+                this.responseText = Buffer.concat(chunks).toString('utf8');
+                this._change(4);
+            });
+        });
+        this._request.on('error', () => {
+            if (this.readyState !== 4) {
+                this.status = 0;
+                this._change(4);
+            }
+        });
+        this._request.end(body);
+    }
+    abort() {
+        if (this._request) this._request.destroy();
+    }
+    _change(state) {
+        this.readyState = state;
+        if (this.onreadystatechange) this.onreadystatechange();
+    }
+}
+globalThis.XMLHttpRequest = NodeXMLHttpRequest;
+
+
 const { Strophe } = require('strophe.js');
 
 function emit(event) {
@@ -31,9 +95,12 @@ function emit(event) {
 
 const connection = new Strophe.Connection(url);
 connection.xmlInput = (element) => {
-    const name = element.nodeName;
-    if (name === 'message' || name === 'presence' || name === 'iq') {
-        emit({ event: 'stanza', xml: Strophe.serialize(element) });
+    const nodes = element.nodeName === 'body' ? Array.from(element.childNodes) : [element];
+    for (const node of nodes) {
+        const name = node.nodeName;
+        if (name === 'message' || name === 'presence' || name === 'iq') {
+            emit({ event: 'stanza', xml: Strophe.serialize(node) });
+        }
     }
 };
 
@@ -45,6 +112,7 @@ connection.connect(`${jid}/${resource}`, null, (status, condition) => {
         emit({ event: 'failed', status: statusNames[status], condition: condition || null });
     } else if (status === Strophe.Status.DISCONNECTED) {
         emit({ event: 'disconnected' });
+        agent.destroy();
         process.exit(0);
     }
 }, undefined, undefined, undefined, jid);
