@@ -135,22 +135,32 @@ def _column(model: type, field: str) -> str:
     return connection.ops.quote_name(model._meta.get_field(field).column)
 
 
-def _quick_flags(fingerprint: str, ca_id: int | None, serial: str) -> tuple[bool, bool, bool]:
-    """(revoked or held here, listed in a CRL of ``ca_id``, ``ca_id`` has CRL sources), one statement."""
+def _quick_flags(
+    fingerprint: str, ca_id: int | None, serial: str, fresh_after: datetime
+) -> tuple[bool, bool, bool, bool]:
+    """One statement: (revoked or held here, listed in a CRL of ``ca_id``, ``ca_id`` has CRL sources, one of
+    them holds a CRL whose nextUpdate is absent or not before ``fresh_after``: ``crlpolicy.is_fresh``)."""
     quote = connection.ops.quote_name
+    source = quote(CrlSource._meta.db_table)
+    source_ca = _column(CrlSource, "ca")
+    next_update = _column(CrlSource, "next_update")
     sql = (
         f"SELECT EXISTS (SELECT 1 FROM {quote(Certificate._meta.db_table)}"
         f" WHERE {_column(Certificate, 'fingerprint_sha256')} = %s"
         f" AND {_column(Certificate, 'status')} IN (%s, %s)),"
         f" EXISTS (SELECT 1 FROM {quote(RevokedSerial._meta.db_table)}"
         f" WHERE {_column(RevokedSerial, 'ca')} = %s AND {_column(RevokedSerial, 'serial')} = %s),"
-        f" EXISTS (SELECT 1 FROM {quote(CrlSource._meta.db_table)} WHERE {_column(CrlSource, 'ca')} = %s)"
+        f" EXISTS (SELECT 1 FROM {source} WHERE {source_ca} = %s),"
+        f" EXISTS (SELECT 1 FROM {source} WHERE {source_ca} = %s"
+        f" AND ({_column(CrlSource, 'last_success_at')} IS NOT NULL OR {next_update} IS NOT NULL)"
+        f" AND ({next_update} IS NULL OR {next_update} >= %s))"
     )
     held = (Certificate.Status.REVOKED.value, Certificate.Status.ON_HOLD.value)
+    fresh = connection.ops.adapt_datetimefield_value(fresh_after)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [fingerprint, *held, ca_id, serial, ca_id])
-        held_here, listed, has_sources = cursor.fetchone()
-    return bool(held_here), bool(listed), bool(has_sources)
+        cursor.execute(sql, [fingerprint, *held, ca_id, serial, ca_id, ca_id, fresh])
+        held_here, listed, has_sources, has_fresh = cursor.fetchone()
+    return bool(held_here), bool(listed), bool(has_sources), bool(has_fresh)
 
 
 def revocation_problem(
@@ -164,13 +174,16 @@ def revocation_problem(
     """``revocation_status(...) or crl_staleness(...)``, with one statement when neither has anything to say.
 
     A ``ca_id`` of None never matches (``= NULL``), as both functions skip the CRL checks without an issuer
-    row.
+    row. ``crl_staleness`` refuses nothing when the CA has no source or one fresh source, so only a CA whose
+    sources are all not fresh runs it.
     """
-    held_here, listed, has_sources = _quick_flags(facts.fingerprint_sha256, issuer_ca_id, facts.serial)
+    held_here, listed, has_sources, has_fresh = _quick_flags(
+        facts.fingerprint_sha256, issuer_ca_id, facts.serial, now - grace
+    )
     if held_here or listed:
         reason = revocation_status(facts, issuer_ca_id)
         if reason:
             return reason
-    if not has_sources:
-        return None  # crl_staleness: a CA without CRL sources is not refused here
+    if not has_sources or has_fresh:
+        return None
     return crl_staleness(issuer_ca_id, now=now, grace=grace, fail_open=fail_open)
