@@ -29,6 +29,7 @@ import re
 from typing import Any
 from xml.parsers import expat
 
+from autobahn.exception import Disconnected
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -42,6 +43,10 @@ from transport.session_driver import (
 from transport.stream import errors
 
 logger = logging.getLogger(__name__)
+
+# A send after the client closed: autobahn (under daphne) raises Disconnected; the ASGI spec (2.4) asks
+# servers for an OSError subclass.
+_SEND_ON_CLOSED: tuple[type[BaseException], ...] = (Disconnected, OSError)
 
 SUBPROTOCOL = "xmpp"  # RFC 7395 §3.2
 CLOSE_NORMAL = 1000  # RFC 6455 §7.4.1
@@ -181,11 +186,18 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
         async with self._send_lock:
             if self.session is None or self._ws_closed:
                 return
-            for frame in self.session.frames():
-                await self.send(text_data=frame.decode())
-            if self.session.closed:
+            try:
+                for frame in self.session.frames():
+                    await self.send(text_data=frame.decode())
+                if self.session.closed:
+                    self._ws_closed = True
+                    await self.close(code=CLOSE_NORMAL)
+            except _SEND_ON_CLOSED as exc:
+                # The client closed first: daphne learns it (websocket.disconnect) a moment after autobahn
+                # leaves the OPEN state, and a send in between raises. Nothing is lost that could still
+                # be delivered; the session ends in disconnect().
                 self._ws_closed = True
-                await self.close(code=CLOSE_NORMAL)
+                logger.debug("ws %s: not sent, the WebSocket is already closing (%s)", self.session.peer, exc)
 
 
 class NoXmppHereConsumer(AsyncWebsocketConsumer):

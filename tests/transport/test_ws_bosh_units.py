@@ -8,6 +8,7 @@ built from the config's handler paths.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import pytest
@@ -213,3 +214,41 @@ def test_a_session_within_its_auth_deadline_stays_open():
         return still_open
 
     assert asyncio.run(run())
+
+
+class _ClosedSession:
+    """Just what ``_flush`` reads of a session: one frame waiting, then the stream closes."""
+
+    peer = "127.0.0.1:1"
+    closed = True
+
+    def frames(self):
+        return [b"<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"]
+
+
+def test_a_websocket_the_client_already_closed_is_not_sent_to_and_raises_nothing(caplog):
+    from autobahn.exception import Disconnected
+
+    from transport.ws import XmppWebsocketConsumer
+
+    sent = []
+
+    async def base_send(message):
+        sent.append(message)
+        raise Disconnected("Attempt to send on a closed protocol")  # autobahn, under daphne
+
+    async def flush_twice():
+        consumer = XmppWebsocketConsumer()
+        consumer.base_send = base_send
+        consumer.session = _ClosedSession()
+        consumer._send_lock = asyncio.Lock()
+        consumer._ws_closed = False
+        with caplog.at_level(logging.DEBUG, logger="transport.ws"):
+            await consumer._flush()
+            await consumer._flush()  # closed now: not even tried
+        return consumer
+
+    consumer = asyncio.run(flush_twice())
+    assert consumer._ws_closed
+    assert len(sent) == 1
+    assert [r.levelno for r in caplog.records if r.name == "transport.ws"] == [logging.DEBUG]
