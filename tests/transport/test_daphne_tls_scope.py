@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.transport.tlsclient import Pki, client_context, make_pki, tls_connect
+from tests.transport.tlsclient import Pki, client_context, make_pki, tls_connect, websockets_context
 
 REPO = Path(__file__).resolve().parents[2]
 ECHO_APP = "tests.transport.echo_asgi:application"
@@ -181,7 +181,7 @@ def test_tls_1_2_connection_reports_version_0x0303(site, our_server, tmp_path):
 def test_websocket_scope_carries_the_client_chain_and_scheme_wss(site, our_server, tmp_path):
     from websockets.sync.client import connect
 
-    context = client_context(tmp_path, site.pki.valid)
+    context = websockets_context(tmp_path, site.pki.valid)  # TLS 1.2: see websockets_context
     with connect(f"wss://127.0.0.1:{site.lenient_port}/ws-xmpp", ssl=context, open_timeout=10) as ws:
         facts = json.loads(ws.recv(timeout=10))
     assert facts["type"] == "websocket"

@@ -7,7 +7,6 @@ over the stanza limit ends it with ``policy-violation``. A binary message: ``uns
 
 from __future__ import annotations
 
-import ssl
 from xml.etree.ElementTree import fromstring
 
 import pytest
@@ -15,20 +14,12 @@ from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatu
 from websockets.sync.client import connect
 
 from tests.transport.streamkit import condition_of
-from tests.transport.tlsclient import client_context
+from tests.transport.tlsclient import websockets_context
 from tests.transport.xmpphttp import start_server
 from transport.stream import namespaces as ns
 
 OPEN = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"
 PING = "<iq xmlns='jabber:client' type='get' id='p{n}'><ping xmlns='urn:xmpp:ping'/></iq>"
-
-
-def ws_context(directory, issued) -> ssl.SSLContext:
-    """TLS 1.2 for this client: ``websockets.sync`` reads the socket in a thread while its handshake writes
-    (from ``Connection.__init__``), and two threads on one OpenSSL connection under TLS 1.3 lost the upgrade
-    request about once in 200 connections here (the client then waits for an answer to a request the server
-    never saw). Strophe.js (test_ws_strophe.py) covers TLS 1.3."""
-    return client_context(directory, issued, maximum_version=ssl.TLSVersion.TLSv1_2)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +30,7 @@ def server(tmp_path_factory):
 @pytest.fixture
 def ws(server, tmp_path):
     """A connection with a good certificate on the peer listener, its stream opened and features read."""
-    context = ws_context(tmp_path, server.pki.valid)
+    context = websockets_context(tmp_path, server.pki.valid)
     with connect(server.url("peer", "wss"), ssl=context, subprotocols=["xmpp"], open_timeout=10) as conn:
         conn.send(OPEN)
         opened, features = fromstring(conn.recv(timeout=10)), fromstring(conn.recv(timeout=10))
@@ -63,20 +54,20 @@ def test_handshake_selects_the_xmpp_subprotocol(ws):
 
 
 def test_handshake_without_the_xmpp_subprotocol_is_refused(server, tmp_path):
-    context = ws_context(tmp_path, server.pki.valid)
+    context = websockets_context(tmp_path, server.pki.valid)
     with pytest.raises(InvalidStatus) as refused:
         connect(server.url("peer", "wss"), ssl=context, subprotocols=["chat"], open_timeout=10)
     assert refused.value.response.status_code == 403
 
 
 def test_handshake_without_any_subprotocol_is_refused(server, tmp_path):
-    context = ws_context(tmp_path, server.pki.valid)
+    context = websockets_context(tmp_path, server.pki.valid)
     with pytest.raises(InvalidStatus):
         connect(server.url("peer", "wss"), ssl=context, open_timeout=10)
 
 
 def test_other_websocket_paths_are_refused(server, tmp_path):
-    context = ws_context(tmp_path, server.pki.valid)
+    context = websockets_context(tmp_path, server.pki.valid)
     url = server.url("peer", "wss").replace("/ws-xmpp", "/elsewhere")
     with pytest.raises(InvalidStatus):
         connect(url, ssl=context, subprotocols=["xmpp"], open_timeout=10)
@@ -128,14 +119,14 @@ def test_close_is_answered_with_close(ws):
 
 
 def test_disconnect_on_failure_drops_a_certificate_of_an_unknown_ca(server, tmp_path):
-    context = ws_context(tmp_path, server.pki.untrusted)
+    context = websockets_context(tmp_path, server.pki.untrusted)
     # The TLS handshake ends it (transport.tls); under TLS 1.3 the client may see that only on its first read.
     with pytest.raises((InvalidMessage, ConnectionClosed, OSError)):
         connect(server.url("strict", "wss"), ssl=context, subprotocols=["xmpp"], open_timeout=10)
 
 
 def test_disconnect_on_failure_lets_a_trusted_certificate_in(server, tmp_path):
-    context = ws_context(tmp_path, server.pki.valid)
+    context = websockets_context(tmp_path, server.pki.valid)
     with connect(server.url("strict", "wss"), ssl=context, subprotocols=["xmpp"], open_timeout=10) as conn:
         conn.send(OPEN)
         assert fromstring(conn.recv(timeout=10)).tag == ns.WS_OPEN

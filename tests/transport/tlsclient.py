@@ -69,6 +69,18 @@ def client_context(directory: Path, client: Issued | None, *, maximum_version=No
     return ctx
 
 
+def websockets_context(directory: Path, client: Issued | None) -> ssl.SSLContext:
+    """A client context for the Python ``websockets`` client: TLS 1.2 at most.
+
+    ``websockets.sync`` reads the socket in a thread while its handshake writes (from
+    ``Connection.__init__``), and two threads on one OpenSSL connection under TLS 1.3 (where the server's
+    session tickets arrive after the handshake, during that read) lost the upgrade request about once in
+    200 connections here: the client then waits for an answer to a request the server never saw. Every
+    test that uses ``websockets`` takes this context; Strophe.js (test_ws_strophe.py) covers TLS 1.3.
+    """
+    return client_context(directory, client, maximum_version=ssl.TLSVersion.TLSv1_2)
+
+
 def _pem(cert) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
