@@ -99,6 +99,16 @@ class PkiMethod(AuthMethod):
     supports_external = True
 
     def authenticate_external(self, attempt: ExternalAttempt) -> MethodVerdict:
+        # Most logins are not first logins: one indexed read of the account's active flag, no write lock.
+        known = list(
+            Account.objects.filter(localpart=attempt.localpart, domain__name=attempt.domain)
+            .order_by()
+            .values_list("active", flat=True)[:1]
+        )
+        if known:
+            if not known[0]:
+                return MethodVerdict(False, f"account {attempt.jid} is disabled", stop=True)
+            return MethodVerdict(True, "verified certificate")
         domain, _ = Domain.objects.get_or_create(name=attempt.domain)
         try:
             with transaction.atomic():

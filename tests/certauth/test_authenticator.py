@@ -433,6 +433,25 @@ def test_pki_refuses_an_inactive_account(ca, ca_row):
     assert "account frank@localhost is disabled" in result.reason
 
 
+def test_pki_refuses_an_account_disabled_after_its_first_login(ca, ca_row):
+    gina = make_client(ca, jids=["gina@localhost"])
+    assert login(authenticator(methods=["pki"]), gina)[1].accepted
+    account = Account.objects.by_jid("gina@localhost")
+    account.active = False
+    account.save()
+    _, result = login(authenticator(methods=["pki"]), gina)
+    assert result.condition == "not-authorized"
+    assert "account gina@localhost is disabled" in result.reason
+
+
+def test_pki_same_localpart_disabled_in_another_domain_does_not_count(ca, ca_row):
+    Domain.objects.create(name="other.test")
+    make_account("hugo@other.test", active=False)
+    _, result = login(authenticator(methods=["pki"]), make_client(ca, jids=["hugo@localhost"]))
+    assert result.jid == "hugo@localhost"
+    assert Account.objects.by_jid("hugo@localhost").active
+
+
 def test_inactive_account_is_not_rescued_by_a_later_method(ca, ca_row):
     make_account("frank@localhost", active=False)
     alice = make_client(ca, jids=["frank@localhost"])
