@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -112,24 +113,27 @@ def matches(command: Termination, session: SessionFacts) -> bool:
 
 def save_session(session: SessionFacts, process: str | None = None) -> None:
     """Insert (or refresh) the row of a session this process holds."""
-    LiveSession.objects.update_or_create(
-        id=session.session_id,
-        defaults={
-            "full_jid": session.full_jid,
-            "bare_jid": session.bare_jid.lower(),
-            "resource": session.resource,
-            "transport": session.transport,
-            "peer": session.peer,
-            "cert_fingerprint": session.cert_fingerprint,
-            "cert_serial": session.cert_serial,
-            "issuer_ca_id": session.issuer_ca_id,
-            "cert_not_after": session.cert_not_after,
-            "channel_name": session.channel_name,
-            "process_id": process or process_id(),
-            "started_at": session.started_at,
-            "lease_expires_at": timezone.now() + lease(),
-        },
-    )
+    fields = {
+        "full_jid": session.full_jid,
+        "bare_jid": session.bare_jid.lower(),
+        "resource": session.resource,
+        "transport": session.transport,
+        "peer": session.peer,
+        "cert_fingerprint": session.cert_fingerprint,
+        "cert_serial": session.cert_serial,
+        "issuer_ca_id": session.issuer_ca_id,
+        "cert_not_after": session.cert_not_after,
+        "channel_name": session.channel_name,
+        "process_id": process or process_id(),
+        "started_at": session.started_at,
+        "lease_expires_at": timezone.now() + lease(),
+    }
+    # A new session's id is new: try the INSERT alone (update_or_create read first, in a savepoint).
+    try:
+        with transaction.atomic():
+            LiveSession.objects.create(id=session.session_id, **fields)
+    except IntegrityError:
+        LiveSession.objects.filter(id=session.session_id).update(**fields)
 
 
 def delete_session(session_id: uuid.UUID) -> None:

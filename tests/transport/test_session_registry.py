@@ -218,6 +218,17 @@ def test_heartbeat_renews_this_process_and_purges_a_dead_one():
 
 
 @pytest.mark.django_db
+def test_saving_a_session_again_refreshes_its_one_row():
+    session = facts()
+    sessions.save_session(session)
+    LiveSession.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1), peer="old")
+    sessions.save_session(session)
+    row = LiveSession.objects.get()
+    assert row.id == session.session_id
+    assert row.peer == "127.0.0.1:40000" and row.lease_expires_at > timezone.now()
+
+
+@pytest.mark.django_db
 def test_deleted_session_leaves_no_row():
     session = facts()
     sessions.save_session(session)
