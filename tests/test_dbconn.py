@@ -32,30 +32,3 @@ def test_an_explicit_environment_value_is_left_alone(database_settings, monkeypa
     database_settings["CONN_MAX_AGE"] = 7
     dbconn.keep_connections_in_threads()
     assert database_settings["CONN_MAX_AGE"] == 7
-
-
-@pytest.fixture
-def sqlite_settings(monkeypatch):
-    database = connections.settings[DEFAULT_DB_ALIAS]
-    monkeypatch.setitem(database, "ENGINE", "django.db.backends.sqlite3")
-    monkeypatch.setitem(database, "OPTIONS", {"init_command": "PRAGMA journal_mode=WAL;"})
-    return database
-
-
-def test_runc2s_sqlite_connections_commit_without_their_own_fsync(sqlite_settings):
-    dbconn.sync_sqlite_at_checkpoints()
-    commands = sqlite_settings["OPTIONS"]["init_command"].split(";")
-    assert "PRAGMA journal_mode=WAL" in commands  # NORMAL is safe only with the write-ahead log
-    assert "PRAGMA synchronous=NORMAL" in commands
-
-
-def test_other_processes_keep_sqlites_full_sync(sqlite_settings):
-    assert "synchronous" not in sqlite_settings["OPTIONS"]["init_command"]
-
-
-def test_other_databases_are_left_alone(monkeypatch):
-    database = connections.settings[DEFAULT_DB_ALIAS]
-    monkeypatch.setitem(database, "ENGINE", "django.db.backends.postgresql")
-    monkeypatch.setitem(database, "OPTIONS", {})
-    dbconn.sync_sqlite_at_checkpoints()
-    assert database["OPTIONS"] == {}

@@ -8,16 +8,6 @@ connection per pool thread instead, for :data:`LISTENER_CONN_MAX_AGE` seconds, w
 before reuse (``CONN_HEALTH_CHECKS``) so a connection the database dropped is replaced, not used. Only
 connections are kept, never data: every query still reads the committed rows of that moment.
 
-:func:`sync_sqlite_at_checkpoints` is for runc2s alone: with SQLite in WAL mode, its connections commit
-without an fsync of their own (``PRAGMA synchronous=NORMAL``; sqlite.org/pragma.html#pragma_synchronous and
-wal.html). The database stays consistent; a power loss or OS crash (not a crash of the process) may roll
-back runc2s's last commits: auth events, accounts created at first login, session rows, and (without Redis,
-where runc2s routes in-process) the last offline messages it stored. What runc2s writes
-lets nobody in: revocations, holds, disabled accounts and termination commands come from the admin, the
-``pki`` command, the CRL jobs (runxmpp, celery), whose connections keep the full sync, and whose fsync of the
-write-ahead log also makes every earlier commit durable. runxmpp serves the admin, so it keeps the full sync.
-Measured (600 logins at concurrency 50, SQLite): server CPU per login 8.6 -> 5.5 ms, 64 -> 137 logins/s.
-
 Other processes (tests, management commands, celery) keep the settings' value. ``XMPPAUTH_DB_CONN_MAX_AGE``
 in the environment, when set, wins everywhere (settings reads it) and is left alone here.
 """
@@ -42,14 +32,3 @@ def keep_connections_in_threads(max_age: int = LISTENER_CONN_MAX_AGE) -> None:
     database["CONN_MAX_AGE"] = max_age
     database["CONN_HEALTH_CHECKS"] = True
     logger.debug("database connections kept %d s per thread", max_age)
-
-
-def sync_sqlite_at_checkpoints() -> None:
-    """runc2s only (see the module docstring): ``PRAGMA synchronous=NORMAL`` on its SQLite connections."""
-    database = connections.settings[DEFAULT_DB_ALIAS]
-    if database["ENGINE"] != "django.db.backends.sqlite3":
-        return
-    options = database.setdefault("OPTIONS", {})
-    command = options.get("init_command", "")
-    if "synchronous" not in command.lower():
-        options["init_command"] = f"{command.rstrip(';')};PRAGMA synchronous=NORMAL;".lstrip(";")

@@ -39,10 +39,9 @@ class Command(BaseCommand):
         from twisted.internet import reactor  # noqa: PLC0415
 
         from transport.tcp import start_c2s_listeners  # noqa: PLC0415
-        from xmppauth.dbconn import keep_connections_in_threads, sync_sqlite_at_checkpoints  # noqa: PLC0415
+        from xmppauth.dbconn import keep_connections_in_threads  # noqa: PLC0415
 
         keep_connections_in_threads()  # one connection per pool thread, not one per call
-        sync_sqlite_at_checkpoints()  # runc2s writes nothing that lets anyone in (xmppauth.dbconn)
         config = settings.XMPP
         if not config.listen_c2s:
             raise CommandError(f"{config.source} has no [[listen.c2s]] listener: nothing to run")
