@@ -1,4 +1,7 @@
-"""Strophe.js (Node) logs in over wss with SASL EXTERNAL (RFC 7395, XEP-0178): peer and selfsigned_peer.
+"""Strophe.js (Node) logs in with SASL EXTERNAL (XEP-0178) over wss (RFC 7395) and BOSH (XEP-0206).
+
+Every test runs over both transports (``scheme``: ``wss`` and ``https`` for BOSH), in ``peer`` and
+``selfsigned_peer`` modes.
 
 A certificate of the trusted CA logs in with the JID of its xmppAddr; a self-signed certificate is refused
 under ``peer`` and accepted under ``selfsigned_peer``; a certificate of an unknown CA is refused in both; with
@@ -12,44 +15,47 @@ import pytest
 
 from tests.transport.xmpphttp import MODES, start_server, strophe_login
 
-SCHEME = "wss"
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    yield from start_server(tmp_path_factory.mktemp(f"{SCHEME}-strophe"))
+    yield from start_server(tmp_path_factory.mktemp("strophe"))
+
+
+@pytest.fixture(params=["wss", "https"], ids=["wss", "bosh"])
+def scheme(request) -> str:
+    return request.param
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_certificate_of_the_trusted_ca_logs_in_as_its_xmppaddr(server, mode):
-    verdict = strophe_login(server, server.url(mode, SCHEME), server.pki.valid)
+def test_certificate_of_the_trusted_ca_logs_in_as_its_xmppaddr(server, scheme, mode):
+    verdict = strophe_login(server, server.url(mode, scheme), server.pki.valid)
     assert verdict["status"] == "connected", verdict
     assert verdict["jid"].split("/")[0] == "alice@localhost"
     assert verdict["mechanisms"] == ["EXTERNAL"]
     assert verdict["auth"] == "" and verdict["response"] == ""  # empty <auth/>, empty <response/>
 
 
-def test_self_signed_certificate_is_refused_under_peer(server):
-    verdict = strophe_login(server, server.url("peer", SCHEME), server.pki.self_signed, "carol@localhost")
+def test_self_signed_certificate_is_refused_under_peer(server, scheme):
+    verdict = strophe_login(server, server.url("peer", scheme), server.pki.self_signed, "carol@localhost")
     assert verdict["status"] == "no-external", verdict
 
 
-def test_self_signed_certificate_logs_in_under_selfsigned_peer(server):
+def test_self_signed_certificate_logs_in_under_selfsigned_peer(server, scheme):
     verdict = strophe_login(
-        server, server.url("selfsigned_peer", SCHEME), server.pki.self_signed, "carol@localhost"
+        server, server.url("selfsigned_peer", scheme), server.pki.self_signed, "carol@localhost"
     )
     assert verdict["status"] == "connected", verdict
     assert verdict["jid"].split("/")[0] == "carol@localhost"
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_certificate_of_an_unknown_ca_is_refused(server, mode):
-    verdict = strophe_login(server, server.url(mode, SCHEME), server.pki.untrusted, "mallory@localhost")
+def test_certificate_of_an_unknown_ca_is_refused(server, scheme, mode):
+    verdict = strophe_login(server, server.url(mode, scheme), server.pki.untrusted, "mallory@localhost")
     assert verdict["status"] == "no-external", verdict
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_without_a_certificate_external_is_not_offered(server, mode):
-    verdict = strophe_login(server, server.url(mode, SCHEME), None)
+def test_without_a_certificate_external_is_not_offered(server, scheme, mode):
+    verdict = strophe_login(server, server.url(mode, scheme), None)
     assert verdict["status"] == "no-external", verdict
     assert verdict["mechanisms"] == []
