@@ -109,6 +109,7 @@ class SessionBridge:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
         self._replaced = False  # ended by a newer login of the same full JID
+        self._owns_row = False  # set in start() when the session has a registry row to delete
         self.directed: set[str] = set()  # JIDs that got directed presence (RFC 6121 §4.6.3)
 
     # -- adapter interface -------------------------------------------------------------------------------
@@ -117,6 +118,10 @@ class SessionBridge:
         """The session is bound and registered (``handle`` from ``live.sessions.register``)."""
         self.session_id = getattr(handle, "session_id", None)
         saved = getattr(handle, "saved", None)
+        # Only a persisted session has a row; then the bridge, not the registry, deletes it (live.py).
+        self._owns_row = saved is not None
+        if self._owns_row:
+            handle.row_deleted_by_bridge = True
         loop = asyncio.get_running_loop() if _loop_running() else asyncio.get_event_loop()
         self._tasks = [loop.create_task(self._work(saved)), loop.create_task(self._listen())]
 
@@ -219,7 +224,7 @@ class SessionBridge:
         return outs
 
     async def _finish(self) -> None:
-        if self.session_id is not None:
+        if self._owns_row:
             # Out of the registry before anyone hears we left: nothing more is routed to this channel.
             await in_db_thread(store.delete_session, self.session_id)
         if self.presence is not None and not self._replaced:

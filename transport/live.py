@@ -73,6 +73,9 @@ class SessionHandle:
     expiry: Any = None  # the reactor call that ends the session at notAfter
     saved: Any = None  # the Deferred of the row's insert (the delete waits for it)
     closed: bool = False
+    # A transport.bridge.SessionBridge deletes the row itself, first thing when the session ends, so that
+    # nothing more is routed to it; the registry then leaves the row alone (one DELETE per logout, not two).
+    row_deleted_by_bridge: bool = False
 
     @property
     def session_id(self) -> uuid.UUID:
@@ -139,7 +142,7 @@ class LiveSessions:
             return
         if handle.expiry is not None and handle.expiry.active():
             handle.expiry.cancel()
-        if self.persist and handle.saved is not None:
+        if self.persist and handle.saved is not None and not handle.row_deleted_by_bridge:
             handle.saved.addBoth(lambda _: self._in_thread(store.delete_session, session_id))
 
     def apply(self, command: Termination) -> int:

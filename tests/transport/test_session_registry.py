@@ -327,3 +327,22 @@ def test_admin_offers_no_bulk_delete_of_live_sessions(staff_client):
     sessions.save_session(facts())
     listing = staff_client.get("/admin/transport/livesession/")
     assert b"end_sessions" in listing.content and b"delete_selected" not in listing.content
+
+
+def test_registry_leaves_the_row_of_a_bridged_session_to_the_bridge(monkeypatch):
+    from twisted.internet import defer
+
+    registry = LiveSessions(reactor=Clock(), persist=True)
+    calls: list[str] = []
+
+    def record(function, *args):
+        calls.append(function.__name__)
+        return defer.succeed(None)
+
+    monkeypatch.setattr(registry, "_in_thread", record)
+    bridged = registry.register(facts(), lambda condition, text: None)
+    bridged.row_deleted_by_bridge = True  # what SessionBridge.start does for a persisted session
+    plain = registry.register(facts(full_jid="bob@localhost/pc"), lambda condition, text: None)
+    bridged.unregister()
+    plain.unregister()
+    assert calls == ["save_session", "save_session", "delete_session"]  # one DELETE, for the plain one

@@ -13,10 +13,13 @@ from __future__ import annotations
 import json
 import queue
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -210,3 +213,30 @@ def test_crl_refreshed_by_a_celery_worker_ends_the_session_held_by_runc2s(tmp_pa
             log.close()
     assert "Traceback" not in output
     assert "certauth.tasks.refresh_crl_source" in (tmp_path / "worker.log").read_text()
+
+
+def _live_rows(database: Path) -> int:
+    with closing(sqlite3.connect(database, timeout=10)) as connection:
+        return connection.execute("SELECT COUNT(*) FROM transport_livesession").fetchone()[0]
+
+
+def _wait_for_rows(database: Path, expected: int) -> None:
+    deadline = time.monotonic() + 30
+    while _live_rows(database) != expected:
+        assert time.monotonic() < deadline, f"{_live_rows(database)} live session rows, expected {expected}"
+        time.sleep(0.05)
+
+
+def test_a_session_that_ends_leaves_no_row_in_the_registry(tmp_path, migrated_database):
+    env, pki, port = scratch(tmp_path, migrated_database)
+    server = Server(env, "runc2s")
+    try:
+        server.wait_for(f"c2s listening on 127.0.0.1:{port}\n")
+        session = login(port, client_context(tmp_path, pki.valid))
+        _wait_for_rows(tmp_path / "db.sqlite3", 1)
+        session.close()
+        _wait_for_rows(tmp_path / "db.sqlite3", 0)  # deleted once, by the session's bridge
+    finally:
+        output = stop(server)
+    assert "Traceback" not in output
+    assert "session registry:" not in output  # no failed registry call logged
