@@ -39,6 +39,7 @@ from certauth.pki import CertFacts
 from certauth.revocation import revocation_problem
 from certauth.trust import trust_anchors
 from certauth.verify import verify_client_chain
+from transport.stream.auth import AuthResult  # the core's verdict: we implement its Authenticator
 from xmppauth.config import Config, TlsOptions
 
 logger = logging.getLogger(__name__)
@@ -58,19 +59,6 @@ class CertCheck:
     facts: CertFacts | None
     verified: bool
     reason: str
-
-
-@dataclass(frozen=True)
-class AuthResult:
-    """The SASL EXTERNAL outcome: ``jid`` (bare) on success, else an RFC 6120 §6.5 ``condition``."""
-
-    jid: str | None
-    condition: str | None
-    reason: str
-
-    @property
-    def accepted(self) -> bool:
-        return self.jid is not None
 
 
 @dataclass(frozen=True)
@@ -227,7 +215,7 @@ class CertificateAuthenticator:
             "SASL EXTERNAL success: %s as %s via %s from %s (%s)",
             facts.subject, decision.jid, self.transport, self.peer, verdict.reason,
         )
-        return AuthResult(decision.jid, None, verdict.reason)
+        return AuthResult(jid=decision.jid, reason=verdict.reason)
 
     # --- the event log ----------------------------------------------------------------------------------
 
@@ -244,7 +232,7 @@ class CertificateAuthenticator:
             "SASL EXTERNAL failure (%s) for %s via %s from %s: %s",
             condition, facts.subject if facts else "no certificate", self.transport, self.peer, reason,
         )
-        return AuthResult(None, condition, reason)
+        return AuthResult.refuse(condition, reason)
 
     def _record(
         self,

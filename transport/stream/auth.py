@@ -21,6 +21,10 @@ class AuthResult:
     condition: str | None = None
     reason: str = ""
 
+    @property
+    def accepted(self) -> bool:
+        return self.jid is not None
+
     @classmethod
     def accept(cls, jid: str) -> AuthResult:
         return cls(jid=jid)
