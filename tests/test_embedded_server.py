@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -14,13 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import free_port, stop_process
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -109,9 +103,4 @@ def test_runxmpp_serves_the_admin_and_our_crl_over_https(embedded_env):
             ca = pki.load_certificate((var / "pki" / "ca.pem").read_bytes())
             assert pki.crl_signed_by(pki.load_crl(crl.read()), ca)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,14 +15,9 @@ from tests.certauth.crlhelpers import make_crl
 from tests.certauth.crlserver import CrlServer
 from tests.certauth.test_crl_celery_worker import SETUP, run_python
 from tests.certs import make_ca
+from tests.processes import free_port, stop_process
 
 PROJECT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def query(database: Path, sql: str, *params: object) -> list[tuple]:
@@ -65,12 +58,7 @@ def test_runxmpp_without_redis_fetches_external_crls_in_process(tmp_path: Path):
                 time.sleep(0.3)
                 state = query(database, "SELECT state FROM certauth_crlsource WHERE id = ?", source_id)[0][0]
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_process(server)
             log.close()
     output = (tmp_path / "runxmpp.log").read_text()
     assert state == "ok", output[-3000:]

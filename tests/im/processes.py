@@ -11,7 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.transport.runc2s_process import ROOT, environment, free_port
+from tests.processes import free_port
+from tests.transport.runc2s_process import ROOT, environment
 
 REDIS_TEST_URL = os.environ.get("XMPPAUTH_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 

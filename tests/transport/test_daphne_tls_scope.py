@@ -17,7 +17,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -32,18 +31,13 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from tests.processes import free_port, stop_process
 from tests.transport.tlsclient import Pki, client_context, make_pki, tls_connect, websockets_context
 
 REPO = Path(__file__).resolve().parents[2]
 ECHO_APP = "tests.transport.echo_asgi:application"
 DAPHNE = Path(sys.executable).parent / "daphne"
 TRUSTED_PROXY = "127.0.0.2"  # the whole of 127.0.0.0/8 is loopback on Linux: a second source address
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -109,12 +103,7 @@ def _start(site: Site, command: list[str], port: int) -> Iterator[subprocess.Pop
                 time.sleep(0.2)
         yield server
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ HTTP.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -20,17 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import free_port, stop_process
 from tests.transport.tlsclient import client_context, make_pki, tls_connect
 from transport.endpoints import http_endpoint_descriptions
 from xmppauth.config import parse_config
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_tls_listeners_get_the_xmpptls_endpoint_and_plain_ones_tcp():
@@ -101,12 +95,7 @@ def runxmpp(tmp_path_factory):
                     time.sleep(0.2)
         yield pki, https_port, http_port
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
 
 
 def test_runxmpp_serves_the_admin_over_https_to_a_client_with_a_certificate(runxmpp, tmp_path):

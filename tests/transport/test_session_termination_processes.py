@@ -35,7 +35,8 @@ from tests.certauth.test_crl_celery_worker import (
     run_python,
 )
 from tests.certs import make_client
-from tests.transport.runc2s_process import ROOT, Runc2s, environment, free_port, manage
+from tests.processes import free_port
+from tests.transport.runc2s_process import ROOT, Runc2s, environment, manage
 from tests.transport.sessionclient import Refused, login
 from tests.transport.tlsclient import client_context, make_pki
 

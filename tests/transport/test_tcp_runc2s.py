@@ -6,7 +6,8 @@ import socket
 
 import pytest
 
-from tests.transport.runc2s_process import Runc2s, environment, free_port, manage
+from tests.processes import free_port
+from tests.transport.runc2s_process import Runc2s, environment, manage
 from tests.transport.tlsclient import client_context, make_pki
 from tests.transport.xmppclient import slixmpp_login
 

@@ -14,7 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from tests.certs import Issued
-from tests.transport.runc2s_process import Runc2s, environment, free_port, manage
+from tests.processes import free_port
+from tests.transport.runc2s_process import Runc2s, environment, manage
 from tests.transport.xmppclient import slixmpp_login
 
 SEED_CONFIG = """\

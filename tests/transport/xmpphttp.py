@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from tests.certs import Issued
+from tests.processes import free_port, stop_process
 from tests.transport.tlsclient import Pki, make_pki
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,12 +32,6 @@ JS_DIR = REPO / "tests" / "js"
 MODES = {"peer": 0, "selfsigned_peer": 1}  # verify_mode -> listener index
 # listener name -> (verify_mode, disconnect_on_failure); "strict" is listener 2
 LISTENERS = {"peer": ("peer", False), "selfsigned_peer": ("selfsigned_peer", False), "strict": ("peer", True)}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -128,12 +122,7 @@ def start_server(directory: Path, *, runxmpp: bool = False) -> Iterator[XmppHttp
                     time.sleep(0.2)
         yield XmppHttpServer(pki, directory, ports, process)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
 
 
