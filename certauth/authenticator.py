@@ -40,6 +40,7 @@ from certauth.revocation import revocation_problem
 from certauth.trust import trust_anchors
 from certauth.verify import verify_client_chain
 from transport.stream.auth import AuthResult  # the core's verdict: we implement its Authenticator
+from xmppauth import fastsql
 from xmppauth.config import Config, TlsOptions
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,14 @@ def ensure_config_domains(hosts: Iterable[str]) -> None:
 def hosted_domains(config: Config) -> set[str]:
     """The config's hosts plus the enabled ``Domain`` rows (the admin may add domains at run time)."""
     ensure_config_domains(config.hosts)
-    names = set(Domain.objects.filter(enabled=True).values_list("name", flat=True))
+    sql = fastsql.statement(
+        "authenticator.hosted_domains",
+        lambda: (
+            f"SELECT {fastsql.column(Domain, 'name')} FROM {fastsql.table(Domain)}"
+            f" WHERE {fastsql.column(Domain, 'enabled')} = %s"
+        ),
+    )
+    names = {name for (name,) in fastsql.fetch_all(sql, [fastsql.param(Domain, "enabled", True)])}
     return names | {host.lower() for host in config.hosts}
 
 
@@ -247,7 +255,8 @@ class CertificateAuthenticator:
         success = granted is not None
         if not success and condition is None:
             logger.info("client certificate from %s via %s refused: %s", self.peer, self.transport, reason)
-        AuthEvent.objects.create(
+        fastsql.insert_row(  # at every login: no ORM query to build (xmppauth.fastsql)
+            AuthEvent,
             transport=_clip(self.transport, 16),
             peer=_clip(self.peer, 100),
             cert_fingerprint=facts.fingerprint_sha256 if facts else "",

@@ -28,12 +28,14 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from django.db import IntegrityError, transaction
 
 from accounts.models import Account, Domain
 from certauth.models import Certificate
 from certauth.pki import CertFacts
+from xmppauth import fastsql
 from xmppauth.config import AuthConfig, HttpAuthOptions
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,22 @@ def _inactive_account(attempt: ExternalAttempt) -> Account | None:
     return account if account is not None and not account.active else None
 
 
+def _account_active(attempt: ExternalAttempt) -> list[bool]:
+    """``[active]`` of the attempt's account, ``[]`` if none: one lean statement (xmppauth.fastsql)."""
+
+    def build() -> str:
+        account, domain = partial(fastsql.column, Account), partial(fastsql.column, Domain)
+        return (
+            f"SELECT a.{account('active')} FROM {fastsql.table(Account)} a"
+            f" JOIN {fastsql.table(Domain)} d ON a.{account('domain')} = d.{domain('id')}"
+            f" WHERE a.{account('localpart')} = %s AND d.{domain('name')} = %s"
+        )
+
+    sql = fastsql.statement("authmethods.account_active", build)
+    rows = fastsql.fetch_all(sql, [attempt.localpart, attempt.domain])
+    return [bool(rows[0][0])] if rows else []
+
+
 def _refuse_inactive(attempt: ExternalAttempt) -> MethodVerdict | None:
     if _inactive_account(attempt) is not None:
         return MethodVerdict(False, f"account {attempt.jid} is disabled", stop=True)
@@ -100,11 +118,7 @@ class PkiMethod(AuthMethod):
 
     def authenticate_external(self, attempt: ExternalAttempt) -> MethodVerdict:
         # Most logins are not first logins: one indexed read of the account's active flag, no write lock.
-        known = list(
-            Account.objects.filter(localpart=attempt.localpart, domain__name=attempt.domain)
-            .order_by()
-            .values_list("active", flat=True)[:1]
-        )
+        known = _account_active(attempt)
         if known:
             if not known[0]:
                 return MethodVerdict(False, f"account {attempt.jid} is disabled", stop=True)

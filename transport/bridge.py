@@ -105,6 +105,7 @@ class SessionBridge:
         self.router = Router(final=False, router_channel=router_channel)
         self.presence: Element | None = None  # the last available broadcast presence (answers probes)
         self.session_id: Any = None
+        self.started_at: Any = None  # the registry row's start time (RFC 6120 §7.7.2.2 compares them)
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
@@ -117,6 +118,7 @@ class SessionBridge:
     def start(self, handle: Any = None) -> None:
         """The session is bound and registered (``handle`` from ``live.sessions.register``)."""
         self.session_id = getattr(handle, "session_id", None)
+        self.started_at = getattr(getattr(handle, "facts", None), "started_at", None)
         saved = getattr(handle, "saved", None)
         # Only a persisted session has a row; then the bridge, not the registry, deletes it (live.py).
         self._owns_row = saved is not None
@@ -205,7 +207,9 @@ class SessionBridge:
         """RFC 6120 §7.7.2.2: the same full JID elsewhere is ended with ``conflict``."""
         if self.session_id is None:
             return
-        older: list[Live] = await in_db_thread(older_sessions, self.full_jid, self.session_id)
+        older: list[Live] = await in_db_thread(
+            older_sessions, self.full_jid, self.session_id, self.started_at
+        )
         for session in older:
             logger.info(
                 "%s: a new login replaces the session on %s (conflict)", self.full_jid, session.channel

@@ -18,11 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from transport.models import LiveSession, SessionTermination
+from xmppauth import fastsql
 
 logger = logging.getLogger(__name__)
 
@@ -128,16 +129,19 @@ def save_session(session: SessionFacts, process: str | None = None) -> None:
         "started_at": session.started_at,
         "lease_expires_at": timezone.now() + lease(),
     }
-    # A new session's id is new: try the INSERT alone (update_or_create read first, in a savepoint).
+    # A new session's id is new: try the INSERT alone (lean: it runs at every login, xmppauth.fastsql).
     try:
-        with transaction.atomic():
-            LiveSession.objects.create(id=session.session_id, **fields)
+        if connection.in_atomic_block:
+            with transaction.atomic():  # a savepoint, so a duplicate does not break the caller's transaction
+                fastsql.insert_row(LiveSession, id=session.session_id, **fields)
+        else:
+            fastsql.insert_row(LiveSession, id=session.session_id, **fields)
     except IntegrityError:
         LiveSession.objects.filter(id=session.session_id).update(**fields)
 
 
 def delete_session(session_id: uuid.UUID) -> None:
-    LiveSession.objects.filter(id=session_id).delete()
+    fastsql.delete_rows(LiveSession, "id", session_id)
 
 
 def forget_process(process: str | None = None) -> int:

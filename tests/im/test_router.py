@@ -337,3 +337,25 @@ def test_a_new_login_ends_only_the_older_sessions_of_its_full_jid(accounts):
     live("alice@localhost/phone", age=30)
     assert [s.session_id for s in older_sessions("alice@localhost/desk", new)] == [old]
     assert older_sessions("alice@localhost/desk", old) == []  # a racing older login does not end the newer
+
+
+def test_older_sessions_breaks_a_start_time_tie_by_id_and_skips_expired_rows(accounts):
+    low, high = sorted((uuid.uuid4(), uuid.uuid4()), key=str)
+    same = timezone.now() - timedelta(seconds=5)
+    for session_id in (low, high):
+        live("alice@localhost/desk", session_id=session_id)
+        LiveSession.objects.filter(id=session_id).update(started_at=same)
+    live("alice@localhost/desk", age=60, expired=True)  # a dead process's row: not a conflict
+    live("Alice@localhost/desk", age=60)  # another full JID (resource and localpart compare exactly)
+    # Exactly one of two logins that started in the same microsecond ends the other.
+    assert [s.session_id for s in older_sessions("alice@localhost/desk", high, same)] == [low]
+    assert older_sessions("alice@localhost/desk", low, same) == []
+    # The start time read from the row gives the same answer as the one the bridge passes.
+    assert [s.session_id for s in older_sessions("alice@localhost/desk", high)] == [low]
+    found = older_sessions("alice@localhost/desk", high)[0]
+    assert found.channel == f"specific.test!{low.hex}" and found.available and found.priority == 0
+
+
+def test_older_sessions_of_an_unsaved_session_without_a_start_time_is_empty(accounts):
+    live("alice@localhost/desk", age=20)
+    assert older_sessions("alice@localhost/desk", uuid.uuid4()) == []
