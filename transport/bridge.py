@@ -141,12 +141,14 @@ class SessionBridge:
     # -- the work queue (one stanza at a time, in order) ------------------------------------------------
 
     async def _work(self, saved: Any) -> None:
+        older = None
         if saved is not None:
             try:
-                await saved.asFuture(asyncio.get_running_loop())  # the registry row exists from here on
+                # The registry row exists from here on; the lookup ran right after its insert (older_than_me).
+                older = await saved.asFuture(asyncio.get_running_loop())
             except Exception:
                 logger.exception("%s: the session row was not saved", self.full_jid)
-        await self._end_older_session()
+        await self._end_older_session(older)
         while True:
             what, item = await self._queue.get()
             try:
@@ -203,13 +205,17 @@ class SessionBridge:
         answer.set("to", to)
         await send_all(self.layer, [(reply_channel, stanza_message(answer))])
 
-    async def _end_older_session(self) -> None:
+    def older_than_me(self, facts: Any) -> list[Live]:
+        """The sessions this login replaces; for ``live.sessions.register(after_save=...)`` (a worker thread,
+        right after our row's insert, so a login racing ours sees one of the two rows)."""
+        return older_sessions(facts.full_jid, facts.session_id, facts.started_at)
+
+    async def _end_older_session(self, older: list[Live] | None = None) -> None:
         """RFC 6120 §7.7.2.2: the same full JID elsewhere is ended with ``conflict``."""
         if self.session_id is None:
             return
-        older: list[Live] = await in_db_thread(
-            older_sessions, self.full_jid, self.session_id, self.started_at
-        )
+        if older is None:  # not looked up with the row's insert (no row, or the insert failed)
+            older = await in_db_thread(older_sessions, self.full_jid, self.session_id, self.started_at)
         for session in older:
             logger.info(
                 "%s: a new login replaces the session on %s (conflict)", self.full_jid, session.channel

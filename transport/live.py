@@ -57,6 +57,11 @@ def _in_db_thread(function: Callable[..., Any], *args: Any) -> Any:
         close_old_connections()
 
 
+def _save_then(facts: SessionFacts, after_save: Callable[[SessionFacts], Any] | None) -> Any:
+    store.save_session(facts)
+    return after_save(facts) if after_save is not None else None
+
+
 def _default_reactor() -> Any:
     from twisted.internet import reactor  # noqa: PLC0415 (installed by the command before this runs)
 
@@ -120,8 +125,14 @@ class LiveSessions:
         deferred.addErrback(lambda failure: logger.error("session registry: %s", failure.getTraceback()))
         return deferred
 
-    def register(self, facts: SessionFacts, close: Closer) -> SessionHandle:
-        """Add a bound session (see the module docstring); returns its handle."""
+    def register(
+        self, facts: SessionFacts, close: Closer, *, after_save: Callable[[SessionFacts], Any] | None = None
+    ) -> SessionHandle:
+        """Add a bound session (see the module docstring); returns its handle.
+
+        ``after_save(facts)`` runs in the same worker thread right after the row's insert (one thread hop per
+        bind, not two); ``handle.saved`` then fires with what it returned (None if the insert failed).
+        """
         handle = SessionHandle(self, facts, close)
         self.handles[facts.session_id] = handle
         reactor = self._reactor()
@@ -129,7 +140,7 @@ class LiveSessions:
             delay = max(0.0, (facts.cert_not_after - timezone.now()).total_seconds())
             handle.expiry = reactor.callLater(delay, handle.end, RESET, TEXT_EXPIRED)
         if self.persist:
-            handle.saved = self._in_thread(store.save_session, facts)
+            handle.saved = self._in_thread(_save_then, facts, after_save)
         for command in self.recent:
             if store.matches(command, facts):
                 reactor.callLater(0, handle.end, command.condition, command.text)

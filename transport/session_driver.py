@@ -240,6 +240,7 @@ class AsyncC2SSession:
                 channel_name=self.bridge.channel_name,
             ),
             self.close_with_error,
+            after_save=self.bridge.older_than_me,
         )
         self.bridge.start(self.live)
 

@@ -333,6 +333,7 @@ class C2SProtocol(Protocol):
                 channel_name=self.bridge.channel_name if self.bridge is not None else "",
             ),
             self.close_with_error,
+            after_save=self.bridge.older_than_me if self.bridge is not None else None,
         )
         if self.bridge is not None:
             self.bridge.start(self.live)

@@ -345,4 +345,32 @@ def test_registry_leaves_the_row_of_a_bridged_session_to_the_bridge(monkeypatch)
     plain = registry.register(facts(full_jid="bob@localhost/pc"), lambda condition, text: None)
     bridged.unregister()
     plain.unregister()
-    assert calls == ["save_session", "save_session", "delete_session"]  # one DELETE, for the plain one
+    assert calls == ["_save_then", "_save_then", "delete_session"]  # one DELETE, for the plain one
+
+
+@pytest.mark.django_db
+def test_after_save_runs_in_the_same_call_once_the_row_exists_and_its_answer_is_saved(monkeypatch):
+    """One thread hop per bind: the bridge's conflict lookup runs right after the insert, with the row there."""
+    from twisted.internet import defer
+
+    registry = LiveSessions(reactor=Clock(), persist=True)
+    hops: list[str] = []
+
+    def inline(function, *args):
+        hops.append(function.__name__)
+        return defer.maybeDeferred(function, *args)
+
+    monkeypatch.setattr(registry, "_in_thread", inline)
+    seen: list[list[str]] = []
+
+    def after_save(saved_facts: SessionFacts) -> str:
+        seen.append([str(pk) for pk in LiveSession.objects.values_list("id", flat=True)])
+        return "older sessions"
+
+    handle = registry.register(facts(), lambda condition, text: None, after_save=after_save)
+    results: list[object] = []
+    handle.saved.addCallback(results.append)
+    assert hops == ["_save_then"] and seen == [[str(handle.session_id)]] and results == ["older sessions"]
+    plain = registry.register(facts(full_jid="bob@localhost/pc"), lambda condition, text: None)
+    plain.saved.addCallback(results.append)
+    assert results == ["older sessions", None] and LiveSession.objects.count() == 2
