@@ -58,6 +58,26 @@ def load_server_ca() -> tuple[x509.Certificate, PrivateKey]:
     return services.ca_certificate(ca), services.ca_private_key(ca)
 
 
+def provision_accounts(identities: Sequence[Identity]) -> int:
+    """The users' accounts, created up front as an operator does (admin or ``pki issue``), through Django.
+
+    Logins of existing accounts are what a server mostly serves, and what ejabberd and Prosody serve here
+    (neither creates anything at login); a run without this measures first logins (``auth.methods = ["pki"]``
+    creates the account). Existing accounts are left as they are; returns how many users were provisioned.
+    """
+    from accounts.models import Account, Domain  # noqa: PLC0415 (needs load_server_ca's django.setup())
+
+    by_domain: dict[str, list[str]] = {}
+    for identity in identities:
+        localpart, _, domain = identity.jid.partition("@")
+        by_domain.setdefault(domain, []).append(localpart)
+    for domain_name, localparts in by_domain.items():
+        domain, _ = Domain.objects.get_or_create(name=domain_name)
+        rows = [Account(localpart=lp, domain=domain, created_by=Account.Origin.COMMAND) for lp in localparts]
+        Account.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+    return len(identities)
+
+
 def make_identities(
     ca_cert: x509.Certificate,
     ca_key: PrivateKey,

@@ -10,7 +10,9 @@ One run on this machine, the targets back to back, each started by this script a
 
 All use the same server certificate and CA (the scratch setup of ``bench.run_login_bench``), the same client
 (``bench.loadclient``, raw XML: direct TLS, SASL EXTERNAL, bind) and ECDSA P-256 client certificates, every
-server at log level warning. Per target: 20 warm-up logins, then ``--count`` logins at ``--concurrency``;
+server at log level warning. Our accounts exist before the logins, as an operator provisions them (ejabberd
+and Prosody create nothing at login either; ``bench.run_login_bench`` also measures our first logins). Per
+target: 20 warm-up logins, then ``--count`` logins at ``--concurrency``;
 then, for each ``--idle`` size, a fresh process holding that many sessions and its resident memory per
 session. Last, ``bench.messaging`` (issue 6) in both of its modes, its output included as it prints it.
 
@@ -39,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bench.clientcerts import KEY_TYPES, load_server_ca, make_identities
+from bench.clientcerts import KEY_TYPES, load_server_ca, make_identities, provision_accounts
 from bench.loadclient import (
     IdleReport,
     LoginReport,
@@ -154,15 +156,23 @@ def start_openssl(scratch: Scratch, run_dir: Path) -> OpenSSLServer:
     return OpenSSLServer(child, port)
 
 
-def identities(ca: tuple, scratch: Scratch, prefix: str, count: int, key_type: str) -> list:
+def identities(
+    ca: tuple, scratch: Scratch, prefix: str, count: int, key_type: str, *, accounts: bool
+) -> list:
+    """Client contexts of ``count`` new users; ``accounts``: their accounts exist in our database first (our
+    server then serves returning users, as ejabberd and Prosody do: neither creates anything at login)."""
     certs = scratch.directory / "clients" / prefix
-    return contexts_for(make_identities(*ca, DOMAIN, count, certs, key_type=key_type, prefix=prefix))
+    users = make_identities(*ca, DOMAIN, count, certs, key_type=key_type, prefix=prefix)
+    if accounts:
+        provision_accounts(users)
+    return contexts_for(users)
 
 
 def login_target(name: str, scratch: Scratch, ca: tuple, args: argparse.Namespace, results: Results) -> None:
     """Warm-up, then ``args.count`` logins (or handshakes, for openssl) on a fresh process of ``name``."""
-    contexts = identities(ca, scratch, f"{name}-l-", args.count, args.key_type)
-    warm = identities(ca, scratch, f"{name}-w-", WARM_UP_LOGINS, args.key_type)
+    provision = name in ours.COMMANDS
+    contexts = identities(ca, scratch, f"{name}-l-", args.count, args.key_type, accounts=provision)
+    warm = identities(ca, scratch, f"{name}-w-", WARM_UP_LOGINS, args.key_type, accounts=provision)
     xmpp = name != "openssl"
     run_dir = scratch.directory / "targets" / f"{name}-logins"
     try:
@@ -200,8 +210,9 @@ def idle_target(
     name: str, size: int, scratch: Scratch, ca: tuple, args: argparse.Namespace, results: Results
 ) -> None:
     """``size`` sessions held on a fresh process of ``name`` (memory freed by earlier runs not reused)."""
-    contexts = identities(ca, scratch, f"{name}-i{size}-", size, args.key_type)
-    warm = identities(ca, scratch, f"{name}-iw{size}-", WARM_UP_LOGINS, args.key_type)
+    provision = name in ours.COMMANDS
+    contexts = identities(ca, scratch, f"{name}-i{size}-", size, args.key_type, accounts=provision)
+    warm = identities(ca, scratch, f"{name}-iw{size}-", WARM_UP_LOGINS, args.key_type, accounts=provision)
     run_dir = scratch.directory / "targets" / f"{name}-idle{size}"
     try:
         server = start_target(name, scratch, ca, run_dir)

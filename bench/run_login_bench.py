@@ -9,7 +9,9 @@ What it does, all on 127.0.0.1 with free ports:
    "peer"``, ``auth.methods = ["pki"]``, XMPPAUTH_LOG_LEVEL=WARNING;
 2. one client certificate per simulated user, issued by that server's CA (``bench.clientcerts``);
 3. ``manage.py runc2s`` as its own process (open-file limit raised), then ``bench.loadclient`` logins over
-   direct TLS and over STARTTLS, reading the server's CPU time from /proc;
+   direct TLS and over STARTTLS of users whose accounts exist (``bench.clientcerts.provision_accounts``, as
+   an operator creates them), and direct TLS first logins (the account created at login), reading the
+   server's CPU time from /proc;
 4. ``openssl s_server -rev`` with the same certificate, CA and ``-Verify 1``, and the same client doing only
    the mutual-TLS handshake: the ceiling our login rate is compared with;
 5. for each ``--idle`` size, a fresh ``runc2s`` (so freed memory of earlier runs is not reused), that many
@@ -44,7 +46,7 @@ from pathlib import Path
 
 from OpenSSL import SSL
 
-from bench.clientcerts import KEY_TYPES, load_server_ca, make_identities
+from bench.clientcerts import KEY_TYPES, load_server_ca, make_identities, provision_accounts
 from bench.loadclient import (
     IdleReport,
     LoginReport,
@@ -63,6 +65,9 @@ DOMAIN = "localhost"
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
 WARM_UP_LOGINS = 20
+LABEL_DIRECT = "XMPP login, direct TLS"
+LABEL_STARTTLS = "XMPP login, STARTTLS"
+LABEL_FIRST = "XMPP login, direct TLS, first login"
 
 
 @dataclass(frozen=True)
@@ -245,24 +250,29 @@ def openssl_limit(
 def login_runs(
     scratch: Scratch, ca: tuple, args: argparse.Namespace, problems: list[str]
 ) -> tuple[list[LoginReport], list[ssl.SSLContext]]:
-    """XMPP logins over direct TLS, then over STARTTLS, on one runc2s; the direct TLS contexts for openssl."""
+    """XMPP logins on one runc2s: direct TLS and STARTTLS for accounts that exist (provisioned up front, as
+    the operator does), then direct TLS first logins (the account created at login); the direct TLS contexts
+    for openssl."""
     certs = scratch.directory / "clients"
     made = time.monotonic()
-    contexts = {
-        prefix: contexts_for(make_identities(*ca, DOMAIN, n, certs, key_type=args.key_type, prefix=prefix))
-        for prefix, n in (("d", args.count), ("s", args.count), ("w", WARM_UP_LOGINS))
+    users = {
+        prefix: make_identities(*ca, DOMAIN, n, certs, key_type=args.key_type, prefix=prefix)
+        for prefix, n in (("d", args.count), ("s", args.count), ("f", args.count), ("w", WARM_UP_LOGINS))
     }
+    provision_accounts([*users["d"], *users["s"], *users["w"]])
+    contexts = {prefix: contexts_for(identities) for prefix, identities in users.items()}
     total = sum(len(c) for c in contexts.values())
     print(
         f"# {total} client certificates ({args.key_type}) and contexts made in "
-        f"{time.monotonic() - made:.1f} s"
+        f"{time.monotonic() - made:.1f} s; accounts provisioned except for the first-login run"
     )
     reports: list[LoginReport] = []
     with running(start_runc2s(scratch), "runc2s (logins)", problems) as server:
         warm_up(scratch, contexts["w"], problems)
         for label, port, prefix, use_starttls in (
-            ("XMPP login, direct TLS", scratch.direct_port, "d", False),
-            ("XMPP login, STARTTLS", scratch.starttls_port, "s", True),
+            (LABEL_DIRECT, scratch.direct_port, "d", False),
+            (LABEL_STARTTLS, scratch.starttls_port, "s", True),
+            (LABEL_FIRST, scratch.direct_port, "f", False),
         ):
             connect = xmpp_connector(HOST, port, DOMAIN, contexts[prefix], starttls=use_starttls)
             run = run_logins(connect, args.count, args.concurrency, label, server_pid=server.pid, xmpp=True)
