@@ -1,0 +1,146 @@
+"""Where a login's server CPU goes: the reactor thread against the database threads, and optionally which
+functions, sampled with py-spy.
+
+Prints figures; not a test. Starts the scratch ``runc2s`` of ``bench.run_login_bench`` (SQLite, direct TLS,
+accounts provisioned), warms it up, then runs ``--count`` logins at ``--concurrency`` and reads each of the
+server's threads' CPU time from ``/proc/<pid>/task/*/stat`` before and after. With ``--py-spy`` (needs
+``py-spy`` on the PATH or in the venv: ``pip install py-spy``), it also samples the server's Python stacks
+while the GIL is held (``--gil --nonblocking``, so the server is not paused) and prints the functions that
+hold it longest, per thread group. Native time outside the GIL (OpenSSL, SQLite) is in the CPU split but
+not in the samples.
+
+Run from the checkout::
+
+    .venv/bin/python -m bench.profile_login --count 1000
+    .venv/bin/python -m bench.profile_login --count 1000 --py-spy --top 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench.clientcerts import load_server_ca, make_identities, provision_accounts
+from bench.loadclient import contexts_for, raise_nofile_limit, run_logins, xmpp_connector
+from bench.run_login_bench import DOMAIN, HOST, WARM_UP_LOGINS, prepare, running, start_runc2s
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_FRAME_FILE = re.compile(r" \(([^)]*/)?([^/)]+)\)$")
+
+
+def thread_ticks(pid: int) -> dict[int, int]:
+    """utime + stime of each thread of ``pid``, in clock ticks."""
+    ticks = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        fields = stat.rpartition(")")[2].split()
+        ticks[int(task)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def py_spy() -> str | None:
+    local = Path(sys.executable).parent / "py-spy"
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+def summarise_samples(raw: Path, top: int) -> list[str]:
+    """py-spy's raw (collapsed) stacks: inclusive share of the functions, reactor thread and the rest."""
+    groups: dict[str, Counter[str]] = {"reactor thread": Counter(), "database threads": Counter()}
+    totals: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [_FRAME_FILE.sub(r" (\2)", frame) for frame in stack.split(";")[1:]]
+        if not frames:
+            continue
+        group = "reactor thread" if any("manage.py" in frame for frame in frames) else "database threads"
+        totals[group] += int(count)
+        for frame in set(frames):
+            groups[group][frame] += int(count)
+    lines = []
+    for group, counter in groups.items():
+        total = totals[group] or 1
+        lines += ["", f"## {group}: {totals[group]} samples holding the GIL (inclusive share)", ""]
+        lines += [f"{100 * n / total:5.1f}%  {frame}" for frame, n in counter.most_common(top)]
+    return lines
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--first-login", action="store_true", help="no accounts provisioned up front")
+    parser.add_argument("--py-spy", action="store_true", help="also sample the Python stacks (py-spy)")
+    parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
+    parser.add_argument("--top", type=int, default=30, help="functions listed per thread group")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    raise_nofile_limit()
+    spy = py_spy() if args.py_spy else None
+    if args.py_spy and spy is None:
+        raise SystemExit("py-spy not found: .venv/bin/pip install py-spy")
+    problems: list[str] = []
+    directory = Path(tempfile.mkdtemp(prefix="xmppauth-profile-"))
+    try:
+        scratch = prepare(directory)
+        os.environ.update(scratch.env)
+        ca = load_server_ca()
+        users = make_identities(*ca, DOMAIN, args.count, directory / "clients", prefix="p")
+        warm = make_identities(*ca, DOMAIN, WARM_UP_LOGINS, directory / "clients", prefix="w")
+        if not args.first_login:
+            provision_accounts([*users, *warm])
+        with running(start_runc2s(scratch), "runc2s", problems) as server:
+            connect = xmpp_connector(HOST, scratch.direct_port, DOMAIN, contexts_for(warm), starttls=False)
+            asyncio.run(run_logins(connect, WARM_UP_LOGINS, 10, "warm-up", server_pid=None, xmpp=True))
+            raw = directory / "py-spy.txt"
+            sampler = None
+            if spy is not None:
+                command = [spy, "record", "--gil", "--nonblocking", "--threads", "-r", str(args.rate)]
+                command += ["-f", "raw", "-o", str(raw), "-p", str(server.pid)]
+                sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1.0)  # py-spy attaches
+            before = thread_ticks(server.pid)
+            connect = xmpp_connector(HOST, scratch.direct_port, DOMAIN, contexts_for(users), starttls=False)
+            label = "first logins" if args.first_login else "logins, accounts provisioned"
+            report = asyncio.run(
+                run_logins(connect, args.count, args.concurrency, label, server_pid=server.pid, xmpp=True)
+            )
+            after = thread_ticks(server.pid)
+            if sampler is not None:
+                sampler.send_signal(2)  # SIGINT: py-spy writes its file and exits
+                sampler.wait(30)
+        ok = max(report.ok, 1)
+        reactor = (after.get(server.pid, 0) - before.get(server.pid, 0)) / CLOCK_TICKS
+        others = sum(ticks - before.get(tid, 0) for tid, ticks in after.items() if tid != server.pid)
+        others /= CLOCK_TICKS
+        print(f"# {label}: {report.ok}/{report.count} at {args.concurrency}, {report.per_second:.1f}/s")
+        print(f"# errors: {dict(report.errors) or 'none'}")
+        print("\n| thread | server CPU ms per login |\n|---|---|")
+        print(f"| reactor (TLS, XML core, Twisted) | {1000 * reactor / ok:.2f} |")
+        print(f"| database threads (certificate, SASL, session rows) | {1000 * others / ok:.2f} |")
+        print(f"| whole process (/proc/<pid>/stat) | {report.cpu_ms_per_login:.2f} |")
+        if spy is not None and raw.exists():
+            print("\n".join(summarise_samples(raw, args.top)))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    if problems:
+        print("\n## Problems seen\n\n" + "\n".join(problems))
+    return 0 if report.ok == report.count else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
