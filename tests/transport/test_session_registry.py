@@ -350,7 +350,7 @@ def test_registry_leaves_the_row_of_a_bridged_session_to_the_bridge(monkeypatch)
 
 @pytest.mark.django_db
 def test_after_save_runs_in_the_same_call_once_the_row_exists_and_its_answer_is_saved(monkeypatch):
-    """One thread hop per bind: the bridge's conflict lookup runs right after the insert, with the row there."""
+    """One thread hop per bind: the conflict lookup runs right after the insert, with our row there."""
     from twisted.internet import defer
 
     registry = LiveSessions(reactor=Clock(), persist=True)
