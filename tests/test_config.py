@@ -205,6 +205,13 @@ def test_max_stanza_size_is_read() -> None:
     assert parse("[listen.c2s]\nmax_stanza_size = 10_000\n").listen_c2s[0].max_stanza_size == 10000
 
 
+def test_backlog_is_mongooseims_with_its_default_of_1024() -> None:
+    assert parse("[listen.c2s]\n").listen_c2s[0].backlog == 1024
+    assert parse("[listen.c2s]\nbacklog = 4096\n").listen_c2s[0].backlog == 4096
+    for bad in ("0", '"many"', "-5"):
+        assert "listen.c2s.backlog" in config_error(f"[listen.c2s]\nbacklog = {bad}\n")
+
+
 @pytest.mark.parametrize("port", [0, 65536, -1])
 def test_port_outside_1_to_65535_is_rejected(port: int) -> None:
     message = config_error(f"[[listen.c2s]]\nport = {port}\n")

@@ -577,7 +577,7 @@ def listen_c2s(
     wrapped: Any = factory
     if tls_options is not None and tls_options.mode == "tls":
         wrapped = TLSMemoryBIOFactory(server_tls, False, factory)
-    port = reactor.listenTCP(listener.port, wrapped, interface=listener.ip_address)
+    port = reactor.listenTCP(listener.port, wrapped, backlog=listener.backlog, interface=listener.ip_address)
     address = port.getHost()
     factory.name = f"{address.host}:{address.port}"
     if tls_options is None:

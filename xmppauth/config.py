@@ -96,6 +96,9 @@ UNSUPPORTED_SASL_MECHANISMS = ("anonymous", "oauth", "digest")
 SASL_EXTERNAL_VERIFIERS = ("standard", "common_name", "auth_id")
 HTTP_HANDLER_KINDS = ("mod_websockets", "mod_bosh")
 MAX_STANZA_SIZE_DEFAULT = 65536
+# MongooseIM listener option backlog (default 1024): a burst of connects beyond the kernel's default of 50
+# waiting for accept() is dropped and retried by the clients a second or more later.
+BACKLOG_DEFAULT = 1024
 
 # Which SASL mechanisms each auth method can serve (MongooseIM's capability table, plus our `db`).
 METHOD_MECHANISMS: dict[str, tuple[str, ...]] = {
@@ -140,6 +143,7 @@ class C2SListener:
     ip_address: str = "0.0.0.0"
     tls: TlsOptions | None = None  # None: no TLS offered
     max_stanza_size: int = MAX_STANZA_SIZE_DEFAULT
+    backlog: int = BACKLOG_DEFAULT  # MongooseIM's listen.*.backlog: connections waiting for accept()
 
 
 @dataclass(frozen=True)
@@ -446,6 +450,7 @@ def _parse_c2s(listener: _Table) -> C2SListener:
         ip_address=_parse_ip(listener),
         tls=_parse_tls(listener, C2S_TLS_MODES, "starttls"),
         max_stanza_size=listener.integer("max_stanza_size", MAX_STANZA_SIZE_DEFAULT, 1),
+        backlog=listener.integer("backlog", BACKLOG_DEFAULT, 1),
     )
 
 
@@ -489,7 +494,7 @@ def _parse_listen(root: _Table) -> tuple[tuple[C2SListener, ...], tuple[HttpList
     listen = root.table("listen", ("c2s", "http"))
     if listen is None:
         return (), ()
-    c2s_tables = listen.entries("c2s", ("port", "ip_address", "tls", "max_stanza_size"))
+    c2s_tables = listen.entries("c2s", ("port", "ip_address", "tls", "max_stanza_size", "backlog"))
     http_tables = listen.entries("http", ("port", "ip_address", "tls", "handlers"))
     c2s = tuple(_parse_c2s(table) for table in c2s_tables)
     http = tuple(_parse_http(table) for table in http_tables)

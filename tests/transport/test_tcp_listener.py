@@ -8,8 +8,10 @@ is echoed as ``echo <line>``.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -142,9 +144,11 @@ def listen(on_reactor, pki, monkeypatch):
     StubAuthenticator.gate = None
     StubAuthenticator.refused = set()
 
-    def start(mode="starttls", *, tls=True, clock=None, anchors=None, ping_interval=0, **tls_overrides):
+    def start(
+        mode="starttls", *, tls=True, clock=None, anchors=None, ping_interval=0, backlog=1024, **tls_overrides
+    ):
         options = pki.options(mode=mode, **tls_overrides) if tls else None
-        listener = C2SListener(port=0, ip_address="127.0.0.1", tls=options)
+        listener = C2SListener(port=0, ip_address="127.0.0.1", tls=options, backlog=backlog)
         registry = tcp.ConnectionRegistry()
         from twisted.internet import reactor
 
@@ -462,3 +466,14 @@ def _send_quietly(sock, data: bytes) -> None:
         sock.sendall(data)
     except OSError:
         pass
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="iproute2's ss shows a listening socket's backlog")
+@pytest.mark.parametrize("backlog", [1024, 7])
+def test_the_listening_socket_takes_the_configured_backlog(listen, backlog):
+    """MongooseIM's listen.*.backlog: ss(8) shows a listening socket's backlog as its Send-Q."""
+    port, _factory = listen("tls", backlog=backlog)
+    shown = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert shown[0] == "LISTEN" and int(shown[2]) == backlog, shown
