@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -558,11 +559,14 @@ def listen_c2s(
     *,
     core_factory: Callable[[C2SListener], StreamCore],
     authenticator_factory: Callable[[TlsOptions | None, str], Authenticator],
+    reuse_port: bool = False,
     **factory_options: Any,
 ) -> IListeningPort:
     """Listen on one c2s port: plain with STARTTLS, or direct TLS (XEP-0368) when ``tls.mode = "tls"``.
 
     ``tls_options`` None is a listener without TLS (no certificate, so no SASL EXTERNAL on it).
+    ``reuse_port``: with SO_REUSEPORT, so that several processes listen on the same port and the kernel
+    spreads the connections over them (``runc2s --reuse-port``).
     """
     server_tls = ServerTls(tls_options, trust_anchors) if tls_options is not None else None
     factory = C2SFactory(
@@ -577,7 +581,13 @@ def listen_c2s(
     wrapped: Any = factory
     if tls_options is not None and tls_options.mode == "tls":
         wrapped = TLSMemoryBIOFactory(server_tls, False, factory)
-    port = reactor.listenTCP(listener.port, wrapped, backlog=listener.backlog, interface=listener.ip_address)
+    if reuse_port:
+        with _reuse_port_socket(listener) as sock:  # Twisted adopts a duplicate of it
+            port = reactor.adoptStreamPort(sock.fileno(), sock.family, wrapped)
+    else:
+        port = reactor.listenTCP(
+            listener.port, wrapped, backlog=listener.backlog, interface=listener.ip_address
+        )
     address = port.getHost()
     factory.name = f"{address.host}:{address.port}"
     if tls_options is None:
@@ -592,6 +602,23 @@ def listen_c2s(
             len(trust_anchors),
         )
     return port
+
+
+def _reuse_port_socket(listener: C2SListener) -> socket.socket:
+    """A listening socket with SO_REUSEPORT on the listener's address (Linux lets only sockets of the same
+    user share a port this way)."""
+    family = socket.AF_INET6 if ":" in listener.ip_address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((listener.ip_address, listener.port))
+        sock.listen(listener.backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def listener_tls_options(listener: C2SListener, var_dir: Path) -> TlsOptions | None:
@@ -620,8 +647,9 @@ def _refresh_trust(reactor: Any, server_tls: ServerTls, cacertfile: str | None) 
     return deferred
 
 
-def start_c2s_listeners(config: Config, reactor: Any) -> list[IListeningPort]:
-    """Start every ``[[listen.c2s]]`` listener of ``config`` on ``reactor`` (runc2s and runxmpp call this)."""
+def start_c2s_listeners(config: Config, reactor: Any, *, reuse_port: bool = False) -> list[IListeningPort]:
+    """Start every ``[[listen.c2s]]`` listener of ``config`` on ``reactor`` (runc2s and runxmpp call this);
+    ``reuse_port``: see :func:`listen_c2s`."""
     from django.conf import settings  # noqa: PLC0415
 
     from certauth.trust import trust_anchors  # noqa: PLC0415 (needs the app registry)
@@ -638,6 +666,7 @@ def start_c2s_listeners(config: Config, reactor: Any) -> list[IListeningPort]:
             authenticator_factory=_default_authenticator_factory(config),
             ping_interval=float(config.options.ping_interval_seconds),
             bridge_factory=_default_bridge_factory,
+            reuse_port=reuse_port,
         )
         server_tls = port_factory(port).server_tls
         if server_tls is not None:

@@ -216,6 +216,62 @@ def test_second_login_with_the_same_full_jid_ends_the_first_with_conflict(redis_
         second.stop()
 
 
+def holder_pid(cluster: Cluster, full_jid: str) -> int:
+    """The pid of the process whose registry row holds ``full_jid`` (process_id is host:pid:start)."""
+    deadline = time.monotonic() + 30
+    sql = "SELECT process_id FROM transport_livesession WHERE full_jid=?"
+    while not (rows := cluster.query(sql, full_jid)):
+        assert time.monotonic() < deadline, f"no registry row for {full_jid}"
+        time.sleep(0.1)
+    return int(rows[0][0].split(":")[1])
+
+
+def test_runc2s_processes_with_reuse_port_share_one_port_and_route_between_them(redis_cluster):
+    """`runc2s --reuse-port`: the kernel spreads logins on one port over the processes (SO_REUSEPORT), and a
+    session on one reaches a session on the other through Redis as with two ports."""
+    cluster = redis_cluster
+    port = free_port()
+    env = cluster.env("shared", port)
+    both = [Managed(env, "runc2s", "--reuse-port") for _ in range(2)]
+    cluster.processes += both
+    for process in both:
+        process.wait_for(f"c2s listening on 127.0.0.1:{port}\n")
+    pids = {process.process.pid for process in both}
+    alice = cluster.agent(port, "alice", "shared")
+    bob = None
+    try:
+        alice_pid = holder_pid(cluster, alice.full_jid)
+        assert alice_pid in pids
+        for attempt in range(30):  # each login lands on either process: 30 on the same one is 1 in 2**30
+            bob = cluster.agent(port, "bob", f"shared{attempt}")
+            if holder_pid(cluster, bob.full_jid) != alice_pid:
+                break
+            bob.stop()
+            bob = None
+        assert bob is not None, "every login landed on one process: the port is not shared"
+        alice.send("<presence/>")
+        bob.send("<presence/>")
+        alice.send(f"<message to='{bob.full_jid}' type='chat'><body>across processes</body></message>")
+        bob.wait_for(is_message("alice@localhost", "across processes"), "alice's message from the other one")
+        bob.send(f"<message to='{alice.full_jid}' type='chat'><body>and back</body></message>")
+        alice.wait_for(is_message("bob@localhost", "and back"), "bob's answer from the other process")
+    finally:
+        alice.stop()
+        if bob is not None:
+            bob.stop()
+
+
+def test_reuse_port_without_redis_is_refused_with_the_reason(tmp_path):
+    """Processes sharing a port could not reach each other's sessions without Redis: refuse to start."""
+    pki = make_pki(tmp_path)
+    cafile = tmp_path / "ca.pem"
+    cafile.write_bytes(pki.ca.pem)
+    config = c2s_config(tmp_path / "x.toml", free_port(), pki.server_certfile, pki.server_keyfile, cafile)
+    result = manage(server_env(tmp_path, config, None), "runc2s", "--reuse-port", timeout=60)
+    assert result.returncode != 0
+    assert "--reuse-port" in result.stderr and "set REDIS_URL" in result.stderr, result.stderr
+
+
 def test_sigkilled_listener_leaves_no_ghost_session_after_its_lease(redis_cluster):
     cluster = redis_cluster
     # [xmppauth] session_lease_seconds = 6: rows not renewed for 6 s are expired, and purged by any heartbeat

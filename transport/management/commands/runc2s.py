@@ -34,9 +34,25 @@ def install_asyncio_reactor() -> None:
 class Command(BaseCommand):
     help = "Run the XMPP c2s TCP listeners of the config ([[listen.c2s]]: STARTTLS and direct TLS)."
 
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--reuse-port",
+            action="store_true",
+            help="listen with SO_REUSEPORT: run several runc2s processes on the same ports and the kernel "
+            "spreads the connections over them (they reach each other's sessions through Redis: needs "
+            "REDIS_URL)",
+        )
+
     def handle(self, *args, **options) -> None:
+        reuse_port = bool(options.get("reuse_port"))
+        if reuse_port and not settings.REDIS_URL:
+            raise CommandError(
+                "--reuse-port: runc2s processes sharing a port route stanzas to each other's sessions "
+                "through Redis; set REDIS_URL (without it, run one runc2s)"
+            )
         install_asyncio_reactor()
         from twisted.internet import reactor  # noqa: PLC0415
+        from twisted.internet.error import CannotListenError  # noqa: PLC0415
 
         from transport.tcp import start_c2s_listeners  # noqa: PLC0415
         from xmppauth.dbconn import keep_connections_in_threads  # noqa: PLC0415
@@ -50,9 +66,11 @@ class Command(BaseCommand):
         for host in ensure_domains(config.hosts):
             logger.info("hosted domain %s added from the config", host)
         try:
-            ports = start_c2s_listeners(config, reactor)
+            ports = start_c2s_listeners(config, reactor, reuse_port=reuse_port)
         except TlsConfigError as exc:
             raise CommandError(str(exc)) from exc
+        except (CannotListenError, OSError) as exc:
+            raise CommandError(f"cannot listen: {exc}") from exc
         from transport.live import start_session_services  # noqa: PLC0415
 
         start_session_services(reactor)  # revoked certificates end their sessions (DESIGN §5)
