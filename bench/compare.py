@@ -54,13 +54,14 @@ from bench.loadclient import (
     tls_connector,
     xmpp_connector,
 )
+from bench.proc import Pids
 from bench.run_login_bench import DOMAIN, HOST, Scratch, machine, prepare
 from bench.targets import ejabberd, ours, prosody
 from bench.targets.common import Child, TargetUnavailable, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WARM_UP_LOGINS = 20
-TARGETS = ("runc2s", "runxmpp", "ejabberd", "prosody", "openssl")
+TARGETS = (*ours.TARGETS, "ejabberd", "prosody", "openssl")
 APT_PACKAGES = {"ejabberd": ("ejabberd",), "prosody": prosody.PACKAGES}
 INIT_SCRIPTS = {"ejabberd": "/etc/init.d/ejabberd", "prosody": "/etc/init.d/prosody"}
 
@@ -69,7 +70,7 @@ class Running(Protocol):
     """A started target: its pid (CPU, memory), its direct TLS port, and how to stop it."""
 
     @property
-    def pid(self) -> int: ...
+    def pid(self) -> Pids: ...
 
     port: int
 
@@ -116,8 +117,10 @@ def ensure_packages(name: str, allow_install: bool) -> str | None:
     return None
 
 
-def start_target(name: str, scratch: Scratch, ca: tuple, run_dir: Path) -> Running:
+def start_target(name: str, scratch: Scratch, ca: tuple, run_dir: Path, redis_url: str) -> Running:
     pki = scratch.pki
+    if name == ours.SHARED:
+        return ours.start_shared(scratch, run_dir, redis_url)
     if name in ours.COMMANDS:
         return ours.start(scratch, name, run_dir)
     if name == "ejabberd":
@@ -170,13 +173,13 @@ def identities(
 
 def login_target(name: str, scratch: Scratch, ca: tuple, args: argparse.Namespace, results: Results) -> None:
     """Warm-up, then ``args.count`` logins (or handshakes, for openssl) on a fresh process of ``name``."""
-    provision = name in ours.COMMANDS
+    provision = name in ours.TARGETS
     contexts = identities(ca, scratch, f"{name}-l-", args.count, args.key_type, accounts=provision)
     warm = identities(ca, scratch, f"{name}-w-", WARM_UP_LOGINS, args.key_type, accounts=provision)
     xmpp = name != "openssl"
     run_dir = scratch.directory / "targets" / f"{name}-logins"
     try:
-        server = start_target(name, scratch, ca, run_dir)
+        server = start_target(name, scratch, ca, run_dir, args.redis_url)
     except TargetUnavailable as exc:
         results.skipped[name] = str(exc).splitlines()[0]
         results.problems.append(f"{name} did not start: {exc}")
@@ -200,7 +203,8 @@ def login_target(name: str, scratch: Scratch, ca: tuple, args: argparse.Namespac
         results.logins[name] = asyncio.run(run)
         print("\n".join(login_rows([results.logins[name]])[2:]), flush=True)
     finally:
-        alive = server.child.process.poll() is None
+        children = getattr(server, "children", None) or [server.child]
+        alive = all(child.process.poll() is None for child in children)
         server.stop()
         if not alive:
             results.problems.append(f"{name} exited during the login run")
@@ -210,12 +214,12 @@ def idle_target(
     name: str, size: int, scratch: Scratch, ca: tuple, args: argparse.Namespace, results: Results
 ) -> None:
     """``size`` sessions held on a fresh process of ``name`` (memory freed by earlier runs not reused)."""
-    provision = name in ours.COMMANDS
+    provision = name in ours.TARGETS
     contexts = identities(ca, scratch, f"{name}-i{size}-", size, args.key_type, accounts=provision)
     warm = identities(ca, scratch, f"{name}-iw{size}-", WARM_UP_LOGINS, args.key_type, accounts=provision)
     run_dir = scratch.directory / "targets" / f"{name}-idle{size}"
     try:
-        server = start_target(name, scratch, ca, run_dir)
+        server = start_target(name, scratch, ca, run_dir, args.redis_url)
     except TargetUnavailable as exc:
         results.problems.append(f"{name} (idle {size}) did not start: {exc}")
         return
@@ -234,6 +238,7 @@ def idle_target(
 LABELS = {
     "runc2s": "ours, runc2s",
     "runxmpp": "ours, runxmpp",
+    ours.SHARED: "ours, 2 × runc2s --reuse-port (Redis)",
     "ejabberd": "ejabberd",
     "prosody": "Prosody, mod_auth_ccert",
     "openssl": "openssl s_server (TLS handshake only)",
@@ -269,7 +274,7 @@ def messaging(args: argparse.Namespace, results: Results) -> None:
 def ratio_rows(results: Results) -> list[str]:
     """Ours / each other target, in logins/s and in server CPU per login."""
     rows = ["| ours / other | logins/s ratio | server CPU per login ratio |", "|---|---|---|"]
-    for mine in ours.COMMANDS:
+    for mine in ours.TARGETS:
         report = results.logins.get(mine)
         if report is None or not report.ok:
             continue
@@ -345,7 +350,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-install", action="store_true", help="skip targets not installed")
     parser.add_argument("--no-messaging", action="store_true", help="skip bench.messaging")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12", help="for bench.messaging")
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/12",
+        help=f"for {ours.SHARED} and bench.messaging (skipped when nothing answers there)",
+    )
     args = parser.parse_args(argv)
     if args.count is None:
         args.count = 100 if args.quick else 2000
@@ -373,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"# skipping {name}: {why}", flush=True)
                 results.skipped[name] = why
                 targets.remove(name)
+    if ours.SHARED in targets and not redis_answers(args.redis_url):
+        results.skipped[ours.SHARED] = f"nothing answers on {args.redis_url} (--redis-url)"
+        targets.remove(ours.SHARED)
     results.versions["ejabberd"] = ejabberd.version() if ejabberd.installed() else "not installed"
     results.versions["Prosody"] = prosody.version() if prosody.installed() else "not installed"
     directory = Path(tempfile.mkdtemp(prefix="xmppauth-compare-"))

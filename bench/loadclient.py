@@ -49,7 +49,7 @@ from bench.clientcerts import (
     load_server_ca,
     make_identities,
 )
-from bench.proc import cpu_seconds, machine_busy_seconds, rss_bytes
+from bench.proc import Pids, cpu_seconds, machine_busy_seconds, rss_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +302,7 @@ Connect = Callable[[int], Awaitable[Stream]]
 
 
 async def run_logins(
-    connect: Connect, count: int, concurrency: int, label: str, *, server_pid: int | None, xmpp: bool
+    connect: Connect, count: int, concurrency: int, label: str, *, server_pid: Pids | None, xmpp: bool
 ) -> LoginReport:
     """``count`` calls of ``connect(n)``, ``concurrency`` in flight; each stream is closed once it is up."""
     report = LoginReport(label, count, concurrency)
@@ -417,7 +417,7 @@ async def run_idle(
     concurrency: int,
     label: str,
     *,
-    server_pid: int,
+    server_pid: Pids,
     settle: float = 2.0,
     hold: float = 0.0,
 ) -> IdleReport:

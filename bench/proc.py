@@ -13,8 +13,20 @@ from pathlib import Path
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time that process ``pid`` has used so far, in seconds (proc(5) stat 14, 15)."""
+Pids = int | tuple[int, ...]  # one server process, or the processes of one server (runc2s --reuse-port)
+
+
+def _each(pids: Pids) -> tuple[int, ...]:
+    return pids if isinstance(pids, tuple) else (pids,)
+
+
+def cpu_seconds(pids: Pids) -> float:
+    """User plus system CPU time used so far by the process (or all of ``pids``), in seconds (proc(5) stat
+    fields 14 and 15)."""
+    return sum(_cpu_seconds(pid) for pid in _each(pids))
+
+
+def _cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) is in parentheses and may hold spaces: split after its closing one.
     fields = stat[stat.rindex(")") + 2 :].split()
@@ -22,8 +34,12 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of process ``pid`` in bytes (proc(5) status VmRSS)."""
+def rss_bytes(pids: Pids) -> int:
+    """Resident set size of process ``pid`` (or the sum over ``pids``) in bytes (proc(5) status VmRSS)."""
+    return sum(_rss_bytes(pid) for pid in _each(pids))
+
+
+def _rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024

@@ -9,14 +9,17 @@ a plain HTTP one on another free port of 127.0.0.1. The comparison uses the dire
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.run_login_bench import Scratch
-from bench.targets.common import HOST, Child, free_port
+from bench.targets.common import HOST, Child, TargetUnavailable, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ("runc2s", "runxmpp")
+SHARED = "runc2s-x2"  # two `runc2s --reuse-port` on the same ports, through Redis (README: one per core)
+TARGETS = (*COMMANDS, SHARED)
 
 
 @dataclass
@@ -49,3 +52,39 @@ def start(scratch: Scratch, command: str, log_dir: Path) -> Ours:
     for port in (scratch.starttls_port, scratch.direct_port):
         child.wait_port(port)
     return Ours(child, scratch.direct_port)
+
+
+@dataclass
+class OursShared:
+    """Several ``runc2s --reuse-port`` processes on the same ports; ``pid`` is all of them (CPU, memory)."""
+
+    children: list[Child]
+    port: int
+
+    @property
+    def pid(self) -> tuple[int, ...]:
+        return tuple(child.pid for child in self.children)
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.stop()
+
+
+def start_shared(scratch: Scratch, log_dir: Path, redis_url: str, processes: int = 2) -> OursShared:
+    """``processes`` × ``manage.py runc2s --reuse-port`` on the scratch database, routing through Redis."""
+    env = dict(scratch.env, REDIS_URL=redis_url, XMPPAUTH_ROUTER_CHANNEL=f"xmpp.router.bench{free_port()}")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    children = []
+    for n in range(processes):
+        command = [sys.executable, "manage.py", "runc2s", "--reuse-port"]
+        children.append(Child(command, env, log_dir / f"runc2s-{n}.log", cwd=ROOT))
+        for port in (scratch.starttls_port, scratch.direct_port):
+            children[-1].wait_port(port)
+    shared = OursShared(children, scratch.direct_port)
+    deadline = time.monotonic() + 60  # the port answers once the first listens: wait for every process
+    while not all("c2s listening on" in child.output() for child in children):
+        if time.monotonic() > deadline or any(child.process.poll() is not None for child in children):
+            shared.stop()
+            raise TargetUnavailable("runc2s --reuse-port did not start:\n" + children[-1].output()[-2000:])
+        time.sleep(0.2)
+    return shared
