@@ -26,6 +26,7 @@ from django.db import connection
 from certauth import crlpolicy
 from certauth.models import Certificate, CertificateAuthority, CrlSource, RevocationReason, RevokedSerial
 from certauth.pki import CertFacts
+from xmppauth import fastsql
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +132,20 @@ def crl_staleness(
     return f"revocation status unknown: CRL {location} {why}: CRL of CA {ca_name} stale, fail closed"
 
 
-def _column(model: type, field: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(field).column)
+def _quick_flags_sql() -> str:
+    column, table = fastsql.column, fastsql.table
+    source_ca, next_update = column(CrlSource, "ca"), column(CrlSource, "next_update")
+    return (
+        f"SELECT EXISTS (SELECT 1 FROM {table(Certificate)}"
+        f" WHERE {column(Certificate, 'fingerprint_sha256')} = %s"
+        f" AND {column(Certificate, 'status')} IN (%s, %s)),"
+        f" EXISTS (SELECT 1 FROM {table(RevokedSerial)}"
+        f" WHERE {column(RevokedSerial, 'ca')} = %s AND {column(RevokedSerial, 'serial')} = %s),"
+        f" EXISTS (SELECT 1 FROM {table(CrlSource)} WHERE {source_ca} = %s),"
+        f" EXISTS (SELECT 1 FROM {table(CrlSource)} WHERE {source_ca} = %s"
+        f" AND ({column(CrlSource, 'last_success_at')} IS NOT NULL OR {next_update} IS NOT NULL)"
+        f" AND ({next_update} IS NULL OR {next_update} >= %s))"
+    )
 
 
 def _quick_flags(
@@ -140,21 +153,7 @@ def _quick_flags(
 ) -> tuple[bool, bool, bool, bool]:
     """One statement: (revoked or held here, listed in a CRL of ``ca_id``, ``ca_id`` has CRL sources, one of
     them holds a CRL whose nextUpdate is absent or not before ``fresh_after``: ``crlpolicy.is_fresh``)."""
-    quote = connection.ops.quote_name
-    source = quote(CrlSource._meta.db_table)
-    source_ca = _column(CrlSource, "ca")
-    next_update = _column(CrlSource, "next_update")
-    sql = (
-        f"SELECT EXISTS (SELECT 1 FROM {quote(Certificate._meta.db_table)}"
-        f" WHERE {_column(Certificate, 'fingerprint_sha256')} = %s"
-        f" AND {_column(Certificate, 'status')} IN (%s, %s)),"
-        f" EXISTS (SELECT 1 FROM {quote(RevokedSerial._meta.db_table)}"
-        f" WHERE {_column(RevokedSerial, 'ca')} = %s AND {_column(RevokedSerial, 'serial')} = %s),"
-        f" EXISTS (SELECT 1 FROM {source} WHERE {source_ca} = %s),"
-        f" EXISTS (SELECT 1 FROM {source} WHERE {source_ca} = %s"
-        f" AND ({_column(CrlSource, 'last_success_at')} IS NOT NULL OR {next_update} IS NOT NULL)"
-        f" AND ({next_update} IS NULL OR {next_update} >= %s))"
-    )
+    sql = fastsql.statement("revocation.quick_flags", _quick_flags_sql)
     held = (Certificate.Status.REVOKED.value, Certificate.Status.ON_HOLD.value)
     fresh = connection.ops.adapt_datetimefield_value(fresh_after)
     with connection.cursor() as cursor:
