@@ -20,6 +20,7 @@ sessions are most sessions; a new parser costs microseconds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 from xml.parsers import expat
@@ -51,6 +52,26 @@ _ENTITY_ERRORS = frozenset(
 _ENCODING_ERRORS = frozenset(
     expat.errors.codes[message]
     for message in (expat.errors.XML_ERROR_UNKNOWN_ENCODING, expat.errors.XML_ERROR_INCORRECT_ENCODING)
+)
+
+
+def _refuse(what: str) -> Callable[..., None]:
+    def handler(*args: object) -> None:
+        raise errors.StreamError(errors.RESTRICTED_XML, f"{what} is not allowed in XMPP (RFC 6120 §11.1)")
+
+    return handler
+
+
+# RFC 6120 §11.1: what an XMPP stream may not contain, as expat handlers that end the stream.
+_RESTRICTED_HANDLERS = (
+    ("StartDoctypeDeclHandler", _refuse("a DTD")),
+    ("EntityDeclHandler", _refuse("an entity declaration")),
+    ("UnparsedEntityDeclHandler", _refuse("an entity declaration")),
+    ("NotationDeclHandler", _refuse("a notation declaration")),
+    ("ExternalEntityRefHandler", _refuse("an external entity reference")),
+    ("SkippedEntityHandler", _refuse("an entity reference")),
+    ("CommentHandler", _refuse("a comment")),
+    ("ProcessingInstructionHandler", _refuse("a processing instruction")),
 )
 
 
@@ -127,14 +148,8 @@ class StreamParser:
         parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)  # RFC 6120 §11.1
         parser.buffer_text = False
         parser.XmlDeclHandler = self._on_xml_decl
-        parser.StartDoctypeDeclHandler = self._on_restricted("a DTD")
-        parser.EntityDeclHandler = self._on_restricted("an entity declaration")
-        parser.UnparsedEntityDeclHandler = self._on_restricted("an entity declaration")
-        parser.NotationDeclHandler = self._on_restricted("a notation declaration")
-        parser.ExternalEntityRefHandler = self._on_restricted("an external entity reference")
-        parser.SkippedEntityHandler = self._on_restricted("an entity reference")
-        parser.CommentHandler = self._on_restricted("a comment")
-        parser.ProcessingInstructionHandler = self._on_restricted("a processing instruction")
+        for handler_name, refuse in _RESTRICTED_HANDLERS:  # made once: a parser is made per stanza
+            setattr(parser, handler_name, refuse)
         parser.StartNamespaceDeclHandler = self._on_ns_decl
         parser.StartElementHandler = self._on_start
         parser.EndElementHandler = self._on_end
@@ -225,13 +240,6 @@ class StreamParser:
             raise errors.StreamError(
                 errors.UNSUPPORTED_ENCODING, f"encoding {encoding!r}: only UTF-8"
             )  # §11.6
-
-    @staticmethod
-    def _on_restricted(what: str):
-        def handler(*args: object) -> None:
-            raise errors.StreamError(errors.RESTRICTED_XML, f"{what} is not allowed in XMPP (RFC 6120 §11.1)")
-
-        return handler
 
     def _on_ns_decl(self, prefix: str | None, uri: str) -> None:
         self._pending_ns[prefix or ""] = uri
