@@ -20,7 +20,7 @@ def http_endpoint_descriptions(config: Config) -> list[str]:
     """One description per ``listen.http`` entry, in file order (``listener=N`` is that order)."""
     descriptions = []
     for index, listener in enumerate(config.listen_http):
-        base = f"port={listener.port}:interface={_escape(listener.ip_address)}"
+        base = f"port={listener.port}:interface={_escape(listener.ip_address)}:backlog={listener.backlog}"
         if listener.tls is None:
             descriptions.append(f"tcp:{base}")
         else:

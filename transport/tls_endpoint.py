@@ -11,9 +11,10 @@ Description syntax (``twisted.internet.endpoints.serverFromString``, daphne's ``
     xmpptls:port=5443:interface=127.0.0.1:listener=0   # port / interface override the config's
 
 Keys: ``listener`` (index into ``settings.XMPP.listen_http``, counted from 0 in file order; default 0),
-``port``, ``interface``, ``backlog``. The TLS options come only from the config, never from the command
-line, so every process that reads the same file serves the same TLS. The trust anchors (``tls.cacertfile``
-plus the CAs trusted in the admin) are re-read every :data:`TRUST_REFRESH_INTERVAL` seconds.
+``port``, ``interface``, ``backlog`` (each overrides the listener's own). The TLS options come only from the
+config, never from the command line, so every process that reads the same file serves the same TLS. The
+trust anchors (``tls.cacertfile`` plus the CAs trusted in the admin) are re-read every
+:data:`TRUST_REFRESH_INTERVAL` seconds.
 
 Twisted finds the endpoint through the dropin ``twisted/plugins/xmppauth_endpoints.py`` at the project root
 (a ``twisted/plugins`` directory without ``__init__.py``, which ``twisted.plugins`` adds to its ``__path__``);
@@ -205,8 +206,8 @@ class XmppTlsEndpointParser:
             )
         index = _integer(kwargs, "listener", 0, 0, 1 << 16)
         port = _integer(kwargs, "port", None, 0, 65535)
-        backlog = _integer(kwargs, "backlog", 50, 1, 65535)
-        assert index is not None and backlog is not None
+        backlog = _integer(kwargs, "backlog", None, 1, 65535)
+        assert index is not None
         _django_ready()
         from certauth.trust import trust_anchors  # noqa: PLC0415 (needs the app registry)
 
@@ -217,6 +218,6 @@ class XmppTlsEndpointParser:
             listener.port if port is None else port,
             ServerTls(options, anchors),
             interface=kwargs.get("interface", listener.ip_address),
-            backlog=backlog,
+            backlog=listener.backlog if backlog is None else backlog,
             listener_index=index,
         )

@@ -159,6 +159,7 @@ class HttpListener:
     ip_address: str = "0.0.0.0"
     tls: TlsOptions | None = None  # None: plain HTTP
     handlers: tuple[HttpHandler, ...] = ()
+    backlog: int = BACKLOG_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -478,6 +479,7 @@ def _parse_http(listener: _Table) -> HttpListener:
         ip_address=_parse_ip(listener),
         tls=_parse_tls(listener, HTTP_TLS_MODES, "tls"),
         handlers=tuple(handlers),
+        backlog=listener.integer("backlog", BACKLOG_DEFAULT, 1),
     )
 
 
@@ -495,7 +497,7 @@ def _parse_listen(root: _Table) -> tuple[tuple[C2SListener, ...], tuple[HttpList
     if listen is None:
         return (), ()
     c2s_tables = listen.entries("c2s", ("port", "ip_address", "tls", "max_stanza_size", "backlog"))
-    http_tables = listen.entries("http", ("port", "ip_address", "tls", "handlers"))
+    http_tables = listen.entries("http", ("port", "ip_address", "tls", "handlers", "backlog"))
     c2s = tuple(_parse_c2s(table) for table in c2s_tables)
     http = tuple(_parse_http(table) for table in http_tables)
     bound = [(t.path, li.ip_address, li.port) for t, li in zip(c2s_tables, c2s, strict=True)]

@@ -33,14 +33,14 @@ def test_tls_listeners_get_the_xmpptls_endpoint_and_plain_ones_tcp():
             "listen": {
                 "http": [
                     {"port": 5443, "ip_address": "::1", "tls": {"verify_mode": "peer"}},
-                    {"port": 5280, "ip_address": "127.0.0.1"},
+                    {"port": 5280, "ip_address": "127.0.0.1", "backlog": 4096},
                 ]
             }
         }
     )
     assert http_endpoint_descriptions(config) == [
-        "xmpptls:port=5443:interface=\\:\\:1:listener=0",
-        "tcp:port=5280:interface=127.0.0.1",
+        "xmpptls:port=5443:interface=\\:\\:1:backlog=1024:listener=0",  # MongooseIM's default backlog
+        "tcp:port=5280:interface=127.0.0.1:backlog=4096",
     ]
 
 

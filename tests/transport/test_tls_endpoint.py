@@ -52,7 +52,7 @@ def test_port_that_is_not_a_number_is_refused(two_listeners):
 
 
 @pytest.mark.django_db
-def test_port_and_interface_default_to_the_listeners_and_may_be_overridden(tmp_path, settings):
+def test_port_interface_and_backlog_default_to_the_listeners_and_may_be_overridden(tmp_path, settings):
     from tests.transport.tlsclient import make_pki
 
     pki = make_pki(tmp_path)
@@ -63,6 +63,7 @@ def test_port_and_interface_default_to_the_listeners_and_may_be_overridden(tmp_p
                     {
                         "port": 5443,
                         "ip_address": "127.0.0.1",
+                        "backlog": 333,
                         "tls": {"certfile": str(pki.server_certfile), "keyfile": str(pki.server_keyfile)},
                     }
                 ]
@@ -70,7 +71,7 @@ def test_port_and_interface_default_to_the_listeners_and_may_be_overridden(tmp_p
         }
     )
     default = serverFromString(None, "xmpptls:listener=0")
-    assert (default.port, default.interface) == (5443, "127.0.0.1")
-    overridden = serverFromString(None, "xmpptls:listener=0:port=6443:interface=0.0.0.0")
-    assert (overridden.port, overridden.interface) == (6443, "0.0.0.0")
+    assert (default.port, default.interface, default.backlog) == (5443, "127.0.0.1", 333)
+    overridden = serverFromString(None, "xmpptls:listener=0:port=6443:interface=0.0.0.0:backlog=77")
+    assert (overridden.port, overridden.interface, overridden.backlog) == (6443, "0.0.0.0", 77)
     assert overridden.server_tls.options.certfile == str(pki.server_certfile)
