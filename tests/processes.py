@@ -1,10 +1,17 @@
-"""Helpers for tests that start real servers: a free loopback port, and stopping a child process cleanly."""
+"""Helpers for tests that start real servers: a free loopback port, a ``manage.py`` command in the background
+whose output is read line by line, and stopping a child process cleanly."""
 
 from __future__ import annotations
 
+import queue
 import signal
 import socket
 import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: manage.py runs from here
 
 
 def free_port() -> int:
@@ -22,3 +29,56 @@ def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+class Managed:
+    """``manage.py <args>`` in the background; :meth:`wait_for` reads its output line by line."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.args = args
+        command = list(args) if args[0] == "-m" else ["manage.py", *args]  # -m: a module (daphne)
+        self.process = subprocess.Popen(
+            [sys.executable, *command],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put("")
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"{self.args} never printed {text!r}:\n{''.join(self.output)}") from None
+            self.output.append(line)
+            if text in line:
+                return line
+            if line == "":
+                raise AssertionError(f"{self.args} ended before printing {text!r}:\n{''.join(self.output)}")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        while not self.lines.empty():
+            self.output.append(self.lines.get())
+        return "".join(self.output)

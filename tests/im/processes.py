@@ -4,15 +4,10 @@ SQLite file and, when given, one Redis (DESIGN §1: production is several listen
 from __future__ import annotations
 
 import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
-from tests.processes import free_port
-from tests.transport.runc2s_process import ROOT, environment
+from tests.processes import Managed, free_port
+from tests.transport.runc2s_process import environment
 
 REDIS_TEST_URL = os.environ.get("XMPPAUTH_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
@@ -85,59 +80,6 @@ def server_env(
     if router_channel:
         env["XMPPAUTH_ROUTER_CHANNEL"] = router_channel
     return env
-
-
-class Managed:
-    """``manage.py <args>`` in the background; :meth:`wait_for` reads its output line by line."""
-
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.args = args
-        command = list(args) if args[0] == "-m" else ["manage.py", *args]  # -m: a module (daphne)
-        self.process = subprocess.Popen(
-            [sys.executable, *command],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-        self.lines.put("")
-
-    def wait_for(self, text: str, timeout: float = 60) -> str:
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"{self.args} never printed {text!r}:\n{''.join(self.output)}") from None
-            self.output.append(line)
-            if text in line:
-                return line
-            if line == "":
-                raise AssertionError(f"{self.args} ended before printing {text!r}:\n{''.join(self.output)}")
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        while not self.lines.empty():
-            self.output.append(self.lines.get())
-        return "".join(self.output)
 
 
 def wait_listening(process: Managed, port: int, timeout: float = 60) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import queue
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import ROOT, Managed
+
+__all__ = ["ROOT", "Runc2s", "environment", "manage"]
 
 
 def environment(directory: Path, config: Path) -> dict[str, str]:
@@ -28,48 +28,8 @@ def manage(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-class Runc2s:
+class Runc2s(Managed):
     """``manage.py runc2s`` in the background; :meth:`wait_for` reads its output line by line."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "runc2s"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-        self.lines.put("")
-
-    def wait_for(self, text: str, timeout: float = 60) -> str:
-        """The first output line containing ``text``; AssertionError with the output so far otherwise."""
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"runc2s never printed {text!r}:\n{''.join(self.output)}") from None
-            self.output.append(line)
-            if text in line:
-                return line
-            if line == "":
-                raise AssertionError(f"runc2s ended before printing {text!r}:\n{''.join(self.output)}")
-
-    def stop(self) -> str:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        while not self.lines.empty():
-            self.output.append(self.lines.get())
-        return "".join(self.output)
+        super().__init__(env, "runc2s")

@@ -11,12 +11,9 @@ ends is measured by ``bench/revocation_latency.py``, not asserted here.
 from __future__ import annotations
 
 import json
-import queue
 import shutil
 import sqlite3
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from contextlib import closing
@@ -35,29 +32,12 @@ from tests.certauth.test_crl_celery_worker import (
     run_python,
 )
 from tests.certs import make_client
-from tests.processes import free_port
-from tests.transport.runc2s_process import ROOT, Runc2s, environment, manage
+from tests.processes import ROOT, Managed, free_port
+from tests.transport.runc2s_process import environment, manage
 from tests.transport.sessionclient import Refused, login
 from tests.transport.tlsclient import client_context, make_pki
 
 NO_REDIS = redis_unreachable()
-
-
-class Server(Runc2s):
-    """``manage.py <command>`` in the background (runc2s or runxmpp), read like :class:`Runc2s`."""
-
-    def __init__(self, env: dict[str, str], command: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", command],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +85,7 @@ def run_manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-def stop(server: Server) -> str:
+def stop(server: Managed) -> str:
     output = server.stop()
     print(output)
     return output
@@ -126,7 +106,7 @@ def test_pki_revoke_in_another_process_ends_the_session_held_by_runc2s(tmp_path,
         env["REDIS_URL"] = REDIS_URL
     (tmp_path / "alice.pem").write_bytes(pki.valid.pem)
     run_manage(env, "pki", "import-cert", str(tmp_path / "alice.pem"))
-    server = Server(env, "runc2s")
+    server = Managed(env, "runc2s")
     try:
         server.wait_for(f"c2s listening on 127.0.0.1:{port}\n")
         context = client_context(tmp_path, pki.valid)
@@ -151,7 +131,7 @@ def test_pki_revoke_ends_the_session_held_by_runxmpp_without_redis(tmp_path, mig
     env, pki, port = scratch(tmp_path, migrated_database, http=True)
     (tmp_path / "alice.pem").write_bytes(pki.valid.pem)
     run_manage(env, "pki", "import-cert", str(tmp_path / "alice.pem"))
-    server = Server(env, "runxmpp")
+    server = Managed(env, "runxmpp")
     try:
         server.wait_for(f"c2s listening on 127.0.0.1:{port}")
         server.wait_for("session termination watcher polls")
@@ -185,7 +165,7 @@ def test_crl_refreshed_by_a_celery_worker_ends_the_session_held_by_runc2s(tmp_pa
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        server = Server(env, "runc2s")
+        server = Managed(env, "runc2s")
         try:
             assert json.loads(run_python(SEND, env))["ok"]  # the first CRL: alice is not on it
             server.wait_for(f"c2s listening on 127.0.0.1:{port}\n")
@@ -230,7 +210,7 @@ def _wait_for_rows(database: Path, expected: int) -> None:
 
 def test_a_session_that_ends_leaves_no_row_in_the_registry(tmp_path, migrated_database):
     env, pki, port = scratch(tmp_path, migrated_database)
-    server = Server(env, "runc2s")
+    server = Managed(env, "runc2s")
     try:
         server.wait_for(f"c2s listening on 127.0.0.1:{port}\n")
         session = login(port, client_context(tmp_path, pki.valid))
