@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.seed_configs import SEED_EXAMPLE_1, SEED_EXAMPLE_2
 from xmppauth.config import (
     Config,
     ConfigError,
@@ -21,36 +22,6 @@ from xmppauth.config import (
 )
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-
-SEED_EXAMPLE_1 = """
-[listen.c2s]
-  port = 5222
-  tls.cacertfile = "ca.pem"
-  tls.verify_peer = true
-[listen.http]
-  port = 5285
-  tls.cacertfile = "ca.pem"
-  tls.verify_peer = true
-  [[listen.http.handlers.mod_bosh]]
-    host = "_"
-    path = "/http-bind"
-  [[listen.http.handlers.mod_websockets]]
-    host = "_"
-    path = "/ws-xmpp"
-[auth]
-  method = ["pki"]
-  sasl_mechanisms = ["external"]
-"""
-
-SEED_EXAMPLE_2 = """
-[listen.c2s]
-  port = 5222
-  tls.cacertfile = "ca.pem"
-  tls.verify_peer = true
-[auth]
-  methods = ["rdbms", "pki"]
-  sasl_mechanisms = ["scram_sha1", "external"]
-"""
 
 
 def write(tmp_path: Path, text: str, name: str = "xmppauth.toml") -> Path:

@@ -15,28 +15,10 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from tests.certs import Issued
 from tests.processes import free_port
+from tests.seed_configs import SEED_EXAMPLE_1
 from tests.transport.runc2s_process import Runc2s, environment, manage
 from tests.transport.xmppclient import slixmpp_login
 
-SEED_CONFIG = """\
-[listen.c2s]
-  port = 5222
-  tls.cacertfile = "ca.pem"
-  tls.verify_peer = true
-[listen.http]
-  port = 5285
-  tls.cacertfile = "ca.pem"
-  tls.verify_peer = true
-  [[listen.http.handlers.mod_bosh]]
-    host = "_"
-    path = "/http-bind"
-  [[listen.http.handlers.mod_websockets]]
-    host = "_"
-    path = "/ws-xmpp"
-[auth]
-  method = ["pki"]
-  sasl_mechanisms = ["external"]
-"""
 P12_PASSWORD = "pw"
 
 
@@ -49,7 +31,7 @@ def _run(env: dict[str, str], *args: str) -> str:
 def test_seed_certificate_only_config_logs_in_a_client_issued_by_pki_issue(tmp_path):
     c2s_port, http_port = free_port(), free_port()
     config = tmp_path / "xmppauth.toml"
-    text = SEED_CONFIG.replace("port = 5222", f"port = {c2s_port}").replace(
+    text = SEED_EXAMPLE_1.replace("port = 5222", f"port = {c2s_port}").replace(
         "port = 5285", f"port = {http_port}"
     )
     config.write_text(text)
