@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from xml.etree.ElementTree import Element
+from xml.etree.ElementTree import Element, tostring
 
 import slixmpp
 
@@ -25,7 +25,45 @@ STREAM_ERRORS = "{urn:ietf:params:xml:ns:xmpp-streams}"
 TIMEOUT = 30.0
 
 
-class SlixAgent:
+class StanzaInbox:
+    """What both scripted clients share: the stanzas received so far, waited for one at a time; and the
+    exchanges built on ``send``. A subclass sets ``full_jid``, ``received``, ``_cond`` and ``send``."""
+
+    full_jid: str
+    received: list[Element]
+    _cond: threading.Condition
+
+    def send(self, xml: str) -> None:
+        raise NotImplementedError
+
+    def wait_for(self, predicate: Callable[[Element], bool], what: str = "a stanza") -> Element:
+        """The first received stanza (since the start) matching ``predicate``; consumed so it matches once."""
+        with self._cond:
+            found = self._cond.wait_for(lambda: self._take(predicate), TIMEOUT)
+            if not found:
+                raise AssertionError(f"{self.full_jid} never received {what}; got {self.dump()}")
+            return found[0]
+
+    def _take(self, predicate: Callable[[Element], bool]) -> list[Element]:
+        """A one-item list (an Element without children is false, so it is never returned bare)."""
+        for index, element in enumerate(self.received):
+            if predicate(element):
+                return [self.received.pop(index)]
+        return []
+
+    def dump(self) -> str:
+        return "\n".join(tostring(e, encoding="unicode") for e in self.received)
+
+    def iq(self, xml_inside: str, kind: str = "get", iq_id: str = "q1") -> Element:
+        self.send(f"<iq type='{kind}' id='{iq_id}'>{xml_inside}</iq>")
+        return self.wait_for(lambda e: e.tag == f"{CLIENT}iq" and e.get("id") == iq_id, f"iq {iq_id}")
+
+    def roster(self, iq_id: str = "roster") -> dict[str, Element]:
+        reply = self.iq("<query xmlns='jabber:iq:roster'/>", iq_id=iq_id)
+        return {item.get("jid"): item for item in reply.iter(f"{ROSTER}item")}
+
+
+class SlixAgent(StanzaInbox):
     def __init__(self, port: int, directory: Path, cert: Issued, jid: str, *, resource: str = "tcp") -> None:
         self.port = port
         self.jid = jid
@@ -100,41 +138,12 @@ class SlixAgent:
     def send(self, xml: str) -> None:
         self.loop.call_soon_threadsafe(self.xmpp.send_raw, xml)
 
-    def wait_for(self, predicate: Callable[[Element], bool], what: str = "a stanza") -> Element:
-        """The first received stanza (since the start) matching ``predicate``; consumed so it matches once."""
-        with self._cond:
-            found = self._cond.wait_for(lambda: self._take(predicate), TIMEOUT)
-            if not found:
-                raise AssertionError(f"{self.full_jid} never received {what}; got {self.dump()}")
-            return found[0]
-
-    def _take(self, predicate: Callable[[Element], bool]) -> list[Element]:
-        """A one-item list (an Element without children is false, so it is never returned bare)."""
-        for index, element in enumerate(self.received):
-            if predicate(element):
-                return [self.received.pop(index)]
-        return []
-
     def wait_for_stream_error(self) -> str:
         with self._cond:
             if not self._cond.wait_for(lambda: self.stream_errors, TIMEOUT):
                 raise AssertionError(f"{self.full_jid} got no stream error")
             return self.stream_errors[0]
 
-    def dump(self) -> str:
-        from xml.etree.ElementTree import tostring  # noqa: PLC0415
-
-        return "\n".join(tostring(e, encoding="unicode") for e in self.received)
-
-    # -- common exchanges ------------------------------------------------------------------------------
-
-    def iq(self, xml_inside: str, kind: str = "get", iq_id: str = "q1") -> Element:
-        self.send(f"<iq type='{kind}' id='{iq_id}'>{xml_inside}</iq>")
-        return self.wait_for(lambda e: e.tag == f"{CLIENT}iq" and e.get("id") == iq_id, f"iq {iq_id}")
-
-    def roster(self, iq_id: str = "roster") -> dict[str, Element]:
-        reply = self.iq("<query xmlns='jabber:iq:roster'/>", iq_id=iq_id)
-        return {item.get("jid"): item for item in reply.iter(f"{ROSTER}item")}
 
 
 def is_message(sender_bare: str, body: str | None = None) -> Callable[[Element], bool]:

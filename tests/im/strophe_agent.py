@@ -6,14 +6,13 @@ import json
 import re
 import subprocess
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from xml.etree.ElementTree import Element, fromstring, tostring
+from xml.etree.ElementTree import Element, fromstring
 
 from cryptography.hazmat.primitives import serialization
 
 from tests.certs import Issued
-from tests.im.agents import CLIENT, ROSTER, TIMEOUT
+from tests.im.agents import TIMEOUT, StanzaInbox
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 
@@ -26,7 +25,7 @@ def client_files(directory: Path, client: Issued, name: str) -> tuple[Path, Path
     return certfile, keyfile
 
 
-class StropheAgent:
+class StropheAgent(StanzaInbox):
     def __init__(self, url: str, directory: Path, cert: Issued, jid: str, *, resource: str = "ws") -> None:
         self.jid = jid
         self.full_jid = f"{jid}/{resource}"
@@ -94,26 +93,3 @@ class StropheAgent:
                 self.process.kill()
                 self.process.wait()
 
-    def wait_for(self, predicate: Callable[[Element], bool], what: str = "a stanza") -> Element:
-        with self._cond:
-            found = self._cond.wait_for(lambda: self._take(predicate), TIMEOUT)
-            if not found:
-                raise AssertionError(f"{self.full_jid} never received {what}; got {self.dump()}")
-            return found[0]
-
-    def _take(self, predicate: Callable[[Element], bool]) -> list[Element]:
-        for index, element in enumerate(self.received):
-            if predicate(element):
-                return [self.received.pop(index)]
-        return []
-
-    def dump(self) -> str:
-        return "\n".join(tostring(e, encoding="unicode") for e in self.received)
-
-    def iq(self, xml_inside: str, kind: str = "get", iq_id: str = "q1") -> Element:
-        self.send(f"<iq type='{kind}' id='{iq_id}'>{xml_inside}</iq>")
-        return self.wait_for(lambda e: e.tag == f"{CLIENT}iq" and e.get("id") == iq_id, f"iq {iq_id}")
-
-    def roster(self, iq_id: str = "roster") -> dict[str, Element]:
-        reply = self.iq("<query xmlns='jabber:iq:roster'/>", iq_id=iq_id)
-        return {item.get("jid"): item for item in reply.iter(f"{ROSTER}item")}
