@@ -57,7 +57,7 @@ from bench.loadclient import (
 from bench.proc import Pids
 from bench.run_login_bench import DOMAIN, HOST, Scratch, machine, prepare
 from bench.targets import ejabberd, ours, prosody
-from bench.targets.common import Child, TargetUnavailable, free_port
+from bench.targets.common import Child, Target, TargetUnavailable, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WARM_UP_LOGINS = 20
@@ -132,17 +132,8 @@ def start_target(name: str, scratch: Scratch, ca: tuple, run_dir: Path, redis_ur
     raise ValueError(f"unknown target {name!r}; accepted values: {', '.join(TARGETS)}")
 
 
-@dataclass
-class OpenSSLServer:
-    child: Child
-    port: int
-
-    @property
-    def pid(self) -> int:
-        return self.child.pid
-
-    def stop(self) -> None:
-        self.child.stop()
+class OpenSSLServer(Target):
+    """``openssl s_server``: the mutual-TLS handshake limit."""
 
 
 def start_openssl(scratch: Scratch, run_dir: Path) -> OpenSSLServer:

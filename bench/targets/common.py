@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -103,3 +104,18 @@ class Child:
                     break
                 except subprocess.TimeoutExpired:
                     continue
+
+
+@dataclass
+class Target:
+    """A started server process listening for direct TLS on ``port``: what the benchmarks measure and stop."""
+
+    child: Child
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    def stop(self) -> None:
+        self.child.stop()

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-from bench.targets.common import HOST, Child, TargetUnavailable, free_port
+from bench.targets.common import HOST, Child, Target, TargetUnavailable, free_port
 
 ERL = "/usr/bin/erl"
 LIB_ROOT = Path("/usr/lib/x86_64-linux-gnu")  # Debian's ERL_LIBS for ejabberd and its dependencies
@@ -68,19 +67,8 @@ modules:
 """
 
 
-@dataclass
-class Ejabberd:
+class Ejabberd(Target):
     """One ejabberd VM listening for direct TLS on ``port``."""
-
-    child: Child
-    port: int
-
-    @property
-    def pid(self) -> int:
-        return self.child.pid
-
-    def stop(self) -> None:
-        self.child.stop()
 
 
 def start(

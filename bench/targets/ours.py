@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.run_login_bench import Scratch
-from bench.targets.common import HOST, Child, TargetUnavailable, free_port
+from bench.targets.common import HOST, Child, Target, TargetUnavailable, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ("runc2s", "runxmpp")
@@ -22,19 +22,8 @@ SHARED = "runc2s-x2"  # two `runc2s --reuse-port` on the same ports, through Red
 TARGETS = (*COMMANDS, SHARED)
 
 
-@dataclass
-class Ours:
+class Ours(Target):
     """One runc2s or runxmpp process; ``port`` is its direct TLS c2s listener."""
-
-    child: Child
-    port: int
-
-    @property
-    def pid(self) -> int:
-        return self.child.pid
-
-    def stop(self) -> None:
-        self.child.stop()
 
 
 def start(scratch: Scratch, command: str, log_dir: Path) -> Ours:

@@ -17,13 +17,12 @@ import os
 import pwd
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from bench.targets.common import HOST, Child, TargetUnavailable, free_port
+from bench.targets.common import HOST, Child, Target, TargetUnavailable, free_port
 from certauth.pki import PrivateKey
 
 PROSODY = "/usr/bin/prosody"
@@ -113,19 +112,8 @@ def write_crl(ca_cert_file: Path, ca_key: PrivateKey, capath: Path) -> None:
     (capath / f"{subject_hash}.r0").symlink_to("ca.crl.pem")
 
 
-@dataclass
-class Prosody:
+class Prosody(Target):
     """One Prosody process listening for direct TLS on ``port``."""
-
-    child: Child
-    port: int
-
-    @property
-    def pid(self) -> int:
-        return self.child.pid
-
-    def stop(self) -> None:
-        self.child.stop()
 
 
 def start(
