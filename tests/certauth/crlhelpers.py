@@ -16,8 +16,8 @@ from xmppauth.config import AuthConfig, Config, TlsOptions, XmppauthOptions
 GRACE = timedelta(hours=1)
 
 
-def add_ca_row(ca: Issued, name: str) -> CertificateAuthority:
-    """An imported (external) CA, trusted for client authentication."""
+def add_ca_row(ca: Issued, name: str, *, trusted: bool = True) -> CertificateAuthority:
+    """An imported (external) CA row, trusted for client authentication unless ``trusted`` is False."""
     facts = ca.facts
     return CertificateAuthority.objects.create(
         name=name,
@@ -26,6 +26,7 @@ def add_ca_row(ca: Issued, name: str) -> CertificateAuthority:
         fingerprint_sha256=facts.fingerprint_sha256,
         not_before=facts.not_before,
         not_after=facts.not_after,
+        trusted_for_client_auth=trusted,
     )
 
 

@@ -20,6 +20,7 @@ from certauth.models import (
     RevocationReason,
     RevokedSerial,
 )
+from tests.certauth.crlhelpers import add_ca_row
 from tests.certs import (
     SERVER_AUTH,
     Issued,
@@ -52,19 +53,6 @@ def ca() -> Issued:
 @pytest.fixture
 def ca_row(ca) -> CertificateAuthority:
     return add_ca_row(ca, name="DB CA")
-
-
-def add_ca_row(ca: Issued, *, name: str, trusted: bool = True) -> CertificateAuthority:
-    facts = ca.facts
-    return CertificateAuthority.objects.create(
-        name=name,
-        certificate_pem=ca.pem.decode(),
-        subject=facts.subject,
-        fingerprint_sha256=facts.fingerprint_sha256,
-        not_before=facts.not_before,
-        not_after=facts.not_after,
-        trusted_for_client_auth=trusted,
-    )
 
 
 def register(issued: Issued, *, account: Account | None = None, status=Certificate.Status.ACTIVE, **extra):
