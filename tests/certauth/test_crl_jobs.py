@@ -11,25 +11,7 @@ from twisted.internet.task import Clock
 
 from certauth import scheduler, tasks
 from certauth.models import CrlSource
-from tests.certauth.crlhelpers import add_ca_row, add_source, make_crl
-from tests.certauth.crlserver import CrlServer
-from tests.certs import make_ca
-
-
-@pytest.fixture
-def server():
-    with CrlServer() as crl_server:
-        yield crl_server
-
-
-@pytest.fixture
-def ext_ca():
-    return make_ca("External CA")
-
-
-@pytest.fixture
-def ext_row(ext_ca):
-    return add_ca_row(ext_ca, "External CA")
+from tests.certauth.crlhelpers import add_source, make_crl
 
 
 def test_beat_runs_the_due_crl_sources_every_minute(settings):

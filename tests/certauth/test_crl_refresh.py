@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certauth import crlfetch, revocation, trust
 from certauth.models import CrlSource, RevokedSerial
 from certauth.signals import external_revocations_found
-from tests.certauth.crlhelpers import add_ca_row, add_source, authenticator, make_crl, options
+from tests.certauth.crlhelpers import add_source, authenticator, make_crl, options
 from tests.certauth.crlserver import CrlServer
 from tests.certs import make_ca, make_client
 
@@ -26,22 +26,6 @@ def _fresh_trust_cache():
     trust.invalidate()
     yield
     trust.invalidate()
-
-
-@pytest.fixture
-def server():
-    with CrlServer() as crl_server:
-        yield crl_server
-
-
-@pytest.fixture
-def ext_ca():
-    return make_ca("External CA")
-
-
-@pytest.fixture
-def ext_row(ext_ca):
-    return add_ca_row(ext_ca, "External CA")
 
 
 def refresh(source: CrlSource, **kwargs) -> crlfetch.RefreshOutcome:
