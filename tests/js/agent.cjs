@@ -11,81 +11,12 @@
 
 const fs = require('fs');
 const readline = require('readline');
-const https = require('https');
-const WebSocket = require('ws');
+const { installCertTransports } = require('./certtransport.cjs');
 
 const [url, jid, resource, certfile, keyfile] = process.argv.slice(2);
 const tlsOptions = { rejectUnauthorized: false, cert: fs.readFileSync(certfile), key: fs.readFileSync(keyfile) };
 
-class CertWebSocket extends WebSocket {
-    constructor(address, protocols) {
-        super(address, protocols, tlsOptions);
-    }
-}
-globalThis.WebSocket = CertWebSocket;
-
-// BOSH (XEP-0206): Strophe uses the global XMLHttpRequest, which Node lacks; this one presents the
-// certificate (the same shim as login.cjs).
-const agent = new https.Agent({ ...tlsOptions, keepAlive: true });
-
-// Just what Strophe's BOSH code uses (src/bosh.js, src/request.js): open, setRequestHeader, send, abort,
-// readyState, status, responseText, getAllResponseHeaders, onreadystatechange.
-class NodeXMLHttpRequest {
-    constructor() {
-        this.readyState = 0;
-        this.status = 0;
-        this.responseText = '';
-        this.responseXML = null;
-        this.onreadystatechange = null;
-        this._headers = {};
-        this._responseHeaders = {};
-        this._request = null;
-    }
-    open(method, address) {
-        this._method = method;
-        this._url = address;
-        this._change(1);
-    }
-    setRequestHeader(name, value) {
-        this._headers[name] = value;
-    }
-    getAllResponseHeaders() {
-        return Object.entries(this._responseHeaders)
-            .map(([k, v]) => `${k}: ${v}`)
-            .join('\r\n');
-    }
-    overrideMimeType() {}
-    send(data) {
-        const body = Buffer.from(data || '', 'utf8');
-        const headers = { ...this._headers, 'Content-Length': body.length };
-        this._request = https.request(this._url, { method: this._method, headers, agent }, (response) => {
-            const chunks = [];
-            response.on('data', (chunk) => chunks.push(chunk));
-            response.on('end', () => {
-                this.status = response.statusCode;
-                this._responseHeaders = response.headers;
-                this.responseText = Buffer.concat(chunks).toString('utf8');
-                this._change(4);
-            });
-        });
-        this._request.on('error', () => {
-            if (this.readyState !== 4) {
-                this.status = 0;
-                this._change(4);
-            }
-        });
-        this._request.end(body);
-    }
-    abort() {
-        if (this._request) this._request.destroy();
-    }
-    _change(state) {
-        this.readyState = state;
-        if (this.onreadystatechange) this.onreadystatechange();
-    }
-}
-globalThis.XMLHttpRequest = NodeXMLHttpRequest;
-
+installCertTransports(tlsOptions);  // wss and BOSH present the certificate
 
 const { Strophe } = require('strophe.js');
 

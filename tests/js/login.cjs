@@ -1,23 +1,19 @@
 // Log in with Strophe.js and SASL EXTERNAL over wss (RFC 7395) or BOSH (XEP-0206), presenting a client
-// certificate, and print one JSON line with the outcome. Used by tests/transport/test_ws_strophe.py and
-// test_bosh_strophe.py; not a library.
+// certificate, and print one JSON line with the outcome. Used by tests/transport/test_strophe_login.py; not a
+// library.
 //
 //   node login.cjs URL JID [CERTFILE KEYFILE]
 //
-// Strophe opens `new WebSocket(url, 'xmpp')` (the global, else the `ws` package) and, for BOSH, uses the
-// global XMLHttpRequest, which Node does not have. Both are replaced before Strophe loads: a `ws` subclass
-// and a minimal XMLHttpRequest over Node's https, each presenting the certificate. The server's own
-// certificate is not checked (a test CA). JID is passed as both authzid and authcid, so Strophe sends no
-// authzid: an empty <auth/>, then an empty <response/> to the server's empty challenge (XEP-0178, RFC 6120
-// §6.4.2).
+// The certificate goes out through certtransport.cjs (WebSocket and XMLHttpRequest for Strophe). JID is
+// passed as both authzid and authcid, so Strophe sends no authzid: an empty <auth/>, then an empty
+// <response/> to the server's empty challenge (XEP-0178, RFC 6120 §6.4.2).
 //
 // Output: {"status": "connected"|"authfail"|"connfail"|"no-external"|"timeout", "jid": ..., "mechanisms": [...],
 //          "condition": ..., "auth": text of the <auth/> sent, "response": text of the <response/> sent}
 'use strict';
 
 const fs = require('fs');
-const https = require('https');
-const WebSocket = require('ws');
+const { installCertTransports } = require('./certtransport.cjs');
 
 const [url, jid, certfile, keyfile] = process.argv.slice(2);
 const tlsOptions = { rejectUnauthorized: false };
@@ -26,72 +22,7 @@ if (certfile) {
     tlsOptions.key = fs.readFileSync(keyfile);
 }
 
-class CertWebSocket extends WebSocket {
-    constructor(address, protocols) {
-        super(address, protocols, tlsOptions);
-    }
-}
-globalThis.WebSocket = CertWebSocket;
-
-const agent = new https.Agent({ ...tlsOptions, keepAlive: true });
-
-// Just what Strophe's BOSH code uses (src/bosh.js, src/request.js): open, setRequestHeader, send, abort,
-// readyState, status, responseText, getAllResponseHeaders, onreadystatechange.
-class NodeXMLHttpRequest {
-    constructor() {
-        this.readyState = 0;
-        this.status = 0;
-        this.responseText = '';
-        this.responseXML = null;
-        this.onreadystatechange = null;
-        this._headers = {};
-        this._responseHeaders = {};
-        this._request = null;
-    }
-    open(method, address) {
-        this._method = method;
-        this._url = address;
-        this._change(1);
-    }
-    setRequestHeader(name, value) {
-        this._headers[name] = value;
-    }
-    getAllResponseHeaders() {
-        return Object.entries(this._responseHeaders)
-            .map(([k, v]) => `${k}: ${v}`)
-            .join('\r\n');
-    }
-    overrideMimeType() {}
-    send(data) {
-        const body = Buffer.from(data || '', 'utf8');
-        const headers = { ...this._headers, 'Content-Length': body.length };
-        this._request = https.request(this._url, { method: this._method, headers, agent }, (response) => {
-            const chunks = [];
-            response.on('data', (chunk) => chunks.push(chunk));
-            response.on('end', () => {
-                this.status = response.statusCode;
-                this._responseHeaders = response.headers;
-                this.responseText = Buffer.concat(chunks).toString('utf8');
-                this._change(4);
-            });
-        });
-        this._request.on('error', () => {
-            if (this.readyState !== 4) {
-                this.status = 0;
-                this._change(4);
-            }
-        });
-        this._request.end(body);
-    }
-    abort() {
-        if (this._request) this._request.destroy();
-    }
-    _change(state) {
-        this.readyState = state;
-        if (this.onreadystatechange) this.onreadystatechange();
-    }
-}
-globalThis.XMLHttpRequest = NodeXMLHttpRequest;
+const agent = installCertTransports(tlsOptions);
 
 const { Strophe } = require('strophe.js');
 
