@@ -40,6 +40,7 @@ from transport import live
 from transport.sessions import SessionFacts
 from transport.stream import namespaces as ns
 from transport.tls import ServerTls, must_disconnect, peer_chain, verify_errors, with_default_credentials
+from transport.trust_refresh import refresh_trust_anchors
 from xmppauth.config import C2SListener, Config, TlsOptions
 
 logger = logging.getLogger(__name__)
@@ -629,24 +630,6 @@ def listener_tls_options(listener: C2SListener, var_dir: Path) -> TlsOptions | N
     return with_default_credentials(listener.tls, pki_dir / "server.pem", pki_dir / "server.key")
 
 
-def _refresh_trust(reactor: Any, server_tls: ServerTls, cacertfile: str | None) -> Any:
-    """Re-read the trust anchors (in a thread) and rebuild the listener's context if they changed."""
-    from certauth.trust import trust_anchors  # noqa: PLC0415
-
-    def read() -> list[Any]:
-        return list(_in_db_thread(trust_anchors, cacertfile).certificates)
-
-    def apply(anchors: list[Any]) -> None:
-        if {fingerprint_sha256(a) for a in anchors} != server_tls.anchor_fingerprints:
-            server_tls.update_trust_anchors(anchors)
-            logger.info("c2s trust anchors changed: %d now advertised and trusted", len(anchors))
-
-    deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), read)
-    deferred.addCallback(apply)
-    deferred.addErrback(lambda failure: logger.error("c2s trust refresh failed: %s", failure.value))
-    return deferred
-
-
 def start_c2s_listeners(config: Config, reactor: Any, *, reuse_port: bool = False) -> list[IListeningPort]:
     """Start every ``[[listen.c2s]]`` listener of ``config`` on ``reactor`` (runc2s and runxmpp call this);
     ``reuse_port``: see :func:`listen_c2s`."""
@@ -671,7 +654,7 @@ def start_c2s_listeners(config: Config, reactor: Any, *, reuse_port: bool = Fals
         server_tls = port_factory(port).server_tls
         if server_tls is not None:
             # CAs added or distrusted in the admin reach the handshake (CA list, disconnect_on_failure).
-            refresh = LoopingCall(_refresh_trust, reactor, server_tls, tls_options.cacertfile)
+            refresh = LoopingCall(refresh_trust_anchors, reactor, server_tls, "c2s")
             refresh.clock = reactor
             refresh.start(TRUST_REFRESH_INTERVAL, now=False)
         ports.append(port)

@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.interfaces import (
     IListeningPort,
     IStreamServerEndpoint,
@@ -106,37 +106,14 @@ class XmppTlsServerEndpoint:
                 len(self.server_tls.anchor_fingerprints),
             )
             if self.refresh_interval:
-                self.refresh = LoopingCall(refresh_trust_anchors, self.reactor, self.server_tls)
+                from transport.trust_refresh import refresh_trust_anchors  # noqa: PLC0415 (Django app code)
+
+                self.refresh = LoopingCall(refresh_trust_anchors, self.reactor, self.server_tls, "https")
                 self.refresh.clock = self.reactor
                 self.refresh.start(self.refresh_interval, now=False)
             return port
 
         return defer.execute(start)
-
-
-def refresh_trust_anchors(reactor: Any, server_tls: ServerTls) -> defer.Deferred:
-    """Re-read the trust anchors in a pool thread; rebuild the context when they changed (admin edits)."""
-    from django.db import close_old_connections  # noqa: PLC0415
-
-    from certauth.pki.facts import fingerprint_sha256  # noqa: PLC0415
-    from certauth.trust import trust_anchors  # noqa: PLC0415
-
-    def read() -> list[Any]:
-        close_old_connections()
-        try:
-            return list(trust_anchors(server_tls.options.cacertfile).certificates)
-        finally:
-            close_old_connections()
-
-    def apply(anchors: list[Any]) -> None:
-        if {fingerprint_sha256(a) for a in anchors} != server_tls.anchor_fingerprints:
-            server_tls.update_trust_anchors(anchors)
-            logger.info("https trust anchors changed: %d now advertised and trusted", len(anchors))
-
-    deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), read)
-    deferred.addCallback(apply)
-    deferred.addErrback(lambda failure: logger.error("https trust refresh failed: %s", failure.value))
-    return deferred
 
 
 def _django_ready() -> None:

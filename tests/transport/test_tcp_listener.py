@@ -22,6 +22,7 @@ from twisted.internet.task import Clock
 from tests.transport.tlsclient import Pki, client_context, make_pki
 from transport import tcp
 from transport.tls import TlsConfigError
+from transport.trust_refresh import refresh_trust_anchors
 from xmppauth.config import C2SListener, Config, TlsOptions
 
 
@@ -361,7 +362,8 @@ def test_trust_anchors_added_later_reach_the_handshake(listen, tmp_path, on_reac
         "certauth.trust.trust_anchors", lambda cacertfile: SimpleNamespace(certificates=(pki.ca.cert,))
     )
     done = threading.Event()
-    on_reactor(lambda: tcp._refresh_trust(reactor, factory.server_tls, None).addBoth(lambda _: done.set()))
+    server_tls = factory.server_tls  # what the listener's LoopingCall runs, on the reactor thread:
+    on_reactor(lambda: refresh_trust_anchors(reactor, server_tls, "c2s").addBoth(lambda _: done.set()))
     assert done.wait(10)
     assert connect_and_read() == b"tls verified=True\n"
 

@@ -1,0 +1,44 @@
+"""Keeping a live TLS listener's trust anchors current: CAs trusted or distrusted in the admin reach the
+handshake (the CA list sent, and what ``disconnect_on_failure`` refuses) without a restart (DESIGN §3).
+
+Every listener (c2s in ``transport.tcp``, HTTPS in ``transport.tls_endpoint``) runs
+:func:`refresh_trust_anchors` from a ``LoopingCall``: the anchors are read in a pool thread
+(``certauth.trust`` caches them per process for a few seconds) and the listener's context is rebuilt on the
+reactor thread only when they changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import close_old_connections
+from twisted.internet import defer, threads
+
+from certauth.pki.facts import fingerprint_sha256
+from transport.tls import ServerTls
+
+logger = logging.getLogger(__name__)
+
+
+def refresh_trust_anchors(reactor: Any, server_tls: ServerTls, label: str) -> defer.Deferred:
+    """Re-read the anchors of ``server_tls``'s ``tls.cacertfile`` plus the admin's CAs; ``label`` names the
+    listener kind in the logs (c2s, https)."""
+    from certauth.trust import trust_anchors  # noqa: PLC0415 (needs the app registry)
+
+    def read() -> list[Any]:
+        close_old_connections()
+        try:
+            return list(trust_anchors(server_tls.options.cacertfile).certificates)
+        finally:
+            close_old_connections()
+
+    def apply(anchors: list[Any]) -> None:
+        if {fingerprint_sha256(a) for a in anchors} != server_tls.anchor_fingerprints:
+            server_tls.update_trust_anchors(anchors)
+            logger.info("%s trust anchors changed: %d now advertised and trusted", label, len(anchors))
+
+    deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), read)
+    deferred.addCallback(apply)
+    deferred.addErrback(lambda failure: logger.error("%s trust refresh failed: %s", label, failure.value))
+    return deferred
