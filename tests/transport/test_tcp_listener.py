@@ -343,6 +343,7 @@ def test_listener_without_certfile_and_without_bootstrap_certificate_names_the_f
         on_reactor(tcp.start_c2s_listeners, config, reactor)
 
 
+@pytest.mark.django_db  # the refresh closes the pool thread's stale Django connections first
 def test_trust_anchors_added_later_reach_the_handshake(listen, tmp_path, on_reactor, pki, monkeypatch):
     from types import SimpleNamespace
 

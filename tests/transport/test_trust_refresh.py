@@ -13,6 +13,10 @@ from tests.transport.tlsclient import make_pki
 from transport.tls import ServerTls
 from transport.trust_refresh import refresh_trust_anchors
 
+# The read closes the pool thread's stale Django connections (close_old_connections), which pytest-django
+# allows only in database tests; the anchors themselves are replaced below.
+pytestmark = pytest.mark.django_db
+
 
 @pytest.fixture
 def listener_tls(tmp_path):
