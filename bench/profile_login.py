@@ -2,8 +2,9 @@
 functions, sampled with py-spy.
 
 Prints figures; not a test. Starts the scratch ``runc2s`` of ``bench.run_login_bench`` (SQLite, direct TLS,
-accounts provisioned), warms it up, then runs ``--count`` logins at ``--concurrency`` and reads each of the
-server's threads' CPU time from ``/proc/<pid>/task/*/stat`` before and after. With ``--py-spy`` (needs
+accounts provisioned; with ``--redis-url``, the Redis channel layer), warms it up, then runs ``--count``
+logins at ``--concurrency`` and reads each of the server's threads' CPU time from ``/proc/<pid>/task/*/stat``
+before and after. With ``--py-spy`` (needs
 ``py-spy`` on the PATH or in the venv: ``pip install py-spy``), it also samples the server's Python stacks
 while the GIL is held (``--gil --nonblocking``, so the server is not paused) and prints the functions that
 hold it longest, per thread group. Native time outside the GIL (OpenSSL, SQLite) is in the CPU split but
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from bench.clientcerts import load_server_ca, make_identities, provision_accounts
@@ -81,6 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--first-login", action="store_true", help="no accounts provisioned up front")
+    parser.add_argument("--redis-url", help="the channel layer on this Redis, as in production")
     parser.add_argument("--py-spy", action="store_true", help="also sample the Python stacks (py-spy)")
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=30, help="functions listed per thread group")
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scratch = prepare(directory)
         os.environ.update(scratch.env)
+        if args.redis_url:
+            scratch = replace(scratch, env={**scratch.env, "REDIS_URL": args.redis_url})
         ca = load_server_ca()
         users = make_identities(*ca, DOMAIN, args.count, directory / "clients", prefix="p")
         warm = make_identities(*ca, DOMAIN, WARM_UP_LOGINS, directory / "clients", prefix="w")
