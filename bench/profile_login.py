@@ -84,6 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--first-login", action="store_true", help="no accounts provisioned up front")
     parser.add_argument("--redis-url", help="the channel layer on this Redis, as in production")
+    parser.add_argument("--database-url", help="a throw-away database instead of the scratch SQLite file")
     parser.add_argument("--py-spy", action="store_true", help="also sample the Python stacks (py-spy)")
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=30, help="functions listed per thread group")
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     problems: list[str] = []
     directory = Path(tempfile.mkdtemp(prefix="xmppauth-profile-"))
     try:
-        scratch = prepare(directory)
+        scratch = prepare(directory, args.database_url)
         os.environ.update(scratch.env)
         if args.redis_url:
             scratch = replace(scratch, env={**scratch.env, "REDIS_URL": args.redis_url})
