@@ -1,4 +1,5 @@
-"""The login benchmark still runs: ``bench.run_login_bench --quick`` exits 0 and prints a login rate.
+"""The login benchmarks still run: ``bench.run_login_bench --quick`` exits 0 and prints a login rate, and
+``bench.profile_login`` on a few logins prints its CPU split.
 
 A "scripts do not rot" check, not a timed assertion: any rate above zero passes (figures: bench/RESULTS.md).
 """
@@ -27,3 +28,19 @@ def test_quick_login_bench_exits_0_and_reports_logins_per_second():
     assert set(rows) == {"direct TLS", "STARTTLS", "direct TLS, first login"}, result.stdout[-4000:]
     assert all(rate > 0 for rate in rows.values()), result.stdout[-4000:]
     assert "idle 100, direct TLS" in result.stdout
+
+
+def test_profile_login_exits_0_and_splits_the_cpu_by_thread():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.profile_login", "--count", "40", "--concurrency", "10"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "# logins, accounts provisioned: 40/40 at 10" in result.stdout, result.stdout[-4000:]
+    row = re.compile(r"^\| (reactor|database threads|whole process)[^|]* \| ([\d.]+) \|$", re.MULTILINE)
+    split = dict(row.findall(result.stdout))
+    assert set(split) == {"reactor", "database threads", "whole process"}, result.stdout[-4000:]
+    assert float(split["whole process"]) > 0, result.stdout[-4000:]
