@@ -69,15 +69,6 @@ class MethodVerdict:
     stop: bool = False  # a refusal no later method may overturn
 
 
-def _inactive_account(attempt: ExternalAttempt) -> Account | None:
-    account = (
-        Account.objects.filter(localpart=attempt.localpart, domain__name=attempt.domain)
-        .only("active")
-        .first()
-    )
-    return account if account is not None and not account.active else None
-
-
 def _account_active(attempt: ExternalAttempt) -> list[bool]:
     """``[active]`` of the attempt's account, ``[]`` if none: one lean statement (xmppauth.fastsql)."""
 
@@ -95,7 +86,8 @@ def _account_active(attempt: ExternalAttempt) -> list[bool]:
 
 
 def _refuse_inactive(attempt: ExternalAttempt) -> MethodVerdict | None:
-    if _inactive_account(attempt) is not None:
+    """A refusal no later method may overturn when the account exists here and is disabled."""
+    if _account_active(attempt) == [False]:
         return MethodVerdict(False, f"account {attempt.jid} is disabled", stop=True)
     return None
 
