@@ -550,6 +550,21 @@ def test_http_accepts_when_the_service_lists_the_same_certificate(ca, ca_row, ce
     assert cert_service.auth_headers[-1] == "Basic eG1wcDpzM2NyZXQ="
 
 
+def test_http_refuses_an_account_disabled_here_even_when_the_service_lists_the_certificate(
+    ca, ca_row, cert_service
+):
+    alice = make_client(ca, jids=["alice@localhost"])
+    cert_service.body = alice.pem
+    make_account("alice@localhost", active=False)
+    _, result = login(authenticator(methods=["http", "pki"], http=cert_service.options), alice)
+    assert result.condition == "not-authorized"
+    assert "http: account alice@localhost is disabled" in result.reason and "pki:" not in result.reason
+    assert cert_service.queries == []  # refused before asking the service
+    Account.objects.filter(localpart="alice").update(active=True)  # enabled again: the service decides
+    _, result = login(authenticator(methods=["http"], http=cert_service.options), alice)
+    assert result.jid == "alice@localhost"
+
+
 def test_http_refuses_a_byte_different_certificate(ca, ca_row, cert_service):
     alice = make_client(ca, jids=["alice@localhost"])
     # Same CA, names and serial, another key: a different certificate that merely looks alike.
