@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import time
 
-from django.db import close_old_connections
 from twisted.internet import threads
 from twisted.internet.task import LoopingCall
 
 from certauth import tasks
+from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +32,15 @@ class InProcessJobs:
 
     def run_due_jobs(self) -> None:
         """One tick, in a worker thread: due CRL sources, and hourly our CRLs."""
-        close_old_connections()
-        try:
-            refreshed = tasks.refresh_due_crl_sources()
-            if refreshed:
-                logger.info("refreshed %d CRL source(s)", refreshed)
-            if self.last_republish is None or time.monotonic() - self.last_republish >= REPUBLISH_SECONDS:
-                self.last_republish = time.monotonic()
-                tasks.republish_our_crls()
-        finally:
-            close_old_connections()
+        with_fresh_connections(self._tick)
+
+    def _tick(self) -> None:
+        refreshed = tasks.refresh_due_crl_sources()
+        if refreshed:
+            logger.info("refreshed %d CRL source(s)", refreshed)
+        if self.last_republish is None or time.monotonic() - self.last_republish >= REPUBLISH_SECONDS:
+            self.last_republish = time.monotonic()
+            tasks.republish_our_crls()
 
 
 def start_in_process_jobs(reactor, interval: float = TICK_SECONDS) -> LoopingCall:

@@ -28,7 +28,6 @@ from xml.etree.ElementTree import Element
 from asgiref.sync import sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
-from django.db import close_old_connections
 
 from transport import sessions as store
 from transport.router import (
@@ -45,6 +44,7 @@ from transport.router import (
     stanza_message,
 )
 from transport.stream import namespaces as ns
+from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +66,7 @@ def new_channel_name(layer: Any) -> str:
 async def in_db_thread(function: Callable[..., Any], *args: Any) -> Any:
     """Run Django code in a pool thread (not asgiref's single thread: sessions route in parallel)."""
 
-    def run() -> Any:
-        close_old_connections()
-        try:
-            return function(*args)
-        finally:
-            close_old_connections()
-
-    return await sync_to_async(run, thread_sensitive=False)()
+    return await sync_to_async(with_fresh_connections, thread_sensitive=False)(function, *args)
 
 
 async def send_all(layer: Any, outs: list[Out]) -> None:

@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.db import close_old_connections
 from django.utils import timezone
 from twisted.internet import threads
 from twisted.internet.task import LoopingCall
 
 from transport import sessions as store
 from transport.sessions import RESET, TEXT_EXPIRED, SessionFacts, Termination
+from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +49,7 @@ RECENT = timedelta(seconds=10)  # commands also apply to sessions registered thi
 Closer = Callable[[str, str], None]  # close(condition, text), called on the reactor thread
 
 
-def _in_db_thread(function: Callable[..., Any], *args: Any) -> Any:
-    close_old_connections()
-    try:
-        return function(*args)
-    finally:
-        close_old_connections()
+_in_db_thread = with_fresh_connections
 
 
 def _save_then(facts: SessionFacts, after_save: Callable[[SessionFacts], Any] | None) -> Any:

@@ -25,7 +25,6 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 from xml.etree.ElementTree import Element, SubElement
 
-from django.db import close_old_connections
 from twisted.internet import threads
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener, IListeningPort, IPushProducer
@@ -42,6 +41,7 @@ from transport.stream import namespaces as ns
 from transport.tls import ServerTls, must_disconnect, peer_chain, verify_errors, with_default_credentials
 from transport.trust_refresh import refresh_trust_anchors
 from xmppauth.config import C2SListener, Config, TlsOptions
+from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +102,8 @@ class ConnectionRegistry:
 registry = ConnectionRegistry()
 
 
-def _in_db_thread(function: Callable[..., Any], *args: Any) -> Any:
-    """Run a database call in a pool thread with a fresh connection (none kept stale across calls)."""
-    close_old_connections()
-    try:
-        return function(*args)
-    finally:
-        close_old_connections()
+# Django calls from the pool threads (a module name, so tests can replace it).
+_in_db_thread = with_fresh_connections
 
 
 @implementer(IPushProducer)

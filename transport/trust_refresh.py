@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import close_old_connections
 from twisted.internet import defer, threads
 
 from certauth.pki.facts import fingerprint_sha256
 from transport.tls import ServerTls
+from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +27,7 @@ def refresh_trust_anchors(reactor: Any, server_tls: ServerTls, label: str) -> de
     from certauth.trust import trust_anchors  # noqa: PLC0415 (needs the app registry)
 
     def read() -> list[Any]:
-        close_old_connections()
-        try:
-            return list(trust_anchors(server_tls.options.cacertfile).certificates)
-        finally:
-            close_old_connections()
+        return list(with_fresh_connections(trust_anchors, server_tls.options.cacertfile).certificates)
 
     def apply(anchors: list[Any]) -> None:
         if {fingerprint_sha256(a) for a in anchors} != server_tls.anchor_fingerprints:

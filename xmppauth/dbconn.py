@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
 
 logger = logging.getLogger(__name__)
 
@@ -32,3 +34,14 @@ def keep_connections_in_threads(max_age: int = LISTENER_CONN_MAX_AGE) -> None:
     database["CONN_MAX_AGE"] = max_age
     database["CONN_HEALTH_CHECKS"] = True
     logger.debug("database connections kept %d s per thread", max_age)
+
+
+def with_fresh_connections(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in a worker thread between two ``close_old_connections()``, as Django does around a
+    request: a connection that broke, or outlived ``CONN_MAX_AGE``, is not used (the listeners, the trust
+    refresh and the in-process jobs call the database this way)."""
+    close_old_connections()
+    try:
+        return function(*args)
+    finally:
+        close_old_connections()

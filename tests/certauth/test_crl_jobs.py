@@ -70,7 +70,7 @@ def test_in_process_jobs_tick_at_once_then_every_interval(monkeypatch):
     monkeypatch.setattr(
         scheduler.threads, "deferToThreadPool", lambda reactor, pool, f: defer.maybeDeferred(f)
     )
-    monkeypatch.setattr(scheduler, "close_old_connections", lambda: None)
+    monkeypatch.setattr(scheduler, "with_fresh_connections", lambda function, *args: function(*args))
     monkeypatch.setattr(tasks, "refresh_due_crl_sources", lambda: ran.append("crl") or 0)
     monkeypatch.setattr(tasks, "republish_our_crls", lambda: ran.append("ours") or 0)
     reactor = FakeReactor()
@@ -95,7 +95,7 @@ def test_a_failing_tick_does_not_stop_the_schedule(monkeypatch):
     monkeypatch.setattr(
         scheduler.threads, "deferToThreadPool", lambda reactor, pool, f: defer.maybeDeferred(f)
     )
-    monkeypatch.setattr(scheduler, "close_old_connections", lambda: None)
+    monkeypatch.setattr(scheduler, "with_fresh_connections", lambda function, *args: function(*args))
     monkeypatch.setattr(tasks, "refresh_due_crl_sources", failing)
     reactor = FakeReactor()
     loop = scheduler.start_in_process_jobs(reactor, interval=60)
