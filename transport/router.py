@@ -109,12 +109,21 @@ class Live:
 
 def live_sessions(bare_jid: str) -> list[Live]:
     """The account's sessions whose lease has not run out (a dead process's rows are ignored at once)."""
+    return live_sessions_of([bare_jid])[bare_jid.lower()]
+
+
+def live_sessions_of(bare_jids: Iterable[str]) -> dict[str, list[Live]]:
+    """:func:`live_sessions` of several accounts in one query, by lower-case bare JID (every one present)."""
+    found: dict[str, list[Live]] = {bare.lower(): [] for bare in bare_jids}
+    if not found:
+        return found
     rows = LiveSession.objects.filter(
-        bare_jid=bare_jid.lower(), lease_expires_at__gte=timezone.now()
+        bare_jid__in=list(found), lease_expires_at__gte=timezone.now()
     ).exclude(channel_name="")
-    return [
-        Live(r.full_jid, r.resource, r.channel_name, r.priority or 0, bool(r.presence), r.id) for r in rows
-    ]
+    for r in rows:
+        live = Live(r.full_jid, r.resource, r.channel_name, r.priority or 0, bool(r.presence), r.id)
+        found.setdefault(r.bare_jid.lower(), []).append(live)
+    return found
 
 
 def older_sessions(full_jid: str, session_id: Any, started_at: datetime | None = None) -> list[Live]:
@@ -396,8 +405,7 @@ class Router:
         return outs
 
     def _result(self, iq: Element) -> Element:
-        reply = Element(ns.IQ, {"type": "result", "id": iq.get("id", ""), "to": iq.get("from", "")})
-        return reply
+        return Element(ns.IQ, {"type": "result", "id": iq.get("id", ""), "to": iq.get("from", "")})
 
     def _push(self, owner: str, item: Element) -> list[Out]:
         """A roster push to every live session of ``owner`` (RFC 6121 §2.1.6)."""
@@ -555,13 +563,15 @@ class Router:
         if account is None:
             return []
         items = list(RosterItem.objects.filter(account=account, on_roster=True))
+        # One query for the user's and every contact's sessions (not one per contact, twice).
+        sessions = live_sessions_of([bare, *(item.jid for item in items)])
         outs: list[Out] = []
-        mine = [s for s in live_sessions(bare) if s.full_jid != sender and s.available]
+        mine = [s for s in sessions[bare.lower()] if s.full_jid != sender and s.available]
         for session in mine:  # §4.2.2, §4.4.2: the user's other available resources
             outs.append((session.channel, stanza_message(_addressed(presence, session.full_jid))))
         for item in items:
             if subs.sends_presence_to_contact(_state(item)):  # §4.2.2: subscription from or both
-                for session in live_sessions(item.jid):
+                for session in sessions[item.jid.lower()]:
                     if session.available:
                         outs.append((session.channel, stanza_message(_addressed(presence, session.full_jid))))
         if not initial or unavailable:
@@ -570,7 +580,7 @@ class Router:
             outs.append((session.channel, presence_request(sender, channel)))
         for item in items:
             if subs.receives_presence_from_contact(_state(item)):  # §4.3: probe, answered by live sessions
-                for session in live_sessions(item.jid):
+                for session in sessions[item.jid.lower()]:
                     if session.available:
                         outs.append((session.channel, presence_request(sender, channel)))
         for row in RosterItem.objects.filter(account=account, pending_in=True).exclude(pending_in_stanza=""):

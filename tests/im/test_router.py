@@ -11,6 +11,8 @@ from datetime import timedelta
 from xml.etree.ElementTree import fromstring
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Account, Domain, OfflineMessage, RosterItem
@@ -359,3 +361,22 @@ def test_older_sessions_breaks_a_start_time_tie_by_id_and_skips_expired_rows(acc
 def test_older_sessions_of_an_unsaved_session_without_a_start_time_is_empty(accounts):
     live("alice@localhost/desk", age=20)
     assert older_sessions("alice@localhost/desk", uuid.uuid4()) == []
+
+
+def test_broadcast_reads_every_contacts_sessions_in_one_query(accounts, domain):
+    """Initial presence to N contacts is one registry query, not one per contact (twice: presence, probe)."""
+    sender = live("alice@localhost/a")
+    channels = {}
+    for n in range(5):
+        Account.objects.create(localpart=f"friend{n}", domain=domain)
+        roster_row(accounts["alice"], f"friend{n}@localhost", "both")
+        channels[f"friend{n}@localhost"] = live(f"friend{n}@localhost/r")
+    with CaptureQueriesContext(connection) as queries:
+        outs = Router(final=False).broadcast(
+            stanza("<presence/>", "alice@localhost/a"), None, sender, initial=True
+        )
+    registry_reads = [q for q in queries if q["sql"].startswith("SELECT") and "livesession" in q["sql"]]
+    assert len(registry_reads) == 1, registry_reads
+    for contact, channel in channels.items():  # each one got the presence and a probe, as before
+        kinds = sorted(m["type"] for c, m in outs if c == channel)
+        assert kinds == ["xmpp.presence_request", "xmpp.stanza"], (contact, kinds)
