@@ -55,12 +55,10 @@ from bench.loadclient import (
     xmpp_connector,
 )
 from bench.proc import Pids
-from bench.run_login_bench import DOMAIN, HOST, Scratch, machine, prepare
+from bench.run_login_bench import DOMAIN, HOST, ROOT, WARM_UP_LOGINS, Scratch, machine, prepare
 from bench.targets import ejabberd, ours, prosody
 from bench.targets.common import Child, Target, TargetUnavailable, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-WARM_UP_LOGINS = 20
 TARGETS = (*ours.TARGETS, "ejabberd", "prosody", "openssl")
 APT_PACKAGES = {"ejabberd": ("ejabberd",), "prosody": prosody.PACKAGES}
 INIT_SCRIPTS = {"ejabberd": "/etc/init.d/ejabberd", "prosody": "/etc/init.d/prosody"}

@@ -13,10 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.run_login_bench import Scratch
+from bench.run_login_bench import ROOT, Scratch
 from bench.targets.common import HOST, Child, Target, TargetUnavailable, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ("runc2s", "runxmpp")
 SHARED = "runc2s-x2"  # two `runc2s --reuse-port` on the same ports, through Redis (README: one per core)
 TARGETS = (*COMMANDS, SHARED)
