@@ -171,6 +171,40 @@ class LiveSessions:
 sessions = LiveSessions()  # the process's registry: every transport registers here
 
 
+def register_bound_session(
+    registry: LiveSessions,
+    *,
+    full_jid: str,
+    transport: str,
+    peer: str,
+    cert_fingerprint: str,
+    cert_facts: Any,
+    issuer_ca_id: int | None,
+    close: Closer,
+    bridge: Any = None,
+) -> SessionHandle:
+    """What every transport does at bind: register the session (its certificate's serial, issuer and
+    notAfter let revocation commands and expiry end it, DESIGN §5) and, given one, start its routing bridge
+    (``transport.bridge.SessionBridge``, whose conflict lookup rides on the row's insert)."""
+    handle = registry.register(
+        SessionFacts(
+            full_jid=full_jid,
+            transport=transport,
+            peer=peer,
+            cert_fingerprint=cert_fingerprint,
+            cert_serial=getattr(cert_facts, "serial", "") or "",
+            issuer_ca_id=issuer_ca_id,
+            cert_not_after=getattr(cert_facts, "not_after", None),
+            channel_name=bridge.channel_name if bridge is not None else "",
+        ),
+        close,
+        after_save=bridge.older_than_me if bridge is not None else None,
+    )
+    if bridge is not None:
+        bridge.start(handle)
+    return handle
+
+
 class TerminationWatcher:
     """Polls ``SessionTermination`` and applies new commands to ``registry`` (see the module docstring)."""
 

@@ -224,25 +224,19 @@ class AsyncC2SSession:
         """Register the bound session and connect it to the router (transport.bridge), as TCP does."""
         from transport import live  # noqa: PLC0415 (Django app code)
         from transport.bridge import SessionBridge  # noqa: PLC0415
-        from transport.sessions import SessionFacts  # noqa: PLC0415
 
         self.bridge = SessionBridge(self.jid or "", deliver=self.deliver, close=self.close_with_error)
-        self.live = live.sessions.register(
-            SessionFacts(
-                full_jid=self.jid or "",
-                transport="websocket" if self.transport == "ws" else self.transport,
-                peer=self.peer,
-                cert_fingerprint=self.cert_fingerprint or "",
-                # serial, issuer and notAfter: revocation commands and certificate expiry end it (DESIGN §5)
-                cert_serial=getattr(self.cert_facts, "serial", "") or "",
-                issuer_ca_id=getattr(self.authenticator, "issuer_ca_id", None),
-                cert_not_after=getattr(self.cert_facts, "not_after", None),
-                channel_name=self.bridge.channel_name,
-            ),
-            self.close_with_error,
-            after_save=self.bridge.older_than_me,
+        self.live = live.register_bound_session(
+            live.sessions,
+            full_jid=self.jid or "",
+            transport="websocket" if self.transport == "ws" else self.transport,
+            peer=self.peer,
+            cert_fingerprint=self.cert_fingerprint or "",
+            cert_facts=self.cert_facts,
+            issuer_ca_id=getattr(self.authenticator, "issuer_ca_id", None),
+            close=self.close_with_error,
+            bridge=self.bridge,
         )
-        self.bridge.start(self.live)
 
     def deliver(self, element: Any) -> None:
         """A stanza routed to this session: queue it; the adapter sends it through ``on_output``."""

@@ -36,7 +36,6 @@ from zope.interface import implementer
 
 from certauth.pki.facts import fingerprint_sha256
 from transport import live
-from transport.sessions import SessionFacts
 from transport.stream import namespaces as ns
 from transport.tls import ServerTls, must_disconnect, peer_chain, verify_errors, with_default_credentials
 from transport.trust_refresh import refresh_trust_anchors
@@ -313,27 +312,21 @@ class C2SProtocol(Protocol):
 
     def _register_session(self) -> None:
         """Enter the session registry, which ends the session when its certificate stops being valid."""
-        facts = self.cert_facts
         if self.factory.bridge_factory is not None:
             self.bridge = self.factory.bridge_factory(
                 self.jid or "", deliver=self.deliver, close=self.close_with_error
             )
-        self.live = self.factory.live_sessions.register(
-            SessionFacts(
-                full_jid=self.jid or "",
-                transport="tls" if self.factory.listener_mode == "tls" else "tcp",
-                peer=self.peer,
-                cert_fingerprint=self.cert_fingerprint or "",
-                cert_serial=getattr(facts, "serial", "") or "",
-                issuer_ca_id=getattr(self.authenticator, "issuer_ca_id", None),
-                cert_not_after=getattr(facts, "not_after", None),
-                channel_name=self.bridge.channel_name if self.bridge is not None else "",
-            ),
-            self.close_with_error,
-            after_save=self.bridge.older_than_me if self.bridge is not None else None,
+        self.live = live.register_bound_session(
+            self.factory.live_sessions,
+            full_jid=self.jid or "",
+            transport="tls" if self.factory.listener_mode == "tls" else "tcp",
+            peer=self.peer,
+            cert_fingerprint=self.cert_fingerprint or "",
+            cert_facts=self.cert_facts,
+            issuer_ca_id=getattr(self.authenticator, "issuer_ca_id", None),
+            close=self.close_with_error,
+            bridge=self.bridge,
         )
-        if self.bridge is not None:
-            self.bridge.start(self.live)
 
     def deliver(self, element: Element) -> None:
         """A stanza routed to this session (transport.bridge): queue it and write it out."""
