@@ -24,9 +24,29 @@ class RevocationReason(models.TextChoices):
 
 
 class CertificateAuthority(models.Model):
-    """A CA: ours (we hold its key, encrypted at rest) or an imported external one (certificate only)."""
+    """A trust anchor or an intermediate, however it reached us: one kind of object, one revocation policy.
+
+    ``origin`` says how: ours (we hold its key, encrypted at rest), imported in the admin, read from a
+    listener's ``tls.cacertfile`` (read-only in the admin; the file is the source of truth), or learnt from a
+    chain a client sent (an intermediate CA, kept so its CRL and its own revocation can be checked).
+    """
+
+    class Origin(models.TextChoices):
+        OURS = "ours", "ours (we hold the key)"
+        IMPORTED = "imported", "imported in the admin"
+        CONFIG = "config", "tls.cacertfile (config)"
+        LEARNED = "learned", "intermediate learnt from a client chain"
 
     name = models.CharField(max_length=200, unique=True)
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.IMPORTED)
+    config_files = models.JSONField(
+        default=list, blank=True, help_text="The tls.cacertfile paths that list this CA (config CAs only)."
+    )
+    allowed_domains = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Hosted domains this CA may vouch for; empty means every hosted domain.",
+    )
     certificate_pem = models.TextField()
     # Our CAs only: the private key, encrypted with settings.KEY_ENCRYPTION_KEY (certauth.pki.keys).
     encrypted_private_key = models.BinaryField(null=True, blank=True, editable=False)

@@ -89,6 +89,7 @@ def create_ca(
     ca = CertificateAuthority.objects.create(
         name=name,
         encrypted_private_key=pki.encrypt_private_key(key, settings.KEY_ENCRYPTION_KEY),
+        origin=CertificateAuthority.Origin.OURS,
         trusted_for_client_auth=trusted,
         **_ca_fields(cert),
     )

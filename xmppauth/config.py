@@ -135,6 +135,7 @@ class TlsOptions:
     verify_mode: str = "peer"  # peer | selfsigned_peer | none
     disconnect_on_failure: bool = True
     crl_files: tuple[str, ...] = ()
+    cacert_domains: tuple[str, ...] = ()  # hosted domains the cacertfile CAs may vouch for; () = all
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,9 @@ class XmppauthOptions:
       Default 60.
     - ``session_lease_seconds``: how long a live-session record stays valid without a refresh from the process
       that holds it, so sessions of a dead process disappear from the admin. Default 30.
+    - ``require_revocation``: refuse certificates whose CA (or any CA on the path) has no usable revocation
+      source (no CRL held). Default false: the seed's configurations trust a ``tls.cacertfile`` with no CRL,
+      and such CAs are named in a start-up warning and in the admin instead.
     """
 
     trusted_proxies: tuple[IpNetwork, ...] = ()
@@ -212,6 +216,7 @@ class XmppauthOptions:
     crl_refresh_max_seconds: int = 3600
     ping_interval_seconds: int = 60
     session_lease_seconds: int = 30
+    require_revocation: bool = False
 
     def is_trusted_proxy(self, address: str) -> bool:
         """Whether a peer address belongs to one of ``trusted_proxies``."""
@@ -384,6 +389,7 @@ _TLS_KEYS = (
     "verify_peer",
     "disconnect_on_failure",
     "crl_files",
+    "cacert_domains",
 )
 
 
@@ -427,6 +433,7 @@ def _parse_tls(listener: _Table, modes: Sequence[str], default_mode: str) -> Tls
         verify_mode=verify_mode,
         disconnect_on_failure=tls.boolean("disconnect_on_failure", True),
         crl_files=tls.files("crl_files"),
+        cacert_domains=tuple(name.strip().lower().rstrip(".") for name in tls.strings("cacert_domains", ())),
     )
 
 
@@ -653,6 +660,7 @@ def _parse_options(root: _Table) -> XmppauthOptions:
             "crl_refresh_max_seconds",
             "ping_interval_seconds",
             "session_lease_seconds",
+            "require_revocation",
         ),
     )
     if table is None:
@@ -681,6 +689,7 @@ def _parse_options(root: _Table) -> XmppauthOptions:
         crl_refresh_max_seconds=refresh_max,
         ping_interval_seconds=table.integer("ping_interval_seconds", defaults.ping_interval_seconds, 0),
         session_lease_seconds=table.integer("session_lease_seconds", defaults.session_lease_seconds, 1),
+        require_revocation=table.boolean("require_revocation", defaults.require_revocation),
     )
 
 
