@@ -18,6 +18,7 @@ from django.contrib.auth import get_user_model
 from accounts.models import Domain
 from certauth import pki, services
 from certauth.models import CertificateAuthority
+from xmppauth.secrets import private_directory, write_private
 
 logger = logging.getLogger(__name__)
 
@@ -56,21 +57,14 @@ def _server_certificate_fits(path: Path, hosts: tuple[str, ...], ca: Certificate
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
 def ensure_server_certificate(hosts: tuple[str, ...], ca: CertificateAuthority) -> bool:
     """Write var/pki/server.pem, server.key and ca.pem unless a fitting certificate is there."""
-    directory = pki_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = private_directory(pki_dir())
     (directory / "ca.pem").write_text(ca.certificate_pem)
     if _server_certificate_fits(directory / "server.pem", hosts, ca):
         return False
     issued = services.issue_server_certificate(hosts, ca=ca)
-    _write_private(directory / "server.key", pki.private_key_to_pem(issued.private_key))
+    write_private(directory / "server.key", pki.private_key_to_pem(issued.private_key))
     (directory / "server.pem").write_text(
         pki.certificate_to_pem(issued.certificate) + pki.certificate_to_pem(issued.ca_certificate)
     )

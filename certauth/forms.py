@@ -34,8 +34,11 @@ class IssueCertificateForm(forms.Form):
     )
     password = forms.CharField(
         widget=forms.PasswordInput,
-        min_length=4,
-        help_text="Protects the .p12 / the PEM private key. Not stored.",
+        min_length=pki.MIN_PASSWORD_LENGTH,
+        help_text=(
+            f"Protects the .p12 / the PEM private key; at least {pki.MIN_PASSWORD_LENGTH} characters."
+            " Not stored."
+        ),
     )
     password_again = forms.CharField(widget=forms.PasswordInput)
 

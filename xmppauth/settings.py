@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 
 from xmppauth.config import ConfigError, load_config
-from xmppauth.secrets import read_or_create_secret
+from xmppauth.secrets import make_private, private_directory, read_or_create_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("XMPPAUTH_VAR_DIR", BASE_DIR / "var"))
@@ -87,6 +87,13 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # var/ holds the database, the secrets and the bootstrap keys: owner only (0700), the database 0600
+    # (SQLite gives its -wal and -shm files the database file's mode).
+    _sqlite_path = Path(DATABASES["default"]["NAME"])
+    if _sqlite_path.parent == VAR_DIR:
+        private_directory(VAR_DIR)
+    if str(_sqlite_path) != ":memory:" and _sqlite_path.parent.is_dir():
+        make_private(_sqlite_path)
     # Several threads and processes (listeners, jobs, the Celery worker, pki commands) share the file: wait
     # for locks instead of failing at once; write-ahead log so readers (the session watcher polls every
     # 200 ms) never block the writer; BEGIN IMMEDIATE so a transaction that reads then writes waits for the

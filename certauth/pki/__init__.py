@@ -28,12 +28,13 @@ from .keys import (
 )
 from .oids import CLIENT_AUTH_OID, SERVER_AUTH_OID, XMPPADDR_OID
 from .pem import certificate_to_pem, load_certificate, load_certificates, load_private_key
-from .pkcs12 import export_pkcs12, load_pkcs12
+from .pkcs12 import MIN_PASSWORD_LENGTH, export_pkcs12, load_pkcs12
 from .xmppaddr import DerError, decode_utf8string, encode_utf8string, xmppaddr_other_name, xmppaddrs_of
 
 __all__ = [
     "CLIENT_AUTH_OID",
     "KEY_TYPES",
+    "MIN_PASSWORD_LENGTH",
     "SERVER_AUTH_OID",
     "XMPPADDR_OID",
     "CertFacts",

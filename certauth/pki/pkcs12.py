@@ -2,11 +2,16 @@
 
 Spec: RFC 7292 (PKCS#12), RFC 8018 §6.2 (PBES2). By default PBES2 with AES-256-CBC and a SHA-256 MAC, what
 OpenSSL 3 writes and current Android, Windows and Linux clients import. ``legacy=True`` writes 3DES with a
-SHA-1 MAC (``openssl pkcs12 -legacy``) for clients that refuse PBES2, notably older macOS keychains.
+SHA-1 MAC (``openssl pkcs12 -legacy``) for clients that refuse PBES2, notably older macOS keychains; it is
+weak against an offline attack on the password and logged as such.
+
+The key derivation runs ``KDF_ROUNDS`` PBKDF2 iterations (OWASP's 2023 figure for PBKDF2-HMAC-SHA256 is
+600,000): the bundle leaves our hands, so its password is the only thing between a stolen file and the key.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -15,7 +20,10 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from .keys import PrivateKey
 
-KDF_ROUNDS = 20000
+logger = logging.getLogger(__name__)
+
+KDF_ROUNDS = 600_000
+MIN_PASSWORD_LENGTH = 10  # for bundles we hand out (admin form and ``pki issue``)
 
 
 def export_pkcs12(
@@ -30,6 +38,8 @@ def export_pkcs12(
     """A password-protected PKCS#12 of ``key``, ``cert`` and ``ca_chain``; ValueError on an empty password."""
     if not password:
         raise ValueError("a PKCS#12 export needs a non-empty password")
+    if legacy:
+        logger.warning("writing a legacy PKCS#12 (3DES, SHA-1 MAC): only for clients that refuse AES")
     algorithm, mac = (
         (pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC, hashes.SHA1())
         if legacy

@@ -265,3 +265,10 @@ def test_sign_an_uploaded_csr_file(staff_client, our_ca, alice):
     )
     assert response.status_code == 200
     assert pki.xmppaddrs_of(pki.load_certificate(response.content)) == ["alice@localhost"]
+
+
+def test_issue_form_refuses_a_password_shorter_than_ten_characters(staff_client, our_ca, alice):
+    response = _issue(staff_client, alice, password="123456789", password_again="123456789")
+    assert response.status_code == 200
+    assert b"at least 10 characters" in response.content
+    assert not Certificate.objects.filter(account=alice).exists()

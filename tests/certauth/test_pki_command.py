@@ -19,6 +19,15 @@ pytestmark = pytest.mark.django_db
 REPO = Path(__file__).resolve().parents[2]
 
 
+P12_PASSWORD = "pw1234-secret"
+
+
+def password_file(directory: Path, password: str = P12_PASSWORD) -> str:
+    path = directory / "p12-password.txt"
+    path.write_text(password + "\n")
+    return str(path)
+
+
 def pki_cmd(*args: str) -> str:
     out = StringIO()
     call_command("pki", *args, stdout=out)
@@ -35,12 +44,19 @@ def test_init_ca_creates_an_encrypted_ca_and_its_crl():
 def test_issue_writes_p12_pem_and_key_and_creates_the_account(tmp_path):
     pki_cmd("init-ca")
     output = pki_cmd(
-        "issue", "Alice@LocalHost", "--out", str(tmp_path), "--p12-password", "pw1234", "--days", "10"
+        "issue",
+        "Alice@LocalHost",
+        "--out",
+        str(tmp_path),
+        "--p12-password-file",
+        password_file(tmp_path),
+        "--days",
+        "10",
     )
     assert "alice@localhost" in output
     account = Account.objects.by_jid("alice@localhost")
     assert account.created_by == Account.Origin.COMMAND
-    key, cert, _ = pki.load_pkcs12((tmp_path / "alice@localhost.p12").read_bytes(), b"pw1234")
+    key, cert, _ = pki.load_pkcs12((tmp_path / "alice@localhost.p12").read_bytes(), P12_PASSWORD.encode())
     assert pki.xmppaddrs_of(cert) == ["alice@localhost"]
     assert (tmp_path / "alice@localhost.p12").stat().st_mode & 0o077 == 0
     assert pki.load_certificate((tmp_path / "alice@localhost.crt.pem").read_bytes()) == cert
@@ -51,7 +67,7 @@ def test_issue_writes_p12_pem_and_key_and_creates_the_account(tmp_path):
 
 def test_issued_p12_opens_with_openssl(tmp_path):
     pki_cmd("init-ca")
-    pki_cmd("issue", "bob@localhost", "--out", str(tmp_path), "--p12-password", "pw1234")
+    pki_cmd("issue", "bob@localhost", "--out", str(tmp_path), "--p12-password-file", password_file(tmp_path))
     result = subprocess.run(
         [
             "openssl",
@@ -59,7 +75,7 @@ def test_issued_p12_opens_with_openssl(tmp_path):
             "-in",
             str(tmp_path / "bob@localhost.p12"),
             "-passin",
-            "pass:pw1234",
+            f"pass:{P12_PASSWORD}",
             "-nokeys",
         ],
         capture_output=True,
@@ -73,21 +89,37 @@ def test_issued_p12_opens_with_openssl(tmp_path):
 def test_issue_refuses_an_invalid_jid(tmp_path):
     pki_cmd("init-ca")
     with pytest.raises(CommandError, match="not a bare JID"):
-        pki_cmd("issue", "alice@localhost/phone", "--out", str(tmp_path), "--p12-password", "pw1234")
+        pki_cmd(
+            "issue",
+            "alice@localhost/phone",
+            "--out",
+            str(tmp_path),
+            "--p12-password-file",
+            password_file(tmp_path),
+        )
     with pytest.raises(CommandError, match="not a bare JID"):
-        pki_cmd("issue", "a lice@localhost", "--out", str(tmp_path), "--p12-password", "pw1234")
+        pki_cmd(
+            "issue",
+            "a lice@localhost",
+            "--out",
+            str(tmp_path),
+            "--p12-password-file",
+            password_file(tmp_path),
+        )
     assert not Account.objects.exists()
 
 
 def test_issue_without_a_ca_says_to_create_one(tmp_path):
     with pytest.raises(CommandError, match="pki init-ca"):
-        pki_cmd("issue", "alice@localhost", "--out", str(tmp_path), "--p12-password", "pw1234")
+        pki_cmd(
+            "issue", "alice@localhost", "--out", str(tmp_path), "--p12-password-file", password_file(tmp_path)
+        )
 
 
 def test_revoke_by_serial_and_fingerprint_then_crl_lists_both(tmp_path):
     pki_cmd("init-ca")
-    pki_cmd("issue", "a@localhost", "--out", str(tmp_path), "--p12-password", "pw1234")
-    pki_cmd("issue", "b@localhost", "--out", str(tmp_path), "--p12-password", "pw1234")
+    pki_cmd("issue", "a@localhost", "--out", str(tmp_path), "--p12-password-file", password_file(tmp_path))
+    pki_cmd("issue", "b@localhost", "--out", str(tmp_path), "--p12-password-file", password_file(tmp_path))
     first, second = Certificate.objects.order_by("pk")
     assert "revoked" in pki_cmd("revoke", first.serial, "--reason", "key_compromise")
     pki_cmd("revoke", ":".join(second.fingerprint_sha256[i : i + 2] for i in range(0, 64, 2)).upper())
@@ -103,7 +135,7 @@ def test_revoke_by_serial_and_fingerprint_then_crl_lists_both(tmp_path):
 
 def test_hold_and_release(tmp_path):
     pki_cmd("init-ca")
-    pki_cmd("issue", "a@localhost", "--out", str(tmp_path), "--p12-password", "pw1234")
+    pki_cmd("issue", "a@localhost", "--out", str(tmp_path), "--p12-password-file", password_file(tmp_path))
     row = Certificate.objects.get()
     pki_cmd("hold", row.serial)
     row.refresh_from_db()
@@ -182,14 +214,133 @@ def test_republish_task_renews_only_crls_past_half_their_validity():
 
 def test_legacy_p12_uses_3des_and_opens_with_openssl_legacy(tmp_path):
     pki_cmd("init-ca")
-    pki_cmd("issue", "old@localhost", "--out", str(tmp_path), "--p12-password", "pw1234", "--p12-legacy")
+    pki_cmd(
+        "issue",
+        "old@localhost",
+        "--out",
+        str(tmp_path),
+        "--p12-password-file",
+        password_file(tmp_path),
+        "--p12-legacy",
+    )
     p12 = tmp_path / "old@localhost.p12"
     info = subprocess.run(
-        ["openssl", "pkcs12", "-info", "-in", str(p12), "-passin", "pass:pw1234", "-nokeys"],
+        ["openssl", "pkcs12", "-info", "-in", str(p12), "-passin", f"pass:{P12_PASSWORD}", "-nokeys"],
         capture_output=True,
         text=True,
         check=False,
     )
     assert info.returncode == 0, info.stderr
     assert "pbeWithSHA1And3-KeyTripleDES-CBC" in info.stderr and "MAC: sha1" in info.stderr
-    assert pki.xmppaddrs_of(pki.load_pkcs12(p12.read_bytes(), b"pw1234")[1]) == ["old@localhost"]
+    assert pki.xmppaddrs_of(pki.load_pkcs12(p12.read_bytes(), P12_PASSWORD.encode())[1]) == ["old@localhost"]
+
+
+# --- issue 12 §9: passwords, key files and bundles ----------------------------------------------------
+
+
+def test_issue_reads_the_password_from_the_environment(tmp_path, monkeypatch):
+    pki_cmd("init-ca")
+    monkeypatch.setenv("XMPPAUTH_P12_PASSWORD", "from-the-env-1")
+    pki_cmd("issue", "env@localhost", "--out", str(tmp_path))
+    _, cert, _ = pki.load_pkcs12((tmp_path / "env@localhost.p12").read_bytes(), b"from-the-env-1")
+    assert pki.xmppaddrs_of(cert) == ["env@localhost"]
+    with pytest.raises(ValueError):
+        pki.load_pkcs12((tmp_path / "env@localhost.p12").read_bytes(), P12_PASSWORD.encode())
+
+
+def test_issue_refuses_a_password_shorter_than_ten_characters(tmp_path):
+    pki_cmd("init-ca")
+    with pytest.raises(CommandError, match="at least 10 characters") as refused:
+        pki_cmd(
+            "issue",
+            "a@localhost",
+            "--out",
+            str(tmp_path),
+            "--p12-password-file",
+            password_file(tmp_path, "123456789"),
+        )
+    assert refused.value.returncode == 2
+    assert not (tmp_path / "a@localhost.p12").exists()
+    pki_cmd(
+        "issue",
+        "a@localhost",
+        "--out",
+        str(tmp_path),
+        "--p12-password-file",
+        password_file(tmp_path, "1234567890"),
+    )
+    assert (tmp_path / "a@localhost.p12").exists()
+
+
+def test_issue_without_password_or_terminal_exits_2_with_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("XMPPAUTH_P12_PASSWORD", "REDIS_URL")}
+    env.update(
+        XMPPAUTH_VAR_DIR=str(tmp_path / "var"),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    )
+    manage = [sys.executable, "manage.py"]
+    for args in (["migrate", "--noinput"], ["pki", "init-ca"]):
+        done = subprocess.run(
+            [*manage, *args], cwd=REPO, env=env, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+    result = subprocess.run(
+        [*manage, "pki", "issue", "a@localhost", "--out", str(tmp_path / "out")],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--p12-password-file" in lines[0] and "XMPPAUTH_P12_PASSWORD" in lines[0], (
+        lines
+    )
+    assert (
+        "--p12-password "
+        not in subprocess.run(
+            [*manage, "pki", "issue", "--help"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+    )  # no password on the command line, where ps shows it
+
+
+def test_p12_is_pbes2_aes256_with_600000_kdf_iterations(tmp_path):
+    pki_cmd("init-ca")
+    pki_cmd("issue", "p@localhost", "--out", str(tmp_path), "--p12-password-file", password_file(tmp_path))
+    info = subprocess.run(
+        [
+            "openssl",
+            "pkcs12",
+            "-info",
+            "-noout",
+            "-in",
+            str(tmp_path / "p@localhost.p12"),
+            "-passin",
+            f"pass:{P12_PASSWORD}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert info.returncode == 0, info.stderr
+    assert "PBES2" in info.stderr and "AES-256-CBC" in info.stderr, info.stderr
+    assert "Iteration 600000" in info.stderr and "3DES" not in info.stderr, info.stderr
+
+
+def test_key_file_rewritten_over_a_world_readable_file_becomes_0600(tmp_path):
+    pki_cmd("init-ca")
+    key_file = tmp_path / "k@localhost.key.pem"
+    key_file.write_text("old")
+    key_file.chmod(0o644)
+    pki_cmd("issue", "k@localhost", "--out", str(tmp_path), "--p12-password-file", password_file(tmp_path))
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "k@localhost.p12").stat().st_mode & 0o777 == 0o600
+    assert b"ENCRYPTED PRIVATE KEY" in key_file.read_bytes()

@@ -19,7 +19,7 @@ from tests.seed_configs import SEED_EXAMPLE_1
 from tests.transport.runc2s_process import Runc2s, environment, manage
 from tests.transport.xmppclient import slixmpp_login
 
-P12_PASSWORD = "pw"
+P12_PASSWORD = "pw-seed-config"
 
 
 def _run(env: dict[str, str], *args: str) -> str:
@@ -40,7 +40,7 @@ def test_seed_certificate_only_config_logs_in_a_client_issued_by_pki_issue(tmp_p
     _run(env, "bootstrap")
     (tmp_path / "ca.pem").write_bytes((tmp_path / "var" / "pki" / "ca.pem").read_bytes())  # our CA
     out = tmp_path / "issued"
-    _run(env, "pki", "issue", "alice@localhost", "--out", str(out), "--p12-password", P12_PASSWORD)
+    _run({**env, "XMPPAUTH_P12_PASSWORD": P12_PASSWORD}, "pki", "issue", "alice@localhost", "--out", str(out))
     cert = x509.load_pem_x509_certificate((out / "alice@localhost.crt.pem").read_bytes())
     key = load_pem_private_key((out / "alice@localhost.key.pem").read_bytes(), P12_PASSWORD.encode())
     alice = Issued(cert, key)  # type: ignore[arg-type]

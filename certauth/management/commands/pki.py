@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -18,13 +19,20 @@ from accounts.models import Account, Domain
 from certauth import pki, services
 from certauth.identity import InvalidJid, parse_bare_jid
 from certauth.models import Certificate, CertificateAuthority, RevocationReason
+from xmppauth.secrets import write_private
+
+PASSWORD_ENV = "XMPPAUTH_P12_PASSWORD"
+NO_PASSWORD = (
+    f"no PKCS#12 password: give --p12-password-file FILE, set {PASSWORD_ENV}, or run from a terminal"
+)
 
 
 def _write(path: Path, data: bytes, *, private: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    if private:
+        write_private(path, data)
+    else:
+        path.write_bytes(data)
 
 
 class Command(BaseCommand):
@@ -48,7 +56,10 @@ class Command(BaseCommand):
         p = sub.add_parser("issue", help="issue a client certificate for a JID", **kw)
         p.add_argument("jid")
         p.add_argument("--out", required=True, help="directory for JID.p12, JID.crt.pem, JID.key.pem")
-        p.add_argument("--p12-password", help="default: $XMPPAUTH_P12_PASSWORD, else asked")
+        p.add_argument(
+            "--p12-password-file",
+            help=f"file whose first line is the password (else ${PASSWORD_ENV}, else asked on the terminal)",
+        )
         p.add_argument("--key-type", default="ec-p256", choices=pki.KEY_TYPES)
         p.add_argument("--days", type=int, default=365)
         p.add_argument("--cn", help="optional subject commonName")
@@ -95,7 +106,7 @@ class Command(BaseCommand):
         *,
         jid: str,
         out: str,
-        p12_password: str | None,
+        p12_password_file: str | None,
         key_type: str,
         days: int,
         cn: str | None,
@@ -103,7 +114,7 @@ class Command(BaseCommand):
         p12_legacy: bool = False,
         **_,
     ) -> None:
-        password = p12_password or os.environ.get("XMPPAUTH_P12_PASSWORD") or self._ask_password()
+        password = self._password(p12_password_file)
         with transaction.atomic():
             account = self._account(jid, create=True)
             issued = services.issue_for_account(
@@ -173,11 +184,24 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot read {file}: {exc.strerror}") from exc
 
-    def _ask_password(self) -> str:
-        first = getpass.getpass("PKCS#12 password: ")
-        if not first or first != getpass.getpass("again: "):
-            raise CommandError("the passwords are empty or differ")
-        return first
+    def _password(self, password_file: str | None) -> str:
+        """From the file, else the environment, else the terminal; never from argv (``ps`` shows it)."""
+        if password_file:
+            lines = self._read(password_file).decode("utf-8", "replace").splitlines()
+            password = lines[0] if lines else ""
+        elif os.environ.get(PASSWORD_ENV):
+            password = os.environ[PASSWORD_ENV]
+        elif sys.stdin.isatty():
+            password = getpass.getpass("PKCS#12 password: ")
+            if password != getpass.getpass("again: "):
+                raise CommandError("the passwords differ", returncode=2)
+        else:
+            raise CommandError(NO_PASSWORD, returncode=2)
+        if len(password) < pki.MIN_PASSWORD_LENGTH:
+            raise CommandError(
+                f"the PKCS#12 password must have at least {pki.MIN_PASSWORD_LENGTH} characters", returncode=2
+            )
+        return password
 
     def _ca(self, name_or_id: str) -> CertificateAuthority:
         query = {"pk": int(name_or_id)} if name_or_id.isdigit() else {"name": name_or_id}
