@@ -34,7 +34,31 @@ KEY_ENCRYPTION_KEY = read_or_create_secret(
 )
 
 DEBUG = os.environ.get("XMPPAUTH_DEBUG", "") == "1"
-ALLOWED_HOSTS = [h for h in os.environ.get("XMPPAUTH_ALLOWED_HOSTS", "").split(",") if h] or ["*"]
+
+
+def _allowed_hosts() -> list[str]:
+    """Host headers the HTTP listeners answer (Django's Host check, against DNS rebinding and poisoned links).
+
+    The hosted XMPP domains, the loopback names, each listener's own address when it is not a wildcard, and
+    the comma-separated ``XMPPAUTH_ALLOWED_HOSTS`` (e.g. the name in the server certificate when it is not
+    a hosted domain). Never ``*``.
+    """
+    names = {"localhost", "127.0.0.1", "[::1]", *XMPP.hosts}
+    for listener in XMPP.listen_http:
+        if listener.ip_address not in ("0.0.0.0", "::"):
+            names.add(f"[{listener.ip_address}]" if ":" in listener.ip_address else listener.ip_address)
+    names.update(h.strip() for h in os.environ.get("XMPPAUTH_ALLOWED_HOSTS", "").split(",") if h.strip())
+    return sorted(names)
+
+
+ALLOWED_HOSTS = _allowed_hosts()
+# The admin's cookies travel over TLS only (a TLS listener, or a TLS-terminating proxy in front of a plain
+# one); HSTS tells browsers to keep it so (SecurityMiddleware sends it on requests that came over TLS).
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+SESSION_COOKIE_HTTPONLY = True
+SECURE_HSTS_SECONDS = int(os.environ.get("XMPPAUTH_HSTS_SECONDS", str(365 * 24 * 3600)))
+SECURE_CONTENT_TYPE_NOSNIFF = True
 
 INSTALLED_APPS = [
     "daphne",

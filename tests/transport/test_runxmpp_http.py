@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -118,4 +119,42 @@ def test_runxmpp_https_refuses_a_client_without_certificate_when_the_config_requ
 def test_runxmpp_serves_a_listener_without_tls_as_plain_http(runxmpp):
     _, _, http_port = runxmpp
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/admin/login/", timeout=10) as response:
+        assert response.status == 200
+
+
+# --- issue 12 §8: production settings from the config ----------------------------------------------------
+
+
+def test_https_answers_carry_hsts_and_secure_cookies(runxmpp, tmp_path):
+    pki, https_port, _ = runxmpp
+    context = client_context(tmp_path, pki.valid)
+    with urllib.request.urlopen(f"https://127.0.0.1:{https_port}/admin/login/", context=context) as response:
+        assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+        cookies = response.headers.get_all("Set-Cookie")
+    csrf = [cookie for cookie in cookies if cookie.startswith("csrftoken=")]
+    assert csrf and "Secure" in csrf[0], cookies
+
+
+def test_plain_http_listener_sends_no_hsts(runxmpp):
+    _, _, http_port = runxmpp
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/admin/login/", timeout=10) as response:
+        assert "Strict-Transport-Security" not in response.headers  # a proxy in front owns it there
+
+
+@pytest.mark.parametrize("host", ["evil.example", "localhost.evil.example", "127.0.0.1.nip.io"])
+def test_a_host_header_that_is_not_ours_is_refused(runxmpp, tmp_path, host):
+    pki, https_port, _ = runxmpp
+    request = urllib.request.Request(f"https://127.0.0.1:{https_port}/admin/login/", headers={"Host": host})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, context=client_context(tmp_path, pki.valid))
+    assert refused.value.code == 400
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_our_own_names_are_accepted_as_host(runxmpp, tmp_path, host):
+    pki, https_port, _ = runxmpp
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{https_port}/admin/login/", headers={"Host": f"{host}:{https_port}"}
+    )
+    with urllib.request.urlopen(request, context=client_context(tmp_path, pki.valid)) as response:
         assert response.status == 200
