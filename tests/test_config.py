@@ -493,9 +493,12 @@ def test_basic_auth_error_does_not_echo_the_secret() -> None:
 # --- [xmppauth] options ---------------------------------------------------------------------------------
 
 
+BEHIND_PROXY = '[[listen.http]]\nport = 5280\nip_address = "127.0.0.1"\nbehind_tls_proxy = true\n'
+
+
 def test_xmppauth_options_are_read() -> None:
     options = parse(
-        "[xmppauth]\n"
+        BEHIND_PROXY + "[xmppauth]\n"
         'trusted_proxies = ["10.0.0.5", "192.168.0.0/16", "::1"]\n'
         "crl_grace_seconds = 0\ncrl_refresh_min_seconds = 30\ncrl_refresh_max_seconds = 600\n"
         "ping_interval_seconds = 0\nsession_lease_seconds = 10\ncrl_fail_open = true\n"
@@ -516,7 +519,7 @@ def test_xmppauth_options_are_read() -> None:
 
 
 def test_trusted_proxy_membership() -> None:
-    options = parse('[xmppauth]\ntrusted_proxies = ["10.0.0.0/8"]\n').options
+    options = parse(BEHIND_PROXY + '[xmppauth]\ntrusted_proxies = ["10.0.0.0/8"]\n').options
 
     assert options.is_trusted_proxy("10.1.2.3")
     assert not options.is_trusted_proxy("11.1.2.3")
@@ -529,6 +532,30 @@ def test_no_trusted_proxies_by_default_trusts_nobody() -> None:
 
 def test_invalid_trusted_proxy_is_rejected() -> None:
     assert "xmppauth.trusted_proxies[0]" in config_error('[xmppauth]\ntrusted_proxies = ["nginx"]\n')
+
+
+def test_trusted_proxies_without_a_listener_behind_a_proxy_is_rejected() -> None:
+    message = config_error('[xmppauth]\ntrusted_proxies = ["10.0.0.5"]\n')
+    assert "xmppauth.trusted_proxies" in message and "behind_tls_proxy" in message
+
+
+def test_listener_behind_a_proxy_without_trusted_proxies_is_rejected() -> None:
+    message = config_error(BEHIND_PROXY)
+    assert "listen.http[0].behind_tls_proxy" in message and "trusted_proxies" in message
+
+
+def test_a_tls_listener_cannot_be_behind_a_proxy() -> None:
+    message = config_error(
+        '[[listen.http]]\nport = 5443\nbehind_tls_proxy = true\ntls.verify_mode = "peer"\n'
+        '[xmppauth]\ntrusted_proxies = ["10.0.0.5"]\n'
+    )
+    assert "listen.http[0].behind_tls_proxy" in message and "terminates TLS itself" in message
+
+
+def test_a_plain_listener_behind_a_proxy_is_read() -> None:
+    config = parse(BEHIND_PROXY + '[xmppauth]\ntrusted_proxies = ["127.0.0.1"]\n')
+    assert config.listen_http[0].behind_tls_proxy and config.listen_http[0].tls is None
+    assert not parse('[[listen.http]]\nport = 5280\n').listen_http[0].behind_tls_proxy
 
 
 def test_crl_refresh_max_below_min_is_rejected() -> None:

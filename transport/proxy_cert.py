@@ -5,14 +5,17 @@ at the proxy. nginx passes the certificate on with::
 
     proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;   # URL-escaped PEM, empty without one
 
-For a connection whose peer address is in ``[xmppauth] trusted_proxies`` (``XmppauthOptions``) this
-middleware puts the certificate(s) of that header, leaf first, into the standard ASGI TLS extension
-(``scope["extensions"]["tls"]["client_cert_chain"]``), the same place ``transport.daphne_server`` puts the
-chain of a direct TLS connection, so the WebSocket and BOSH code reads one place. For a trusted proxy the
+The header counts only when all three hold (issue 12 §5): the request came in on a plain ``[[listen.http]]``
+listener that the config marks ``behind_tls_proxy = true`` (matched by the socket's own local port,
+``scope["server"]``, which no header sets), not over TLS that we terminated ourselves, and from a peer in
+``[xmppauth] trusted_proxies``. Then this middleware puts the certificate(s) of that header, leaf first,
+into the standard ASGI TLS extension (``scope["extensions"]["tls"]["client_cert_chain"]``), the same place
+``transport.daphne_server`` puts the chain of a direct TLS connection, so the WebSocket and BOSH code reads
+one place. For a trusted proxy the
 header *replaces* whatever the proxy's own TLS connection to us carried (that would be the proxy's
 certificate, not the user's); no header means no client certificate.
 
-From any other address the header is ignored, logged at INFO once per connection, and removed from the
+Anywhere else the header is ignored, logged at INFO once per connection, and removed from the
 scope's headers like it is after being honoured, so nothing downstream reads it by mistake. Nothing here
 decides who gets in: the chain is verified (chain, revocation, XEP-0178 identity) by ``certauth`` as for
 every connection.
@@ -34,7 +37,7 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from xmppauth.config import XmppauthOptions
+from xmppauth.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -94,18 +97,33 @@ def socket_peer(scope: Scope) -> tuple[str, Any] | None:
 class ProxyClientCertMiddleware:
     """Honour ``X-SSL-Client-Cert`` from trusted proxies only; see the module docstring."""
 
-    def __init__(self, app: AsgiApp, options: XmppauthOptions | None = None) -> None:
+    def __init__(self, app: AsgiApp, config: Config | None = None) -> None:
         self.app = app
-        self._options = options
+        self._config = config
         self._logged: OrderedDict[tuple[str, Any], None] = OrderedDict()
 
     @property
-    def options(self) -> XmppauthOptions:
-        if self._options is not None:
-            return self._options
+    def config(self) -> Config:
+        if self._config is not None:
+            return self._config
         from django.conf import settings  # noqa: PLC0415 (read when first needed, after django.setup())
 
-        return settings.XMPP.options
+        return settings.XMPP
+
+    def _proxied_listener(self, scope: Scope) -> bool:
+        """Whether the request came in on a plain listener declared ``behind_tls_proxy``, not over our TLS."""
+        if TLS_EXTENSION in (scope.get("extensions") or {}) or scope.get("scheme") in ("https", "wss"):
+            return False  # we terminated TLS ourselves: the chain is the one of that handshake
+        server = scope.get("server")
+        if not server or len(server) < 2:
+            return False
+        host, port = str(server[0]), server[1]
+        return any(
+            listener.behind_tls_proxy
+            and listener.port == port
+            and listener.ip_address in (host, "0.0.0.0", "::")
+            for listener in self.config.listen_http
+        )
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope.get("type") in ("http", "websocket"):
@@ -116,7 +134,11 @@ class ProxyClientCertMiddleware:
         headers = scope.get("headers") or []
         values = [value for name, value in headers if name.lower() == CLIENT_CERT_HEADER]
         peer = socket_peer(scope)
-        trusted = peer is not None and self.options.is_trusted_proxy(peer[0])
+        trusted = (
+            peer is not None
+            and self.config.options.is_trusted_proxy(peer[0])
+            and self._proxied_listener(scope)
+        )
         if not values and not trusted:
             return scope
         scope = dict(scope)
@@ -152,7 +174,8 @@ class ProxyClientCertMiddleware:
         if len(self._logged) > LOGGED_PEERS_LIMIT:
             self._logged.popitem(last=False)
         logger.info(
-            "%s header from %s ignored: not a trusted proxy ([xmppauth] trusted_proxies)",
+            "%s header from %s ignored: not a trusted proxy ([xmppauth] trusted_proxies) on a listener"
+            " with behind_tls_proxy = true",
             CLIENT_CERT_HEADER.decode(),
             key[0],
         )

@@ -24,6 +24,7 @@ Sections and keys (defaults in brackets)::
       tls.crl_files = ["ca.crl"]       # extra CRLs (PEM or DER) [none]
     [[listen.http]]                    # or [listen.http]: HTTPS for WebSocket (RFC 7395) and BOSH (XEP-0206)
       port = 5443, ip_address, tls.* as above; a tls table means HTTPS, tls.mode may only be "tls"
+      behind_tls_proxy = false         # plain listener behind nginx: X-SSL-Client-Cert from trusted_proxies
       [[listen.http.handlers.mod_websockets]]   host = "_" (any) ["_"], path = "/ws-xmpp" (required)
       [[listen.http.handlers.mod_bosh]]         host, path as above
     [auth]
@@ -161,6 +162,8 @@ class HttpListener:
     tls: TlsOptions | None = None  # None: plain HTTP
     handlers: tuple[HttpHandler, ...] = ()
     backlog: int = BACKLOG_DEFAULT
+    # Plain listener behind a TLS-terminating proxy: X-SSL-Client-Cert from [xmppauth] trusted_proxies counts.
+    behind_tls_proxy: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,9 @@ class XmppauthOptions:
     """Our own options (the ``[xmppauth]`` table); MongooseIM has no equivalent.
 
     - ``trusted_proxies``: addresses/networks of TLS-terminating proxies whose client-certificate header is
-      honoured; from any other peer the header is ignored. Default: none.
+      honoured on the plain ``[[listen.http]]`` listeners marked ``behind_tls_proxy = true`` (never on one
+      that terminates TLS itself); from any other peer, or on any other listener, the header is ignored.
+      Default: none.
     - ``crl_grace_seconds``: how long past a CRL's nextUpdate its CA's certificates are still accepted when no
       newer CRL could be fetched. Default 3600.
     - ``crl_fail_open``: past that grace, accept instead of refuse (fail open). Default false (fail closed).
@@ -481,12 +486,20 @@ def _parse_http(listener: _Table) -> HttpListener:
                         entry.key("path"), f"host {host!r} path {path!r} is already used on this listener"
                     )
                 handlers.append(HttpHandler(kind=kind, host=host, path=path))
+    tls = _parse_tls(listener, HTTP_TLS_MODES, "tls")
+    behind_tls_proxy = listener.boolean("behind_tls_proxy", False)
+    if behind_tls_proxy and tls is not None:
+        listener.fail(
+            listener.key("behind_tls_proxy"),
+            "a listener with a tls table terminates TLS itself; only a plain listener can be behind a proxy",
+        )
     return HttpListener(
         port=listener.integer("port", 5443, 1, 65535),
         ip_address=_parse_ip(listener),
-        tls=_parse_tls(listener, HTTP_TLS_MODES, "tls"),
+        tls=tls,
         handlers=tuple(handlers),
         backlog=listener.integer("backlog", BACKLOG_DEFAULT, 1),
+        behind_tls_proxy=behind_tls_proxy,
     )
 
 
@@ -504,7 +517,9 @@ def _parse_listen(root: _Table) -> tuple[tuple[C2SListener, ...], tuple[HttpList
     if listen is None:
         return (), ()
     c2s_tables = listen.entries("c2s", ("port", "ip_address", "tls", "max_stanza_size", "backlog"))
-    http_tables = listen.entries("http", ("port", "ip_address", "tls", "handlers", "backlog"))
+    http_tables = listen.entries(
+        "http", ("port", "ip_address", "tls", "handlers", "backlog", "behind_tls_proxy")
+    )
     c2s = tuple(_parse_c2s(table) for table in c2s_tables)
     http = tuple(_parse_http(table) for table in http_tables)
     bound = [(t.path, li.ip_address, li.port) for t, li in zip(c2s_tables, c2s, strict=True)]
@@ -713,14 +728,32 @@ def parse_config(data: dict, source: str = "<string>", base_dir: str | Path | No
     )
     hosts = _parse_hosts(root)
     listen_c2s, listen_http = _parse_listen(root)
+    options = _parse_options(root)
+    _check_proxy_trust(root, listen_http, options)
     return Config(
         hosts=hosts,
         listen_c2s=listen_c2s,
         listen_http=listen_http,
         auth=_parse_auth(root),
         source=source,
-        options=_parse_options(root),
+        options=options,
     )
+
+
+def _check_proxy_trust(root: _Table, listen_http: tuple[HttpListener, ...], options: XmppauthOptions) -> None:
+    """The client-certificate header needs both halves: a plain listener declared behind a TLS-terminating
+    proxy, and the proxy's addresses. Either one alone would be an option that does nothing."""
+    behind = [index for index, listener in enumerate(listen_http) if listener.behind_tls_proxy]
+    if behind and not options.trusted_proxies:
+        root.fail(
+            f"listen.http[{behind[0]}].behind_tls_proxy",
+            "needs the proxy's addresses in [xmppauth] trusted_proxies",
+        )
+    if options.trusted_proxies and not behind:
+        root.fail(
+            "xmppauth.trusted_proxies",
+            "no [[listen.http]] has behind_tls_proxy = true, so no listener would honour the proxy's header",
+        )
 
 
 def load_config(path: str | Path) -> Config:

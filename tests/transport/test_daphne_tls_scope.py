@@ -70,6 +70,10 @@ def site(tmp_path_factory) -> Site:
   port = {strict}
   ip_address = "127.0.0.1"
   {tls}
+[[listen.http]]
+  port = {plain}
+  ip_address = "127.0.0.1"
+  behind_tls_proxy = true
 [xmppauth]
   trusted_proxies = ["{TRUSTED_PROXY}"]
 """)
@@ -108,7 +112,9 @@ def _start(site: Site, command: list[str], port: int) -> Iterator[subprocess.Pop
 
 @pytest.fixture(scope="module")
 def our_server(site):
-    command = [sys.executable, "-m", "transport.daphne_server", "-e", "xmpptls:listener=0", ECHO_APP]
+    # The echo app behind the proxy middleware, as xmppauth.asgi serves ours: over TLS it must change nothing.
+    app = "tests.transport.echo_asgi:proxied"
+    command = [sys.executable, "-m", "transport.daphne_server", "-e", "xmpptls:listener=0", app]
     yield from _start(site, command, site.lenient_port)
 
 
@@ -204,7 +210,7 @@ def test_xmpptls_plugin_rejects_an_http_listener_index_that_does_not_exist(site)
         timeout=60,
     )
     assert result.returncode != 0
-    assert "xmpptls:listener=7" in result.stderr and "listener=0..1" in result.stderr
+    assert "xmpptls:listener=7" in result.stderr and "listener=0..2" in result.stderr
 
 
 def fetch_plain(port: int, source: str, headers: dict[str, str]) -> dict:
@@ -235,3 +241,26 @@ def test_client_certificate_header_sent_directly_by_a_client_is_ignored(site, be
 def test_forged_x_forwarded_for_does_not_make_a_client_a_trusted_proxy(site, behind_proxy):
     headers = {"X-Forwarded-For": TRUSTED_PROXY, "X-SSL-Client-Cert": escaped(site.pki.valid.pem)}
     assert fetch_plain(site.plain_port, "127.0.0.1", headers)["tls"] is None
+
+
+def test_client_certificate_header_on_a_tls_listener_is_ignored_even_from_the_trusted_proxy(
+    site, our_server, tmp_path
+):
+    """The trusted proxy's address talking to a listener that terminates TLS itself: the handshake's chain
+    counts, never the header (issue 12 §5). ``our_server`` wraps the echo app in the proxy middleware."""
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1",
+        site.lenient_port,
+        context=client_context(tmp_path, site.pki.valid),
+        timeout=10,
+        source_address=(TRUSTED_PROXY, 0),
+    )
+    try:
+        connection.request("GET", "/echo", headers={"X-SSL-Client-Cert": escaped(site.pki.untrusted.pem)})
+        response = connection.getresponse()
+        assert response.status == 200
+        facts = json.loads(response.read())
+    finally:
+        connection.close()
+    assert facts["scheme"] == "https"
+    assert leaf_of(facts["tls"]) == site.pki.valid.cert

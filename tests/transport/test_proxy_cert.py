@@ -1,7 +1,9 @@
-"""transport.proxy_cert: X-SSL-Client-Cert counts only from `[xmppauth] trusted_proxies` (DESIGN §3).
+"""transport.proxy_cert: X-SSL-Client-Cert counts only from `[xmppauth] trusted_proxies`, on a plain listener
+marked `behind_tls_proxy`, never over TLS we terminated ourselves (DESIGN §3, issue 12 §5).
 
-Every rule that lets a certificate in is tested both ways: the header from a trusted proxy address fills the
-ASGI TLS extension; the same header sent by anyone else is ignored, removed, and logged once per connection.
+Every rule that lets a certificate in is tested both ways: the header from a trusted proxy address on the
+proxied listener fills the ASGI TLS extension; the same header sent by anyone else, or on another listener,
+or over our own TLS, is ignored, removed, and logged once per connection.
 """
 
 from __future__ import annotations
@@ -21,13 +23,19 @@ from transport.proxy_cert import (
     ProxyClientCertMiddleware,
     parse_header_chain,
 )
-from xmppauth.config import XmppauthOptions
+from xmppauth.config import Config, HttpListener, XmppauthOptions
 
 PROXY = "10.1.2.3"
 STRANGER = "192.0.2.7"
+PROXIED_PORT, PLAIN_PORT = 5280, 5281
 OPTIONS = XmppauthOptions(
     trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::1/128"))
 )
+LISTENERS = (
+    HttpListener(port=PROXIED_PORT, ip_address="127.0.0.1", behind_tls_proxy=True),
+    HttpListener(port=PLAIN_PORT, ip_address="127.0.0.1"),  # plain, but not declared behind a proxy
+)
+CONFIG = Config(listen_http=LISTENERS, options=OPTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +48,27 @@ def nginx_escaped(pem: bytes) -> bytes:
     return quote(pem.decode()).encode()
 
 
-def run(scope: dict, options: XmppauthOptions = OPTIONS) -> dict:
+def run(scope: dict, config: Config = CONFIG) -> dict:
     """Pass ``scope`` through the middleware; return the scope the application saw."""
     seen: dict = {}
 
     async def app(scope, receive, send):
         seen.update(scope)
 
-    asyncio.run(ProxyClientCertMiddleware(app, options)(scope, None, None))
+    asyncio.run(ProxyClientCertMiddleware(app, config)(scope, None, None))
     return seen
 
 
-def http_scope(client: str, headers=(), extensions=None, port: int = 40000) -> dict:
-    scope = {"type": "http", "client": [client, port], "headers": list(headers), "scheme": "http"}
+def http_scope(
+    client: str, headers=(), extensions=None, port: int = 40000, server_port: int = PROXIED_PORT
+) -> dict:
+    scope = {
+        "type": "http",
+        "client": [client, port],
+        "server": ["127.0.0.1", server_port],
+        "headers": list(headers),
+        "scheme": "http",
+    }
     if extensions is not None:
         scope["extensions"] = extensions
     return scope
@@ -107,12 +123,35 @@ def test_trusted_proxy_socket_peer_is_honoured_whatever_scope_client_says(alice)
 
 
 def test_trusted_proxy_without_the_header_means_no_client_certificate():
-    # The proxy's own TLS connection to us may carry the proxy's certificate: never the user's.
-    proxy_cert = make_client(make_ca("proxy's CA"), jids=["proxy@localhost"])
-    own = {"tls": {"client_cert_chain": [proxy_cert.pem.decode()], "tls_version": 0x0304}}
-    tls = run(http_scope(PROXY, [], extensions=own))["extensions"]["tls"]
+    tls = run(http_scope(PROXY, []))["extensions"]["tls"]
     assert tls["client_cert_chain"] == []
     assert tls["client_cert_name"] is None
+
+
+def test_header_over_tls_we_terminated_is_ignored_even_from_a_trusted_proxy(alice):
+    # A listener that terminates TLS itself has the real chain of its handshake: no header replaces it.
+    own_cert = make_client(make_ca("handshake CA"), jids=["bob@localhost"])
+    own = {"tls": {"client_cert_chain": [own_cert.pem.decode()], "tls_version": 0x0304}}
+    scope = http_scope(PROXY, [(b"x-ssl-client-cert", nginx_escaped(alice.pem))], extensions=own)
+    scope["scheme"] = "https"
+    seen = run(scope)
+    assert leaf(seen) == own_cert.cert
+    assert all(name != CLIENT_CERT_HEADER for name, _ in seen["headers"])
+
+
+def test_header_from_a_trusted_proxy_on_a_listener_not_declared_behind_a_proxy_is_ignored(alice, caplog):
+    caplog.set_level(logging.INFO, logger="transport.proxy_cert")
+    header = [(b"x-ssl-client-cert", nginx_escaped(alice.pem))]
+    seen = run(http_scope(PROXY, header, server_port=PLAIN_PORT))
+    assert "tls" not in seen["extensions"]
+    assert all(name != CLIENT_CERT_HEADER for name, _ in seen["headers"])
+    assert any("behind_tls_proxy" in r.getMessage() for r in caplog.records)
+
+
+def test_header_from_a_trusted_proxy_without_a_known_server_socket_is_ignored(alice):
+    scope = http_scope(PROXY, [(b"x-ssl-client-cert", nginx_escaped(alice.pem))])
+    del scope["server"]
+    assert "tls" not in run(scope)["extensions"]
 
 
 def test_trusted_proxy_with_an_empty_header_means_no_client_certificate():
@@ -140,12 +179,19 @@ def test_header_name_is_matched_case_insensitively_and_removed(alice):
 
 def test_websocket_scope_from_a_trusted_proxy_is_honoured(alice):
     headers = [(b"x-ssl-client-cert", nginx_escaped(alice.pem))]
-    scope = {"type": "websocket", "client": [PROXY, 1], "headers": headers}
+    scope = {
+        "type": "websocket",
+        "client": [PROXY, 1],
+        "server": ["127.0.0.1", PROXIED_PORT],
+        "headers": headers,
+    }
     assert leaf(run(scope)) == alice.cert
 
 
 def test_without_trusted_proxies_configured_every_header_is_ignored(alice):
-    seen = run(http_scope(PROXY, [(b"x-ssl-client-cert", nginx_escaped(alice.pem))]), XmppauthOptions())
+    seen = run(
+        http_scope(PROXY, [(b"x-ssl-client-cert", nginx_escaped(alice.pem))]), Config(listen_http=LISTENERS)
+    )
     assert "tls" not in seen.get("extensions", {})
 
 
@@ -156,7 +202,7 @@ def test_ignored_header_is_logged_once_per_connection(alice, caplog):
     async def app(scope, receive, send):
         seen.append(scope)
 
-    middleware = ProxyClientCertMiddleware(app, OPTIONS)
+    middleware = ProxyClientCertMiddleware(app, CONFIG)
     header = [(b"x-ssl-client-cert", nginx_escaped(alice.pem))]
 
     async def requests():
