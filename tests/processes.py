@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: manage.py runs from here
@@ -66,6 +67,18 @@ class Managed:
                 return line
             if line == "":
                 raise AssertionError(f"{self.args} ended before printing {text!r}:\n{''.join(self.output)}")
+
+    def wait_for_port(self, port: int, timeout: float = 60) -> None:
+        """Until something accepts on 127.0.0.1:``port``; fails with the output if the process ended first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"{self.args} is not listening on {port}:\n{self.stop()}") from None
+                time.sleep(0.2)
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)

@@ -212,6 +212,9 @@ class XmppauthOptions:
     - ``require_revocation``: refuse certificates whose CA (or any CA on the path) has no usable revocation
       source (no CRL held). Default false: the seed's configurations trust a ``tls.cacertfile`` with no CRL,
       and such CAs are named in a start-up warning and in the admin instead.
+    - ``admin_requires_certificate``: every admin page needs, besides the password login, a client
+      certificate that verifies in ``peer`` mode (chain and revocation) and whose one xmppAddr is the username
+      of an active staff user. Default false (password login only, rate-limited).
     """
 
     trusted_proxies: tuple[IpNetwork, ...] = ()
@@ -222,6 +225,7 @@ class XmppauthOptions:
     ping_interval_seconds: int = 60
     session_lease_seconds: int = 30
     require_revocation: bool = False
+    admin_requires_certificate: bool = False
 
     def is_trusted_proxy(self, address: str) -> bool:
         """Whether a peer address belongs to one of ``trusted_proxies``."""
@@ -676,6 +680,7 @@ def _parse_options(root: _Table) -> XmppauthOptions:
             "ping_interval_seconds",
             "session_lease_seconds",
             "require_revocation",
+            "admin_requires_certificate",
         ),
     )
     if table is None:
@@ -705,6 +710,9 @@ def _parse_options(root: _Table) -> XmppauthOptions:
         ping_interval_seconds=table.integer("ping_interval_seconds", defaults.ping_interval_seconds, 0),
         session_lease_seconds=table.integer("session_lease_seconds", defaults.session_lease_seconds, 1),
         require_revocation=table.boolean("require_revocation", defaults.require_revocation),
+        admin_requires_certificate=table.boolean(
+            "admin_requires_certificate", defaults.admin_requires_certificate
+        ),
     )
 
 
