@@ -3,20 +3,51 @@ offline messages (RFC 6121, XEP-0160) to look at."""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from accounts.models import Account, Domain, OfflineMessage, RosterItem
+from accounts.models import (
+    Account,
+    Domain,
+    OfflineMessage,
+    RosterItem,
+    normalised_domain,
+    normalised_localpart,
+)
 from certauth import pki, services
 from certauth.adminviews import form_page
 from certauth.forms import IssueCertificateForm, SignCsrForm
 
 
+class DomainForm(forms.ModelForm):
+    """Normalises the name before the uniqueness check, so a look-alike of a domain is a form error."""
+
+    class Meta:
+        model = Domain
+        fields = "__all__"
+
+    def clean_name(self) -> str:
+        return normalised_domain(self.cleaned_data["name"])
+
+
+class AccountForm(forms.ModelForm):
+    """Normalises the localpart ([RFC7622] §3.3) before the (localpart, domain) uniqueness check."""
+
+    class Meta:
+        model = Account
+        fields = "__all__"
+
+    def clean_localpart(self) -> str:
+        return normalised_localpart(self.cleaned_data["localpart"])
+
+
 @admin.register(Domain)
 class DomainAdmin(admin.ModelAdmin):
+    form = DomainForm
     list_display = ["name", "enabled", "account_count", "created_at"]
     list_filter = ["enabled"]
     search_fields = ["name"]
@@ -35,6 +66,7 @@ def _attachment(data: bytes, filename: str, content_type: str) -> HttpResponse:
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
+    form = AccountForm
     list_display = ["jid_display", "active", "created_by", "certificate_count", "created_at"]
     list_filter = ["active", "created_by", "domain"]
     search_fields = ["localpart", "domain__name"]

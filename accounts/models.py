@@ -1,8 +1,32 @@
-"""Hosted XMPP domains and the accounts that live on them."""
+"""Hosted XMPP domains and the accounts that live on them.
+
+Names are stored normalised, once, whatever was typed ([RFC7622] §3.2-3.3 through ``certauth.identity``:
+PRECIS UsernameCaseMapped for localparts, IDNA2008/UTS #46 for domains), so every lookup, the login's and
+the admin's, compares the same string; ``Dave`` typed in the admin is the account ``dave`` logs in as.
+"""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from certauth.identity import InvalidJid, normalise_domain, normalise_localpart, parse_bare_jid
+
+
+def normalised_localpart(value: str) -> str:
+    """The stored form of a localpart; ``ValidationError`` (for forms) when it cannot be one."""
+    try:
+        return normalise_localpart(value.strip())
+    except InvalidJid as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def normalised_domain(value: str) -> str:
+    """The stored form of a domain name; ``ValidationError`` (for forms) when it cannot be one."""
+    try:
+        return normalise_domain(value.strip())
+    except InvalidJid as exc:
+        raise ValidationError(str(exc)) from None
 
 
 class Domain(models.Model):
@@ -19,15 +43,19 @@ class Domain(models.Model):
         return self.name
 
     def save(self, *args, **kwargs) -> None:
-        self.name = self.name.strip().lower()
+        self.name = normalised_domain(self.name)
         super().save(*args, **kwargs)
 
 
 class AccountQuerySet(models.QuerySet):
     def by_jid(self, jid: str) -> Account:
-        """The account for a bare JID ``local@domain`` (raises ``Account.DoesNotExist``)."""
-        localpart, _, domain = jid.partition("@")
-        return self.select_related("domain").get(localpart=localpart, domain__name=domain.lower())
+        """The account for a bare JID ``local@domain``, normalised first (raises ``Account.DoesNotExist``,
+        also for a string that is no JID)."""
+        try:
+            parsed = parse_bare_jid(jid)
+        except InvalidJid:
+            raise self.model.DoesNotExist(f"{jid!r} is not a bare JID") from None
+        return self.select_related("domain").get(localpart=parsed.local, domain__name=parsed.domain)
 
 
 class Account(models.Model):
@@ -52,6 +80,10 @@ class Account(models.Model):
 
     def __str__(self) -> str:
         return self.jid
+
+    def save(self, *args, **kwargs) -> None:
+        self.localpart = normalised_localpart(self.localpart)
+        super().save(*args, **kwargs)
 
     @property
     def jid(self) -> str:

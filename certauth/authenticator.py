@@ -91,17 +91,20 @@ def ensure_config_domains(hosts: Iterable[str]) -> None:
 
 
 def hosted_domains(config: Config) -> set[str]:
-    """The config's hosts plus the enabled ``Domain`` rows (the admin may add domains at run time)."""
+    """The config's hosts plus the enabled ``Domain`` rows (the admin may add domains at run time), minus
+    the rows an admin disabled: a disabled row refuses logins for its host even when the config lists it."""
     ensure_config_domains(config.hosts)
     sql = fastsql.statement(
-        "authenticator.hosted_domains",
+        "authenticator.domain_rows",
         lambda: (
-            f"SELECT {fastsql.column(Domain, 'name')} FROM {fastsql.table(Domain)}"
-            f" WHERE {fastsql.column(Domain, 'enabled')} = %s"
+            f"SELECT {fastsql.column(Domain, 'name')}, {fastsql.column(Domain, 'enabled')}"
+            f" FROM {fastsql.table(Domain)}"
         ),
     )
-    names = {name for (name,) in fastsql.fetch_all(sql, [fastsql.param(Domain, "enabled", True)])}
-    return names | {host.lower() for host in config.hosts}
+    rows = fastsql.fetch_all(sql, [])
+    disabled = {name for name, enabled in rows if not enabled}
+    enabled = {name for name, enabled in rows if enabled}
+    return (enabled | {host.lower() for host in config.hosts}) - disabled
 
 
 def _clip(text: str | None, limit: int) -> str:

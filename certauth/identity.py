@@ -4,7 +4,8 @@ Specs, cited below by label:
   [XEP-0178]  Best Practices for Use of SASL EXTERNAL with Certificates, §3 (client-to-server).
   [RFC6120]   XMPP Core: §6.3.8 (authzid is a bare JID), §6.5 (SASL failure conditions),
               §13.7.1.4 (xmppAddr).
-  [RFC7622]   XMPP Address Format, §3 (JID parts and their normalisation).
+  [RFC7622]   XMPP Address Format, §3 (JID parts and their normalisation), through the PRECIS profiles of
+              [RFC8265] (precis-i18n) and IDNA2008 with UTS #46 mapping (idna).
   [DESIGN4]   /work/shared/DESIGN.md §4 (the verifiers `standard`, `common_name`, `auth_id`, dotted path).
 
 Pure: no Django, no I/O, no cryptography objects. The caller passes *certificate facts*: anything with
@@ -22,6 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import idna
+from precis_i18n import get_profile
+
 logger = logging.getLogger(__name__)
 
 # [RFC6120] §6.5: the SASL failure conditions these rules produce.
@@ -32,6 +36,8 @@ BUILTIN_VERIFIERS = ("standard", "common_name", "auth_id")
 
 _MAX_PART_BYTES = 1023  # [RFC7622] §3.2, §3.3, §3.4
 _LOCALPART_FORBIDDEN = frozenset("\"&'/:<>@")  # [RFC7622] §3.3.1
+_USERNAME = get_profile("UsernameCaseMapped")  # [RFC7622] §3.3.2, [RFC8265] §3.3
+_OPAQUE = get_profile("OpaqueString")  # [RFC7622] §3.4.2, [RFC8265] §4.2
 
 
 class InvalidJid(ValueError):
@@ -70,49 +76,56 @@ def _has_control(text: str) -> bool:
 
 
 def normalise_localpart(local: str) -> str:
-    """[RFC7622] §3.3: NFKC then lower case.
+    """[RFC7622] §3.3: the PRECIS UsernameCaseMapped profile ([RFC8265] §3.3: width mapping, case mapping,
+    NFC, the IdentifierClass), then the characters §3.3.1 forbids on top of it.
 
-    A simplification of the PRECIS UsernameCaseMapped profile (RFC 8265 §3.3): width mapping and case
-    mapping are approximated by NFKC and ``str.lower``; directionality and the full PRECIS character
-    classes are not checked. Spaces, control characters and ``"&'/:<>@`` are refused.
+    A look-alike that only compatibility mapping would fold (``ﬁona``, fullwidth letters are mapped, the
+    ligature is not) is refused rather than merged into another account's name.
     """
-    local = unicodedata.normalize("NFKC", local).lower()
-    _check_length(local, "localpart")
-    bad = sorted({char for char in local if char in _LOCALPART_FORBIDDEN or char.isspace()})
+    try:
+        enforced = _USERNAME.enforce(local)
+    except UnicodeError as exc:
+        raise InvalidJid(f"localpart {local!r} is not a PRECIS username: {exc.reason}") from None
+    _check_length(enforced, "localpart")
+    bad = sorted({char for char in enforced if char in _LOCALPART_FORBIDDEN})
     if bad:
         raise InvalidJid(f"localpart contains forbidden characters {''.join(bad)!r}")
-    if _has_control(local):
-        raise InvalidJid("localpart contains control or unassigned characters")
-    return local
+    return enforced
 
 
 def normalise_domain(domain: str) -> str:
-    """[RFC7622] §3.2: NFKC, lower case, without the trailing dot of a fully qualified name.
-
-    IDNA2008 (U-label/A-label equivalence) is not applied: the domain is compared as written, lowered.
-    """
-    domain = unicodedata.normalize("NFKC", domain).lower()
+    """[RFC7622] §3.2: IDNA2008 with the UTS #46 mapping (case, width), compared as U-labels; without the
+    trailing dot of a fully qualified name. An IP literal in brackets is kept as written, lowered."""
     if domain.endswith("."):
         domain = domain[:-1]  # [RFC7622] §3.2: a trailing dot is stripped before comparison
     _check_length(domain, "domainpart")
+    if domain.startswith("[") and domain.endswith("]"):
+        literal = domain.lower()
+        if any(char.isspace() for char in literal) or _has_control(literal):
+            raise InvalidJid(f"domainpart {domain!r} contains forbidden characters")
+        return literal
     if any(char.isspace() or char in "@/\"&'<>\\" for char in domain) or _has_control(domain):
         raise InvalidJid(f"domainpart {domain!r} contains forbidden characters")
-    if any(not label for label in domain.split(".")) and not domain.startswith("["):
+    if any(not label for label in domain.split(".")):
         raise InvalidJid(f"domainpart {domain!r} has an empty label")
-    return domain
+    try:
+        ascii_form = idna.encode(domain, uts46=True, transitional=False)
+        unicode_form = idna.decode(ascii_form)
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise InvalidJid(f"domainpart {domain!r} is not a valid IDNA domain name: {exc}") from None
+    _check_length(unicode_form, "domainpart")
+    return unicode_form
 
 
 def normalise_resource(resource: str) -> str:
-    """[RFC7622] §3.4: NFC (a simplification of the PRECIS OpaqueString profile, RFC 8265 §4.2).
-
-    Non-ASCII spaces are mapped to U+0020; control characters are refused.
-    """
-    resource = "".join(" " if char.isspace() and ord(char) > 0x7F else char for char in resource)
-    resource = unicodedata.normalize("NFC", resource)
-    _check_length(resource, "resourcepart")
-    if _has_control(resource):
-        raise InvalidJid("resourcepart contains control or unassigned characters")
-    return resource
+    """[RFC7622] §3.4: the PRECIS OpaqueString profile ([RFC8265] §4.2: non-ASCII spaces to U+0020, NFC,
+    the FreeformClass)."""
+    try:
+        enforced = _OPAQUE.enforce(resource)
+    except UnicodeError as exc:
+        raise InvalidJid(f"resourcepart is not a PRECIS opaque string: {exc.reason}") from None
+    _check_length(enforced, "resourcepart")
+    return enforced
 
 
 def parse_jid(text: str) -> Jid:

@@ -643,3 +643,30 @@ def test_every_external_attempt_writes_one_event(ca, ca_row):
     auth.authenticate_external(check.facts, None, DOMAIN)
     auth.authenticate_external(check.facts, "nobody@localhost", DOMAIN)
     assert AuthEvent.objects.count() == before + 2
+
+
+# --- one normalised name (issue 12 §4, RFC 7622 §3.2-3.3) ---------------------------------------------------
+
+
+def test_a_domain_row_disabled_in_the_admin_refuses_logins_even_for_a_config_host(ca, ca_row):
+    _, before = login(authenticator(), make_client(ca, jids=["alice@localhost"]))
+    assert before.jid == "alice@localhost"
+    Domain.objects.filter(name=DOMAIN).update(enabled=False)
+    _, after = login(authenticator(), make_client(ca, jids=["alice@localhost"]))
+    assert after.condition == "not-authorized"
+    assert "is not in a domain we host" in last_event().reason
+
+
+def test_an_account_disabled_as_typed_with_capitals_stays_disabled_for_its_lower_case_login(ca, ca_row):
+    localhost = Domain.objects.get_or_create(name=DOMAIN)[0]
+    Account.objects.create(localpart="Dave", domain=localhost, active=False)
+    _, result = login(authenticator(methods=["pki"]), make_client(ca, jids=["dave@localhost"]))
+    assert result.condition == "not-authorized"
+    assert list(Account.objects.values_list("localpart", "active")) == [("dave", False)]  # no second "dave"
+
+
+def test_a_certificate_naming_a_look_alike_of_an_account_is_not_that_account(ca, ca_row):
+    make_account("fiona@localhost")
+    _, result = login(authenticator(methods=["pki"]), make_client(ca, jids=["\ufb01ona@localhost"]))
+    assert result.jid is None  # the ligature is no PRECIS username: no account, and not fiona's
+    assert not Account.objects.exclude(localpart="fiona").exists()
