@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from io import StringIO
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -366,3 +369,19 @@ def test_admin_import_takes_allowed_domains(staff_client, hosted):
     response = staff_client.post(url, {**refused, "pem": make_ca("Another CA").pem.decode()})
     assert "is not a hosted domain" in response.content.decode()
     assert not CertificateAuthority.objects.filter(name="Another CA").exists()
+
+
+def test_pki_import_ca_takes_domains(tmp_path, hosted):
+    (tmp_path / "partner.pem").write_bytes(make_ca("Partner CA").pem)
+    out = StringIO()
+    path = str(tmp_path / "partner.pem")
+    call_command("pki", "import-ca", path, "--domains", "B.example,a.example", stdout=out)
+    assert "for b.example, a.example only" in out.getvalue()
+    assert CertificateAuthority.objects.get(name="Partner CA").allowed_domains == ["b.example", "a.example"]
+
+
+def test_pki_import_ca_refuses_a_domain_we_do_not_host(tmp_path, hosted):
+    (tmp_path / "partner.pem").write_bytes(make_ca("Partner CA").pem)
+    with pytest.raises(CommandError, match="--domains: 'c.example' is not a hosted domain"):
+        call_command("pki", "import-ca", str(tmp_path / "partner.pem"), "--domains", "c.example")
+    assert not CertificateAuthority.objects.filter(name="Partner CA").exists()
