@@ -17,6 +17,7 @@ and :func:`domain_refusal` is the one rule that applies those limits to the JID 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -84,7 +85,7 @@ class TrustAnchors:
         """
         limits = [self.domain_limits[fp] for fp in ca_fingerprints if fp in self.domain_limits]
         if cacert_domains:
-            file_limit = frozenset(cacert_domains)
+            file_limit = _normalised(tuple(cacert_domains))
             limits += [
                 DomainLimit(f"{self.file_anchors[fp]} (tls.cacertfile)", file_limit)
                 for fp in ca_fingerprints
@@ -126,6 +127,18 @@ def _file_anchors(cacertfile: str) -> list[x509.Certificate]:
     except ValueError as exc:
         logger.error("tls.cacertfile %s holds no usable certificate: %s", cacertfile, exc)
     return []
+
+
+@functools.lru_cache(maxsize=64)
+def _normalised(domains: tuple[str, ...]) -> frozenset[str]:
+    """A listener's ``tls.cacert_domains`` compared as JID domains are (RFC 7622 §3.2, certauth.identity)."""
+    normalised: set[str] = set()
+    for domain in domains:
+        try:
+            normalised.add(normalise_domain(domain))
+        except InvalidJid:
+            normalised.add(domain)  # the config loader checked it is a host; compare it as written
+    return frozenset(normalised)
 
 
 def _domain_limit(name: str, allowed: object) -> DomainLimit:
