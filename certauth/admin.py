@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts.models import Account
 from certauth import crlfetch, crlpolicy, services
 from certauth.adminviews import form_page
-from certauth.forms import ImportCaForm, ImportCertificateForm, RevokeForm
+from certauth.forms import CertificateAuthorityForm, ImportCaForm, ImportCertificateForm, RevokeForm
 from certauth.models import AuthEvent, Certificate, CertificateAuthority, CrlSource, RevokedSerial
 
 
@@ -41,6 +41,7 @@ class ImportToolMixin:
 
 @admin.register(CertificateAuthority)
 class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
+    form = CertificateAuthorityForm
     list_display = [
         "name",
         "is_ours_display",
@@ -62,7 +63,7 @@ class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
         "crl_link",
         "created_at",
     ]
-    fields = ["name", "trusted_for_client_auth", *readonly_fields]
+    fields = ["name", "trusted_for_client_auth", "allowed_domains", *readonly_fields]
     actions = ["publish_crl_action"]
     import_label = "Import a CA from PEM"
 
@@ -96,7 +97,10 @@ class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
             data = form.cleaned_data
             try:
                 ca = services.import_ca(
-                    data["pem"], name=data["name"] or None, trusted=data["trusted_for_client_auth"]
+                    data["pem"],
+                    name=data["name"] or None,
+                    trusted=data["trusted_for_client_auth"],
+                    allowed_domains=data["allowed_domains"],
                 )
             except services.PkiError as exc:
                 form.add_error("pem", str(exc))

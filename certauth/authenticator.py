@@ -9,7 +9,8 @@ Per connection: ``CertificateAuthenticator(config, listener_tls, transport, peer
    the listener's trust store, then revocation. Its :class:`CertCheck` tells the core whether EXTERNAL may be
    offered (:meth:`~CertificateAuthenticator.external_available`).
 2. :meth:`~CertificateAuthenticator.authenticate_external` when the client sends EXTERNAL: revocation again
-   (it may have changed since the handshake), the identity rules, then the auth methods in order.
+   (it may have changed since the handshake), the identity rules, the domain limits of the CAs on the
+   verified path (``certauth.trust.domain_refusal``), then the auth methods in order.
 
 Every attempt writes an ``AuthEvent`` and a log line with the human reason; so does a certificate refused at
 the handshake. ``AuthEvent.jid_requested`` is the authzid, or when the client sent none, the JID the identity
@@ -37,7 +38,7 @@ from certauth.identity import NOT_AUTHORIZED, resolve_identity
 from certauth.models import AuthEvent
 from certauth.pki import CertFacts
 from certauth.revocation import revocation_problem
-from certauth.trust import trust_anchors
+from certauth.trust import domain_refusal, trust_anchors
 from certauth.verify import verify_client_chain
 from transport.stream.auth import AuthResult  # the core's verdict: we implement its Authenticator
 from xmppauth import fastsql
@@ -67,6 +68,7 @@ class _Checked:
     facts: CertFacts
     der: bytes
     issuer_ca_id: int | None
+    ca_fingerprints: tuple[str, ...] = ()  # the CAs on the verified path, leaf excluded, anchor last
 
 
 def _as_certificates(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certificate]:
@@ -165,7 +167,8 @@ class CertificateAuthenticator:
         if revoked:
             self._record(facts, None, None, None, f"certificate refused: {revoked}")
             return CertCheck(facts, False, revoked)
-        self._checked = _Checked(facts, certs[0].public_bytes(Encoding.DER), issuer_ca_id)
+        path_cas = tuple(pki.fingerprint_sha256(cert) for cert in verdict.chain[1:])
+        self._checked = _Checked(facts, certs[0].public_bytes(Encoding.DER), issuer_ca_id, path_cas)
         logger.debug("client certificate %s from %s accepted: %s", facts.subject, self.peer, verdict.reason)
         return CertCheck(facts, True, verdict.reason)
 
@@ -218,6 +221,9 @@ class CertificateAuthenticator:
         )
         if decision.jid is None:
             return self._refuse(facts, authzid, decision.condition or NOT_AUTHORIZED, decision.reason)
+        limited = self._domain_refusal(checked, decision.jid)
+        if limited:  # before the methods: `pki` would create the account
+            return self._refuse(facts, authzid, NOT_AUTHORIZED, limited, jid=decision.jid)
         verdict = run_methods(self.methods, ExternalAttempt(decision.jid, facts, checked.der))
         if not verdict.accepted:
             return self._refuse(facts, authzid, NOT_AUTHORIZED, verdict.reason, jid=decision.jid)
@@ -227,6 +233,18 @@ class CertificateAuthenticator:
             facts.subject, decision.jid, self.transport, self.peer, verdict.reason,
         )
         return AuthResult(jid=decision.jid, reason=verdict.reason)
+
+    def _domain_refusal(self, checked: _Checked, jid: str) -> str | None:
+        """Issue 11 point 10: every CA on the path limited to some domains must allow the JID's domain.
+
+        The limits are read from the cached anchors now, not at the handshake, so a CA narrowed in the
+        admin meanwhile applies (within ``certauth.trust.CACHE_TTL`` across processes); no query per login.
+        """
+        if not checked.ca_fingerprints or self.listener_tls is None:
+            return None  # no CA vouched (verify_mode none, or a self-signed certificate)
+        anchors = trust_anchors(self.listener_tls.cacertfile)
+        limits = anchors.limits_on_path(checked.ca_fingerprints, self.listener_tls.cacert_domains)
+        return domain_refusal(limits, jid.rpartition("@")[2])  # the JID is bare and normalised
 
     # --- the event log ----------------------------------------------------------------------------------
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from django import forms
+import re
+from collections.abc import Iterable
 
+from django import forms
+from django.conf import settings
+
+from accounts.models import Domain
 from certauth import pki
+from certauth.identity import InvalidJid, normalise_domain
 from certauth.models import CertificateAuthority, RevocationReason
 
 KEY_TYPE_CHOICES = [("ec-p256", "ECDSA P-256"), ("rsa-2048", "RSA 2048"), ("rsa-3072", "RSA 3072")]
@@ -12,6 +18,80 @@ KEY_TYPE_CHOICES = [("ec-p256", "ECDSA P-256"), ("rsa-2048", "RSA 2048"), ("rsa-
 
 def _our_cas():
     return CertificateAuthority.objects.exclude(encrypted_private_key=None)
+
+
+def _hosted_domains() -> set[str]:
+    """Domains we host: the config's ``[general] hosts`` and every ``Domain`` row (enabled or not)."""
+    names = set(settings.XMPP.hosts) | set(Domain.objects.values_list("name", flat=True))
+    hosted: set[str] = set()
+    for name in names:
+        try:
+            hosted.add(normalise_domain(name))
+        except InvalidJid:
+            continue
+    return hosted
+
+
+def clean_allowed_domains(names: Iterable[str]) -> list[str]:
+    """A CA's allowed domains as stored: normalised (RFC 7622 §3.2, lower case), IDNA-encodable, hosted.
+
+    ``forms.ValidationError`` naming every entry that is not; duplicates are dropped, order is kept.
+    """
+    hosted: set[str] | None = None
+    domains: list[str] = []
+    errors: list[str] = []
+    for name in names:
+        try:
+            domain = normalise_domain(name)
+            domain.encode("idna")  # RFC 5890: must have an A-label form (labels of 1..63 octets)
+        except (InvalidJid, UnicodeError) as exc:
+            errors.append(f"{name!r} is not a domain name ({exc})")
+            continue
+        if hosted is None:
+            hosted = _hosted_domains()
+        if domain not in hosted:
+            listed = ", ".join(sorted(hosted)) or "none"
+            errors.append(f"{domain!r} is not a hosted domain (hosted: {listed})")
+        elif domain not in domains:
+            domains.append(domain)
+    if errors:
+        raise forms.ValidationError(errors)
+    return domains
+
+
+class AllowedDomainsField(forms.CharField):
+    """``CertificateAuthority.allowed_domains`` typed as names separated by commas or spaces."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("label", "Allowed domains")
+        kwargs.setdefault(
+            "help_text",
+            "Hosted domains this CA may vouch for, separated by commas or spaces; "
+            "empty: every hosted domain. A certificate of this CA (or of a CA below it) asserting a JID in "
+            "another domain is refused with not-authorized.",
+        )
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value: object) -> object:
+        return ", ".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value: object) -> list[str]:  # type: ignore[override]
+        text = super().to_python(value)
+        return [name for name in re.split(r"[\s,]+", text) if name]
+
+    def clean(self, value: object) -> list[str]:
+        return clean_allowed_domains(super().clean(value))
+
+
+class CertificateAuthorityForm(forms.ModelForm):
+    """The CA change page: its name, whether it is trusted, and the domains it may vouch for."""
+
+    allowed_domains = AllowedDomainsField()
+
+    class Meta:
+        model = CertificateAuthority
+        fields = ["name", "trusted_for_client_auth", "allowed_domains"]
 
 
 class IssueCertificateForm(forms.Form):
@@ -102,6 +182,7 @@ class PemImportForm(forms.Form):
 class ImportCaForm(PemImportForm):
     name = forms.CharField(required=False, max_length=200, help_text="Default: the certificate's CN.")
     trusted_for_client_auth = forms.BooleanField(required=False, initial=True)
+    allowed_domains = AllowedDomainsField()
 
 
 class ImportCertificateForm(PemImportForm):

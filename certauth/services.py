@@ -7,6 +7,7 @@ each action has one implementation. Private keys of our CAs are encrypted at res
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -100,8 +101,11 @@ def create_ca(
 
 
 @transaction.atomic
-def import_ca(pem: bytes, *, name: str | None = None, trusted: bool = True) -> CertificateAuthority:
-    """Import an external CA certificate (no key); it is trusted for client authentication if asked."""
+def import_ca(
+    pem: bytes, *, name: str | None = None, trusted: bool = True, allowed_domains: Sequence[str] = ()
+) -> CertificateAuthority:
+    """Import an external CA certificate (no key); it is trusted for client authentication if asked, for
+    ``allowed_domains`` only when given (checked by the caller: ``certauth.forms.clean_allowed_domains``)."""
     try:
         cert = pki.load_certificate(pem)
     except ValueError as exc:
@@ -112,7 +116,9 @@ def import_ca(pem: bytes, *, name: str | None = None, trusted: bool = True) -> C
     if CertificateAuthority.objects.filter(fingerprint_sha256=facts.fingerprint_sha256).exists():
         raise PkiError(f"this CA is imported already ({facts.fingerprint_sha256})")
     name = name or facts.common_name or facts.subject
-    ca = CertificateAuthority.objects.create(name=name, trusted_for_client_auth=trusted, **_ca_fields(cert))
+    ca = CertificateAuthority.objects.create(
+        name=name, trusted_for_client_auth=trusted, allowed_domains=list(allowed_domains), **_ca_fields(cert)
+    )
     logger.info("imported CA %r (%s)", name, ca.fingerprint_sha256)
     return ca
 

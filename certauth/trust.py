@@ -9,13 +9,19 @@ parsed set is cached per ``cacertfile``:
 - other processes (the admin runs elsewhere in production) see the change within ``CACHE_TTL`` seconds.
 
 Revocation is never cached here (``certauth.revocation`` asks the database every time).
+
+Per-CA domains (issue 11 point 10) ride on the same cache: a CA may be limited to some hosted domains
+(``CertificateAuthority.allowed_domains``; for ``tls.cacertfile`` CAs the listener's ``tls.cacert_domains``),
+and :func:`domain_refusal` is the one rule that applies those limits to the JID a login asserts.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +31,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from certauth import pki
+from certauth.identity import InvalidJid, normalise_domain
 from certauth.models import CertificateAuthority
 
 logger = logging.getLogger(__name__)
@@ -37,6 +44,26 @@ _cache: dict[str | None, tuple[int, float, TrustAnchors]] = {}
 
 
 @dataclass(frozen=True)
+class DomainLimit:
+    """A CA that may vouch only for ``domains`` (normalised hosted domains); ``ca`` names it for people."""
+
+    ca: str
+    domains: frozenset[str]
+
+
+def domain_refusal(limits: Iterable[DomainLimit], domain: str) -> str | None:
+    """Why a JID in ``domain`` may not be asserted through CAs with these ``limits`` (None: it may).
+
+    Every limit on the path applies: the trust anchor's and those of the CAs between it and the leaf.
+    """
+    for limit in limits:
+        if domain not in limit.domains:
+            allowed = ", ".join(sorted(limit.domains)) or "no domain"
+            return f"CA {limit.ca!r} may vouch only for {allowed}, not for {domain}"
+    return None
+
+
+@dataclass(frozen=True)
 class TrustAnchors:
     """The parsed anchors of one listener, with what the verifier and the revocation check need."""
 
@@ -44,6 +71,27 @@ class TrustAnchors:
     store: Store | None  # None when there is no anchor at all (cryptography refuses an empty Store)
     ca_ids: dict[str, int] = field(default_factory=dict)  # SHA-256 fingerprint -> pk of every CA row
     generation: int = 0
+    # SHA-256 fingerprint -> limit, for every CA row whose allowed_domains is not empty
+    domain_limits: dict[str, DomainLimit] = field(default_factory=dict)
+    # SHA-256 fingerprint -> name, for the anchors read from tls.cacertfile
+    file_anchors: dict[str, str] = field(default_factory=dict)
+
+    def limits_on_path(
+        self, ca_fingerprints: Sequence[str], cacert_domains: Sequence[str] = ()
+    ) -> list[DomainLimit]:
+        """The domain limits of the CAs on a verified path (their SHA-256 fingerprints, leaf excluded).
+
+        ``cacert_domains`` is the listener's ``tls.cacert_domains``: it limits the anchors of its cacertfile.
+        """
+        limits = [self.domain_limits[fp] for fp in ca_fingerprints if fp in self.domain_limits]
+        if cacert_domains:
+            file_limit = _normalised(tuple(cacert_domains))
+            limits += [
+                DomainLimit(f"{self.file_anchors[fp]} (tls.cacertfile)", file_limit)
+                for fp in ca_fingerprints
+                if fp in self.file_anchors
+            ]
+        return limits
 
     def ca_row_id(self, cert: x509.Certificate | None) -> int | None:
         """The ``CertificateAuthority`` primary key of a CA certificate (``None`` when it is not a row)."""
@@ -81,16 +129,48 @@ def _file_anchors(cacertfile: str) -> list[x509.Certificate]:
     return []
 
 
-def _db_anchors() -> tuple[list[x509.Certificate], dict[str, int]]:
-    """Trusted CA rows, parsed; and the primary key of *every* CA row by fingerprint (an intermediate or a
-    file anchor may be a row that is not itself trusted, and its revocations still live there)."""
+@functools.lru_cache(maxsize=64)
+def _normalised(domains: tuple[str, ...]) -> frozenset[str]:
+    """A listener's ``tls.cacert_domains`` compared as JID domains are (RFC 7622 §3.2, certauth.identity)."""
+    normalised: set[str] = set()
+    for domain in domains:
+        try:
+            normalised.add(normalise_domain(domain))
+        except InvalidJid:
+            normalised.add(domain)  # the config loader checked it is a host; compare it as written
+    return frozenset(normalised)
+
+
+def _domain_limit(name: str, allowed: object) -> DomainLimit:
+    """A row's ``allowed_domains`` as a limit; an entry that is not a domain matches nothing (fail closed)."""
+    if not isinstance(allowed, list):
+        logger.error("CA %r: allowed_domains is not a list (%r); it may vouch for no domain", name, allowed)
+        return DomainLimit(name, frozenset())
+    domains: set[str] = set()
+    for entry in allowed:
+        try:
+            if not isinstance(entry, str):
+                raise InvalidJid("not a string")
+            domains.add(normalise_domain(entry))
+        except InvalidJid as exc:
+            logger.error("CA %r: allowed_domains entry %r is not a domain (%s); ignored", name, entry, exc)
+    return DomainLimit(name, frozenset(domains))
+
+
+def _db_anchors() -> tuple[list[x509.Certificate], dict[str, int], dict[str, DomainLimit]]:
+    """Trusted CA rows, parsed; the primary key of *every* CA row by fingerprint (an intermediate or a file
+    anchor may be a row that is not itself trusted, and its revocations still live there); and the domain
+    limit of every row that has one (an intermediate's limit applies as much as an anchor's)."""
     certs: list[x509.Certificate] = []
     ids: dict[str, int] = {}
+    limits: dict[str, DomainLimit] = {}
     rows = CertificateAuthority.objects.values_list(
-        "pk", "name", "fingerprint_sha256", "trusted_for_client_auth", "certificate_pem"
+        "pk", "name", "fingerprint_sha256", "trusted_for_client_auth", "certificate_pem", "allowed_domains"
     )
-    for pk, name, fingerprint, trusted, pem in rows:
+    for pk, name, fingerprint, trusted, pem, allowed in rows:
         ids[fingerprint.lower()] = pk
+        if allowed:
+            limits[fingerprint.lower()] = _domain_limit(name, allowed)
         if not trusted:
             continue
         try:
@@ -99,17 +179,18 @@ def _db_anchors() -> tuple[list[x509.Certificate], dict[str, int]]:
             logger.error("CA %r: stored certificate cannot be parsed (%s); not trusted", name, exc)
             continue
         certs.append(cert)
-    return certs, ids
+    return certs, ids, limits
 
 
 def _build(cacertfile: str | None, gen: int) -> TrustAnchors:
     certs: list[x509.Certificate] = _file_anchors(cacertfile) if cacertfile else []
-    db_certs, ids = _db_anchors()
-    seen = {pki.fingerprint_sha256(c) for c in certs}
+    file_names = {pki.fingerprint_sha256(c): c.subject.rfc4514_string() for c in certs}
+    db_certs, ids, limits = _db_anchors()
+    seen = set(file_names)
     certs += [c for c in db_certs if pki.fingerprint_sha256(c) not in seen]
     store = Store(certs) if certs else None
     logger.debug("trust store for %s: %d anchors", cacertfile, len(certs))
-    return TrustAnchors(tuple(certs), store, ids, gen)
+    return TrustAnchors(tuple(certs), store, ids, gen, limits, file_names)
 
 
 def trust_anchors(cacertfile: str | None) -> TrustAnchors:

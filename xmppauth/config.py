@@ -22,6 +22,8 @@ Sections and keys (defaults in brackets)::
       tls.verify_peer = true           # older spelling: true = "peer", false = "none"
       tls.disconnect_on_failure = true # a bad client certificate ends the handshake [true]
       tls.crl_files = ["ca.crl"]       # extra CRLs (PEM or DER) [none]
+      tls.cacert_domains = ["a.example"]  # the cacertfile's CAs may vouch only for these hosts; each one
+                                       # of [general] hosts; only with tls.cacertfile [every hosted domain]
     [[listen.http]]                    # or [listen.http]: HTTPS for WebSocket (RFC 7395) and BOSH (XEP-0206)
       port = 5443, ip_address, tls.* as above; a tls table means HTTPS, tls.mode may only be "tls"
       behind_tls_proxy = false         # plain listener behind nginx: X-SSL-Client-Cert from trusted_proxies
@@ -442,8 +444,47 @@ def _parse_tls(listener: _Table, modes: Sequence[str], default_mode: str) -> Tls
         verify_mode=verify_mode,
         disconnect_on_failure=tls.boolean("disconnect_on_failure", True),
         crl_files=tls.files("crl_files"),
-        cacert_domains=tuple(name.strip().lower().rstrip(".") for name in tls.strings("cacert_domains", ())),
+        cacert_domains=_parse_cacert_domains(tls),
     )
+
+
+def _parse_cacert_domains(tls: _Table) -> tuple[str, ...]:
+    """``tls.cacert_domains``: the hosted domains this listener's ``tls.cacertfile`` CAs may vouch for.
+
+    Compared like ``[general] hosts`` (lowercased, without a trailing dot); that each is a host is checked by
+    :func:`_check_cacert_domains` once the hosts are known. An empty array is refused: it would read as
+    "no domain" but mean "every domain"; leaving the key out means every hosted domain.
+    """
+    if not tls.has("cacert_domains"):
+        return ()
+    raw = tls.strings("cacert_domains", ())
+    if not raw:
+        tls.fail(tls.key("cacert_domains"), "must name at least one host; leave it out for every host")
+    if not tls.has("cacertfile"):
+        tls.fail(
+            tls.key("cacert_domains"),
+            f"limits the CAs of {tls.key('cacertfile')}, which is not set; give both or neither",
+        )
+    domains: list[str] = []
+    for name in raw:
+        domain = name.strip().lower().rstrip(".")
+        if domain in domains:
+            tls.fail(tls.key("cacert_domains"), f"{domain!r} is listed twice (compared lowercased)")
+        domains.append(domain)
+    return tuple(domains)
+
+
+def _check_cacert_domains(listener: _Table, tls: TlsOptions | None, hosts: Sequence[str]) -> None:
+    """Every ``tls.cacert_domains`` entry must be one of ``[general] hosts`` (a CA limited to a domain we do
+    not host would vouch for nobody, and a typo would silently lock everyone out)."""
+    if tls is None:
+        return
+    for index, domain in enumerate(tls.cacert_domains):
+        if domain not in hosts:
+            listener.fail(
+                f"{listener.key('tls')}.cacert_domains[{index}]",
+                f"{domain!r} is not one of general.hosts ({', '.join(hosts)})",
+            )
 
 
 def _parse_ip(listener: _Table) -> str:
@@ -516,7 +557,9 @@ def _check_ports(root: _Table, bound: list[tuple[str, str, int]]) -> None:
                 root.fail(f"{name}.port", f"port {port} on {ip} is already used by {other_name}")
 
 
-def _parse_listen(root: _Table) -> tuple[tuple[C2SListener, ...], tuple[HttpListener, ...]]:
+def _parse_listen(
+    root: _Table, hosts: Sequence[str]
+) -> tuple[tuple[C2SListener, ...], tuple[HttpListener, ...]]:
     listen = root.table("listen", ("c2s", "http"))
     if listen is None:
         return (), ()
@@ -529,6 +572,8 @@ def _parse_listen(root: _Table) -> tuple[tuple[C2SListener, ...], tuple[HttpList
     bound = [(t.path, li.ip_address, li.port) for t, li in zip(c2s_tables, c2s, strict=True)]
     bound += [(t.path, li.ip_address, li.port) for t, li in zip(http_tables, http, strict=True)]
     _check_ports(root, bound)
+    for table, listener in [*zip(c2s_tables, c2s, strict=True), *zip(http_tables, http, strict=True)]:
+        _check_cacert_domains(table, listener.tls, hosts)
     return c2s, http
 
 
@@ -735,7 +780,7 @@ def parse_config(data: dict, source: str = "<string>", base_dir: str | Path | No
         ("general", "listen", "auth", "outgoing_pools", "xmppauth"),
     )
     hosts = _parse_hosts(root)
-    listen_c2s, listen_http = _parse_listen(root)
+    listen_c2s, listen_http = _parse_listen(root, hosts)
     options = _parse_options(root)
     _check_proxy_trust(root, listen_http, options)
     return Config(
@@ -785,7 +830,8 @@ def _describe_tls(tls: TlsOptions | None, plain: str) -> str:
     cert = "bootstrap cert" if tls.certfile is None else "own cert"
     failure = "" if tls.disconnect_on_failure else ", keep on bad cert"
     crls = f", {len(tls.crl_files)} CRL file(s)" if tls.crl_files else ""
-    return f"{tls.mode} verify={tls.verify_mode}{failure}, {cert}{crls}"
+    domains = f", cacertfile CAs for {','.join(tls.cacert_domains)} only" if tls.cacert_domains else ""
+    return f"{tls.mode} verify={tls.verify_mode}{failure}, {cert}{crls}{domains}"
 
 
 def _address(ip: str, port: int) -> str:

@@ -9,7 +9,8 @@
 // <response/> to the server's empty challenge (XEP-0178, RFC 6120 §6.4.2).
 //
 // Output: {"status": "connected"|"authfail"|"connfail"|"no-external"|"timeout", "jid": ..., "mechanisms": [...],
-//          "condition": ..., "auth": text of the <auth/> sent, "response": text of the <response/> sent}
+//          "condition": ..., "auth": text of the <auth/> sent, "response": text of the <response/> sent,
+//          "sasl_failure": the condition element of the server's SASL <failure/> (RFC 6120 §6.5), if any}
 'use strict';
 
 const fs = require('fs');
@@ -26,7 +27,9 @@ const agent = installCertTransports(tlsOptions);
 
 const { Strophe } = require('strophe.js');
 
-const result = { status: 'timeout', jid: null, mechanisms: null, condition: null, auth: null, response: null };
+const result = {
+    status: 'timeout', jid: null, mechanisms: null, condition: null, auth: null, response: null, sasl_failure: null,
+};
 let done = false;
 function finish(status, extra) {
     if (done) return;
@@ -49,6 +52,10 @@ connection.xmlInput = (element) => {
                 result.mechanisms = offered;
                 if (!offered.includes('EXTERNAL')) finish('no-external');
             }
+        }
+        if (node.nodeName === 'failure') {
+            const condition = Array.from(node.childNodes).find((child) => child.nodeType === 1);
+            if (condition) result.sasl_failure = condition.nodeName;
         }
     }
 };

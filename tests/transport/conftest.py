@@ -79,11 +79,12 @@ def c2s(on_reactor, pki, trusted_ca):
         clock=None,
         ping_interval: float = 0,
         auth=None,
+        hosts: tuple[str, ...] = ("localhost",),
         **tls_overrides,
     ) -> int:
         options = pki.options(mode=mode, **tls_overrides)
         listener = C2SListener(port=0, ip_address="127.0.0.1", tls=options)
-        config = Config(hosts=("localhost",), listen_c2s=(listener,), auth=auth or AuthConfig())
+        config = Config(hosts=hosts, listen_c2s=(listener,), auth=auth or AuthConfig())
         port = on_reactor(
             tcp.listen_c2s,
             listener,

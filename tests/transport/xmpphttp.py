@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,10 +58,17 @@ class XmppHttpServer:
         return certfile, keyfile
 
 
-def start_server(directory: Path, *, runxmpp: bool = False) -> Iterator[XmppHttpServer]:
+def start_server(
+    directory: Path,
+    *,
+    runxmpp: bool = False,
+    hosts: Sequence[str] = ("localhost",),
+    tls_extra: str = "",
+) -> Iterator[XmppHttpServer]:
     """Migrate a scratch database, start the server, yield it once both ports answer, then stop it.
 
     The server is our daphne command line (production), or with ``runxmpp`` the embedded server.
+    ``hosts`` become ``[general] hosts``; ``tls_extra`` is one more TOML line in every listener (``tls.*``).
     """
     pki = make_pki(directory)
     cafile = directory / "client-ca.pem"
@@ -77,6 +84,7 @@ def start_server(directory: Path, *, runxmpp: bool = False) -> Iterator[XmppHttp
   tls.cacertfile = "{cafile}"
   tls.verify_mode = "{mode}"
   tls.disconnect_on_failure = {str(disconnect).lower()}
+  {tls_extra}
   [[listen.http.handlers.mod_websockets]]
     path = "/ws-xmpp"
   [[listen.http.handlers.mod_bosh]]
@@ -85,7 +93,7 @@ def start_server(directory: Path, *, runxmpp: bool = False) -> Iterator[XmppHttp
         for name, (mode, disconnect) in LISTENERS.items()
     )
     config = directory / "xmppauth.toml"
-    config.write_text('[general]\n  hosts = ["localhost"]\n' + listeners)
+    config.write_text(f"[general]\n  hosts = {json.dumps(list(hosts))}\n" + listeners)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "xmppauth.settings",

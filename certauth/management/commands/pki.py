@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from accounts.models import Account, Domain
 from certauth import pki, services
+from certauth.forms import clean_allowed_domains
 from certauth.identity import InvalidJid, parse_bare_jid
 from certauth.models import Certificate, CertificateAuthority, RevocationReason
 from xmppauth.secrets import write_private
@@ -52,6 +54,9 @@ class Command(BaseCommand):
         p.add_argument("file")
         p.add_argument("--name")
         p.add_argument("--not-trusted", action="store_true")
+        p.add_argument(
+            "--domains", default="", help="hosted domains it may vouch for, comma-separated (default: all)"
+        )
 
         p = sub.add_parser("issue", help="issue a client certificate for a JID", **kw)
         p.add_argument("jid")
@@ -96,10 +101,15 @@ class Command(BaseCommand):
         ca = services.create_ca(name, key_type=key_type, days=days, trusted=not not_trusted)
         self.stdout.write(f"created CA {ca.name} (id {ca.pk}, SHA-256 {ca.fingerprint_sha256})")
 
-    def do_import_ca(self, *, file: str, name: str | None, not_trusted: bool, **_) -> None:
-        ca = services.import_ca(self._read(file), name=name, trusted=not not_trusted)
+    def do_import_ca(self, *, file: str, name: str | None, not_trusted: bool, domains: str, **_) -> None:
+        try:  # the admin's rule: lower-cased, IDNA-encodable, hosted
+            allowed = clean_allowed_domains(d for d in domains.replace(",", " ").split() if d)
+        except ValidationError as exc:
+            raise CommandError(f"--domains: {'; '.join(exc.messages)}") from exc
+        ca = services.import_ca(self._read(file), name=name, trusted=not not_trusted, allowed_domains=allowed)
         trust = "trusted" if ca.trusted_for_client_auth else "not trusted"
-        self.stdout.write(f"imported CA {ca.name} (id {ca.pk}, {trust} for client logins)")
+        limit = f", for {', '.join(ca.allowed_domains)} only" if ca.allowed_domains else ""
+        self.stdout.write(f"imported CA {ca.name} (id {ca.pk}, {trust} for client logins{limit})")
 
     def do_issue(
         self,
