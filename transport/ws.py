@@ -11,10 +11,14 @@ Decisions:
 - A message that is not exactly one element (two elements, text, an unfinished element) gets the stream error
   ``not-well-formed``: a document with more or less than one root element is not well-formed XML (XML 1.0
   §2.1), and §3.3.3 requires each message to be such a document. Where the core has a more precise condition
-  (``restricted-xml`` for a DTD or a comment) the core's wins.
+  (``restricted-xml`` for a comment or an entity) the core's wins.
+- A message that declares a DTD gets ``restricted-xml``, as on TCP (RFC 6120 §11.1). Each message is a
+  document of its own (RFC 7395 §3.3.3), so its DTD sits in the prolog; the core reads messages as children
+  of one invisible root, where expat would only see a syntax error, so :func:`declares_dtd` looks first.
 - A message larger than the listener's ``max_stanza_size`` (``[[listen.http]]`` has none: 64 KiB, the core's
   default) gets ``policy-violation`` (RFC 6120 §13.12). daphne's own cap (``TlsExtensionServer``) is larger,
-  so such a message reaches us and the client learns why; beyond it, daphne closes with 1009.
+  so such a message reaches us and the client learns why; beyond it, the WebSocket is closed with 1009
+  (RFC 6455 §7.4.1; ``TlsExtensionServer`` makes autobahn send that close frame instead of dropping TCP).
 - A binary message gets the stream error ``unsupported-encoding`` (RFC 6455 §7.4.1's 1003 would fit, but
   daphne lets an application close only with 1000 or 3000-4999; the stream error says why).
 - ``disconnect_on_failure`` with a refused certificate refuses the handshake (HTTP 403), the WebSocket
@@ -100,6 +104,27 @@ def frame_element_count(frame: bytes) -> int | None:
     return count
 
 
+def declares_dtd(frame: bytes) -> bool:
+    """Whether a message, read as the document it is (RFC 7395 §3.3.3), opens with a DTD.
+
+    The handler stops expat at the ``<!DOCTYPE``, before any declaration inside it is read.
+    """
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+
+    def found(*args: object) -> None:
+        raise _Stop
+
+    parser.StartDoctypeDeclHandler = found
+    try:
+        parser.Parse(frame, True)
+    except _Stop:
+        return True
+    except expat.ExpatError:
+        return False
+    return False
+
+
 class XmppWebsocketConsumer(AsyncWebsocketConsumer):
     """One RFC 7395 connection: handshake checks, then one message in, one element per message out."""
 
@@ -155,7 +180,11 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
             )  # RFC 6120 §13.12
         else:
             count = frame_element_count(frame)
-            if count is None:
+            if count is None and declares_dtd(frame):
+                session.close_with_error(
+                    errors.RESTRICTED_XML, "a DTD is not allowed in XMPP (RFC 6120 §11.1)"
+                )
+            elif count is None:
                 await session.receive(frame)  # the core's restricted parser names the problem
                 if not session.closed:
                     session.close_with_error(errors.NOT_WELL_FORMED, "a message must be one complete element")
