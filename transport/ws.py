@@ -8,6 +8,8 @@ with ``certauth``, like on TCP).
 
 Decisions:
 
+- The handshake's ``Origin`` is checked first (``transport.origin``: none, our own, or ``allowed_origins``);
+  any other page's handshake is refused with HTTP 403 before any certificate is looked at.
 - A message that is not exactly one element (two elements, text, an unfinished element) gets the stream error
   ``not-well-formed``: a document with more or less than one root element is not well-formed XML (XML 1.0
   §2.1), and §3.3.3 requires each message to be such a document. Where the core has a more precise condition
@@ -37,6 +39,7 @@ from autobahn.exception import Disconnected
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from transport.origin import check_origin
 from transport.session_driver import (
     AsyncC2SSession,
     scope_chain,
@@ -135,15 +138,23 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
         self._send_lock = asyncio.Lock()
         self._ws_closed = False
         peer = scope_peer(self.scope)
+        config = settings.XMPP
+        listener = scope_listener(config, self.scope)
+        origin = check_origin(config, listener, self.scope, "mod_websockets")
+        if not origin.allowed:  # a browser page of another site: the user's certificate is not its to use
+            logger.warning(
+                "ws %s: handshake refused (HTTP 403), Origin %s: %s", peer, origin.log_value(), origin.reason
+            )
+            await self.close()
+            return
         if SUBPROTOCOL not in (self.scope.get("subprotocols") or ()):
             logger.info("ws %s: handshake refused, no %r subprotocol (RFC 7395 §3.2)", peer, SUBPROTOCOL)
             await self.close()
             return
-        config = settings.XMPP
         try:
             session = AsyncC2SSession(
                 config,
-                scope_listener(config, self.scope),
+                listener,
                 scope_tls_options(config, self.scope),
                 transport="ws",
                 peer=peer,
