@@ -251,7 +251,7 @@ class BoshApp:
             await _respond(send, 413, terminate_bytes(BAD_REQUEST), origin)
             return
         try:
-            status, response = 200, await self.handle(scope, data)
+            status, response = 200, await self.handle(scope, data, origin)
         except BoshError as exc:
             logger.info("bosh %s: %s (%s)", scope_peer(scope), exc.condition, exc)
             status, response = exc.status, terminate_bytes(exc.condition)
@@ -260,14 +260,14 @@ class BoshApp:
             status, response = 500, terminate_bytes(INTERNAL_SERVER_ERROR)
         await _respond(send, status, response, origin)
 
-    async def handle(self, scope: dict[str, Any], data: bytes) -> bytes:
+    async def handle(self, scope: dict[str, Any], data: bytes, origin: OriginVerdict | None = None) -> bytes:
         config = settings.XMPP
         listener = scope_listener(config, scope)
         body = parse_body(data, 4 * getattr(listener, "max_stanza_size", 65536) + 4096)
         rid = _int_attr(body, "rid")
         sid = body.get("sid")
         if sid is None:
-            return await self.create(scope, body, rid)
+            return await self.create(scope, body, rid, origin)
         session = self.sessions.get(sid)
         if session is None:
             raise BoshError(ITEM_NOT_FOUND, "unknown sid")  # XEP-0124 §17.2
@@ -277,7 +277,9 @@ class BoshApp:
 
     # -- session creation (XEP-0124 §7, XEP-0206 §4) ------------------------------------------------
 
-    async def create(self, scope: dict[str, Any], body: Element, rid: int) -> bytes:
+    async def create(
+        self, scope: dict[str, Any], body: Element, rid: int, origin: OriginVerdict | None = None
+    ) -> bytes:
         config = settings.XMPP
         to = body.get("to")
         if not to:
@@ -317,7 +319,15 @@ class BoshApp:
             return session.take_response() if condition == REMOTE_STREAM_ERROR else terminate_bytes(condition)
         self.sessions[sid] = session
         stream.arm_auth_deadline()
-        logger.info("bosh %s: session %s… created for %s (wait %d, hold %d)", peer, sid[:6], to, wait, hold)
+        logger.info(
+            "bosh %s: session %s… created for %s (wait %d, hold %d%s)",
+            peer,
+            sid[:6],
+            to,
+            wait,
+            hold,
+            origin.describe() if origin else "",
+        )
         attrs = {
             "sid": sid,
             "wait": str(wait),

@@ -114,6 +114,10 @@ class OriginVerdict:
     origin: str | None  # the Origin header as sent (None: there was none); echoed in CORS answers
     reason: str
 
+    def describe(self) -> str:
+        """For the line that logs a connection or session: which page it serves ("" for a native client)."""
+        return "" if self.origin is None else f", Origin {self.log_value()}: {self.reason}"
+
     def log_value(self) -> str:
         """The Origin value for a log line: quoted and escaped by repr, cut to a sane length."""
         return repr((self.origin or "")[:LOGGED_ORIGIN_LENGTH])

@@ -172,7 +172,7 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
         self.session = session
         session.arm_auth_deadline()
         await self.accept(subprotocol=SUBPROTOCOL)
-        logger.info("ws %s: connected (%s)", peer, self.scope.get("path"))
+        logger.info("ws %s: connected (%s%s)", peer, self.scope.get("path"), origin.describe())
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         session = self.session

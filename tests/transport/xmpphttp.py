@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,10 +58,13 @@ class XmppHttpServer:
         return certfile, keyfile
 
 
-def start_server(directory: Path, *, runxmpp: bool = False) -> Iterator[XmppHttpServer]:
+def start_server(
+    directory: Path, *, runxmpp: bool = False, allowed_origins: Sequence[str] = ()
+) -> Iterator[XmppHttpServer]:
     """Migrate a scratch database, start the server, yield it once both ports answer, then stop it.
 
     The server is our daphne command line (production), or with ``runxmpp`` the embedded server.
+    ``allowed_origins`` goes on every handler (``transport.origin``).
     """
     pki = make_pki(directory)
     cafile = directory / "client-ca.pem"
@@ -79,8 +82,10 @@ def start_server(directory: Path, *, runxmpp: bool = False) -> Iterator[XmppHttp
   tls.disconnect_on_failure = {str(disconnect).lower()}
   [[listen.http.handlers.mod_websockets]]
     path = "/ws-xmpp"
+    allowed_origins = {json.dumps(list(allowed_origins))}
   [[listen.http.handlers.mod_bosh]]
     path = "/http-bind"
+    allowed_origins = {json.dumps(list(allowed_origins))}
 """
         for name, (mode, disconnect) in LISTENERS.items()
     )
