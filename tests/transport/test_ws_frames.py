@@ -150,3 +150,36 @@ def test_message_over_the_websocket_cap_is_closed_with_1009(ws):
     with pytest.raises(ConnectionClosed):
         ws.recv(timeout=10)
     assert ws.close_code == 1009  # RFC 6455 §7.4.1 "message too big": a close frame, not a dropped connection
+
+
+# --- the Origin of the handshake (transport.origin; the browser side is test_browser_origin.py) -----------
+
+
+def handshake(server, tmp_path, origin: str):
+    context = websockets_context(tmp_path, server.pki.valid)
+    return connect(
+        server.url("peer", "wss"), ssl=context, subprotocols=["xmpp"], origin=origin, open_timeout=10
+    )
+
+
+def test_handshake_from_our_own_origin_is_accepted(server, tmp_path):
+    with handshake(server, tmp_path, f"https://127.0.0.1:{server.ports['peer']}") as conn:
+        conn.send(OPEN)
+        assert fromstring(conn.recv(timeout=10)).tag == ns.WS_OPEN
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://evil.example",
+        "null",
+        "http://127.0.0.1:{port}",  # our host and port, another scheme
+        "https://127.0.0.1:{other}",  # our host, another port
+        "https://127.0.0.1.evil.example:{port}",
+    ],
+)
+def test_handshake_from_another_origin_is_refused_with_403(server, tmp_path, origin):
+    origin = origin.format(port=server.ports["peer"], other=server.ports["strict"])
+    with pytest.raises(InvalidStatus) as refused:
+        handshake(server, tmp_path, origin)
+    assert refused.value.response.status_code == 403
