@@ -61,7 +61,7 @@ _XML_DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
 
 
 class _Stop(Exception):
-    """Raised inside expat handlers to stop the pre-check (DTD: leave the verdict to the core)."""
+    """Raised inside expat handlers to end a pre-check early (frame_element_count, declares_dtd)."""
 
 
 def frame_element_count(frame: bytes) -> int | None:
