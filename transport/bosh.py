@@ -24,6 +24,10 @@ Decisions:
   with HTTP 403 and ``<body type="terminate" condition="policy-violation"/>``; the session itself stays up
   (someone who learnt a ``sid`` must not be able to end it), and that request's ``rid`` is not consumed.
 - ``disconnect_on_failure`` with a refused certificate refuses the session creation request the same way.
+- A request whose ``Origin`` is neither absent, our own, nor on the handler's ``allowed_origins``
+  (``transport.origin``) is refused with HTTP 403 and ``policy-violation`` before its body is read, preflight
+  ``OPTIONS`` included. CORS answers name the request's allowed origin (with credentials: the page's
+  requests carry the client certificate), never ``*``; without ``Origin`` they carry no CORS headers.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from xml.etree.ElementTree import Element
 
 from django.conf import settings
 
+from transport.origin import OriginVerdict, check_origin, cors_headers
 from transport.session_driver import (
     AsyncC2SSession,
     leaf_fingerprint,
@@ -65,6 +70,12 @@ INACTIVITY = 60  # seconds without a request before the session ends (§7.1 'ina
 POLLING = 2  # shortest allowed polling interval (§7.1 'polling')
 MAX_BODY = 1 << 20  # bytes of one request body
 CONTENT_TYPE = b"text/xml; charset=utf-8"
+# The answer to a CORS preflight from an allowed origin (Fetch, "CORS protocol"): what a BOSH client sends.
+PREFLIGHT_HEADERS = (
+    (b"access-control-allow-methods", b"POST, OPTIONS"),
+    (b"access-control-allow-headers", b"content-type"),
+    (b"access-control-max-age", b"600"),
+)
 
 # XEP-0124 §17.2 terminal binding conditions we send.
 BAD_REQUEST = "bad-request"
@@ -218,34 +229,45 @@ class BoshApp:
         if scope["type"] != "http":
             return
         method = scope.get("method", "GET")
-        if method == "OPTIONS":  # CORS preflight of browser clients on another origin
-            await _respond(send, 200, b"")
+        origin = check_origin(settings.XMPP, scope_listener(settings.XMPP, scope), scope, "mod_bosh")
+        if not origin.allowed:  # a browser page of another site: the user's certificate is not its to use
+            logger.warning(
+                "bosh %s: %s refused (HTTP 403), Origin %s: %s",
+                scope_peer(scope),
+                method,
+                origin.log_value(),
+                origin.reason,
+            )
+            await _respond(send, 403, terminate_bytes(POLICY_VIOLATION), origin)
+            return
+        if method == "OPTIONS":  # CORS preflight of a web client on an allowed origin
+            await _respond(send, 200, b"", origin, PREFLIGHT_HEADERS if origin.origin else ())
             return
         if method != "POST":
-            await _respond(send, 405, b"", extra=[(b"allow", b"POST, OPTIONS")])
+            await _respond(send, 405, b"", origin, [(b"allow", b"POST, OPTIONS")])
             return
         data = await _read_body(receive)
         if data is None:
-            await _respond(send, 413, terminate_bytes(BAD_REQUEST))
+            await _respond(send, 413, terminate_bytes(BAD_REQUEST), origin)
             return
         try:
-            status, response = 200, await self.handle(scope, data)
+            status, response = 200, await self.handle(scope, data, origin)
         except BoshError as exc:
             logger.info("bosh %s: %s (%s)", scope_peer(scope), exc.condition, exc)
             status, response = exc.status, terminate_bytes(exc.condition)
         except Exception:
             logger.exception("bosh %s: request failed", scope_peer(scope))
             status, response = 500, terminate_bytes(INTERNAL_SERVER_ERROR)
-        await _respond(send, status, response)
+        await _respond(send, status, response, origin)
 
-    async def handle(self, scope: dict[str, Any], data: bytes) -> bytes:
+    async def handle(self, scope: dict[str, Any], data: bytes, origin: OriginVerdict | None = None) -> bytes:
         config = settings.XMPP
         listener = scope_listener(config, scope)
         body = parse_body(data, 4 * getattr(listener, "max_stanza_size", 65536) + 4096)
         rid = _int_attr(body, "rid")
         sid = body.get("sid")
         if sid is None:
-            return await self.create(scope, body, rid)
+            return await self.create(scope, body, rid, origin)
         session = self.sessions.get(sid)
         if session is None:
             raise BoshError(ITEM_NOT_FOUND, "unknown sid")  # XEP-0124 §17.2
@@ -255,7 +277,9 @@ class BoshApp:
 
     # -- session creation (XEP-0124 §7, XEP-0206 §4) ------------------------------------------------
 
-    async def create(self, scope: dict[str, Any], body: Element, rid: int) -> bytes:
+    async def create(
+        self, scope: dict[str, Any], body: Element, rid: int, origin: OriginVerdict | None = None
+    ) -> bytes:
         config = settings.XMPP
         to = body.get("to")
         if not to:
@@ -295,7 +319,15 @@ class BoshApp:
             return session.take_response() if condition == REMOTE_STREAM_ERROR else terminate_bytes(condition)
         self.sessions[sid] = session
         stream.arm_auth_deadline()
-        logger.info("bosh %s: session %s… created for %s (wait %d, hold %d)", peer, sid[:6], to, wait, hold)
+        logger.info(
+            "bosh %s: session %s… created for %s (wait %d, hold %d%s)",
+            peer,
+            sid[:6],
+            to,
+            wait,
+            hold,
+            origin.describe() if origin else "",
+        )
         attrs = {
             "sid": sid,
             "wait": str(wait),
@@ -444,14 +476,18 @@ async def _read_body(receive: Callable[[], Awaitable[dict]]) -> bytes | None:
             return b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    origin: OriginVerdict,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
     headers = [
         (b"content-type", CONTENT_TYPE),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
-        (b"access-control-allow-origin", b"*"),
-        (b"access-control-allow-headers", b"content-type"),
-        (b"access-control-allow-methods", b"POST, OPTIONS"),
+        *cors_headers(origin),
         *extra,
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -55,7 +55,8 @@ logger = logging.getLogger(__name__)
 LISTENER_EXTENSION = "xmppauth.listener"
 # daphne's cap on one WebSocket message (default 1 MiB). Above the 64 KiB stanza limit so that a message
 # over that limit still reaches transport.ws and gets its policy-violation stream error (RFC 6120 §13.12);
-# beyond this daphne closes with 1009 (RFC 6455 §7.4.1). Operators may pass --websocket-max-message-size.
+# beyond this the WebSocket is closed with 1009 (RFC 6455 §7.4.1). Operators may pass
+# --websocket-max-message-size.
 WEBSOCKET_MAX_MESSAGE = 256 * 1024
 # One extension per TLS connection: BOSH sends many requests over one keep-alive connection.
 _extensions: weakref.WeakKeyDictionary[SSL.Connection, dict[str, Any]] = weakref.WeakKeyDictionary()
@@ -110,6 +111,21 @@ class TlsExtensionServer(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("websocket_max_message_size", WEBSOCKET_MAX_MESSAGE)
         super().__init__(*args, **kwargs)
+
+    @property
+    def ws_factory(self) -> Any:
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: Any) -> None:
+        """daphne's ``run`` makes the autobahn factory here; fail connections with a close frame.
+
+        autobahn's default (``failByDrop``) answers a message over the size cap, a protocol error or invalid
+        UTF-8 by dropping TCP; RFC 6455 §7.4.1 gives them close codes (1009, 1002, 1007) that tell the
+        client why.
+        """
+        factory.setProtocolOptions(failByDrop=False)
+        self._ws_factory = factory
 
     def run(self) -> None:
         from django.apps import apps  # noqa: PLC0415

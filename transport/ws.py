@@ -8,13 +8,19 @@ with ``certauth``, like on TCP).
 
 Decisions:
 
+- The handshake's ``Origin`` is checked first (``transport.origin``: none, our own, or ``allowed_origins``);
+  any other page's handshake is refused with HTTP 403 before any certificate is looked at.
 - A message that is not exactly one element (two elements, text, an unfinished element) gets the stream error
   ``not-well-formed``: a document with more or less than one root element is not well-formed XML (XML 1.0
   §2.1), and §3.3.3 requires each message to be such a document. Where the core has a more precise condition
-  (``restricted-xml`` for a DTD or a comment) the core's wins.
+  (``restricted-xml`` for a comment or an entity) the core's wins.
+- A message that declares a DTD gets ``restricted-xml``, as on TCP (RFC 6120 §11.1). Each message is a
+  document of its own (RFC 7395 §3.3.3), so its DTD sits in the prolog; the core reads messages as children
+  of one invisible root, where expat would only see a syntax error, so :func:`declares_dtd` looks first.
 - A message larger than the listener's ``max_stanza_size`` (``[[listen.http]]`` has none: 64 KiB, the core's
   default) gets ``policy-violation`` (RFC 6120 §13.12). daphne's own cap (``TlsExtensionServer``) is larger,
-  so such a message reaches us and the client learns why; beyond it, daphne closes with 1009.
+  so such a message reaches us and the client learns why; beyond it, the WebSocket is closed with 1009
+  (RFC 6455 §7.4.1; ``TlsExtensionServer`` makes autobahn send that close frame instead of dropping TCP).
 - A binary message gets the stream error ``unsupported-encoding`` (RFC 6455 §7.4.1's 1003 would fit, but
   daphne lets an application close only with 1000 or 3000-4999; the stream error says why).
 - ``disconnect_on_failure`` with a refused certificate refuses the handshake (HTTP 403), the WebSocket
@@ -33,6 +39,7 @@ from autobahn.exception import Disconnected
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from transport.origin import check_origin
 from transport.session_driver import (
     AsyncC2SSession,
     scope_chain,
@@ -54,7 +61,7 @@ _XML_DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
 
 
 class _Stop(Exception):
-    """Raised inside expat handlers to stop the pre-check (DTD: leave the verdict to the core)."""
+    """Raised inside expat handlers to end a pre-check early (frame_element_count, declares_dtd)."""
 
 
 def frame_element_count(frame: bytes) -> int | None:
@@ -100,6 +107,27 @@ def frame_element_count(frame: bytes) -> int | None:
     return count
 
 
+def declares_dtd(frame: bytes) -> bool:
+    """Whether a message, read as the document it is (RFC 7395 §3.3.3), opens with a DTD.
+
+    The handler stops expat at the ``<!DOCTYPE``, before any declaration inside it is read.
+    """
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+
+    def found(*args: object) -> None:
+        raise _Stop
+
+    parser.StartDoctypeDeclHandler = found
+    try:
+        parser.Parse(frame, True)
+    except _Stop:
+        return True
+    except expat.ExpatError:
+        return False
+    return False
+
+
 class XmppWebsocketConsumer(AsyncWebsocketConsumer):
     """One RFC 7395 connection: handshake checks, then one message in, one element per message out."""
 
@@ -110,15 +138,23 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
         self._send_lock = asyncio.Lock()
         self._ws_closed = False
         peer = scope_peer(self.scope)
+        config = settings.XMPP
+        listener = scope_listener(config, self.scope)
+        origin = check_origin(config, listener, self.scope, "mod_websockets")
+        if not origin.allowed:  # a browser page of another site: the user's certificate is not its to use
+            logger.warning(
+                "ws %s: handshake refused (HTTP 403), Origin %s: %s", peer, origin.log_value(), origin.reason
+            )
+            await self.close()
+            return
         if SUBPROTOCOL not in (self.scope.get("subprotocols") or ()):
             logger.info("ws %s: handshake refused, no %r subprotocol (RFC 7395 §3.2)", peer, SUBPROTOCOL)
             await self.close()
             return
-        config = settings.XMPP
         try:
             session = AsyncC2SSession(
                 config,
-                scope_listener(config, self.scope),
+                listener,
                 scope_tls_options(config, self.scope),
                 transport="ws",
                 peer=peer,
@@ -136,7 +172,7 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
         self.session = session
         session.arm_auth_deadline()
         await self.accept(subprotocol=SUBPROTOCOL)
-        logger.info("ws %s: connected (%s)", peer, self.scope.get("path"))
+        logger.info("ws %s: connected (%s%s)", peer, self.scope.get("path"), origin.describe())
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         session = self.session
@@ -155,7 +191,11 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
             )  # RFC 6120 §13.12
         else:
             count = frame_element_count(frame)
-            if count is None:
+            if count is None and declares_dtd(frame):
+                session.close_with_error(
+                    errors.RESTRICTED_XML, "a DTD is not allowed in XMPP (RFC 6120 §11.1)"
+                )
+            elif count is None:
                 await session.receive(frame)  # the core's restricted parser names the problem
                 if not session.closed:
                     session.close_with_error(errors.NOT_WELL_FORMED, "a message must be one complete element")

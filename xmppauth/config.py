@@ -28,7 +28,8 @@ Sections and keys (defaults in brackets)::
       port = 5443, ip_address, tls.* as above; a tls table means HTTPS, tls.mode may only be "tls"
       behind_tls_proxy = false         # plain listener behind nginx: X-SSL-Client-Cert from trusted_proxies
       [[listen.http.handlers.mod_websockets]]   host = "_" (any) ["_"], path = "/ws-xmpp" (required)
-      [[listen.http.handlers.mod_bosh]]         host, path as above
+        allowed_origins = ["https://chat.example.com"]  # web pages besides our own origin [none]
+      [[listen.http.handlers.mod_bosh]]         host, path, allowed_origins as above
     [auth]
       methods = ["pki"]                # tried in order: pki | db | http | rdbms | ldap ["pki"]; or `method`
       sasl_mechanisms = ["external"]   # MongooseIM names: external, plain, scram_sha1, ... ["external"]
@@ -155,6 +156,9 @@ class HttpHandler:
     kind: str  # mod_websockets | mod_bosh
     host: str = "_"
     path: str = "/"
+    # Our own key: origins (scheme://host[:port], canonical) whose pages may use this handler besides the
+    # request's own origin; transport.origin applies it.
+    allowed_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -512,12 +516,27 @@ def _parse_c2s(listener: _Table) -> C2SListener:
     )
 
 
+def _parse_allowed_origins(handler: _Table) -> tuple[str, ...]:
+    from transport.origin import parse_allowed_origin  # noqa: PLC0415 (transport.origin imports this module)
+
+    origins: list[str] = []
+    for index, value in enumerate(handler.strings("allowed_origins", ())):
+        try:
+            origin = parse_allowed_origin(value)
+        except ValueError as exc:
+            handler.fail(f"{handler.key('allowed_origins')}[{index}]", str(exc))
+        if origin in origins:
+            handler.fail(handler.key("allowed_origins"), f"{value!r} is listed twice (as {origin!r})")
+        origins.append(origin)
+    return tuple(origins)
+
+
 def _parse_http(listener: _Table) -> HttpListener:
     handlers: list[HttpHandler] = []
     table = listener.table("handlers", HTTP_HANDLER_KINDS)
     if table is not None:
         for kind in table.data:
-            for entry in table.entries(kind, ("host", "path")):
+            for entry in table.entries(kind, ("host", "path", "allowed_origins")):
                 if not entry.has("path"):
                     entry.fail(entry.key("path"), 'is required, e.g. path = "/ws-xmpp"')
                 path = entry.string("path", None)
@@ -530,7 +549,11 @@ def _parse_http(listener: _Table) -> HttpListener:
                     entry.fail(
                         entry.key("path"), f"host {host!r} path {path!r} is already used on this listener"
                     )
-                handlers.append(HttpHandler(kind=kind, host=host, path=path))
+                handlers.append(
+                    HttpHandler(
+                        kind=kind, host=host, path=path, allowed_origins=_parse_allowed_origins(entry)
+                    )
+                )
     tls = _parse_tls(listener, HTTP_TLS_MODES, "tls")
     behind_tls_proxy = listener.boolean("behind_tls_proxy", False)
     if behind_tls_proxy and tls is not None:

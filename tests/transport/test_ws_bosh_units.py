@@ -17,7 +17,7 @@ from transport.bosh import BODY, BoshApp, BoshError, BoshSession, parse_body
 from transport.routing import handler_paths
 from transport.session_driver import AsyncC2SSession, scope_tls_options
 from transport.tcp import ConnectionRegistry
-from transport.ws import frame_element_count
+from transport.ws import declares_dtd, frame_element_count
 from xmppauth.config import parse_config
 
 
@@ -37,6 +37,34 @@ from xmppauth.config import parse_config
 )
 def test_frame_element_count(frame, count):
     assert frame_element_count(frame) == count
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"<!DOCTYPE iq>",
+        b"<!DOCTYPE a [<!ENTITY x 'y'>]><a>&x;</a>",
+        b"<?xml version='1.0'?>\n<!DOCTYPE iq SYSTEM 'http://example.com/x.dtd'><iq/>",
+        b"<!DOCTYPE a [<!ENTITY % p SYSTEM 'file:///etc/passwd'> %p;]><a/>",
+    ],
+)
+def test_a_message_with_a_dtd_is_found(frame):
+    assert declares_dtd(frame)  # RFC 6120 §11.1: restricted-xml
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"<iq xmlns='jabber:client' type='get' id='1'/>",
+        b"<a>&lt;!DOCTYPE a&gt;</a>",  # the text of a DTD, not a DTD
+        b"<a><![CDATA[<!DOCTYPE a>]]></a>",
+        b"<a/><!DOCTYPE a>",  # misplaced: not well-formed, which the core says
+        b"<a></b>",
+        b"",
+    ],
+)
+def test_a_message_without_a_dtd_is_not_taken_for_one(frame):
+    assert not declares_dtd(frame)
 
 
 def test_bosh_body_is_parsed_with_its_children():

@@ -1,8 +1,10 @@
 """XMPP over WebSocket (RFC 7395) frame by frame, with the Python ``websockets`` client against our server.
 
 RFC 7395 §3.2: the ``xmpp`` subprotocol is required. §3.3.3: every message is one complete element; a message
-that is not (two elements, broken XML) ends the stream with ``not-well-formed``. RFC 6120 §13.12: a message
-over the stanza limit ends it with ``policy-violation``. A binary message: ``unsupported-encoding``.
+that is not (two elements, broken XML) ends the stream with ``not-well-formed``; a DTD or a comment with
+``restricted-xml``, as on TCP (RFC 6120 §11.1). RFC 6120 §13.12: a message over the stanza limit ends it with
+``policy-violation``; one over the WebSocket cap gets close code 1009 (RFC 6455 §7.4.1), never a bare TCP
+drop. A binary message: ``unsupported-encoding``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from websockets.sync.client import connect
 from tests.transport.streamkit import condition_of
 from tests.transport.tlsclient import websockets_context
 from tests.transport.xmpphttp import start_server
+from transport.daphne_server import WEBSOCKET_MAX_MESSAGE
 from transport.stream import namespaces as ns
 
 OPEN = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"
@@ -130,3 +133,53 @@ def test_disconnect_on_failure_lets_a_trusted_certificate_in(server, tmp_path):
     with connect(server.url("strict", "wss"), ssl=context, subprotocols=["xmpp"], open_timeout=10) as conn:
         conn.send(OPEN)
         assert fromstring(conn.recv(timeout=10)).tag == ns.WS_OPEN
+
+
+def test_a_dtd_is_restricted_xml_as_on_tcp(ws):
+    ws.send("<!DOCTYPE iq [<!ENTITY x 'y'>]><iq xmlns='jabber:client' type='get' id='p'/>")
+    assert stream_error_and_close(ws) == ("restricted-xml", 1000)  # RFC 6120 §11.1
+
+
+def test_a_bare_dtd_is_restricted_xml(ws):
+    ws.send("<!DOCTYPE iq>")
+    assert stream_error_and_close(ws) == ("restricted-xml", 1000)  # RFC 6120 §11.1
+
+
+def test_message_over_the_websocket_cap_is_closed_with_1009(ws):
+    ws.send("<message xmlns='jabber:client'><body>" + "x" * (WEBSOCKET_MAX_MESSAGE + 1) + "</body></message>")
+    with pytest.raises(ConnectionClosed):
+        ws.recv(timeout=10)
+    assert ws.close_code == 1009  # RFC 6455 §7.4.1 "message too big": a close frame, not a dropped connection
+
+
+# --- the Origin of the handshake (transport.origin; the browser side is test_browser_origin.py) -----------
+
+
+def handshake(server, tmp_path, origin: str):
+    context = websockets_context(tmp_path, server.pki.valid)
+    return connect(
+        server.url("peer", "wss"), ssl=context, subprotocols=["xmpp"], origin=origin, open_timeout=10
+    )
+
+
+def test_handshake_from_our_own_origin_is_accepted(server, tmp_path):
+    with handshake(server, tmp_path, f"https://127.0.0.1:{server.ports['peer']}") as conn:
+        conn.send(OPEN)
+        assert fromstring(conn.recv(timeout=10)).tag == ns.WS_OPEN
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://evil.example",
+        "null",
+        "http://127.0.0.1:{port}",  # our host and port, another scheme
+        "https://127.0.0.1:{other}",  # our host, another port
+        "https://127.0.0.1.evil.example:{port}",
+    ],
+)
+def test_handshake_from_another_origin_is_refused_with_403(server, tmp_path, origin):
+    origin = origin.format(port=server.ports["peer"], other=server.ports["strict"])
+    with pytest.raises(InvalidStatus) as refused:
+        handshake(server, tmp_path, origin)
+    assert refused.value.response.status_code == 403

@@ -64,11 +64,13 @@ def start_server(
     runxmpp: bool = False,
     hosts: Sequence[str] = ("localhost",),
     tls_extra: str = "",
+    allowed_origins: Sequence[str] = (),
 ) -> Iterator[XmppHttpServer]:
     """Migrate a scratch database, start the server, yield it once both ports answer, then stop it.
 
     The server is our daphne command line (production), or with ``runxmpp`` the embedded server.
     ``hosts`` become ``[general] hosts``; ``tls_extra`` is one more TOML line in every listener (``tls.*``).
+    ``allowed_origins`` goes on every handler (``transport.origin``).
     """
     pki = make_pki(directory)
     cafile = directory / "client-ca.pem"
@@ -87,8 +89,10 @@ def start_server(
   {tls_extra}
   [[listen.http.handlers.mod_websockets]]
     path = "/ws-xmpp"
+    allowed_origins = {json.dumps(list(allowed_origins))}
   [[listen.http.handlers.mod_bosh]]
     path = "/http-bind"
+    allowed_origins = {json.dumps(list(allowed_origins))}
 """
         for name, (mode, disconnect) in LISTENERS.items()
     )
