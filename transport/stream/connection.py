@@ -516,7 +516,7 @@ class C2SConnection:
             self.settings.max_auth_failures,
             reason,
         )
-        self._send(errors.sasl_failure_element(condition, reason))  # RFC 6120 §6.4.5
+        self._send(errors.sasl_failure_element(condition))  # RFC 6120 §6.4.5; the reason stays in the log
         if self._auth_failures >= self.settings.max_auth_failures:
             # RFC 6120 §6.4.5: past the allowed retries the stream ends, with <policy-violation/>.
             self._stream_error(
