@@ -13,8 +13,11 @@ import ssl
 
 import pytest
 
+from accounts.models import Account, Domain
 from certauth import services
+from certauth.models import AuthEvent
 from tests.certs import SERVER_AUTH, make_client
+from tests.processes import free_port
 from tests.transport.rawxmpp import (
     STREAM_HEADER,
     auth_external,
@@ -29,7 +32,8 @@ from tests.transport.rawxmpp import (
 from tests.transport.tlsclient import client_context
 from tests.transport.xmppclient import slixmpp_login
 from transport import tcp
-from xmppauth.config import AuthConfig
+from transport.stream.errors import SASL_FAILURE_TEXT
+from xmppauth.config import AuthConfig, HttpAuthOptions
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -149,6 +153,100 @@ def test_cn_only_certificate_is_not_authorized_with_only_standard(c2s, tmp_path,
     port = c2s(mode, auth=AuthConfig(sasl_external=("standard",)))
     outcome = slixmpp_login(port, tmp_path, cn_only, jid="bob@localhost", direct_tls=direct)
     assert_refused(outcome, "not-authorized")  # DESIGN §4: standard, no xmppAddr at all
+
+
+# DESIGN §4, issue 12: common_name applies only to a certificate without xmppAddr, whatever its place.
+CN_ORDERS = [("standard", "common_name"), ("common_name", "standard")]
+
+
+@pytest.fixture(scope="module")
+def heron(pki):
+    """Two xmppAddrs and a CN naming a third account (heron-cn), which its xmppAddrs never name."""
+    return make_client(pki.ca, jids=["heron@localhost", "heron-work@localhost"], common_name="heron-cn")
+
+
+def last_event(fingerprint: str) -> AuthEvent:
+    return AuthEvent.objects.filter(cert_fingerprint=fingerprint).order_by("-id").first()
+
+
+@pytest.mark.parametrize("verifiers", CN_ORDERS, ids=["cn_after", "cn_first"])
+def test_two_xmppaddrs_without_authzid_do_not_log_in_as_the_cn_account(c2s, tmp_path, heron, verifiers):
+    port = c2s("starttls", auth=AuthConfig(sasl_external=verifiers))
+    outcome = slixmpp_login(port, tmp_path, heron, jid="heron-cn@localhost")
+    assert_refused(
+        outcome, "invalid-authzid"
+    )  # XEP-0178 §3: the server cannot choose, and the CN is no way out
+    event = last_event(heron.facts.fingerprint_sha256)
+    assert (event.outcome, event.condition, event.jid_granted) == ("failure", "invalid-authzid", "")
+    assert event.reason == "certificate has 2 xmppAddrs and no authzid was given"
+    assert not Account.objects.filter(localpart="heron-cn").exists()  # pki made no account for the CN
+
+
+@pytest.mark.parametrize("verifiers", CN_ORDERS, ids=["cn_after", "cn_first"])
+def test_authzid_naming_the_cn_account_is_invalid_authzid(c2s, tmp_path, heron, verifiers):
+    port = c2s("starttls", auth=AuthConfig(sasl_external=verifiers))
+    outcome = slixmpp_login(port, tmp_path, heron, jid="heron-cn@localhost", authzid="heron-cn@localhost")
+    assert_refused(outcome, "invalid-authzid")
+
+
+@pytest.mark.parametrize("verifiers", CN_ORDERS, ids=["cn_after", "cn_first"])
+def test_two_xmppaddrs_with_authzid_bind_the_named_xmppaddr_when_common_name_is_configured(
+    c2s, tmp_path, heron, verifiers
+):
+    port = c2s("starttls", auth=AuthConfig(sasl_external=verifiers))
+    outcome = slixmpp_login(port, tmp_path, heron, jid="heron-work@localhost", authzid="heron-work@localhost")
+    assert_bound(outcome, "heron-work@localhost")
+
+
+def test_one_xmppaddr_binds_it_even_with_common_name_first(c2s, tmp_path, pki):
+    client = make_client(pki.ca, jids=["heron@localhost"], common_name="heron-cn")
+    port = c2s("starttls", auth=AuthConfig(sasl_external=("common_name", "standard")))
+    outcome = slixmpp_login(port, tmp_path, client, jid="heron@localhost")
+    assert_bound(outcome, "heron@localhost")
+
+
+# Issue 12 point 7: an unauthenticated client reads a generic SASL text; the detail is for the operator.
+
+
+def raw_external_failure(port: int, tmp_path, client) -> bytes:
+    """STARTTLS with ``client``, EXTERNAL offered and sent with no authzid: the server's exact answer."""
+    sock, features = starttls(port, client_context(tmp_path, client))
+    with sock:
+        assert b"<mechanism>EXTERNAL</mechanism>" in features, features
+        return sasl(sock, auth_external("="))
+
+
+def assert_generic_not_authorized(answer: bytes, *hidden: str) -> None:
+    text = SASL_FAILURE_TEXT["not-authorized"].encode()
+    assert sasl_failure_condition(answer) == "not-authorized", answer
+    assert b'<text xml:lang="en">' + text + b"</text>" in answer, answer
+    for detail in hidden:
+        assert detail.encode() not in answer, (detail, answer)
+
+
+def test_auth_service_url_and_error_reach_the_auth_event_not_the_client(c2s, tmp_path, pki):
+    closed = free_port()  # nothing listens there: the http method's request is refused at once
+    http = HttpAuthOptions(host=f"http://127.0.0.1:{closed}", path_prefix="/internal-auth/")
+    port = c2s("starttls", auth=AuthConfig(methods=("http",), http=http))
+    answer = raw_external_failure(port, tmp_path, pki.valid)
+    assert_generic_not_authorized(answer, str(closed), "internal-auth", "auth service", "refused", "http:")
+    event = last_event(pki.valid.facts.fingerprint_sha256)
+    assert (event.outcome, event.condition) == ("failure", "not-authorized")
+    assert event.reason.startswith(
+        f"http: auth service http://127.0.0.1:{closed}/internal-auth/get_certs unreachable"
+    )
+
+
+def test_account_state_reaches_the_auth_event_not_the_client(c2s, tmp_path, pki):
+    Account.objects.create(
+        localpart="alice", domain=Domain.objects.get_or_create(name="localhost")[0], active=False
+    )
+    port = c2s("starttls")
+    answer = raw_external_failure(port, tmp_path, pki.valid)
+    assert_generic_not_authorized(answer, "disabled", "alice", "pki:")
+    event = last_event(pki.valid.facts.fingerprint_sha256)
+    assert (event.outcome, event.condition) == ("failure", "not-authorized")
+    assert event.reason == "pki: account alice@localhost is disabled"
 
 
 def test_registry_knows_the_bound_session_by_bare_jid_and_certificate(c2s, tmp_path, pki, on_reactor):
