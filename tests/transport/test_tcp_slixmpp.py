@@ -391,23 +391,6 @@ def test_self_signed_certificate_logs_in_with_selfsigned_peer(c2s, tmp_path, pki
     assert outcome.bound_jid.split("/")[0] == "carol@localhost"
 
 
-@pytest.mark.parametrize("kind", ["untrusted", "self_signed", "expired"])
-def test_verify_mode_none_lets_any_certificate_in_as_mongooseim_does(c2s, tmp_path, pki, kind):
-    port = c2s("starttls", verify_mode="none")
-    client = getattr(pki, kind)
-    jid = client.facts.xmpp_addrs[0]
-    outcome = slixmpp_login(port, tmp_path, client, jid=jid)
-    assert outcome.bound_jid is not None, outcome
-    assert outcome.bound_jid.split("/")[0] == jid
-
-
-def test_verify_mode_none_still_refuses_a_revoked_certificate(c2s, tmp_path, revoked):
-    port = c2s("starttls", verify_mode="none", disconnect_on_failure=False)
-    outcome = slixmpp_login(port, tmp_path, revoked)
-    assert outcome.bound_jid is None
-    assert outcome.no_usable_mechanism, outcome
-
-
 def features_after_starttls(port: int, context: ssl.SSLContext) -> bytes:
     sock, features = starttls(port, context)
     sock.close()
