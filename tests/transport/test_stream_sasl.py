@@ -13,9 +13,11 @@ from transport.stream import (
     AuthResult,
     LocalProtocolError,
     State,
+    settings_from_config,
 )
 from transport.stream import namespaces as ns
 from transport.stream.errors import SASL_CONDITIONS, SASL_FAILURE_TEXT, sasl_failure_element
+from xmppauth.config import Config, HttpListener, TlsOptions
 
 from .streamkit import (
     AUTH_EXTERNAL,
@@ -77,6 +79,32 @@ def test_external_is_not_advertised_with_an_unverified_certificate():
 
 def test_external_is_not_advertised_when_not_configured():
     assert mechanisms(tls_client(sasl_mechanisms=("plain",))) == []
+
+
+def test_listener_without_client_certificates_never_offers_external_even_for_verified_facts(core_log):
+    # Issue 12 point 2: tls.verify_mode none; whatever an adapter reports, EXTERNAL stays off there.
+    client = tls_client(client_certificates=False)
+    assert mechanisms(client) == []
+    client.send(AUTH_EXTERNAL.format("="))
+    why = "this listener requests no client certificate (tls.verify_mode none)"
+    assert_generic_failure(client.read_one(), "not-authorized", why, core_log)
+    assert client.auth_requests() == []
+
+
+@pytest.mark.parametrize(
+    ("tls", "expected"),
+    [
+        (TlsOptions(verify_mode="none"), False),
+        (TlsOptions(verify_mode="peer"), True),
+        (TlsOptions(verify_mode="selfsigned_peer"), True),
+        (None, True),  # plain listener: a trusted proxy may still hand over a verified chain
+    ],
+    ids=["none", "peer", "selfsigned_peer", "no_tls"],
+)
+def test_settings_from_config_takes_client_certificates_from_verify_mode(tls, expected):
+    listener = HttpListener(tls=tls)
+    settings = settings_from_config(Config(hosts=("example.org",)), listener, framing="websocket")
+    assert settings.client_certificates is expected
 
 
 def test_external_without_a_certificate_is_refused_with_not_authorized():
