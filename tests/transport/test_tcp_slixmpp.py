@@ -10,6 +10,7 @@ import logging
 import re
 import socket
 import ssl
+from dataclasses import dataclass
 
 import pytest
 
@@ -19,11 +20,13 @@ from certauth.models import AuthEvent
 from tests.certs import SERVER_AUTH, make_client
 from tests.processes import free_port
 from tests.transport.rawxmpp import (
+    FEATURES_END,
+    NO_MECHANISMS,
     STREAM_HEADER,
     auth_external,
+    direct_tls,
     ping,
     raw_session,
-    read_to_eof,
     read_until,
     sasl,
     sasl_failure_condition,
@@ -303,64 +306,112 @@ def bad(request, pki):
     return get
 
 
-@pytest.mark.parametrize("kind", BAD)
-@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
-@pytest.mark.parametrize("disconnect", [True, False], ids=["disconnect", "keep"])
-@pytest.mark.parametrize("verify_mode", ["peer", "selfsigned_peer"])
-def test_bad_certificates_never_log_in(c2s, tmp_path, bad, kind, mode, direct, disconnect, verify_mode):
-    if verify_mode == "selfsigned_peer" and kind == "self_signed":
-        pytest.skip("selfsigned_peer accepts it: test_self_signed_certificate_logs_in_with_selfsigned_peer")
-    port = c2s(mode, disconnect_on_failure=disconnect, verify_mode=verify_mode)
-    outcome = slixmpp_login(port, tmp_path, bad(kind), direct_tls=direct)
-    assert outcome.bound_jid is None
-    assert outcome.disconnected or outcome.no_usable_mechanism, outcome
-    if not disconnect:
-        assert outcome.no_usable_mechanism, "the connection stays; the certificate counts as none"
-
-
-@pytest.mark.parametrize("kind", BAD)
-def test_bad_certificate_counted_as_none_gets_not_authorized_for_external_sent_anyway(
-    c2s, tmp_path, bad, kind
-):
-    port = c2s("starttls", disconnect_on_failure=False)
-    sock, features = starttls(port, client_context(tmp_path, bad(kind)))
-    with sock:
-        assert b"EXTERNAL" not in features
-        assert sasl_failure_condition(sasl(sock, auth_external("="))) == "not-authorized"  # DESIGN §4
-
-
 # What OpenSSL itself refuses during the handshake when disconnect_on_failure is true (its default purpose
 # check on a server is "SSL client", so a serverAuth-only EKU fails there), and the TLS alert it sends.
+# No certificate at all: TLS 1.3's certificate_required alert (RFC 8446 §4.4.2.4).
 HANDSHAKE_ALERTS = {
+    "none": "CERTIFICATE_REQUIRED",
     "expired": "CERTIFICATE_EXPIRED",
     "untrusted": "UNKNOWN_CA",
     "self_signed": "UNKNOWN_CA",
     "wrong_eku": "UNSUPPORTED_CERTIFICATE",
 }
+# Certificates OpenSSL accepts and our check (certauth: revocation) refuses: cut right after the handshake.
+CUT_AFTER_HANDSHAKE = ("revoked", "held")
 
 
-def _direct_tls_read(tmp_path, port: int, client) -> bytes:
-    """What the server sends after a direct-TLS handshake and a stream header, until it closes.
+@dataclass(frozen=True)
+class AfterTls:
+    """How a connection went on after the client started TLS (STARTTLS or direct)."""
 
-    A handshake alert raises. A server that cuts the connection right after the handshake (our
-    disconnect_on_failure) may be seen as EOF or a reset during the handshake (TLS 1.2), on our first
-    write (the cut raced ahead of our stream header), or on the read: each of these means no byte.
+    how: str  # "alert": a TLS alert ended it; "closed": the server closed it (EOF or reset); "open": neither
+    data: bytes  # every byte the server sent over TLS before that
+    detail: str = ""  # the SSLError's text for an alert
+
+
+def after_tls(tmp_path, port: int, client, direct: bool, *, wait: float = 10) -> AfterTls:
+    """Start TLS with ``client``, send a stream header, then read until the server ends the connection.
+
+    A server that keeps the connection answers the header with its features and then waits for us: after
+    ``wait`` seconds of silence that is "open". A server that refuses the certificate never sends one byte.
     """
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=wait)
+    if not direct:
+        raw.sendall(STREAM_HEADER)
+        assert b"<starttls" in read_until(raw, *FEATURES_END)
+        raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        assert b"<proceed" in read_until(raw, b"/>")
+    data = b""
     try:
         sock = client_context(tmp_path, client).wrap_socket(raw, server_hostname="localhost")
-    except (ConnectionError, ssl.SSLEOFError):
-        raw.close()
-        return b""
-    with sock:
-        try:
+        with sock:
             sock.sendall(STREAM_HEADER)  # TLS 1.3: the server's verdict comes after the client's Finished
-        except (ConnectionError, ssl.SSLEOFError):
-            return b""
-        return read_to_eof(sock)
+            while chunk := sock.recv(65536):
+                data += chunk
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError):
+        return AfterTls("closed", data)
+    except ssl.SSLError as exc:
+        return AfterTls("alert", data, str(exc))
+    except TimeoutError:
+        return AfterTls("open", data)
+    finally:
+        raw.close()
+    return AfterTls("closed", data)
 
 
-@pytest.mark.parametrize("kind", sorted(HANDSHAKE_ALERTS))
+@pytest.mark.parametrize("kind", BAD)
+@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
+@pytest.mark.parametrize("verify_mode", ["peer", "selfsigned_peer"])
+def test_bad_certificate_with_disconnect_on_failure_is_cut_before_any_xmpp(
+    c2s, tmp_path, bad, kind, mode, direct, verify_mode
+):
+    if verify_mode == "selfsigned_peer" and kind == "self_signed":
+        pytest.skip("selfsigned_peer accepts it: test_self_signed_certificate_logs_in_with_selfsigned_peer")
+    port = c2s(mode, disconnect_on_failure=True, verify_mode=verify_mode)
+    # The raw view: not one byte of XMPP over TLS, then the connection ends, the way the rule says.
+    seen = after_tls(tmp_path, port, bad(kind), direct)
+    assert seen.data == b"", seen
+    if kind in CUT_AFTER_HANDSHAKE:
+        assert seen.how == "closed", seen  # OpenSSL accepted it; our revocation check cut it
+    else:
+        assert seen.how == "alert" and HANDSHAKE_ALERTS[kind] in seen.detail, seen
+    # A real client: disconnected without ever seeing stream features, so no SASL step at all.
+    outcome = slixmpp_login(port, tmp_path, bad(kind), direct_tls=direct)
+    assert outcome.disconnected and outcome.bound_jid is None, outcome
+    assert not outcome.no_usable_mechanism and outcome.sasl_failures == [], outcome
+
+
+@pytest.mark.parametrize("kind", BAD)
+@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
+@pytest.mark.parametrize("verify_mode", ["peer", "selfsigned_peer"])
+def test_bad_certificate_without_disconnect_counts_as_none_and_offers_no_mechanism(
+    c2s, tmp_path, bad, kind, mode, direct, verify_mode
+):
+    if verify_mode == "selfsigned_peer" and kind == "self_signed":
+        pytest.skip("selfsigned_peer accepts it: test_self_signed_certificate_logs_in_with_selfsigned_peer")
+    port = c2s(mode, disconnect_on_failure=False, verify_mode=verify_mode)
+    # The raw view: the stream goes on, its features offer SASL with no mechanism in it (DESIGN §4) ...
+    context = client_context(tmp_path, bad(kind))
+    sock, features = direct_tls(port, context) if direct else starttls(port, context)
+    with sock:
+        assert NO_MECHANISMS in features and b"EXTERNAL" not in features, features
+        # ... and the connection is still there: EXTERNAL sent anyway is answered, with not-authorized.
+        assert sasl_failure_condition(sasl(sock, auth_external("="))) == "not-authorized"
+    # A real client: it finds no usable mechanism and never tries one.
+    outcome = slixmpp_login(port, tmp_path, bad(kind), direct_tls=direct)
+    assert outcome.bound_jid is None, outcome
+    assert outcome.no_usable_mechanism and outcome.sasl_failures == [], outcome
+
+
+@pytest.mark.parametrize("disconnect", [True, False], ids=["disconnect", "keep"])
+def test_valid_certificate_is_offered_external_and_kept_the_pass_case(c2s, tmp_path, pki, disconnect):
+    port = c2s("tls", disconnect_on_failure=disconnect)
+    seen = after_tls(tmp_path, port, pki.valid, direct=True, wait=1)
+    assert seen.how == "open", seen  # after its features the server waits for the client
+    assert b"<mechanism>EXTERNAL</mechanism>" in seen.data and NO_MECHANISMS not in seen.data, seen
+
+
+@pytest.mark.parametrize("kind", sorted(set(HANDSHAKE_ALERTS) - {"none"}))
 @pytest.mark.parametrize("verify_mode", ["peer", "selfsigned_peer"])
 def test_certificate_openssl_rejects_fails_the_handshake_with_its_alert(
     c2s, tmp_path, bad, kind, verify_mode
@@ -368,8 +419,9 @@ def test_certificate_openssl_rejects_fails_the_handshake_with_its_alert(
     if verify_mode == "selfsigned_peer" and kind == "self_signed":
         pytest.skip("selfsigned_peer accepts it: test_self_signed_certificate_logs_in_with_selfsigned_peer")
     port = c2s("tls", disconnect_on_failure=True, verify_mode=verify_mode)
-    with pytest.raises(ssl.SSLError, match=HANDSHAKE_ALERTS[kind]):
-        _direct_tls_read(tmp_path, port, bad(kind))
+    seen = after_tls(tmp_path, port, bad(kind), direct=True)
+    assert seen.how == "alert" and HANDSHAKE_ALERTS[kind] in seen.detail, seen
+    assert seen.data == b""
 
 
 @pytest.mark.parametrize("kind", ["revoked", "held"])
@@ -379,7 +431,8 @@ def test_revoked_or_held_certificate_passes_openssl_and_is_cut_by_our_check(
 ):
     port = c2s("tls", disconnect_on_failure=True, verify_mode=verify_mode)
     with caplog.at_level(logging.WARNING, logger="transport.tcp"):
-        assert _direct_tls_read(tmp_path, port, bad(kind)) == b""  # not one byte of XMPP
+        seen = after_tls(tmp_path, port, bad(kind), direct=True)
+    assert seen == AfterTls("closed", b""), seen  # not one byte of XMPP
     # The handshake passed OpenSSL and our certificate check, not a failed handshake, cut it.
     assert "certificate refused, disconnecting" in caplog.text
 
