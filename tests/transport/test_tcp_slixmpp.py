@@ -329,11 +329,13 @@ class AfterTls:
     detail: str = ""  # the SSLError's text for an alert
 
 
-def after_tls(tmp_path, port: int, client, direct: bool, *, wait: float = 10) -> AfterTls:
-    """Start TLS with ``client``, send a stream header, then read until the server ends the connection.
+def after_tls(tmp_path, port: int, client, direct: bool, *, wait: float = 10, probe: float = 1) -> AfterTls:
+    """Start TLS with ``client``, then read until the server ends the connection or falls silent.
 
-    A server that keeps the connection answers the header with its features and then waits for us: after
-    ``wait`` seconds of silence that is "open". A server that refuses the certificate never sends one byte.
+    First we only listen (``probe`` seconds): a server that refuses the certificate says so now, with an alert
+    or by closing, before we send anything (so our own bytes cannot turn its close into a reset that hides
+    the alert). Silence means it waits for our stream header: we send it and read the features; after
+    ``wait`` seconds of silence that is "open".
     """
     raw = socket.create_connection(("127.0.0.1", port), timeout=wait)
     if not direct:
@@ -345,7 +347,14 @@ def after_tls(tmp_path, port: int, client, direct: bool, *, wait: float = 10) ->
     try:
         sock = client_context(tmp_path, client).wrap_socket(raw, server_hostname="localhost")
         with sock:
-            sock.sendall(STREAM_HEADER)  # TLS 1.3: the server's verdict comes after the client's Finished
+            sock.settimeout(probe)
+            try:
+                data = sock.recv(65536)  # TLS 1.3: the verdict on our certificate follows our Finished
+                if not data:
+                    return AfterTls("closed", data)
+            except TimeoutError:
+                sock.sendall(STREAM_HEADER)
+            sock.settimeout(wait)
             while chunk := sock.recv(65536):
                 data += chunk
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError):
