@@ -196,3 +196,10 @@ def test_bosh_forced_external_is_not_authorized(server, tmp_path, http_client_of
     assert status == 200
     (failure,) = body
     assert_generic_not_authorized(failure)
+
+
+def test_the_server_warns_at_start_up_that_nobody_can_log_in_on_that_listener(server):
+    log = (server.directory / "server.log").read_text()
+    lines = [line for line in log.splitlines() if "nobody can log in on this listener" in line]
+    (line,) = lines  # one line, for the one listener that requests no certificate
+    assert f'listen.http[3] (127.0.0.1:{server.ports["none"]}): tls.verify_mode = "none"' in line, log
