@@ -18,7 +18,8 @@ Sections and keys (defaults in brackets)::
       tls.mode = "starttls"            # starttls | starttls_required | tls ["starttls"]
       tls.certfile / tls.keyfile       # server certificate and key; unset: the bootstrap server certificate
       tls.cacertfile                   # CAs advertised to and trusted for clients (besides the database)
-      tls.verify_mode = "peer"         # peer | selfsigned_peer | none ["peer"]
+      tls.verify_mode = "peer"         # peer | selfsigned_peer | none ["peer"]; none requests no client
+                                       # certificate, so no SASL EXTERNAL on that listener
       tls.verify_peer = true           # older spelling: true = "peer", false = "none"
       tls.disconnect_on_failure = true # a bad client certificate ends the handshake [true]
       tls.crl_files = ["ca.crl"]       # extra CRLs (PEM or DER) [none]
@@ -647,6 +648,12 @@ def _parse_http_auth(root: _Table, auth: _Table | None, methods: tuple[str, ...]
     )
 
 
+def _served(mechanism: str, methods: Sequence[str]) -> bool:
+    """Whether one of ``methods`` can serve the SASL ``mechanism`` (METHOD_MECHANISMS)."""
+    family = "scram" if mechanism.startswith("scram_") else mechanism
+    return any(family in METHOD_MECHANISMS[method] for method in methods)
+
+
 def _parse_auth(root: _Table) -> AuthConfig:
     auth = root.table(
         "auth",
@@ -685,8 +692,7 @@ def _parse_auth(root: _Table) -> AuthConfig:
                 f"unknown mechanism {mechanism!r}; accepted: {', '.join(SASL_MECHANISMS)}",
             )
     for mechanism in mechanisms:
-        family = "scram" if mechanism.startswith("scram_") else mechanism
-        if not any(family in METHOD_MECHANISMS[method] for method in methods):
+        if not _served(mechanism, methods):
             logger.warning(
                 "%s: auth.sasl_mechanisms lists %r but none of auth.methods (%s) supports it; "
                 "it will not be offered",
@@ -806,7 +812,7 @@ def parse_config(data: dict, source: str = "<string>", base_dir: str | Path | No
     listen_c2s, listen_http = _parse_listen(root, hosts)
     options = _parse_options(root)
     _check_proxy_trust(root, listen_http, options)
-    return Config(
+    config = Config(
         hosts=hosts,
         listen_c2s=listen_c2s,
         listen_http=listen_http,
@@ -814,6 +820,36 @@ def parse_config(data: dict, source: str = "<string>", base_dir: str | Path | No
         source=source,
         options=options,
     )
+    _warn_listeners_without_login(root, config)
+    return config
+
+
+def _listener_key(root: _Table, kind: str, index: int) -> str:
+    """``listen.c2s`` for a single ``[listen.c2s]`` table, ``listen.c2s[1]`` in an array of tables."""
+    entries = (root.data.get("listen") or {}).get(kind)
+    return f"listen.{kind}[{index}]" if isinstance(entries, list) else f"listen.{kind}"
+
+
+def _warn_listeners_without_login(root: _Table, config: Config) -> None:
+    """One warning line per listener where nobody can log in: ``tls.verify_mode = "none"`` requests no client
+    certificate (so no SASL EXTERNAL there, as MongooseIM) and no other configured mechanism is served."""
+    auth = config.auth
+    if any(m != "external" and _served(m, auth.methods) for m in auth.sasl_mechanisms):
+        return
+    groups: list[tuple[str, Sequence[C2SListener | HttpListener]]] = [("c2s", config.listen_c2s)]
+    if any(listener.handlers for listener in config.listen_http):  # their paths are served on every listener
+        groups.append(("http", config.listen_http))
+    for kind, listeners in groups:
+        for index, listener in enumerate(listeners):
+            if listener.tls is None or listener.tls.verify_mode != "none":
+                continue
+            logger.warning(
+                '%s: %s (%s): tls.verify_mode = "none" requests no client certificate and SASL EXTERNAL is '
+                "the only usable mechanism (auth.sasl_mechanisms): nobody can log in on this listener",
+                root.source,
+                _listener_key(root, kind, index),
+                _address(listener.ip_address, listener.port),
+            )
 
 
 def _check_proxy_trust(root: _Table, listen_http: tuple[HttpListener, ...], options: XmppauthOptions) -> None:
