@@ -164,3 +164,44 @@ def test_a_new_certificate_names_the_crl_listener(no_public_url):
     account = Account.objects.create(localpart="alice", domain=Domain.objects.create(name="localhost"))
     issued = services.issue_for_account(account, ca=ca, days=1)
     assert pki.crl_distribution_urls(issued.certificate) == [f"http://crl.example.com:8080/crl/{ca.pk}.crl"]
+
+
+# --- the start-up warning when the distribution point demands a certificate -------------------------------
+
+
+def test_start_up_warns_when_new_certificates_would_name_a_listener_that_demands_a_certificate(no_public_url):
+    from transport.checks import crl_distribution_point_check
+
+    no_public_url.XMPP = parse('[general]\nhosts = ["xmpp.example.com"]\n' + HTTPS)
+    (warning,) = crl_distribution_point_check()
+    assert warning.id == "transport.W001"
+    assert "https://xmpp.example.com:5443/crl/" in warning.msg and "crl_only = true" in warning.hint
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        CRL_LISTENER,
+        CRL_LISTENER + '[xmppauth]\ncrl_base_url = "http://crl.example.com:8080"\n',
+    ],
+)
+def test_no_warning_when_the_crls_are_served_without_a_certificate(no_public_url, extra):
+    from transport.checks import crl_distribution_point_check
+
+    no_public_url.XMPP = parse(HTTPS + extra)
+    assert crl_distribution_point_check() == []
+
+
+def test_no_warning_when_the_https_listener_lets_clients_without_certificate_in(no_public_url):
+    from transport.checks import crl_distribution_point_check
+
+    no_public_url.XMPP = parse(HTTPS.replace("disconnect_on_failure = true", "disconnect_on_failure = false"))
+    assert crl_distribution_point_check() == []
+
+
+def test_no_warning_when_the_environment_names_the_public_url(settings):
+    from transport.checks import crl_distribution_point_check
+
+    settings.XMPP = parse(HTTPS)
+    settings.XMPPAUTH_PUBLIC_URL = "http://proxy.example.com"
+    assert crl_distribution_point_check() == []
