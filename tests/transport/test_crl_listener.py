@@ -231,3 +231,82 @@ def test_a_plain_listener_without_crl_only_still_serves_the_admin_and_bosh(serve
 def test_websocket_on_the_https_listener_with_a_certificate_is_upgraded(served):
     context = _https_context(served, with_certificate=True)
     assert _websocket_status(served["https"], context).startswith("HTTP/1.1 101")
+
+
+# --- which requests the CRL-only layer stops (the listener is told by the socket's local address) ----------
+
+
+def _through_gate(config_text: str, scope: dict) -> list:
+    """Run one request through CrlOnlyListeners; returns what reached the app, or the response it sent."""
+    import asyncio
+    import tomllib
+
+    from transport.routing import CrlOnlyListeners
+    from xmppauth.config import parse_config
+
+    reached: list = []
+    sent: list = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    async def send(message):
+        sent.append(message)
+
+    gate = CrlOnlyListeners(app, parse_config(tomllib.loads(config_text)))
+    asyncio.run(gate({"method": "GET", **scope}, receive, send))
+    return reached or sent
+
+
+TWO_ON_ONE_PORT = """
+[[listen.http]]
+  port = 8080
+  ip_address = "127.0.0.1"
+  crl_only = true
+[[listen.http]]
+  port = 8080
+  ip_address = "127.0.0.2"
+"""
+
+
+def test_the_gate_stops_the_admin_only_on_the_crl_listeners_address():
+    on_crl = _through_gate(
+        TWO_ON_ONE_PORT, {"type": "http", "path": "/admin/", "server": ("127.0.0.1", 8080)}
+    )
+    assert on_crl[0]["type"] == "http.response.start" and on_crl[0]["status"] == 404
+    other = _through_gate(TWO_ON_ONE_PORT, {"type": "http", "path": "/admin/", "server": ("127.0.0.2", 8080)})
+    assert other == ["/admin/"]
+
+
+def test_the_gate_on_a_wildcard_crl_listener_covers_every_local_address():
+    config = "[[listen.http]]\nport = 8080\ncrl_only = true\n[[listen.http]]\nport = 8443\n"
+    for host in ("127.0.0.1", "10.1.2.3", "::1"):
+        (start, _) = _through_gate(config, {"type": "http", "path": "/admin/", "server": (host, 8080)})
+        assert start["status"] == 404
+        assert _through_gate(config, {"type": "http", "path": "/crl/1.crl", "server": (host, 8080)}) == [
+            "/crl/1.crl"
+        ]
+    assert _through_gate(config, {"type": "http", "path": "/admin/", "server": ("10.1.2.3", 8443)}) == [
+        "/admin/"
+    ]
+
+
+def test_the_gate_refuses_websocket_and_other_methods_on_the_crl_listener():
+    scope = {"path": "/ws-xmpp", "server": ("127.0.0.1", 8080)}
+    assert _through_gate(TWO_ON_ONE_PORT, {"type": "websocket", **scope}) == [
+        {"type": "websocket.close", "code": 1008}
+    ]
+    (start, _) = _through_gate(
+        TWO_ON_ONE_PORT,
+        {"type": "http", "method": "PUT", "path": "/crl/1.crl", "server": ("127.0.0.1", 8080)},
+    )
+    assert start["status"] == 405 and (b"allow", b"GET, HEAD") in start["headers"]
+
+
+def test_without_a_crl_listener_or_a_server_address_everything_passes():
+    scope = {"type": "http", "path": "/admin/", "server": ("127.0.0.1", 8080)}
+    assert _through_gate("[[listen.http]]\nport = 8080\n", scope) == ["/admin/"]
+    assert _through_gate(TWO_ON_ONE_PORT, {**scope, "server": None}) == ["/admin/"]
