@@ -90,6 +90,14 @@ class CertificateQuerySet(models.QuerySet):
             raise models.ProtectedError(refused.deletion_refused_reason(), {refused})
         return super().delete()
 
+    def update(self, **kwargs: object) -> int:
+        """A revoked row stays revoked here too (``update`` and ``bulk_update`` bypass ``save``)."""
+        if "status" in kwargs and kwargs["status"] != Certificate.Status.REVOKED:
+            revoked = self.filter(status=Certificate.Status.REVOKED).first()
+            if revoked is not None:
+                raise models.ProtectedError(revoked.unrevoking_refused_reason(), {revoked})
+        return super().update(**kwargs)
+
 
 class Certificate(models.Model):
     """A client (or server) certificate we issued or imported."""
@@ -141,6 +149,9 @@ class Certificate(models.Model):
         if reason is not None:  # before Django's delete transaction, as for the QuerySet
             raise models.ProtectedError(reason, {self})
         return super().delete(*args, **kwargs)
+
+    def unrevoking_refused_reason(self) -> str:
+        return f"certificate {self.serial} ({self.subject}) is revoked: revocation cannot be undone"
 
     def deletion_refused_reason(self) -> str | None:
         """Why this row may not be deleted, or None: revoked and held rows are our CRL's only record.
@@ -269,7 +280,4 @@ def _refuse_unrevoking(sender: type[Certificate], instance: Certificate, **kwarg
         return
     stored = Certificate.objects.filter(pk=instance.pk).values_list("status", flat=True).first()
     if stored == Certificate.Status.REVOKED:
-        raise models.ProtectedError(
-            f"certificate {instance.serial} ({instance.subject}) is revoked: revocation cannot be undone",
-            {instance},
-        )
+        raise models.ProtectedError(instance.unrevoking_refused_reason(), {instance})

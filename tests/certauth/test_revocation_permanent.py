@@ -131,6 +131,21 @@ def test_a_revoked_certificate_cannot_be_saved_back_to_active(our_ca, alice):
     assert _listed_in_fresh_crl(our_ca, row.serial)
 
 
+def test_a_revoked_certificate_cannot_be_updated_back_to_active_through_the_queryset(our_ca, alice):
+    active, revoked = _active(alice, our_ca), _revoked(alice, our_ca)
+    for rows in (Certificate.objects.filter(pk=revoked.pk), Certificate.objects.all()):
+        with pytest.raises(ProtectedError, match="revocation cannot be undone"):
+            rows.update(status=Certificate.Status.ACTIVE)
+    revoked.status = Certificate.Status.ACTIVE
+    # bulk_update runs its updates in a transaction of its own: the refusal rolls that back.
+    with pytest.raises(ProtectedError, match="revocation cannot be undone"), transaction.atomic():
+        Certificate.objects.bulk_update([revoked], ["status"])
+    assert Certificate.objects.get(pk=revoked.pk).status == Certificate.Status.REVOKED
+    assert _listed_in_fresh_crl(our_ca, revoked.serial)
+    # Active and held rows are updated as before.
+    assert Certificate.objects.filter(pk=active.pk).update(status=Certificate.Status.ON_HOLD) == 1
+
+
 def test_a_held_certificate_is_released_by_a_save_and_leaves_the_crl(our_ca, alice):
     row = services.release(_held(alice, our_ca))
     assert row.status == Certificate.Status.ACTIVE
