@@ -145,9 +145,11 @@ class Certificate(models.Model):
         return f"{self.subject} ({self.serial})"
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
-        reason = self.deletion_refused_reason()
-        if reason is not None:  # before Django's delete transaction, as for the QuerySet
-            raise models.ProtectedError(reason, {self})
+        # Before Django's delete transaction, as for the QuerySet; the stored row counts, not a stale copy.
+        stored = type(self).objects.filter(pk=self.pk).exclude(status=self.Status.ACTIVE).first()
+        refused = self if self.deletion_refused_reason() is not None else stored
+        if refused is not None:
+            raise models.ProtectedError(refused.deletion_refused_reason(), {refused})
         return super().delete(*args, **kwargs)
 
     def unrevoking_refused_reason(self) -> str:
@@ -263,11 +265,14 @@ def _refuse_deleting_revoked(sender: type[Certificate], instance: Certificate, *
     """Refuse ``delete()`` of a revoked or held row, whichever path it comes by (instance, QuerySet, cascade).
 
     With a pre_delete receiver Django never fast-deletes Certificate rows, so every ORM delete passes here,
-    inside the delete's transaction: one refused row aborts the whole delete.
+    inside the delete's transaction: one refused row aborts the whole delete. The stored row is read and
+    locked (as ``services.revoke`` locks it), so a revocation racing the delete either is seen here or
+    finds the row gone, never deleted after it was revoked.
     """
-    reason = instance.deletion_refused_reason()
-    if reason is not None:
-        raise models.ProtectedError(reason, {instance})
+    stored = Certificate.objects.select_for_update().filter(pk=instance.pk).first()
+    for row in (instance, stored):
+        if row is not None and (reason := row.deletion_refused_reason()) is not None:
+            raise models.ProtectedError(reason, {row})
 
 
 @receiver(pre_save, sender=Certificate, dispatch_uid="certauth.certificate_revocation_is_final")

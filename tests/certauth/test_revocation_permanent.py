@@ -80,6 +80,21 @@ def test_instance_delete_of_a_revoked_or_held_certificate_is_refused(our_ca, ali
 
 
 @pytest.mark.parametrize("state", REFUSED)
+def test_a_stale_copy_of_a_since_revoked_or_held_row_is_not_deleted(our_ca, alice, state):
+    stale = _active(alice, our_ca)
+    fresh = Certificate.objects.get(pk=stale.pk)
+    {"revoked": services.revoke, "held": services.hold}[state](fresh)  # e.g. by another operator
+    assert stale.status == Certificate.Status.ACTIVE  # in memory: what a caller holding it believes
+    with pytest.raises(ProtectedError, match=stale.serial):
+        stale.delete()
+    collector = Collector(using="default")
+    collector.collect([stale])
+    with pytest.raises(ProtectedError, match=stale.serial), transaction.atomic():
+        collector.delete()
+    assert _listed_in_fresh_crl(our_ca, stale.serial)
+
+
+@pytest.mark.parametrize("state", REFUSED)
 def test_queryset_delete_with_a_revoked_or_held_row_deletes_nothing(our_ca, alice, state):
     active, refused = _active(alice, our_ca), REFUSED[state](alice, our_ca)
     with pytest.raises(ProtectedError, match=refused.serial):
