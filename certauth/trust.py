@@ -1,8 +1,10 @@
 """The trust store for client certificates: the CAs that may vouch for a client (RFC 5280 §6.1.1 (d)).
 
-Anchors are the certificates of the listener's ``tls.cacertfile`` plus the ``CertificateAuthority`` rows with
-``trusted_for_client_auth``. Parsing them on every login would cost more than verifying the chain, so the
-parsed set is cached per ``cacertfile``:
+Every anchor is a ``CertificateAuthority`` row (one kind of trust anchor, DESIGN §0). A listener trusts the
+rows with ``trusted_for_client_auth`` that do not come from the config, plus the rows whose ``config_files``
+include the listener's ``tls.cacertfile`` (``certauth.configcas`` turns the files into rows at start-up; no
+file is read here). Parsing them on every login would cost more than verifying the chain, so the parsed set
+is cached per ``cacertfile``:
 
 - in this process, a ``post_save``/``post_delete`` on ``CertificateAuthority`` bumps a generation counter and
   the next lookup rebuilds;
@@ -17,7 +19,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.verification import Store
@@ -71,27 +72,30 @@ def _ca_changed(sender: type, **kwargs: object) -> None:
     invalidate()
 
 
-def _file_anchors(cacertfile: str) -> list[x509.Certificate]:
-    try:
-        return pki.load_certificates(Path(cacertfile).read_bytes())
-    except OSError as exc:
-        logger.error("tls.cacertfile %s cannot be read: %s; its CAs are not trusted", cacertfile, exc)
-    except ValueError as exc:
-        logger.error("tls.cacertfile %s holds no usable certificate: %s", cacertfile, exc)
-    return []
+def _anchor_of(cacertfile: str | None, trusted: bool, origin: str, config_files: list[str] | None) -> bool:
+    """Whether a row is an anchor for the listener whose ``tls.cacertfile`` is ``cacertfile``."""
+    if cacertfile is not None and cacertfile in (config_files or ()):
+        return True  # listed in this listener's file, whatever its origin (as when the file was read here)
+    return trusted and origin != CertificateAuthority.Origin.CONFIG  # a config CA: only where it is listed
 
 
-def _db_anchors() -> tuple[list[x509.Certificate], dict[str, int]]:
-    """Trusted CA rows, parsed; and the primary key of *every* CA row by fingerprint (an intermediate or a
-    file anchor may be a row that is not itself trusted, and its revocations still live there)."""
+def _build(cacertfile: str | None, gen: int) -> TrustAnchors:
+    """The listener's anchors, parsed; and the primary key of *every* CA row by fingerprint (an
+    intermediate may be a row that is not itself an anchor, and its revocations still live there)."""
     certs: list[x509.Certificate] = []
     ids: dict[str, int] = {}
     rows = CertificateAuthority.objects.values_list(
-        "pk", "name", "fingerprint_sha256", "trusted_for_client_auth", "certificate_pem"
+        "pk",
+        "name",
+        "fingerprint_sha256",
+        "trusted_for_client_auth",
+        "origin",
+        "config_files",
+        "certificate_pem",
     )
-    for pk, name, fingerprint, trusted, pem in rows:
+    for pk, name, fingerprint, trusted, origin, config_files, pem in rows:
         ids[fingerprint.lower()] = pk
-        if not trusted:
+        if not _anchor_of(cacertfile, trusted, origin, config_files):
             continue
         try:
             cert = pki.load_certificate(pem.encode("ascii"))
@@ -99,14 +103,6 @@ def _db_anchors() -> tuple[list[x509.Certificate], dict[str, int]]:
             logger.error("CA %r: stored certificate cannot be parsed (%s); not trusted", name, exc)
             continue
         certs.append(cert)
-    return certs, ids
-
-
-def _build(cacertfile: str | None, gen: int) -> TrustAnchors:
-    certs: list[x509.Certificate] = _file_anchors(cacertfile) if cacertfile else []
-    db_certs, ids = _db_anchors()
-    seen = {pki.fingerprint_sha256(c) for c in certs}
-    certs += [c for c in db_certs if pki.fingerprint_sha256(c) not in seen]
     store = Store(certs) if certs else None
     logger.debug("trust store for %s: %d anchors", cacertfile, len(certs))
     return TrustAnchors(tuple(certs), store, ids, gen)

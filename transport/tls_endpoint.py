@@ -186,9 +186,13 @@ class XmppTlsEndpointParser:
         backlog = _integer(kwargs, "backlog", None, 1, 65535)
         assert index is not None
         _django_ready()
+        from django.conf import settings  # noqa: PLC0415
+
+        from certauth.configcas import prepare_process_or_exit  # noqa: PLC0415 (needs the app registry)
         from certauth.trust import trust_anchors  # noqa: PLC0415 (needs the app registry)
 
         listener, options = http_listener_tls(index)
+        prepare_process_or_exit(settings.XMPP)  # once per process: stock daphne with any application
         anchors = list(trust_anchors(options.cacertfile).certificates)
         return XmppTlsServerEndpoint(
             reactor,
