@@ -21,7 +21,9 @@ Sections and keys (defaults in brackets)::
       tls.verify_mode = "peer"         # peer | selfsigned_peer | none ["peer"]
       tls.verify_peer = true           # older spelling: true = "peer", false = "none"
       tls.disconnect_on_failure = true # a bad client certificate ends the handshake [true]
-      tls.crl_files = ["ca.crl"]       # extra CRLs (PEM or DER) [none]
+      tls.crl_files = ["ca.crl"]       # CRLs (PEM or DER), each applied to the trusted CA that signed it;
+                                       # one that cannot be applied stops start-up (certauth.configcas) [none]
+      tls.cacert_domains = ["a.org"]   # hosted domains the tls.cacertfile CAs may vouch for [all]
     [[listen.http]]                    # or [listen.http]: HTTPS for WebSocket (RFC 7395) and BOSH (XEP-0206)
       port = 5443, ip_address, tls.* as above; a tls table means HTTPS, tls.mode may only be "tls"
       [[listen.http.handlers.mod_websockets]]   host = "_" (any) ["_"], path = "/ws-xmpp" (required)
