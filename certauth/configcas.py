@@ -13,7 +13,8 @@ through ``xmppauth.asgi``, the Celery worker through ``xmppauth.celery``):
    ``tls.cacert_domains``). A CA that is already a row of another origin (ours, imported, learnt) keeps its
    row and origin and gets ``config_files`` recorded. A row whose CA left every file loses those paths; a
    ``config`` row listed nowhere any more stops being trusted (kept, not deleted: certificates and CRLs may
-   refer to it). Two listeners that list one CA with different ``tls.cacert_domains`` stop start-up.
+   refer to it). Two listeners that list one CA with different ``tls.cacert_domains`` stop start-up, and so
+   does a ``tls.cacert_domains`` that differs from the admin's domains of an ours/imported/learnt row.
 2. ``tls.crl_files`` (``certauth.crlsources``, strict): an entry that cannot be read, is not a CRL, has a bad
    signature or matches no trusted CA stops start-up with one line naming the key, the file and the reason.
    Each file's serials are then loaded now (``certauth.crlfetch.refresh_source``), so the first login is
@@ -124,7 +125,7 @@ def _ca_fields(cert: x509.Certificate) -> dict[str, object]:
     }
 
 
-def _apply_one(fingerprint: str, entry: _FileCa, report: SyncReport) -> None:
+def _apply_one(source: str, fingerprint: str, entry: _FileCa, report: SyncReport) -> None:
     row = CertificateAuthority.objects.select_for_update().filter(fingerprint_sha256=fingerprint).first()
     if row is None:
         row = CertificateAuthority.objects.create(
@@ -151,11 +152,11 @@ def _apply_one(fingerprint: str, entry: _FileCa, report: SyncReport) -> None:
             row.allowed_domains = list(entry.domains)
             changed.append("allowed_domains")
     elif entry.domains and list(row.allowed_domains or []) != list(entry.domains):
-        logger.warning(
-            "CA %r is %s: its allowed domains are set in the admin, not by %s.cacert_domains",
-            row.name,
-            row.get_origin_display(),
-            entry.domains_key,
+        # The row's domains are the admin's; a narrower list here could not be honoured: fail closed.
+        raise ConfigCaError(
+            f"{source}: {entry.domains_key}.cacert_domains: CA {row.name!r} is {row.get_origin_display()} "
+            f"with allowed domains {list(row.allowed_domains or []) or 'all'} set in the admin; "
+            "set them there, or list this CA in no tls.cacertfile"
         )
     if changed:
         row.save(update_fields=changed)
@@ -171,7 +172,7 @@ def sync_config_cas(config: Config) -> SyncReport:
             with transaction.atomic():
                 report = SyncReport()
                 for fingerprint, entry in listed.items():
-                    _apply_one(fingerprint, entry, report)
+                    _apply_one(config.source, fingerprint, entry, report)
                 _forget_unlisted(set(listed), report)
             break
         except IntegrityError:

@@ -190,6 +190,34 @@ def test_one_ca_in_two_listeners_with_the_same_domains_is_one_row_listing_both_f
     assert row.config_files == [str(c2s_file), str(http_file)]
 
 
+def test_cacert_domains_cannot_change_the_admins_domains_of_an_imported_ca(tmp_path):
+    ca = make_ca("Imported CA")
+    add_ca_row(ca, "Imported CA")
+    path = write(tmp_path / "ca.pem", ca.pem)
+    with pytest.raises(ConfigCaError) as raised:
+        sync_config_cas(config(path, domains=("localhost",)))
+    assert str(raised.value) == (
+        "test.toml: listen.c2s[0].tls.cacert_domains: CA 'Imported CA' is imported in the admin with allowed "
+        "domains all set in the admin; set them there, or list this CA in no tls.cacertfile"
+    )
+    assert CertificateAuthority.objects.get().config_files == []
+
+
+def test_cacert_domains_equal_to_the_admins_domains_of_an_imported_ca_are_accepted(tmp_path):
+    ca = make_ca("Imported CA")
+    row = add_ca_row(ca, "Imported CA")
+    row.allowed_domains = ["localhost"]
+    row.save()
+    path = write(tmp_path / "ca.pem", ca.pem)
+    sync_config_cas(config(path, domains=("localhost",)))
+    row.refresh_from_db()
+    assert (row.origin, row.config_files, row.allowed_domains) == (
+        Origin.IMPORTED,
+        [str(path)],
+        ["localhost"],
+    )
+
+
 def test_an_unreadable_cacertfile_stops_start_up_naming_the_key(tmp_path):
     missing = tmp_path / "missing.pem"
     with pytest.raises(ConfigCaError) as raised:
