@@ -35,7 +35,7 @@ from pathlib import Path
 from cryptography import x509
 from django.db import DatabaseError, IntegrityError, transaction
 
-from certauth import crlfetch, crlsources, pki
+from certauth import crlfetch, crlsources, pki, services
 from certauth.models import CertificateAuthority, CrlSource
 from xmppauth.config import Config, ConfigError, TlsOptions
 
@@ -114,17 +114,6 @@ def _unique_name(cert: x509.Certificate, fingerprint: str) -> str:
     return f"{base} ({fingerprint[:12]})"
 
 
-def _ca_fields(cert: x509.Certificate) -> dict[str, object]:
-    facts = pki.cert_facts(cert)
-    return {
-        "certificate_pem": pki.certificate_to_pem(cert),
-        "subject": facts.subject,
-        "fingerprint_sha256": facts.fingerprint_sha256,
-        "not_before": facts.not_before,
-        "not_after": facts.not_after,
-    }
-
-
 def _apply_one(source: str, fingerprint: str, entry: _FileCa, report: SyncReport) -> None:
     row = CertificateAuthority.objects.select_for_update().filter(fingerprint_sha256=fingerprint).first()
     if row is None:
@@ -134,7 +123,7 @@ def _apply_one(source: str, fingerprint: str, entry: _FileCa, report: SyncReport
             config_files=list(entry.files),
             allowed_domains=list(entry.domains),
             trusted_for_client_auth=True,
-            **_ca_fields(entry.cert),
+            **services._ca_fields(entry.cert),  # the same fields as an imported CA
         )
         logger.info("CA %r from %s added as a config CA", row.name, ", ".join(entry.files))
         report.created.append(row.name)
