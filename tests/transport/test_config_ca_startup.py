@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.certauth.crlhelpers import make_crl
-from tests.certs import make_ca
-from tests.processes import free_port
+from tests.certs import make_ca, make_client
+from tests.processes import Managed, free_port
 from tests.transport.configca_servers import environment, migrate, run, scratch_database
 from tests.transport.tlsclient import make_pki
+from tests.transport.xmppclient import slixmpp_login
 
 KINDS = ["unreadable", "not a CRL", "bad signature", "no trusted CA"]
 
@@ -119,3 +120,48 @@ def test_every_process_that_reads_the_config_refuses_a_bad_crl_files_entry(tmp_p
     result = run(env, *command, timeout=120)
     assert_stopped_with(result, line)
     assert nothing_listens(port)
+
+
+def _c2s_config(directory: Path, port: int, pki) -> Path:
+    config = directory / "xmppauth.toml"
+    config.write_text(
+        f"""[general]
+  hosts = ["localhost"]
+
+[[listen.c2s]]
+  port = {port}
+  ip_address = "127.0.0.1"
+  tls.mode = "tls"
+  tls.certfile = "{pki.server_certfile}"
+  tls.keyfile = "{pki.server_keyfile}"
+  tls.cacertfile = "{directory / "ca.pem"}"
+  tls.disconnect_on_failure = false
+"""
+    )
+    return config
+
+
+def _login_once(env: dict[str, str], port: int, directory: Path, client):
+    server = Managed(env, "runc2s")
+    try:
+        server.wait_for(f"c2s listening on 127.0.0.1:{port}")
+        return slixmpp_login(port, directory, client, direct_tls=True)
+    finally:
+        output = server.stop()
+        assert "Traceback" not in output, output
+
+
+def test_a_ca_removed_from_the_cacertfile_is_no_longer_trusted_after_a_restart(tmp_path, database):
+    pki = make_pki(tmp_path)
+    removed, kept = make_ca(f"Removed CA {tmp_path.name}"), make_ca(f"Kept CA {tmp_path.name}")
+    port = free_port()
+    env = environment(tmp_path, _c2s_config(tmp_path, port, pki), database)
+    (tmp_path / "ca.pem").write_bytes(removed.pem + kept.pem)
+    first = _login_once(env, port, tmp_path, make_client(removed))
+    assert first.bound_jid is not None and first.bound_jid.startswith("alice@localhost/"), first
+
+    (tmp_path / "ca.pem").write_bytes(kept.pem)  # the operator edits the file and restarts
+    refused = _login_once(env, port, tmp_path, make_client(removed))
+    assert refused.bound_jid is None and refused.no_usable_mechanism, refused
+    accepted = _login_once(env, port, tmp_path, make_client(kept))
+    assert accepted.bound_jid is not None, accepted
