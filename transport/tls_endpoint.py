@@ -13,8 +13,8 @@ Description syntax (``twisted.internet.endpoints.serverFromString``, daphne's ``
 Keys: ``listener`` (index into ``settings.XMPP.listen_http``, counted from 0 in file order; default 0),
 ``port``, ``interface``, ``backlog`` (each overrides the listener's own). The TLS options come only from the
 config, never from the command line, so every process that reads the same file serves the same TLS. The
-trust anchors (``tls.cacertfile`` plus the CAs trusted in the admin) are re-read every
-:data:`TRUST_REFRESH_INTERVAL` seconds.
+trust anchors (the CA rows of ``tls.cacertfile``, made at start-up by ``certauth.configcas``, plus the CAs
+trusted in the admin) are re-read every :data:`TRUST_REFRESH_INTERVAL` seconds.
 
 Twisted finds the endpoint through the dropin ``twisted/plugins/xmppauth_endpoints.py`` at the project root
 (a ``twisted/plugins`` directory without ``__init__.py``, which ``twisted.plugins`` adds to its ``__path__``);
