@@ -181,10 +181,12 @@ class CertificateAuthenticator:
             tuple(_path_links(certs[0], verdict.chain, anchors)),
         )
         revoked = self._revocation(checked)
+        # After the decision, off the login path: verified chains only, refused or not (under
+        # require_revocation an intermediate must become a row, with its CRL, before anything below passes).
+        learning.offer(verdict.chain, anchors.ca_ids)
         if revoked:
             self._record(facts, None, None, None, f"certificate refused: {revoked}")
             return CertCheck(facts, False, revoked)
-        learning.offer(verdict.chain, anchors.ca_ids)  # off the login path; verified chains only
         self._checked = checked
         logger.debug("client certificate %s from %s accepted: %s", facts.subject, self.peer, verdict.reason)
         return CertCheck(facts, True, verdict.reason)

@@ -4,7 +4,8 @@ Specs: RFC 5280 §6.1.3 (a)(3) (every certificate of the path is checked against
 information, so an intermediate the client sends needs a ``CertificateAuthority`` row to hold its CRL) and
 §4.2.1.13 (a CRL distribution point in a certificate names the CRL of that certificate's *issuer*).
 
-After a chain verified at a login, :func:`offer` hands it to one background thread per process, which
+After a chain verified at a login, :func:`offer` hands it to one background thread per process (on SQLite,
+which allows one writer at a time, the login's own thread does it after its decision), which
 
 - makes each intermediate of the path that is not a row yet a row with ``origin = learned`` and
   ``trusted_for_client_auth = False`` (it never becomes a trust anchor: the path still has to reach one);
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from certauth import crlsources, pki
 from certauth.models import CertificateAuthority, CrlSource
@@ -86,6 +87,9 @@ def offer(path: Sequence[x509.Certificate], known_ca: set[str] | dict[str, int])
         if len(_seen) >= SEEN_LIMIT:
             _seen.clear()  # the database is the real record; offering again only repeats idempotent work
         _seen.update(keys)
+    if connection.vendor == "sqlite":
+        _learn_inline(path, keys)
+        return True
     ders = tuple(cert.public_bytes(Encoding.DER) for cert in path)
     try:
         _queue.put_nowait((ders, frozenset(keys)))
@@ -118,6 +122,19 @@ def _run() -> None:
                 _seen.difference_update(keys)
         finally:
             _queue.task_done()
+
+
+def _learn_inline(path: Sequence[x509.Certificate], keys: set[object]) -> None:
+    """SQLite: one writer at a time, and in a shared in-memory database (the tests') a reader beside a
+    writer fails at once instead of waiting. There the caller's thread learns, once per new intermediate or
+    distribution point, after its decision; a failure is logged and forgotten, never the login's."""
+    try:
+        with transaction.atomic():
+            learn_path(path)
+    except Exception:
+        logger.exception("learning from a client chain failed; it will be offered again")
+        with _lock:
+            _seen.difference_update(keys)
 
 
 def wait_idle(timeout: float = 10.0) -> bool:
