@@ -211,7 +211,7 @@ class PathLink:
         )
 
 
-def _path_flags_sql(links: int) -> str:
+def _path_flags_sql(links: int, require_revocation: bool) -> str:
     column, table = fastsql.column, fastsql.table
     marks = ", ".join(["%s"] * links)
     sources, source_ca = table(CrlSource), column(CrlSource, "ca")
@@ -224,6 +224,14 @@ def _path_flags_sql(links: int) -> str:
         [f"({column(RevokedSerial, 'ca')} = %s AND {column(RevokedSerial, 'serial')} = %s)"] * links
     )
     ca_pk = column(CertificateAuthority, "id")
+    # a CA on the path, not ours, of which no source holds a CRL (asked only under require_revocation)
+    without_crl = (
+        f"EXISTS (SELECT 1 FROM {table(CertificateAuthority)} c WHERE c.{ca_pk} IN ({marks})"
+        f" AND c.{column(CertificateAuthority, 'encrypted_private_key')} IS NULL"
+        f" AND NOT EXISTS (SELECT 1 FROM {sources} h WHERE h.{source_ca} = c.{ca_pk} AND {holds_crl('h')}))"
+        if require_revocation
+        else "NULL"
+    )
     return (
         f"SELECT EXISTS (SELECT 1 FROM {table(Certificate)}"
         f" WHERE {column(Certificate, 'fingerprint_sha256')} IN ({marks})"
@@ -233,24 +241,26 @@ def _path_flags_sql(links: int) -> str:
         f" EXISTS (SELECT 1 FROM {sources} s WHERE s.{source_ca} IN ({marks})"
         f" AND NOT EXISTS (SELECT 1 FROM {sources} f WHERE f.{source_ca} = s.{source_ca} AND {holds_crl('f')}"
         f" AND (f.{next_update} IS NULL OR f.{next_update} >= %s))),"
-        # a CA on the path, not ours, of which no source holds a CRL (require_revocation)
-        f" EXISTS (SELECT 1 FROM {table(CertificateAuthority)} c WHERE c.{ca_pk} IN ({marks})"
-        f" AND c.{column(CertificateAuthority, 'encrypted_private_key')} IS NULL"
-        f" AND NOT EXISTS (SELECT 1 FROM {sources} h WHERE h.{source_ca} = c.{ca_pk} AND {holds_crl('h')}))"
+        f" {without_crl}"
     )
 
 
-def _path_flags(links: Sequence[PathLink], fresh_after: datetime) -> tuple[bool, bool, bool, bool]:
+def _path_flags(
+    links: Sequence[PathLink], fresh_after: datetime, require_revocation: bool
+) -> tuple[bool, bool, bool, bool]:
     """One statement for the whole path: (a certificate revoked or held here, a (CA, serial) pair listed in
-    a CRL, a CA whose sources hold no fresh CRL, a CA not ours without any CRL). A CA id of None never
-    matches (``= NULL``, ``IN (NULL)``)."""
+    a CRL, a CA whose sources hold no fresh CRL, a CA not ours without any CRL: asked only when
+    ``require_revocation``). A CA id of None never matches (``= NULL``, ``IN (NULL)``)."""
     count = len(links)
-    sql = fastsql.statement(f"revocation.path_flags:{count}", lambda: _path_flags_sql(count))
+    key = f"revocation.path_flags:{count}:{require_revocation}"
+    sql = fastsql.statement(key, lambda: _path_flags_sql(count, require_revocation))
     held = (Certificate.Status.REVOKED.value, Certificate.Status.ON_HOLD.value)
     ca_ids = [link.issuer_ca_id for link in links]
     pairs = [value for link in links for value in (link.issuer_ca_id, link.serial)]
     fresh = connection.ops.adapt_datetimefield_value(fresh_after)
-    params = [*(link.fingerprint_sha256 for link in links), *held, *pairs, *ca_ids, fresh, *ca_ids]
+    params = [*(link.fingerprint_sha256 for link in links), *held, *pairs, *ca_ids, fresh]
+    if require_revocation:
+        params += ca_ids
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         held_here, listed, maybe_stale, without_crl = cursor.fetchone()
@@ -311,7 +321,7 @@ def path_revocation_problem(
     """
     if not links:
         return None
-    held_here, listed, maybe_stale, without_crl = _path_flags(links, now - grace)
+    held_here, listed, maybe_stale, without_crl = _path_flags(links, now - grace, require_revocation)
     if held_here or listed:
         reason = _revoked_on_path(links)
         if reason:
