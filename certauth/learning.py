@@ -42,6 +42,10 @@ logger = logging.getLogger(__name__)
 QUEUE_SIZE = 256
 SEEN_LIMIT = 50_000
 
+# True: learn in the offering thread after its decision; None: only on SQLite (see _learn_inline). The test
+# suite sets True for tests that run inside one transaction, which a background thread cannot see into.
+INLINE: bool | None = None
+
 _queue: queue.Queue[tuple[tuple[bytes, ...], frozenset[object]]] = queue.Queue(QUEUE_SIZE)
 _seen: set[object] = set()
 _lock = threading.Lock()
@@ -87,7 +91,7 @@ def offer(path: Sequence[x509.Certificate], known_ca: set[str] | dict[str, int])
         if len(_seen) >= SEEN_LIMIT:
             _seen.clear()  # the database is the real record; offering again only repeats idempotent work
         _seen.update(keys)
-    if connection.vendor == "sqlite":
+    if INLINE or (INLINE is None and connection.vendor == "sqlite"):
         _learn_inline(path, keys)
         return True
     ders = tuple(cert.public_bytes(Encoding.DER) for cert in path)
@@ -115,7 +119,7 @@ def _run() -> None:
     while True:
         ders, keys = _queue.get()
         try:
-            with_fresh_connections(learn_path, [pki.load_certificate(der) for der in ders])
+            with_fresh_connections(_learn_atomically, [pki.load_certificate(der) for der in ders])
         except Exception:
             logger.exception("learning from a client chain failed; it will be offered again")
             with _lock:
@@ -124,13 +128,17 @@ def _run() -> None:
             _queue.task_done()
 
 
+def _learn_atomically(path: Sequence[x509.Certificate]) -> Learnt:
+    with transaction.atomic():  # the rows of one chain all or none
+        return learn_path(path)
+
+
 def _learn_inline(path: Sequence[x509.Certificate], keys: set[object]) -> None:
     """SQLite: one writer at a time, and in a shared in-memory database (the tests') a reader beside a
     writer fails at once instead of waiting. There the caller's thread learns, once per new intermediate or
     distribution point, after its decision; a failure is logged and forgotten, never the login's."""
     try:
-        with transaction.atomic():
-            learn_path(path)
+        _learn_atomically(path)
     except Exception:
         logger.exception("learning from a client chain failed; it will be offered again")
         with _lock:
