@@ -67,7 +67,10 @@ def _keys(path: Sequence[x509.Certificate], known_ca: set[str] | dict[str, int])
     for fingerprint in fingerprints[1:-1]:
         if fingerprint not in known_ca:
             keys.add(("ca", fingerprint))
+    intermediates = set(fingerprints[1:-1])
     for cert, issuer_fingerprint in zip(path[:-1], fingerprints[1:], strict=True):
+        if issuer_fingerprint not in known_ca and issuer_fingerprint not in intermediates:
+            continue  # an anchor that is no row (yet): nothing to attach to; offered once it is one
         for url in pki.crl_distribution_urls(cert):
             keys.add(("cdp", issuer_fingerprint, url))
     return keys - _seen

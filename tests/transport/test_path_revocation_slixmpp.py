@@ -191,6 +191,8 @@ def test_require_revocation_refuses_a_path_through_an_intermediate_without_crl(
 def test_offering_a_chain_learns_it_once_without_the_caller_waiting(pki, inter, crl_server):
     """``learning.offer`` is what a login calls: the same chain is offered once per process; the rows appear
     through the background thread (PostgreSQL) or the caller's own thread after its decision (SQLite)."""
+    direct = make_client(pki.ca, crl_url=crl_server.url("/root.crl"))
+    assert learning.offer([direct.cert, pki.ca.cert], {}) is False  # its issuer is no row known here
     path = [leaf(inter, crl_server, 0x500).cert, inter.cert, pki.ca.cert]
     assert learning.offer(path, {}) is True
     assert learning.offer(path, {}) is False  # deduplicated: nothing new to teach
