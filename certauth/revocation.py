@@ -268,7 +268,8 @@ def _path_flags(
 
 
 def _what(link: PathLink) -> str:
-    return "" if link.is_leaf else f"intermediate CA {link.subject} "
+    """Who the reason is about: nothing for the leaf (the reason follows "certificate"), else the CA."""
+    return "" if link.is_leaf else f"chain through intermediate CA {link.subject}, which is "
 
 
 def _revoked_on_path(links: Sequence[PathLink]) -> str | None:

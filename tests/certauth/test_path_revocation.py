@@ -92,9 +92,22 @@ def test_leaf_sent_with_an_intermediate_the_roots_crl_revokes_is_refused(server,
     source = fetched(server, root_row, root, "/root.crl", [INTER_SERIAL, 0x99])
     check = authenticator().check_certificate(sent(leaf(inter)))
     assert not check.verified
-    expected = f"intermediate CA CN=Path Inter revoked 2026-09-03 keyCompromise (CRL {source.location})"
+    expected = (
+        "chain through intermediate CA CN=Path Inter, which is revoked 2026-09-03 keyCompromise"
+        f" (CRL {source.location})"
+    )
     assert check.reason == expected
     assert (last_event().outcome, last_event().reason) == ("failure", f"certificate refused: {expected}")
+
+
+def test_leaf_sent_with_an_intermediate_the_roots_crl_holds_is_refused(server, root, inter, root_row):
+    source = fetched(server, root_row, root, "/root.crl", [INTER_SERIAL], reason="certificate_hold")
+    check = authenticator().check_certificate(sent(leaf(inter)))
+    assert not check.verified  # RFC 5280 §5.3.1 certificateHold: revoked while it lasts
+    assert check.reason == (
+        "chain through intermediate CA CN=Path Inter, which is on hold since 2026-09-03"
+        f" (CRL {source.location})"
+    )
 
 
 def test_leaf_sent_with_an_intermediate_the_roots_crl_does_not_list_is_accepted(
@@ -120,7 +133,9 @@ def test_intermediate_revoked_by_the_root_refuses_at_external_too(server, root, 
     fetched(server, root_row, root, "/root.crl", [INTER_SERIAL])
     result = auth.authenticate_external(client.facts, None, "localhost")
     assert result.condition == "not-authorized"
-    assert last_event().reason.startswith("certificate intermediate CA CN=Path Inter revoked 2026-09-03")
+    assert last_event().reason.startswith(
+        "certificate chain through intermediate CA CN=Path Inter, which is revoked 2026-09-03"
+    )
 
 
 # --- the leaf against the intermediate's CRL, learnt from the leaf's CDP ---------------------------------
@@ -161,6 +176,7 @@ def test_stale_crl_of_the_intermediate_refuses_and_a_fresh_one_accepts(server, r
         f"revocation status unknown: CRL {source.location} outdated since "
         f"{source.next_update:%Y-%m-%d %H:%M} UTC (nextUpdate): CRL of CA {inter_row.name} stale, fail closed"
     )
+    assert last_event().reason == f"certificate refused: {check.reason}"
     fetched(server, inter_row, inter, "/inter.crl", number=2)
     assert authenticator().check_certificate(sent(leaf(inter))).verified
 
