@@ -21,6 +21,7 @@ The calls touch the database and may block (``http`` method): from async code, r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -198,6 +199,8 @@ class CertificateAuthenticator:
         checked = checked or self._checked
         if checked is None:
             return REASON_NO_CHECKED_CERT
+        if any(link.issuer_ca_id is None and link.issuer_fingerprint for link in checked.path):
+            checked = self._with_new_rows(checked)
         options = self.config.options
         return path_revocation_problem(
             checked.path,
@@ -206,6 +209,20 @@ class CertificateAuthenticator:
             fail_open=options.crl_fail_open,
             require_revocation=options.require_revocation,
         )
+
+    def _with_new_rows(self, checked: _Checked) -> _Checked:
+        """``checked`` with the row ids of issuers that became rows since the handshake (an intermediate
+        learnt meanwhile): its CRL counts from then on, for re-checks and for the session's issuer."""
+        if self.listener_tls is None:
+            return checked
+        ca_ids = trust_anchors(self.listener_tls.cacertfile).ca_ids
+        path = tuple(link.with_issuer_row(ca_ids) for link in checked.path)
+        if path == checked.path:
+            return checked
+        updated = dataclasses.replace(checked, path=path, issuer_ca_id=path[0].issuer_ca_id)
+        if self._checked is checked:
+            self._checked = updated
+        return updated
 
     @property
     def issuer_ca_id(self) -> int | None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -191,6 +191,7 @@ class PathLink:
     issuer_subject: str | None
     issuer_ca_id: int | None
     is_leaf: bool
+    issuer_fingerprint: str | None = None  # to find the issuer's row once it has one (a learnt intermediate)
 
     @classmethod
     def of(
@@ -208,7 +209,15 @@ class PathLink:
             issuer_subject=issuer.subject.rfc4514_string() if issuer is not None else None,
             issuer_ca_id=issuer_ca_id,
             is_leaf=is_leaf,
+            issuer_fingerprint=pki.fingerprint_sha256(issuer) if issuer is not None else None,
         )
+
+    def with_issuer_row(self, ca_ids: dict[str, int]) -> PathLink:
+        """This link, with its issuer's row id when the issuer became a row since (else itself)."""
+        if self.issuer_ca_id is not None or self.issuer_fingerprint is None:
+            return self
+        ca_id = ca_ids.get(self.issuer_fingerprint)
+        return self if ca_id is None else replace(self, issuer_ca_id=ca_id)
 
 
 def _path_flags_sql(links: int, require_revocation: bool) -> str:

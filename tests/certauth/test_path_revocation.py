@@ -166,6 +166,22 @@ def test_leaf_revoked_in_the_intermediates_crl_is_refused_once_learnt_and_fetche
     assert authenticator().check_certificate(sent(sibling)).verified
 
 
+def test_an_intermediate_learnt_after_the_handshake_counts_at_the_next_check(server, root, inter, root_row):
+    """The connection re-resolves an issuer that became a row since its handshake: its CRL refuses at SASL
+    time, and the session would record that issuer (``issuer_ca_id``, what CRL terminations match)."""
+    auth, client = authenticator(), leaf(inter, serial=0xBAD)
+    assert auth.check_certificate(sent(client)).verified
+    assert auth.issuer_ca_id is None  # the intermediate is no row yet
+    inter_row = learn(inter, root)
+    fetched(server, inter_row, inter, "/inter.crl", [0xBAD])
+
+    result = auth.authenticate_external(client.facts, None, "localhost")
+
+    assert result.condition == "not-authorized"
+    assert last_event().reason.startswith("certificate revoked 2026-09-03 keyCompromise (CRL http://127.0.0.1:")
+    assert auth.issuer_ca_id == inter_row.pk
+
+
 def test_stale_crl_of_the_intermediate_refuses_and_a_fresh_one_accepts(server, root, inter, root_row):
     inter_row = learn(inter, root)
     source = fetched(server, inter_row, inter, "/inter.crl", this_update=NOW - timedelta(days=3),
