@@ -22,6 +22,7 @@ The calls touch the database and may block (``http`` method): from async code, r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -32,13 +33,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from accounts.models import Domain
-from certauth import pki
+from certauth import learning, pki
 from certauth.authmethods import AuthMethod, ExternalAttempt, build_methods, run_methods, supports_external
 from certauth.identity import NOT_AUTHORIZED, resolve_identity
 from certauth.models import AuthEvent
 from certauth.pki import CertFacts
-from certauth.revocation import revocation_problem
-from certauth.trust import domain_refusal, trust_anchors
+from certauth.revocation import PathLink, path_revocation_problem
+from certauth.trust import TrustAnchors, domain_refusal, trust_anchors
 from certauth.verify import verify_client_chain
 from transport.stream.auth import AuthResult  # the core's verdict: we implement its Authenticator
 from xmppauth import fastsql
@@ -65,10 +66,26 @@ class CertCheck:
 
 @dataclass(frozen=True)
 class _Checked:
+    """What a certificate that passed the handshake check leaves for EXTERNAL and later re-checks."""
+
     facts: CertFacts
     der: bytes
     issuer_ca_id: int | None
+    path: tuple[PathLink, ...]  # every certificate of the verified path below the anchor, leaf first
     ca_fingerprints: tuple[str, ...] = ()  # the CAs on the verified path, leaf excluded, anchor last
+
+
+def _path_links(
+    leaf: x509.Certificate, chain: Sequence[x509.Certificate], anchors: TrustAnchors
+) -> list[PathLink]:
+    """The verified ``chain`` (leaf first, anchor last) as links to check (RFC 5280 §6.1.3 (a)(3)); a leaf
+    without a verified issuer (self-signed, or verification off) is one link without one."""
+    if len(chain) < 2:
+        return [PathLink.of(leaf, None, None, is_leaf=True)]
+    return [
+        PathLink.of(cert, issuer, anchors.ca_row_id(issuer), is_leaf=index == 0)
+        for index, (cert, issuer) in enumerate(zip(chain[:-1], chain[1:], strict=True))
+    ]
 
 
 def _as_certificates(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certificate]:
@@ -163,25 +180,55 @@ class CertificateAuthenticator:
             self._record(facts, None, None, None, reason)
             return CertCheck(facts, False, verdict.reason)
         issuer_ca_id = anchors.ca_row_id(verdict.issuer_ca)
-        revoked = self._revocation(facts, issuer_ca_id)
+        checked = _Checked(
+            facts,
+            certs[0].public_bytes(Encoding.DER),
+            issuer_ca_id,
+            tuple(_path_links(certs[0], verdict.chain, anchors)),
+            tuple(pki.fingerprint_sha256(cert) for cert in verdict.chain[1:]),
+        )
+        revoked = self._revocation(checked)
+        # After the decision, off the login path: verified chains only, refused or not (under
+        # require_revocation an intermediate must become a row, with its CRL, before anything below passes).
+        learning.offer(verdict.chain, anchors.ca_ids)
         if revoked:
             self._record(facts, None, None, None, f"certificate refused: {revoked}")
             return CertCheck(facts, False, revoked)
-        path_cas = tuple(pki.fingerprint_sha256(cert) for cert in verdict.chain[1:])
-        self._checked = _Checked(facts, certs[0].public_bytes(Encoding.DER), issuer_ca_id, path_cas)
+        self._checked = checked
         logger.debug("client certificate %s from %s accepted: %s", facts.subject, self.peer, verdict.reason)
         return CertCheck(facts, True, verdict.reason)
 
-    def _revocation(self, facts: CertFacts, issuer_ca_id: int | None) -> str | None:
-        """DESIGN §5: revoked or held, or the issuer's CRL too old (fail closed); never cached."""
+    def _revocation(self, checked: _Checked | None = None) -> str | None:
+        """Is anything on this connection's verified path revoked, held or stale now? ``None`` when not, else
+        the reason (DESIGN §5, fail closed; never cached). ``checked`` defaults to the connection's checked
+        certificate; without one there is nothing that may log in: a reason."""
+        checked = checked or self._checked
+        if checked is None:
+            return REASON_NO_CHECKED_CERT
+        if any(link.issuer_ca_id is None and link.issuer_fingerprint for link in checked.path):
+            checked = self._with_new_rows(checked)
         options = self.config.options
-        return revocation_problem(
-            facts,
-            issuer_ca_id,
+        return path_revocation_problem(
+            checked.path,
             now=self._clock(),
             grace=timedelta(seconds=options.crl_grace_seconds),
             fail_open=options.crl_fail_open,
+            require_revocation=options.require_revocation,
         )
+
+    def _with_new_rows(self, checked: _Checked) -> _Checked:
+        """``checked`` with the row ids of issuers that became rows since the handshake (an intermediate
+        learnt meanwhile): its CRL counts from then on, for re-checks and for the session's issuer."""
+        if self.listener_tls is None:
+            return checked
+        ca_ids = trust_anchors(self.listener_tls.cacertfile).ca_ids
+        path = tuple(link.with_issuer_row(ca_ids) for link in checked.path)
+        if path == checked.path:
+            return checked
+        updated = dataclasses.replace(checked, path=path, issuer_ca_id=path[0].issuer_ca_id)
+        if self._checked is checked:
+            self._checked = updated
+        return updated
 
     @property
     def issuer_ca_id(self) -> int | None:
@@ -206,7 +253,7 @@ class CertificateAuthenticator:
         if checked is None or facts is None or facts.fingerprint_sha256 != checked.facts.fingerprint_sha256:
             return self._refuse(facts, authzid, NOT_AUTHORIZED, REASON_NO_CHECKED_CERT)
         facts = checked.facts
-        revoked = self._revocation(facts, checked.issuer_ca_id)  # it may have changed since the handshake
+        revoked = self._revocation(checked)  # it may have changed since the handshake
         if revoked:
             return self._refuse(facts, authzid, NOT_AUTHORIZED, f"certificate {revoked}")
         auth = self.config.auth

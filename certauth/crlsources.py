@@ -1,13 +1,17 @@
 """Where the CRLs of external CAs come from: discovering ``CrlSource`` rows (DESIGN §5).
 
-Spec: RFC 5280 §4.2.1.13 (CRL distribution points) and §5 (a CRL is matched to its CA by issuer name and
-signature, §6.3.3 (f)-(g)).
+Spec: RFC 5280 §4.2.1.13 (CRL distribution points: a CDP in a certificate names the CRL of that
+certificate's *issuer*) and §5 (a CRL is matched to its CA by issuer name and signature, §6.3.3 (f)-(g)).
 
-Three kinds of source, for every imported CA (``CertificateAuthority`` without our key) that is trusted for
-client authentication:
+Three kinds of source, for every CA row that is not ours and is trusted for client authentication
+(imported, or from the config) or is an intermediate learnt from a verified client chain:
 
-- ``distribution_point``: each http(s) URL named in the CA certificate or in a certificate we know it
-  issued (``Certificate`` rows with ``issuer=ca``);
+- ``distribution_point``: each http(s) URL named in a certificate the CA issued: ``Certificate`` rows with
+  ``issuer=ca``, CA rows whose certificate the CA signed (an intermediate's CDP is its parent's CRL), and a
+  self-issued CA certificate's own CDP; CDPs of client leaves seen at login are added by
+  ``certauth.learning``. A CA certificate's CDP is never a source of that CA itself: the old rule did that,
+  the CRL there never matched, and after the grace period the CA was refused for everyone.
+  ``sync_crl_sources`` removes such sources;
 - ``operator_url``: added by hand in the admin; never created or removed here;
 - ``file``: every ``tls.crl_files`` entry of the config's listeners, attached to the CA whose name and key
   match the CRL in it, whichever way that CA is trusted (ours, imported, ``tls.cacertfile``, learnt). An
@@ -26,6 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from django.conf import settings
 from django.db.models.signals import post_save
 
@@ -67,25 +73,127 @@ def _certificate_urls(pem: str, what: str) -> list[str]:
         return []
 
 
-def _add(ca: CertificateAuthority, kind: str, location: str, result: SyncResult | None = None) -> None:
+def add_source(
+    ca: CertificateAuthority, kind: str, location: str, result: SyncResult | None = None
+) -> CrlSource | None:
+    """The source ``location`` of ``ca``, created when missing; returns it only when it was created."""
     source, created = CrlSource.objects.get_or_create(ca=ca, location=location, defaults={"kind": kind})
-    if created:
-        logger.info("CRL source added for CA %s: %s (%s)", ca.name, location, kind)
-        if result is not None:
-            result.created.append(source)
+    if not created:
+        return None
+    logger.info("CRL source added for CA %s: %s (%s)", ca.name, location, kind)
+    if result is not None:
+        result.created.append(source)
+    return source
+
+
+_add = add_source  # the older private name
 
 
 def _is_external(ca: CertificateAuthority | None) -> bool:
     return ca is not None and not ca.is_ours and ca.trusted_for_client_auth
 
 
-def add_distribution_points(ca: CertificateAuthority, result: SyncResult | None = None) -> None:
-    """Sources for the distribution points of ``ca``'s own certificate and of the certificates it issued."""
-    urls = dict.fromkeys(_certificate_urls(ca.certificate_pem, f"CA {ca.name}"))
+def _needs_sources(ca: CertificateAuthority | None) -> bool:
+    """Whose CRLs the jobs look for: external CAs trusted for client auth, and intermediates learnt from a
+    verified client chain (an untrusted imported CA is on no path until a chain shows it, and then
+    ``certauth.learning`` adds its sources)."""
+    return _is_external(ca) or (
+        ca is not None and not ca.is_ours and ca.origin == CertificateAuthority.Origin.LEARNED
+    )
+
+
+def _parsed(ca: CertificateAuthority) -> x509.Certificate | None:
+    try:
+        return pki.load_certificate(ca.certificate_pem.encode())
+    except ValueError as exc:
+        logger.warning("CA %s: stored certificate cannot be parsed: %s", ca.name, exc)
+        return None
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def issuer_row(
+    cert: x509.Certificate, rows: Iterable[tuple[CertificateAuthority, x509.Certificate]]
+) -> CertificateAuthority | None:
+    """The CA row among ``rows`` whose certificate signed ``cert`` (itself when ``cert`` is self-issued and
+    a row), else None."""
+    for ca, ca_cert in rows:
+        if _signed_by(cert, ca_cert):
+            return ca
+    return None
+
+
+def _all_rows() -> list[tuple[CertificateAuthority, x509.Certificate]]:
+    rows = []
+    for ca in CertificateAuthority.objects.all():
+        cert = _parsed(ca)
+        if cert is not None:
+            rows.append((ca, cert))
+    return rows
+
+
+def issued_urls(
+    ca: CertificateAuthority,
+    ca_cert: x509.Certificate,
+    rows: list[tuple[CertificateAuthority, x509.Certificate]],
+) -> dict[str, None]:
+    """The distribution points that name ``ca``'s CRL, as far as the database shows (RFC 5280 §4.2.1.13):
+    those of the certificates it issued (rows of ``Certificate`` and of CA certificates it signed)."""
+    urls: dict[str, None] = {}
     for pem in Certificate.objects.filter(issuer=ca).values_list("pem", flat=True).iterator():
         urls.update(dict.fromkeys(_certificate_urls(pem, f"a certificate of CA {ca.name}")))
-    for url in urls:
-        _add(ca, CrlSource.Kind.DISTRIBUTION_POINT, url, result)
+    for _, child_cert in rows:
+        if _signed_by(child_cert, ca_cert):  # includes ca itself when self-issued
+            urls.update(dict.fromkeys(pki.crl_distribution_urls(child_cert)))
+    return urls
+
+
+def add_distribution_points(
+    ca: CertificateAuthority,
+    result: SyncResult | None = None,
+    rows: list[tuple[CertificateAuthority, x509.Certificate]] | None = None,
+) -> None:
+    """Sources for the distribution points that name ``ca``'s CRL (see :func:`issued_urls`)."""
+    if ca.is_ours:
+        return
+    ca_cert = _parsed(ca)
+    if ca_cert is None:
+        return
+    for url in issued_urls(ca, ca_cert, rows if rows is not None else _all_rows()):
+        add_source(ca, CrlSource.Kind.DISTRIBUTION_POINT, url, result)
+
+
+def remove_misattached_sources(
+    rows: list[tuple[CertificateAuthority, x509.Certificate]], result: SyncResult
+) -> None:
+    """Remove distribution-point sources the old rule attached to a CA from its *own* certificate's CDP
+    (which names its parent's CRL, RFC 5280 §4.2.1.13): never matching, they refused the CA after the grace
+    period. A URL that a certificate the CA issued also names is kept."""
+    for ca, ca_cert in rows:
+        if _signed_by(ca_cert, ca_cert):
+            continue  # self-issued: its own CDP does name its own CRL
+        own = set(pki.crl_distribution_urls(ca_cert))
+        if not own:
+            continue
+        wrong = own - set(issued_urls(ca, ca_cert, rows))
+        for source in CrlSource.objects.filter(
+            ca=ca, kind=CrlSource.Kind.DISTRIBUTION_POINT, location__in=wrong
+        ):
+            logger.info(
+                "CRL source %s removed from CA %s: it names the CRL of the CA's issuer, not its own",
+                source.location,
+                ca.name,
+            )
+            result.removed.append(source.location)
+            source.delete()
 
 
 class CrlFileError(Exception):
@@ -168,8 +276,11 @@ def sync_crl_sources(config: Config | None = None, *, strict: bool = False) -> S
     see :func:`sync_file_sources`."""
     config = config or settings.XMPP
     result = SyncResult()
-    for ca in external_cas():
-        add_distribution_points(ca, result)
+    rows = _all_rows()
+    for ca, _ in rows:
+        if _needs_sources(ca):
+            add_distribution_points(ca, result, rows)
+    remove_misattached_sources(rows, result)
     sync_file_sources(config, crl_file_candidates(), result, strict=strict)
     return result
 
@@ -178,16 +289,28 @@ def sync_crl_sources(config: Config | None = None, *, strict: bool = False) -> S
 
 
 def _certificate_saved(sender: type, instance: Certificate, created: bool, **kwargs: object) -> None:
-    if not created or not _is_external(instance.issuer):
+    issuer = instance.issuer
+    if not created or not _needs_sources(issuer):
         return
     for url in _certificate_urls(instance.pem, f"certificate {instance.serial}"):
-        _add(instance.issuer, CrlSource.Kind.DISTRIBUTION_POINT, url)
+        add_source(issuer, CrlSource.Kind.DISTRIBUTION_POINT, url)
 
 
 def _ca_saved(sender: type, instance: CertificateAuthority, created: bool, **kwargs: object) -> None:
-    if created and _is_external(instance):
-        for url in _certificate_urls(instance.certificate_pem, f"CA {instance.name}"):
-            _add(instance, CrlSource.Kind.DISTRIBUTION_POINT, url)
+    """A new CA row: its CDP becomes a source of its issuer's row (itself when self-issued), and the CDPs of
+    CA rows it signed become its sources (RFC 5280 §4.2.1.13)."""
+    if not created:
+        return
+    cert = _parsed(instance)
+    if cert is None:
+        return
+    rows = _all_rows()
+    issuer = issuer_row(cert, rows)
+    if issuer is not None and _needs_sources(issuer):
+        for url in pki.crl_distribution_urls(cert):
+            add_source(issuer, CrlSource.Kind.DISTRIBUTION_POINT, url)
+    if _needs_sources(instance):
+        add_distribution_points(instance, None, rows)
 
 
 def connect_signals() -> None:

@@ -9,21 +9,31 @@ A cache here could let a revoked certificate in; the two lookups hit the unique 
 (ca, serial) index. Measured on the development box with SQLite and 10 000 rows in each table: about 0.4 ms
 for both (``bench/revocation.py``), called twice per login (handshake and EXTERNAL).
 
-:func:`revocation_problem` is what a login asks: one SQL statement of three ``EXISTS`` (revoked or held
-here, listed in a CRL, any CRL source) answers the common case, nothing against the certificate, and only a
-hit runs the ORM lookups that word the reason. Building the ORM queries was most of a login's revocation
-cost (a py-spy profile put the checks at a quarter of the server's Python time). Nothing is cached: every
-call reads the rows as they are.
+:func:`path_revocation_problem` is what a login asks, for every certificate of the verified path below
+its anchor (RFC 5280 §6.1.3 (a)(3): the leaf against its issuer's CRL, each intermediate the client sent
+against its own issuer's). One SQL statement of four ``EXISTS`` (a certificate of the path revoked or held
+here; a (CA, serial) pair of the path listed in a CRL; a CA of the path whose sources hold no fresh CRL; a CA
+not ours without any CRL) answers the common case, nothing against the path, and only a hit runs the ORM
+lookups that word the reason. Building the ORM queries was most of a login's revocation cost (a py-spy
+profile put the checks at a quarter of the server's Python time). Nothing is cached: every call reads the
+rows as they are. An intermediate that is not a ``CertificateAuthority`` row yet (``certauth.learning`` adds
+it off the login path) has no CRL yet: like a source not tried yet, it is not refused, unless
+``[xmppauth] require_revocation`` is true, which refuses a path with any CA (not ours) that holds no CRL.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
+from cryptography import x509
 from django.db import connection
+from django.db.models import Q
 
-from certauth import crlpolicy
+from certauth import crlpolicy, pki
 from certauth.models import Certificate, CertificateAuthority, CrlSource, RevocationReason, RevokedSerial
 from certauth.pki import CertFacts
 from xmppauth import fastsql
@@ -49,8 +59,18 @@ def _reason_label(reason: str) -> str:
         return f" {reason}"
 
 
+class _Identified(Protocol):
+    """What :func:`revocation_status` reads of a certificate (``CertFacts`` and ``PathLink`` have it)."""
+
+    @property
+    def fingerprint_sha256(self) -> str: ...
+
+    @property
+    def serial(self) -> str: ...
+
+
 def revocation_status(
-    facts: CertFacts, issuer_ca_row: CertificateAuthority | int | None
+    facts: _Identified, issuer_ca_row: CertificateAuthority | int | None
 ) -> str | None:
     """``None`` when the certificate is not known to be revoked or held, else the human reason.
 
@@ -132,36 +152,6 @@ def crl_staleness(
     return f"revocation status unknown: CRL {location} {why}: CRL of CA {ca_name} stale, fail closed"
 
 
-def _quick_flags_sql() -> str:
-    column, table = fastsql.column, fastsql.table
-    source_ca, next_update = column(CrlSource, "ca"), column(CrlSource, "next_update")
-    return (
-        f"SELECT EXISTS (SELECT 1 FROM {table(Certificate)}"
-        f" WHERE {column(Certificate, 'fingerprint_sha256')} = %s"
-        f" AND {column(Certificate, 'status')} IN (%s, %s)),"
-        f" EXISTS (SELECT 1 FROM {table(RevokedSerial)}"
-        f" WHERE {column(RevokedSerial, 'ca')} = %s AND {column(RevokedSerial, 'serial')} = %s),"
-        f" EXISTS (SELECT 1 FROM {table(CrlSource)} WHERE {source_ca} = %s),"
-        f" EXISTS (SELECT 1 FROM {table(CrlSource)} WHERE {source_ca} = %s"
-        f" AND ({column(CrlSource, 'last_success_at')} IS NOT NULL OR {next_update} IS NOT NULL)"
-        f" AND ({next_update} IS NULL OR {next_update} >= %s))"
-    )
-
-
-def _quick_flags(
-    fingerprint: str, ca_id: int | None, serial: str, fresh_after: datetime
-) -> tuple[bool, bool, bool, bool]:
-    """One statement: (revoked or held here, listed in a CRL of ``ca_id``, ``ca_id`` has CRL sources, one of
-    them holds a CRL whose nextUpdate is absent or not before ``fresh_after``: ``crlpolicy.is_fresh``)."""
-    sql = fastsql.statement("revocation.quick_flags", _quick_flags_sql)
-    held = (Certificate.Status.REVOKED.value, Certificate.Status.ON_HOLD.value)
-    fresh = connection.ops.adapt_datetimefield_value(fresh_after)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [fingerprint, *held, ca_id, serial, ca_id, ca_id, fresh])
-        held_here, listed, has_sources, has_fresh = cursor.fetchone()
-    return bool(held_here), bool(listed), bool(has_sources), bool(has_fresh)
-
-
 def revocation_problem(
     facts: CertFacts,
     issuer_ca_id: int | None,
@@ -170,19 +160,188 @@ def revocation_problem(
     grace: timedelta,
     fail_open: bool = False,
 ) -> str | None:
-    """``revocation_status(...) or crl_staleness(...)``, with one statement when neither has anything to say.
-
-    A ``ca_id`` of None never matches (``= NULL``), as both functions skip the CRL checks without an issuer
-    row. ``crl_staleness`` refuses nothing when the CA has no source or one fresh source, so only a CA whose
-    sources are all not fresh runs it.
-    """
-    held_here, listed, has_sources, has_fresh = _quick_flags(
-        facts.fingerprint_sha256, issuer_ca_id, facts.serial, now - grace
+    """``revocation_status(...) or crl_staleness(...)`` for one certificate and its issuer row: the path
+    check below on a path of one link (what a caller without the whole path asks)."""
+    link = PathLink(
+        facts.fingerprint_sha256,
+        facts.serial,
+        facts.subject,
+        facts.issuer if issuer_ca_id is not None else None,
+        issuer_ca_id,
+        is_leaf=True,
     )
+    return path_revocation_problem([link], now=now, grace=grace, fail_open=fail_open)
+
+
+# --- every certificate on the verified path (issue 11 point 3) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathLink:
+    """One certificate of a verified path below its trust anchor, with the CA row that issued it.
+
+    RFC 5280 §6.1.3 (a)(3): each certificate of the path is checked for revocation against its own issuer's
+    CRL. ``issuer_subject`` is None when the path has no issuer for it (a self-signed leaf, or verification
+    off); ``issuer_ca_id`` is None when the issuer is not a ``CertificateAuthority`` row (yet).
+    """
+
+    fingerprint_sha256: str
+    serial: str  # lower hex, no leading zeros (as RevokedSerial.serial)
+    subject: str
+    issuer_subject: str | None
+    issuer_ca_id: int | None
+    is_leaf: bool
+    issuer_fingerprint: str | None = None  # to find the issuer's row once it has one (a learnt intermediate)
+
+    @classmethod
+    def of(
+        cls,
+        cert: x509.Certificate,
+        issuer: x509.Certificate | None,
+        issuer_ca_id: int | None,
+        *,
+        is_leaf: bool,
+    ) -> PathLink:
+        return cls(
+            fingerprint_sha256=pki.fingerprint_sha256(cert),
+            serial=format(cert.serial_number, "x"),
+            subject=cert.subject.rfc4514_string(),
+            issuer_subject=issuer.subject.rfc4514_string() if issuer is not None else None,
+            issuer_ca_id=issuer_ca_id,
+            is_leaf=is_leaf,
+            issuer_fingerprint=pki.fingerprint_sha256(issuer) if issuer is not None else None,
+        )
+
+    def with_issuer_row(self, ca_ids: dict[str, int]) -> PathLink:
+        """This link, with its issuer's row id when the issuer became a row since (else itself)."""
+        if self.issuer_ca_id is not None or self.issuer_fingerprint is None:
+            return self
+        ca_id = ca_ids.get(self.issuer_fingerprint)
+        return self if ca_id is None else replace(self, issuer_ca_id=ca_id)
+
+
+def _path_flags_sql(links: int, require_revocation: bool) -> str:
+    column, table = fastsql.column, fastsql.table
+    marks = ", ".join(["%s"] * links)
+    sources, source_ca = table(CrlSource), column(CrlSource, "ca")
+    last_success, next_update = column(CrlSource, "last_success_at"), column(CrlSource, "next_update")
+
+    def holds_crl(alias: str) -> str:  # crlpolicy.is_fresh's has_crl
+        return f"({alias}.{last_success} IS NOT NULL OR {alias}.{next_update} IS NOT NULL)"
+
+    pairs = " OR ".join(
+        [f"({column(RevokedSerial, 'ca')} = %s AND {column(RevokedSerial, 'serial')} = %s)"] * links
+    )
+    ca_pk = column(CertificateAuthority, "id")
+    # a CA on the path, not ours, of which no source holds a CRL (asked only under require_revocation)
+    without_crl = (
+        f"EXISTS (SELECT 1 FROM {table(CertificateAuthority)} c WHERE c.{ca_pk} IN ({marks})"
+        f" AND c.{column(CertificateAuthority, 'encrypted_private_key')} IS NULL"
+        f" AND NOT EXISTS (SELECT 1 FROM {sources} h WHERE h.{source_ca} = c.{ca_pk} AND {holds_crl('h')}))"
+        if require_revocation
+        else "NULL"
+    )
+    return (
+        f"SELECT EXISTS (SELECT 1 FROM {table(Certificate)}"
+        f" WHERE {column(Certificate, 'fingerprint_sha256')} IN ({marks})"
+        f" AND {column(Certificate, 'status')} IN (%s, %s)),"
+        f" EXISTS (SELECT 1 FROM {table(RevokedSerial)} WHERE {pairs}),"
+        # a CA on the path with sources of which none holds a fresh CRL: crl_staleness must decide
+        f" EXISTS (SELECT 1 FROM {sources} s WHERE s.{source_ca} IN ({marks})"
+        f" AND NOT EXISTS (SELECT 1 FROM {sources} f WHERE f.{source_ca} = s.{source_ca} AND {holds_crl('f')}"
+        f" AND (f.{next_update} IS NULL OR f.{next_update} >= %s))),"
+        f" {without_crl}"
+    )
+
+
+def _path_flags(
+    links: Sequence[PathLink], fresh_after: datetime, require_revocation: bool
+) -> tuple[bool, bool, bool, bool]:
+    """One statement for the whole path: (a certificate revoked or held here, a (CA, serial) pair listed in
+    a CRL, a CA whose sources hold no fresh CRL, a CA not ours without any CRL: asked only when
+    ``require_revocation``). A CA id of None never matches (``= NULL``, ``IN (NULL)``)."""
+    count = len(links)
+    key = f"revocation.path_flags:{count}:{require_revocation}"
+    sql = fastsql.statement(key, lambda: _path_flags_sql(count, require_revocation))
+    held = (Certificate.Status.REVOKED.value, Certificate.Status.ON_HOLD.value)
+    ca_ids = [link.issuer_ca_id for link in links]
+    pairs = [value for link in links for value in (link.issuer_ca_id, link.serial)]
+    fresh = connection.ops.adapt_datetimefield_value(fresh_after)
+    params = [*(link.fingerprint_sha256 for link in links), *held, *pairs, *ca_ids, fresh]
+    if require_revocation:
+        params += ca_ids
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        held_here, listed, maybe_stale, without_crl = cursor.fetchone()
+    return bool(held_here), bool(listed), bool(maybe_stale), bool(without_crl)
+
+
+def _what(link: PathLink) -> str:
+    """Who the reason is about: nothing for the leaf (the reason follows "certificate"), else the CA."""
+    return "" if link.is_leaf else f"chain through intermediate CA {link.subject}, which is "
+
+
+def _revoked_on_path(links: Sequence[PathLink]) -> str | None:
+    for link in links:
+        reason = revocation_status(link, link.issuer_ca_id)
+        if reason:
+            return f"{_what(link)}{reason}"
+    return None
+
+
+def _without_crl(links: Sequence[PathLink]) -> str | None:
+    """require_revocation: the first CA on the path that has no usable CRL, worded; None when all have one."""
+    for link in links:
+        if link.issuer_subject is None:
+            continue  # no CA on the path for it (self-signed): our own status is its revocation
+        if link.issuer_ca_id is None:
+            return (
+                f"revocation required (require_revocation) and CA {link.issuer_subject} is not known yet:"
+                " no CRL of it held"
+            )
+    ids = list(dict.fromkeys(link.issuer_ca_id for link in links if link.issuer_ca_id is not None))
+    holding = set(
+        CrlSource.objects.filter(ca_id__in=ids)
+        .filter(Q(last_success_at__isnull=False) | Q(next_update__isnull=False))
+        .values_list("ca_id", flat=True)
+    )
+    for pk, name in CertificateAuthority.objects.filter(pk__in=ids, encrypted_private_key=None).values_list(
+        "pk", "name"
+    ):
+        if pk not in holding:
+            return f"revocation required (require_revocation) and CA {name} has no CRL"
+    return None
+
+
+def path_revocation_problem(
+    links: Sequence[PathLink],
+    *,
+    now: datetime,
+    grace: timedelta,
+    fail_open: bool = False,
+    require_revocation: bool = False,
+) -> str | None:
+    """``None`` when no certificate of the path is revoked or held and every CA on it has usable revocation
+    information; else the human reason (for the AuthEvent and the log).
+
+    Checked for each link: our own ``Certificate.status``, the issuer's CRL entries, the issuer's CRL
+    freshness (``crl_staleness``: past nextUpdate plus grace, fail closed); with ``require_revocation``, an
+    issuer that is not ours and holds no CRL at all (or is not a row yet, e.g. an intermediate not learnt
+    yet) refuses too. One statement answers the common case; only a hit runs the ORM lookups that word it.
+    """
+    if not links:
+        return None
+    held_here, listed, maybe_stale, without_crl = _path_flags(links, now - grace, require_revocation)
     if held_here or listed:
-        reason = revocation_status(facts, issuer_ca_id)
+        reason = _revoked_on_path(links)
         if reason:
             return reason
-    if not has_sources or has_fresh:
-        return None
-    return crl_staleness(issuer_ca_id, now=now, grace=grace, fail_open=fail_open)
+    if maybe_stale:
+        for ca_id in dict.fromkeys(link.issuer_ca_id for link in links if link.issuer_ca_id is not None):
+            reason = crl_staleness(ca_id, now=now, grace=grace, fail_open=fail_open)
+            if reason:
+                return reason
+    unknown_issuer = any(link.issuer_subject is not None and link.issuer_ca_id is None for link in links)
+    if require_revocation and (without_crl or unknown_issuer):
+        return _without_crl(links)
+    return None

@@ -28,6 +28,7 @@ from functools import cached_property
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from certauth.pki import (
     CLIENT_AUTH_OID,
@@ -40,6 +41,7 @@ from certauth.pki import (
     generate_private_key,
     issue_certificate,
 )
+from certauth.pki.keys import signature_hash
 
 CLIENT_AUTH = CLIENT_AUTH_OID
 SERVER_AUTH = SERVER_AUTH_OID
@@ -109,11 +111,13 @@ def make_client(
     serial: int | None = None,
     dns_names: Sequence[str] = (),
     signing_key: PrivateKey | None = None,
+    crl_url: str | None = None,
 ) -> Issued:
     """A client certificate issued by ``ca``, valid from 5 minutes ago for 30 days unless told otherwise.
 
     ``ekus=None`` gives the default (clientAuth); ``ekus=[]`` omits the EKU extension. ``signing_key`` signs
-    with another key than the CA's (a forged certificate whose signature does not verify).
+    with another key than the CA's (a forged certificate whose signature does not verify). ``crl_url``: a
+    CRL distribution point (RFC 5280 §4.2.1.13), which names ``ca``'s CRL.
     """
     key = generate_private_key(KEY_TYPE)
     if not_before is None and not_after is not None and not_after <= utcnow():
@@ -130,6 +134,7 @@ def make_client(
         not_after=not_after,
         extended_key_usages=ekus,
         serial=serial,
+        crl_url=crl_url,
     )
     return Issued(cert, key, ca)
 
@@ -155,3 +160,66 @@ def make_self_signed(
     key = generate_private_key(KEY_TYPE)
     cert = build_self_signed_client(key, xmpp_addrs=tuple(jids), common_name=common_name, days=days)
     return Issued(cert, key)
+
+
+def _ca_certificate(
+    subject: str,
+    key: PrivateKey,
+    parent: Issued | None,
+    *,
+    path_length: int,
+    crl_url: str | None,
+    serial: int | None,
+    days: int,
+) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    signer_cert = parent.cert if parent is not None else None
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    aki = (
+        x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+            signer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        )
+        if signer_cert is not None
+        else x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    )
+    usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)  # keyCertSign, cRLSign
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(signer_cert.subject if signer_cert is not None else name)
+        .public_key(key.public_key())
+        .serial_number(serial if serial is not None else x509.random_serial_number())
+        .not_valid_before(utcnow() - dt.timedelta(minutes=5))
+        .not_valid_after(utcnow() + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(aki, critical=False)
+    )
+    if crl_url:
+        point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
+        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+    signer = parent.key if parent is not None else key
+    return builder.sign(signer, signature_hash(signer))
+
+
+def make_root(common_name: str = "xmppauth test root", *, path_length: int = 1, days: int = 365) -> Issued:
+    """A self-signed root that may sign intermediates (pathLen ``path_length``), unlike :func:`make_ca`."""
+    key = generate_private_key(KEY_TYPE)
+    return Issued(_ca_certificate(common_name, key, None, path_length=path_length, crl_url=None,
+                                  serial=None, days=days), key)
+
+
+def make_intermediate(
+    parent: Issued,
+    common_name: str = "xmppauth test intermediate",
+    *,
+    crl_url: str | None = None,
+    serial: int | None = None,
+    days: int = 180,
+) -> Issued:
+    """An intermediate CA signed by ``parent`` (pathLen 0); ``crl_url`` is its distribution point, which
+    names ``parent``'s CRL (RFC 5280 §4.2.1.13). Its clients' ``chain`` is leaf, intermediate, root."""
+    key = generate_private_key(KEY_TYPE)
+    cert = _ca_certificate(common_name, key, parent, path_length=0, crl_url=crl_url, serial=serial, days=days)
+    return Issued(cert, key, parent)

@@ -16,3 +16,18 @@ def staff_client(client, django_user_model):
     user = django_user_model.objects.create_superuser(username="operator", email="", password="pw-operator")
     client.force_login(user)
     return client
+
+
+@pytest.fixture(autouse=True)
+def _learning_inside_the_tests_transaction(request, monkeypatch):
+    """``certauth.learning`` writes from a background thread on PostgreSQL. A test that runs inside one
+    transaction (``django_db`` without ``transaction=True``) would see that thread commit rows outside it,
+    left for the next tests: there the offering thread learns, inside the test's transaction."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or "live_server" in request.fixturenames
+    if marker is None or transactional or marker.kwargs.get("transaction"):
+        return
+    from certauth import learning
+
+    learning.forget()
+    monkeypatch.setattr(learning, "INLINE", True)

@@ -9,6 +9,7 @@ that defines its own ``pki`` fixture overrides the one here.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 
@@ -81,11 +82,14 @@ def c2s(on_reactor, pki, trusted_ca):
         ping_interval: float = 0,
         auth=None,
         hosts: tuple[str, ...] = ("localhost",),
+        xmpp_options=None,
         **tls_overrides,
     ) -> int:
         options = pki.options(mode=mode, **tls_overrides)
         listener = C2SListener(port=0, ip_address="127.0.0.1", tls=options)
         config = Config(hosts=hosts, listen_c2s=(listener,), auth=auth or AuthConfig(), source="test.toml")
+        if xmpp_options is not None:  # the [xmppauth] options (require_revocation, crl_grace_seconds, ...)
+            config = dataclasses.replace(config, options=xmpp_options)
         if options.cacertfile:  # as every process does at start-up: the file's CAs become rows
             sync_config_cas(config)
         port = on_reactor(

@@ -45,6 +45,16 @@ class XmppHttpServer:
     directory: Path
     ports: dict[str, int]  # listener name (LISTENERS) -> port
     process: subprocess.Popen
+    env: dict[str, str]  # the server's environment: run manage.py against its database with it
+
+    def manage(self, *args: str, timeout: float = 120) -> str:
+        """``manage.py *args`` against the server's database and config; returns its standard output."""
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True, text=True,
+            timeout=timeout,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
 
     def url(self, mode: str, scheme: str) -> str:
         path = "/ws-xmpp" if scheme == "wss" else "/http-bind"
@@ -70,14 +80,16 @@ def start_server(
     hosts: Sequence[str] = ("localhost",),
     tls_extra: str = "",
     allowed_origins: Sequence[str] = (),
+    pki: Pki | None = None,
 ) -> Iterator[XmppHttpServer]:
     """Migrate a scratch database, start the server, yield it once both ports answer, then stop it.
 
     The server is our daphne command line (production), or with ``runxmpp`` the embedded server.
     ``hosts`` become ``[general] hosts``; ``tls_extra`` is one more TOML line in every listener (``tls.*``).
-    ``allowed_origins`` goes on every handler (``transport.origin``).
+    ``allowed_origins`` goes on every handler (``transport.origin``). ``pki`` replaces the default one (its
+    ``ca`` is the listeners' ``tls.cacertfile``).
     """
-    pki = make_pki(directory)
+    pki = pki or make_pki(directory)
     cafile = directory / "client-ca.pem"
     cafile.write_bytes(pki.ca.pem)
     ports = {name: free_port() for name in LISTENERS}
@@ -137,7 +149,7 @@ def start_server(
                     assert process.poll() is None, (directory / "server.log").read_text()
                     assert time.monotonic() < deadline, "the server did not listen within 60 s"
                     time.sleep(0.2)
-        yield XmppHttpServer(pki, directory, ports, process)
+        yield XmppHttpServer(pki, directory, ports, process, env)
     finally:
         stop_process(process)
         log.close()
