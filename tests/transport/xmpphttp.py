@@ -41,6 +41,15 @@ class XmppHttpServer:
     ports: dict[str, int]  # listener name (LISTENERS) -> port
     process: subprocess.Popen
 
+    def manage(self, *args: str) -> str:
+        """``manage.py ARGS`` on the server's config and database (as an operator in another process)."""
+        env = {**os.environ, **server_environment(self.directory)}
+        env.pop("REDIS_URL", None)
+        command = [sys.executable, "manage.py", *args]
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
     def url(self, mode: str, scheme: str) -> str:
         path = "/ws-xmpp" if scheme == "wss" else "/http-bind"
         return f"{scheme}://127.0.0.1:{self.ports[mode]}{path}"
@@ -58,10 +67,23 @@ class XmppHttpServer:
         return certfile, keyfile
 
 
-def start_server(directory: Path, *, runxmpp: bool = False) -> Iterator[XmppHttpServer]:
+def server_environment(directory: Path) -> dict[str, str]:
+    """The variables that point a process at the scratch server's config and database."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "xmppauth.settings",
+        "XMPPAUTH_CONFIG": str(directory / "xmppauth.toml"),
+        "XMPPAUTH_VAR_DIR": str(directory / "var"),
+        "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
+    }
+
+
+def start_server(
+    directory: Path, *, runxmpp: bool = False, recent_seconds: float | None = None
+) -> Iterator[XmppHttpServer]:
     """Migrate a scratch database, start the server, yield it once both ports answer, then stop it.
 
-    The server is our daphne command line (production), or with ``runxmpp`` the embedded server.
+    The server is our daphne command line (production), or with ``runxmpp`` the embedded server (with
+    ``recent_seconds``: its termination commands' "recent" window shrunk, tests/transport/short_recent.py).
     """
     pki = make_pki(directory)
     cafile = directory / "client-ca.pem"
@@ -86,17 +108,14 @@ def start_server(directory: Path, *, runxmpp: bool = False) -> Iterator[XmppHttp
     )
     config = directory / "xmppauth.toml"
     config.write_text('[general]\n  hosts = ["localhost"]\n' + listeners)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "xmppauth.settings",
-        "XMPPAUTH_CONFIG": str(config),
-        "XMPPAUTH_VAR_DIR": str(directory / "var"),
-        "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
-    }
+    env = {**os.environ, **server_environment(directory)}
     env.pop("REDIS_URL", None)
     migrate = [sys.executable, "manage.py", "migrate", "-v0"]
     subprocess.run(migrate, cwd=REPO, env=env, check=True, timeout=120)
-    if runxmpp:
+    if runxmpp and recent_seconds is not None:
+        command = ["-m", "tests.transport.short_recent", "runxmpp"]
+        env["XMPPAUTH_TEST_RECENT_SECONDS"] = str(recent_seconds)
+    elif runxmpp:
         command = ["manage.py", "runxmpp"]
     else:
         endpoints = [arg for index in range(len(LISTENERS)) for arg in ("-e", f"xmpptls:listener={index}")]
