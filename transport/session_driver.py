@@ -11,7 +11,8 @@ listeners, so the shared :data:`transport.tcp.registry` is touched from one thre
 :meth:`~AsyncC2SSession.start` with the client's chain (leaf first, PEM or DER), then
 :meth:`~AsyncC2SSession.receive` with each complete element, and takes the output with
 :meth:`~AsyncC2SSession.frames` (one element per item, RFC 7395 §3.3.3). The two database calls run in a
-thread (``database_sync_to_async``); callers serialise ``receive`` so the core sees input in order.
+thread (``database_sync_to_async``); callers serialise ``receive`` so the core sees input in order. A bind
+goes through ``transport.live.bind_session`` as on TCP: the bind result follows its re-check.
 """
 
 from __future__ import annotations

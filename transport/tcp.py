@@ -8,9 +8,10 @@ reads the socket, writes what the core wants written, runs the TLS upgrade, and 
 (certificate check, SASL EXTERNAL) in a thread so the reactor never waits on the database. While such a call
 is pending, input is held back so the core sees events in order.
 
-Every connection is in :data:`registry` while it lives; a bound session is also registered with
+Every connection is in :data:`registry` while it lives; a session asking to bind is also registered with
 :data:`transport.live.sessions` (the session registry: its row, its certificate's expiry, and the commands
-that end it when its certificate is revoked, DESIGN §5).
+that end it when its certificate is revoked, DESIGN §5), whose worker thread re-checks the certificate and
+account before the bind result goes out (``live.bind_session``; the core holds the input meanwhile).
 """
 
 from __future__ import annotations
