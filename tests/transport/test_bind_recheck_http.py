@@ -57,10 +57,11 @@ def applied_commands(server: XmppHttpServer) -> int:
 
 
 def revoke_and_wait_beyond_the_window(server: XmppHttpServer, issued: Issued, *args: str) -> None:
-    """``manage.py pki revoke`` (or ``hold``, per ``args``) from another process; returns once the server
-    applied the command and it is older than the recent window."""
+    """``manage.py pki revoke`` (or other ``manage.py`` ``args``) from another process; returns once the
+    server applied the termination command and it is older than the recent window."""
     before = applied_commands(server)
-    server.manage("pki", *(args or ("revoke", issued.facts.fingerprint_sha256, "--reason", "key_compromise")))
+    revoke = ("pki", "revoke", issued.facts.fingerprint_sha256, "--reason", "key_compromise")
+    server.manage(*(args or revoke))
     done = time.monotonic()
     while applied_commands(server) == before:
         assert time.monotonic() - done < 30, "the server did not apply the termination command"
@@ -161,7 +162,7 @@ def bosh_after_sasl(server: XmppHttpServer, directory: Path, issued: Issued) -> 
 
 def test_bosh_certificate_held_between_sasl_and_bind_never_binds(server, alice, tmp_path):
     client, sid = bosh_after_sasl(server, tmp_path, alice)
-    revoke_and_wait_beyond_the_window(server, alice, "hold", alice.facts.fingerprint_sha256)
+    revoke_and_wait_beyond_the_window(server, alice, "pki", "hold", alice.facts.fingerprint_sha256)
     status, raw, body = client.post(BIND, rid=103, sid=sid)
     assert status == 200 and b"<jid>" not in raw, raw
     assert body.get("type") == "terminate" and body.get("condition") == "remote-stream-error"  # XEP-0206
@@ -179,6 +180,22 @@ def test_bosh_certificate_revoked_between_sasl_and_bind_never_binds(server, alic
     condition, text = stream_error(raw.decode())
     assert condition == "reset" and text.startswith("bind refused: certificate revoked "), raw
     assert bind_events(server, alice) == [("bosh", "reset", text)]
+
+
+def test_bosh_account_disabled_between_sasl_and_bind_never_binds(server, tmp_path):
+    carol = make_client(server.pki.ca, jids=["carol@localhost"])  # her own account: the others' stays usable
+    client, sid = bosh_after_sasl(server, tmp_path, carol)  # pki: the account is created at this first login
+    disable = (
+        "from accounts.models import Account; account = Account.objects.by_jid('carol@localhost');"
+        " account.active = False; account.save()"  # as the admin does: orders carol's sessions ended
+    )
+    revoke_and_wait_beyond_the_window(server, carol, "shell", "-c", disable)
+    status, raw, body = client.post(BIND, rid=103, sid=sid)
+    assert status == 200 and b"<jid>" not in raw, raw
+    assert body.get("type") == "terminate" and body.get("condition") == "remote-stream-error"
+    condition, text = stream_error(raw.decode())
+    assert (condition, text) == ("not-authorized", "bind refused: account carol@localhost is disabled"), raw
+    assert bind_events(server, carol) == [("bosh", "not-authorized", text)]
 
 
 def test_bosh_good_certificate_binds_after_the_same_wait(server, alice, tmp_path):
