@@ -11,6 +11,10 @@ Per connection: ``CertificateAuthenticator(config, listener_tls, transport, peer
 2. :meth:`~CertificateAuthenticator.authenticate_external` when the client sends EXTERNAL: revocation again
    (it may have changed since the handshake), the identity rules, the domain limits of the CAs on the
    verified path (``certauth.trust.domain_refusal``), then the auth methods in order.
+3. :meth:`~CertificateAuthenticator.refusal_at_bind` when the client binds a resource, after the session is
+   in the live registry (``transport.live.bind_session``): the certificate's expiry and revocation (the whole
+   path) and the account's active flag once more, so that nothing that changed since SASL success reaches a
+   session.
 
 Every attempt writes an ``AuthEvent`` and a log line with the human reason; so does a certificate refused at
 the handshake. ``AuthEvent.jid_requested`` is the authzid, or when the client sent none, the JID the identity
@@ -34,7 +38,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from accounts.models import Domain
 from certauth import learning, pki
-from certauth.authmethods import AuthMethod, ExternalAttempt, build_methods, run_methods, supports_external
+from certauth.authmethods import (
+    AuthMethod,
+    ExternalAttempt,
+    build_methods,
+    refuse_inactive,
+    run_methods,
+    supports_external,
+)
 from certauth.identity import NOT_AUTHORIZED, resolve_identity
 from certauth.models import AuthEvent
 from certauth.pki import CertFacts
@@ -51,6 +62,15 @@ REASON_NO_TLS = "no TLS on this listener"
 REASON_NO_CHECKED_CERT = "no verified client certificate on this connection"
 REASON_NO_EXTERNAL = "SASL EXTERNAL is not enabled (auth.sasl_mechanisms)"
 
+# Stream error conditions for a bind refused (RFC 6120 §4.9.3). A certificate expired, revoked or held (or
+# whose revocation status became unknown) since the handshake: ``reset``, "the keys or certificates used to
+# establish a secure context for the stream have expired or have been revoked" (§4.9.3.16; §13.7.2.3), as
+# for a live session. An account disabled since SASL success: ``not-authorized``, "not authorized to perform
+# an action related to stream negotiation" (§4.9.3.12): the certificate is still good, but binding, the
+# last step of negotiation (§7), is not allowed to that account.
+BIND_CREDENTIALS_GONE = "reset"
+BIND_NOT_AUTHORIZED = "not-authorized"
+
 _ensured_hosts: set[str] = set()
 _ensured_lock = threading.Lock()
 
@@ -61,6 +81,14 @@ class CertCheck:
 
     facts: CertFacts | None
     verified: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class BindRefusal:
+    """Why a resource may not be bound after all: the stream error ``condition`` and the human ``reason``."""
+
+    condition: str
     reason: str
 
 
@@ -230,6 +258,13 @@ class CertificateAuthenticator:
             self._checked = updated
         return updated
 
+    def revocation_problem_now(self) -> str | None:
+        """The revocation verdict on the whole path checked at the handshake, as of now (None: none, or no
+        checked certificate). The same rule as at the handshake and at SASL time."""
+        if self._checked is None:
+            return None
+        return self._revocation()
+
     @property
     def issuer_ca_id(self) -> int | None:
         """The ``CertificateAuthority`` row that issued the checked certificate (None: none, or not a row)."""
@@ -292,6 +327,43 @@ class CertificateAuthenticator:
         anchors = trust_anchors(self.listener_tls.cacertfile)
         limits = anchors.limits_on_path(checked.ca_fingerprints, self.listener_tls.cacert_domains)
         return domain_refusal(limits, jid.rpartition("@")[2])  # the JID is bare and normalised
+
+    # --- bind time -------------------------------------------------------------------------------------
+
+    def refusal_at_bind(self, full_jid: str) -> BindRefusal | None:
+        """None when ``full_jid`` may be bound now; else the refusal, logged and recorded as an AuthEvent.
+
+        Run in a worker thread after the session entered the live registry (``transport.live``), so that a
+        revocation committed after this read reaches the session through the termination watcher, and one
+        committed before it is seen here: however long the client waited between SASL success and bind.
+        """
+        bare = full_jid.split("/", 1)[0]
+        checked = self._checked
+        if checked is None:
+            return self._refuse_bind(None, full_jid, BIND_NOT_AUTHORIZED, REASON_NO_CHECKED_CERT)
+        facts = checked.facts
+        now = self._clock()
+        if facts.not_after < now:  # RFC 5280 §4.1.2.5; as the registry's expiry timer (transport.live)
+            expired = f"certificate expired {facts.not_after:%Y-%m-%d %H:%M:%S} UTC"
+            return self._refuse_bind(facts, full_jid, BIND_CREDENTIALS_GONE, expired)
+        revoked = self.revocation_problem_now()
+        if revoked:
+            return self._refuse_bind(facts, full_jid, BIND_CREDENTIALS_GONE, f"certificate {revoked}")
+        inactive = refuse_inactive(ExternalAttempt(bare, facts, checked.der))  # the rule of every auth method
+        if inactive is not None:
+            return self._refuse_bind(facts, full_jid, BIND_NOT_AUTHORIZED, inactive.reason)
+        return None
+
+    def _refuse_bind(
+        self, facts: CertFacts | None, full_jid: str, condition: str, reason: str
+    ) -> BindRefusal:
+        reason = f"bind refused: {reason}"
+        self._record(facts, None, None, condition, reason, jid_tried=full_jid)
+        logger.info(
+            "resource binding refused (%s) for %s via %s from %s: %s",
+            condition, full_jid, self.transport, self.peer, reason,
+        )
+        return BindRefusal(condition, reason)
 
     # --- the event log ----------------------------------------------------------------------------------
 

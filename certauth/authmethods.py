@@ -85,8 +85,9 @@ def _account_active(attempt: ExternalAttempt) -> list[bool]:
     return [bool(rows[0][0])] if rows else []
 
 
-def _refuse_inactive(attempt: ExternalAttempt) -> MethodVerdict | None:
-    """A refusal no later method may overturn when the account exists here and is disabled."""
+def refuse_inactive(attempt: ExternalAttempt) -> MethodVerdict | None:
+    """A refusal no later method may overturn when the account exists here and is disabled (also asked again
+    at resource binding, ``certauth.authenticator``)."""
     if _account_active(attempt) == [False]:
         return MethodVerdict(False, f"account {attempt.jid} is disabled", stop=True)
     return None
@@ -185,7 +186,7 @@ class HttpMethod(AuthMethod):
         return request
 
     def authenticate_external(self, attempt: ExternalAttempt) -> MethodVerdict:
-        refused = _refuse_inactive(attempt)
+        refused = refuse_inactive(attempt)
         if refused:
             return refused
         url = f"{self.base_url}get_certs"

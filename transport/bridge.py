@@ -8,8 +8,8 @@ moves stanzas between the adapter, the router (in a worker thread) and the chann
 An adapter (TCP, WebSocket, BOSH) does four things, all on the event loop's thread::
 
     bridge = SessionBridge(full_jid, deliver=lambda el: ..., close=lambda condition, text: ...)
-    handle = live.sessions.register(SessionFacts(..., channel_name=bridge.channel_name), close)
-    bridge.start(handle)                       # at Bound
+    handle = live.bind_session(..., bridge=bridge)  # starts it once the bind is admitted:
+    bridge.start(handle, older)                # older: the sessions this login replaces (None: look up)
     bridge.from_client(element)                # each StanzaReceived
     bridge.stop()                              # when the connection is gone, however it ends
 
@@ -108,17 +108,17 @@ class SessionBridge:
 
     # -- adapter interface -------------------------------------------------------------------------------
 
-    def start(self, handle: Any = None) -> None:
-        """The session is bound and registered (``handle`` from ``live.sessions.register``)."""
+    def start(self, handle: Any = None, older: list[Live] | None = None) -> None:
+        """The session is bound and registered (``handle`` from ``live.bind_session``); ``older``: what
+        :meth:`older_than_me` answered right after the row's insert (None: not asked, look it up)."""
         self.session_id = getattr(handle, "session_id", None)
         self.started_at = getattr(getattr(handle, "facts", None), "started_at", None)
-        saved = getattr(handle, "saved", None)
         # Only a persisted session has a row; then the bridge, not the registry, deletes it (live.py).
-        self._owns_row = saved is not None
+        self._owns_row = getattr(handle, "saved", None) is not None
         if self._owns_row:
             handle.row_deleted_by_bridge = True
         loop = asyncio.get_running_loop() if _loop_running() else asyncio.get_event_loop()
-        self._tasks = [loop.create_task(self._work(saved)), loop.create_task(self._listen())]
+        self._tasks = [loop.create_task(self._work(older)), loop.create_task(self._listen())]
 
     def from_client(self, element: Element) -> None:
         if not self._stopped:
@@ -133,14 +133,7 @@ class SessionBridge:
 
     # -- the work queue (one stanza at a time, in order) ------------------------------------------------
 
-    async def _work(self, saved: Any) -> None:
-        older = None
-        if saved is not None:
-            try:
-                # The registry row exists from here on; the lookup ran right after its insert (older_than_me).
-                older = await saved.asFuture(asyncio.get_running_loop())
-            except Exception:
-                logger.exception("%s: the session row was not saved", self.full_jid)
+    async def _work(self, older: list[Live] | None) -> None:
         await self._end_older_session(older)
         while True:
             what, item = await self._queue.get()

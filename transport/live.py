@@ -3,14 +3,22 @@
 Specs: RFC 6120 §4.9.3.16 and §13.7.2.3 (a revoked or expired certificate ends its stream with ``reset``),
 DESIGN §5 (within a second, whichever process holds the session).
 
-Any transport (TCP, WebSocket, BOSH) registers a bound session with one call, on the reactor thread (under
-daphne that is also the asyncio loop's thread)::
+Any transport (TCP, WebSocket, BOSH) binds a session with one call, :func:`bind_session`, on the reactor
+thread (under daphne that is also the asyncio loop's thread), when the core asks (``BindRequest``)::
 
-    handle = live.sessions.register(SessionFacts(full_jid=..., transport="websocket", peer=...,
-                                                 cert_fingerprint=..., cert_serial=..., issuer_ca_id=...,
-                                                 cert_not_after=..., channel_name=...), close)
+    handle = live.bind_session(live.sessions, full_jid=..., transport="websocket", ..., check=...,
+                               close=close, admit=admit, bridge=bridge)
     ...
     handle.unregister()        # when the session ends, however it ends (idempotent)
+
+No window between a revocation and a bound session (issue 11 point 6): the session enters the registry
+first, on the reactor thread, so that every termination command applied from then on matches it; then one
+worker thread re-checks its credentials (``check``: the certificate's expiry and revocation, the account)
+and only then inserts its row. A revocation committed before that read is refused there; one committed
+after it is a command the watcher applies to the registered session. ``admit()`` (the adapter sends the bind
+result) runs only when the check passed and nothing ended the session meanwhile; otherwise the session ends
+with the refusal's stream error (``close``) and never sees a bind result, however long the client waited
+between SASL success and bind.
 
 ``close(condition, text)`` is called on the reactor thread when the session must end: the adapter sends the
 stream error (``core.close_with_error(condition, text)``) and closes its transport. The registry writes the
@@ -52,9 +60,27 @@ Closer = Callable[[str, str], None]  # close(condition, text), called on the rea
 _in_db_thread = with_fresh_connections
 
 
-def _save_then(facts: SessionFacts, after_save: Callable[[SessionFacts], Any] | None) -> Any:
+@dataclass(frozen=True)
+class Admission:
+    """What the bind's worker thread found: ``refusal`` (what ``check`` returned; None: the session may bind)
+    and ``older`` (what ``after_save`` returned after the row's insert; None when it did not run)."""
+
+    refusal: Any = None
+    older: Any = None
+
+
+def _admit(
+    facts: SessionFacts,
+    persist: bool,
+    check: Callable[[], Any] | None,
+    after_save: Callable[[SessionFacts], Any] | None,
+) -> Admission:
+    """In the worker thread: the check, then (if it passed) the row and ``after_save``."""
+    refusal = check() if check is not None else None
+    if refusal is not None or not persist:
+        return Admission(refusal)
     store.save_session(facts)
-    return after_save(facts) if after_save is not None else None
+    return Admission(None, after_save(facts) if after_save is not None else None)
 
 
 def _default_reactor() -> Any:
@@ -71,7 +97,8 @@ class SessionHandle:
     facts: SessionFacts
     close: Closer
     expiry: Any = None  # the reactor call that ends the session at notAfter
-    saved: Any = None  # the Deferred of the row's insert (the delete waits for it)
+    admitted: Any = None  # the Deferred of the worker thread's Admission (None: no thread hop)
+    saved: Any = None  # that Deferred when a row may be inserted (the delete waits for it)
     closed: bool = False
     # A transport.bridge.SessionBridge deletes the row itself, first thing when the session ends, so that
     # nothing more is routed to it; the registry then leaves the row alone (one DELETE per logout, not two).
@@ -121,12 +148,18 @@ class LiveSessions:
         return deferred
 
     def register(
-        self, facts: SessionFacts, close: Closer, *, after_save: Callable[[SessionFacts], Any] | None = None
+        self,
+        facts: SessionFacts,
+        close: Closer,
+        *,
+        check: Callable[[], Any] | None = None,
+        after_save: Callable[[SessionFacts], Any] | None = None,
     ) -> SessionHandle:
-        """Add a bound session (see the module docstring); returns its handle.
+        """Add a session (see the module docstring); returns its handle.
 
-        ``after_save(facts)`` runs in the same worker thread right after the row's insert (one thread hop per
-        bind, not two); ``handle.saved`` then fires with what it returned (None if the insert failed).
+        One worker thread (one hop per bind, not two) runs ``check()``, then, if it returned None and rows
+        are kept, the row's insert and ``after_save(facts)``; ``handle.admitted`` fires with the
+        :class:`Admission` (None if the thread failed).
         """
         handle = SessionHandle(self, facts, close)
         self.handles[facts.session_id] = handle
@@ -134,8 +167,9 @@ class LiveSessions:
         if facts.cert_not_after is not None:
             delay = max(0.0, (facts.cert_not_after - timezone.now()).total_seconds())
             handle.expiry = reactor.callLater(delay, handle.end, RESET, TEXT_EXPIRED)
-        if self.persist:
-            handle.saved = self._in_thread(_save_then, facts, after_save)
+        if self.persist or check is not None:
+            handle.admitted = self._in_thread(_admit, facts, self.persist, check, after_save)
+            handle.saved = handle.admitted if self.persist else None
         for command in self.recent:
             if store.matches(command, facts):
                 reactor.callLater(0, handle.end, command.condition, command.text)
@@ -171,7 +205,10 @@ class LiveSessions:
 sessions = LiveSessions()  # the process's registry: every transport registers here
 
 
-def register_bound_session(
+BIND_CHECK_FAILED = "internal-server-error"  # RFC 6120 §4.9.3.8: the check could not run; fail closed
+
+
+def bind_session(
     registry: LiveSessions,
     *,
     full_jid: str,
@@ -180,12 +217,20 @@ def register_bound_session(
     cert_fingerprint: str,
     cert_facts: Any,
     issuer_ca_id: int | None,
+    check: Callable[[str], Any],
     close: Closer,
+    admit: Callable[[], None],
     bridge: Any = None,
 ) -> SessionHandle:
-    """What every transport does at bind: register the session (its certificate's serial, issuer and
-    notAfter let revocation commands and expiry end it, DESIGN §5) and, given one, start its routing bridge
-    (``transport.bridge.SessionBridge``, whose conflict lookup rides on the row's insert)."""
+    """What every transport does when its client asks to bind ``full_jid`` (see the module docstring).
+
+    Registers the session (its certificate's serial, issuer and notAfter let revocation commands and expiry
+    end it, DESIGN §5), runs ``check(full_jid)`` in the worker thread (None, or a refusal with ``condition``
+    and ``reason``: ``CertificateAuthenticator.refusal_at_bind``), then on the reactor thread either ends the
+    session with the refusal (``close``) or, given one, starts the routing bridge
+    (``transport.bridge.SessionBridge``, whose conflict lookup rides on the row's insert) and calls
+    ``admit()``, where the adapter sends the bind result.
+    """
     handle = registry.register(
         SessionFacts(
             full_jid=full_jid,
@@ -198,10 +243,26 @@ def register_bound_session(
             channel_name=bridge.channel_name if bridge is not None else "",
         ),
         close,
+        check=lambda: check(full_jid),
         after_save=bridge.older_than_me if bridge is not None else None,
     )
-    if bridge is not None:
-        bridge.start(handle)
+
+    def decide(admission: Admission | None) -> Admission | None:
+        if handle.closed or registry.handles.get(handle.session_id) is not handle:
+            return admission  # ended meanwhile (a termination command, expiry, the client went away)
+        if admission is None:
+            handle.end(BIND_CHECK_FAILED, "")
+            handle.unregister()
+        elif admission.refusal is not None:
+            handle.end(admission.refusal.condition, admission.refusal.reason)
+            handle.unregister()
+        else:
+            if bridge is not None:
+                bridge.start(handle, admission.older)
+            admit()
+        return admission
+
+    handle.admitted.addCallback(decide)
     return handle
 
 

@@ -11,7 +11,8 @@ listeners, so the shared :data:`transport.tcp.registry` is touched from one thre
 :meth:`~AsyncC2SSession.start` with the client's chain (leaf first, PEM or DER), then
 :meth:`~AsyncC2SSession.receive` with each complete element, and takes the output with
 :meth:`~AsyncC2SSession.frames` (one element per item, RFC 7395 §3.3.3). The two database calls run in a
-thread (``database_sync_to_async``); callers serialise ``receive`` so the core sees input in order.
+thread (``database_sync_to_async``); callers serialise ``receive`` so the core sees input in order. A bind
+goes through ``transport.live.bind_session`` as on TCP: the bind result follows its re-check.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from certauth.pki import load_certificates
 from certauth.pki.facts import fingerprint_sha256
 from transport.stream import (
     AuthenticateRequest,
+    BindRequest,
     Bound,
     C2SConnection,
     Close,
@@ -220,23 +222,32 @@ class AsyncC2SSession:
             self.live.unregister()
         self.core.connection_lost()
 
-    def _open_route(self) -> None:
-        """Register the bound session and connect it to the router (transport.bridge), as TCP does."""
+    def _bind(self, full_jid: str) -> None:
+        """Register the session, which re-checks the credentials before the bind result goes out, and
+        connect it to the router once admitted (``live.bind_session``, as TCP does)."""
         from transport import live  # noqa: PLC0415 (Django app code)
         from transport.bridge import SessionBridge  # noqa: PLC0415
 
-        self.bridge = SessionBridge(self.jid or "", deliver=self.deliver, close=self.close_with_error)
-        self.live = live.register_bound_session(
+        self.bridge = SessionBridge(full_jid, deliver=self.deliver, close=self.close_with_error)
+        self.live = live.bind_session(
             live.sessions,
-            full_jid=self.jid or "",
+            full_jid=full_jid,
             transport="websocket" if self.transport == "ws" else self.transport,
             peer=self.peer,
             cert_fingerprint=self.cert_fingerprint or "",
             cert_facts=self.cert_facts,
             issuer_ca_id=getattr(self.authenticator, "issuer_ca_id", None),
+            check=self.authenticator.refusal_at_bind,
             close=self.close_with_error,
+            admit=self._bind_admitted,
             bridge=self.bridge,
         )
+
+    def _bind_admitted(self) -> None:
+        """On the loop's thread, once the check passed: the bind result and what the client sent meanwhile."""
+        for event in self.core.bind_result(None):
+            self._on_event(event)
+        self.on_output()
 
     def deliver(self, element: Any) -> None:
         """A stanza routed to this session: queue it; the adapter sends it through ``on_output``."""
@@ -250,17 +261,23 @@ class AsyncC2SSession:
                     event.facts, event.authzid, event.domain
                 )
                 await self._handle(self.core.auth_result(result))
-            elif isinstance(event, Bound):
-                self.jid = str(event.jid)
-                logger.info("%s %s: session bound to %s", self.transport, self.peer, self.jid)
-                self._cancel_auth_deadline()
-                self._open_route()
-            elif isinstance(event, StanzaReceived):
-                if self.bridge is not None:
-                    self.bridge.from_client(event.element)
-            elif isinstance(event, Close):
-                self._note_close([event])
+            else:
+                self._on_event(event)
         self.on_output()
+
+    def _on_event(self, event: Any) -> None:
+        """The core's events that need no database call of their own."""
+        if isinstance(event, BindRequest):
+            self._bind(str(event.jid))
+        elif isinstance(event, Bound):
+            self.jid = str(event.jid)
+            logger.info("%s %s: session bound to %s", self.transport, self.peer, self.jid)
+            self._cancel_auth_deadline()
+        elif isinstance(event, StanzaReceived):
+            if self.bridge is not None:
+                self.bridge.from_client(event.element)
+        elif isinstance(event, Close):
+            self._note_close([event])
 
     def _note_close(self, events: Iterable[Any]) -> None:
         for event in events or ():

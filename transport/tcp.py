@@ -8,9 +8,10 @@ reads the socket, writes what the core wants written, runs the TLS upgrade, and 
 (certificate check, SASL EXTERNAL) in a thread so the reactor never waits on the database. While such a call
 is pending, input is held back so the core sees events in order.
 
-Every connection is in :data:`registry` while it lives; a bound session is also registered with
+Every connection is in :data:`registry` while it lives; a session asking to bind is also registered with
 :data:`transport.live.sessions` (the session registry: its row, its certificate's expiry, and the commands
-that end it when its certificate is revoked, DESIGN §5).
+that end it when its certificate is revoked, DESIGN §5), whose worker thread re-checks the certificate and
+account before the bind result goes out (``live.bind_session``; the core holds the input meanwhile).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Authenticator(TypingProtocol):
 
     def check_certificate(self, chain: list[Any]) -> Any: ...
     def authenticate_external(self, facts: Any, authzid: str | None, domain: str) -> Any: ...
+    def refusal_at_bind(self, full_jid: str) -> Any: ...
 
 
 @dataclass
@@ -285,12 +287,13 @@ class C2SProtocol(Protocol):
             )
         elif kind == "Authenticated":
             logger.debug("c2s %s: authenticated as %s", self.peer, getattr(event, "jid", "?"))
+        elif kind == "BindRequest":
+            self._bind(str(event.jid))
         elif kind == "Bound":
             self.jid = str(getattr(event, "jid", ""))
             self._cancel_timer()
             self._arm_keepalive()
             logger.info("c2s %s: session bound to %s", self.peer, self.jid)
-            self._register_session()
         elif kind == "StanzaReceived":
             if self.bridge is not None:
                 self.bridge.from_client(event.element)
@@ -310,23 +313,31 @@ class C2SProtocol(Protocol):
         else:
             logger.debug("c2s %s: core event %s ignored by the TCP adapter", self.peer, kind)
 
-    def _register_session(self) -> None:
-        """Enter the session registry, which ends the session when its certificate stops being valid."""
+    def _bind(self, full_jid: str) -> None:
+        """Enter the session registry, which re-checks the credentials before the core may send the bind
+        result and ends the session whenever its certificate stops being valid (``live.bind_session``)."""
         if self.factory.bridge_factory is not None:
             self.bridge = self.factory.bridge_factory(
-                self.jid or "", deliver=self.deliver, close=self.close_with_error
+                full_jid, deliver=self.deliver, close=self.close_with_error
             )
-        self.live = live.register_bound_session(
+        self.live = live.bind_session(
             self.factory.live_sessions,
-            full_jid=self.jid or "",
+            full_jid=full_jid,
             transport="tls" if self.factory.listener_mode == "tls" else "tcp",
             peer=self.peer,
             cert_fingerprint=self.cert_fingerprint or "",
             cert_facts=self.cert_facts,
             issuer_ca_id=getattr(self.authenticator, "issuer_ca_id", None),
+            check=self.authenticator.refusal_at_bind,
             close=self.close_with_error,
+            admit=self._bind_admitted,
             bridge=self.bridge,
         )
+
+    def _bind_admitted(self) -> None:
+        if self._closing or self._lost or self.core is None:
+            return
+        self._feed(self.core.bind_result(None))
 
     def deliver(self, element: Element) -> None:
         """A stanza routed to this session (transport.bridge): queue it and write it out."""

@@ -8,6 +8,7 @@ from xml.etree.ElementTree import Element
 
 from transport.stream import (
     AuthenticateRequest,
+    BindRequest,
     C2SConnection,
     Close,
     IdentityAuthenticator,
@@ -88,6 +89,16 @@ class Client:
     def auth_requests(self) -> list[AuthenticateRequest]:
         return [event for event in self.events if isinstance(event, AuthenticateRequest)]
 
+    def bind(self, inner: str = "", condition: str | None = None, text: str = "") -> list[object]:
+        """Send a bind request and answer the core's BindRequest as the adapter would (``condition`` None:
+        the credentials still hold); returns the events of both steps."""
+        events = self.send(BIND.format(inner))
+        if any(isinstance(event, BindRequest) for event in events):
+            answer = self.conn.bind_result(condition, text)
+            self.events.extend(answer)
+            events = events + answer
+        return events
+
 
 def stream_settings(**overrides: object) -> StreamSettings:
     values: dict[str, object] = {"hosted_domains": (DOMAIN, "other.example")}
@@ -120,7 +131,7 @@ def session_client(resource: str = "balcony") -> Client:
     client = tls_client()
     assert authenticate(client).tag == ns.qname(ns.SASL, "success")
     client.open()
-    client.send(BIND.format(f"<resource>{resource}</resource>"))
+    client.bind(f"<resource>{resource}</resource>")
     assert client.read_one().get("type") == "result"
     return client
 

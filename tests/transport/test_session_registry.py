@@ -20,7 +20,7 @@ from certauth.signals import external_revocations_found
 from tests.certauth.crlhelpers import add_ca_row
 from tests.certs import make_ca, make_client
 from transport import sessions
-from transport.live import LiveSessions, TerminationWatcher
+from transport.live import Admission, LiveSessions, TerminationWatcher
 from transport.models import LiveSession, SessionTermination
 from transport.sessions import SessionFacts, Termination, matches
 
@@ -345,7 +345,7 @@ def test_registry_leaves_the_row_of_a_bridged_session_to_the_bridge(monkeypatch)
     plain = registry.register(facts(full_jid="bob@localhost/pc"), lambda condition, text: None)
     bridged.unregister()
     plain.unregister()
-    assert calls == ["_save_then", "_save_then", "delete_session"]  # one DELETE, for the plain one
+    assert calls == ["_admit", "_admit", "delete_session"]  # one DELETE, for the plain one
 
 
 @pytest.mark.django_db
@@ -369,8 +369,132 @@ def test_after_save_runs_in_the_same_call_once_the_row_exists_and_its_answer_is_
 
     handle = registry.register(facts(), lambda condition, text: None, after_save=after_save)
     results: list[object] = []
-    handle.saved.addCallback(results.append)
-    assert hops == ["_save_then"] and seen == [[str(handle.session_id)]] and results == ["older sessions"]
+    handle.admitted.addCallback(results.append)
+    assert hops == ["_admit"] and seen == [[str(handle.session_id)]]
+    assert results == [Admission(None, "older sessions")]
     plain = registry.register(facts(full_jid="bob@localhost/pc"), lambda condition, text: None)
-    plain.saved.addCallback(results.append)
-    assert results == ["older sessions", None] and LiveSession.objects.count() == 2
+    plain.admitted.addCallback(results.append)
+    assert results[1] == Admission(None, None) and LiveSession.objects.count() == 2
+
+
+# --- bind: register first, re-check in the worker thread, then the bind result (issue 11 point 6) -----------
+
+
+class Refusal:
+    def __init__(self, condition: str, reason: str) -> None:
+        self.condition, self.reason = condition, reason
+
+
+class HeldThread:
+    """Stands in for the worker-thread hop: runs the function when the test says so."""
+
+    def __init__(self) -> None:
+        from twisted.internet import defer
+
+        self.pending: list[tuple[object, tuple, object]] = []
+        self._defer = defer
+
+    def __call__(self, function, *args):
+        deferred = self._defer.Deferred()
+        self.pending.append((function, args, deferred))
+        return deferred
+
+    def run(self) -> None:
+        for function, args, deferred in self.pending:
+            deferred.callback(function(*args))
+        self.pending = []
+
+    def fail(self) -> None:
+        for _, _, deferred in self.pending:
+            deferred.callback(None)  # what _in_thread's errback leaves after logging the failure
+        self.pending = []
+
+
+def bind(registry: LiveSessions, check, closes: Closes, admitted: list[str]):
+    from transport.live import bind_session
+
+    return bind_session(
+        registry,
+        full_jid="alice@localhost/phone",
+        transport="tcp",
+        peer="127.0.0.1:40000",
+        cert_fingerprint=FINGERPRINT,
+        cert_facts=None,
+        issuer_ca_id=7,
+        check=check,
+        close=closes,
+        admit=lambda: admitted.append("bind result"),
+    )
+
+
+def test_bind_result_is_sent_only_after_the_check_passed(monkeypatch):
+    registry, closes, admitted, thread = LiveSessions(reactor=Clock()), Closes(), [], HeldThread()
+    monkeypatch.setattr(registry, "_in_thread", thread)
+    asked: list[str] = []
+    handle = bind(registry, lambda jid: asked.append(jid), closes, admitted)
+    assert admitted == [] and len(registry) == 1  # registered before the check, no result yet
+    thread.run()
+    assert asked == ["alice@localhost/phone"] and admitted == ["bind result"] and closes.calls == []
+    assert registry.handles[handle.session_id] is handle
+
+
+def test_refused_check_ends_the_session_with_its_condition_and_never_binds(monkeypatch):
+    registry, closes, admitted, thread = LiveSessions(reactor=Clock()), Closes(), [], HeldThread()
+    monkeypatch.setattr(registry, "_in_thread", thread)
+    bind(registry, lambda jid: Refusal("reset", "bind refused: certificate revoked"), closes, admitted)
+    thread.run()
+    assert closes.calls == [("reset", "bind refused: certificate revoked")] and admitted == []
+    assert len(registry) == 0
+
+
+def test_revocation_applied_while_the_check_runs_ends_the_session_and_never_binds(monkeypatch):
+    """The race the order closes: the check read the database before the revocation committed, and the
+    watcher applies the command before the check's answer is back: the registered session is ended."""
+    registry, closes, admitted, thread = LiveSessions(reactor=Clock()), Closes(), [], HeldThread()
+    monkeypatch.setattr(registry, "_in_thread", thread)
+    bind(registry, lambda jid: None, closes, admitted)
+    assert registry.apply(command(Target.FINGERPRINT, fingerprint=FINGERPRINT)) == 1
+    thread.run()  # the check saw nothing (it read before the revocation)
+    assert closes.calls == [("reset", "why")] and admitted == []
+
+
+def test_revocation_applied_just_before_the_bind_ends_it_and_never_binds(monkeypatch):
+    """A command applied moments before the session entered the registry (within RECENT)."""
+    clock = Clock()
+    registry, closes, admitted, thread = LiveSessions(reactor=clock), Closes(), [], HeldThread()
+    monkeypatch.setattr(registry, "_in_thread", thread)
+    registry.apply(command(Target.BARE_JID, bare_jid="alice@localhost"))
+    bind(registry, lambda jid: None, closes, admitted)
+    clock.advance(0)
+    thread.run()
+    assert closes.calls == [("reset", "why")] and admitted == []
+
+
+def test_check_that_cannot_run_ends_the_session_fail_closed(monkeypatch):
+    registry, closes, admitted, thread = LiveSessions(reactor=Clock()), Closes(), [], HeldThread()
+    monkeypatch.setattr(registry, "_in_thread", thread)
+    bind(registry, lambda jid: None, closes, admitted)
+    thread.fail()
+    assert closes.calls == [("internal-server-error", "")] and admitted == [] and len(registry) == 0
+
+
+def test_client_gone_before_the_check_answers_is_not_bound(monkeypatch):
+    registry, closes, admitted, thread = LiveSessions(reactor=Clock()), Closes(), [], HeldThread()
+    monkeypatch.setattr(registry, "_in_thread", thread)
+    handle = bind(registry, lambda jid: None, closes, admitted)
+    handle.unregister()
+    thread.run()
+    assert admitted == [] and closes.calls == []
+
+
+@pytest.mark.django_db
+def test_refused_bind_inserts_no_session_row(monkeypatch):
+    from twisted.internet import defer
+
+    registry, closes, admitted = LiveSessions(reactor=Clock(), persist=True), Closes(), []
+    monkeypatch.setattr(registry, "_in_thread", lambda function, *args: defer.maybeDeferred(function, *args))
+    bind(registry, lambda jid: Refusal("not-authorized", "bind refused: account disabled"), closes, admitted)
+    assert closes.calls == [("not-authorized", "bind refused: account disabled")]
+    assert not LiveSession.objects.exists()
+    bind(registry, lambda jid: None, closes, admitted)
+    assert LiveSession.objects.count() == 1 and admitted == ["bind result"]

@@ -6,7 +6,7 @@ from xml.etree.ElementTree import Element, SubElement
 
 import pytest
 
-from transport.stream import Bound, StanzaReceived, State
+from transport.stream import BindRequest, Bound, LocalProtocolError, StanzaReceived, State
 from transport.stream import namespaces as ns
 
 from .streamkit import BIND, JULIET, Client, authenticate, condition_of, session_client, tls_client
@@ -33,23 +33,24 @@ def stanza_error(element) -> tuple[str | None, str | None]:
 
 def test_bind_with_a_resource_gives_that_full_jid():
     client = bind_client()
-    events = client.send(BIND.format("<resource>balcony</resource>"))
+    events = client.bind("<resource>balcony</resource>")
     reply = client.read_one()
     assert reply.get("type") == "result" and reply.get("id") == "bind1"
     assert reply.findtext(f"{ns.qname(ns.BIND, 'bind')}/{ns.qname(ns.BIND, 'jid')}") == FULL
-    assert events == [Bound(FULL, "balcony")] and client.conn.state is State.SESSION
+    assert events == [BindRequest(FULL, "balcony"), Bound(FULL, "balcony")]
+    assert client.conn.state is State.SESSION
 
 
 def test_bind_without_a_resource_gets_a_generated_one():
     client = bind_client()
-    (event,) = client.send(BIND.format(""))
+    _, event = client.bind("")
     jid = client.read_one().findtext(f"{ns.qname(ns.BIND, 'bind')}/{ns.qname(ns.BIND, 'jid')}")
     assert jid == event.jid and jid.startswith(f"{JULIET}/") and len(event.resource) > 8
 
 
 def test_generated_resources_differ():
     first, second = bind_client(), bind_client()
-    assert first.send(BIND.format(""))[0].resource != second.send(BIND.format(""))[0].resource
+    assert first.bind("")[0].resource != second.bind("")[0].resource
 
 
 def test_bind_with_an_invalid_resource_is_bad_request_and_may_be_retried():
@@ -57,7 +58,52 @@ def test_bind_with_an_invalid_resource_is_bad_request_and_may_be_retried():
     assert client.send(BIND.format("<resource>private\ue000use</resource>")) == []
     assert stanza_error(client.read_one()) == ("bad-request", "modify")
     assert client.conn.state is State.WAIT_BIND
-    assert client.send(BIND.format("<resource>ok</resource>"))[0].resource == "ok"
+    assert client.bind("<resource>ok</resource>")[-1].resource == "ok"
+
+
+# --- the adapter's check before the session exists (issue 11 point 6) ----------------------------------
+
+
+def test_bind_request_sends_nothing_until_the_adapter_answers():
+    client = bind_client()
+    (request,) = client.send(BIND.format("<resource>balcony</resource>"))
+    assert request == BindRequest(FULL, "balcony")
+    assert client.read() == [] and client.conn.state is State.BIND_PENDING
+
+
+def test_stanzas_sent_while_the_bind_is_checked_wait_for_the_session():
+    client = bind_client()
+    client.send(BIND.format("<resource>balcony</resource>"))
+    assert client.send("<message to='romeo@example.org'><body>hi</body></message>") == []
+    bound, received = client.conn.bind_result(None)
+    assert isinstance(bound, Bound) and isinstance(received, StanzaReceived)
+    assert received.element.get("from") == FULL
+
+
+def test_refused_bind_ends_the_stream_with_that_condition_and_no_bind_result():
+    client = bind_client()
+    client.send(BIND.format("<resource>balcony</resource>"))
+    client.send("<message to='romeo@example.org'><body>hi</body></message>")
+    (close,) = client.conn.bind_result("reset", "certificate revoked (keyCompromise)")
+    (error,) = client.read()
+    assert error.tag == ns.STREAM_ERROR and condition_of(error, ns.STREAM_ERRORS) == "reset"  # §4.9.3.16
+    assert error.findtext(ns.qname(ns.STREAM_ERRORS, "text")) == "certificate revoked (keyCompromise)"
+    assert close.condition == "reset" and client.conn.closed and client.server_closed
+    assert client.conn.send_stanza(Element(ns.MESSAGE)) is False
+
+
+def test_bind_result_after_the_stream_closed_meanwhile_does_nothing():
+    client = bind_client()
+    client.send(BIND.format("<resource>balcony</resource>"))
+    client.conn.close_with_error("reset", "certificate revoked")
+    client.read()
+    assert client.conn.bind_result(None) == [] and client.read() == [] and client.conn.closed
+
+
+def test_bind_result_without_a_bind_request_is_a_local_protocol_error():
+    client = bind_client()
+    with pytest.raises(LocalProtocolError):
+        client.conn.bind_result(None)
 
 
 def test_bind_without_an_id_is_bad_request():
@@ -93,7 +139,7 @@ def test_legacy_session_is_offered_as_optional_and_answered():
     (features,) = client.open()
     session = features.find(ns.qname(ns.SESSION, "session"))
     assert session is not None and session.find(ns.qname(ns.SESSION, "optional")) is not None
-    client.send(BIND.format("<resource>r</resource>"))
+    client.bind("<resource>r</resource>")
     client.read()
     client.send("<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
     assert client.read_one().get("type") == "result"

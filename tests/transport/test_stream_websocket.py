@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xml.etree.ElementTree import fromstring
 
-from transport.stream import AuthResult, Bound, C2SConnection, State
+from transport.stream import AuthResult, BindRequest, Bound, C2SConnection, State
 from transport.stream import namespaces as ns
 
 from .streamkit import JULIET, Facts, condition_of, stream_settings
@@ -52,7 +52,10 @@ def test_login_bind_and_stanzas_over_websocket():
     conn.auth_result(AuthResult.accept(JULIET))
     conn.receive_data(OPEN.format(to="example.org").encode())  # RFC 7395 §3.5: restart with a new <open/>
     assert conn.state is State.WAIT_BIND
-    (bound,) = conn.receive_data(BIND.encode())
+    frames(conn)
+    (request,) = conn.receive_data(BIND.encode())
+    assert isinstance(request, BindRequest) and frames(conn) == []  # no result before the adapter's check
+    (bound,) = conn.bind_result(None)
     assert isinstance(bound, Bound)
     frames(conn)
     conn.receive_data(b"<iq xmlns='jabber:client' type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
@@ -90,5 +93,6 @@ def test_stanza_without_the_client_namespace_is_refused():
     conn.auth_result(AuthResult.accept(JULIET))
     conn.receive_data(OPEN.format(to="example.org").encode())
     conn.receive_data(BIND.encode())
+    conn.bind_result(None)
     (event,) = conn.receive_data(b"<message to='romeo@example.org'/>")
     assert conn.closed and event.condition == "unsupported-stanza-type"

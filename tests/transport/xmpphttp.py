@@ -73,6 +73,16 @@ class XmppHttpServer:
         return certfile, keyfile
 
 
+def server_environment(directory: Path) -> dict[str, str]:
+    """The variables that point a process at the scratch server's config and database."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "xmppauth.settings",
+        "XMPPAUTH_CONFIG": str(directory / "xmppauth.toml"),
+        "XMPPAUTH_VAR_DIR": str(directory / "var"),
+        "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
+    }
+
+
 def start_server(
     directory: Path,
     *,
@@ -81,10 +91,12 @@ def start_server(
     tls_extra: str = "",
     allowed_origins: Sequence[str] = (),
     pki: Pki | None = None,
+    recent_seconds: float | None = None,
 ) -> Iterator[XmppHttpServer]:
     """Migrate a scratch database, start the server, yield it once both ports answer, then stop it.
 
-    The server is our daphne command line (production), or with ``runxmpp`` the embedded server.
+    The server is our daphne command line (production), or with ``runxmpp`` the embedded server (with
+    ``recent_seconds``: its termination commands' "recent" window shrunk, tests/transport/short_recent.py).
     ``hosts`` become ``[general] hosts``; ``tls_extra`` is one more TOML line in every listener (``tls.*``).
     ``allowed_origins`` goes on every handler (``transport.origin``). ``pki`` replaces the default one (its
     ``ca`` is the listeners' ``tls.cacertfile``).
@@ -115,17 +127,14 @@ def start_server(
     )
     config = directory / "xmppauth.toml"
     config.write_text(f"[general]\n  hosts = {json.dumps(list(hosts))}\n" + listeners)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "xmppauth.settings",
-        "XMPPAUTH_CONFIG": str(config),
-        "XMPPAUTH_VAR_DIR": str(directory / "var"),
-        "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
-    }
+    env = {**os.environ, **server_environment(directory)}
     env.pop("REDIS_URL", None)
     migrate = [sys.executable, "manage.py", "migrate", "-v0"]
     subprocess.run(migrate, cwd=REPO, env=env, check=True, timeout=120)
-    if runxmpp:
+    if runxmpp and recent_seconds is not None:
+        command = ["-m", "tests.transport.short_recent", "runxmpp"]
+        env["XMPPAUTH_TEST_RECENT_SECONDS"] = str(recent_seconds)
+    elif runxmpp:
         command = ["manage.py", "runxmpp"]
     else:
         endpoints = [arg for index in range(len(LISTENERS)) for arg in ("-e", f"xmpptls:listener={index}")]

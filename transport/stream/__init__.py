@@ -14,6 +14,7 @@ from .errors import StreamError
 from .events import (
     Authenticated,
     AuthenticateRequest,
+    BindRequest,
     Bound,
     Close,
     Event,
@@ -29,6 +30,7 @@ __all__ = [
     "Authenticated",
     "AuthenticateRequest",
     "Authenticator",
+    "BindRequest",
     "Bound",
     "C2SConnection",
     "Close",

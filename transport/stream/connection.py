@@ -10,7 +10,8 @@ Use::
     events = conn.receive_data(bytes_from_socket)
     socket.write(conn.data_to_send())          # always before acting on the events
     for event in events: ...                   # StartTls -> conn.tls_established(...),
-                                               # AuthenticateRequest -> conn.auth_result(...), Close -> close
+                                               # AuthenticateRequest -> conn.auth_result(...),
+                                               # BindRequest -> conn.bind_result(...), Close -> close
 
 The states and what each accepts are in ``states.py``; this file implements the handlers named there.
 No I/O, no Django, no clocks: timeouts and the database belong to the adapters.
@@ -34,6 +35,7 @@ from . import namespaces as ns
 from .events import (
     Authenticated,
     AuthenticateRequest,
+    BindRequest,
     Bound,
     Close,
     Event,
@@ -121,6 +123,7 @@ class C2SConnection:
         self.stream_id: str | None = None
         self.jid: str | None = None  # bare JID after SASL
         self.resource: str | None = None
+        self._bind_id: str | None = None  # the id of the bind request the adapter is checking
         self._auth_failures = 0
         self._header_sent = False
         self._out: list[bytes] = []
@@ -212,6 +215,31 @@ class C2SConnection:
                 condition = errors.SASL_NOT_AUTHORIZED
             self._sasl_failure(condition, reason)
         self._pump()
+        return self._drain()
+
+    def bind_result(self, condition: str | None = None, text: str = "") -> list[Event]:
+        """The verdict on a :class:`BindRequest`: None binds (RFC 6120 §7.6.1); a stream error condition ends
+        the stream instead (``reset`` for a certificate revoked, held or expired since the handshake, RFC
+        6120 §4.9.3.16), with ``text`` for the client."""
+        if self.closed:
+            return self._drain()
+        if self.state is not State.BIND_PENDING:
+            raise LocalProtocolError(f"bind_result in state {self.state.name}")
+        if condition is not None:
+            if condition not in errors.STREAM_CONDITIONS:
+                self._log(logging.WARNING, "adapter gave unknown stream condition %r", condition)
+                condition = errors.UNDEFINED_CONDITION
+            self._stream_error(condition, text)
+            return self._drain()
+        full = self.full_jid or ""
+        reply = Element(ns.IQ, {"type": "result", "id": self._bind_id or ""})
+        SubElement(SubElement(reply, ns.qname(ns.BIND, "bind")), ns.qname(ns.BIND, "jid")).text = full
+        self._send(reply)
+        self._bind_id = None
+        self.state = State.SESSION
+        self._log(logging.INFO, "bound %s", full)
+        self._events.append(Bound(full, self.resource or ""))
+        self._pump()  # what the client sent meanwhile
         return self._drain()
 
     def close_with_error(self, condition: str, text: str = "") -> list[Event]:
@@ -562,13 +590,9 @@ class C2SConnection:
         else:
             resource = f"xmppauth-{self._token(8)}"  # RFC 6120 §7.6.2.1: server-generated
         self.resource = resource
-        full = f"{self.jid}/{resource}"
-        reply = Element(ns.IQ, {"type": "result", "id": iq.get("id", "")})
-        SubElement(SubElement(reply, ns.qname(ns.BIND, "bind")), ns.qname(ns.BIND, "jid")).text = full
-        self._send(reply)
-        self.state = State.SESSION
-        self._log(logging.INFO, "bound %s", full)
-        self._events.append(Bound(full, resource))
+        self._bind_id = iq.get("id", "")
+        self.state = State.BIND_PENDING  # no result yet: the adapter checks the credentials again first
+        self._events.append(BindRequest(f"{self.jid}/{resource}", resource))
 
     # == stanzas (RFC 6120 §8) ===========================================================================
 

@@ -50,6 +50,16 @@ class Authenticated:
 
 
 @dataclass(frozen=True)
+class BindRequest:
+    """The client asked to bind the full ``jid``: call ``bind_result`` once the adapter has registered the
+    session and checked again that its credentials still hold (revocation, expiry, account); until then the
+    core holds the client's input and sends no bind result (no window between a revocation and a session)."""
+
+    jid: str
+    resource: str
+
+
+@dataclass(frozen=True)
 class Bound:
     """A resource was bound: the session of the full ``jid`` exists (RFC 6120 §7.6.1)."""
 
@@ -72,4 +82,13 @@ class Close:
     condition: str | None = None
 
 
-Event = StreamOpened | StartTls | AuthenticateRequest | Authenticated | Bound | StanzaReceived | Close
+Event = (
+    StreamOpened
+    | StartTls
+    | AuthenticateRequest
+    | Authenticated
+    | BindRequest
+    | Bound
+    | StanzaReceived
+    | Close
+)

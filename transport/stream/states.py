@@ -13,10 +13,11 @@ Theory of operation::
                        \\--> WAIT_AUTH --<auth/>--> SASL_PENDING (or SASL_CHALLENGE --<response/>--> ...)
                                          SASL_PENDING --auth_result(ok)--> WAIT_STREAM --header--> WAIT_BIND
                                          SASL_PENDING --auth_result(refused)--> WAIT_STARTTLS / WAIT_AUTH
-                       WAIT_BIND --<iq><bind/></iq>--> SESSION
+                       WAIT_BIND --<iq><bind/></iq>--> BIND_PENDING --bind_result(ok)--> SESSION
+                                                        BIND_PENDING --bind_result(refused)--> CLOSED
     any state --stream error / </stream:stream> / close--> CLOSED
 
-In WAIT_TLS and SASL_PENDING the core waits for the adapter: input is held, not parsed.
+In WAIT_TLS, SASL_PENDING and BIND_PENDING the core waits for the adapter: input is held, not parsed.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ class State(enum.Enum):
     SASL_CHALLENGE = "sasl-challenge"  # empty <challenge/> sent, expecting <response/> (RFC 6120 §6.4.2)
     SASL_PENDING = "sasl-pending"  # the adapter's authenticator decides
     WAIT_BIND = "wait-bind"  # authenticated; resource binding offered (RFC 6120 §7.4)
+    BIND_PENDING = "bind-pending"  # the adapter re-checks the credentials before the session exists
     SESSION = "session"  # a full JID is bound: stanzas flow (RFC 6120 §8)
     CLOSED = "closed"
 
 
 # States in which the core parses nothing and holds the client's bytes until the adapter answers.
-WAITING_FOR_ADAPTER = frozenset({State.WAIT_TLS, State.SASL_PENDING})
+WAITING_FOR_ADAPTER = frozenset({State.WAIT_TLS, State.SASL_PENDING, State.BIND_PENDING})
 
 # States before the session exists: a stanza there is `not-authorized` (RFC 6120 §4.9.3.12).
 BEFORE_SESSION = frozenset(
@@ -68,6 +70,7 @@ ACCEPTED: dict[State, dict[str, str]] = {
     State.WAIT_BIND: {
         ns.IQ: "_on_iq_before_bind",  # only <iq type='set'><bind/></iq> (RFC 6120 §7.6)
     },
+    State.BIND_PENDING: {},
     State.SESSION: {
         ns.IQ: "_on_iq",
         ns.MESSAGE: "_on_routed",
