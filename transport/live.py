@@ -37,6 +37,7 @@ from twisted.internet import threads
 from twisted.internet.task import LoopingCall
 
 from transport import sessions as store
+from transport.models import SessionTermination
 from transport.sessions import RESET, TEXT_EXPIRED, SessionFacts, Termination
 from xmppauth.dbconn import with_fresh_connections
 
@@ -152,7 +153,17 @@ class LiveSessions:
             handle.saved.addBoth(lambda _: self._in_thread(store.delete_session, session_id))
 
     def apply(self, command: Termination) -> int:
-        """End the sessions ``command`` matches; returns how many."""
+        """End the sessions ``command`` matches; returns how many.
+
+        A command for one session (what a CRL makes, ``store.terminate_listed``) is a dict lookup: the
+        reactor's work per CRL grows with the sessions it ends, not with the sessions held nor the CRL.
+        """
+        if command.target == SessionTermination.Target.SESSION:
+            handle = self.handles.get(command.session_id) if command.session_id is not None else None
+            if handle is None or handle.closed:
+                return 0
+            handle.end(command.condition, command.text)
+            return 1
         self.recent.append(command)
         ended = 0
         for handle in list(self.handles.values()):

@@ -36,8 +36,9 @@ def on_certificate_invalidated(sender: Any, certificate: Certificate, **_: Any) 
     sessions.terminate_certificate(certificate.fingerprint_sha256, revocation_text(certificate))
 
 
-def on_external_revocations(sender: Any, ca: Any, serials: Any, **_: Any) -> None:
-    sessions.terminate_serials(ca.pk, serials, f"certificate revoked (listed in the CRL of {ca.name})"[:255])
+def on_external_revocations(sender: Any, ca: Any, serials: Any, source: Any, **_: Any) -> None:
+    text = f"certificate revoked (listed in the CRL of {ca.name})"[:255]
+    sessions.terminate_listed(ca.pk, source.pk, serials, text)
 
 
 def on_account_saved(sender: Any, instance: Account, **_: Any) -> None:

@@ -14,7 +14,7 @@ own ``transaction.atomic()`` block, as with the ORM.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.db import connection, models
@@ -97,3 +97,41 @@ def delete_rows(model: type[models.Model], name: str, value: Any) -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql, [param(model, name, value)])
         return cursor.rowcount
+
+
+MAX_PARAMS_PER_STATEMENT = 10_000  # where the backend names no limit (PostgreSQL's protocol allows 65,535)
+
+
+def insert_many(model: type[models.Model], names: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """Multi-row INSERTs of ``rows`` (values in ``names`` order); returns the rows inserted.
+
+    For bulk replacement of rows nothing references (a CRL's serials): no model instances, no signals; each
+    value is prepared by its field (``get_db_prep_save``). A statement carries as many rows as the backend's
+    parameter limit allows (SQLite as Django configures it: 999 parameters, so 199 rows of five columns).
+    """
+    fields = [model._meta.get_field(name) for name in names]
+    limit = connection.features.max_query_params or MAX_PARAMS_PER_STATEMENT
+    per_statement = max(1, min(limit, MAX_PARAMS_PER_STATEMENT) // len(fields))
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)  # type: ignore[union-attr]
+    one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    prepare = [field.get_db_prep_save for field in fields]  # type: ignore[union-attr]
+    inserted = 0
+    batch: list[Any] = []
+    count = 0
+
+    def flush(cursor: Any) -> None:
+        sql = f"INSERT INTO {table(model)} ({columns}) VALUES " + ", ".join([one_row] * count)
+        cursor.execute(sql, batch)
+
+    with connection.cursor() as cursor:
+        for row in rows:
+            batch.extend(prep(value, connection) for prep, value in zip(prepare, row, strict=True))
+            count += 1
+            if count == per_statement:
+                flush(cursor)
+                inserted += count
+                batch, count = [], 0
+        if count:
+            flush(cursor)
+            inserted += count
+    return inserted
