@@ -102,19 +102,36 @@ def delete_rows(model: type[models.Model], name: str, value: Any) -> int:
 MAX_PARAMS_PER_STATEMENT = 10_000  # where the backend names no limit (PostgreSQL's protocol allows 65,535)
 
 
-def insert_many(model: type[models.Model], names: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+def _per_statement(columns: int) -> int:
+    """Rows of ``columns`` values one statement may carry: within the backend's parameter limit (Django's
+    ``max_query_params``: 999 on SQLite), and at most :data:`MAX_PARAMS_PER_STATEMENT` parameters."""
+    limit = connection.features.max_query_params or MAX_PARAMS_PER_STATEMENT
+    return max(1, min(limit, MAX_PARAMS_PER_STATEMENT) // columns)
+
+
+def insert_many(
+    model: type[models.Model], names: Sequence[str], rows: Iterable[Sequence[Any]], *, prepared: bool = False
+) -> int:
     """Multi-row INSERTs of ``rows`` (values in ``names`` order); returns the rows inserted.
 
-    For bulk replacement of rows nothing references (a CRL's serials): no model instances, no signals; each
-    value is prepared by its field (``get_db_prep_save``). A statement carries as many rows as the backend's
-    parameter limit allows (SQLite as Django configures it: 999 parameters, so 199 rows of five columns).
+    For bulk writes of rows nothing references (a CRL's serials): no model instances, no signals. SQLite gets
+    one ``executemany``; other backends multi-row statements within their parameter limit. Each value
+    is prepared by its field (``get_db_prep_save``) unless ``prepared`` says the caller did it (for a
+    datetime, ``connection.ops.adapt_datetimefield_value``), which costs far less per row.
     """
     fields = [model._meta.get_field(name) for name in names]
-    limit = connection.features.max_query_params or MAX_PARAMS_PER_STATEMENT
-    per_statement = max(1, min(limit, MAX_PARAMS_PER_STATEMENT) // len(fields))
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)  # type: ignore[union-attr]
     one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     prepare = [field.get_db_prep_save for field in fields]  # type: ignore[union-attr]
+    if connection.vendor == "sqlite":  # one statement, its loop in C: faster there than multi-row VALUES
+        if not prepared:
+            rows = [
+                [prep(value, connection) for prep, value in zip(prepare, row, strict=True)] for row in rows
+            ]
+        with connection.cursor() as cursor:
+            cursor.executemany(f"INSERT INTO {table(model)} ({columns}) VALUES {one_row}", rows)
+            return cursor.rowcount
+    per_statement = _per_statement(len(fields))
     inserted = 0
     batch: list[Any] = []
     count = 0
@@ -125,7 +142,10 @@ def insert_many(model: type[models.Model], names: Sequence[str], rows: Iterable[
 
     with connection.cursor() as cursor:
         for row in rows:
-            batch.extend(prep(value, connection) for prep, value in zip(prepare, row, strict=True))
+            if prepared:
+                batch.extend(row)
+            else:
+                batch.extend(prep(value, connection) for prep, value in zip(prepare, row, strict=True))
             count += 1
             if count == per_statement:
                 flush(cursor)
@@ -135,3 +155,19 @@ def insert_many(model: type[models.Model], names: Sequence[str], rows: Iterable[
             flush(cursor)
             inserted += count
     return inserted
+
+
+def delete_in(model: type[models.Model], name: str, value: Any, in_name: str, values: Sequence[Any]) -> int:
+    """``DELETE ... WHERE name = value AND in_name IN (values)`` in statements within the parameter limit,
+    without the ORM's collector (rows that nothing references); returns the rows deleted."""
+    per_statement = _per_statement(1) - 1
+    head = f"DELETE FROM {table(model)} WHERE {column(model, name)} = %s AND {column(model, in_name)} IN "
+    deleted = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(values), per_statement):
+            chunk = [param(model, in_name, item) for item in values[start : start + per_statement]]
+            cursor.execute(
+                head + "(" + ", ".join(["%s"] * len(chunk)) + ")", [param(model, name, value), *chunk]
+            )
+            deleted += cursor.rowcount
+    return deleted

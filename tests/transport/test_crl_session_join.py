@@ -39,7 +39,7 @@ from transport.models import SessionTermination
 from transport.sessions import SessionFacts
 
 Target = SessionTermination.Target
-OTHERS = range(0x10_0000, 0x10_0000 + 2000)  # serials of certificates that hold no session here
+OTHERS = range(0x10_0000, 0x10_0000 + 2500)  # serials of certificates that hold no session here
 
 
 @pytest.fixture(autouse=True)
@@ -59,10 +59,10 @@ class Ca:
         self.source: CrlSource = add_source(self.row, str(self.path), kind=CrlSource.Kind.FILE)
         self.number = 0
 
-    def publish(self, serials) -> crlfetch.RefreshOutcome:
+    def publish(self, serials, *, reason: str = "key_compromise") -> crlfetch.RefreshOutcome:
         """Write the next CRL listing ``serials`` and refresh the source from it, as the worker does."""
         self.number += 1
-        self.path.write_bytes(make_crl(self.issued, list(serials), number=self.number))
+        self.path.write_bytes(make_crl(self.issued, list(serials), number=self.number, reason=reason))
         outcome = crlfetch.refresh_source(self.source, options=options())
         assert outcome.ok, outcome.message
         return outcome
@@ -165,7 +165,7 @@ def test_the_join_is_one_query_whatever_the_crl_lists(ca):
 def test_a_large_crl_is_stored_whole_with_dates_and_reasons(ca):
     ca.publish(OTHERS)
     rows = RevokedSerial.objects.filter(source=ca.source)
-    assert rows.count() == len(OTHERS)  # more rows than one statement carries on SQLite (199)
+    assert rows.count() == len(OTHERS)  # more than one statement carries on PostgreSQL (2,000 rows)
     assert set(rows.values_list("serial", flat=True)) == {format(serial, "x") for serial in OTHERS}
     one = rows.get(serial=format(OTHERS[-1], "x"))
     assert (one.ca_id, one.reason) == (ca.row.pk, "key_compromise")
@@ -174,6 +174,41 @@ def test_a_large_crl_is_stored_whole_with_dates_and_reasons(ca):
     assert list(RevokedSerial.objects.filter(source=ca.source).values_list("serial", flat=True)) == [
         format(OTHERS[0], "x")
     ]
+
+
+def inserts_and_deletes(queries: CaptureQueriesContext) -> list[str]:
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if "certauth_revokedserial" in q["sql"] and q["sql"].lstrip().upper().startswith(("INSERT", "DELETE"))
+    ]
+
+
+def test_a_crl_repeating_the_serials_held_rewrites_none_of_them(ca):
+    ca.publish(OTHERS)
+    with CaptureQueriesContext(connection) as queries:
+        outcome = ca.publish(OTHERS)
+    assert outcome.ok and outcome.new_serials == ()
+    assert inserts_and_deletes(queries) == []
+    assert RevokedSerial.objects.filter(source=ca.source).count() == len(OTHERS)
+
+
+def test_a_held_serial_revoked_for_good_gets_its_new_reason_and_no_second_command(ca):
+    alice, alice_cert = ca.session("alice")
+    serial = alice_cert.cert.serial_number
+    ca.publish([*OTHERS[:10], serial], reason="certificate_hold")
+    assert ended_ids() == {alice.session_id}  # a hold ends the session too (RFC 5280 §5.3.1)
+    ca.publish([*OTHERS[:10], serial], reason="key_compromise")
+    reasons = set(RevokedSerial.objects.filter(source=ca.source).values_list("reason", flat=True))
+    assert reasons == {"key_compromise"}
+    assert len(commands()) == 1
+
+
+def test_a_serial_no_longer_listed_is_dropped_and_the_others_kept(ca):
+    ca.publish(OTHERS[:500])
+    ca.publish(OTHERS[1:500])  # the first one's hold released (RFC 5280 §5.3.1 removeFromCRL)
+    held = set(RevokedSerial.objects.filter(source=ca.source).values_list("serial", flat=True))
+    assert held == {format(serial, "x") for serial in OTHERS[1:500]}
 
 
 # --- the listener side ---------------------------------------------------------------------------------
