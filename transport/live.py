@@ -20,7 +20,10 @@ stream error (``core.close_with_error(condition, text)``) and closes its transpo
 Each listener process runs :func:`start_session_services`: a :class:`TerminationWatcher` that polls the
 ``SessionTermination`` table every :data:`POLL_INTERVAL` seconds (one indexed query) and a heartbeat that
 renews this process's leases. A command is also applied to sessions registered up to :data:`RECENT` seconds
-after it, so a session whose login raced with a revocation is still ended.
+after it, so a session whose login raced with a revocation is still ended. A CRL's commands name sessions
+by id (``store.terminate_listed``: found by joining the session rows to the CRL's serials) and are applied
+with a dict lookup; a session whose row was not yet inserted when that join ran is covered by the
+revocation re-check at bind, not by this replay.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Specs: RFC 6120 §13.7.2.3 (a certificate revoked while its stream lives ends that stream), §4.9.3.16
 (``reset``), DESIGN §5. Sources: our own revocations and holds
 (``certauth.services.certificate_invalidated``), serials newly listed by an external CA's CRL
-(``certauth.signals.external_revocations_found``, sent in the Celery worker or runxmpp's in-process jobs),
-and an account saved inactive (``post_save`` of ``Account``).
+(``certauth.signals.external_revocations_found``, sent in the Celery worker or runxmpp's in-process jobs:
+one command per live session the CRL lists, never one per serial), and an account saved inactive
+(``post_save`` of ``Account``).
 """
 
 from __future__ import annotations

@@ -312,3 +312,11 @@ def test_runc2s_ends_the_two_listed_tls_sessions_and_keeps_the_third(tmp_path, m
     finally:
         output = stop(server)
     assert "Traceback" not in output
+
+
+def test_the_admin_shows_which_serial_ended_a_session(ca, staff_client):
+    alice, alice_cert = ca.session("alice")
+    ca.publish([*OTHERS[:10], alice_cert.cert.serial_number])
+    listing = staff_client.get("/admin/transport/sessiontermination/")
+    expected = f"session {alice.session_id} (CA #{ca.row.pk} serial {alice.cert_serial})"
+    assert listing.status_code == 200 and expected.encode() in listing.content
