@@ -289,7 +289,7 @@ async def run(
     start = result["start"]
     figures.refresh_seconds = result["duration"]
     figures.refresh_message = result["message"]
-    done, pending = await asyncio.wait(watchers.values(), timeout=END_TIMEOUT)
+    done, pending = await asyncio.wait(watchers.values(), timeout=args.end_timeout)
     for task in pending:
         task.cancel()
     for task in done:
@@ -355,6 +355,9 @@ def main() -> None:
     parser.add_argument("--login-concurrency", type=int, default=4, help="logins in flight during the run")
     parser.add_argument("--before", type=float, default=10.0, help="seconds of logins before the refresh")
     parser.add_argument("--after", type=float, default=2.0, help="seconds of logins after the last end")
+    parser.add_argument(
+        "--end-timeout", type=float, default=END_TIMEOUT, help="seconds to wait for the affected sessions"
+    )
     parser.add_argument("--database-url", help="a throw-away database instead of a scratch SQLite file")
     parser.add_argument("--redis", help="REDIS_URL for the server and the refreshing process")
     parser.add_argument("--quick", action="store_true", help="2,000 serials, 30 sessions, 3 affected")
