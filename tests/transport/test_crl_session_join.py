@@ -142,6 +142,18 @@ def test_the_same_serial_in_another_cas_crl_ends_nothing(ca, tmp_path):
     assert ended_ids() == {alice.session_id}
 
 
+def test_a_serial_another_source_of_the_same_ca_listed_already_makes_no_new_termination(ca, tmp_path):
+    alice, alice_cert = ca.session("alice")
+    bob, bob_cert = ca.session("bob")
+    ca.publish([alice_cert.cert.serial_number])  # the first distribution point
+    mirror = add_source(ca.row, str(tmp_path / "mirror.crl"), kind=CrlSource.Kind.FILE)  # a second one
+    (tmp_path / "mirror.crl").write_bytes(
+        make_crl(ca.issued, [alice_cert.cert.serial_number, bob_cert.cert.serial_number], number=2)
+    )
+    assert crlfetch.refresh_source(mirror, options=options()).new_serials == (bob.cert_serial,)
+    assert [row.session_id for row in commands()] == [alice.session_id, bob.session_id]
+
+
 def test_the_join_is_one_query_whatever_the_crl_lists(ca):
     """The receiver's lookup is one query joining the CA's session rows to the source's serials, plus one
     insert of the commands: it never walks the CRL's serials against the database."""
