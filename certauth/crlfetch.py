@@ -19,8 +19,9 @@ number, state and next refresh are set. On any failure nothing of the held CRL c
 retried with backoff. Newly listed serials are announced with ``certauth.signals.external_revocations_found``.
 
 A CRL may list 100,000 serials (``bench/crl_scale.py``): its entries are parsed, compared with the rows held
-and prepared before the transaction, which then writes only the difference in bulk (``fastsql``: COPY on
-PostgreSQL, executemany on SQLite), with no model instance per entry.
+and prepared (on SQLite staged in a TEMP table) before the transaction, which then writes only the
+difference in bulk (``fastsql``: COPY on PostgreSQL, INSERT ... SELECT on SQLite), with no model instance
+per entry.
 """
 
 from __future__ import annotations
@@ -236,12 +237,12 @@ def _plan(source: CrlSource, held: Held, listed: Held) -> _Plan:
     return _Plan(held, gone, rows)
 
 
-def _replace(source: CrlSource, plan: _Plan) -> None:
+def _replace(source: CrlSource, plan: _Plan, staged: fastsql.Staged) -> None:
     if plan.gone and len(plan.gone) == len(plan.held):
         fastsql.delete_rows(RevokedSerial, "source", source.pk)
     elif plan.gone:
         fastsql.delete_in(RevokedSerial, "source", source.pk, "serial", plan.gone)
-    fastsql.insert_many(RevokedSerial, _COLUMNS, plan.rows, prepared=True)
+    fastsql.insert_staged(staged)
 
 
 def _store(
@@ -255,6 +256,7 @@ def _store(
     }
     marker = _marker(source.pk)
     plan = _plan(source, _held(source.pk), listed)
+    staged = fastsql.stage_rows(RevokedSerial, _COLUMNS, plan.rows)  # SQLite: no lock taken yet
     others = set(
         RevokedSerial.objects.filter(ca_id=source.ca_id)
         .exclude(source_id=source.pk)
@@ -267,7 +269,8 @@ def _store(
             raise FetchError(f"older than the CRL held (#{number} < #{source.crl_number})")
         if (source.crl_number, source.this_update, source.last_success_at) != marker:
             plan = _plan(source, _held(source.pk), listed)  # another refresh stored a CRL meanwhile
-        _replace(source, plan)
+            staged = fastsql.stage_rows(RevokedSerial, _COLUMNS, plan.rows)
+        _replace(source, plan, staged)
         source.this_update = crl.last_update_utc
         source.next_update = _utc(crl.next_update_utc)
         source.crl_number = number
