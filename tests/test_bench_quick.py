@@ -44,3 +44,29 @@ def test_profile_login_exits_0_and_splits_the_cpu_by_thread():
     split = dict(row.findall(result.stdout))
     assert set(split) == {"reactor", "database threads", "whole process"}, result.stdout[-4000:]
     assert float(split["whole process"]) > 0, result.stdout[-4000:]
+
+
+CRL_ROW = re.compile(
+    r"^\| (\d+) \| (\d+)/(\d+) \| (\d+)/(\d+) \| ([\d.]+) \| ([\d.]+) \| (\d+) \| (\d+)/(\d+) \|",
+    re.MULTILINE,
+)
+
+
+def test_quick_crl_scale_bench_ends_exactly_the_listed_sessions():
+    """``bench.crl_scale --quick``: the listed sessions end, one command each, the others still answer."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.crl_scale", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    row = CRL_ROW.search(result.stdout)
+    assert row is not None, result.stdout[-4000:]
+    serials, held, sessions, ended, affected, refresh, last_end, commands, alive, unaffected = row.groups()
+    assert (int(serials), held, sessions) == (2003, "30", "30"), result.stdout[-4000:]
+    assert ended == affected == commands == "3", result.stdout[-4000:]
+    assert alive == unaffected == "27", result.stdout[-4000:]
+    assert float(refresh) > 0 and float(last_end) > 0, result.stdout[-4000:]
+    assert "'held: stream error reset': 3" in result.stdout, result.stdout[-4000:]

@@ -77,4 +77,6 @@ class SessionTerminationAdmin(admin.ModelAdmin):
     def what(self, command: SessionTermination) -> str:
         if command.target == SessionTermination.Target.ISSUER_SERIAL:
             return f"CA #{command.issuer_ca_id} serial {command.serial}"
+        if command.target == SessionTermination.Target.SESSION and command.serial:  # a CRL listed its serial
+            return f"session {command.session_id} (CA #{command.issuer_ca_id} serial {command.serial})"
         return command.fingerprint or command.bare_jid or str(command.session_id or "")

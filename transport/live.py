@@ -28,7 +28,10 @@ stream error (``core.close_with_error(condition, text)``) and closes its transpo
 Each listener process runs :func:`start_session_services`: a :class:`TerminationWatcher` that polls the
 ``SessionTermination`` table every :data:`POLL_INTERVAL` seconds (one indexed query) and a heartbeat that
 renews this process's leases. A command is also applied to sessions registered up to :data:`RECENT` seconds
-after it, so a session whose login raced with a revocation is still ended.
+after it, so a session whose login raced with a revocation is still ended. A CRL's commands name sessions
+by id (``store.terminate_listed``: found by joining the session rows to the CRL's serials) and are applied
+with a dict lookup; a session whose row was not yet inserted when that join ran is covered by the
+revocation re-check at bind, not by this replay.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from twisted.internet import threads
 from twisted.internet.task import LoopingCall
 
 from transport import sessions as store
+from transport.models import SessionTermination
 from transport.sessions import RESET, TEXT_EXPIRED, SessionFacts, Termination
 from xmppauth.dbconn import with_fresh_connections
 
@@ -186,7 +190,17 @@ class LiveSessions:
             handle.saved.addBoth(lambda _: self._in_thread(store.delete_session, session_id))
 
     def apply(self, command: Termination) -> int:
-        """End the sessions ``command`` matches; returns how many."""
+        """End the sessions ``command`` matches; returns how many.
+
+        A command for one session (what a CRL makes, ``store.terminate_listed``) is a dict lookup: the
+        reactor's work per CRL grows with the sessions it ends, not with the sessions held nor the CRL.
+        """
+        if command.target == SessionTermination.Target.SESSION:
+            handle = self.handles.get(command.session_id) if command.session_id is not None else None
+            if handle is None or handle.closed:
+                return 0
+            handle.end(command.condition, command.text)
+            return 1
         self.recent.append(command)
         ended = 0
         for handle in list(self.handles.values()):

@@ -3,8 +3,9 @@
 Specs: RFC 6120 §13.7.2.3 (a certificate revoked while its stream lives ends that stream), §4.9.3.16
 (``reset``), DESIGN §5. Sources: our own revocations and holds
 (``certauth.services.certificate_invalidated``), serials newly listed by an external CA's CRL
-(``certauth.signals.external_revocations_found``, sent in the Celery worker or runxmpp's in-process jobs),
-and an account saved inactive (``post_save`` of ``Account``).
+(``certauth.signals.external_revocations_found``, sent in the Celery worker or runxmpp's in-process jobs:
+one command per live session the CRL lists, never one per serial), and an account saved inactive
+(``post_save`` of ``Account``).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def on_certificate_invalidated(sender: Any, certificate: Certificate, **_: Any) 
     sessions.terminate_certificate(certificate.fingerprint_sha256, revocation_text(certificate))
 
 
-def on_external_revocations(sender: Any, ca: Any, serials: Any, **_: Any) -> None:
-    sessions.terminate_serials(ca.pk, serials, f"certificate revoked (listed in the CRL of {ca.name})"[:255])
+def on_external_revocations(sender: Any, ca: Any, serials: Any, source: Any, **_: Any) -> None:
+    text = f"certificate revoked (listed in the CRL of {ca.name})"[:255]
+    sessions.terminate_listed(ca.pk, source.pk, serials, text)
 
 
 def on_account_saved(sender: Any, instance: Account, **_: Any) -> None:

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -178,9 +178,59 @@ def terminate_certificate(fingerprint: str, text: str) -> SessionTermination:
 
 
 def terminate_serials(issuer_ca_id: int, serials: Iterable[str], text: str) -> list[SessionTermination]:
-    """End the sessions of certificates issued by CA row ``issuer_ca_id`` with one of ``serials`` (hex)."""
+    """End the sessions of certificates issued by CA row ``issuer_ca_id`` with one of ``serials`` (hex).
+
+    One command per serial, each matched by every listener against every session it holds: for a handful
+    of serials only. A CRL goes through :func:`terminate_listed`.
+    """
     target = SessionTermination.Target.ISSUER_SERIAL
     return [_command(target, text, issuer_ca_id=issuer_ca_id, serial=serial.lower()) for serial in serials]
+
+
+def terminate_listed(
+    issuer_ca_id: int, source_id: int, new_serials: Collection[str], text: str
+) -> list[SessionTermination]:
+    """End the live sessions whose certificate a CRL newly lists: one command per session it ends, not per
+    serial (RFC 6120 §13.7.2.3; issue 11 point 7, ``bench/crl_scale.py``).
+
+    The sessions are found with one query joining the ``LiveSession`` rows of CA ``issuer_ca_id`` to the
+    ``RevokedSerial`` rows now held for CRL source ``source_id``; of those, only the serials in
+    ``new_serials`` (listed by no earlier CRL of the CA) get a command, by session id. What the query returns
+    grows with the CA's live sessions, never with the CRL. A session whose row is inserted after the query
+    (a bind racing with the refresh) is covered by the revocation re-check at bind, which reads the same
+    ``RevokedSerial`` rows after the row's insert; sessions of a process that keeps no rows are not seen.
+    """
+    from certauth.models import RevokedSerial  # noqa: PLC0415 (transport's models do not depend on certauth)
+
+    listed = RevokedSerial.objects.filter(source_id=source_id, ca_id=issuer_ca_id).values("serial")
+    matched = LiveSession.objects.filter(issuer_ca_id=issuer_ca_id, cert_serial__in=listed).values_list(
+        "id", "cert_serial"
+    )
+    rows = list(matched)
+    fresh = set(new_serials) if rows else set()
+    now = timezone.now()
+    commands = [
+        SessionTermination(
+            created_at=now,
+            target=SessionTermination.Target.SESSION,
+            condition=RESET,
+            text=text[:255],
+            session_id=session_id,
+            issuer_ca_id=issuer_ca_id,  # for the record (the admin, the logs): the command matches by id
+            serial=serial,
+        )
+        for session_id, serial in rows
+        if serial in fresh
+    ]
+    SessionTermination.objects.bulk_create(commands)
+    logger.info(
+        "CRL source #%d of CA #%d newly lists %d serial(s): %d live session(s) to end",
+        source_id,
+        issuer_ca_id,
+        len(new_serials),
+        len(commands),
+    )
+    return commands
 
 
 def terminate_account(bare_jid: str, text: str = TEXT_ACCOUNT_DISABLED) -> SessionTermination:

@@ -15,10 +15,7 @@ from twisted.internet.task import Clock
 
 from accounts.models import Account, Domain
 from certauth import services
-from certauth.models import CrlSource, RevocationReason
-from certauth.signals import external_revocations_found
-from tests.certauth.crlhelpers import add_ca_row
-from tests.certs import make_ca, make_client
+from certauth.models import RevocationReason
 from transport import sessions
 from transport.live import Admission, LiveSessions, TerminationWatcher
 from transport.models import LiveSession, SessionTermination
@@ -268,18 +265,7 @@ def test_releasing_a_certificate_orders_nothing(our_certificate):
     assert SessionTermination.objects.count() == 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_new_serials_in_an_external_crl_order_their_sessions_ended():
-    external = make_ca("External sessions CA")
-    ca = add_ca_row(external, "external")
-    serial = format(make_client(external).cert.serial_number, "x")
-    source = CrlSource.objects.create(ca=ca, kind=CrlSource.Kind.OPERATOR_URL, location="http://x/crl")
-    external_revocations_found.send(sender=CrlSource, ca=ca, serials=(serial, "10"), source=source)
-    rows = SessionTermination.objects.order_by("id")
-    assert [(r.target, r.issuer_ca_id, r.serial) for r in rows] == [
-        (Target.ISSUER_SERIAL, ca.pk, serial),
-        (Target.ISSUER_SERIAL, ca.pk, "10"),
-    ]
+# A CRL's newly listed serials: tests/transport/test_crl_session_join.py.
 
 
 @pytest.mark.django_db(transaction=True)
