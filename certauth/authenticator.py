@@ -10,7 +10,8 @@ Per connection: ``CertificateAuthenticator(config, listener_tls, transport, peer
    offered (:meth:`~CertificateAuthenticator.external_available`).
 2. :meth:`~CertificateAuthenticator.authenticate_external` when the client sends EXTERNAL: revocation again
    (it may have changed since the handshake), the identity rules, the domain limits of the CAs on the
-   verified path (``certauth.trust.domain_refusal``), then the auth methods in order.
+   verified path (``certauth.trust.domain_refusal``), for a self-signed certificate (``selfsigned_peer``)
+   its pin (``certauth.pins``), then the auth methods in order, and last the pin at first use.
 
 Every attempt writes an ``AuthEvent`` and a log line with the human reason; so does a certificate refused at
 the handshake. ``AuthEvent.jid_requested`` is the authzid, or when the client sent none, the JID the identity
@@ -32,7 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from accounts.models import Domain
-from certauth import pki
+from certauth import pins, pki
 from certauth.authmethods import AuthMethod, ExternalAttempt, build_methods, run_methods, supports_external
 from certauth.identity import NOT_AUTHORIZED, resolve_identity
 from certauth.models import AuthEvent
@@ -69,6 +70,7 @@ class _Checked:
     der: bytes
     issuer_ca_id: int | None
     ca_fingerprints: tuple[str, ...] = ()  # the CAs on the verified path, leaf excluded, anchor last
+    self_signed: bool = False  # accepted as self-signed (selfsigned_peer): logs in only as its pinned account
 
 
 def _as_certificates(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certificate]:
@@ -168,7 +170,8 @@ class CertificateAuthenticator:
             self._record(facts, None, None, None, f"certificate refused: {revoked}")
             return CertCheck(facts, False, revoked)
         path_cas = tuple(pki.fingerprint_sha256(cert) for cert in verdict.chain[1:])
-        self._checked = _Checked(facts, certs[0].public_bytes(Encoding.DER), issuer_ca_id, path_cas)
+        der = certs[0].public_bytes(Encoding.DER)
+        self._checked = _Checked(facts, der, issuer_ca_id, path_cas, self_signed=verdict.self_signed)
         logger.debug("client certificate %s from %s accepted: %s", facts.subject, self.peer, verdict.reason)
         return CertCheck(facts, True, verdict.reason)
 
@@ -224,15 +227,26 @@ class CertificateAuthenticator:
         limited = self._domain_refusal(checked, decision.jid)
         if limited:  # before the methods: `pki` would create the account
             return self._refuse(facts, authzid, NOT_AUTHORIZED, limited, jid=decision.jid)
+        pin = pins.check_pin(decision.jid, facts.fingerprint_sha256) if checked.self_signed else None
+        if pin is not None and pin.refusal:  # before the methods: `pki` would create the account
+            return self._refuse(facts, authzid, NOT_AUTHORIZED, pin.refusal, jid=decision.jid)
         verdict = run_methods(self.methods, ExternalAttempt(decision.jid, facts, checked.der))
         if not verdict.accepted:
             return self._refuse(facts, authzid, NOT_AUTHORIZED, verdict.reason, jid=decision.jid)
-        self._record(facts, authzid, decision.jid, None, verdict.reason, jid_tried=decision.jid)
+        reason = verdict.reason
+        if pin is not None and pin.pinned:
+            reason = f"{reason}; self-signed certificate pinned to {decision.jid}"
+        elif pin is not None:  # the account holds no pin: trust on first use (after `pki` made the account)
+            refused = pins.pin_first_use(decision.jid, facts, peer=self.peer, transport=self.transport)
+            if refused:
+                return self._refuse(facts, authzid, NOT_AUTHORIZED, refused, jid=decision.jid)
+            reason = f"{reason}; {pins.REASON_FIRST_USE.format(jid=decision.jid)}"
+        self._record(facts, authzid, decision.jid, None, reason, jid_tried=decision.jid)
         logger.info(
             "SASL EXTERNAL success: %s as %s via %s from %s (%s)",
-            facts.subject, decision.jid, self.transport, self.peer, verdict.reason,
+            facts.subject, decision.jid, self.transport, self.peer, reason,
         )
-        return AuthResult(jid=decision.jid, reason=verdict.reason)
+        return AuthResult(jid=decision.jid, reason=reason)
 
     def _domain_refusal(self, checked: _Checked, jid: str) -> str | None:
         """Issue 11 point 10: every CA on the path limited to some domains must allow the JID's domain.
