@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime
 
 import pytest
 from django.db import IntegrityError, connection, transaction
@@ -18,6 +19,7 @@ from accounts.models import Account, Domain
 from certauth import pins, services, trust
 from certauth.authenticator import CertificateAuthenticator
 from certauth.models import AuthEvent, SelfSignedPin
+from certauth.verify import verify_client_chain
 from tests.certauth.crlhelpers import add_ca_row
 from tests.certs import make_ca, make_client, make_self_signed
 from xmppauth.config import AuthConfig, Config, TlsOptions, XmppauthOptions
@@ -213,6 +215,23 @@ def test_pin_made_between_the_check_and_first_use_wins():
 def test_first_use_without_a_local_account_is_refused():
     refusal = pins.pin_first_use(CAROL, make_self_signed(jids=[CAROL]).facts, peer="a", transport="tcp")
     assert refusal == f"self-signed certificate cannot be pinned: {CAROL} has no local account"
+
+
+# --- the verifier's fact the authenticator keys on ------------------------------------------------------
+
+
+def test_verifier_marks_only_the_self_signed_path():
+    now = datetime.now(UTC)
+    ca = make_ca("Flag CA")
+    mine = make_self_signed(jids=[CAROL]).cert
+    own = verify_client_chain([mine], [ca.cert], mode="selfsigned_peer", now=now)
+    assert own.ok and own.self_signed
+    issued = make_client(ca, jids=[CAROL]).cert
+    for mode in ("selfsigned_peer", "peer"):
+        verdict = verify_client_chain([issued], [ca.cert], mode=mode, now=now)
+        assert verdict.ok and not verdict.self_signed, mode
+    anchor_as_leaf = verify_client_chain([ca.cert], [ca.cert], mode="peer", now=now)
+    assert not anchor_as_leaf.self_signed
 
 
 # --- what pins do not touch ------------------------------------------------------------------------------
