@@ -28,6 +28,7 @@ from django.db.models import Q
 
 from accounts.models import Account
 from certauth import pki
+from certauth.identity import InvalidJid, parse_bare_jid
 from certauth.models import SelfSignedPin
 from certauth.pki import CertFacts
 from certauth.verify import is_self_signed
@@ -117,7 +118,7 @@ def pin_first_use(jid: str, facts: CertFacts, *, peer: str, transport: str) -> s
         if check.pinned:
             return None
         return check.refusal or f"self-signed certificate could not be pinned to {jid}"
-    logger.warning(
+    logger.info(
         "self-signed certificate %s pinned to %s at its first login from %s via %s (trust on first use)",
         _short(fingerprint),
         jid,
@@ -125,6 +126,16 @@ def pin_first_use(jid: str, facts: CertFacts, *, peer: str, transport: str) -> s
         transport,
     )
     return None
+
+
+def _named_jids(xmpp_addrs: tuple[str, ...] | list[str]) -> set[str]:
+    named = set()
+    for text in xmpp_addrs:
+        try:
+            named.add(parse_bare_jid(text).bare)
+        except InvalidJid:
+            continue
+    return named
 
 
 def pin_for_account(
@@ -138,8 +149,15 @@ def pin_for_account(
                 "not a self-signed certificate: pins apply only to self-signed logins "
                 "(a CA-issued certificate is checked against its CA)"
             )
-        fingerprint = pki.fingerprint_sha256(certificate)
-        subject = pki.cert_facts(certificate).subject
+        facts = pki.cert_facts(certificate)
+        named = _named_jids(facts.xmpp_addrs)
+        if facts.xmpp_addrs and account.jid not in named:
+            # It could never log in as this account: the identity rules take the JID from its xmppAddr.
+            raise PinError(
+                f"the certificate's xmppAddr names {', '.join(facts.xmpp_addrs)}, not {account.jid}"
+            )
+        fingerprint = facts.fingerprint_sha256
+        subject = facts.subject
     if fingerprint is None:
         raise PinError("give a certificate or its SHA-256 fingerprint")
     fingerprint = normalise_fingerprint(fingerprint)

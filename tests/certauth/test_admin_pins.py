@@ -131,6 +131,16 @@ def test_ca_issued_certificate_cannot_be_pinned(staff_client, carol):
     assert not SelfSignedPin.objects.exists()
 
 
+def test_certificate_naming_another_account_is_a_form_error(staff_client, carol):
+    dave_s = make_self_signed(jids=["dave@localhost"])
+    response = staff_client.post(pin_url(carol), {"pem": dave_s.pem.decode()})
+    assert response.status_code == 200
+    assert response.context["form"].non_field_errors() == [
+        "the certificate's xmppAddr names dave@localhost, not carol@localhost"
+    ]
+    assert not SelfSignedPin.objects.exists()
+
+
 def test_certificate_pinned_to_another_account_is_a_form_error(staff_client, carol):
     device = make_self_signed(jids=[CAROL])
     assert login(device).jid == CAROL  # pinned to carol at first login

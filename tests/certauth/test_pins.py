@@ -170,8 +170,24 @@ def test_admin_cannot_pin_a_ca_issued_certificate():
         pins.pin_for_account(account(), certificate=make_client(make_ca("Some CA"), jids=[CAROL]).cert)
 
 
+def test_admin_cannot_pin_a_certificate_whose_xmppaddr_names_another_account():
+    with pytest.raises(pins.PinError, match=r"xmppAddr names dave@localhost, not carol@localhost"):
+        pins.pin_for_account(account(), certificate=make_self_signed(jids=["dave@localhost"]).cert)
+    assert not SelfSignedPin.objects.exists()
+
+
+def test_admin_pins_a_certificate_naming_the_account_in_another_case_or_without_xmppaddr():
+    carol = account()
+    shouting = make_self_signed(jids=["CAROL@LocalHost"])
+    cn_only = make_self_signed(jids=[], common_name="carol")  # for the common_name verifier
+    pins.pin_for_account(carol, certificate=shouting.cert)
+    pins.pin_for_account(carol, certificate=cn_only.cert)
+    assert pinned_fingerprints() == {shouting.facts.fingerprint_sha256, cn_only.facts.fingerprint_sha256}
+    assert login(shouting).jid == CAROL
+
+
 def test_a_certificate_pinned_to_one_account_cannot_be_pinned_to_another():
-    cert = make_self_signed(jids=[CAROL])
+    cert = make_self_signed(jids=[CAROL, "dave@localhost"])
     pins.pin_for_account(account(), certificate=cert.cert)
     with pytest.raises(pins.PinError, match=r"already pinned to another account \(carol@localhost\)"):
         pins.pin_for_account(account("dave@localhost"), certificate=cert.cert)
