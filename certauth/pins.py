@@ -91,7 +91,7 @@ def check_pin(jid: str, fingerprint: str) -> PinCheck:
 
 
 def pin_first_use(jid: str, facts: CertFacts, *, peer: str, transport: str) -> str | None:
-    """Trust on first use: pin ``fingerprint`` to the account of ``jid`` if it holds no pin yet.
+    """Trust on first use: pin the certificate of ``facts`` to the account of ``jid`` if it holds no pin yet.
 
     Returns None when the certificate is pinned to that account now (by this call or a simultaneous login
     with the same certificate), else the refusal.
@@ -101,20 +101,8 @@ def pin_first_use(jid: str, facts: CertFacts, *, peer: str, transport: str) -> s
         account = Account.objects.by_jid(jid)
     except Account.DoesNotExist:
         return f"self-signed certificate cannot be pinned: {jid} has no local account"
-    try:
-        with transaction.atomic():
-            if SelfSignedPin.objects.filter(account=account).exists():
-                raise IntegrityError("pinned meanwhile")  # an admin pin made since the check
-            SelfSignedPin.objects.create(
-                account=account,
-                fingerprint_sha256=fingerprint,
-                origin=SelfSignedPin.Origin.FIRST_LOGIN,
-                subject=facts.subject[:1000],
-                peer=peer[:100],
-                transport=transport[:16],
-            )
-    except IntegrityError:  # another login pinned first: decide again from what won
-        check = check_pin(jid, fingerprint)
+    if not _insert_first_use_pin(account, facts, peer=peer, transport=transport):
+        check = check_pin(jid, fingerprint)  # another login or an admin pinned first: decide from what won
         if check.pinned:
             return None
         return check.refusal or f"self-signed certificate could not be pinned to {jid}"
@@ -126,6 +114,26 @@ def pin_first_use(jid: str, facts: CertFacts, *, peer: str, transport: str) -> s
         transport,
     )
     return None
+
+
+def _insert_first_use_pin(account: Account, facts: CertFacts, *, peer: str, transport: str) -> bool:
+    """False when the account holds a pin by now, or the insert broke a constraint (a simultaneous first
+    login of another certificate for this account, or of this certificate for another account)."""
+    try:
+        with transaction.atomic():
+            if SelfSignedPin.objects.filter(account=account).exists():
+                return False
+            SelfSignedPin.objects.create(
+                account=account,
+                fingerprint_sha256=facts.fingerprint_sha256,
+                origin=SelfSignedPin.Origin.FIRST_LOGIN,
+                subject=facts.subject[:1000],
+                peer=peer[:100],
+                transport=transport[:16],
+            )
+    except IntegrityError:
+        return False
+    return True
 
 
 def _named_jids(xmpp_addrs: tuple[str, ...] | list[str]) -> set[str]:
