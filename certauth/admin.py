@@ -158,6 +158,21 @@ class CertificateAdmin(ImportToolMixin, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # issued from an account, or imported from PEM
 
+    def has_delete_permission(self, request: HttpRequest, obj: Certificate | None = None) -> bool:
+        # Revoked and held rows are what our CRL is built from (Certificate.deletion_refused_reason).
+        if obj is not None and obj.deletion_refused_reason() is not None:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs, request: HttpRequest):
+        """The bulk delete's confirmation: revoked and held rows are listed as protected, with why."""
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        refused = [reason for row in objs if (reason := row.deletion_refused_reason()) is not None]
+        if refused and super().has_delete_permission(request):
+            # The admin's page shows either the lacking permission or the protected rows: show why.
+            perms_needed = perms_needed - {Certificate._meta.verbose_name}
+        return deleted, model_count, perms_needed, [*protected, *refused]
+
     def _apply(self, request: HttpRequest, queryset, operation, verb: str) -> None:
         done = 0
         for row in queryset:

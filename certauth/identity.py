@@ -176,10 +176,15 @@ class CertificateFacts(Protocol):
 
 @dataclass(frozen=True)
 class IdentityFailure:
-    """A refusal: the SASL condition ([RFC6120] §6.5) and a reason an operator can read."""
+    """A refusal: the SASL condition ([RFC6120] §6.5) and a reason an operator can read.
+
+    ``applies`` False: the verifier does not apply to this certificate at all (``common_name`` on a
+    certificate with an xmppAddr); an earlier verifier's refusal then stands as the outcome.
+    """
 
     condition: str
     reason: str
+    applies: bool = True
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,11 @@ Verifier = Callable[[CertificateFacts, "str | None", str], "str | IdentityFailur
 
 def _describe(facts: CertificateFacts) -> str:
     return f"certificate {facts.subject!r} (sha256 {facts.fingerprint_sha256})"
+
+
+def carries_xmppaddr(facts: CertificateFacts) -> bool:
+    """Whether the certificate claims any xmppAddr, usable or not ([RFC6120] §13.7.1.4)."""
+    return bool(facts.xmpp_addrs) or getattr(facts, "xmpp_addr_entries", 0) > 0
 
 
 def certificate_jids(facts: CertificateFacts) -> list[Jid]:
@@ -240,7 +250,18 @@ def verify_standard(facts: CertificateFacts, authzid: Jid | None, domain: str) -
 def verify_common_name(
     facts: CertificateFacts, authzid: Jid | None, domain: str, prefix: str = "", suffix: str = ""
 ) -> Jid | IdentityFailure:
-    """[DESIGN4] `common_name`: prefix + CN + suffix is the localpart at the stream's domain."""
+    """[DESIGN4] `common_name`: prefix + CN + suffix is the localpart at the stream's domain.
+
+    Only for a certificate without any xmppAddr (the seed: "when no xmppAddr is specified"), wherever
+    `common_name` stands in `sasl_external`: a certificate that names JIDs never falls back to its CN.
+    """
+    if carries_xmppaddr(facts):
+        return IdentityFailure(
+            NOT_AUTHORIZED,
+            "certificate carries an xmppAddr, so its common name is not used (common_name applies only "
+            "to certificates without one)",
+            applies=False,
+        )
     if not facts.common_name:
         return IdentityFailure(INVALID_AUTHZID, "certificate has no common name")
     try:
@@ -321,7 +342,8 @@ def resolve_identity(
     cn_prefix: str = "",
     cn_suffix: str = "",
 ) -> IdentityDecision:
-    """Apply the configured verifiers in order; the first success wins, else the last one's refusal.
+    """Apply the configured verifiers in order; the first success wins, else the last refusal of a
+    verifier that applies to the certificate (``IdentityFailure.applies``).
 
     ``authzid`` is the decoded SASL authorization identity, ``None`` when the client sent none. An authzid
     that is not a bare JID is ``invalid-authzid`` whatever the verifiers ([RFC6120] §6.3.8). The chosen JID's
@@ -371,5 +393,6 @@ def resolve_identity(
                 logger.info("SASL EXTERNAL: %s is %s (verifier %s)", _describe(facts), result.bare, name)
                 return IdentityDecision(jid=result.bare, verifier=name)
         logger.debug("verifier %s refused %s: %s", name, _describe(facts), result.reason)
-        failure, last = result, name
+        if result.applies or last is None:
+            failure, last = result, name
     return _refuse(facts, failure, last)

@@ -7,6 +7,8 @@ the jobs are thin callers of it.
 from __future__ import annotations
 
 from django.db import models
+from django.db.models.signals import pre_delete, pre_save
+from django.dispatch import receiver
 
 
 class RevocationReason(models.TextChoices):
@@ -76,6 +78,27 @@ class CertificateAuthority(models.Model):
         return bool(self.encrypted_private_key)
 
 
+class CertificateQuerySet(models.QuerySet):
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Refuse before deleting anything when a selected row is revoked or held (see the receiver below).
+
+        Checked here too, not only in the pre_delete receiver, so that the refusal comes before Django's
+        delete transaction, as an on_delete=PROTECT refusal does, and leaves a caller's transaction usable.
+        """
+        refused = self.exclude(status=Certificate.Status.ACTIVE).first()
+        if refused is not None:
+            raise models.ProtectedError(refused.deletion_refused_reason(), {refused})
+        return super().delete()
+
+    def update(self, **kwargs: object) -> int:
+        """A revoked row stays revoked here too (``update`` and ``bulk_update`` bypass ``save``)."""
+        if "status" in kwargs and kwargs["status"] != Certificate.Status.REVOKED:
+            revoked = self.filter(status=Certificate.Status.REVOKED).first()
+            if revoked is not None:
+                raise models.ProtectedError(revoked.unrevoking_refused_reason(), {revoked})
+        return super().update(**kwargs)
+
+
 class Certificate(models.Model):
     """A client (or server) certificate we issued or imported."""
 
@@ -110,6 +133,8 @@ class Certificate(models.Model):
     pem = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = CertificateQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [
@@ -118,6 +143,31 @@ class Certificate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} ({self.serial})"
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        # Before Django's delete transaction, as for the QuerySet; the stored row counts, not a stale copy.
+        stored = type(self).objects.filter(pk=self.pk).exclude(status=self.Status.ACTIVE).first()
+        refused = self if self.deletion_refused_reason() is not None else stored
+        if refused is not None:
+            raise models.ProtectedError(refused.deletion_refused_reason(), {refused})
+        return super().delete(*args, **kwargs)
+
+    def unrevoking_refused_reason(self) -> str:
+        return f"certificate {self.serial} ({self.subject}) is revoked: revocation cannot be undone"
+
+    def deletion_refused_reason(self) -> str | None:
+        """Why this row may not be deleted, or None: revoked and held rows are our CRL's only record.
+
+        RFC 5280 §3.3: a revoked certificate stays on the CRL until after it expires; ``publish_crl`` builds
+        the CRL from these rows, so deleting one would un-revoke the certificate. The admin, the ORM's
+        delete paths (instance, QuerySet, cascades) and saves all consult this rule.
+        """
+        if self.status == self.Status.ACTIVE:
+            return None
+        return (
+            f"certificate {self.serial} ({self.subject}) is {self.get_status_display()}: its row keeps the "
+            "serial in our CRL, so it cannot be deleted"
+        )
 
 
 class CrlSource(models.Model):
@@ -208,6 +258,34 @@ class AuthEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.time:%Y-%m-%d %H:%M:%S} {self.outcome} {self.jid_granted or self.jid_requested}"
+
+
+@receiver(pre_delete, sender=Certificate, dispatch_uid="certauth.certificate_revocation_is_permanent")
+def _refuse_deleting_revoked(sender: type[Certificate], instance: Certificate, **kwargs: object) -> None:
+    """Refuse ``delete()`` of a revoked or held row, whichever path it comes by (instance, QuerySet, cascade).
+
+    With a pre_delete receiver Django never fast-deletes Certificate rows, so every ORM delete passes here,
+    inside the delete's transaction: one refused row aborts the whole delete. The stored row is read and
+    locked (as ``services.revoke`` locks it), so a revocation racing the delete either is seen here or
+    finds the row gone, never deleted after it was revoked.
+    """
+    stored = Certificate.objects.select_for_update().filter(pk=instance.pk).first()
+    for row in (instance, stored):
+        if row is not None and (reason := row.deletion_refused_reason()) is not None:
+            raise models.ProtectedError(reason, {row})
+
+
+@receiver(pre_save, sender=Certificate, dispatch_uid="certauth.certificate_revocation_is_final")
+def _refuse_unrevoking(sender: type[Certificate], instance: Certificate, **kwargs: object) -> None:
+    """A revoked row stays revoked (RFC 5280 §5.3.1: only certificateHold may be lifted)."""
+    update_fields = kwargs.get("update_fields")
+    if instance.pk is None or instance.status == Certificate.Status.REVOKED or kwargs.get("raw"):
+        return
+    if update_fields is not None and "status" not in update_fields:
+        return
+    stored = Certificate.objects.filter(pk=instance.pk).values_list("status", flat=True).first()
+    if stored == Certificate.Status.REVOKED:
+        raise models.ProtectedError(instance.unrevoking_refused_reason(), {instance})
 
 
 class SelfSignedPin(models.Model):

@@ -141,17 +141,31 @@ def default_ca() -> CertificateAuthority:
     return ca
 
 
+def crl_base_url() -> str | None:
+    """Where new certificates say our CRLs are (RFC 5280 §4.2.1.13), without the ``/crl/<id>.crl`` part.
+
+    In order: ``XMPPAUTH_PUBLIC_URL`` (the environment's override, e.g. behind a proxy that maps ports),
+    ``[xmppauth] crl_base_url`` (checked at start-up against a plain-HTTP listener), the first
+    ``crl_only = true`` listener, else the first ``[[listen.http]]`` (where certificates issued before there
+    was a CRL listener point; it keeps serving ``/crl/``). Hosts are the first hosted domain.
+    """
+    config = settings.XMPP
+    if settings.XMPPAUTH_PUBLIC_URL:
+        return settings.XMPPAUTH_PUBLIC_URL
+    if config.options.crl_base_url:
+        return config.options.crl_base_url.rstrip("/")
+    listeners = sorted(config.listen_http, key=lambda li: not li.crl_only)  # stable: file order otherwise
+    if not listeners:
+        return None
+    listener = listeners[0]
+    scheme = "https" if listener.tls is not None else "http"
+    return f"{scheme}://{config.hosts[0]}:{listener.port}"
+
+
 def crl_url(ca: CertificateAuthority) -> str | None:
     """The distribution point our certificates name (served by certauth.views.crl)."""
-    base = settings.XMPPAUTH_PUBLIC_URL
-    if not base:
-        listeners = settings.XMPP.listen_http
-        if not listeners:
-            return None
-        listener = listeners[0]
-        scheme = "https" if listener.tls is not None else "http"
-        base = f"{scheme}://{settings.XMPP.hosts[0]}:{listener.port}"
-    return f"{base}/crl/{ca.pk}.crl"
+    base = crl_base_url()
+    return None if base is None else f"{base}/crl/{ca.pk}.crl"
 
 
 # --- certificates ------------------------------------------------------------------------------------

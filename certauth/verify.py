@@ -15,7 +15,9 @@ The extended key usage rule is the verifier's: with an EKU extension on the leaf
 id-kp-clientAuth (RFC 5280 §4.2.1.12); without one, any use is allowed.
 
 Modes follow MongooseIM's ``tls.verify_mode``: ``peer`` (a chain to a trust anchor), ``selfsigned_peer`` (also
-a self-signed leaf whose own signature and dates check) and ``none`` (nothing is checked).
+a self-signed leaf whose own signature and dates check) and ``none``: the listener requests no client
+certificate (``transport.tls``), so no certificate is ever accepted there; one that arrives anyway (it cannot
+over our own TLS) is refused, never counted as verified (fail closed; DESIGN §0).
 
 Measured on the development box (``bench/verify_chain.py``): 0.04-0.07 ms per verification of a leaf issued
 by a root (RSA-2048 / EC P-256), verifier construction included; 0.16 ms with 200 anchors passed as a list,
@@ -49,13 +51,14 @@ VERIFY_MODES: tuple[str, ...] = ("peer", "selfsigned_peer", "none")
 
 REASON_OK = "chain verified"
 REASON_SELF_SIGNED_OK = "self-signed certificate accepted (verify_mode selfsigned_peer)"
-REASON_DISABLED = "verification disabled (verify_mode none)"
+REASON_DISABLED = "client certificates are not requested on this listener (verify_mode none)"
 REASON_NO_CERT = "no client certificate presented"
 REASON_UNTRUSTED = "issuer not trusted"
 REASON_SELF_SIGNED_UNTRUSTED = "self-signed certificate not trusted (verify_mode peer)"
 REASON_BAD_SIGNATURE = "signature invalid"
 REASON_EKU = "extended key usage lacks clientAuth"
 REASON_CA_DATES = "a CA certificate of the chain is expired or not yet valid"
+REASON_CA_AS_CLIENT = "a CA certificate (basicConstraints cA) is not a client certificate"
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,14 @@ def _eku_reason(cert: x509.Certificate) -> str | None:
     return REASON_EKU
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    """RFC 5280 §4.2.1.9: cA TRUE marks a CA key; an end entity's certificate never has it."""
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
 def _is_self_issued(cert: x509.Certificate) -> bool:
     return cert.subject == cert.issuer  # RFC 5280 §3.2
 
@@ -175,8 +186,10 @@ def verify_client_chain(
     if not chain:
         return ChainVerdict(False, REASON_NO_CERT)
     if mode == "none":
-        return ChainVerdict(True, REASON_DISABLED)
+        return ChainVerdict(False, REASON_DISABLED)
     leaf = chain[0]
+    if _is_ca(leaf):
+        return ChainVerdict(False, REASON_CA_AS_CLIENT)  # also in selfsigned_peer: a root is no login
 
     if mode == "selfsigned_peer" and _is_self_issued(leaf) and _self_signature_ok(leaf):
         return _verify_self_signed(leaf, now)

@@ -657,3 +657,68 @@ def test_manage_py_check_with_misspelled_config_exits_with_one_line(tmp_path: Pa
     assert "listen.c2s.tls.verify_mod" in result.stderr
     assert "did you mean 'listen.c2s.tls.verify_mode'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- verify_mode none: no client certificate, so no EXTERNAL there (issue 12 point 2) ----------------------
+
+NOBODY = "nobody can log in on this listener"
+
+
+def no_login_warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    caplog.clear()
+    caplog.set_level("WARNING", logger="xmppauth.config")
+    parse(text)
+    return [record.getMessage() for record in caplog.records if NOBODY in record.getMessage()]
+
+
+def test_verify_mode_none_with_only_external_warns_once_naming_the_listener(caplog) -> None:
+    (line,) = no_login_warnings(caplog, '[listen.c2s]\nport = 5222\ntls.verify_mode = "none"\n')
+    assert line.startswith(
+        'test.toml: listen.c2s (0.0.0.0:5222): tls.verify_mode = "none" requests no client'
+    )
+    assert "\n" not in line
+
+
+def test_verify_peer_false_warns_like_verify_mode_none(caplog) -> None:
+    (line,) = no_login_warnings(caplog, "[listen.c2s]\ntls.verify_peer = false\n")
+    assert line.startswith("test.toml: listen.c2s (0.0.0.0:5222): ")
+
+
+def test_the_warning_names_the_listener_in_an_array_of_tables(caplog) -> None:
+    text = (
+        '[[listen.c2s]]\nport = 5222\ntls.verify_mode = "peer"\n'
+        '[[listen.c2s]]\nport = 5223\nip_address = "127.0.0.1"\ntls.mode = "tls"\ntls.verify_mode = "none"\n'
+    )
+    (line,) = no_login_warnings(caplog, text)
+    assert line.startswith("test.toml: listen.c2s[1] (127.0.0.1:5223): ")
+
+
+@pytest.mark.parametrize("mode", ["peer", "selfsigned_peer"])
+def test_listeners_that_request_a_certificate_get_no_warning(caplog, mode) -> None:
+    text = f'[listen.c2s]\ntls.verify_mode = "{mode}"\n[listen.http]\ntls.verify_mode = "{mode}"\n'
+    text += '[[listen.http.handlers.mod_websockets]]\npath = "/ws-xmpp"\n'
+    assert no_login_warnings(caplog, text) == []
+
+
+def test_no_warning_when_another_served_mechanism_remains(caplog) -> None:
+    text = '[listen.c2s]\ntls.verify_mode = "none"\n[auth]\nmethods = ["pki", "rdbms"]\n'
+    text += 'sasl_mechanisms = ["external", "plain"]\n'
+    assert no_login_warnings(caplog, text) == []
+
+
+def test_a_mechanism_no_method_serves_does_not_count_as_usable(caplog) -> None:
+    text = '[listen.c2s]\ntls.verify_mode = "none"\n[auth]\nmethods = ["pki"]\n'
+    text += 'sasl_mechanisms = ["external", "plain"]\n'
+    assert len(no_login_warnings(caplog, text)) == 1
+
+
+def test_https_listener_serving_xmpp_with_verify_mode_none_warns(caplog) -> None:
+    text = '[listen.http]\nport = 5443\ntls.verify_mode = "none"\n'
+    text += '[[listen.http.handlers.mod_bosh]]\npath = "/http-bind"\n'
+    (line,) = no_login_warnings(caplog, text)
+    assert line.startswith("test.toml: listen.http (0.0.0.0:5443): ")
+
+
+def test_https_listener_without_any_xmpp_handler_gets_no_warning(caplog) -> None:
+    # Only the admin is served over HTTP then: no XMPP login to lose.
+    assert no_login_warnings(caplog, '[listen.http]\ntls.verify_mode = "none"\n') == []

@@ -8,7 +8,8 @@ records what OpenSSL thought of the chain. Whether a certificate lets anyone in 
 by our own verification (``certauth``), on every connection. The handshake only ever *refuses*, and only
 when ``disconnect_on_failure`` is true, which mirrors MongooseIM's ``just_tls``:
 
-- ``verify_mode = "none"``: any certificate, or none, completes the handshake.
+- ``verify_mode = "none"``: no client certificate is requested (no CertificateRequest, as MongooseIM), so
+  the connection never carries one and SASL EXTERNAL is never offered on the listener (DESIGN §0).
 - ``peer`` / ``selfsigned_peer`` with ``disconnect_on_failure = true``: no certificate, or one OpenSSL cannot
   chain to a trust anchor (``selfsigned_peer`` forgives only "self-signed leaf"), fails the handshake with a
   TLS alert; a certificate that OpenSSL accepts but our verification refuses (e.g. revoked) is cut right
@@ -97,9 +98,14 @@ def peer_state(connection: SSL.Connection) -> PeerTlsState | None:
     return state
 
 
+def requests_certificate(options: TlsOptions) -> bool:
+    """Whether the handshake asks the client for a certificate: never with ``verify_mode = "none"``."""
+    return options.verify_mode != "none"
+
+
 def requires_certificate(options: TlsOptions) -> bool:
     """Whether the handshake itself refuses a client without a valid certificate (MongooseIM semantics)."""
-    return options.verify_mode != "none" and options.disconnect_on_failure
+    return requests_certificate(options) and options.disconnect_on_failure
 
 
 def must_disconnect(options: TlsOptions, verified: bool) -> bool:
@@ -156,7 +162,8 @@ def _make_verify_callback(options: TlsOptions):
 
 
 def build_context(options: TlsOptions, trust_anchors: list[x509.Certificate]) -> SSL.Context:
-    """A server context for one listener: TLS 1.2+, our certificate, a client-certificate request."""
+    """A server context for one listener: TLS 1.2+, our certificate, a client-certificate request (none
+    with ``verify_mode = "none"``)."""
     if options.verify_mode not in VERIFY_MODES:
         raise TlsConfigError(
             f"tls.verify_mode = {options.verify_mode!r}; accepted values: {', '.join(VERIFY_MODES)}"
@@ -184,6 +191,10 @@ def build_context(options: TlsOptions, trust_anchors: list[x509.Certificate]) ->
             f"cannot load the server certificate and key ({exc})"
         ) from exc
 
+    if not requests_certificate(options):
+        # RFC 8446 §4.3.2 / RFC 5246 §7.4.4: a server that sends no CertificateRequest gets no certificate.
+        ctx.set_verify(SSL.VERIFY_NONE)
+        return ctx
     store = ctx.get_cert_store()
     assert store is not None
     # Any configured CA is a trust anchor, root or not, as in cryptography's verifier.

@@ -4,7 +4,8 @@ Served by ``python -m transport.daphne_server`` (which adds the client's TLS cha
 ``manage.py runxmpp``. The outermost layer takes client certificates from trusted TLS-terminating proxies
 (``transport.proxy_cert``, ``[xmppauth] trusted_proxies``). The WebSocket and BOSH paths are the
 ``handlers.mod_websockets`` / ``handlers.mod_bosh`` paths of every ``[[listen.http]]`` listener
-(``transport.routing``).
+(``transport.routing``). The outermost layer keeps a ``crl_only`` listener to our CRLs
+(``transport.routing.CrlOnlyListeners``).
 """
 
 import os
@@ -21,15 +22,18 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from transport.proxy_cert import ProxyClientCertMiddleware  # noqa: E402
 from transport.router import ROUTER_CHANNEL, RouterConsumer  # noqa: E402
-from transport.routing import http_router, websocket_router  # noqa: E402
+from transport.routing import CrlOnlyListeners, http_router, websocket_router  # noqa: E402
 
-application = ProxyClientCertMiddleware(
-    ProtocolTypeRouter(
-        {
-            "http": http_router(settings.XMPP, ASGIStaticFilesHandler(get_asgi_application())),
-            "websocket": websocket_router(settings.XMPP),
-            # `manage.py runworker xmpp.router`: offline storage, subscriptions to offline users, errors.
-            "channel": ChannelNameRouter({ROUTER_CHANNEL: RouterConsumer.as_asgi()}),
-        }
-    )
+application = CrlOnlyListeners(
+    ProxyClientCertMiddleware(
+        ProtocolTypeRouter(
+            {
+                "http": http_router(settings.XMPP, ASGIStaticFilesHandler(get_asgi_application())),
+                "websocket": websocket_router(settings.XMPP),
+                # `manage.py runworker xmpp.router`: offline storage, subscriptions to offline users, errors.
+                "channel": ChannelNameRouter({ROUTER_CHANNEL: RouterConsumer.as_asgi()}),
+            }
+        )
+    ),
+    settings.XMPP,
 )

@@ -18,7 +18,8 @@ Sections and keys (defaults in brackets)::
       tls.mode = "starttls"            # starttls | starttls_required | tls ["starttls"]
       tls.certfile / tls.keyfile       # server certificate and key; unset: the bootstrap server certificate
       tls.cacertfile                   # CAs advertised to and trusted for clients (besides the database)
-      tls.verify_mode = "peer"         # peer | selfsigned_peer | none ["peer"]
+      tls.verify_mode = "peer"         # peer | selfsigned_peer | none ["peer"]; none requests no client
+                                       # certificate, so no SASL EXTERNAL on that listener
       tls.verify_peer = true           # older spelling: true = "peer", false = "none"
       tls.disconnect_on_failure = true # a bad client certificate ends the handshake [true]
       tls.crl_files = ["ca.crl"]       # extra CRLs (PEM or DER) [none]
@@ -30,6 +31,8 @@ Sections and keys (defaults in brackets)::
       [[listen.http.handlers.mod_websockets]]   host = "_" (any) ["_"], path = "/ws-xmpp" (required)
         allowed_origins = ["https://chat.example.com"]  # web pages besides our own origin [none]
       [[listen.http.handlers.mod_bosh]]         host, path, allowed_origins as above
+      crl_only = true                  # ours: plain HTTP serving only our CRLs (/crl/<id>.crl), no tls
+                                       # table, no handlers; for relying parties without a certificate [false]
     [auth]
       methods = ["pki"]                # tried in order: pki | db | http | rdbms | ldap ["pki"]; or `method`
       sasl_mechanisms = ["external"]   # MongooseIM names: external, plain, scram_sha1, ... ["external"]
@@ -41,6 +44,8 @@ Sections and keys (defaults in brackets)::
       connection.path_prefix = "/"     # prefix of the request paths (``<prefix>get_certs`` ...) ["/"]
       connection.request_timeout = 2000  # milliseconds [2000]
     [xmppauth]                         # our own options, not MongooseIM's: see XmppauthOptions
+      crl_base_url = "http://xmpp.example.com:8080"   # where new certificates say our CRLs are: an
+                                       # http:// URL whose port is a plain [[listen.http]] (e.g. crl_only)
 
 Relative file paths (certfile, keyfile, cacertfile, crl_files) are resolved against the directory of the
 config file. A handful of common MongooseIM keys that have no meaning here (``IGNORED_KEYS``) are accepted and
@@ -170,6 +175,7 @@ class HttpListener:
     backlog: int = BACKLOG_DEFAULT
     # Plain listener behind a TLS-terminating proxy: X-SSL-Client-Cert from [xmppauth] trusted_proxies counts.
     behind_tls_proxy: bool = False
+    crl_only: bool = False  # plain HTTP serving only /crl/ (transport.routing.CrlOnlyListeners)
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,12 @@ class XmppauthOptions:
     - ``admin_requires_certificate``: every admin page needs, besides the password login, a client
       certificate that verifies in ``peer`` mode (chain and revocation) and whose one xmppAddr is the username
       of an active staff user. Default false (password login only, rate-limited).
+    - ``crl_base_url``: the base of the CRL distribution point (RFC 5280 §4.2.1.13) named in certificates we
+      issue from now on (``<base>/crl/<CA id>.crl``). An ``http://`` URL without path whose port (80 if
+      omitted) is that of a ``[[listen.http]]`` without ``tls`` (best one with ``crl_only = true``), so
+      relying parties fetch our CRLs without a client certificate; anything else stops start-up. Default:
+      the first ``crl_only`` listener at the first host, else the first ``[[listen.http]]`` (as before).
+      Certificates issued earlier keep naming the HTTPS listener, which still serves ``/crl/``.
     """
 
     trusted_proxies: tuple[IpNetwork, ...] = ()
@@ -232,6 +244,7 @@ class XmppauthOptions:
     session_lease_seconds: int = 30
     require_revocation: bool = False
     admin_requires_certificate: bool = False
+    crl_base_url: str | None = None  # "http://host:port", checked against listen.http
 
     def is_trusted_proxy(self, address: str) -> bool:
         """Whether a peer address belongs to one of ``trusted_proxies``."""
@@ -562,6 +575,17 @@ def _parse_http(listener: _Table) -> HttpListener:
                         kind=kind, host=host, path=path, allowed_origins=_parse_allowed_origins(entry)
                     )
                 )
+    crl_only = listener.boolean("crl_only", False)
+    if crl_only and listener.has("tls"):
+        # RFC 5280 §4.2.1.13: distribution points are usually http URIs; a CRL is signed, it needs no TLS,
+        # and TLS here would ask relying parties for what they may not have.
+        listener.fail(listener.key("tls"), "a crl_only listener serves plain HTTP: remove its tls table")
+    if crl_only and handlers:
+        listener.fail(
+            listener.key("handlers"),
+            "a crl_only listener serves only our CRLs (/crl/): put mod_websockets and mod_bosh on another "
+            "[[listen.http]]",
+        )
     tls = _parse_tls(listener, HTTP_TLS_MODES, "tls")
     behind_tls_proxy = listener.boolean("behind_tls_proxy", False)
     if behind_tls_proxy and tls is not None:
@@ -569,6 +593,8 @@ def _parse_http(listener: _Table) -> HttpListener:
             listener.key("behind_tls_proxy"),
             "a listener with a tls table terminates TLS itself; only a plain listener can be behind a proxy",
         )
+    if behind_tls_proxy and crl_only:
+        listener.fail(listener.key("behind_tls_proxy"), "a crl_only listener serves no logins to proxy")
     return HttpListener(
         port=listener.integer("port", 5443, 1, 65535),
         ip_address=_parse_ip(listener),
@@ -576,6 +602,7 @@ def _parse_http(listener: _Table) -> HttpListener:
         handlers=tuple(handlers),
         backlog=listener.integer("backlog", BACKLOG_DEFAULT, 1),
         behind_tls_proxy=behind_tls_proxy,
+        crl_only=crl_only,
     )
 
 
@@ -596,7 +623,7 @@ def _parse_listen(
         return (), ()
     c2s_tables = listen.entries("c2s", ("port", "ip_address", "tls", "max_stanza_size", "backlog"))
     http_tables = listen.entries(
-        "http", ("port", "ip_address", "tls", "handlers", "backlog", "behind_tls_proxy")
+        "http", ("port", "ip_address", "tls", "handlers", "backlog", "behind_tls_proxy", "crl_only")
     )
     c2s = tuple(_parse_c2s(table) for table in c2s_tables)
     http = tuple(_parse_http(table) for table in http_tables)
@@ -655,6 +682,12 @@ def _parse_http_auth(root: _Table, auth: _Table | None, methods: tuple[str, ...]
     )
 
 
+def _served(mechanism: str, methods: Sequence[str]) -> bool:
+    """Whether one of ``methods`` can serve the SASL ``mechanism`` (METHOD_MECHANISMS)."""
+    family = "scram" if mechanism.startswith("scram_") else mechanism
+    return any(family in METHOD_MECHANISMS[method] for method in methods)
+
+
 def _parse_auth(root: _Table) -> AuthConfig:
     auth = root.table(
         "auth",
@@ -693,8 +726,7 @@ def _parse_auth(root: _Table) -> AuthConfig:
                 f"unknown mechanism {mechanism!r}; accepted: {', '.join(SASL_MECHANISMS)}",
             )
     for mechanism in mechanisms:
-        family = "scram" if mechanism.startswith("scram_") else mechanism
-        if not any(family in METHOD_MECHANISMS[method] for method in methods):
+        if not _served(mechanism, methods):
             logger.warning(
                 "%s: auth.sasl_mechanisms lists %r but none of auth.methods (%s) supports it; "
                 "it will not be offered",
@@ -757,6 +789,7 @@ def _parse_options(root: _Table) -> XmppauthOptions:
             "session_lease_seconds",
             "require_revocation",
             "admin_requires_certificate",
+            "crl_base_url",
         ),
     )
     if table is None:
@@ -789,7 +822,34 @@ def _parse_options(root: _Table) -> XmppauthOptions:
         admin_requires_certificate=table.boolean(
             "admin_requires_certificate", defaults.admin_requires_certificate
         ),
+        crl_base_url=table.string("crl_base_url", None),
     )
+
+
+def _check_crl_base_url(root: _Table, base_url: str | None, listen_http: tuple[HttpListener, ...]) -> None:
+    """``xmppauth.crl_base_url`` must name a place we serve to anyone: a plain-HTTP listener's port."""
+    if base_url is None:
+        return
+    key = "xmppauth.crl_base_url"
+    parts = urlsplit(base_url)
+    if parts.scheme != "http" or not parts.hostname:
+        root.fail(
+            key,
+            f'{base_url!r} must look like "http://host[:port]": our CRLs are served over plain HTTP, as RFC '
+            "5280 §4.2.1.13 distribution points usually are, so no client certificate is asked for",
+        )
+    if parts.username or parts.password or parts.query or parts.fragment or parts.path not in ("", "/"):
+        root.fail(key, f"{base_url!r} must be scheme, host and port only (the CRLs are at /crl/<id>.crl)")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        root.fail(key, f"{base_url!r} has an invalid port")
+    if not any(li.tls is None and li.port == port for li in listen_http):
+        root.fail(
+            key,
+            f"{base_url!r} names port {port}, but no [[listen.http]] without tls listens there; add "
+            f"one, e.g. [[listen.http]] port = {port}, crl_only = true",
+        )
 
 
 # --- entry points ---------------------------------------------------------------------------------------
@@ -814,7 +874,8 @@ def parse_config(data: dict, source: str = "<string>", base_dir: str | Path | No
     listen_c2s, listen_http = _parse_listen(root, hosts)
     options = _parse_options(root)
     _check_proxy_trust(root, listen_http, options)
-    return Config(
+    _check_crl_base_url(root, options.crl_base_url, listen_http)
+    config = Config(
         hosts=hosts,
         listen_c2s=listen_c2s,
         listen_http=listen_http,
@@ -822,6 +883,36 @@ def parse_config(data: dict, source: str = "<string>", base_dir: str | Path | No
         source=source,
         options=options,
     )
+    _warn_listeners_without_login(root, config)
+    return config
+
+
+def _listener_key(root: _Table, kind: str, index: int) -> str:
+    """``listen.c2s`` for a single ``[listen.c2s]`` table, ``listen.c2s[1]`` in an array of tables."""
+    entries = (root.data.get("listen") or {}).get(kind)
+    return f"listen.{kind}[{index}]" if isinstance(entries, list) else f"listen.{kind}"
+
+
+def _warn_listeners_without_login(root: _Table, config: Config) -> None:
+    """One warning line per listener where nobody can log in: ``tls.verify_mode = "none"`` requests no client
+    certificate (so no SASL EXTERNAL there, as MongooseIM) and no other configured mechanism is served."""
+    auth = config.auth
+    if any(m != "external" and _served(m, auth.methods) for m in auth.sasl_mechanisms):
+        return
+    groups: list[tuple[str, Sequence[C2SListener | HttpListener]]] = [("c2s", config.listen_c2s)]
+    if any(listener.handlers for listener in config.listen_http):  # their paths are served on every listener
+        groups.append(("http", config.listen_http))
+    for kind, listeners in groups:
+        for index, listener in enumerate(listeners):
+            if listener.tls is None or listener.tls.verify_mode != "none":
+                continue
+            logger.warning(
+                '%s: %s (%s): tls.verify_mode = "none" requests no client certificate and SASL EXTERNAL is '
+                "the only usable mechanism (auth.sasl_mechanisms): nobody can log in on this listener",
+                root.source,
+                _listener_key(root, kind, index),
+                _address(listener.ip_address, listener.port),
+            )
 
 
 def _check_proxy_trust(root: _Table, listen_http: tuple[HttpListener, ...], options: XmppauthOptions) -> None:
@@ -865,6 +956,12 @@ def _describe_tls(tls: TlsOptions | None, plain: str) -> str:
     return f"{tls.mode} verify={tls.verify_mode}{failure}, {cert}{crls}{domains}"
 
 
+def _describe_handlers(listener: HttpListener) -> str:
+    if listener.crl_only:
+        return "CRLs only"
+    return ", ".join(f"{h.kind} {h.path}" for h in listener.handlers) or "no handlers"
+
+
 def _address(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
@@ -876,8 +973,7 @@ def describe(config: Config) -> str:
         for li in config.listen_c2s
     )
     http = "; ".join(
-        f"{_address(li.ip_address, li.port)} {_describe_tls(li.tls, 'plain http')} "
-        f"[{', '.join(f'{h.kind} {h.path}' for h in li.handlers) or 'no handlers'}]"
+        f"{_address(li.ip_address, li.port)} {_describe_tls(li.tls, 'plain http')} [{_describe_handlers(li)}]"
         for li in config.listen_http
     )
     auth = config.auth

@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from .xmppaddr import xmppaddrs_of
+from .xmppaddr import xmppaddr_entry_count, xmppaddrs_of
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class CertFacts:
     is_ca: bool
     extended_key_usages: tuple[str, ...] | None  # dotted OIDs; None when there is no EKU extension
     is_self_signed: bool  # subject == issuer (self-issued, RFC 5280 §3.2); the signature is not checked
+    xmpp_addr_entries: int = 0  # SAN otherNames with the xmppAddr OID, malformed ones included
 
 
 def fingerprint_sha256(cert: x509.Certificate) -> str:
@@ -76,4 +77,5 @@ def cert_facts(cert: x509.Certificate) -> CertFacts:
             tuple(oid.dotted_string for oid in eku) if isinstance(eku, x509.ExtendedKeyUsage) else None
         ),
         is_self_signed=cert.subject == cert.issuer,
+        xmpp_addr_entries=xmppaddr_entry_count(cert),
     )

@@ -87,3 +87,16 @@ def xmppaddrs_of(cert: x509.Certificate) -> list[str]:
                 exc,
             )
     return jids
+
+
+def xmppaddr_entry_count(cert: x509.Certificate) -> int:
+    """How many SAN otherNames carry the xmppAddr OID, well-formed or not (RFC 6120 §13.7.1.4).
+
+    A certificate with a malformed xmppAddr still claims one: ``certauth.identity`` must not read its CN
+    instead (DESIGN §4, "CN only without xmppAddr").
+    """
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return 0
+    return sum(1 for other in san.get_values_for_type(x509.OtherName) if other.type_id == XMPPADDR_OID)

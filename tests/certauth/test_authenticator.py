@@ -161,6 +161,23 @@ def test_self_signed_certificate_is_refused_in_peer_mode(ca_row):
     assert not result.accepted
 
 
+@pytest.mark.parametrize("kind", ["trusted", "self_made"])
+def test_verify_mode_none_never_counts_a_certificate_as_verified(ca, ca_row, kind):
+    # Issue 12 point 2: such a listener requests none; one handed over anyway is refused, fail closed.
+    cert = make_client(ca) if kind == "trusted" else make_self_signed(jids=["alice@localhost"])
+    check, result = login(authenticator(verify_mode="none"), cert)
+    assert not check.verified
+    assert check.reason == "client certificates are not requested on this listener (verify_mode none)"
+    assert (result.jid, result.condition) == (None, "not-authorized")
+    assert result.reason == "no verified client certificate on this connection"
+    refused_at_check = AuthEvent.objects.filter(cert_fingerprint=cert.facts.fingerprint_sha256).order_by("pk")
+    assert [event.reason for event in refused_at_check] == [
+        "certificate refused: client certificates are not requested on this listener (verify_mode none)",
+        "no verified client certificate on this connection",
+    ]
+    assert not Account.objects.filter(localpart="alice").exists()
+
+
 def test_self_signed_certificate_logs_in_in_selfsigned_peer_mode(ca_row):
     carol = make_self_signed(jids=["carol@localhost"])
     check, result = login(authenticator(verify_mode="selfsigned_peer"), carol)

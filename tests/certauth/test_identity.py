@@ -26,6 +26,7 @@ HOSTED = ("example.org", "other.example")
 class Facts:
     xmpp_addrs: tuple[str, ...] = ()
     common_name: str | None = None
+    xmpp_addr_entries: int = 0  # certauth.pki.CertFacts: xmppAddr SAN entries, malformed ones included
     fingerprint_sha256: str = "ab" * 32
     subject: str = "CN=test"
 
@@ -215,7 +216,7 @@ def test_common_name_with_other_authzid_is_invalid_authzid():
 
 
 def test_no_common_name_is_invalid_authzid():
-    decision = resolve(Facts(xmpp_addrs=("juliet@example.org",)), verifiers=("common_name",))
+    decision = resolve(Facts(), verifiers=("common_name",))
     assert decision.condition == INVALID_AUTHZID
     assert decision.reason == "certificate has no common name"
 
@@ -223,6 +224,72 @@ def test_no_common_name_is_invalid_authzid():
 def test_common_name_that_is_no_localpart_is_invalid_authzid():
     decision = resolve(Facts(common_name="Juliet Capulet"), verifiers=("common_name",))
     assert decision.condition == INVALID_AUTHZID
+
+
+# --- common_name only without xmppAddr (DESIGN §4; the seed: "when no xmppAddr is specified") ---------
+
+CN_REFUSAL = (
+    "certificate carries an xmppAddr, so its common name is not used (common_name applies only to "
+    "certificates without one)"
+)
+HERON = Facts(xmpp_addrs=("heron@example.org", "heron-work@example.org"), common_name="heron-cn")
+
+
+@pytest.mark.parametrize("verifiers", [("standard", "common_name"), ("common_name", "standard")])
+def test_two_xmppaddrs_without_authzid_stay_invalid_authzid_whatever_the_place_of_common_name(verifiers):
+    decision = resolve(HERON, verifiers=verifiers)
+    assert decision.jid is None
+    assert decision.condition == INVALID_AUTHZID
+    assert decision.reason == "certificate has 2 xmppAddrs and no authzid was given"
+    assert decision.verifier == "standard"
+
+
+@pytest.mark.parametrize("verifiers", [("standard", "common_name"), ("common_name", "standard")])
+def test_authzid_naming_the_cn_account_of_an_xmppaddr_certificate_is_invalid_authzid(verifiers):
+    decision = resolve(HERON, authzid="heron-cn@example.org", verifiers=verifiers)
+    assert decision.jid is None and decision.condition == INVALID_AUTHZID
+    assert decision.reason.startswith("authzid 'heron-cn@example.org' is none of the certificate's xmppAddrs")
+
+
+@pytest.mark.parametrize("verifiers", [("standard", "common_name"), ("common_name", "standard")])
+def test_two_xmppaddrs_with_authzid_naming_one_is_that_jid_with_common_name_configured(verifiers):
+    decision = resolve(HERON, authzid="heron-work@example.org", verifiers=verifiers)
+    assert decision.jid == "heron-work@example.org" and decision.verifier == "standard"
+
+
+def test_common_name_first_does_not_override_the_single_xmppaddr():
+    facts = Facts(xmpp_addrs=("juliet@example.org",), common_name="romeo")
+    decision = resolve(facts, verifiers=("common_name", "standard"))
+    assert decision.jid == "juliet@example.org" and decision.verifier == "standard"
+
+
+def test_common_name_alone_refuses_a_certificate_with_an_xmppaddr():
+    decision = resolve(
+        Facts(xmpp_addrs=("juliet@example.org",), common_name="juliet"), verifiers=("common_name",)
+    )
+    assert decision.jid is None
+    assert decision.condition == NOT_AUTHORIZED and decision.reason == CN_REFUSAL
+
+
+def test_unusable_xmppaddr_still_keeps_the_cn_out():
+    facts = Facts(xmpp_addrs=("not a jid",), common_name="romeo")
+    decision = resolve(facts, verifiers=("standard", "common_name"))
+    assert decision.jid is None
+    assert decision.condition == NOT_AUTHORIZED and decision.reason == "certificate has no usable xmppAddr"
+
+
+def test_malformed_xmppaddr_entry_still_keeps_the_cn_out():
+    # certauth.pki drops a non-UTF8String xmppAddr from xmpp_addrs but counts it in xmpp_addr_entries.
+    facts = Facts(xmpp_addrs=(), xmpp_addr_entries=1, common_name="romeo")
+    assert resolve(facts, verifiers=("common_name",)).reason == CN_REFUSAL
+    decision = resolve(facts, verifiers=("standard", "common_name"))
+    assert decision.jid is None and decision.condition == NOT_AUTHORIZED
+
+
+@pytest.mark.parametrize("verifiers", [("standard", "common_name"), ("common_name", "standard")])
+def test_certificate_without_xmppaddr_uses_its_cn_whatever_the_order(verifiers):
+    decision = resolve(Facts(common_name="Heron"), verifiers=verifiers)
+    assert decision.jid == "heron@example.org" and decision.verifier == "common_name"
 
 
 # --- auth_id ------------------------------------------------------------------------------------
@@ -246,9 +313,11 @@ def test_auth_id_still_needs_the_stream_domain():
 
 
 def test_first_successful_verifier_wins():
-    facts = Facts(xmpp_addrs=("juliet@example.org",), common_name="romeo")
-    assert resolve(facts, verifiers=("common_name", "standard")).jid == "romeo@example.org"
-    assert resolve(facts, verifiers=("standard", "common_name")).jid == "juliet@example.org"
+    facts = Facts(common_name="romeo")
+    decision = resolve(facts, verifiers=("common_name", "auth_id"), authzid="romeo@example.org")
+    assert decision.jid == "romeo@example.org" and decision.verifier == "common_name"
+    decision = resolve(facts, verifiers=("auth_id", "common_name"), authzid="romeo@example.org")
+    assert decision.jid == "romeo@example.org" and decision.verifier == "auth_id"
 
 
 def test_later_verifier_is_tried_when_the_first_refuses():
@@ -259,6 +328,8 @@ def test_later_verifier_is_tried_when_the_first_refuses():
 def test_when_all_refuse_the_last_condition_is_returned():
     facts = Facts(xmpp_addrs=("juliet@example.org", "romeo@example.org"))
     assert resolve(facts, verifiers=("common_name", "standard")).condition == INVALID_AUTHZID
+    assert resolve(Facts(), verifiers=("common_name", "standard")).condition == NOT_AUTHORIZED
+    assert resolve(Facts(), verifiers=("standard", "common_name")).condition == INVALID_AUTHZID
     assert (
         resolve(Facts(common_name="a b"), verifiers=("common_name", "standard")).condition == NOT_AUTHORIZED
     )

@@ -105,6 +105,33 @@ def test_xmppaddr_of_wrong_asn1_type_is_ignored_and_logged(ca_cert, ca_key, user
     assert "not UTF8String" in caplog.text
 
 
+def test_malformed_xmppaddr_still_counts_as_an_xmppaddr_entry(ca_cert, ca_key, user_key):
+    # DESIGN §4: such a certificate claims an xmppAddr, so its CN must never stand in for it.
+    san = x509.SubjectAlternativeName([x509.OtherName(pki.XMPPADDR_OID, b"\x16\x0bbad@example")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "victim")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(user_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(TOMORROW)
+        .add_extension(san, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    facts = pki.cert_facts(cert)
+    assert facts.xmpp_addrs == () and facts.xmpp_addr_entries == 1 and facts.common_name == "victim"
+
+
+def test_xmppaddr_entries_count_every_xmppaddr_and_nothing_else(ca_cert, ca_key, user_key):
+    two = pki.issue_certificate(
+        ca_cert, ca_key, user_key.public_key(), xmpp_addrs=("a@example.com", "b@example.com"), common_name="c"
+    )
+    cn_only = pki.issue_certificate(ca_cert, ca_key, user_key.public_key(), common_name="juliet")
+    assert pki.cert_facts(two).xmpp_addr_entries == 2
+    assert pki.cert_facts(cn_only).xmpp_addr_entries == 0
+
+
 def test_certificate_without_san_has_no_xmppaddr(ca_cert, ca_key, user_key):
     cert = pki.issue_certificate(ca_cert, ca_key, user_key.public_key(), common_name="juliet")
     assert pki.xmppaddrs_of(cert) == []

@@ -344,3 +344,10 @@ def test_key_file_rewritten_over_a_world_readable_file_becomes_0600(tmp_path):
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "k@localhost.p12").stat().st_mode & 0o777 == 0o600
     assert b"ENCRYPTED PRIVATE KEY" in key_file.read_bytes()
+
+
+def test_the_removed_password_option_is_an_error_not_an_abbreviation_of_the_file_option(tmp_path):
+    pki_cmd("init-ca")
+    with pytest.raises(CommandError, match="unrecognized arguments|--p12-password"):
+        pki_cmd("issue", "a@localhost", "--out", str(tmp_path), "--p12-password", "secret-password")
+    assert not (tmp_path / "a@localhost.p12").exists()

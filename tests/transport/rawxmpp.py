@@ -16,6 +16,8 @@ STREAM_HEADER = (
 FEATURES_END = (b"</stream:features>", b"<stream:features/>")
 STREAM_END = b"</stream:stream>"
 SUCCESS = b'<success xmlns="urn:ietf:params:xml:ns:xmpp-sasl"/>'  # RFC 6120 §6.4.6, no additional data
+# RFC 6120 §6.4.1: SASL offered with no mechanism in it: what the core sends when none is usable.
+NO_MECHANISMS = b'<mechanisms xmlns="urn:ietf:params:xml:ns:xmpp-sasl"/>'
 CHALLENGE = b'<challenge xmlns="urn:ietf:params:xml:ns:xmpp-sasl"/>'  # RFC 6120 §6.4.2, empty challenge
 
 
@@ -48,6 +50,14 @@ def starttls(port: int, context: ssl.SSLContext) -> tuple[ssl.SSLSocket, bytes]:
     assert b"<starttls" in read_until(raw, *FEATURES_END)
     raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
     assert b"<proceed" in read_until(raw, b"/>")
+    sock = context.wrap_socket(raw, server_hostname="localhost")
+    sock.sendall(STREAM_HEADER)
+    return sock, read_until(sock, *FEATURES_END)
+
+
+def direct_tls(port: int, context: ssl.SSLContext) -> tuple[ssl.SSLSocket, bytes]:
+    """Open a stream over direct TLS (XEP-0368); the socket and the features."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock = context.wrap_socket(raw, server_hostname="localhost")
     sock.sendall(STREAM_HEADER)
     return sock, read_until(sock, *FEATURES_END)

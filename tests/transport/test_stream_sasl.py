@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import xml.etree.ElementTree as ET
+
 import pytest
 
 from transport.stream import (
@@ -10,8 +13,11 @@ from transport.stream import (
     AuthResult,
     LocalProtocolError,
     State,
+    settings_from_config,
 )
 from transport.stream import namespaces as ns
+from transport.stream.errors import SASL_CONDITIONS, SASL_FAILURE_TEXT, sasl_failure_element
+from xmppauth.config import Config, HttpListener, TlsOptions
 
 from .streamkit import (
     AUTH_EXTERNAL,
@@ -41,6 +47,21 @@ def sasl_condition(element) -> str | None:
     return condition_of(element, ns.SASL)
 
 
+@pytest.fixture
+def core_log(caplog):
+    """The core's log, where a SASL failure's reason goes (the client reads only a generic text)."""
+    caplog.set_level(logging.INFO, logger="transport.stream.connection")
+    return caplog
+
+
+def assert_generic_failure(failure, condition: str, detail: str, core_log) -> None:
+    """``condition`` with the generic text only; ``detail`` (the reason) is in the log, not sent."""
+    assert sasl_condition(failure) == condition
+    assert failure.findtext(ns.qname(ns.SASL, "text")) == SASL_FAILURE_TEXT[condition]
+    assert detail not in ET.tostring(failure, encoding="unicode")
+    assert f"SASL failure {condition}" in core_log.text and detail in core_log.text
+
+
 # --- advertising EXTERNAL (DESIGN §4) -------------------------------------------------------------------
 
 
@@ -60,6 +81,32 @@ def test_external_is_not_advertised_when_not_configured():
     assert mechanisms(tls_client(sasl_mechanisms=("plain",))) == []
 
 
+def test_listener_without_client_certificates_never_offers_external_even_for_verified_facts(core_log):
+    # Issue 12 point 2: tls.verify_mode none; whatever an adapter reports, EXTERNAL stays off there.
+    client = tls_client(client_certificates=False)
+    assert mechanisms(client) == []
+    client.send(AUTH_EXTERNAL.format("="))
+    why = "this listener requests no client certificate (tls.verify_mode none)"
+    assert_generic_failure(client.read_one(), "not-authorized", why, core_log)
+    assert client.auth_requests() == []
+
+
+@pytest.mark.parametrize(
+    ("tls", "expected"),
+    [
+        (TlsOptions(verify_mode="none"), False),
+        (TlsOptions(verify_mode="peer"), True),
+        (TlsOptions(verify_mode="selfsigned_peer"), True),
+        (None, True),  # plain listener: a trusted proxy may still hand over a verified chain
+    ],
+    ids=["none", "peer", "selfsigned_peer", "no_tls"],
+)
+def test_settings_from_config_takes_client_certificates_from_verify_mode(tls, expected):
+    listener = HttpListener(tls=tls)
+    settings = settings_from_config(Config(hosts=("example.org",)), listener, framing="websocket")
+    assert settings.client_certificates is expected
+
+
 def test_external_without_a_certificate_is_refused_with_not_authorized():
     client = tls_client(facts=None)
     client.send(AUTH_EXTERNAL.format("="))
@@ -67,12 +114,10 @@ def test_external_without_a_certificate_is_refused_with_not_authorized():
     assert client.auth_requests() == []
 
 
-def test_external_with_an_unverified_certificate_is_refused_with_not_authorized():
+def test_external_with_an_unverified_certificate_is_refused_with_not_authorized(core_log):
     client = tls_client(verified=False)
     client.send(AUTH_EXTERNAL.format("="))
-    failure = client.read_one()
-    assert sasl_condition(failure) == "not-authorized"
-    assert "unknown issuer" in failure.findtext(ns.qname(ns.SASL, "text"))
+    assert_generic_failure(client.read_one(), "not-authorized", "unknown issuer", core_log)
 
 
 def test_external_when_not_configured_is_invalid_mechanism():
@@ -116,12 +161,10 @@ def test_base64_with_bad_padding_is_incorrect_encoding():
     assert sasl_condition(client.read_one()) == "incorrect-encoding"
 
 
-def test_authzid_that_is_not_a_jid_is_invalid_authzid():
+def test_authzid_that_is_not_a_jid_is_invalid_authzid(core_log):
     client = tls_client()
     client.send(AUTH_EXTERNAL.format(b64("not a jid")))
-    failure = client.read_one()
-    assert sasl_condition(failure) == "invalid-authzid"
-    assert "is not a JID" in failure.findtext(ns.qname(ns.SASL, "text"))
+    assert_generic_failure(client.read_one(), "invalid-authzid", "'not a jid' is not a JID", core_log)
     assert client.auth_requests() == []
 
 
@@ -195,12 +238,11 @@ def test_accepted_certificate_gets_success_and_the_stream_restarts():
     assert features.find(ns.qname(ns.SASL, "mechanisms")) is None
 
 
-def test_two_xmppaddrs_without_authzid_is_invalid_authzid():
+def test_two_xmppaddrs_without_authzid_is_invalid_authzid(core_log):
     client = tls_client(facts=Facts(xmpp_addrs=(JULIET, "romeo@example.org")))
     failure = authenticate(client)
-    assert sasl_condition(failure) == "invalid-authzid"
-    assert (
-        failure.findtext(ns.qname(ns.SASL, "text")) == "certificate has 2 xmppAddrs and no authzid was given"
+    assert_generic_failure(
+        failure, "invalid-authzid", "certificate has 2 xmppAddrs and no authzid was given", core_log
     )
 
 
@@ -217,13 +259,39 @@ def test_refusal_keeps_the_stream_open_for_a_retry():
     assert authenticate(client, b64(JULIET)).tag == SUCCESS
 
 
-def test_adapter_refusal_condition_and_reason_reach_the_client():
+def test_adapter_refusal_condition_reaches_the_client_and_its_reason_only_the_log(core_log):
     client = tls_client()
     client.send(AUTH_EXTERNAL.format("="))
     client.conn.auth_result(AuthResult.refuse("account-disabled", "account juliet is disabled"))
-    failure = client.read_one()
-    assert sasl_condition(failure) == "account-disabled"
-    assert failure.findtext(ns.qname(ns.SASL, "text")) == "account juliet is disabled"
+    assert_generic_failure(client.read_one(), "account-disabled", "account juliet is disabled", core_log)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "http: auth service http://auth.internal:8000 unreachable: [Errno 111] Connection refused",
+        "db: registered certificate belongs to romeo@example.org, not juliet@example.org",
+        "certificate refused: issuer not trusted (CN=Corp Internal Root)",
+    ],
+    ids=["auth_service_url", "account_state", "ca_name"],
+)
+def test_internal_detail_in_the_reason_never_reaches_the_client(core_log, reason):
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format("="))
+    client.conn.auth_result(AuthResult.refuse("not-authorized", reason))
+    sent = client.conn.data_to_send()
+    assert b"<not-authorized/>" in sent
+    for secret in ("auth.internal", "Errno", "romeo", "Corp Internal Root", "http:", "db:"):
+        assert secret.encode() not in sent
+    assert reason in core_log.text
+
+
+@pytest.mark.parametrize("condition", sorted(SASL_CONDITIONS))
+def test_every_sasl_condition_has_a_generic_text(condition):
+
+    element = sasl_failure_element(condition)
+    assert condition_of(element, ns.SASL) == condition
+    assert element.findtext(ns.qname(ns.SASL, "text")) == SASL_FAILURE_TEXT[condition]
 
 
 def test_adapter_acceptance_in_another_domain_is_not_authorized():

@@ -10,17 +10,23 @@ import logging
 import re
 import socket
 import ssl
+from dataclasses import dataclass
 
 import pytest
 
+from accounts.models import Account, Domain
 from certauth import services
+from certauth.models import AuthEvent
 from tests.certs import SERVER_AUTH, make_client
+from tests.processes import free_port
 from tests.transport.rawxmpp import (
+    FEATURES_END,
+    NO_MECHANISMS,
     STREAM_HEADER,
     auth_external,
+    direct_tls,
     ping,
     raw_session,
-    read_to_eof,
     read_until,
     sasl,
     sasl_failure_condition,
@@ -29,7 +35,8 @@ from tests.transport.rawxmpp import (
 from tests.transport.tlsclient import client_context
 from tests.transport.xmppclient import slixmpp_login
 from transport import tcp
-from xmppauth.config import AuthConfig
+from transport.stream.errors import SASL_FAILURE_TEXT
+from xmppauth.config import AuthConfig, HttpAuthOptions
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -151,6 +158,100 @@ def test_cn_only_certificate_is_not_authorized_with_only_standard(c2s, tmp_path,
     assert_refused(outcome, "not-authorized")  # DESIGN §4: standard, no xmppAddr at all
 
 
+# DESIGN §4, issue 12: common_name applies only to a certificate without xmppAddr, whatever its place.
+CN_ORDERS = [("standard", "common_name"), ("common_name", "standard")]
+
+
+@pytest.fixture(scope="module")
+def heron(pki):
+    """Two xmppAddrs and a CN naming a third account (heron-cn), which its xmppAddrs never name."""
+    return make_client(pki.ca, jids=["heron@localhost", "heron-work@localhost"], common_name="heron-cn")
+
+
+def last_event(fingerprint: str) -> AuthEvent:
+    return AuthEvent.objects.filter(cert_fingerprint=fingerprint).order_by("-id").first()
+
+
+@pytest.mark.parametrize("verifiers", CN_ORDERS, ids=["cn_after", "cn_first"])
+def test_two_xmppaddrs_without_authzid_do_not_log_in_as_the_cn_account(c2s, tmp_path, heron, verifiers):
+    port = c2s("starttls", auth=AuthConfig(sasl_external=verifiers))
+    outcome = slixmpp_login(port, tmp_path, heron, jid="heron-cn@localhost")
+    assert_refused(
+        outcome, "invalid-authzid"
+    )  # XEP-0178 §3: the server cannot choose, and the CN is no way out
+    event = last_event(heron.facts.fingerprint_sha256)
+    assert (event.outcome, event.condition, event.jid_granted) == ("failure", "invalid-authzid", "")
+    assert event.reason == "certificate has 2 xmppAddrs and no authzid was given"
+    assert not Account.objects.filter(localpart="heron-cn").exists()  # pki made no account for the CN
+
+
+@pytest.mark.parametrize("verifiers", CN_ORDERS, ids=["cn_after", "cn_first"])
+def test_authzid_naming_the_cn_account_is_invalid_authzid(c2s, tmp_path, heron, verifiers):
+    port = c2s("starttls", auth=AuthConfig(sasl_external=verifiers))
+    outcome = slixmpp_login(port, tmp_path, heron, jid="heron-cn@localhost", authzid="heron-cn@localhost")
+    assert_refused(outcome, "invalid-authzid")
+
+
+@pytest.mark.parametrize("verifiers", CN_ORDERS, ids=["cn_after", "cn_first"])
+def test_two_xmppaddrs_with_authzid_bind_the_named_xmppaddr_when_common_name_is_configured(
+    c2s, tmp_path, heron, verifiers
+):
+    port = c2s("starttls", auth=AuthConfig(sasl_external=verifiers))
+    outcome = slixmpp_login(port, tmp_path, heron, jid="heron-work@localhost", authzid="heron-work@localhost")
+    assert_bound(outcome, "heron-work@localhost")
+
+
+def test_one_xmppaddr_binds_it_even_with_common_name_first(c2s, tmp_path, pki):
+    client = make_client(pki.ca, jids=["heron@localhost"], common_name="heron-cn")
+    port = c2s("starttls", auth=AuthConfig(sasl_external=("common_name", "standard")))
+    outcome = slixmpp_login(port, tmp_path, client, jid="heron@localhost")
+    assert_bound(outcome, "heron@localhost")
+
+
+# Issue 12 point 7: an unauthenticated client reads a generic SASL text; the detail is for the operator.
+
+
+def raw_external_failure(port: int, tmp_path, client) -> bytes:
+    """STARTTLS with ``client``, EXTERNAL offered and sent with no authzid: the server's exact answer."""
+    sock, features = starttls(port, client_context(tmp_path, client))
+    with sock:
+        assert b"<mechanism>EXTERNAL</mechanism>" in features, features
+        return sasl(sock, auth_external("="))
+
+
+def assert_generic_not_authorized(answer: bytes, *hidden: str) -> None:
+    text = SASL_FAILURE_TEXT["not-authorized"].encode()
+    assert sasl_failure_condition(answer) == "not-authorized", answer
+    assert b'<text xml:lang="en">' + text + b"</text>" in answer, answer
+    for detail in hidden:
+        assert detail.encode() not in answer, (detail, answer)
+
+
+def test_auth_service_url_and_error_reach_the_auth_event_not_the_client(c2s, tmp_path, pki):
+    closed = free_port()  # nothing listens there: the http method's request is refused at once
+    http = HttpAuthOptions(host=f"http://127.0.0.1:{closed}", path_prefix="/internal-auth/")
+    port = c2s("starttls", auth=AuthConfig(methods=("http",), http=http))
+    answer = raw_external_failure(port, tmp_path, pki.valid)
+    assert_generic_not_authorized(answer, str(closed), "internal-auth", "auth service", "refused", "http:")
+    event = last_event(pki.valid.facts.fingerprint_sha256)
+    assert (event.outcome, event.condition) == ("failure", "not-authorized")
+    assert event.reason.startswith(
+        f"http: auth service http://127.0.0.1:{closed}/internal-auth/get_certs unreachable"
+    )
+
+
+def test_account_state_reaches_the_auth_event_not_the_client(c2s, tmp_path, pki):
+    Account.objects.create(
+        localpart="alice", domain=Domain.objects.get_or_create(name="localhost")[0], active=False
+    )
+    port = c2s("starttls")
+    answer = raw_external_failure(port, tmp_path, pki.valid)
+    assert_generic_not_authorized(answer, "disabled", "alice", "pki:")
+    event = last_event(pki.valid.facts.fingerprint_sha256)
+    assert (event.outcome, event.condition) == ("failure", "not-authorized")
+    assert event.reason == "pki: account alice@localhost is disabled"
+
+
 def test_registry_knows_the_bound_session_by_bare_jid_and_certificate(c2s, tmp_path, pki, on_reactor):
     port = c2s("starttls")
     session = raw_session(port, client_context(tmp_path, pki.valid))
@@ -205,64 +306,121 @@ def bad(request, pki):
     return get
 
 
-@pytest.mark.parametrize("kind", BAD)
-@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
-@pytest.mark.parametrize("disconnect", [True, False], ids=["disconnect", "keep"])
-@pytest.mark.parametrize("verify_mode", ["peer", "selfsigned_peer"])
-def test_bad_certificates_never_log_in(c2s, tmp_path, bad, kind, mode, direct, disconnect, verify_mode):
-    if verify_mode == "selfsigned_peer" and kind == "self_signed":
-        pytest.skip("selfsigned_peer accepts it: test_self_signed_certificate_logs_in_with_selfsigned_peer")
-    port = c2s(mode, disconnect_on_failure=disconnect, verify_mode=verify_mode)
-    outcome = slixmpp_login(port, tmp_path, bad(kind), direct_tls=direct)
-    assert outcome.bound_jid is None
-    assert outcome.disconnected or outcome.no_usable_mechanism, outcome
-    if not disconnect:
-        assert outcome.no_usable_mechanism, "the connection stays; the certificate counts as none"
-
-
-@pytest.mark.parametrize("kind", BAD)
-def test_bad_certificate_counted_as_none_gets_not_authorized_for_external_sent_anyway(
-    c2s, tmp_path, bad, kind
-):
-    port = c2s("starttls", disconnect_on_failure=False)
-    sock, features = starttls(port, client_context(tmp_path, bad(kind)))
-    with sock:
-        assert b"EXTERNAL" not in features
-        assert sasl_failure_condition(sasl(sock, auth_external("="))) == "not-authorized"  # DESIGN §4
-
-
 # What OpenSSL itself refuses during the handshake when disconnect_on_failure is true (its default purpose
 # check on a server is "SSL client", so a serverAuth-only EKU fails there), and the TLS alert it sends.
+# No certificate at all: TLS 1.3's certificate_required alert (RFC 8446 §4.4.2.4).
 HANDSHAKE_ALERTS = {
+    "none": "CERTIFICATE_REQUIRED",
     "expired": "CERTIFICATE_EXPIRED",
     "untrusted": "UNKNOWN_CA",
     "self_signed": "UNKNOWN_CA",
     "wrong_eku": "UNSUPPORTED_CERTIFICATE",
 }
+# Certificates OpenSSL accepts and our check (certauth: revocation) refuses: cut right after the handshake.
+CUT_AFTER_HANDSHAKE = ("revoked", "held")
 
 
-def _direct_tls_read(tmp_path, port: int, client) -> bytes:
-    """What the server sends after a direct-TLS handshake and a stream header, until it closes.
+@dataclass(frozen=True)
+class AfterTls:
+    """How a connection went on after the client started TLS (STARTTLS or direct)."""
 
-    A handshake alert raises. A server that cuts the connection right after the handshake (our
-    disconnect_on_failure) may be seen as EOF or a reset during the handshake (TLS 1.2), on our first
-    write (the cut raced ahead of our stream header), or on the read: each of these means no byte.
+    how: str  # "alert": a TLS alert ended it; "closed": the server closed it (EOF or reset); "open": neither
+    data: bytes  # every byte the server sent over TLS before that
+    detail: str = ""  # the SSLError's text for an alert
+
+
+def after_tls(tmp_path, port: int, client, direct: bool, *, wait: float = 10, probe: float = 1) -> AfterTls:
+    """Start TLS with ``client``, then read until the server ends the connection or falls silent.
+
+    First we only listen (``probe`` seconds): a server that refuses the certificate says so now, with an alert
+    or by closing, before we send anything (so our own bytes cannot turn its close into a reset that hides
+    the alert). Silence means it waits for our stream header: we send it and read the features; after
+    ``wait`` seconds of silence that is "open".
     """
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=wait)
+    if not direct:
+        raw.sendall(STREAM_HEADER)
+        assert b"<starttls" in read_until(raw, *FEATURES_END)
+        raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        assert b"<proceed" in read_until(raw, b"/>")
+    data = b""
     try:
         sock = client_context(tmp_path, client).wrap_socket(raw, server_hostname="localhost")
-    except (ConnectionError, ssl.SSLEOFError):
+        with sock:
+            sock.settimeout(probe)
+            try:
+                data = sock.recv(65536)  # TLS 1.3: the verdict on our certificate follows our Finished
+                if not data:
+                    return AfterTls("closed", data)
+            except TimeoutError:
+                sock.sendall(STREAM_HEADER)
+            sock.settimeout(wait)
+            while chunk := sock.recv(65536):
+                data += chunk
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError):
+        return AfterTls("closed", data)
+    except ssl.SSLError as exc:
+        return AfterTls("alert", data, str(exc))
+    except TimeoutError:
+        return AfterTls("open", data)
+    finally:
         raw.close()
-        return b""
+    return AfterTls("closed", data)
+
+
+@pytest.mark.parametrize("kind", BAD)
+@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
+@pytest.mark.parametrize("verify_mode", ["peer", "selfsigned_peer"])
+def test_bad_certificate_with_disconnect_on_failure_is_cut_before_any_xmpp(
+    c2s, tmp_path, bad, kind, mode, direct, verify_mode
+):
+    if verify_mode == "selfsigned_peer" and kind == "self_signed":
+        pytest.skip("selfsigned_peer accepts it: test_self_signed_certificate_logs_in_with_selfsigned_peer")
+    port = c2s(mode, disconnect_on_failure=True, verify_mode=verify_mode)
+    # The raw view: not one byte of XMPP over TLS, then the connection ends, the way the rule says.
+    seen = after_tls(tmp_path, port, bad(kind), direct)
+    assert seen.data == b"", seen
+    if kind in CUT_AFTER_HANDSHAKE:
+        assert seen.how == "closed", seen  # OpenSSL accepted it; our revocation check cut it
+    else:
+        assert seen.how == "alert" and HANDSHAKE_ALERTS[kind] in seen.detail, seen
+    # A real client: disconnected without ever seeing stream features, so no SASL step at all.
+    outcome = slixmpp_login(port, tmp_path, bad(kind), direct_tls=direct)
+    assert outcome.disconnected and outcome.bound_jid is None, outcome
+    assert not outcome.no_usable_mechanism and outcome.sasl_failures == [], outcome
+
+
+@pytest.mark.parametrize("kind", BAD)
+@pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
+@pytest.mark.parametrize("verify_mode", ["peer", "selfsigned_peer"])
+def test_bad_certificate_without_disconnect_counts_as_none_and_offers_no_mechanism(
+    c2s, tmp_path, bad, kind, mode, direct, verify_mode
+):
+    if verify_mode == "selfsigned_peer" and kind == "self_signed":
+        pytest.skip("selfsigned_peer accepts it: test_self_signed_certificate_logs_in_with_selfsigned_peer")
+    port = c2s(mode, disconnect_on_failure=False, verify_mode=verify_mode)
+    # The raw view: the stream goes on, its features offer SASL with no mechanism in it (DESIGN §4) ...
+    context = client_context(tmp_path, bad(kind))
+    sock, features = direct_tls(port, context) if direct else starttls(port, context)
     with sock:
-        try:
-            sock.sendall(STREAM_HEADER)  # TLS 1.3: the server's verdict comes after the client's Finished
-        except (ConnectionError, ssl.SSLEOFError):
-            return b""
-        return read_to_eof(sock)
+        assert NO_MECHANISMS in features and b"EXTERNAL" not in features, features
+        # ... and the connection is still there: EXTERNAL sent anyway is answered, with not-authorized.
+        assert sasl_failure_condition(sasl(sock, auth_external("="))) == "not-authorized"
+    # A real client: it finds no usable mechanism and never tries one.
+    outcome = slixmpp_login(port, tmp_path, bad(kind), direct_tls=direct)
+    assert outcome.bound_jid is None, outcome
+    assert outcome.no_usable_mechanism and outcome.sasl_failures == [], outcome
 
 
-@pytest.mark.parametrize("kind", sorted(HANDSHAKE_ALERTS))
+@pytest.mark.parametrize("disconnect", [True, False], ids=["disconnect", "keep"])
+def test_valid_certificate_is_offered_external_and_kept_the_pass_case(c2s, tmp_path, pki, disconnect):
+    port = c2s("tls", disconnect_on_failure=disconnect)
+    seen = after_tls(tmp_path, port, pki.valid, direct=True, wait=1)
+    assert seen.how == "open", seen  # after its features the server waits for the client
+    assert b"<mechanism>EXTERNAL</mechanism>" in seen.data and NO_MECHANISMS not in seen.data, seen
+
+
+@pytest.mark.parametrize("kind", sorted(set(HANDSHAKE_ALERTS) - {"none"}))
 @pytest.mark.parametrize("verify_mode", ["peer", "selfsigned_peer"])
 def test_certificate_openssl_rejects_fails_the_handshake_with_its_alert(
     c2s, tmp_path, bad, kind, verify_mode
@@ -270,8 +428,9 @@ def test_certificate_openssl_rejects_fails_the_handshake_with_its_alert(
     if verify_mode == "selfsigned_peer" and kind == "self_signed":
         pytest.skip("selfsigned_peer accepts it: test_self_signed_certificate_logs_in_with_selfsigned_peer")
     port = c2s("tls", disconnect_on_failure=True, verify_mode=verify_mode)
-    with pytest.raises(ssl.SSLError, match=HANDSHAKE_ALERTS[kind]):
-        _direct_tls_read(tmp_path, port, bad(kind))
+    seen = after_tls(tmp_path, port, bad(kind), direct=True)
+    assert seen.how == "alert" and HANDSHAKE_ALERTS[kind] in seen.detail, seen
+    assert seen.data == b""
 
 
 @pytest.mark.parametrize("kind", ["revoked", "held"])
@@ -281,7 +440,8 @@ def test_revoked_or_held_certificate_passes_openssl_and_is_cut_by_our_check(
 ):
     port = c2s("tls", disconnect_on_failure=True, verify_mode=verify_mode)
     with caplog.at_level(logging.WARNING, logger="transport.tcp"):
-        assert _direct_tls_read(tmp_path, port, bad(kind)) == b""  # not one byte of XMPP
+        seen = after_tls(tmp_path, port, bad(kind), direct=True)
+    assert seen == AfterTls("closed", b""), seen  # not one byte of XMPP
     # The handshake passed OpenSSL and our certificate check, not a failed handshake, cut it.
     assert "certificate refused, disconnecting" in caplog.text
 
@@ -291,23 +451,6 @@ def test_self_signed_certificate_logs_in_with_selfsigned_peer(c2s, tmp_path, pki
     outcome = slixmpp_login(port, tmp_path, pki.self_signed, jid="carol@localhost")
     assert outcome.bound_jid is not None, outcome
     assert outcome.bound_jid.split("/")[0] == "carol@localhost"
-
-
-@pytest.mark.parametrize("kind", ["untrusted", "self_signed", "expired"])
-def test_verify_mode_none_lets_any_certificate_in_as_mongooseim_does(c2s, tmp_path, pki, kind):
-    port = c2s("starttls", verify_mode="none")
-    client = getattr(pki, kind)
-    jid = client.facts.xmpp_addrs[0]
-    outcome = slixmpp_login(port, tmp_path, client, jid=jid)
-    assert outcome.bound_jid is not None, outcome
-    assert outcome.bound_jid.split("/")[0] == jid
-
-
-def test_verify_mode_none_still_refuses_a_revoked_certificate(c2s, tmp_path, revoked):
-    port = c2s("starttls", verify_mode="none", disconnect_on_failure=False)
-    outcome = slixmpp_login(port, tmp_path, revoked)
-    assert outcome.bound_jid is None
-    assert outcome.no_usable_mechanism, outcome
 
 
 def features_after_starttls(port: int, context: ssl.SSLContext) -> bytes:

@@ -2,7 +2,8 @@
 
 Matches MongooseIM's just_tls: with disconnect_on_failure a missing or invalid client certificate fails the
 handshake (selfsigned_peer forgives a self-signed one); without it every handshake completes and the verify
-callback only records what was wrong. verify_mode none never refuses.
+callback only records what was wrong. verify_mode none never refuses, because it asks for no certificate
+at all (no CertificateRequest, as MongooseIM): a pyOpenSSL client shows what the server asked for.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 from OpenSSL import SSL
 
-from tests.transport.tlsclient import Pki, client_context, make_pki
+from tests.transport.tlsclient import HandshakeView, Pki, client_context, make_pki, openssl_handshake
 from transport.tls import (
     ServerTls,
     TlsConfigError,
@@ -180,10 +181,49 @@ def test_tls_1_2_without_certificate_fails_when_required(pki, tmp_path):
     assert not result.handshake_ok and received == b""
 
 
-def test_certificate_request_names_the_trusted_cas(pki, tmp_path):
-    server_side = SSL.Connection(build_context(pki.options(), [pki.ca.cert]))
-    names = [name.CN for name in server_side.get_client_ca_list()]  # RFC 8446 §4.2.4 certificate_authorities
-    assert names == ["xmppauth test client CA"]
+def client_view(pki: Pki, options: TlsOptions, client, version: int) -> tuple[HandshakeView, ServerResult]:
+    """One handshake of a pyOpenSSL client presenting ``client`` at TLS ``version`` with a ServerTls."""
+    tls = ServerTls(options, [pki.ca.cert])
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    result = ServerResult()
+    thread = threading.Thread(target=_serve_once, args=(listener, tls, result))
+    thread.start()
+    try:
+        view = openssl_handshake(listener.getsockname()[1], client, version, read=b"ok")
+    finally:
+        thread.join(20)
+        listener.close()
+    return view, result
+
+
+TLS_VERSIONS = [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION]
+TLS_IDS = ["tls1.2", "tls1.3"]
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=TLS_IDS)
+@pytest.mark.parametrize("disconnect", [True, False], ids=["disconnect", "keep"])
+def test_certificate_request_names_the_trusted_cas(pki, version, disconnect):
+    options = pki.options(verify_mode="peer", disconnect_on_failure=disconnect)
+    view, server = client_view(pki, options, pki.valid, version)
+    assert view.certificate_requested
+    assert view.ca_names == ("xmppauth test client CA",)  # RFC 8446 §4.2.4 certificate_authorities
+    assert server.handshake_ok
+    assert server.chain_subjects == [pki.valid.cert.subject.rfc4514_string()]
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=TLS_IDS)
+@pytest.mark.parametrize("disconnect", [True, False], ids=["disconnect", "keep"])
+@pytest.mark.parametrize("kind", ["valid", "self_signed"])
+def test_verify_mode_none_sends_no_certificate_request_and_gets_no_certificate(
+    pki, version, disconnect, kind
+):
+    options = pki.options(verify_mode="none", disconnect_on_failure=disconnect)
+    view, server = client_view(pki, options, getattr(pki, kind), version)
+    assert not view.certificate_requested
+    assert view.ca_names == ()
+    assert server.handshake_ok  # the handshake completes: TLS without a client certificate
+    assert server.chain_subjects == []  # the client had one, but was never asked for it
 
 
 def test_requires_certificate_only_when_verifying_and_disconnecting():

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from OpenSSL import SSL
 
 from certauth.pki import generate_private_key, issue_certificate
 from tests.certs import Issued, make_ca, make_client, make_expired, make_self_signed
@@ -90,3 +93,45 @@ def _pem(cert) -> bytes:
 def tls_connect(ctx: ssl.SSLContext, port: int, *, timeout: float = 10) -> ssl.SSLSocket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     return ctx.wrap_socket(sock, server_hostname="localhost")
+
+
+@dataclass(frozen=True)
+class HandshakeView:
+    """What a pyOpenSSL client saw of a server's TLS handshake."""
+
+    certificate_requested: bool  # a CertificateRequest arrived (RFC 8446 §4.3.2, RFC 5246 §7.4.4)
+    ca_names: tuple[str, ...]  # the CNs of its certificate_authorities (RFC 8446 §4.2.4)
+
+
+def openssl_handshake(
+    port: int, client: Issued | None, version: int = SSL.TLS1_3_VERSION, *, read: bytes = b""
+) -> HandshakeView:
+    """Handshake with 127.0.0.1:``port`` as a pyOpenSSL client presenting ``client`` (or nothing).
+
+    Its info callback names every handshake message it reads, so whether the server asked for a certificate
+    is seen directly, not inferred. ``read``: bytes the server is expected to send first (read and checked,
+    so that a TLS 1.3 server has processed the client's Finished).
+    """
+    states: list[bytes] = []
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_min_proto_version(version)
+    ctx.set_max_proto_version(version)
+    ctx.set_info_callback(lambda conn, where, ret: states.append(conn.get_state_string()))
+    if client is not None:
+        ctx.use_certificate(client.cert)
+        ctx.use_privatekey(client.key)
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        # pyOpenSSL wants a blocking socket; the kernel's receive timeout still bounds a silent server.
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 10, 0))
+        conn = SSL.Connection(ctx, raw)
+        conn.set_connect_state()
+        conn.set_tlsext_host_name(b"localhost")
+        conn.do_handshake()
+        if read:
+            assert conn.recv(len(read)) == read
+        names = tuple(name.CN for name in conn.get_client_ca_list())
+        try:
+            conn.shutdown()
+        except SSL.Error:
+            pass
+    return HandshakeView(b"SSLv3/TLS read server certificate request" in states, names)

@@ -6,7 +6,7 @@ migrated SQLite file.
 Listener 0 verifies client certificates in ``peer`` mode, listener 1 in ``selfsigned_peer`` mode; both keep a
 connection whose certificate is refused (``disconnect_on_failure = false``), so refusals are visible as
 "EXTERNAL not offered" rather than as a failed handshake. Listener 2 ("strict") is ``peer`` with
-``disconnect_on_failure = true``.
+``disconnect_on_failure = true``. Listener 3 ("none") is ``verify_mode = "none"``: it requests no certificate.
 """
 
 from __future__ import annotations
@@ -31,7 +31,12 @@ REPO = Path(__file__).resolve().parents[2]
 JS_DIR = REPO / "tests" / "js"
 MODES = {"peer": 0, "selfsigned_peer": 1}  # verify_mode -> listener index
 # listener name -> (verify_mode, disconnect_on_failure); "strict" is listener 2
-LISTENERS = {"peer": ("peer", False), "selfsigned_peer": ("selfsigned_peer", False), "strict": ("peer", True)}
+LISTENERS = {
+    "peer": ("peer", False),
+    "selfsigned_peer": ("selfsigned_peer", False),
+    "strict": ("peer", True),
+    "none": ("none", True),
+}
 
 
 @dataclass(frozen=True)

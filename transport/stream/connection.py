@@ -76,6 +76,9 @@ class StreamSettings:
     max_auth_failures: int = 3  # RFC 6120 §6.4.5: "at least 2 and no more than 5" retries
     legacy_session: bool = True  # advertise RFC 3921 <session/> as optional, for old clients
     server_name: str = "xmppauth"  # XEP-0030 identity name
+    # False: the listener requests no client certificate (tls.verify_mode "none"), so EXTERNAL is never
+    # offered on it, whatever the adapter reports (DESIGN §0, as MongooseIM).
+    client_certificates: bool = True
 
     def __post_init__(self) -> None:
         if self.tls_mode not in TLS_MODES:
@@ -395,6 +398,7 @@ class C2SConnection:
         configured = {name.lower() for name in self.settings.sasl_mechanisms}
         if (
             "external" in configured
+            and self.settings.client_certificates
             and self.tls_active
             and self.peer_facts is not None
             and self.peer_verified
@@ -431,6 +435,8 @@ class C2SConnection:
     def _why_no_external(self) -> str:
         if "external" not in {name.lower() for name in self.settings.sasl_mechanisms}:
             return "EXTERNAL is not in auth.sasl_mechanisms"
+        if not self.settings.client_certificates:
+            return "this listener requests no client certificate (tls.verify_mode none)"
         if not self.tls_active:
             return "TLS is not on"
         if self.peer_facts is None:
@@ -516,7 +522,7 @@ class C2SConnection:
             self.settings.max_auth_failures,
             reason,
         )
-        self._send(errors.sasl_failure_element(condition, reason))  # RFC 6120 §6.4.5
+        self._send(errors.sasl_failure_element(condition))  # RFC 6120 §6.4.5; the reason stays in the log
         if self._auth_failures >= self.settings.max_auth_failures:
             # RFC 6120 §6.4.5: past the allowed retries the stream ends, with <policy-violation/>.
             self._stream_error(
@@ -704,6 +710,8 @@ def settings_from_config(config: Any, listener: Any, framing: str = "stream") ->
     """StreamSettings from ``xmppauth.config.Config`` and one listener (duck-typed: no import of Django)."""
     tls = getattr(listener, "tls", None)
     mode = getattr(tls, "mode", "none") if tls is not None else "none"
+    # A listener without TLS options may still get a chain from a trusted proxy (transport.session_driver).
+    client_certificates = tls is None or getattr(tls, "verify_mode", "peer") != "none"
     auth = config.auth
     return StreamSettings(
         hosted_domains=tuple(config.hosts),
@@ -714,4 +722,5 @@ def settings_from_config(config: Any, listener: Any, framing: str = "stream") ->
         cn_suffix=auth.common_name_suffix,
         max_stanza_size=getattr(listener, "max_stanza_size", 65536),
         framing=framing,
+        client_certificates=client_certificates,
     )

@@ -63,6 +63,23 @@ SASL_CONDITIONS = frozenset(
     }
 )  # fmt: skip
 
+# What an unauthenticated client reads in a SASL <failure><text/> (RFC 6120 §6.4.5: the text is optional
+# and for people). Generic on purpose: the reason (auth service URL or error, account state, CA names) is
+# for the operator and goes to the log and the AuthEvent, never to a client that has not logged in.
+SASL_FAILURE_TEXT: dict[str, str] = {
+    SASL_ABORTED: "Authentication aborted.",
+    SASL_ACCOUNT_DISABLED: "Authentication failed.",
+    SASL_CREDENTIALS_EXPIRED: "Authentication failed.",
+    SASL_ENCRYPTION_REQUIRED: "Encryption is required before authentication.",
+    SASL_INCORRECT_ENCODING: "The SASL data is not valid base64.",
+    SASL_INVALID_AUTHZID: "The authorization identity cannot be used with these credentials.",
+    SASL_INVALID_MECHANISM: "This mechanism is not offered.",
+    SASL_MALFORMED_REQUEST: "The SASL request is malformed.",
+    SASL_MECHANISM_TOO_WEAK: "This mechanism is too weak.",
+    SASL_NOT_AUTHORIZED: "Authentication failed.",
+    SASL_TEMPORARY_AUTH_FAILURE: "Authentication is temporarily unavailable; try again later.",
+}
+
 # RFC 6120 §8.3.3: stanza error conditions with their usual type (§8.3.2).
 STANZA_BAD_REQUEST = "bad-request"
 STANZA_FEATURE_NOT_IMPLEMENTED = "feature-not-implemented"
@@ -112,13 +129,16 @@ def stream_error_element(condition: str, text: str = "") -> Element:
     return error
 
 
-def sasl_failure_element(condition: str, text: str = "") -> Element:
-    """``<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><COND/><text/></failure>`` (RFC 6120 §6.4.5)."""
+def sasl_failure_element(condition: str) -> Element:
+    """``<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><COND/><text/></failure>`` (RFC 6120 §6.4.5).
+
+    The text is always :data:`SASL_FAILURE_TEXT`'s, never the reason: the client is not authenticated yet.
+    """
     if condition not in SASL_CONDITIONS:
         raise ValueError(f"{condition!r} is not a SASL failure condition (RFC 6120 §6.5)")
     failure = Element(ns.qname(ns.SASL, "failure"))
     SubElement(failure, ns.qname(ns.SASL, condition))
-    _text(failure, ns.SASL, text)
+    _text(failure, ns.SASL, SASL_FAILURE_TEXT[condition])
     return failure
 
 

@@ -42,7 +42,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True, parser_class=type(parser), metavar="ACTION")
-        kw = {"called_from_command_line": getattr(parser, "called_from_command_line", None)}
+        # No abbreviated options: the removed --p12-password must not silently mean --p12-password-file.
+        kw = {
+            "called_from_command_line": getattr(parser, "called_from_command_line", None),
+            "allow_abbrev": False,
+        }
 
         p = sub.add_parser("init-ca", help="create one of our own CAs", **kw)
         p.add_argument("--name", default=services.DEFAULT_CA_NAME)

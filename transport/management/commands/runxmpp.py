@@ -38,7 +38,9 @@ class Command(BaseCommand):
         endpoints = http_endpoint_descriptions(config)
         for listener in config.listen_http:
             scheme = "https" if listener.tls is not None else "http"
-            self.stdout.write(f"admin at {scheme}://{listener.ip_address}:{listener.port}/admin/")
+            served = "CRLs only" if listener.crl_only else "admin"
+            where = "/crl/" if listener.crl_only else "/admin/"
+            self.stdout.write(f"{served} at {scheme}://{listener.ip_address}:{listener.port}{where}")
         start_c2s_listeners(config, reactor)  # each listener logs its address and TLS mode
         start_session_services(reactor)  # revoked certificates end their sessions (DESIGN §5)
         if not settings.REDIS_URL:  # else celery beat runs the jobs (DESIGN §1)
