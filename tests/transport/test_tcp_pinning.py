@@ -14,6 +14,8 @@ from django.urls import reverse
 from accounts.models import Account, Domain
 from certauth.models import AuthEvent, SelfSignedPin
 from tests.certs import make_self_signed
+from tests.transport.rawxmpp import auth_external, sasl, sasl_failure_condition, starttls
+from tests.transport.tlsclient import client_context
 from tests.transport.xmppclient import slixmpp_login
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,6 +65,20 @@ def test_first_self_signed_login_pins_and_another_certificate_is_refused(c2s, tm
 
     assert_bound_as(slixmpp_login(port, tmp_path, first, jid=CAROL, direct_tls=direct), CAROL)
     assert pinned() == {first.facts.fingerprint_sha256}
+
+
+def test_client_refused_by_a_pin_reads_the_generic_failure_and_the_reason_stays_in_the_event(c2s, tmp_path):
+    port = c2s("starttls", verify_mode="selfsigned_peer")
+    first, other = make_self_signed(jids=[CAROL]), make_self_signed(jids=[CAROL])
+    assert_bound_as(slixmpp_login(port, tmp_path, first, jid=CAROL), CAROL)
+    sock, features = starttls(port, client_context(tmp_path, other))
+    with sock:
+        assert b"<mechanism>EXTERNAL</mechanism>" in features  # the certificate passed; the pin decides
+        answer = sasl(sock, auth_external("="))
+    assert sasl_failure_condition(answer) == "not-authorized"
+    assert b"pinned" not in answer and other.facts.fingerprint_sha256[:16].encode() not in answer
+    event = last_event()
+    assert event.condition == "not-authorized" and f"is not pinned to {CAROL}" in event.reason
 
 
 def test_admin_clears_the_pin_and_the_next_self_signed_login_pins_again(c2s, tmp_path, staff_client):
