@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django import forms
 from django.conf import settings
@@ -46,25 +47,92 @@ class ImportToolMixin:
         return HttpResponseRedirect(reverse("admin:" + self._url_name("changelist")))
 
 
+@dataclass(frozen=True)
+class RevocationOverview:
+    """What the admin shows about one CA's revocation information (issue 11 points 1 and 4)."""
+
+    sources: str  # where it comes from, or NO_SOURCE
+    crl_held: str
+    next_update: datetime | None
+    freshness: str
+
+
+NO_SOURCE = "no revocation source"
+
+
+def _grace() -> timedelta:
+    return timedelta(seconds=settings.XMPP.options.crl_grace_seconds)
+
+
+def revocation_overview(ca: CertificateAuthority, now: datetime | None = None) -> RevocationOverview:
+    """Sources, the CRL held, its nextUpdate and whether it is fresh (``crlpolicy``, as logins decide)."""
+    now = now or timezone.now()
+    if ca.is_ours:  # Certificate.status is read at every login; the CRL we publish says the same
+        next_update = ca.crl_updated_at + services.CRL_VALIDITY if ca.crl_updated_at else None
+        held = f"#{ca.crl_number} (published by us)" if ca.crl_der else "none published yet"
+        return RevocationOverview("ours: certificate status and our CRL", held, next_update, "fresh (ours)")
+    sources = list(ca.crl_sources.all())
+    if not sources:
+        return RevocationOverview(NO_SOURCE, "-", None, NO_SOURCE)
+    held = [s for s in sources if s.last_success_at is not None or s.next_update is not None]
+    states: list[str] = []
+    for source in sources:
+        has_crl = source in held
+        if crlpolicy.is_fresh(now, next_update=source.next_update, has_crl=has_crl, grace=_grace()):
+            continue
+        stale = crlpolicy.staleness(
+            now,
+            next_update=source.next_update,
+            failing_since=None if has_crl else source.failing_since,
+            grace=_grace(),
+        )
+        if stale is not None:
+            states.append(f"stale since {stale.since:%Y-%m-%d %H:%M} ({stale.what}): {source.location}")
+        else:
+            states.append(f"no CRL yet: {source.location}")
+    latest = max(held, key=lambda s: (s.this_update is not None, s.this_update), default=None)
+    crl_held = "none yet"
+    if latest is not None:
+        number = f"#{latest.crl_number} " if latest.crl_number is not None else ""
+        crl_held = (
+            f"{number}of {latest.this_update:%Y-%m-%d %H:%M}" if latest.this_update else number or "held"
+        )
+    next_updates = [s.next_update for s in held if s.next_update is not None]
+    return RevocationOverview(
+        "; ".join(f"{s.get_kind_display()}: {s.location}" for s in sources),
+        crl_held,
+        max(next_updates, default=None),
+        "; ".join(states) or "fresh",
+    )
+
+
 @admin.register(CertificateAuthority)
 class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
     form = CertificateAuthorityForm
     list_display = [
         "name",
-        "is_ours_display",
+        "origin",
         "trusted_for_client_auth",
         "not_after",
-        "crl_number",
-        "crl_updated_at",
+        "revocation_sources",
+        "crl_held",
+        "crl_next_update",
+        "crl_freshness",
     ]
-    list_filter = ["trusted_for_client_auth"]
+    list_filter = ["origin", "trusted_for_client_auth"]
     search_fields = ["name", "subject", "fingerprint_sha256"]
     readonly_fields = [
+        "origin",
+        "config_files",
         "subject",
         "fingerprint_sha256",
         "not_before",
         "not_after",
         "certificate_pem",
+        "revocation_sources",
+        "crl_held",
+        "crl_next_update",
+        "crl_freshness",
         "crl_number",
         "crl_updated_at",
         "crl_link",
@@ -74,12 +142,52 @@ class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
     actions = ["publish_crl_action"]
     import_label = "Import a CA from PEM"
 
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).prefetch_related("crl_sources")
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # created by `pki init-ca` / bootstrap, or imported from PEM
 
-    @admin.display(description="ours", boolean=True)
-    def is_ours_display(self, ca: CertificateAuthority) -> bool:
-        return ca.is_ours
+    @staticmethod
+    def _from_config(ca: CertificateAuthority | None) -> bool:
+        return ca is not None and ca.origin == CertificateAuthority.Origin.CONFIG
+
+    def has_change_permission(self, request: HttpRequest, obj: CertificateAuthority | None = None) -> bool:
+        # A tls.cacertfile CA: the file is the source of truth (shown, never edited here).
+        return not self._from_config(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: CertificateAuthority | None = None) -> bool:
+        return not self._from_config(obj) and super().has_delete_permission(request, obj)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        ca = self.get_object(request, object_id)
+        if self._from_config(ca) and request.method == "GET":
+            files = ", ".join(ca.config_files) or "no file any more: not trusted"
+            self.message_user(
+                request,
+                f"{ca.name} comes from the config (tls.cacertfile: {files}); edit the file to change it",
+            )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _overview(self, ca: CertificateAuthority) -> RevocationOverview:
+        return revocation_overview(ca)
+
+    @admin.display(description="revocation sources")
+    def revocation_sources(self, ca: CertificateAuthority) -> str:
+        return self._overview(ca).sources
+
+    @admin.display(description="CRL held")
+    def crl_held(self, ca: CertificateAuthority) -> str:
+        return self._overview(ca).crl_held
+
+    @admin.display(description="nextUpdate")
+    def crl_next_update(self, ca: CertificateAuthority) -> str:
+        next_update = self._overview(ca).next_update
+        return f"{next_update:%Y-%m-%d %H:%M}" if next_update else "-"
+
+    @admin.display(description="fresh")
+    def crl_freshness(self, ca: CertificateAuthority) -> str:
+        return self._overview(ca).freshness
 
     @admin.display(description="CRL URL")
     def crl_link(self, ca: CertificateAuthority) -> str:

@@ -10,7 +10,9 @@ client authentication:
   issued (``Certificate`` rows with ``issuer=ca``);
 - ``operator_url``: added by hand in the admin; never created or removed here;
 - ``file``: every ``tls.crl_files`` entry of the config's listeners, attached to the CA whose name and key
-  match the CRL in it. A file source whose path left the config is removed.
+  match the CRL in it, whichever way that CA is trusted (ours, imported, ``tls.cacertfile``, learnt). An
+  entry that matches none stops start-up (``certauth.configcas``). A file source whose path left the config
+  is removed.
 
 Our own CAs need no source: their revocations are ``Certificate.status`` (``certauth.services``).
 ``sync_crl_sources()`` is idempotent: run it as often as wanted (the jobs run it hourly and at start).
@@ -86,38 +88,74 @@ def add_distribution_points(ca: CertificateAuthority, result: SyncResult | None 
         _add(ca, CrlSource.Kind.DISTRIBUTION_POINT, url, result)
 
 
-def match_crl_file(path: str, cas: Iterable[CertificateAuthority]) -> CertificateAuthority | None:
-    """The CA whose subject and key match the CRL in ``path`` (RFC 5280 §6.3.3 (f)), else None."""
+class CrlFileError(Exception):
+    """A ``tls.crl_files`` entry that cannot be applied; the message names the file and the reason."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+
+
+def crl_file_candidates() -> list[CertificateAuthority]:
+    """The CAs a ``tls.crl_files`` entry may belong to: every CA that vouches for clients or sits on their
+    paths, whichever way it is trusted (ours, imported, ``tls.cacertfile``, learnt intermediates)."""
+    return [
+        ca
+        for ca in CertificateAuthority.objects.all()
+        if ca.trusted_for_client_auth or ca.config_files or ca.origin == CertificateAuthority.Origin.LEARNED
+    ]
+
+
+def match_crl_file(path: str, cas: Iterable[CertificateAuthority]) -> CertificateAuthority:
+    """The CA whose subject and key match the CRL in ``path`` (RFC 5280 §6.3.3 (f)-(g)).
+
+    Raises :class:`CrlFileError` when the file cannot be read, is not a CRL, has a signature that no CA with
+    its issuer name verifies, or matches no CA at all: there is no fail-open path.
+    """
     try:
         crl = pki.load_crl(Path(path).read_bytes())
     except OSError as exc:
-        logger.error("tls.crl_files %s cannot be read: %s", path, exc)
-        return None
+        raise CrlFileError(path, f"cannot be read: {exc.strerror or exc}") from exc
     except ValueError as exc:
-        logger.error("tls.crl_files %s is not a CRL (PEM or DER): %s", path, exc)
-        return None
+        raise CrlFileError(path, f"not a CRL (PEM or DER): {exc}") from exc
+    named = []
     for ca in cas:
         try:
             ca_cert = pki.load_certificate(ca.certificate_pem.encode())
         except ValueError:
             continue
+        if ca_cert.subject != crl.issuer:
+            continue
+        named.append(ca.name)
         if pki.crl_signed_by(crl, ca_cert):
             return ca
-    logger.error(
-        "tls.crl_files %s: no imported CA trusted for client auth has issuer %s and the key that signed it",
-        path,
-        crl.issuer.rfc4514_string(),
-    )
-    return None
+    issuer = crl.issuer.rfc4514_string()
+    if named:
+        raise CrlFileError(
+            path, f"bad signature: issuer {issuer} is CA {', '.join(named)}, whose key did not sign it"
+        )
+    raise CrlFileError(path, f"matches no trusted CA (issuer {issuer})")
 
 
-def sync_file_sources(config: Config, cas: list[CertificateAuthority], result: SyncResult) -> None:
+def sync_file_sources(
+    config: Config, cas: list[CertificateAuthority], result: SyncResult, *, strict: bool = False
+) -> None:
+    """A ``file`` source per ``tls.crl_files`` entry, on the CA that signed it. ``strict`` (start-up) raises
+    :class:`CrlFileError` for an entry that cannot be applied; the periodic job logs it and keeps the
+    entry's existing source, whose held CRL then goes stale and fails closed (``certauth.revocation``)."""
     paths = config_crl_files(config)
     for path in paths:
-        ca = match_crl_file(path, cas)
-        if ca is None:
+        try:
+            ca = match_crl_file(path, cas)
+        except CrlFileError as exc:
+            if strict:
+                raise
+            logger.error("tls.crl_files %s; its source keeps the last CRL held", exc)
             result.unmatched_files.append(path)
             continue
+        for moved in CrlSource.objects.filter(kind=CrlSource.Kind.FILE, location=path).exclude(ca=ca):
+            logger.info("CRL source %s moved from CA %s to CA %s", path, moved.ca.name, ca.name)
+            moved.delete()
         _add(ca, CrlSource.Kind.FILE, path, result)
     for source in CrlSource.objects.filter(kind=CrlSource.Kind.FILE).exclude(location__in=paths):
         logger.info("CRL source %s removed: no longer in tls.crl_files", source.location)
@@ -125,14 +163,14 @@ def sync_file_sources(config: Config, cas: list[CertificateAuthority], result: S
         source.delete()
 
 
-def sync_crl_sources(config: Config | None = None) -> SyncResult:
-    """Create the missing sources of every external CA (see the module docstring); idempotent."""
+def sync_crl_sources(config: Config | None = None, *, strict: bool = False) -> SyncResult:
+    """Create the missing sources of every external CA (see the module docstring); idempotent. ``strict``:
+    see :func:`sync_file_sources`."""
     config = config or settings.XMPP
     result = SyncResult()
-    cas = list(external_cas())
-    for ca in cas:
+    for ca in external_cas():
         add_distribution_points(ca, result)
-    sync_file_sources(config, cas, result)
+    sync_file_sources(config, crl_file_candidates(), result, strict=strict)
     return result
 
 
@@ -156,4 +194,3 @@ def connect_signals() -> None:
     """Called from ``CertauthConfig.ready``: add sources as imported CAs and their certificates arrive."""
     post_save.connect(_certificate_saved, sender=Certificate, dispatch_uid="certauth.crlsources.certificate")
     post_save.connect(_ca_saved, sender=CertificateAuthority, dispatch_uid="certauth.crlsources.ca")
-

@@ -1,8 +1,10 @@
 """The trust store for client certificates: the CAs that may vouch for a client (RFC 5280 §6.1.1 (d)).
 
-Anchors are the certificates of the listener's ``tls.cacertfile`` plus the ``CertificateAuthority`` rows with
-``trusted_for_client_auth``. Parsing them on every login would cost more than verifying the chain, so the
-parsed set is cached per ``cacertfile``:
+Every anchor is a ``CertificateAuthority`` row (one kind of trust anchor, DESIGN §0). A listener trusts the
+rows with ``trusted_for_client_auth`` that do not come from the config, plus the rows whose ``config_files``
+include the listener's ``tls.cacertfile`` (``certauth.configcas`` turns the files into rows at start-up; no
+file is read here). Parsing them on every login would cost more than verifying the chain, so the parsed set
+is cached per ``cacertfile``:
 
 - in this process, a ``post_save``/``post_delete`` on ``CertificateAuthority`` bumps a generation counter and
   the next lookup rebuilds;
@@ -23,7 +25,6 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.verification import Store
@@ -119,16 +120,6 @@ def _ca_changed(sender: type, **kwargs: object) -> None:
     invalidate()
 
 
-def _file_anchors(cacertfile: str) -> list[x509.Certificate]:
-    try:
-        return pki.load_certificates(Path(cacertfile).read_bytes())
-    except OSError as exc:
-        logger.error("tls.cacertfile %s cannot be read: %s; its CAs are not trusted", cacertfile, exc)
-    except ValueError as exc:
-        logger.error("tls.cacertfile %s holds no usable certificate: %s", cacertfile, exc)
-    return []
-
-
 @functools.lru_cache(maxsize=64)
 def _normalised(domains: tuple[str, ...]) -> frozenset[str]:
     """A listener's ``tls.cacert_domains`` compared as JID domains are (RFC 7622 §3.2, certauth.identity)."""
@@ -157,21 +148,38 @@ def _domain_limit(name: str, allowed: object) -> DomainLimit:
     return DomainLimit(name, frozenset(domains))
 
 
-def _db_anchors() -> tuple[list[x509.Certificate], dict[str, int], dict[str, DomainLimit]]:
-    """Trusted CA rows, parsed; the primary key of *every* CA row by fingerprint (an intermediate or a file
-    anchor may be a row that is not itself trusted, and its revocations still live there); and the domain
-    limit of every row that has one (an intermediate's limit applies as much as an anchor's)."""
+def _anchor_of(cacertfile: str | None, trusted: bool, origin: str, config_files: list[str] | None) -> bool:
+    """Whether a row is an anchor for the listener whose ``tls.cacertfile`` is ``cacertfile``."""
+    if cacertfile is not None and cacertfile in (config_files or ()):
+        return True  # listed in this listener's file, whatever its origin (as when the file was read here)
+    return trusted and origin != CertificateAuthority.Origin.CONFIG  # a config CA: only where it is listed
+
+
+def _build(cacertfile: str | None, gen: int) -> TrustAnchors:
+    """The listener's anchors, parsed; the primary key of *every* CA row by fingerprint (an intermediate may
+    be a row that is not itself an anchor, and its revocations still live there); the domain limit of every
+    row that has one (an intermediate's limit applies as much as an anchor's); and the names of the anchors
+    listed in this listener's ``tls.cacertfile`` (its ``tls.cacert_domains`` limits them)."""
     certs: list[x509.Certificate] = []
     ids: dict[str, int] = {}
     limits: dict[str, DomainLimit] = {}
+    file_names: dict[str, str] = {}
     rows = CertificateAuthority.objects.values_list(
-        "pk", "name", "fingerprint_sha256", "trusted_for_client_auth", "certificate_pem", "allowed_domains"
+        "pk",
+        "name",
+        "fingerprint_sha256",
+        "trusted_for_client_auth",
+        "origin",
+        "config_files",
+        "certificate_pem",
+        "allowed_domains",
     )
-    for pk, name, fingerprint, trusted, pem, allowed in rows:
-        ids[fingerprint.lower()] = pk
+    for pk, name, fingerprint, trusted, origin, config_files, pem, allowed in rows:
+        fingerprint = fingerprint.lower()
+        ids[fingerprint] = pk
         if allowed:
-            limits[fingerprint.lower()] = _domain_limit(name, allowed)
-        if not trusted:
+            limits[fingerprint] = _domain_limit(name, allowed)
+        if not _anchor_of(cacertfile, trusted, origin, config_files):
             continue
         try:
             cert = pki.load_certificate(pem.encode("ascii"))
@@ -179,15 +187,8 @@ def _db_anchors() -> tuple[list[x509.Certificate], dict[str, int], dict[str, Dom
             logger.error("CA %r: stored certificate cannot be parsed (%s); not trusted", name, exc)
             continue
         certs.append(cert)
-    return certs, ids, limits
-
-
-def _build(cacertfile: str | None, gen: int) -> TrustAnchors:
-    certs: list[x509.Certificate] = _file_anchors(cacertfile) if cacertfile else []
-    file_names = {pki.fingerprint_sha256(c): c.subject.rfc4514_string() for c in certs}
-    db_certs, ids, limits = _db_anchors()
-    seen = set(file_names)
-    certs += [c for c in db_certs if pki.fingerprint_sha256(c) not in seen]
+        if cacertfile is not None and cacertfile in (config_files or ()):
+            file_names[fingerprint] = cert.subject.rfc4514_string()
     store = Store(certs) if certs else None
     logger.debug("trust store for %s: %d anchors", cacertfile, len(certs))
     return TrustAnchors(tuple(certs), store, ids, gen, limits, file_names)

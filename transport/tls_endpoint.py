@@ -13,8 +13,8 @@ Description syntax (``twisted.internet.endpoints.serverFromString``, daphne's ``
 Keys: ``listener`` (index into ``settings.XMPP.listen_http``, counted from 0 in file order; default 0),
 ``port``, ``interface``, ``backlog`` (each overrides the listener's own). The TLS options come only from the
 config, never from the command line, so every process that reads the same file serves the same TLS. The
-trust anchors (``tls.cacertfile`` plus the CAs trusted in the admin) are re-read every
-:data:`TRUST_REFRESH_INTERVAL` seconds.
+trust anchors (the CA rows of ``tls.cacertfile``, made at start-up by ``certauth.configcas``, plus the CAs
+trusted in the admin) are re-read every :data:`TRUST_REFRESH_INTERVAL` seconds.
 
 Twisted finds the endpoint through the dropin ``twisted/plugins/xmppauth_endpoints.py`` at the project root
 (a ``twisted/plugins`` directory without ``__init__.py``, which ``twisted.plugins`` adds to its ``__path__``);
@@ -186,9 +186,13 @@ class XmppTlsEndpointParser:
         backlog = _integer(kwargs, "backlog", None, 1, 65535)
         assert index is not None
         _django_ready()
+        from django.conf import settings  # noqa: PLC0415
+
+        from certauth.configcas import prepare_process_or_exit  # noqa: PLC0415 (needs the app registry)
         from certauth.trust import trust_anchors  # noqa: PLC0415 (needs the app registry)
 
         listener, options = http_listener_tls(index)
+        prepare_process_or_exit(settings.XMPP)  # once per process: stock daphne with any application
         anchors = list(trust_anchors(options.cacertfile).certificates)
         return XmppTlsServerEndpoint(
             reactor,

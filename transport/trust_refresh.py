@@ -22,8 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 def refresh_trust_anchors(reactor: Any, server_tls: ServerTls, label: str) -> defer.Deferred:
-    """Re-read the anchors of ``server_tls``'s ``tls.cacertfile`` plus the admin's CAs; ``label`` names the
-    listener kind in the logs (c2s, https)."""
+    """Re-read the CA rows that are anchors for ``server_tls``'s ``tls.cacertfile`` (``certauth.trust``: its
+    config CAs plus the admin's); ``label`` names the listener kind in the logs (c2s, https)."""
     from certauth.trust import trust_anchors  # noqa: PLC0415 (needs the app registry)
 
     def read() -> list[Any]:

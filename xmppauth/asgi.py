@@ -18,6 +18,11 @@ django.setup()
 
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
+
+from certauth.configcas import prepare_process_or_exit  # noqa: E402
+
+# Config CAs as rows and tls.crl_files loaded before daphne or runworker serves anything (stops on error).
+prepare_process_or_exit(settings.XMPP)
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from transport.proxy_cert import ProxyClientCertMiddleware  # noqa: E402

@@ -22,7 +22,8 @@ Sections and keys (defaults in brackets)::
                                        # certificate, so no SASL EXTERNAL on that listener
       tls.verify_peer = true           # older spelling: true = "peer", false = "none"
       tls.disconnect_on_failure = true # a bad client certificate ends the handshake [true]
-      tls.crl_files = ["ca.crl"]       # extra CRLs (PEM or DER) [none]
+      tls.crl_files = ["ca.crl"]       # CRLs (PEM or DER), each applied to the trusted CA that signed it;
+                                       # one that cannot be applied stops start-up (certauth.configcas) [none]
       tls.cacert_domains = ["a.example"]  # the cacertfile's CAs may vouch only for these hosts; each one
                                        # of [general] hosts; only with tls.cacertfile [every hosted domain]
     [[listen.http]]                    # or [listen.http]: HTTPS for WebSocket (RFC 7395) and BOSH (XEP-0206)

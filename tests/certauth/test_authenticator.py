@@ -12,6 +12,7 @@ import pytest
 from accounts.models import Account, Domain
 from certauth import trust
 from certauth.authenticator import CertificateAuthenticator
+from certauth.configcas import sync_config_cas
 from certauth.models import (
     AuthEvent,
     Certificate,
@@ -30,7 +31,7 @@ from tests.certs import (
     make_not_yet_valid,
     make_self_signed,
 )
-from xmppauth.config import AuthConfig, Config, HttpAuthOptions, TlsOptions, XmppauthOptions
+from xmppauth.config import AuthConfig, C2SListener, Config, HttpAuthOptions, TlsOptions, XmppauthOptions
 
 pytestmark = pytest.mark.django_db
 
@@ -122,6 +123,8 @@ def test_ca_in_tls_cacertfile_is_trusted(tmp_path):
     file_ca = make_ca("File CA")
     path = tmp_path / "ca.pem"
     path.write_bytes(file_ca.pem)
+    tls = TlsOptions(cacertfile=str(path))
+    sync_config_cas(Config(hosts=(DOMAIN,), listen_c2s=(C2SListener(tls=tls),), source="test.toml"))
     check, result = login(authenticator(cacertfile=path), make_client(file_ca))
     assert check.verified, check.reason
     assert result.accepted
@@ -295,7 +298,9 @@ def test_active_registered_certificate_is_not_revoked(ca, ca_row):
 
 def test_serial_listed_in_the_issuers_crl_is_refused(ca, ca_row):
     alice = make_client(ca, serial=0xABC123)
-    source = CrlSource.objects.create(ca=ca_row, kind=CrlSource.Kind.OPERATOR_URL, location="http://crl.test/ca.crl")
+    source = CrlSource.objects.create(
+        ca=ca_row, kind=CrlSource.Kind.OPERATOR_URL, location="http://crl.test/ca.crl"
+    )
     RevokedSerial.objects.create(
         source=source,
         ca=ca_row,

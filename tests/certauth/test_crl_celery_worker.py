@@ -86,7 +86,12 @@ def test_celery_worker_refreshes_a_crl_source_into_the_database(tmp_path: Path):
         for key, value in os.environ.items()
         if key not in ("DATABASE_URL", "REDIS_URL", "XMPPAUTH_CONFIG")
     }
+    # The worker applies the config's tls.cacertfile and tls.crl_files at start (certauth.configcas): give
+    # it a config of its own instead of the checkout's, whose var/pki files `make run` writes.
+    config = tmp_path / "xmppauth.toml"
+    config.write_text('[general]\n  hosts = ["localhost"]\n')
     env.update(
+        XMPPAUTH_CONFIG=str(config),
         DJANGO_SETTINGS_MODULE="xmppauth.settings",
         DATABASE_URL=f"sqlite:///{database}",
         REDIS_URL=REDIS_URL,

@@ -1,14 +1,14 @@
-"""certauth.trust: anchors from tls.cacertfile plus trusted CA rows, cached and invalidated on CA changes."""
+"""certauth.trust: anchors are CA rows (config CAs where their cacertfile lists them), cached per listener."""
 
 from __future__ import annotations
-
-import logging
 
 import pytest
 
 from certauth import trust
+from certauth.configcas import sync_config_cas
 from tests.certauth.crlhelpers import add_ca_row
 from tests.certs import make_ca
+from xmppauth.config import C2SListener, Config, TlsOptions
 
 pytestmark = pytest.mark.django_db
 
@@ -20,17 +20,46 @@ def _fresh_cache():
     trust.invalidate()
 
 
-def test_anchors_are_the_cacertfile_plus_trusted_rows_without_duplicates(tmp_path):
+def _config(*cacertfiles: str) -> Config:
+    listeners = tuple(
+        C2SListener(port=5222 + i, tls=TlsOptions(cacertfile=f)) for i, f in enumerate(cacertfiles)
+    )
+    return Config(hosts=("localhost",), listen_c2s=listeners, source="test.toml")
+
+
+def test_anchors_are_the_cacertfile_rows_plus_trusted_rows_without_duplicates(tmp_path):
     file_ca, row_ca, both_ca, untrusted_ca = (make_ca(n) for n in ("file", "row", "both", "untrusted"))
     path = tmp_path / "ca.pem"
     path.write_bytes(file_ca.pem + both_ca.pem)
     add_ca_row(row_ca, "row")
     add_ca_row(both_ca, "both")
     add_ca_row(untrusted_ca, "untrusted", trusted=False)
+    sync_config_cas(_config(str(path)))
     anchors = trust.trust_anchors(str(path))
     assert set(anchors.certificates) == {file_ca.cert, row_ca.cert, both_ca.cert}
     assert len(anchors.certificates) == 3
     assert anchors.store is not None
+
+
+def test_a_config_ca_is_an_anchor_only_on_the_listeners_whose_cacertfile_lists_it(tmp_path):
+    first_ca, second_ca, row_ca = make_ca("first"), make_ca("second"), make_ca("row")
+    first, second = tmp_path / "first.pem", tmp_path / "second.pem"
+    first.write_bytes(first_ca.pem)
+    second.write_bytes(second_ca.pem)
+    add_ca_row(row_ca, "row")
+    sync_config_cas(_config(str(first), str(second)))
+    assert set(trust.trust_anchors(str(first)).certificates) == {first_ca.cert, row_ca.cert}
+    assert set(trust.trust_anchors(str(second)).certificates) == {second_ca.cert, row_ca.cert}
+    assert trust.trust_anchors(None).certificates == (row_ca.cert,)
+
+
+def test_the_login_path_reads_no_file(tmp_path):
+    file_ca = make_ca("file")
+    path = tmp_path / "ca.pem"
+    path.write_bytes(file_ca.pem)
+    sync_config_cas(_config(str(path)))
+    path.unlink()  # the rows made at start-up are the anchors; the file is not read again
+    assert trust.trust_anchors(str(path)).certificates == (file_ca.cert,)
 
 
 def test_every_ca_row_maps_to_its_primary_key_trusted_or_not():
@@ -48,15 +77,6 @@ def test_no_anchor_at_all_gives_no_store():
     anchors = trust.trust_anchors(None)
     assert anchors.certificates == ()
     assert anchors.store is None
-
-
-def test_unreadable_cacertfile_is_logged_and_database_anchors_remain(tmp_path, caplog):
-    row_ca = make_ca("row")
-    add_ca_row(row_ca, "row")
-    with caplog.at_level(logging.ERROR, logger="certauth.trust"):
-        anchors = trust.trust_anchors(str(tmp_path / "missing.pem"))
-    assert anchors.certificates == (row_ca.cert,)
-    assert "missing.pem" in caplog.text
 
 
 def test_anchors_are_cached_until_a_ca_row_changes():

@@ -68,6 +68,7 @@ def c2s(on_reactor, pki, trusted_ca):
     """Start a real c2s listener on 127.0.0.1:0; returns its port."""
     from twisted.internet import reactor
 
+    from certauth.configcas import sync_config_cas
     from transport import tcp
     from xmppauth.config import AuthConfig, C2SListener, Config
 
@@ -84,7 +85,9 @@ def c2s(on_reactor, pki, trusted_ca):
     ) -> int:
         options = pki.options(mode=mode, **tls_overrides)
         listener = C2SListener(port=0, ip_address="127.0.0.1", tls=options)
-        config = Config(hosts=hosts, listen_c2s=(listener,), auth=auth or AuthConfig())
+        config = Config(hosts=hosts, listen_c2s=(listener,), auth=auth or AuthConfig(), source="test.toml")
+        if options.cacertfile:  # as every process does at start-up: the file's CAs become rows
+            sync_config_cas(config)
         port = on_reactor(
             tcp.listen_c2s,
             listener,

@@ -95,5 +95,5 @@ def test_cacertfile_ca_limited_by_cacert_domains_asserting_another_domain_is_not
     assert_refused(outcome, "not-authorized")
     event = last_event()
     assert event.condition == "not-authorized"
-    expected = "CA 'CN=cacertfile CA (tls.cacertfile)' may vouch only for b.localhost, not for localhost"
+    expected = "CA 'cacertfile CA' may vouch only for b.localhost, not for localhost"  # the config CA's row
     assert event.reason == expected

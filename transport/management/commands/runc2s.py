@@ -65,6 +65,9 @@ class Command(BaseCommand):
 
         for host in ensure_domains(config.hosts):
             logger.info("hosted domain %s added from the config", host)
+        from certauth.configcas import prepare_process_or_exit  # noqa: PLC0415
+
+        prepare_process_or_exit(config)  # config CAs as rows, tls.crl_files loaded, before any listener
         try:
             ports = start_c2s_listeners(config, reactor, reuse_port=reuse_port)
         except TlsConfigError as exc:

@@ -27,6 +27,7 @@ class Command(BaseCommand):
         # isort: split
         from twisted.internet import reactor
 
+        from certauth.configcas import prepare_process_or_exit
         from certauth.scheduler import start_in_process_jobs
         from transport.live import start_session_services
         from transport.tcp import start_c2s_listeners
@@ -35,6 +36,7 @@ class Command(BaseCommand):
 
         keep_connections_in_threads()  # one connection per pool thread, not one per call
         config = settings.XMPP
+        prepare_process_or_exit(config)  # done by xmppauth.asgi already; here too, before any listener
         endpoints = http_endpoint_descriptions(config)
         for listener in config.listen_http:
             scheme = "https" if listener.tls is not None else "http"
