@@ -18,9 +18,10 @@ from accounts.models import (
     normalised_domain,
     normalised_localpart,
 )
-from certauth import pki, services
+from certauth import pins, pki, services
 from certauth.adminviews import form_page
-from certauth.forms import IssueCertificateForm, SignCsrForm
+from certauth.forms import IssueCertificateForm, PinSelfSignedForm, SignCsrForm
+from certauth.models import SelfSignedPin
 
 
 class DomainForm(forms.ModelForm):
@@ -64,14 +65,29 @@ def _attachment(data: bytes, filename: str, content_type: str) -> HttpResponse:
     return response
 
 
+class SelfSignedPinInline(admin.TabularInline):
+    """The account's pinned self-signed certificates (``selfsigned_peer``): when, how and from where each was
+    pinned. Added through "Pin a self-signed certificate" (validated); ticking "Delete" clears one."""
+
+    model = SelfSignedPin
+    extra = 0
+    fields = ["fingerprint_sha256", "origin", "subject", "created_at", "peer", "transport"]
+    readonly_fields = fields
+    verbose_name_plural = "self-signed certificate pins (selfsigned_peer)"
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # the pin form validates the certificate or fingerprint
+
+
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     form = AccountForm
-    list_display = ["jid_display", "active", "created_by", "certificate_count", "created_at"]
+    list_display = ["jid_display", "active", "created_by", "certificate_count", "pin_count", "created_at"]
     list_filter = ["active", "created_by", "domain"]
     search_fields = ["localpart", "domain__name"]
     list_select_related = ["domain"]
-    readonly_fields = ["created_at", "certificate_actions"]
+    readonly_fields = ["created_at", "certificate_actions", "selfsigned_pin_actions"]
+    inlines = [SelfSignedPinInline]
     actions = ["issue_certificate_action"]
 
     @admin.display(description="JID", ordering="localpart")
@@ -81,6 +97,21 @@ class AccountAdmin(admin.ModelAdmin):
     @admin.display(description="certificates")
     def certificate_count(self, account: Account) -> int:
         return account.certificates.count()
+
+    @admin.display(description="self-signed pins")
+    def pin_count(self, account: Account) -> int:
+        return account.selfsigned_pins.count()
+
+    @admin.display(description="self-signed certificates")
+    def selfsigned_pin_actions(self, account: Account) -> str:
+        if account.pk is None:
+            return "-"
+        return format_html(
+            '<a class="button" href="{}">Pin a self-signed certificate</a> '
+            '<a class="button" href="{}">Clear all pins</a>',
+            reverse("admin:accounts_account_pin", args=[account.pk]),
+            reverse("admin:accounts_account_clear_pins", args=[account.pk]),
+        )
 
     @admin.display(description="certificate actions")
     def certificate_actions(self, account: Account) -> str:
@@ -113,8 +144,70 @@ class AccountAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.sign_csr_view),
                 name="accounts_account_sign_csr",
             ),
+            path(
+                "<int:account_id>/pin-selfsigned/",
+                self.admin_site.admin_view(self.pin_view),
+                name="accounts_account_pin",
+            ),
+            path(
+                "<int:account_id>/clear-pins/",
+                self.admin_site.admin_view(self.clear_pins_view),
+                name="accounts_account_clear_pins",
+            ),
         ]
         return own + super().get_urls()
+
+    def pin_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
+        account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)
+        if not self.has_change_permission(request, account):
+            return HttpResponse(status=403)
+        form = PinSelfSignedForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                pin = pins.pin_for_account(
+                    account, certificate=data["certificate"], fingerprint=data["fingerprint"]
+                )
+            except pins.PinError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.log_change(request, account, f"pinned self-signed certificate {pin.fingerprint_sha256}")
+                self.message_user(request, f"Self-signed certificate pinned to {account.jid}.")
+                return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[account.pk]))
+        return form_page(
+            request,
+            f"Pin a self-signed certificate to {account.jid}",
+            form,
+            submit_label="Pin",
+            intro=(
+                "With tls.verify_mode = \"selfsigned_peer\", a self-signed certificate logs in only as the "
+                "account it is pinned to. An account may hold several pins (one per device); one without "
+                "any is pinned at its first self-signed login."
+            ),
+        )
+
+    def clear_pins_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
+        account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)
+        if not self.has_change_permission(request, account):
+            return HttpResponse(status=403)
+        if request.method == "POST":
+            count = pins.clear_pins(account)
+            self.log_change(request, account, f"cleared {count} self-signed certificate pin(s)")
+            self.message_user(
+                request,
+                f"Cleared {count} pin(s) of {account.jid}; its next self-signed login pins again.",
+            )
+            return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[account.pk]))
+        return form_page(
+            request,
+            f"Clear the self-signed certificate pins of {account.jid}",
+            forms.Form(),
+            submit_label="Clear all pins",
+            intro=(
+                f"{account.selfsigned_pins.count()} pin(s). After clearing, the next self-signed login as "
+                f"{account.jid} pins its certificate (trust on first use)."
+            ),
+        )
 
     def issue_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
         account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)

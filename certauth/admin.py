@@ -16,7 +16,14 @@ from accounts.models import Account
 from certauth import crlfetch, crlpolicy, services
 from certauth.adminviews import form_page
 from certauth.forms import CertificateAuthorityForm, ImportCaForm, ImportCertificateForm, RevokeForm
-from certauth.models import AuthEvent, Certificate, CertificateAuthority, CrlSource, RevokedSerial
+from certauth.models import (
+    AuthEvent,
+    Certificate,
+    CertificateAuthority,
+    CrlSource,
+    RevokedSerial,
+    SelfSignedPin,
+)
 
 
 class ImportToolMixin:
@@ -440,6 +447,21 @@ class RevokedSerialAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(SelfSignedPin)
+class SelfSignedPinAdmin(admin.ModelAdmin):
+    """Every pin (``selfsigned_peer``); they are added on the account's page, deleting one clears it."""
+
+    list_display = ["account", "fingerprint_sha256", "origin", "created_at", "peer", "transport"]
+    fields = ["account", "fingerprint_sha256", "origin", "subject", "created_at", "peer", "transport"]
+    list_filter = ["origin"]
+    search_fields = ["account__localpart", "account__domain__name", "fingerprint_sha256", "subject", "peer"]
+    list_select_related = ["account__domain"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
 

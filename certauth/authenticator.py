@@ -10,7 +10,8 @@ Per connection: ``CertificateAuthenticator(config, listener_tls, transport, peer
    offered (:meth:`~CertificateAuthenticator.external_available`).
 2. :meth:`~CertificateAuthenticator.authenticate_external` when the client sends EXTERNAL: revocation again
    (it may have changed since the handshake), the identity rules, the domain limits of the CAs on the
-   verified path (``certauth.trust.domain_refusal``), then the auth methods in order.
+   verified path (``certauth.trust.domain_refusal``), for a self-signed certificate (``selfsigned_peer``)
+   its pin (``certauth.pins``), then the auth methods in order, and last the pin at first use.
 3. :meth:`~CertificateAuthenticator.refusal_at_bind` when the client binds a resource, after the session is
    in the live registry (``transport.live.bind_session``): the certificate's expiry and revocation (the whole
    path) and the account's active flag once more, so that nothing that changed since SASL success reaches a
@@ -37,7 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from accounts.models import Domain
-from certauth import learning, pki
+from certauth import learning, pins, pki
 from certauth.authmethods import (
     AuthMethod,
     ExternalAttempt,
@@ -101,6 +102,7 @@ class _Checked:
     issuer_ca_id: int | None
     path: tuple[PathLink, ...]  # every certificate of the verified path below the anchor, leaf first
     ca_fingerprints: tuple[str, ...] = ()  # the CAs on the verified path, leaf excluded, anchor last
+    self_signed: bool = False  # accepted as self-signed (selfsigned_peer): logs in only as its pinned account
 
 
 def _path_links(
@@ -214,6 +216,7 @@ class CertificateAuthenticator:
             issuer_ca_id,
             tuple(_path_links(certs[0], verdict.chain, anchors)),
             tuple(pki.fingerprint_sha256(cert) for cert in verdict.chain[1:]),
+            self_signed=verdict.self_signed,
         )
         revoked = self._revocation(checked)
         # After the decision, off the login path: verified chains only, refused or not (under
@@ -306,15 +309,26 @@ class CertificateAuthenticator:
         limited = self._domain_refusal(checked, decision.jid)
         if limited:  # before the methods: `pki` would create the account
             return self._refuse(facts, authzid, NOT_AUTHORIZED, limited, jid=decision.jid)
+        pin = pins.check_pin(decision.jid, facts.fingerprint_sha256) if checked.self_signed else None
+        if pin is not None and pin.refusal:  # before the methods: `pki` would create the account
+            return self._refuse(facts, authzid, NOT_AUTHORIZED, pin.refusal, jid=decision.jid)
         verdict = run_methods(self.methods, ExternalAttempt(decision.jid, facts, checked.der))
         if not verdict.accepted:
             return self._refuse(facts, authzid, NOT_AUTHORIZED, verdict.reason, jid=decision.jid)
-        self._record(facts, authzid, decision.jid, None, verdict.reason, jid_tried=decision.jid)
+        reason = verdict.reason
+        if pin is not None and pin.pinned:
+            reason = f"{reason}; self-signed certificate pinned to {decision.jid}"
+        elif pin is not None:  # the account holds no pin: trust on first use (after `pki` made the account)
+            refused = pins.pin_first_use(decision.jid, facts, peer=self.peer, transport=self.transport)
+            if refused:
+                return self._refuse(facts, authzid, NOT_AUTHORIZED, refused, jid=decision.jid)
+            reason = f"{reason}; {pins.REASON_FIRST_USE.format(jid=decision.jid)}"
+        self._record(facts, authzid, decision.jid, None, reason, jid_tried=decision.jid)
         logger.info(
             "SASL EXTERNAL success: %s as %s via %s from %s (%s)",
-            facts.subject, decision.jid, self.transport, self.peer, verdict.reason,
+            facts.subject, decision.jid, self.transport, self.peer, reason,
         )
-        return AuthResult(jid=decision.jid, reason=verdict.reason)
+        return AuthResult(jid=decision.jid, reason=reason)
 
     def _domain_refusal(self, checked: _Checked, jid: str) -> str | None:
         """Issue 11 point 10: every CA on the path limited to some domains must allow the JID's domain.

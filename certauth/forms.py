@@ -12,6 +12,7 @@ from accounts.models import Domain
 from certauth import pki
 from certauth.identity import InvalidJid, normalise_domain
 from certauth.models import CertificateAuthority, RevocationReason
+from certauth.pins import PinError, normalise_fingerprint
 
 KEY_TYPE_CHOICES = [("ec-p256", "ECDSA P-256"), ("rsa-2048", "RSA 2048"), ("rsa-3072", "RSA 3072")]
 
@@ -198,3 +199,53 @@ class RevokeForm(forms.Form):
         choices=[c for c in RevocationReason.choices if c[0] != RevocationReason.CERTIFICATE_HOLD],
         initial=RevocationReason.UNSPECIFIED,
     )
+
+
+class PinSelfSignedForm(forms.Form):
+    """Pin a self-signed certificate to an account (``selfsigned_peer``): upload or paste it, or give its
+    SHA-256 fingerprint. Exactly one of the three."""
+
+    certificate_file = forms.FileField(
+        required=False, label="Certificate file", help_text="The self-signed certificate (PEM or DER)."
+    )
+    pem = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 10, "cols": 70}), label="or paste it (PEM)"
+    )
+    fingerprint = forms.CharField(
+        required=False,
+        max_length=200,
+        label="or its SHA-256 fingerprint",
+        help_text="64 hexadecimal digits; colons and spaces are ignored (openssl x509 -fingerprint -sha256).",
+    )
+
+    MAX_CERTIFICATE_BYTES = 64 * 1024
+
+    def clean_fingerprint(self) -> str | None:
+        text = self.cleaned_data.get("fingerprint", "").strip()
+        if not text:
+            return None
+        try:
+            return normalise_fingerprint(text)
+        except PinError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean(self) -> dict:
+        data = super().clean()
+        upload = data.get("certificate_file")
+        raw: bytes | None = None
+        if upload is not None:
+            if upload.size > self.MAX_CERTIFICATE_BYTES:
+                raise forms.ValidationError("The certificate file is larger than 64 KiB.")
+            raw = upload.read()
+        elif data.get("pem"):
+            raw = data["pem"].encode()
+        fingerprint_given = bool(data.get("fingerprint")) or "fingerprint" in self.errors
+        if (raw is not None) + fingerprint_given != 1:
+            raise forms.ValidationError("Give one of: a certificate file, a pasted one, a fingerprint.")
+        data["certificate"] = None
+        if raw is not None:
+            try:
+                data["certificate"] = pki.load_certificate(raw)
+            except ValueError as exc:
+                raise forms.ValidationError(f"Not a single certificate: {exc}") from None
+        return data

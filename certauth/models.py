@@ -286,3 +286,41 @@ def _refuse_unrevoking(sender: type[Certificate], instance: Certificate, **kwarg
     stored = Certificate.objects.filter(pk=instance.pk).values_list("status", flat=True).first()
     if stored == Certificate.Status.REVOKED:
         raise models.ProtectedError(instance.unrevoking_refused_reason(), {instance})
+
+
+class SelfSignedPin(models.Model):
+    """A self-signed client certificate pinned to the one account it may log in as (``selfsigned_peer``).
+
+    An account may hold several pins (one per device, added in the admin); a login pins its certificate by
+    itself (trust on first use) only when the account holds none. The rules are in ``certauth.pins``.
+    """
+
+    class Origin(models.TextChoices):
+        ADMIN = "admin", "pinned in the admin"
+        FIRST_LOGIN = "first_login", "pinned at first login (trust on first use)"
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="selfsigned_pins")
+    fingerprint_sha256 = models.CharField(
+        max_length=64, unique=True, help_text="SHA-256 of the DER certificate, lower hex without colons."
+    )
+    origin = models.CharField(max_length=16, choices=Origin.choices)
+    subject = models.CharField(max_length=1000, blank=True, help_text="Empty when pinned by fingerprint.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    peer = models.CharField(max_length=100, blank=True, help_text="First login: the client's address.")
+    transport = models.CharField(max_length=16, blank=True, help_text="First login: tcp, tls, ...")
+
+    class Meta:
+        ordering = ["account", "created_at"]
+        verbose_name = "self-signed certificate pin"
+        constraints = [
+            # Race safety of trust on first use: two first logins at once with different certificates
+            # both find no pin; only one of their inserts can succeed.
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=models.Q(origin="first_login"),
+                name="selfsignedpin_one_first_login_per_account",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.fingerprint_sha256[:16]}… ({self.get_origin_display()})"

@@ -69,6 +69,7 @@ class ChainVerdict:
     reason: str
     issuer_ca: x509.Certificate | None = None  # the leaf's direct issuer on the verified path
     chain: tuple[x509.Certificate, ...] = field(default=(), repr=False)  # verified path, leaf first
+    self_signed: bool = False  # accepted as a self-signed leaf (selfsigned_peer), not through a CA
 
 
 def _ca_key_usage(policy: Policy, cert: x509.Certificate, ku: x509.KeyUsage | None) -> None:
@@ -139,6 +140,11 @@ def _self_signature_ok(cert: x509.Certificate) -> bool:
     return True
 
 
+def is_self_signed(cert: x509.Certificate) -> bool:
+    """Self-issued (RFC 5280 §3.2) and signed by its own key: what ``selfsigned_peer`` may accept."""
+    return _is_self_issued(cert) and _self_signature_ok(cert)
+
+
 def _reason_from_error(error: VerificationError) -> str:
     """Turn cryptography's message into one of our human reasons (the raw text goes to the debug log)."""
     text = str(error)
@@ -160,7 +166,7 @@ def _verify_self_signed(leaf: x509.Certificate, now: datetime) -> ChainVerdict:
     dates = _dates_reason(leaf, now)
     if dates:
         return ChainVerdict(False, dates)
-    return ChainVerdict(True, REASON_SELF_SIGNED_OK, None, (leaf,))
+    return ChainVerdict(True, REASON_SELF_SIGNED_OK, None, (leaf,), self_signed=True)
 
 
 def verify_client_chain(

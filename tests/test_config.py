@@ -256,6 +256,30 @@ def test_selfsigned_peer_is_accepted() -> None:
     assert tls is not None and tls.verify_mode == "selfsigned_peer"
 
 
+def test_each_selfsigned_peer_listener_gets_a_startup_warning_about_pinning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("WARNING", logger="xmppauth.config")
+    parse(
+        '[[listen.c2s]]\nport = 5222\ntls.verify_mode = "selfsigned_peer"\n'
+        '[[listen.c2s]]\nport = 5223\ntls.mode = "tls"\ntls.verify_mode = "peer"\n'
+        '[[listen.http]]\nport = 5443\ntls.verify_mode = "selfsigned_peer"\n'
+        '[[listen.http.handlers.mod_websockets]]\npath = "/ws-xmpp"\n'
+    )
+    warnings = [r.getMessage() for r in caplog.records if "selfsigned_peer" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    assert "listen.c2s[0].tls.verify_mode" in warnings[0]
+    assert "listen.http[0].tls.verify_mode" in warnings[1]
+    assert all("pinned" in text and "trust on first use" in text for text in warnings)
+    assert all(r.levelname == "WARNING" for r in caplog.records if "selfsigned_peer" in r.getMessage())
+
+
+def test_peer_listener_gets_no_pinning_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="xmppauth.config")
+    parse('[listen.c2s]\ntls.verify_mode = "peer"\n')
+    assert "selfsigned_peer" not in caplog.text
+
+
 def test_unknown_verify_mode_value_is_rejected_with_accepted_values() -> None:
     message = config_error('[[listen.c2s]]\ntls.verify_mode = "strict"\n')
 

@@ -454,6 +454,14 @@ def _parse_tls(listener: _Table, modes: Sequence[str], default_mode: str) -> Tls
                 f'"peer", false means "none"); set only verify_mode',
             )
         verify_mode = from_peer
+    if verify_mode == "selfsigned_peer":  # issue 12 point 3: certauth.pins
+        logger.warning(
+            '%s: %s = "selfsigned_peer": a self-signed client certificate logs in only as the account it '
+            "is pinned to; an account without a pin is pinned at its first self-signed login "
+            "(trust on first use)",
+            tls.source,
+            tls.key("verify_mode"),
+        )
     return TlsOptions(
         mode=tls.choice("mode", default_mode, modes),
         certfile=tls.file("certfile"),

@@ -293,8 +293,9 @@ SETUP = """
 
 
 def test_runc2s_ends_the_two_listed_tls_sessions_and_keeps_the_third(tmp_path, migrated_database):  # noqa: F811
-    env, pki, port = scratch(tmp_path, migrated_database, cacertfile=False)  # the CA is a database row
     crl_file = tmp_path / "scale.crl"
+    # The CA is a database row; its CRL file is in the config, as start-up keeps only the listed file sources.
+    env, pki, port = scratch(tmp_path, migrated_database, cacertfile=False, crl_files=(crl_file,))
     crl_file.write_bytes(make_crl(pki.ca, OTHERS, number=1))
     env.update(CA_PEM=str(tmp_path / "ca.pem"), CRL_FILE=str(crl_file))
     env["SOURCE_ID"] = str(json.loads(run_python(SETUP, env))["source"])

@@ -51,8 +51,16 @@ def migrated_database(tmp_path_factory) -> Path:
     return directory / "db.sqlite3"
 
 
-def scratch(tmp_path: Path, migrated_database: Path, *, http: bool = False, cacertfile: bool = True):
-    """Config, database and environment for one test; returns (env, pki, c2s port)."""
+def scratch(
+    tmp_path: Path,
+    migrated_database: Path,
+    *,
+    http: bool = False,
+    cacertfile: bool = True,
+    crl_files: tuple[Path, ...] = (),
+):
+    """Config, database and environment for one test; returns (env, pki, c2s port). ``crl_files`` go into
+    ``tls.crl_files`` (start-up applies them strictly: each must exist and match a trusted CA by then)."""
     shutil.copy(migrated_database, tmp_path / "db.sqlite3")
     pki = make_pki(tmp_path)
     (tmp_path / "ca.pem").write_bytes(pki.ca.pem)
@@ -69,6 +77,8 @@ def scratch(tmp_path: Path, migrated_database: Path, *, http: bool = False, cace
     ]
     if cacertfile:
         lines.append(f'  tls.cacertfile = "{tmp_path / "ca.pem"}"')
+    if crl_files:
+        lines.append(f"  tls.crl_files = {json.dumps([str(path) for path in crl_files])}")
     if http:
         lines += ["", "[[listen.http]]", f"  port = {free_port()}", '  ip_address = "127.0.0.1"']
     config = tmp_path / "xmppauth.toml"
