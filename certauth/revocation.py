@@ -24,12 +24,13 @@ it off the login path) has no CRL yet: like a source not tried yet, it is not re
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from django.db import connection
 from django.db.models import Q
 
@@ -345,3 +346,31 @@ def path_revocation_problem(
     if require_revocation and (without_crl or unknown_issuer):
         return _without_crl(links)
     return None
+
+
+def subordinate_cas_listed(ca: CertificateAuthority, serials: Iterable[str]) -> list[CertificateAuthority]:
+    """The CA rows (learnt intermediates, imported ones) that ``ca`` issued and whose serial ``serials``
+    lists: revoking one revokes every certificate below it (RFC 5280 §6.1.3 (a)(3)). CA rows are few, so
+    their certificates are read here, off the login path (the CRL refresh)."""
+    wanted = {serial.lower() for serial in serials}
+    if not wanted:
+        return []
+    try:
+        issuer = pki.load_certificate(ca.certificate_pem.encode())
+    except ValueError:
+        return []
+    found: list[CertificateAuthority] = []
+    for row in CertificateAuthority.objects.exclude(pk=ca.pk):
+        try:
+            cert = pki.load_certificate(row.certificate_pem.encode())
+        except ValueError:
+            continue
+        if format(cert.serial_number, "x") not in wanted or cert.issuer != issuer.subject:
+            continue
+        try:
+            cert.verify_directly_issued_by(issuer)  # the same name and serial under another key is not it
+        except (InvalidSignature, ValueError, TypeError):
+            continue
+        found.append(row)
+    return found
+

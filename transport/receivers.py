@@ -18,6 +18,7 @@ from django.db.models.signals import post_save
 
 from accounts.models import Account
 from certauth.models import Certificate, CrlSource, RevocationReason
+from certauth.revocation import subordinate_cas_listed
 from certauth.services import certificate_invalidated
 from certauth.signals import external_revocations_found
 from transport import sessions
@@ -40,6 +41,10 @@ def on_certificate_invalidated(sender: Any, certificate: Certificate, **_: Any) 
 def on_external_revocations(sender: Any, ca: Any, serials: Any, source: Any, **_: Any) -> None:
     text = f"certificate revoked (listed in the CRL of {ca.name})"[:255]
     sessions.terminate_listed(ca.pk, source.pk, serials, text)
+    revoked_cas = subordinate_cas_listed(ca, serials)  # RFC 5280 §6.1.3 (a)(3): the whole path counts
+    if revoked_cas:
+        names = ", ".join(row.name for row in revoked_cas)
+        sessions.terminate_issued_by([row.pk for row in revoked_cas], f"issuing CA revoked ({names})")
 
 
 def on_account_saved(sender: Any, instance: Account, **_: Any) -> None:

@@ -233,6 +233,38 @@ def terminate_listed(
     return commands
 
 
+def terminate_issued_by(issuer_ca_ids: Collection[int], text: str) -> list[SessionTermination]:
+    """End every live session whose certificate a CA in ``issuer_ca_ids`` issued (an intermediate its own
+    issuer's CRL now revokes): one query for the sessions, one command per session, as ``terminate_listed``.
+    Sessions further below (a leaf under a second intermediate) are not found here; their next bind or
+    login is refused by the path check."""
+    if not issuer_ca_ids:
+        return []
+    rows = list(
+        LiveSession.objects.filter(issuer_ca_id__in=list(issuer_ca_ids)).values_list(
+            "id", "issuer_ca_id", "cert_serial"
+        )
+    )
+    now = timezone.now()
+    commands = [
+        SessionTermination(
+            created_at=now,
+            target=SessionTermination.Target.SESSION,
+            condition=RESET,
+            text=text[:255],
+            session_id=session_id,
+            issuer_ca_id=issuer_ca_id,
+            serial=serial,
+        )
+        for session_id, issuer_ca_id, serial in rows
+    ]
+    SessionTermination.objects.bulk_create(commands)
+    logger.info(
+        "CA(s) %s revoked: %d live session(s) below them to end", sorted(issuer_ca_ids), len(commands)
+    )
+    return commands
+
+
 def terminate_account(bare_jid: str, text: str = TEXT_ACCOUNT_DISABLED) -> SessionTermination:
     return _command(SessionTermination.Target.BARE_JID, text, bare_jid=bare_jid.lower())
 

@@ -24,7 +24,7 @@ from certauth import crlfetch, trust
 from certauth.models import CertificateAuthority, CrlSource, RevokedSerial
 from tests.certauth.crlhelpers import add_ca_row, add_source, make_crl, options
 from tests.certauth.test_crl_celery_worker import run_python
-from tests.certs import Issued, make_ca, make_client
+from tests.certs import Issued, make_ca, make_client, make_intermediate, make_root
 from tests.processes import Managed
 from tests.transport.sessionclient import Refused, login
 from tests.transport.test_session_termination_processes import (  # the fixture, and its helpers
@@ -52,8 +52,8 @@ def _fresh_trust_cache():
 class Ca:
     """An external CA: its certificate and key, its row, and one ``file`` CRL source."""
 
-    def __init__(self, directory: Path, name: str) -> None:
-        self.issued = make_ca(name)
+    def __init__(self, directory: Path, name: str, issued: Issued | None = None) -> None:
+        self.issued = issued or make_ca(name)
         self.row: CertificateAuthority = add_ca_row(self.issued, name)
         self.path = directory / f"{name.replace(' ', '_')}.crl"
         self.source: CrlSource = add_source(self.row, str(self.path), kind=CrlSource.Kind.FILE)
@@ -69,18 +69,25 @@ class Ca:
 
     def session(self, localpart: str, *, serial: int | None = None) -> tuple[SessionFacts, Issued]:
         """A live session row of a certificate this CA issued (as a listener that persists writes it)."""
-        cert = make_client(self.issued, jids=[f"{localpart}@localhost"], serial=serial)
-        facts = SessionFacts(
-            full_jid=f"{localpart}@localhost/live",
-            transport="tls",
-            peer="127.0.0.1:40000",
-            cert_fingerprint=cert.facts.fingerprint_sha256,
-            cert_serial=format(cert.cert.serial_number, "x"),
-            issuer_ca_id=self.row.pk,
-            cert_not_after=timezone.now() + timedelta(days=30),
-        )
-        sessions.save_session(facts)
-        return facts, cert
+        return session_under(self.issued, self.row, localpart, serial=serial)
+
+
+def session_under(
+    issuer: Issued, issuer_row: CertificateAuthority, localpart: str, *, serial: int | None = None
+) -> tuple[SessionFacts, Issued]:
+    """A live session row of a certificate ``issuer`` issued (as a listener that persists writes it)."""
+    cert = make_client(issuer, jids=[f"{localpart}@localhost"], serial=serial)
+    facts = SessionFacts(
+        full_jid=f"{localpart}@localhost/live",
+        transport="tls",
+        peer="127.0.0.1:40000",
+        cert_fingerprint=cert.facts.fingerprint_sha256,
+        cert_serial=format(cert.cert.serial_number, "x"),
+        issuer_ca_id=issuer_row.pk,
+        cert_not_after=timezone.now() + timedelta(days=30),
+    )
+    sessions.save_session(facts)
+    return facts, cert
 
 
 def commands() -> list[SessionTermination]:
@@ -267,6 +274,36 @@ def test_a_session_command_is_applied_by_id_and_ends_only_that_session():
     assert registry.apply(command) == 1
     assert registry.apply(command) == 0  # closed already
     assert (first.calls, second.calls) == ([("reset", "why")], [])
+
+
+# --- an intermediate revoked by its issuer's CRL ends the sessions below it ------------------------------
+
+
+def test_a_crl_revoking_an_intermediate_ends_the_sessions_of_its_leaves_and_no_other(
+    tmp_path, transactional_db
+):
+    root = Ca(tmp_path, "Path Root", make_root("Path Root"))
+    revoked_int = make_intermediate(root.issued, "Revoked Int", serial=0x777)
+    kept_int = make_intermediate(root.issued, "Kept Int", serial=0x778)
+    revoked_row = add_ca_row(revoked_int, "Revoked Int", trusted=False)  # as learnt from a client's chain
+    kept_row = add_ca_row(kept_int, "Kept Int", trusted=False)
+    alice, _ = session_under(revoked_int, revoked_row, "alice")
+    bob, _ = session_under(kept_int, kept_row, "bob")
+    carol, _ = root.session("carol")  # issued by the root itself
+    root.publish([*OTHERS[:50], 0x777])
+    rows = commands()
+    assert {row.session_id for row in rows} == {alice.session_id}
+    assert rows[0].text == "issuing CA revoked (Revoked Int)" and rows[0].condition == "reset"
+
+
+def test_the_same_serial_on_a_ca_of_another_issuer_is_not_revoked_by_this_crl(tmp_path, transactional_db):
+    root = Ca(tmp_path, "Path Root", make_root("Path Root"))
+    other_root = make_root("Other Root")
+    lookalike = make_intermediate(other_root, "Other Int", serial=0x777)  # same serial, another issuer
+    lookalike_row = add_ca_row(lookalike, "Other Int", trusted=False)
+    dave, _ = session_under(lookalike, lookalike_row, "dave")
+    root.publish([0x777])
+    assert dave.session_id not in ended_ids()
 
 
 # --- end to end: runc2s holds real TLS sessions, another process refreshes the CRL --------------------
