@@ -59,7 +59,7 @@ from bench.loadclient import (
 )
 from bench.proc import cpu_seconds
 from bench.revocation_latency import setup_django
-from bench.run_login_bench import DOMAIN, HOST, ROOT, Scratch, prepare, start_runc2s
+from bench.run_login_bench import DOMAIN, HOST, ROOT, Scratch, config_toml, prepare, start_runc2s
 
 CA_NAME = "Bench CRL CA"
 END_TIMEOUT = 60.0  # an affected session not ended this long after the refresh started counts as a failure
@@ -229,6 +229,9 @@ def set_up(scratch: Scratch, args: argparse.Namespace) -> Setup:
     directory = scratch.directory
     crl_file = directory / "bench.crl"
     ca_cert, ca_key, source_id = external_ca(directory, crl_file)
+    # Start-up applies tls.crl_files strictly and keeps only the file sources it lists: list ours.
+    config = directory / "xmppauth.toml"
+    config.write_text(config_toml(scratch.starttls_port, scratch.direct_port, crl_files=(crl_file,)))
     certs = directory / "clients"
     held = make_identities(ca_cert, ca_key, DOMAIN, args.sessions, certs, prefix="held")
     logins = make_identities(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import resource
@@ -90,12 +91,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def config_toml(starttls_port: int, direct_port: int, ping_interval: int | None = None) -> str:
+def config_toml(
+    starttls_port: int, direct_port: int, ping_interval: int | None = None, crl_files: tuple[Path, ...] = ()
+) -> str:
     listeners = []
+    crls = f"  tls.crl_files = {json.dumps([str(path) for path in crl_files])}\n" if crl_files else ""
     for port, mode in ((starttls_port, "starttls"), (direct_port, "tls")):
         listeners.append(
             f'[[listen.c2s]]\n  port = {port}\n  ip_address = "{HOST}"\n  tls.mode = "{mode}"\n'
-            '  tls.verify_mode = "peer"\n'
+            '  tls.verify_mode = "peer"\n' + crls
         )
     options = (
         f"\n[xmppauth]\n  ping_interval_seconds = {ping_interval}\n" if ping_interval is not None else ""

@@ -86,7 +86,7 @@ def site(tmp_path_factory):
                 env, "-m", "transport.daphne_server", "-e", "xmpptls:listener=0", "xmppauth.asgi:application"
             )
             https.wait_for(f"https listening on 127.0.0.1:{ports['peer']}")
-            server = XmppHttpServer(pki, directory, {"peer": ports["peer"]}, https.process)
+            server = XmppHttpServer(pki, directory, {"peer": ports["peer"]}, https.process, env)
             yield {
                 "env": env,
                 "ports": ports,
