@@ -3,8 +3,11 @@ offline messages (RFC 6121, XEP-0160) to look at."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -18,9 +21,11 @@ from accounts.models import (
     normalised_domain,
     normalised_localpart,
 )
-from certauth import pki, services
-from certauth.adminviews import form_page
-from certauth.forms import IssueCertificateForm, SignCsrForm
+from certauth import downloads, pki, services
+from certauth.adminviews import attachment, form_page
+from certauth.forms import IssueCertificateForm, RevokeForm, SignCsrForm
+from certauth.models import AuthEvent, Certificate
+from transport.models import LiveSession
 
 
 class DomainForm(forms.ModelForm):
@@ -57,13 +62,21 @@ class DomainAdmin(admin.ModelAdmin):
         return domain.accounts.count()
 
 
-def _attachment(data: bytes, filename: str, content_type: str) -> HttpResponse:
-    response = HttpResponse(data, content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["Cache-Control"] = "no-store"
-    return response
+@dataclass(frozen=True)
+class AccountPanel:
+    """One section of the account page below its form: a template and what it shows.
+
+    ``AccountAdmin.account_panels`` lists them; another part (certificate pins, say) adds its own section by
+    adding a panel there, with its own template.
+    """
+
+    key: str
+    title: str
+    template: str
+    context: dict = field(default_factory=dict)
 
 
+RECENT_EVENTS = 15
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     form = AccountForm
@@ -73,6 +86,47 @@ class AccountAdmin(admin.ModelAdmin):
     list_select_related = ["domain"]
     readonly_fields = ["created_at", "certificate_actions"]
     actions = ["issue_certificate_action"]
+    change_form_template = "admin/accounts/account/change_form.html"
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        account = self.get_object(request, object_id)
+        extra = {"account_panels": self.account_panels(request, account)} if account is not None else {}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    def account_panels(self, request: HttpRequest, account: Account) -> list[AccountPanel]:
+        """The sections of the account page: its certificates, live sessions and last auth events."""
+        certificates = list(account.certificates.select_related("issuer").order_by("-created_at")[:50])
+        fingerprints = [row.fingerprint_sha256 for row in certificates]
+        jid = account.jid
+        events = AuthEvent.objects.filter(
+            Q(jid_granted=jid) | Q(jid_requested=jid) | Q(cert_fingerprint__in=fingerprints)
+        ).order_by("-time")[:RECENT_EVENTS]
+        here = reverse("admin:accounts_account_change", args=[account.pk])
+        may_change = self.admin_site._registry[Certificate].has_change_permission(request)
+        may_end = self.admin_site._registry[LiveSession].has_delete_permission(request)
+        panels = [
+            AccountPanel(
+                "certificates",
+                "Certificates",
+                "admin/accounts/account/panel_certificates.html",
+                {"certificates": certificates, "revoke_form": RevokeForm(), "may_change": may_change},
+            ),
+            AccountPanel(
+                "sessions",
+                "Live sessions",
+                "admin/accounts/account/panel_sessions.html",
+                {"sessions": LiveSession.objects.filter(bare_jid=jid.lower()), "may_end": may_end},
+            ),
+            AccountPanel(
+                "events",
+                f"Last {RECENT_EVENTS} auth events",
+                "admin/accounts/account/panel_events.html",
+                {"events": list(events), "all_events": reverse("admin:certauth_authevent_changelist")},
+            ),
+        ]
+        for panel in panels:
+            panel.context.setdefault("next", here)
+        return panels
 
     @admin.display(description="JID", ordering="localpart")
     def jid_display(self, account: Account) -> str:
@@ -134,14 +188,7 @@ class AccountAdmin(admin.ModelAdmin):
             except services.PkiError as exc:
                 form.add_error(None, str(exc))
             else:
-                password = data["password"].encode()
-                self.log_change(request, account, f"issued certificate {issued.row.serial}")
-                if data["output"] in ("p12", "p12-legacy"):
-                    p12 = issued.pkcs12(password, legacy=data["output"] == "p12-legacy")
-                    return _attachment(p12, f"{account.jid}.p12", "application/x-pkcs12")
-                return _attachment(
-                    issued.pem_bundle(password), f"{account.jid}.pem", "application/x-pem-file"
-                )
+                return self._issued(request, account, issued, data)
         return form_page(
             request,
             f"Issue a certificate for {account.jid}",
@@ -149,6 +196,27 @@ class AccountAdmin(admin.ModelAdmin):
             submit_label="Issue",
             intro="The certificate's xmppAddr is the account's JID (XEP-0178).",
         )
+
+    def _issued(
+        self, request: HttpRequest, account: Account, issued: services.IssuedCertificate, data: dict
+    ) -> HttpResponse:
+        """After issuing: the file is offered once on the new certificate's page, and the form is gone."""
+        password = data["password"].encode()
+        if data["output"] in ("p12", "p12-legacy"):
+            blob = issued.pkcs12(password, legacy=data["output"] == "p12-legacy")
+            filename, content_type = f"{account.jid}.p12", "application/x-pkcs12"
+        else:
+            blob = issued.pem_bundle(password)
+            filename, content_type = f"{account.jid}.pem", "application/x-pem-file"
+        downloads.offer(request, issued.row.pk, blob, filename, content_type)
+        self.log_change(request, account, f"issued certificate {issued.row.serial}")
+        self.message_user(
+            request,
+            f"Issued certificate {issued.row.serial} for {account.jid}, valid until "
+            f"{issued.row.not_after:%Y-%m-%d}. Download {filename} below (offered once).",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:certauth_certificate_change", args=[issued.row.pk]))
 
     def sign_csr_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
         account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)
@@ -166,7 +234,7 @@ class AccountAdmin(admin.ModelAdmin):
             else:
                 self.log_change(request, account, f"signed a CSR: certificate {row.serial}")
                 cert = pki.load_certificate(row.pem.encode())
-                return _attachment(
+                return attachment(
                     pki.certificate_to_pem(cert).encode(), f"{account.jid}.crt.pem", "application/x-pem-file"
                 )
         return form_page(request, f"Sign a CSR for {account.jid}", form, submit_label="Sign")

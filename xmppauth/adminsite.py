@@ -1,0 +1,38 @@
+"""The admin site of xmppauth: the product's name in the header, no "View site" (there is no public
+site), human names for the models in the app list.
+
+Installed as Django's default admin site (``xmppauth.apps.XmppauthAdminConfig``), so ``admin.site`` and every
+``@admin.register`` use it.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+# Model names as the app list shows them (the models' verbose names are kept: changing them is a migration).
+MODEL_NAMES = {
+    ("certauth", "crlsource"): "CRL sources",
+    ("certauth", "revokedserial"): "Serials revoked by imported CAs' CRLs",
+    ("certauth", "authevent"): "Auth events (login attempts)",
+    ("certauth", "certificateauthority"): "Certificate authorities (CAs)",
+    ("transport", "livesession"): "Live sessions",
+    ("transport", "sessiontermination"): "Session terminations (last day)",
+    ("accounts", "rosteritem"): "Roster items",
+    ("accounts", "offlinemessage"): "Offline messages",
+}
+
+
+class XmppauthAdminSite(admin.AdminSite):
+    site_header = "xmppauth"
+    site_title = "xmppauth admin"
+    index_title = "Overview"
+    site_url = None  # no public site to view: the link is not shown
+
+    def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[dict]:
+        apps = super().get_app_list(request, app_label)
+        for app in apps:
+            for model in app["models"]:
+                key = (app["app_label"], model["object_name"].lower())
+                model["name"] = MODEL_NAMES.get(key, model["name"])
+        return apps
