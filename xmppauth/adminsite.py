@@ -1,5 +1,6 @@
 """The admin site of xmppauth: the product's name in the header, no "View site" (there is no public
-site), human names for the models in the app list.
+site), human names for the models in the app list, and the operator's dashboard as its index
+(``xmppauth.dashboard``).
 
 Installed as Django's default admin site (``xmppauth.apps.XmppauthAdminConfig``), so ``admin.site`` and every
 ``@admin.register`` use it.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 # Model names as the app list shows them (the models' verbose names are kept: changing them is a migration).
 MODEL_NAMES = {
@@ -28,6 +30,7 @@ class XmppauthAdminSite(admin.AdminSite):
     site_title = "xmppauth admin"
     index_title = "Overview"
     site_url = None  # no public site to view: the link is not shown
+    index_template = "admin/xmppauth_index.html"
 
     def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[dict]:
         apps = super().get_app_list(request, app_label)
@@ -36,3 +39,8 @@ class XmppauthAdminSite(admin.AdminSite):
                 key = (app["app_label"], model["object_name"].lower())
                 model["name"] = MODEL_NAMES.get(key, model["name"])
         return apps
+
+    def index(self, request: HttpRequest, extra_context: dict | None = None) -> TemplateResponse:
+        from xmppauth import dashboard  # noqa: PLC0415 (imports the apps' models: not at settings time)
+
+        return super().index(request, {"dashboard": dashboard.collect(), **(extra_context or {})})
