@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from accounts import connect
 from accounts.models import (
     Account,
     Domain,
@@ -77,6 +80,8 @@ class AccountPanel:
 
 
 RECENT_EVENTS = 15
+
+
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     form = AccountForm
@@ -141,9 +146,11 @@ class AccountAdmin(admin.ModelAdmin):
         if account.pk is None:
             return "-"
         return format_html(
-            '<a class="button" href="{}">Issue a certificate</a> <a class="button" href="{}">Sign a CSR</a>',
+            '<a class="button" href="{}">Issue a certificate</a> <a class="button" href="{}">Sign a CSR</a> '
+            '<a class="button" href="{}">Connect a client</a>',
             reverse("admin:accounts_account_issue", args=[account.pk]),
             reverse("admin:accounts_account_sign_csr", args=[account.pk]),
+            reverse("admin:accounts_account_connect", args=[account.pk]),
         )
 
     @admin.action(description="Issue a certificate for the selected account")
@@ -161,6 +168,16 @@ class AccountAdmin(admin.ModelAdmin):
                 "<int:account_id>/issue-certificate/",
                 self.admin_site.admin_view(self.issue_view),
                 name="accounts_account_issue",
+            ),
+            path(
+                "<int:account_id>/connect/",
+                self.admin_site.admin_view(self.connect_view),
+                name="accounts_account_connect",
+            ),
+            path(
+                "<int:account_id>/connect/ca.pem",
+                self.admin_site.admin_view(self.connect_ca_view),
+                name="accounts_account_connect_ca",
             ),
             path(
                 "<int:account_id>/sign-csr/",
@@ -196,6 +213,38 @@ class AccountAdmin(admin.ModelAdmin):
             submit_label="Issue",
             intro="The certificate's xmppAddr is the account's JID (XEP-0178).",
         )
+
+    def connect_view(self, request: HttpRequest, account_id: int) -> TemplateResponse:
+        """How to set up a client for this account: JID, listeners, CA, PEM commands, client settings."""
+        account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)
+        if not self.has_view_permission(request, account):
+            raise PermissionDenied
+        found = connect.endpoints(account)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Connect a client as {account.jid}",
+            "opts": self.model._meta,
+            "account": account,
+            "endpoints": found,
+            "tcp": next((e for e in found if e.kind == "TCP"), None),
+            "wss": connect.first(account, "WebSocket", f"wss://{account.domain.name}:5443/ws-xmpp"),
+            "bosh": connect.first(account, "BOSH", f"https://{account.domain.name}:5443/http-bind"),
+            "issuers": connect.server_certificate_issuers(),
+            "certificates": account.certificates.filter(status=Certificate.Status.ACTIVE).order_by(
+                "-created_at"
+            ),
+            "p12": f"{account.jid}.p12",
+        }
+        return TemplateResponse(request, "admin/accounts/account/connect.html", context)
+
+    def connect_ca_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
+        account = get_object_or_404(Account, pk=account_id)
+        if not self.has_view_permission(request, account):
+            raise PermissionDenied
+        pem = connect.trust_anchor_pem()
+        if not pem:
+            return HttpResponse("no CA of ours yet: run `python manage.py pki init-ca`", status=404)
+        return attachment(pem.encode(), "xmppauth-ca.pem", "application/x-pem-file")
 
     def _issued(
         self, request: HttpRequest, account: Account, issued: services.IssuedCertificate, data: dict
