@@ -603,16 +603,7 @@ class RevokedSerialAdmin(admin.ModelAdmin):
 
 @admin.register(AuthEvent)
 class AuthEventAdmin(admin.ModelAdmin):
-    list_display = [
-        "time",
-        "outcome",
-        "transport",
-        "peer",
-        "jid_requested",
-        "jid_granted",
-        "condition",
-        "reason",
-    ]
+    list_display = ["when", "outcome_display", "transport", "jid_display", "peer", "reason"]
     list_filter = ["outcome", "transport", "condition"]
     search_fields = ["jid_requested", "jid_granted", "cert_fingerprint", "cert_subject", "peer", "reason"]
     date_hierarchy = "time"
@@ -622,3 +613,18 @@ class AuthEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+    @admin.display(description="time", ordering="time")
+    def when(self, event: AuthEvent) -> str:
+        return f"{timezone.localtime(event.time):%Y-%m-%d %H:%M:%S}"
+
+    @admin.display(description="outcome", ordering="outcome")
+    def outcome_display(self, event: AuthEvent) -> str:
+        condition = f": {event.condition}" if event.condition else ""
+        return format_html(
+            '<span class="xa-status xa-{}">{}</span>{}', event.outcome, event.outcome, condition
+        )
+
+    @admin.display(description="JID (granted, else asked for)", ordering="jid_granted")
+    def jid_display(self, event: AuthEvent) -> str:
+        return event.jid_granted or event.jid_requested or "-"

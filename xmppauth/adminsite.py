@@ -30,6 +30,7 @@ class XmppauthAdminSite(admin.AdminSite):
     site_title = "xmppauth admin"
     index_title = "Overview"
     site_url = None  # no public site to view: the link is not shown
+    enable_nav_sidebar = False  # its 300 px are the lists' last columns at 1280 px; the index lists models
     index_template = "admin/xmppauth_index.html"
 
     def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[dict]:
