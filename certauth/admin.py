@@ -104,6 +104,23 @@ def revocation_overview(ca: CertificateAuthority, now: datetime | None = None) -
     )
 
 
+def labelled(attr: str, label: str, *, ordering: str | None = None):
+    """A read-only admin field showing ``attr`` under a human label (lists joined by commas).
+
+    The models' verbose names stay as they are (changing them is a migration); the admin speaks for them.
+    """
+
+    @admin.display(description=label, ordering=ordering)
+    def show(self, obj: object) -> str:
+        value = getattr(obj, attr)
+        if isinstance(value, list):
+            return ", ".join(str(v) for v in value) or "-"
+        return "-" if value in (None, "") else value
+
+    show.__name__ = f"{attr}_shown"
+    return show
+
+
 @admin.register(CertificateAuthority)
 class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
     form = CertificateAuthorityForm
@@ -119,20 +136,26 @@ class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
     ]
     list_filter = ["origin", "trusted_for_client_auth"]
     search_fields = ["name", "subject", "fingerprint_sha256"]
+    config_files_shown = labelled("config_files", "config files (tls.cacertfile)")
+    fingerprint_shown = labelled("fingerprint_sha256", "SHA-256 fingerprint")
+    not_before_shown = labelled("not_before", "valid from")
+    not_after_shown = labelled("not_after", "valid until")
+    crl_number_shown = labelled("crl_number", "number of our last CRL")
+    crl_updated_shown = labelled("crl_updated_at", "our last CRL published at")
     readonly_fields = [
         "origin",
-        "config_files",
+        "config_files_shown",
         "subject",
-        "fingerprint_sha256",
-        "not_before",
-        "not_after",
-        "certificate_pem",
+        "fingerprint_shown",
+        "not_before_shown",
+        "not_after_shown",
+        "pem_shown",
         "revocation_sources",
         "crl_held",
         "crl_next_update",
         "crl_freshness",
-        "crl_number",
-        "crl_updated_at",
+        "crl_number_shown",
+        "crl_updated_shown",
         "crl_link",
         "created_at",
     ]
@@ -142,6 +165,10 @@ class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).prefetch_related("crl_sources")
+
+    @admin.display(description="certificate (PEM)")
+    def pem_shown(self, ca: CertificateAuthority) -> str:
+        return format_html('<pre class="xa-pem">{}</pre>', ca.certificate_pem)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # created by `pki init-ca` / bootstrap, or imported from PEM
@@ -222,23 +249,6 @@ class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
                 self.message_user(request, f"imported CA {ca.name}")
                 return self._back_to_changelist()
         return form_page(request, "Import a CA certificate", form, submit_label="Import")
-
-
-def labelled(attr: str, label: str, *, ordering: str | None = None):
-    """A read-only admin field showing ``attr`` under a human label (lists joined by commas).
-
-    The models' verbose names stay as they are (changing them is a migration); the admin speaks for them.
-    """
-
-    @admin.display(description=label, ordering=ordering)
-    def show(self, obj: object) -> str:
-        value = getattr(obj, attr)
-        if isinstance(value, list):
-            return ", ".join(str(v) for v in value) or "-"
-        return "-" if value in (None, "") else value
-
-    show.__name__ = f"{attr}_shown"
-    return show
 
 
 def certificate_label(row: Certificate) -> str:

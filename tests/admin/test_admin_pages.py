@@ -304,3 +304,10 @@ def test_header_names_the_product_and_view_site_is_gone(staff_client):
     assert '<a href="/admin/">xmppauth</a>' in text
     assert "Django administration" not in text and "View site" not in text
     assert "CRL sources" in text and "Crl sources" not in text
+
+
+def test_ca_page_speaks_in_human_labels(staff_client, our_ca):
+    text = staff_client.get(reverse("admin:certauth_certificateauthority_change", args=[our_ca.pk])).content
+    text = text.decode()
+    assert "SHA-256 fingerprint" in text and "Certificate (PEM)" in text and "Valid until" in text
+    assert "Certificate pem" not in text and "Fingerprint sha256" not in text
