@@ -10,7 +10,9 @@ and the two lists whose last columns used to be cut off at 1280 px, which the te
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +22,15 @@ from playwright.sync_api import Page, expect, sync_playwright  # requirements.tx
 
 from certauth import pki, services
 from certauth.models import AuthEvent, Certificate
+from tests.processes import Managed
+from tests.transport.sessionclient import login
+from tests.transport.test_session_termination_processes import (  # noqa: F401 (a fixture)
+    migrated_database,
+    run_manage,
+    scratch,
+    stop,
+)
+from tests.transport.tlsclient import client_context
 from transport import sessions
 from transport.models import SessionTermination
 
@@ -203,3 +214,57 @@ def test_lists_fit_at_1280_px(admin_page: Page, live_server, our_ca, alice):
     expect(page.locator("#result_list th.column-reason")).to_be_in_viewport()
     _shot(page, "authevent-list.png")
     assert _fits(page)
+
+
+def test_end_session_button_ends_a_session_held_by_runxmpp(browser, tmp_path, migrated_database):  # noqa: F811
+    """The whole way: a raw client logged in to ``runxmpp`` (its own process), the operator's browser on that
+    server's admin, "End session" on the account's page, and the client reads ``reset`` (RFC 6120
+    §4.9.3.16) with the operator's text."""
+    env, pki_files, port = scratch(tmp_path, migrated_database, http=True)
+    http_port = int(
+        re.search(r"\[\[listen\.http\]\]\n  port = (\d+)", (tmp_path / "xmppauth.toml").read_text())[1]
+    )
+    (tmp_path / "alice.pem").write_bytes(pki_files.valid.pem)
+    run_manage(env, "pki", "import-cert", str(tmp_path / "alice.pem"))
+    run_manage(
+        {**env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD},
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        "operator",
+        "--email",
+        "operator@localhost",
+    )
+    server = Managed(env, "runxmpp")
+    context = browser.new_context(viewport={"width": WIDTH, "height": 900})
+    try:
+        server.wait_for(f"c2s listening on 127.0.0.1:{port}")
+        server.wait_for("session termination watcher polls")
+        session = login(port, client_context(tmp_path, pki_files.valid))  # the pki method makes the account
+        try:
+            page = context.new_page()
+            base = f"http://localhost:{http_port}"
+            page.goto(f"{base}/admin/login/")
+            page.fill("#id_username", "operator")
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            expect(page.locator("#dash-sessions .xa-figure")).to_have_text("1")
+            page.goto(f"{base}/admin/accounts/account/")
+            page.click("text=alice@localhost")
+            expect(page.locator("#panel-sessions")).to_contain_text("live")  # the resource the client bound
+            page.click("#panel-sessions input[value='End session']")
+            expect(page.locator(".messagelist")).to_contain_text("asked to end")
+            end = session.wait_for_end()
+            assert (end.condition, end.text) == ("reset", "ended by the operator"), end.raw[-500:]
+            session.close()  # the client's side of the close (RFC 6120 §4.4)
+            deadline = time.monotonic() + 15  # the holder deletes its row once the stream is closed
+            while "Not logged in." not in page.locator("#panel-sessions").inner_text():
+                assert time.monotonic() < deadline, "the ended session is still listed"
+                time.sleep(0.2)
+                page.reload()
+        finally:
+            session.close()
+    finally:
+        context.close()
+        output = stop(server)
+    assert "Traceback" not in output
