@@ -3,13 +3,19 @@ offline messages (RFC 6121, XEP-0160) to look at."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from accounts import connect
 from accounts.models import (
     Account,
     Domain,
@@ -18,10 +24,11 @@ from accounts.models import (
     normalised_domain,
     normalised_localpart,
 )
-from certauth import pins, pki, services
-from certauth.adminviews import form_page
-from certauth.forms import IssueCertificateForm, PinSelfSignedForm, SignCsrForm
-from certauth.models import SelfSignedPin
+from certauth import downloads, pins, pki, services
+from certauth.adminviews import attachment, form_page
+from certauth.forms import IssueCertificateForm, PinSelfSignedForm, RevokeForm, SignCsrForm
+from certauth.models import AuthEvent, Certificate, SelfSignedPin
+from transport.models import LiveSession
 
 
 class DomainForm(forms.ModelForm):
@@ -58,11 +65,21 @@ class DomainAdmin(admin.ModelAdmin):
         return domain.accounts.count()
 
 
-def _attachment(data: bytes, filename: str, content_type: str) -> HttpResponse:
-    response = HttpResponse(data, content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["Cache-Control"] = "no-store"
-    return response
+@dataclass(frozen=True)
+class AccountPanel:
+    """One section of the account page below its form: a template and what it shows.
+
+    ``AccountAdmin.account_panels`` lists them; another part (certificate pins, say) adds its own section by
+    adding a panel there, with its own template.
+    """
+
+    key: str
+    title: str
+    template: str
+    context: dict = field(default_factory=dict)
+
+
+RECENT_EVENTS = 15
 
 
 class SelfSignedPinInline(admin.TabularInline):
@@ -89,6 +106,47 @@ class AccountAdmin(admin.ModelAdmin):
     readonly_fields = ["created_at", "certificate_actions", "selfsigned_pin_actions"]
     inlines = [SelfSignedPinInline]
     actions = ["issue_certificate_action"]
+    change_form_template = "admin/accounts/account/change_form.html"
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        account = self.get_object(request, object_id)
+        extra = {"account_panels": self.account_panels(request, account)} if account is not None else {}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    def account_panels(self, request: HttpRequest, account: Account) -> list[AccountPanel]:
+        """The sections of the account page: its certificates, live sessions and last auth events."""
+        certificates = list(account.certificates.select_related("issuer").order_by("-created_at")[:50])
+        fingerprints = [row.fingerprint_sha256 for row in certificates]
+        jid = account.jid
+        events = AuthEvent.objects.filter(
+            Q(jid_granted=jid) | Q(jid_requested=jid) | Q(cert_fingerprint__in=fingerprints)
+        ).order_by("-time")[:RECENT_EVENTS]
+        here = reverse("admin:accounts_account_change", args=[account.pk])
+        may_change = self.admin_site._registry[Certificate].has_change_permission(request)
+        may_end = self.admin_site._registry[LiveSession].has_delete_permission(request)
+        panels = [
+            AccountPanel(
+                "certificates",
+                "Certificates",
+                "admin/accounts/account/panel_certificates.html",
+                {"certificates": certificates, "revoke_form": RevokeForm(), "may_change": may_change},
+            ),
+            AccountPanel(
+                "sessions",
+                "Live sessions",
+                "admin/accounts/account/panel_sessions.html",
+                {"sessions": LiveSession.objects.filter(bare_jid=jid.lower()), "may_end": may_end},
+            ),
+            AccountPanel(
+                "events",
+                f"Last {RECENT_EVENTS} auth events",
+                "admin/accounts/account/panel_events.html",
+                {"events": list(events), "all_events": reverse("admin:certauth_authevent_changelist")},
+            ),
+        ]
+        for panel in panels:
+            panel.context.setdefault("next", here)
+        return panels
 
     @admin.display(description="JID", ordering="localpart")
     def jid_display(self, account: Account) -> str:
@@ -118,9 +176,11 @@ class AccountAdmin(admin.ModelAdmin):
         if account.pk is None:
             return "-"
         return format_html(
-            '<a class="button" href="{}">Issue a certificate</a> <a class="button" href="{}">Sign a CSR</a>',
+            '<a class="button" href="{}">Issue a certificate</a> <a class="button" href="{}">Sign a CSR</a> '
+            '<a class="button" href="{}">Connect a client</a>',
             reverse("admin:accounts_account_issue", args=[account.pk]),
             reverse("admin:accounts_account_sign_csr", args=[account.pk]),
+            reverse("admin:accounts_account_connect", args=[account.pk]),
         )
 
     @admin.action(description="Issue a certificate for the selected account")
@@ -138,6 +198,16 @@ class AccountAdmin(admin.ModelAdmin):
                 "<int:account_id>/issue-certificate/",
                 self.admin_site.admin_view(self.issue_view),
                 name="accounts_account_issue",
+            ),
+            path(
+                "<int:account_id>/connect/",
+                self.admin_site.admin_view(self.connect_view),
+                name="accounts_account_connect",
+            ),
+            path(
+                "<int:account_id>/connect/ca.pem",
+                self.admin_site.admin_view(self.connect_ca_view),
+                name="accounts_account_connect_ca",
             ),
             path(
                 "<int:account_id>/sign-csr/",
@@ -227,14 +297,7 @@ class AccountAdmin(admin.ModelAdmin):
             except services.PkiError as exc:
                 form.add_error(None, str(exc))
             else:
-                password = data["password"].encode()
-                self.log_change(request, account, f"issued certificate {issued.row.serial}")
-                if data["output"] in ("p12", "p12-legacy"):
-                    p12 = issued.pkcs12(password, legacy=data["output"] == "p12-legacy")
-                    return _attachment(p12, f"{account.jid}.p12", "application/x-pkcs12")
-                return _attachment(
-                    issued.pem_bundle(password), f"{account.jid}.pem", "application/x-pem-file"
-                )
+                return self._issued(request, account, issued, data)
         return form_page(
             request,
             f"Issue a certificate for {account.jid}",
@@ -242,6 +305,59 @@ class AccountAdmin(admin.ModelAdmin):
             submit_label="Issue",
             intro="The certificate's xmppAddr is the account's JID (XEP-0178).",
         )
+
+    def connect_view(self, request: HttpRequest, account_id: int) -> TemplateResponse:
+        """How to set up a client for this account: JID, listeners, CA, PEM commands, client settings."""
+        account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)
+        if not self.has_view_permission(request, account):
+            raise PermissionDenied
+        found = connect.endpoints(account)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Connect a client as {account.jid}",
+            "opts": self.model._meta,
+            "account": account,
+            "endpoints": found,
+            "tcp": next((e for e in found if e.kind == "TCP"), None),
+            "wss": connect.first(account, "WebSocket", f"wss://{account.domain.name}:5443/ws-xmpp"),
+            "bosh": connect.first(account, "BOSH", f"https://{account.domain.name}:5443/http-bind"),
+            "issuers": connect.server_certificate_issuers(),
+            "certificates": account.certificates.filter(status=Certificate.Status.ACTIVE).order_by(
+                "-created_at"
+            ),
+            "p12": f"{account.jid}.p12",
+        }
+        return TemplateResponse(request, "admin/accounts/account/connect.html", context)
+
+    def connect_ca_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
+        account = get_object_or_404(Account, pk=account_id)
+        if not self.has_view_permission(request, account):
+            raise PermissionDenied
+        pem = connect.trust_anchor_pem()
+        if not pem:
+            return HttpResponse("no CA of ours yet: run `python manage.py pki init-ca`", status=404)
+        return attachment(pem.encode(), "xmppauth-ca.pem", "application/x-pem-file")
+
+    def _issued(
+        self, request: HttpRequest, account: Account, issued: services.IssuedCertificate, data: dict
+    ) -> HttpResponse:
+        """After issuing: the file is offered once on the new certificate's page, and the form is gone."""
+        password = data["password"].encode()
+        if data["output"] in ("p12", "p12-legacy"):
+            blob = issued.pkcs12(password, legacy=data["output"] == "p12-legacy")
+            filename, content_type = f"{account.jid}.p12", "application/x-pkcs12"
+        else:
+            blob = issued.pem_bundle(password)
+            filename, content_type = f"{account.jid}.pem", "application/x-pem-file"
+        downloads.offer(request, issued.row.pk, blob, filename, content_type)
+        self.log_change(request, account, f"issued certificate {issued.row.serial}")
+        self.message_user(
+            request,
+            f"Issued certificate {issued.row.serial} for {account.jid}, valid until "
+            f"{issued.row.not_after:%Y-%m-%d}. Download {filename} below (offered once).",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:certauth_certificate_change", args=[issued.row.pk]))
 
     def sign_csr_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
         account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)
@@ -259,7 +375,7 @@ class AccountAdmin(admin.ModelAdmin):
             else:
                 self.log_change(request, account, f"signed a CSR: certificate {row.serial}")
                 cert = pki.load_certificate(row.pem.encode())
-                return _attachment(
+                return attachment(
                     pki.certificate_to_pem(cert).encode(), f"{account.jid}.crt.pem", "application/x-pem-file"
                 )
         return form_page(request, f"Sign a CSR for {account.jid}", form, submit_label="Sign")

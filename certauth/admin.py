@@ -8,13 +8,18 @@ from datetime import datetime, timedelta
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from accounts.models import Account
-from certauth import crlfetch, crlpolicy, services
-from certauth.adminviews import form_page
+from certauth import crlfetch, crlpolicy, downloads, services
+from certauth.adminviews import attachment, form_page, safe_next
 from certauth.forms import CertificateAuthorityForm, ImportCaForm, ImportCertificateForm, RevokeForm
 from certauth.models import (
     AuthEvent,
@@ -106,6 +111,23 @@ def revocation_overview(ca: CertificateAuthority, now: datetime | None = None) -
     )
 
 
+def labelled(attr: str, label: str, *, ordering: str | None = None):
+    """A read-only admin field showing ``attr`` under a human label (lists joined by commas).
+
+    The models' verbose names stay as they are (changing them is a migration); the admin speaks for them.
+    """
+
+    @admin.display(description=label, ordering=ordering)
+    def show(self, obj: object) -> str:
+        value = getattr(obj, attr)
+        if isinstance(value, list):
+            return ", ".join(str(v) for v in value) or "-"
+        return "-" if value in (None, "") else value
+
+    show.__name__ = f"{attr}_shown"
+    return show
+
+
 @admin.register(CertificateAuthority)
 class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
     form = CertificateAuthorityForm
@@ -121,20 +143,26 @@ class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
     ]
     list_filter = ["origin", "trusted_for_client_auth"]
     search_fields = ["name", "subject", "fingerprint_sha256"]
+    config_files_shown = labelled("config_files", "config files (tls.cacertfile)")
+    fingerprint_shown = labelled("fingerprint_sha256", "SHA-256 fingerprint")
+    not_before_shown = labelled("not_before", "valid from")
+    not_after_shown = labelled("not_after", "valid until")
+    crl_number_shown = labelled("crl_number", "number of our last CRL")
+    crl_updated_shown = labelled("crl_updated_at", "our last CRL published at")
     readonly_fields = [
         "origin",
-        "config_files",
+        "config_files_shown",
         "subject",
-        "fingerprint_sha256",
-        "not_before",
-        "not_after",
-        "certificate_pem",
+        "fingerprint_shown",
+        "not_before_shown",
+        "not_after_shown",
+        "pem_shown",
         "revocation_sources",
         "crl_held",
         "crl_next_update",
         "crl_freshness",
-        "crl_number",
-        "crl_updated_at",
+        "crl_number_shown",
+        "crl_updated_shown",
         "crl_link",
         "created_at",
     ]
@@ -144,6 +172,10 @@ class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).prefetch_related("crl_sources")
+
+    @admin.display(description="certificate (PEM)")
+    def pem_shown(self, ca: CertificateAuthority) -> str:
+        return format_html('<pre class="xa-pem">{}</pre>', ca.certificate_pem)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # created by `pki init-ca` / bootstrap, or imported from PEM
@@ -226,9 +258,31 @@ class CertificateAuthorityAdmin(ImportToolMixin, admin.ModelAdmin):
         return form_page(request, "Import a CA certificate", form, submit_label="Import")
 
 
+def certificate_label(row: Certificate) -> str:
+    """What a certificate is called in lists: its CN, else its first xmppAddr or DNS name, else its serial."""
+    names = row.xmpp_addrs or row.dns_names
+    return row.common_name or (names[0] if names else f"serial {row.serial}")
+
+
+STATUS_OPERATIONS = {  # url name -> (services call, past tense for the message)
+    "revoke": (services.revoke, "revoked"),
+    "hold": (services.hold, "put on hold"),
+    "release": (services.release, "released from hold"),
+}
+
+
 @admin.register(Certificate)
 class CertificateAdmin(ImportToolMixin, admin.ModelAdmin):
-    list_display = ["subject", "serial", "account", "issuer", "status", "not_after", "source"]
+    change_form_template = "admin/certauth/certificate/change_form.html"
+    list_display = [
+        "name_display",
+        "account",
+        "status_display",
+        "expires",
+        "issuer",
+        "source",
+        "serial_short",
+    ]
     list_filter = ["status", "source", "issuer", "revocation_reason"]
     search_fields = [
         "serial",
@@ -240,28 +294,64 @@ class CertificateAdmin(ImportToolMixin, admin.ModelAdmin):
     ]
     list_select_related = ["account__domain", "issuer"]
     date_hierarchy = "created_at"
+    subject_shown = labelled("subject", "subject")
+    common_name_shown = labelled("common_name", "common name (CN)")
+    xmpp_addrs_shown = labelled("xmpp_addrs", "XMPP addresses (xmppAddr)")
+    dns_names_shown = labelled("dns_names", "DNS names")
+    issuer_name_shown = labelled("issuer_name", "issuer (as named in the certificate)")
+    fingerprint_shown = labelled("fingerprint_sha256", "SHA-256 fingerprint")
+    not_before_shown = labelled("not_before", "valid from")
+    not_after_shown = labelled("not_after", "valid until")
+    revoked_at_shown = labelled("revoked_at", "revoked / held since")
     readonly_fields = [
-        "serial",
-        "issuer",
-        "issuer_name",
-        "fingerprint_sha256",
-        "subject",
-        "common_name",
-        "xmpp_addrs",
-        "dns_names",
-        "not_before",
-        "not_after",
         "status",
-        "revoked_at",
+        "serial",
+        "common_name_shown",
+        "xmpp_addrs_shown",
+        "dns_names_shown",
+        "subject_shown",
+        "issuer",
+        "issuer_name_shown",
+        "fingerprint_shown",
+        "not_before_shown",
+        "not_after_shown",
+        "revoked_at_shown",
         "revocation_reason",
         "source",
-        "pem",
+        "pem_shown",
         "created_at",
     ]
     fields = ["account", *readonly_fields]
     raw_id_fields = ["account"]
     actions = ["revoke_action", "hold_action", "release_action"]
     import_label = "Import a certificate from PEM"
+
+    @admin.display(description="certificate", ordering="common_name")
+    def name_display(self, row: Certificate) -> str:
+        return certificate_label(row)
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, row: Certificate) -> str:
+        return format_html('<span class="xa-status xa-{}">{}</span>', row.status, row.get_status_display())
+
+    @admin.display(description="expires", ordering="not_after")
+    def expires(self, row: Certificate) -> str:
+        return f"{row.not_after:%Y-%m-%d}"
+
+    @admin.display(description="serial", ordering="serial")
+    def serial_short(self, row: Certificate) -> str:
+        return format_html('<span title="{}">{}…</span>', row.serial, row.serial[:10])
+
+    @admin.display(description="certificate (PEM)")
+    def pem_shown(self, row: Certificate) -> str:
+        return format_html('<pre class="xa-pem">{}</pre>', row.pem)
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        delete = actions.pop("delete_selected", None)
+        if delete is not None:  # the irreversible and rarely right action last, below revoke/hold/release
+            actions["delete_selected"] = delete
+        return actions
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # issued from an account, or imported from PEM
@@ -280,6 +370,84 @@ class CertificateAdmin(ImportToolMixin, admin.ModelAdmin):
             # The admin's page shows either the lacking permission or the protected rows: show why.
             perms_needed = perms_needed - {Certificate._meta.verbose_name}
         return deleted, model_count, perms_needed, [*protected, *refused]
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        own = [
+            path(
+                f"<int:certificate_id>/{name}/",
+                view(self.status_view),
+                {"operation": name},
+                name=f"certauth_certificate_{name}",
+            )
+            for name in STATUS_OPERATIONS
+        ]
+        own.append(
+            path(
+                "<int:certificate_id>/download/<str:token>/",
+                view(self.download_view),
+                name="certauth_certificate_download",
+            )
+        )
+        return own + super().get_urls()
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        row = self.get_object(request, object_id)
+        extra: dict = {}
+        if row is not None:
+            extra = {
+                "revoke_form": RevokeForm(),
+                "may_change_status": self.has_change_permission(request, row),
+                "downloads": downloads.offered(request, row.pk),
+                "refused_deletion": row.deletion_refused_reason(),
+            }
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    @method_decorator(require_POST)
+    def status_view(self, request: HttpRequest, certificate_id: int, operation: str) -> HttpResponse:
+        """Revoke (with a reason), hold or release one certificate: the buttons of its page and its
+        account's page (POST with CSRF; change permission on certificates)."""
+        row = get_object_or_404(Certificate, pk=certificate_id)
+        if not self.has_change_permission(request, row):
+            raise PermissionDenied
+        call, done = STATUS_OPERATIONS[operation]
+        if operation == "revoke":
+            form = RevokeForm(request.POST)
+            if not form.is_valid():
+                self.message_user(request, "Choose a revocation reason.", messages.ERROR)
+                return HttpResponseRedirect(safe_next(request, self._page(row)))
+            args: tuple = (form.cleaned_data["reason"],)
+        else:
+            args = ()
+        try:
+            call(row, *args)
+        except services.PkiError as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        else:
+            self.log_change(request, row, done)
+            self.message_user(request, f"Certificate {certificate_label(row)} ({row.serial}): {done}.")
+        return HttpResponseRedirect(safe_next(request, self._page(row)))
+
+    def download_view(self, request: HttpRequest, certificate_id: int, token: str) -> HttpResponse:
+        """The one-time download of the file made when the certificate was issued (certauth.downloads)."""
+        row = get_object_or_404(Certificate, pk=certificate_id)
+        if not self.has_view_permission(request, row):
+            raise PermissionDenied
+        taken = downloads.take(request, row.pk, token)
+        if taken is None:
+            self.message_user(
+                request,
+                "That download is gone: it is offered once, for 15 minutes. Issue a new certificate if the "
+                "file was lost.",
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(self._page(row))
+        data, filename, content_type = taken
+        return attachment(data, filename, content_type)
+
+    @staticmethod
+    def _page(row: Certificate) -> str:
+        return reverse("admin:certauth_certificate_change", args=[row.pk])
 
     def _apply(self, request: HttpRequest, queryset, operation, verb: str) -> None:
         done = 0
@@ -467,16 +635,7 @@ class SelfSignedPinAdmin(admin.ModelAdmin):
 
 @admin.register(AuthEvent)
 class AuthEventAdmin(admin.ModelAdmin):
-    list_display = [
-        "time",
-        "outcome",
-        "transport",
-        "peer",
-        "jid_requested",
-        "jid_granted",
-        "condition",
-        "reason",
-    ]
+    list_display = ["when", "outcome_display", "transport", "jid_display", "peer", "reason"]
     list_filter = ["outcome", "transport", "condition"]
     search_fields = ["jid_requested", "jid_granted", "cert_fingerprint", "cert_subject", "peer", "reason"]
     date_hierarchy = "time"
@@ -486,3 +645,18 @@ class AuthEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+    @admin.display(description="time", ordering="time")
+    def when(self, event: AuthEvent) -> str:
+        return f"{timezone.localtime(event.time):%Y-%m-%d %H:%M:%S}"
+
+    @admin.display(description="outcome", ordering="outcome")
+    def outcome_display(self, event: AuthEvent) -> str:
+        condition = f": {event.condition}" if event.condition else ""
+        return format_html(
+            '<span class="xa-status xa-{}">{}</span>{}', event.outcome, event.outcome, condition
+        )
+
+    @admin.display(description="JID (granted, else asked for)", ordering="jid_granted")
+    def jid_display(self, event: AuthEvent) -> str:
+        return event.jid_granted or event.jid_requested or "-"

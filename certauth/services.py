@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 certificate_invalidated = Signal()  # kwargs: certificate (Certificate row)
 
 CRL_VALIDITY = timedelta(days=7)
+UB_COMMON_NAME = 64  # RFC 5280 Appendix A: ub-common-name
 DEFAULT_CA_NAME = "xmppauth development CA"
 
 
@@ -201,7 +202,12 @@ def issue_for_account(
     days: int = 365,
     common_name: str | None = None,
 ) -> IssuedCertificate:
-    """Issue a client certificate whose xmppAddr is the account's JID (XEP-0178 §3)."""
+    """Issue a client certificate whose xmppAddr is the account's JID (XEP-0178 §3).
+
+    Its subject is ``CN=<common_name>``, by default ``CN=<the JID>`` so lists and clients show whose it is
+    (the ``common_name`` verifier never reads the CN of a certificate that carries an xmppAddr: DESIGN §0);
+    a JID longer than the CN's 64 characters (RFC 5280 ub-common-name) leaves the subject empty.
+    """
     if days < 1:
         raise PkiError("validity must be at least one day")
     ca = ca or default_ca()
@@ -212,7 +218,7 @@ def issue_for_account(
         issuer_key,
         key.public_key(),
         xmpp_addrs=[account.jid],
-        common_name=common_name or None,
+        common_name=common_name or (account.jid if len(account.jid) <= UB_COMMON_NAME else None),
         days=days,
         crl_url=crl_url(ca),
     )

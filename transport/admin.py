@@ -6,11 +6,19 @@ Spec: DESIGN §5 and §6 (an operator lists live sessions and ends them); the se
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils import timezone
+import uuid
 
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views.decorators.http import require_POST
+
+from certauth.adminviews import safe_next
 from transport import sessions
 from transport.models import LiveSession, SessionTermination
 
@@ -42,6 +50,24 @@ class LiveSessionAdmin(admin.ModelAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # a deleted row would hide a session that still lives
         return actions
+
+    def get_urls(self):
+        end = path(
+            "<uuid:session_id>/end/",
+            self.admin_site.admin_view(self.end_view),
+            name="transport_livesession_end",
+        )
+        return [end, *super().get_urls()]
+
+    @method_decorator(require_POST)
+    def end_view(self, request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
+        """The "end session" button (account page): POST with CSRF, delete permission on live sessions."""
+        session = get_object_or_404(LiveSession, pk=session_id)
+        if not self.has_delete_permission(request, session):
+            raise PermissionDenied
+        sessions.terminate_session(session.id)
+        self.message_user(request, f"Session {session.full_jid} asked to end.", messages.SUCCESS)
+        return HttpResponseRedirect(safe_next(request, reverse("admin:transport_livesession_changelist")))
 
     @admin.display(description="certificate")
     def short_fingerprint(self, session: LiveSession) -> str:

@@ -63,7 +63,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "xmppauth.apps.XmppauthAdminConfig",  # django.contrib.admin with our site (xmppauth.adminsite)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

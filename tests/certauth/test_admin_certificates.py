@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -41,8 +43,20 @@ def _issue(staff_client, account: Account, **overrides):
     return staff_client.post(reverse("admin:accounts_account_issue", args=[account.pk]), form)
 
 
+def _issue_and_download(staff_client, account: Account, **overrides):
+    """Issue in the admin, follow the redirect to the new certificate's page, take its one-time download."""
+    response = _issue(staff_client, account, **overrides)
+    assert response.status_code == 302, response.content[:500]
+    row = Certificate.objects.filter(account=account).latest("created_at")
+    assert response["Location"] == reverse("admin:certauth_certificate_change", args=[row.pk])
+    page = staff_client.get(response["Location"])
+    match = re.search(rb'href="([^"]+/download/[^"]+/)"', page.content)
+    assert match, "the certificate page offers no download"
+    return staff_client.get(match.group(1).decode())
+
+
 def test_issue_through_admin_returns_p12_with_the_accounts_xmppaddr(staff_client, our_ca, alice):
-    response = _issue(staff_client, alice)
+    response = _issue_and_download(staff_client, alice)
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-pkcs12"
     key, cert, extra = pki.load_pkcs12(response.content, b"s3cret-p12")
@@ -55,13 +69,15 @@ def test_issue_through_admin_returns_p12_with_the_accounts_xmppaddr(staff_client
 
 
 def test_issued_p12_refuses_another_password(staff_client, our_ca, alice):
-    response = _issue(staff_client, alice)
+    response = _issue_and_download(staff_client, alice)
     with pytest.raises(ValueError):
         pki.load_pkcs12(response.content, b"not-the-password")
 
 
 def test_issue_as_pem_gives_certificate_and_encrypted_key(staff_client, our_ca, alice):
-    response = _issue(staff_client, alice, output="pem", key_type="rsa-2048", common_name="Alice")
+    response = _issue_and_download(
+        staff_client, alice, output="pem", key_type="rsa-2048", common_name="Alice"
+    )
     assert response.status_code == 200
     certs = pki.load_certificates(response.content)
     assert pki.xmppaddrs_of(certs[0]) == ["alice@localhost"]
