@@ -222,6 +222,11 @@ class XmppauthOptions:
       Default 60.
     - ``session_lease_seconds``: how long a live-session record stays valid without a refresh from the process
       that holds it, so sessions of a dead process disappear from the admin. Default 30.
+    - ``process_liveness_seconds``: with Redis, each listener process keeps a liveness key that expires this
+      long after its last refresh (refreshed every third of it). Once a process's key is gone, another
+      listener takes its sessions out of the registry and re-routes the stanzas still waiting on their
+      channels (delivered elsewhere, stored offline, or bounced: ``transport.liveness``). So a stanza sent to
+      a dead listener is re-routed within this bound plus one sweep (1 s), not lost. Default 5.
     - ``require_revocation``: refuse certificates whose CA (or any CA on the path) has no usable revocation
       source (no CRL held). Default false: the seed's configurations trust a ``tls.cacertfile`` with no CRL,
       and such CAs are named in a start-up warning and in the admin instead.
@@ -243,6 +248,7 @@ class XmppauthOptions:
     crl_refresh_max_seconds: int = 3600
     ping_interval_seconds: int = 60
     session_lease_seconds: int = 30
+    process_liveness_seconds: int = 5
     require_revocation: bool = False
     admin_requires_certificate: bool = False
     crl_base_url: str | None = None  # "http://host:port", checked against listen.http
@@ -780,6 +786,7 @@ def _parse_options(root: _Table) -> XmppauthOptions:
             "crl_refresh_max_seconds",
             "ping_interval_seconds",
             "session_lease_seconds",
+            "process_liveness_seconds",
             "require_revocation",
             "admin_requires_certificate",
             "crl_base_url",
@@ -811,6 +818,9 @@ def _parse_options(root: _Table) -> XmppauthOptions:
         crl_refresh_max_seconds=refresh_max,
         ping_interval_seconds=table.integer("ping_interval_seconds", defaults.ping_interval_seconds, 0),
         session_lease_seconds=table.integer("session_lease_seconds", defaults.session_lease_seconds, 1),
+        process_liveness_seconds=table.integer(
+            "process_liveness_seconds", defaults.process_liveness_seconds, 2
+        ),
         require_revocation=table.boolean("require_revocation", defaults.require_revocation),
         admin_requires_certificate=table.boolean(
             "admin_requires_certificate", defaults.admin_requires_certificate
