@@ -177,7 +177,10 @@ def test_two_tcp_listener_processes_exchange_subscriptions_presence_chat_and_off
         bob.send("<presence/>")
         late = bob.wait_for(is_message("alice@localhost", "while you were out"), "the offline message")
         assert late.find(DELAY) is not None
-        assert cluster.query("SELECT count(*) FROM accounts_offlinemessage") == [(0,)]
+        deadline = time.monotonic() + 30  # deleted once the stream took it, just after the write
+        while cluster.query("SELECT count(*) FROM accounts_offlinemessage") != [(0,)]:
+            assert time.monotonic() < deadline, "the delivered offline message stayed in the store"
+            time.sleep(0.1)
         alice.wait_for(is_presence("bob@localhost", None), "bob back")
         bob.wait_for(is_presence("alice@localhost", None), "alice's presence, answering bob's probe")
         chat_both_ways(alice, bob, "2")
@@ -390,7 +393,7 @@ def test_messages_flowing_to_a_sigkilled_listener_are_delivered_stored_or_bounce
     or re-routed from the dead process's channel and stored offline (delivered at her next login), or bounced
     to alice; counted end to end by id."""
     cluster = redis_cluster
-    port_live, survivor = cluster.runc2s("flow-survivor", process_liveness_seconds=2)
+    port_live, _ = cluster.runc2s("flow-survivor", process_liveness_seconds=2)
     port_dead, doomed = cluster.runc2s("flow-doomed", process_liveness_seconds=2)
     alice = cluster.agent(port_live, "alice", "flow")
     erin = cluster.agent(port_dead, "erin", "doomed")
@@ -424,7 +427,7 @@ def test_messages_flowing_to_a_sigkilled_listener_are_delivered_stored_or_bounce
             time.sleep(0.05)
         doomed.kill()  # SIGKILL: its rows stay valid for 30 s, its channels keep taking messages
         send(100)  # five seconds more: past the liveness bound (2 s) and a sweep (1 s)
-        survivor.wait_for("re-routed", timeout=60)  # the survivor swept the dead process's channels
+        # Any live listener of the cluster may sweep the dead one (they share the registry).
         before_kill = ids(erin, "chat")
         bounced = ids(alice, "error")
         deadline = time.monotonic() + 60
