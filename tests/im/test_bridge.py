@@ -13,7 +13,6 @@ from types import SimpleNamespace
 from xml.etree.ElementTree import fromstring
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer
 
 from accounts.models import Account, Domain, OfflineMessage
@@ -181,12 +180,14 @@ def test_an_offline_message_leaves_the_store_only_once_the_stream_took_it():
     async def scenario(layer, session, adapter):
         session.from_client(fromstring("<presence xmlns='jabber:client' from='alice@localhost/a'/>"))
         await until(lambda: delivered == ["o2"], "o2 delivered")
-        stored = sync_to_async(lambda: list(OfflineMessage.objects.values_list("id", flat=True)))
+        def stored():
+            return list(OfflineMessage.objects.values_list("id", flat=True))
+
         for _ in range(500):
-            if await stored() == [rows[0].id]:  # o2 gone, o1 waits for the next login
+            if await bridge_module.in_db_thread(stored) == [rows[0].id]:  # o2 gone, o1 waits
                 break
             await asyncio.sleep(0.01)
-        assert await stored() == [rows[0].id]
+        assert await bridge_module.in_db_thread(stored) == [rows[0].id]
 
     run(scenario, deliver=deliver)
 
