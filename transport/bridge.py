@@ -149,7 +149,9 @@ class SessionBridge:
                 self.full_jid, self._queue.qsize(), self._queued_bytes, stanzas, octets,
             )  # fmt: skip
             self._failed = True
-            self.close(limits.POLICY_VIOLATION, "too many stanzas waiting to be routed")
+            # Not from inside the adapter's own event handling (it called us): on the next loop turn.
+            loop = asyncio.get_running_loop() if _loop_running() else asyncio.get_event_loop()
+            loop.call_soon(self.close, limits.POLICY_VIOLATION, "too many stanzas waiting to be routed")
             return
         self._queue.put_nowait(("client", (element, size)))
 

@@ -217,9 +217,14 @@ def start(reactor: Any, registry: Any) -> Liveness | None:
         deferred.addErrback(lambda failure: logger.error("liveness refresh: %s", failure.value))
         return deferred
 
+    async def send(outs: list[Out]) -> None:
+        refused = await send_all(layer, outs)
+        if refused:  # the router channel is full: say so loudly (channels-redis keeps nothing else)
+            logger.error("liveness: the router channel refused %d re-routed stanza(s)", len(refused))
+
     def route(outs: list[Out]) -> None:
         if outs:
-            asyncio.ensure_future(send_all(layer, outs))
+            asyncio.ensure_future(send(outs))
 
     def sweep() -> Any:
         deferred = in_thread(with_fresh_connections, liveness.sweep)
