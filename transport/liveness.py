@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -211,11 +212,16 @@ def start(reactor: Any, registry: Any) -> Liveness | None:
         for handle in list(registry.handles.values()):
             handle.end(INTERNAL, TEXT_SWEPT)
 
-    def refresh() -> Any:
-        deferred = in_thread(liveness.refresh)
-        deferred.addCallback(refreshed)
-        deferred.addErrback(lambda failure: logger.error("liveness refresh: %s", failure.value))
-        return deferred
+    def refresh_forever() -> None:
+        """Its own thread, not the reactor's pool: a pool busy with database calls must not make a live
+        process look dead."""
+        while True:
+            try:
+                if liveness.refresh():
+                    reactor.callFromThread(refreshed, True)
+            except Exception:
+                logger.exception("liveness refresh")
+            time.sleep(seconds / 3)
 
     async def send(outs: list[Out]) -> None:
         refused = await send_all(layer, outs)
@@ -232,11 +238,12 @@ def start(reactor: Any, registry: Any) -> Liveness | None:
         deferred.addErrback(lambda failure: logger.error("liveness sweep: %s", failure.getTraceback()))
         return deferred
 
-    for call, every in ((refresh, seconds / 3), (sweep, SWEEP_INTERVAL)):
-        loop = LoopingCall(call)
-        loop.clock = reactor
-        loop.start(every, now=True)
-        _running[call.__name__] = loop
+    liveness.refresh()  # the key exists before this process's first session row
+    threading.Thread(target=refresh_forever, name="xmppauth liveness", daemon=True).start()
+    loop = LoopingCall(sweep)
+    loop.clock = reactor
+    loop.start(SWEEP_INTERVAL, now=True)
+    _running["sweep"] = loop
     _running["liveness"] = liveness
     logger.info(
         "liveness: key expires %d s after its last refresh; dead processes swept every %g s",
