@@ -54,7 +54,7 @@ from certauth.revocation import PathLink, path_revocation_problem
 from certauth.trust import TrustAnchors, domain_refusal, trust_anchors
 from certauth.verify import verify_client_chain
 from transport.stream.auth import AuthResult  # the core's verdict: we implement its Authenticator
-from xmppauth import fastsql
+from xmppauth import fastsql, limits
 from xmppauth.config import Config, TlsOptions
 
 logger = logging.getLogger(__name__)
@@ -409,6 +409,8 @@ class CertificateAuthenticator:
         success = granted is not None
         if not success and condition is None:
             logger.info("client certificate from %s via %s refused: %s", self.peer, self.transport, reason)
+        if not success and not _record_refusal(self.peer):
+            return
         fastsql.insert_row(  # at every login: no ORM query to build (xmppauth.fastsql)
             AuthEvent,
             transport=_clip(self.transport, 16),
@@ -421,3 +423,19 @@ class CertificateAuthenticator:
             condition=_clip(condition or "", 64),
             reason=_clip(reason, 1000),
         )
+
+
+def _record_refusal(peer: str) -> bool:
+    """Count a refusal from ``peer``'s address (``auth_failures_per_minute``, XEP-0205) and say whether it
+    gets an ``AuthEvent`` row: at most ``[xmppauth] auth_events_per_minute`` per address and minute, so an
+    unauthenticated peer cannot fill the disk; one log line says when an address's rows stop."""
+    address = limits.address_of(peer)
+    limits.auth_failures.add(address)
+    seen = limits.auth_events.add(address)
+    allowed = limits.option("auth_events_per_minute")
+    if seen == allowed + 1:
+        logger.warning(
+            "auth events: more than %d refusals from %s within a minute, not all recorded", allowed, address
+        )
+    return seen <= allowed
+

@@ -3,8 +3,9 @@
 With Redis, ``celery -A xmppauth worker -B`` runs ``settings.CELERY_BEAT_SCHEDULE``; without it nothing
 would, so the embedded server runs the same jobs itself: every ``TICK_SECONDS`` the due CRL sources are
 fetched (``certauth.tasks.refresh_due_crl_sources``), and hourly our own CRLs are re-signed when due
-(``republish_our_crls``). The jobs block on the network and the database, so each tick runs in the reactor's
-thread pool; the next tick waits until the previous one is done.
+(``republish_our_crls``) and old auth events are purged (``purge_auth_events``). The jobs block on the
+network and the database, so each tick runs in the reactor's thread pool; the next tick waits until the
+previous one is done.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class InProcessJobs:
         if self.last_republish is None or time.monotonic() - self.last_republish >= REPUBLISH_SECONDS:
             self.last_republish = time.monotonic()
             tasks.republish_our_crls()
+            tasks.purge_auth_events()  # [xmppauth] auth_event_retention_days, hourly as with celery beat
 
 
 def start_in_process_jobs(reactor, interval: float = TICK_SECONDS) -> LoopingCall:

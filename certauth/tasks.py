@@ -10,7 +10,8 @@ from celery import shared_task
 from django.utils import timezone
 
 from certauth import crlfetch, crlsources, services
-from certauth.models import CertificateAuthority, CrlSource
+from certauth.models import AuthEvent, CertificateAuthority, CrlSource
+from xmppauth import limits
 
 logger = logging.getLogger(__name__)
 
@@ -73,3 +74,14 @@ def refresh_due_crl_sources() -> int:
             crlfetch.refresh_source(source)
             refreshed += 1
     return refreshed
+
+
+@shared_task
+def purge_auth_events() -> int:
+    """Delete the ``AuthEvent`` rows older than ``[xmppauth] auth_event_retention_days`` (hourly, beat)."""
+    horizon = timezone.now() - timedelta(days=limits.option("auth_event_retention_days"))
+    deleted, _ = AuthEvent.objects.filter(time__lt=horizon).delete()
+    if deleted:
+        logger.info("purged %d auth event(s) older than %s", deleted, horizon.isoformat(timespec="seconds"))
+    return deleted
+

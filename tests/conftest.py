@@ -11,6 +11,34 @@ def _scratch_var_dir(settings, tmp_path):
     settings.VAR_DIR.mkdir()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_address_counters():
+    """Per-address counters (xmppauth.limits) start empty in each test: refusals of one test do not
+    rate-limit the next one's loopback client."""
+    from xmppauth import limits  # noqa: PLC0415
+
+    limits.auth_failures.clear()
+    limits.auth_events.clear()
+    yield
+    limits.auth_failures.clear()
+    limits.auth_events.clear()
+
+
+@pytest.fixture
+def xmpp_options(monkeypatch):
+    """``xmpp_options(name=value, ...)`` sets ``[xmppauth]`` options of the running config for one test."""
+    import dataclasses  # noqa: PLC0415
+
+    from django.conf import settings  # noqa: PLC0415
+
+    def set_options(**values):
+        config = settings.XMPP
+        options = dataclasses.replace(config.options, **values)
+        monkeypatch.setattr(settings, "XMPP", dataclasses.replace(config, options=options))
+
+    return set_options
+
+
 @pytest.fixture
 def staff_client(client, django_user_model):
     user = django_user_model.objects.create_superuser(username="operator", email="", password="pw-operator")

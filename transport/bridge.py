@@ -36,19 +36,24 @@ from transport.router import (
     Live,
     Out,
     Router,
+    bounce_refused,
     close_message,
+    dump,
     element_kind,
     load,
+    offline_delivered,
     older_sessions,
     route_message,
     stanza_message,
 )
 from transport.stream import namespaces as ns
+from xmppauth import limits
 from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
 
 CONFLICT = "conflict"  # RFC 6120 §4.9.3.3
+INTERNAL = "internal-server-error"  # RFC 6120 §4.9.3.8: routing failed, the client should reconnect
 DRAIN_SECONDS = 1.0  # after a session ends, its channel is read this long for stanzas already on their way
 
 
@@ -69,12 +74,16 @@ async def in_db_thread(function: Callable[..., Any], *args: Any) -> Any:
     return await sync_to_async(with_fresh_connections, thread_sensitive=False)(function, *args)
 
 
-async def send_all(layer: Any, outs: list[Out]) -> None:
+async def send_all(layer: Any, outs: list[Out]) -> list[Out]:
+    """Send each; returns those a full channel refused (the caller bounces them: ``bounce_refused``)."""
+    refused: list[Out] = []
     for channel, message in outs:
         try:
             await layer.send(channel, message)
         except ChannelFull:
-            logger.warning("channel %s is full: a %s was dropped", channel, message.get("type"))
+            logger.warning("channel %s is full: a %s was refused", channel, message.get("type"))
+            refused.append((channel, message))
+    return refused
 
 
 class SessionBridge:
@@ -104,6 +113,10 @@ class SessionBridge:
         self._stopped = False
         self._replaced = False  # ended by a newer login of the same full JID
         self._owns_row = False  # set in start() when the session has a registry row to delete
+        self._queued_bytes = 0  # serialised size of the client's stanzas waiting in _queue
+        self._failed = False  # routing failed: the stream is being closed with internal-server-error
+        self._offline_taken: list[int] = []  # offline messages the stream took, to delete from the store
+        self._chores: set[asyncio.Task[Any]] = set()
         self.directed: set[str] = set()  # JIDs that got directed presence (RFC 6121 §4.6.3)
 
     # -- adapter interface -------------------------------------------------------------------------------
@@ -119,10 +132,28 @@ class SessionBridge:
             handle.row_deleted_by_bridge = True
         loop = asyncio.get_running_loop() if _loop_running() else asyncio.get_event_loop()
         self._tasks = [loop.create_task(self._work(older)), loop.create_task(self._listen())]
+        for task in self._tasks:
+            task.add_done_callback(self._supervise)
 
     def from_client(self, element: Element) -> None:
-        if not self._stopped:
-            self._queue.put_nowait(("client", element))
+        """Queue a client's stanza for routing; past ``[xmppauth] session_queue_stanzas`` or
+        ``session_queue_bytes`` waiting, the session ends with ``policy-violation`` (RFC 6120 §4.9.3.14)."""
+        if self._stopped or self._failed:
+            return
+        size = len(dump(element))
+        self._queued_bytes += size
+        stanzas, octets = limits.option("session_queue_stanzas"), limits.option("session_queue_bytes")
+        if self._queue.qsize() >= stanzas or self._queued_bytes > octets:
+            logger.warning(
+                "%s: %d stanza(s), %d byte(s) waiting to be routed (limits %d, %d): the session ends",
+                self.full_jid, self._queue.qsize(), self._queued_bytes, stanzas, octets,
+            )  # fmt: skip
+            self._failed = True
+            # Not from inside the adapter's own event handling (it called us): on the next loop turn.
+            loop = asyncio.get_running_loop() if _loop_running() else asyncio.get_event_loop()
+            loop.call_soon(self.close, limits.POLICY_VIOLATION, "too many stanzas waiting to be routed")
+            return
+        self._queue.put_nowait(("client", (element, size)))
 
     def stop(self) -> None:
         """The connection is gone: broadcast unavailable if we were available, stop listening."""
@@ -134,19 +165,52 @@ class SessionBridge:
     # -- the work queue (one stanza at a time, in order) ------------------------------------------------
 
     async def _work(self, older: list[Live] | None) -> None:
-        await self._end_older_session(older)
+        """The session's routing task. Supervised: an error ends the session with ``internal-server-error``
+        (logged with its cause), never a session that silently routes nothing; ``stop`` is still honoured."""
+        try:
+            await self._end_older_session(older)
+        except Exception:
+            self._fail("ending the older session failed")
         while True:
             what, item = await self._queue.get()
-            try:
-                if what == "stop":
+            if what == "stop":
+                try:
                     await self._finish()
-                    return
+                except Exception:  # the lease removes the row; the peers' view catches up
+                    logger.exception("%s: cleaning up after the session failed", self.full_jid)
+                return
+            if self._failed:
+                continue  # the stream is closing: the client was told
+            try:
                 if what == "client":
-                    await self._route(item)
+                    element, size = item
+                    self._queued_bytes -= size
+                    await self._route(element)
                 elif what == "presence_request":
                     await self._answer_presence_request(*item)
             except Exception:
-                logger.exception("%s: routing failed", self.full_jid)
+                self._fail(f"routing a {what} stanza failed")
+
+    def _fail(self, what: str) -> None:
+        """Log the cause (call from an ``except`` block) and end the stream with ``internal-server-error``."""
+        logger.exception("%s: %s; the session ends with %s", self.full_jid, what, INTERNAL)
+        if self._failed or self._stopped:
+            return
+        self._failed = True
+        try:
+            self.close(INTERNAL, "routing failed")
+        except Exception:
+            logger.exception("%s: closing the session failed", self.full_jid)
+
+    def _supervise(self, task: asyncio.Task[Any]) -> None:
+        """A routing task that ends with an error (it should not: both catch theirs) ends the session."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        try:
+            raise error
+        except Exception:
+            self._fail("the routing task died")
 
     async def _route(self, element: Element) -> None:
         if (
@@ -172,14 +236,27 @@ class SessionBridge:
         await self._send(outs)
 
     async def _send(self, outs: list[Out]) -> None:
-        """Our own stanzas are delivered at once; the rest goes through the layer."""
+        """Our own stanzas are delivered at once; the rest goes through the layer; what a full channel
+        refused is bounced to its sender (RFC 6120 §8.3)."""
         remote = []
         for channel, message in outs:
             if channel == self.channel_name:
                 self._on_message(message)
             else:
                 remote.append((channel, message))
-        await send_all(self.layer, remote)
+        refused = await send_all(self.layer, remote)
+        for _, message in refused:
+            bounces = await in_db_thread(bounce_refused, self.router, message, self._channel_of(message))
+            for channel, bounce in bounces:
+                if channel == self.channel_name:
+                    self._on_message(bounce)
+                else:
+                    await send_all(self.layer, [(channel, bounce)])
+
+    def _channel_of(self, message: dict[str, Any]) -> str:
+        """Our channel when the stanza is ours ('' lets the router look its sender up)."""
+        ours = message.get("type") == "xmpp.stanza" and load(message["xml"]).get("from") == self.full_jid
+        return self.channel_name if ours else ""
 
     async def _answer_presence_request(self, to: str, reply_channel: str) -> None:
         """A probe (RFC 6121 §4.3.2) or a new subscriber: our current presence, if we are available."""
@@ -260,6 +337,11 @@ class SessionBridge:
                 self.deliver(load(message["xml"]))
             except Exception:
                 logger.exception("%s: could not deliver a stanza", self.full_jid)
+                return
+            if message.get("offline_id") is not None:  # XEP-0160: taken by the stream, out of the store
+                self._offline_taken.append(int(message["offline_id"]))
+                if len(self._offline_taken) == 1:
+                    self._chore(self._delete_offline())
         elif kind == "xmpp.close":
             self._replaced = message.get("condition") == CONFLICT
             self.close(message.get("condition") or CONFLICT, message.get("text") or "")
@@ -269,6 +351,19 @@ class SessionBridge:
             )
         else:
             logger.debug("%s: channel message %s ignored", self.full_jid, kind)
+
+    async def _delete_offline(self) -> None:
+        await asyncio.sleep(0)  # one DELETE for the batch delivered together
+        ids, self._offline_taken = self._offline_taken, []
+        try:
+            await in_db_thread(offline_delivered, ids)
+        except Exception:  # they stay stored: delivered again at the next login, never lost
+            logger.exception("%s: could not delete %d delivered offline message(s)", self.full_jid, len(ids))
+
+    def _chore(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     def _reroute(self, message: dict[str, Any]) -> None:
         """A message that reached this session after it ended goes back to the router (RFC 6121 §8.5:

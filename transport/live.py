@@ -368,6 +368,9 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
     # Renew well within the lease ([xmppauth] session_lease_seconds): three beats per lease at least.
     heartbeat.start(min(HEARTBEAT_INTERVAL, store.lease().total_seconds() / 3), now=True)
     reactor.addSystemEventTrigger("before", "shutdown", _forget_this_process, reactor)
+    from transport import liveness  # noqa: PLC0415 (imports the router, which needs the apps loaded)
+
+    liveness.start(reactor, registry)  # with Redis: no stanza lost to a dead listener (issue 16 point 1)
     _services = SessionServices(watcher, heartbeat)
     return _services
 

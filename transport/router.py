@@ -36,6 +36,7 @@ from xml.etree.ElementTree import Element, SubElement, fromstring, tostring
 
 from asgiref.sync import async_to_sync
 from channels.consumer import SyncConsumer
+from channels.exceptions import ChannelFull
 from django.db import transaction
 from django.utils import timezone
 
@@ -48,7 +49,7 @@ from transport.im.delivery import Action, Resource
 from transport.models import LiveSession
 from transport.stream import errors
 from transport.stream import namespaces as ns
-from xmppauth import fastsql
+from xmppauth import fastsql, limits
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +288,9 @@ class Router:
         if decision.action is Action.STORE:
             if not self.final:
                 return self._forward(stanza)
-            self._store_offline(to.bare, stanza)
+            if not self._store_offline(to.bare, stanza):
+                # MongooseIM mod_offline access_max_user_messages; XEP-0160 §3: service-unavailable
+                return self._error(stanza, "service-unavailable", sender_channel, "offline storage is full")
         return []
 
     def _target(self, stanza: Element, sender: Jid) -> Jid | None:
@@ -299,29 +302,38 @@ class Router:
         except InvalidJid:
             return None  # the core already answered jid-malformed
 
-    def _store_offline(self, bare: str, stanza: Element) -> None:
-        """XEP-0160 §3: keep it, stamped with when it arrived (XEP-0203)."""
+    def _store_offline(self, bare: str, stanza: Element) -> bool:
+        """XEP-0160 §3: keep it, stamped with when it arrived (XEP-0203); False when the account already has
+        ``[xmppauth] max_offline_messages`` stored (the caller bounces it)."""
         account = self._account(bare)
         if account is None:
-            return
+            return True
+        limit = limits.option("max_offline_messages")
+        if OfflineMessage.objects.filter(account=account).count() >= limit:
+            logger.warning("router %s: offline storage of %s full (%d): bounced", self.process, bare, limit)
+            return False
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         SubElement(stanza, f"{{{DELAY}}}delay", {"from": account.domain.name, "stamp": stamp})
         OfflineMessage.objects.create(
             account=account, stanza=dump(stanza), sender=stanza.get("from", ""), stored_by=self.process
         )
         logger.info("router %s: stored an offline message for %s", self.process, bare)
+        return True
 
     def offline_messages(self, full_jid: str, channel: str) -> list[Out]:
-        """XEP-0160 §3: the stored messages, for the session that just became available; then deleted."""
+        """XEP-0160 §3: the stored messages, for the session that just became available.
+
+        They stay in the store: each carries its ``offline_id``, and the session deletes it only once its
+        stream has taken the stanza (:func:`offline_delivered`), so a crash in between loses nothing (two
+        resources becoming available at the same moment may both get a message: a duplicate, never a loss).
+        """
         account = self._account(full_jid.split("/")[0])
         if account is None:
             return []
-        with transaction.atomic():
-            rows = list(OfflineMessage.objects.select_for_update().filter(account=account).order_by("id"))
-            OfflineMessage.objects.filter(id__in=[r.id for r in rows]).delete()
+        rows = list(OfflineMessage.objects.filter(account=account).order_by("id").values_list("id", "stanza"))
         if rows:
             logger.info("delivering %d offline message(s) to %s", len(rows), full_jid)
-        return [(channel, {"type": "xmpp.stanza", "xml": row.stanza}) for row in rows]
+        return [(channel, {"type": "xmpp.stanza", "xml": xml, "offline_id": pk}) for pk, xml in rows]
 
     # -- IQs (RFC 6121 §2, §8.5) ---------------------------------------------------------------------------
 
@@ -590,6 +602,23 @@ class Router:
         return outs
 
 
+def offline_delivered(ids: list[int]) -> int:
+    """The offline messages ``ids`` were written to their recipient's stream: out of the store now."""
+    deleted, _ = OfflineMessage.objects.filter(id__in=ids).delete()
+    return deleted
+
+
+def bounce_refused(router: Router, message: dict[str, Any], sender_channel: str = "") -> list[Out]:
+    """A stanza a full channel refused goes back to its sender as ``resource-constraint`` (RFC 6120
+    §8.3.3.18; §8.3: never dropped in silence). Errors and results are not answered (§8.3.1)."""
+    if message.get("type") != "xmpp.stanza" or message.get("offline_id") is not None:
+        return []  # an offline message stays in the store for the next login
+    stanza = load(message["xml"])
+    logger.warning("a full channel refused a %s from %s: bounced", element_kind(stanza), stanza.get("from"))
+    return router._error(stanza, RESOURCE_CONSTRAINT, sender_channel, "the recipient's queue is full")
+
+
+RESOURCE_CONSTRAINT = "resource-constraint"
 CACHE_SECONDS = 5.0  # how long a domain's or an account's existence is remembered by a process
 _cache: dict[tuple[str, str], tuple[float, Any]] = {}
 
@@ -638,8 +667,9 @@ class RouterConsumer(SyncConsumer):
     """The router channel's consumer: ``manage.py runworker xmpp.router`` (a ChannelNameRouter in asgi)."""
 
     def xmpp_route(self, message: dict[str, Any]) -> None:
+        router = Router(final=True)
         try:
-            outs = Router(final=True).routed(message)
+            outs = router.routed(message)
         except Exception:
             logger.exception("router: failed on %s", message.get("xml", "")[:200])
             return
@@ -647,5 +677,11 @@ class RouterConsumer(SyncConsumer):
         for channel, payload in outs:
             try:
                 send(channel, payload)
+            except ChannelFull:
+                for bounce_channel, bounce in bounce_refused(router, payload):
+                    try:
+                        send(bounce_channel, bounce)
+                    except Exception:
+                        logger.exception("router: could not bounce to %s", bounce_channel)
             except Exception:
                 logger.exception("router: could not send to %s", channel)

@@ -14,7 +14,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from transport.bridge import in_db_thread, send_all
-from transport.router import ROUTER_CHANNEL, Router
+from transport.router import ROUTER_CHANNEL, Router, bounce_refused
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ async def serve_router(layer: Any = None, channel: str = ROUTER_CHANNEL) -> None
         except Exception:
             logger.exception("router: failed on %s", str(message.get("xml", ""))[:200])
             continue
-        await send_all(layer, outs)
+        for _, refused in await send_all(layer, outs):  # a full channel: bounced (RFC 6120 §8.3)
+            await send_all(layer, await in_db_thread(bounce_refused, router, refused))
 
 
 _tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks

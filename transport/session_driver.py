@@ -37,6 +37,7 @@ from transport.stream import (
 )
 from transport.tcp import AUTH_TIMEOUT, ConnectionRegistry, registry
 from transport.tls import must_disconnect
+from xmppauth import limits
 from xmppauth.config import Config, HttpListener, TlsOptions
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,15 @@ class AsyncC2SSession:
         return self.core.settings.max_stanza_size
 
     async def start(self, chain: Sequence[bytes]) -> bool:
-        """Check the client's chain; False when ``disconnect_on_failure`` says the connection must end."""
+        """Check the client's chain; False when ``disconnect_on_failure`` says the connection must end, or
+        when the client's address is past ``auth_failures_per_minute`` (refused after the delay, XEP-0205 §3:
+        the WebSocket handshake gets HTTP 403, BOSH a ``policy-violation`` terminate)."""
+        if limits.too_many_auth_failures(self.peer):
+            delay = limits.option("auth_failure_delay_seconds")
+            logger.warning("%s %s: too many failed authentications from this address, refused in %d s",
+                           self.transport, self.peer, delay)  # fmt: skip
+            await asyncio.sleep(delay)
+            return False
         self.cert_fingerprint = leaf_fingerprint(chain)
         if self.tls_options is None:
             check = None  # no TLS facts: the core offers no EXTERNAL

@@ -40,6 +40,7 @@ from transport import live
 from transport.stream import namespaces as ns
 from transport.tls import ServerTls, must_disconnect, peer_chain, verify_errors, with_default_credentials
 from transport.trust_refresh import refresh_trust_anchors
+from xmppauth import limits
 from xmppauth.config import C2SListener, Config, TlsOptions
 from xmppauth.dbconn import with_fresh_connections
 
@@ -151,6 +152,7 @@ class C2SProtocol(Protocol):
         self._timer: Any = None  # the auth deadline before the session, the keepalive after it
         self._ping_outstanding = False
         self._pings = itertools.count(1)
+        self._counted = False  # this connection counts towards its address's max_connections_per_address
         self.live: live.SessionHandle | None = None  # the session registry's handle once bound
         self.bridge: Any = None  # transport.bridge.SessionBridge once bound, when the factory routes
 
@@ -164,6 +166,13 @@ class C2SProtocol(Protocol):
         address = self.transport.getPeer()
         self.peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
         self.connection_id = self.factory.registry.add(self)
+        if not limits.connections.admit(limits.address_of(self.peer)):
+            logger.warning("c2s %s: too many connections from this address (max_connections_per_address)",
+                           self.peer)  # fmt: skip
+            self._closing = True
+            self.transport.abortConnection()
+            return
+        self._counted = True
         try:
             self.authenticator = self.factory.authenticator_factory(self.factory.tls_options, self.peer)
             self.core = self.factory.core_factory(self.factory.listener)
@@ -179,6 +188,8 @@ class C2SProtocol(Protocol):
         self._lost = True
         self._cancel_timer()
         self.factory.registry.remove(self.connection_id)
+        if self._counted:
+            limits.connections.release(limits.address_of(self.peer))
         if self.bridge is not None:
             self.bridge.stop()  # unavailable presence to subscribers (RFC 6121 §4.5.2)
         if self.live is not None:
@@ -192,6 +203,14 @@ class C2SProtocol(Protocol):
     def handshakeCompleted(self) -> None:  # noqa: N802 (IHandshakeListener)
         """TLS is up (direct TLS or after STARTTLS): check the client's certificate in a thread."""
         if self._closing or self.core is None:
+            return
+        if limits.too_many_auth_failures(self.peer):
+            # XEP-0205 §3: an address that keeps failing waits, then is refused with policy-violation.
+            delay = limits.option("auth_failure_delay_seconds")
+            logger.warning("c2s %s: too many failed authentications from this address, refused in %d s",
+                           self.peer, delay)  # fmt: skip
+            self._closing = True
+            self.factory.clock.callLater(delay, self._refuse_flooder)
             return
         try:
             connection = self.transport.getHandle()
@@ -405,6 +424,12 @@ class C2SProtocol(Protocol):
         if not self._closing:
             self._closing = True
             self._lose_connection()
+
+    def _refuse_flooder(self) -> None:
+        if self._lost or self.core is None:
+            return
+        self._closing = False  # set to keep the client's input out meanwhile; close_with_error checks it
+        self.close_with_error(limits.POLICY_VIOLATION, "too many failed authentications; try again later")
 
     def _internal_error(self) -> None:
         try:

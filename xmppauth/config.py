@@ -222,6 +222,28 @@ class XmppauthOptions:
       Default 60.
     - ``session_lease_seconds``: how long a live-session record stays valid without a refresh from the process
       that holds it, so sessions of a dead process disappear from the admin. Default 30.
+    - ``process_liveness_seconds``: with Redis, each listener process keeps a liveness key that expires this
+      long after its last refresh (refreshed every third of it). Once a process's key is gone, another
+      listener takes its sessions out of the registry and re-routes the stanzas still waiting on their
+      channels (delivered elsewhere, stored offline, or bounced: ``transport.liveness``). So a stanza sent to
+      a dead listener is re-routed within this bound plus one sweep (1 s), not lost. Default 5.
+    - ``max_offline_messages``: offline messages (XEP-0160) kept per account, as MongooseIM's ``mod_offline``
+      ``access_max_user_messages``: past it a message is bounced to its sender with ``service-unavailable``
+      instead of stored. 0 stores none. Default 100.
+    - ``session_queue_stanzas`` / ``session_queue_bytes``: stanzas (and their serialised bytes) a session's
+      client may have waiting to be routed. Past either, the session is ended with the stream error
+      ``policy-violation`` (RFC 6120 §4.9.3.14): the client is flooding, bouncing would only queue more. A
+      stanza for a session whose channel is full is bounced to its sender with ``resource-constraint``
+      (RFC 6120 §8.3.3.18). Defaults 1000 / 1048576.
+    - ``max_connections_per_address``: open c2s TCP connections per client IP address per listener process;
+      one more is closed at once (logged). 0: no limit. Default 100.
+    - ``auth_failures_per_minute``: failed authentications per client IP address per minute and process; past
+      it, that address's next stream is ended after ``auth_failure_delay_seconds`` with ``policy-violation``
+      (XEP-0205 §3: delay, then refuse). 0: no limit. Defaults 10 / 2.
+    - ``auth_events_per_minute``: refusals recorded as ``AuthEvent`` rows per source address per minute and
+      process (the rest are counted in one log line), so a peer cannot fill the disk; successes are always
+      recorded. ``auth_event_retention_days``: rows older than this are purged by the Celery beat job
+      ``certauth.tasks.purge_auth_events`` (hourly; in-process without Redis). Defaults 30 / 30.
     - ``require_revocation``: refuse certificates whose CA (or any CA on the path) has no usable revocation
       source (no CRL held). Default false: the seed's configurations trust a ``tls.cacertfile`` with no CRL,
       and such CAs are named in a start-up warning and in the admin instead.
@@ -243,6 +265,15 @@ class XmppauthOptions:
     crl_refresh_max_seconds: int = 3600
     ping_interval_seconds: int = 60
     session_lease_seconds: int = 30
+    process_liveness_seconds: int = 5
+    max_offline_messages: int = 100
+    session_queue_stanzas: int = 1000
+    session_queue_bytes: int = 1048576
+    max_connections_per_address: int = 100
+    auth_failures_per_minute: int = 10
+    auth_failure_delay_seconds: int = 2
+    auth_events_per_minute: int = 30
+    auth_event_retention_days: int = 30
     require_revocation: bool = False
     admin_requires_certificate: bool = False
     crl_base_url: str | None = None  # "http://host:port", checked against listen.http
@@ -788,6 +819,15 @@ def _parse_options(root: _Table) -> XmppauthOptions:
             "crl_refresh_max_seconds",
             "ping_interval_seconds",
             "session_lease_seconds",
+            "process_liveness_seconds",
+            "max_offline_messages",
+            "session_queue_stanzas",
+            "session_queue_bytes",
+            "max_connections_per_address",
+            "auth_failures_per_minute",
+            "auth_failure_delay_seconds",
+            "auth_events_per_minute",
+            "auth_event_retention_days",
             "require_revocation",
             "admin_requires_certificate",
             "crl_base_url",
@@ -819,6 +859,22 @@ def _parse_options(root: _Table) -> XmppauthOptions:
         crl_refresh_max_seconds=refresh_max,
         ping_interval_seconds=table.integer("ping_interval_seconds", defaults.ping_interval_seconds, 0),
         session_lease_seconds=table.integer("session_lease_seconds", defaults.session_lease_seconds, 1),
+        process_liveness_seconds=table.integer(
+            "process_liveness_seconds", defaults.process_liveness_seconds, 2
+        ),
+        **{
+            name: table.integer(name, getattr(defaults, name), minimum)
+            for name, minimum in (
+                ("max_offline_messages", 0),
+                ("session_queue_stanzas", 1),
+                ("session_queue_bytes", 1024),
+                ("max_connections_per_address", 0),
+                ("auth_failures_per_minute", 0),
+                ("auth_failure_delay_seconds", 0),
+                ("auth_events_per_minute", 1),
+                ("auth_event_retention_days", 1),
+            )
+        },
         require_revocation=table.boolean("require_revocation", defaults.require_revocation),
         admin_requires_certificate=table.boolean(
             "admin_requires_certificate", defaults.admin_requires_certificate

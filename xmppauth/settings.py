@@ -187,4 +187,5 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "republish-our-crls": {"task": "certauth.tasks.republish_our_crls", "schedule": 3600.0},
     "refresh-due-crl-sources": {"task": "certauth.tasks.refresh_due_crl_sources", "schedule": 60.0},
+    "purge-auth-events": {"task": "certauth.tasks.purge_auth_events", "schedule": 3600.0},  # issue 16
 }

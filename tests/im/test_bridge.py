@@ -8,12 +8,14 @@ registered; the directed-presence test routes against the database.
 from __future__ import annotations
 
 import asyncio
+import uuid
+from types import SimpleNamespace
 from xml.etree.ElementTree import fromstring
 
 import pytest
 from channels.layers import InMemoryChannelLayer
 
-from accounts.models import Account, Domain
+from accounts.models import Account, Domain, OfflineMessage
 from transport import bridge as bridge_module
 from transport.bridge import SessionBridge
 from transport.router import ROUTER_CHANNEL, close_message, load, presence_request, stanza_message
@@ -30,17 +32,17 @@ class Adapter:
         self.closed: list[tuple[str, str]] = []
 
 
-def run(scenario) -> None:
+def run(scenario, *, capacity: int = 100, handle=None, deliver=None) -> None:
     async def main() -> None:
-        layer = InMemoryChannelLayer()
+        layer = InMemoryChannelLayer(capacity=capacity)
         adapter = Adapter()
         session = SessionBridge(
             "alice@localhost/a",
-            deliver=adapter.delivered.append,
+            deliver=deliver or adapter.delivered.append,
             close=lambda condition, text: adapter.closed.append((condition, text)),
             layer=layer,
         )
-        session.start(None)
+        session.start(handle)
         try:
             await asyncio.wait_for(scenario(layer, session, adapter), 10)
         finally:
@@ -138,3 +140,170 @@ def test_those_that_got_directed_presence_get_unavailable_when_the_session_ends(
         assert layer.channels.get(carol) is None or layer.channels[carol].empty()  # told once already
 
     run(scenario)
+
+
+# == issue 16 point 2: delivery that survives a crash, supervised routing, no silent drop ===============
+
+
+def accounts_alice_bob():
+    domain = Domain.objects.create(name="localhost")
+    return {name: Account.objects.create(localpart=name, domain=domain) for name in ("alice", "bob")}
+
+
+async def until(condition, what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never: {what}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_offline_message_leaves_the_store_only_once_the_stream_took_it():
+    from tests.im.test_router import live  # noqa: PLC0415
+
+    alice = accounts_alice_bob()["alice"]
+    live("alice@localhost/a", available=False)
+    rows = [
+        OfflineMessage.objects.create(account=alice, stanza=f"<message xmlns='jabber:client' id='{n}'/>")
+        for n in ("o1", "o2")
+    ]
+    failing = {"o1"}  # the stream refuses o1 (say, the connection broke while writing it)
+
+    def deliver(element):
+        if element.get("id") in failing:
+            raise OSError("connection lost")
+        delivered.append(element.get("id"))
+
+    delivered: list[str] = []
+
+    async def scenario(layer, session, adapter):
+        session.from_client(fromstring("<presence xmlns='jabber:client' from='alice@localhost/a'/>"))
+        await until(lambda: delivered == ["o2"], "o2 delivered")
+        def stored():
+            return list(OfflineMessage.objects.values_list("id", flat=True))
+
+        for _ in range(500):
+            if await bridge_module.in_db_thread(stored) == [rows[0].id]:  # o2 gone, o1 waits
+                break
+            await asyncio.sleep(0.01)
+        assert await bridge_module.in_db_thread(stored) == [rows[0].id]
+
+    run(scenario, deliver=deliver)
+
+
+def test_a_routing_error_ends_the_session_with_internal_server_error_and_its_cause(caplog):
+    async def scenario(layer, session, adapter):
+        def broken(*args):
+            raise RuntimeError("database went away")
+
+        session.router.from_client = broken
+        session.from_client(fromstring(MESSAGE.replace("bob@localhost/b", "alice@localhost/a", 1)))
+        await until(lambda: adapter.closed, "the session closed")
+        assert adapter.closed == [("internal-server-error", "routing failed")]  # RFC 6120 §4.9.3.8
+        session.from_client(fromstring(MESSAGE))  # nothing more is routed, and nothing raises
+        await settle()
+        assert adapter.closed == [("internal-server-error", "routing failed")]
+
+    run(scenario)
+    assert "routing a client stanza failed" in caplog.text and "database went away" in caplog.text
+
+
+def test_a_failure_to_end_the_older_session_at_bind_ends_the_new_one_visibly(monkeypatch, caplog):
+    def unreachable(*args):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(bridge_module, "older_sessions", unreachable)
+    handle = SimpleNamespace(session_id=uuid.uuid4(), facts=SimpleNamespace(started_at=None), saved=None)
+
+    async def scenario(layer, session, adapter):
+        await until(lambda: adapter.closed, "the session closed")
+        assert adapter.closed == [("internal-server-error", "routing failed")]
+
+    run(scenario, handle=handle)
+    assert "ending the older session failed" in caplog.text and "redis is down" in caplog.text
+
+
+def test_without_a_failure_the_session_is_not_closed():
+    async def scenario(layer, session, adapter):
+        await layer.send(session.channel_name, stanza_message(fromstring(MESSAGE)))
+        await until(lambda: adapter.delivered, "the stanza delivered")
+        assert adapter.closed == []
+
+    run(scenario)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_to_a_full_channel_is_bounced_to_its_sender_with_resource_constraint():
+    from tests.im.test_router import live  # noqa: PLC0415
+
+    accounts_alice_bob()
+    bob = live("bob@localhost/b")
+    to_bob = (
+        "<message xmlns='jabber:client' from='alice@localhost/a' to='bob@localhost/b' id='{}' type='chat'/>"
+    )
+
+    async def scenario(layer, session, adapter):
+        session.from_client(fromstring(to_bob.format("fits")))
+        await until(lambda: bob in layer.channels, "the first message queued for bob")
+        session.from_client(fromstring(to_bob.format("refused")))  # bob's channel holds one: full
+        await until(lambda: adapter.delivered, "the bounce")
+        [bounce] = adapter.delivered
+        assert (bounce.get("id"), bounce.get("type"), bounce.get("to")) == (
+            "refused",
+            "error",
+            "alice@localhost/a",
+        )
+        assert (
+            bounce.find("{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}resource-constraint")
+            is not None
+        )
+        assert load((await layer.receive(bob))["xml"]).get("id") == "fits"
+
+    run(scenario, capacity=1)
+
+
+# == [xmppauth] session_queue_stanzas / session_queue_bytes ==============================================
+
+
+def flood(count: int, body: str = "x"):
+    """``count`` stanzas queued while routing is stuck; returns what the adapter saw."""
+    import threading  # noqa: PLC0415
+
+    stuck = threading.Event()
+    seen = {}
+
+    async def scenario(layer, session, adapter):
+        def slow(*args):
+            stuck.wait(10)
+            return []
+
+        session.router.from_client = slow
+        for n in range(count):
+            session.from_client(
+                fromstring(MESSAGE.replace(">x<", f">{body}<").replace("type='chat'", f"id='{n}'"))
+            )
+        await settle()
+        seen["closed"] = list(adapter.closed)
+        stuck.set()
+
+    run(scenario)
+    return seen["closed"]
+
+
+def test_a_client_flooding_past_the_queued_stanza_limit_is_ended_with_policy_violation(xmpp_options):
+    xmpp_options(session_queue_stanzas=5)
+    assert flood(8) == [("policy-violation", "too many stanzas waiting to be routed")]
+
+
+def test_a_client_within_the_queued_stanza_limit_keeps_its_session(xmpp_options):
+    xmpp_options(session_queue_stanzas=5)
+    assert flood(4) == []
+
+
+def test_a_client_flooding_past_the_queued_byte_limit_is_ended_with_policy_violation(xmpp_options):
+    xmpp_options(session_queue_bytes=4096)
+    assert flood(3, "y" * 3000) == [
+        ("policy-violation", "too many stanzas waiting to be routed")
+    ]
+    assert flood(1, "y" * 3000) == []

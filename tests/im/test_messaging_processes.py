@@ -177,7 +177,10 @@ def test_two_tcp_listener_processes_exchange_subscriptions_presence_chat_and_off
         bob.send("<presence/>")
         late = bob.wait_for(is_message("alice@localhost", "while you were out"), "the offline message")
         assert late.find(DELAY) is not None
-        assert cluster.query("SELECT count(*) FROM accounts_offlinemessage") == [(0,)]
+        deadline = time.monotonic() + 30  # deleted once the stream took it, just after the write
+        while cluster.query("SELECT count(*) FROM accounts_offlinemessage") != [(0,)]:
+            assert time.monotonic() < deadline, "the delivered offline message stayed in the store"
+            time.sleep(0.1)
         alice.wait_for(is_presence("bob@localhost", None), "bob back")
         bob.wait_for(is_presence("alice@localhost", None), "alice's presence, answering bob's probe")
         chat_both_ways(alice, bob, "2")
@@ -382,3 +385,71 @@ def test_tcp_client_and_strophe_bosh_client_chat_and_see_presence(redis_cluster)
     finally:
         alice.stop()
         erin.stop()
+
+
+def test_messages_flowing_to_a_sigkilled_listener_are_delivered_stored_or_bounced_none_lost(redis_cluster):
+    """Issue 16 point 1: `[xmppauth] process_liveness_seconds = 2`; the session lease stays 30 s. Every
+    message alice sends to erin's session on the listener that is SIGKILLed mid-flow is received by erin,
+    or re-routed from the dead process's channel and stored offline (delivered at her next login), or bounced
+    to alice; counted end to end by id."""
+    cluster = redis_cluster
+    port_live, _ = cluster.runc2s("flow-survivor", process_liveness_seconds=2)
+    port_dead, doomed = cluster.runc2s("flow-doomed", process_liveness_seconds=2)
+    alice = cluster.agent(port_live, "alice", "flow")
+    erin = cluster.agent(port_dead, "erin", "doomed")
+    back = None
+    sent: list[str] = []
+
+    def send(n: int) -> None:
+        for _ in range(n):
+            mid = f"flow-{len(sent)}"
+            sent.append(mid)
+            alice.send(f"<message to='{erin.full_jid}' type='chat' id='{mid}'><body>{mid}</body></message>")
+            time.sleep(0.05)
+
+    def ids(agent: SlixAgent, kind: str | None = None) -> set[str]:
+        with agent._cond:
+            return {
+                e.get("id", "")
+                for e in agent.received
+                if e.tag == f"{CLIENT}message"
+                and e.get("id", "").startswith("flow-")
+                and e.get("type") == kind
+            }
+
+    try:
+        erin.send("<presence/>")
+        erin.roster("sync")
+        send(20)
+        deadline = time.monotonic() + 30
+        while "flow-19" not in ids(erin, "chat"):  # not wait_for: it would take the stanza out of the count
+            assert time.monotonic() < deadline, "the messages before the kill did not arrive"
+            time.sleep(0.05)
+        doomed.kill()  # SIGKILL: its rows stay valid for 30 s, its channels keep taking messages
+        send(100)  # five seconds more: past the liveness bound (2 s) and a sweep (1 s)
+        # Any live listener of the cluster may sweep the dead one (they share the registry).
+        before_kill = ids(erin, "chat")
+        bounced = ids(alice, "error")
+        deadline = time.monotonic() + 60
+        sql = "SELECT count(*) FROM accounts_offlinemessage m JOIN accounts_account a ON a.id = m.account_id"
+        sql += " WHERE a.localpart = 'erin' AND m.stanza LIKE '%flow-%'"
+        while len(before_kill) + len(bounced) + cluster.query(sql)[0][0] < len(sent):
+            assert time.monotonic() < deadline, (
+                f"neither delivered nor stored: {len(sent)} sent, {len(before_kill)} delivered,"
+                f" {len(bounced)} bounced, {cluster.query(sql)} stored"
+            )
+            time.sleep(0.2)
+            bounced = ids(alice, "error")
+        back = cluster.agent(port_live, "erin", "back")
+        back.send("<presence/>")  # XEP-0160: the stored messages come at initial presence
+        deadline = time.monotonic() + 60
+        while (before_kill | ids(back, "chat") | bounced) != set(sent) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        after = ids(back, "chat")
+        assert before_kill | after | bounced == set(sent), sorted(set(sent) - before_kill - after - bounced)
+        assert not before_kill & after, "a message delivered before the kill was stored as well"
+    finally:
+        alice.stop()
+        erin.stop()
+        if back is not None:
+            back.stop()

@@ -328,7 +328,48 @@ def test_initial_presence_at_negative_priority_leaves_offline_messages_stored(ac
     assert Router(final=False).broadcast(shy, None, sender, initial=True) == []
     assert OfflineMessage.objects.count() == 1
     outs = Router(final=False).broadcast(stanza("<presence/>", "bob@localhost/b"), None, sender, initial=True)
-    assert len(stanzas(outs, sender)) == 1 and not OfflineMessage.objects.exists()
+    assert len(stanzas(outs, sender)) == 1
+
+
+def test_offline_messages_stay_stored_until_the_stream_has_taken_them(accounts):
+    """XEP-0160 delivery that survives a crash: read with their ids, deleted by the session once written."""
+    sender = live("bob@localhost/b", available=False)
+    kept = [
+        OfflineMessage.objects.create(
+            account=accounts["bob"], stanza=f"<message xmlns='jabber:client' id='{n}'/>"
+        )
+        for n in ("m1", "m2")
+    ]
+    outs = Router(final=False).broadcast(stanza("<presence/>", "bob@localhost/b"), None, sender, initial=True)
+    offline = [m for c, m in outs if c == sender and "offline_id" in m]
+    assert [m["offline_id"] for m in offline] == [row.id for row in kept]
+    assert OfflineMessage.objects.count() == 2  # a crash now loses nothing
+    assert router_module.offline_delivered([kept[0].id]) == 1
+    assert list(OfflineMessage.objects.values_list("id", flat=True)) == [kept[1].id]
+
+
+def test_a_stanza_a_full_channel_refused_goes_back_to_its_sender_as_resource_constraint(accounts):
+    """RFC 6120 §8.3: never dropped in silence; §8.3.3.18 resource-constraint (type wait)."""
+    sender = live("alice@localhost/a")
+    refused = stanza("<message to='bob@localhost/b' id='full' type='chat'><body>x</body></message>", "")
+    refused.set("from", "alice@localhost/a")
+    message = {"type": "xmpp.stanza", "xml": router_module.dump(refused)}
+    outs = router_module.bounce_refused(Router(final=True), message)  # the sender is looked up
+    [(channel, bounce)] = outs
+    reply = load(bounce["xml"])
+    assert channel == sender and (reply.get("id"), reply.get("type")) == ("full", "error")
+    assert error_condition(reply) == "resource-constraint"
+    assert reply.find(f"{C}error").get("type") == "wait"
+
+
+def test_a_refused_error_or_offline_message_is_not_bounced(accounts):
+    live("alice@localhost/a")
+    error = "<message xmlns='jabber:client' type='error' from='alice@localhost/a' to='bob@localhost'/>"
+    plain = "<message xmlns='jabber:client' from='alice@localhost/a' to='bob@localhost'/>"
+    router = Router(final=True)
+    assert router_module.bounce_refused(router, {"type": "xmpp.stanza", "xml": error}) == []  # §8.3.1
+    offline = {"type": "xmpp.stanza", "xml": plain, "offline_id": 3}  # still stored: the next login gets it
+    assert router_module.bounce_refused(router, offline) == []
 
 
 def test_a_new_login_ends_only_the_older_sessions_of_its_full_jid(accounts):
@@ -380,3 +421,28 @@ def test_broadcast_reads_every_contacts_sessions_in_one_query(accounts, domain):
     for contact, channel in channels.items():  # each one got the presence and a probe, as before
         kinds = sorted(m["type"] for c, m in outs if c == channel)
         assert kinds == ["xmpp.presence_request", "xmpp.stanza"], (contact, kinds)
+
+
+# == [xmppauth] max_offline_messages (MongooseIM mod_offline access_max_user_messages) ====================
+
+
+def test_offline_messages_past_the_per_user_limit_are_bounced_service_unavailable(accounts, xmpp_options):
+    xmpp_options(max_offline_messages=2)
+    sender = live("alice@localhost/a")
+    conditions = []
+    for n in range(3):
+        message = stanza(f"<message to='bob@localhost' id='o{n}' type='chat'><body>{n}</body></message>", "")
+        message.set("from", "alice@localhost/a")
+        replies = stanzas(Router(final=True).from_client(message, sender), sender)
+        conditions.append([error_condition(r) for r in replies])
+    assert conditions == [[], [], ["service-unavailable"]]  # XEP-0160 §3
+    assert OfflineMessage.objects.filter(account=accounts["bob"]).count() == 2
+
+
+def test_a_zero_offline_limit_stores_nothing_and_bounces(accounts, xmpp_options):
+    xmpp_options(max_offline_messages=0)
+    sender = live("alice@localhost/a")
+    message = stanza("<message to='bob@localhost' id='z' type='chat'><body>x</body></message>", "")
+    message.set("from", "alice@localhost/a")
+    [reply] = stanzas(Router(final=True).from_client(message, sender), sender)
+    assert error_condition(reply) == "service-unavailable" and not OfflineMessage.objects.exists()
