@@ -392,10 +392,43 @@ def test_hosts_must_be_an_array() -> None:
 
 
 def test_unknown_auth_method_is_rejected_with_accepted_methods() -> None:
-    message = config_error('[auth]\nmethods = ["pki", "internal"]\n')
+    message = config_error('[auth]\nmethods = ["pki", "anonymous"]\n')
 
-    assert "auth.methods[1]" in message and "'internal'" in message
+    assert "auth.methods[1]" in message and "'anonymous'" in message
     assert "pki, db, http, rdbms, ldap" in message
+
+
+def test_internal_is_rdbms() -> None:
+    """Issue 14: MongooseIM's `internal` keeps passwords in our database as `rdbms` does."""
+    assert parse('[auth]\nmethods = ["internal", "pki"]\n').auth.methods == ("rdbms", "pki")
+    assert "twice" in config_error('[auth]\nmethods = ["internal", "rdbms"]\n')
+
+
+def test_password_options_follow_mongooseim() -> None:
+    config = parse(
+        '[auth]\nmethods = ["rdbms"]\nsasl_mechanisms = ["scram_sha256"]\n'
+        '[auth.password]\nformat = "scram"\nhash = ["sha256"]\nscram_iterations = 20000\n'
+    )
+    assert config.auth.password.hashes == ("sha256",) and config.auth.password.scram_iterations == 20000
+    assert config.auth.password_methods == ("rdbms",)
+
+
+def test_plain_password_format_is_refused() -> None:
+    message = config_error('[auth]\nmethods = ["rdbms"]\n[auth.password]\nformat = "plain"\n')
+    assert "auth.password.format" in message and "scram" in message
+
+
+def test_scram_mechanism_without_its_hash_is_refused() -> None:
+    message = config_error(
+        '[auth]\nmethods = ["rdbms"]\nsasl_mechanisms = ["scram_sha512"]\n'
+        '[auth.password]\nhash = ["sha256"]\n'
+    )
+    assert "auth.password.hash" in message and "scram_sha512" in message
+
+
+def test_too_few_scram_iterations_are_refused() -> None:
+    message = config_error('[auth]\nmethods = ["rdbms"]\n[auth.password]\nscram_iterations = 1000\n')
+    assert "auth.password.scram_iterations" in message and "4096" in message
 
 
 def test_method_and_methods_together_are_rejected() -> None:

@@ -30,6 +30,7 @@ from transport.stream import (
     Bound,
     C2SConnection,
     Close,
+    PasswordStepRequest,
     StanzaReceived,
     new_c2s_stream,
 )
@@ -249,6 +250,9 @@ class AsyncC2SSession:
                 result = await database_sync_to_async(self.authenticator.authenticate_external)(
                     event.facts, event.authzid, event.domain
                 )
+                await self._handle(self.core.auth_result(result))
+            elif isinstance(event, PasswordStepRequest):
+                result = await database_sync_to_async(self.authenticator.authenticate_password)(event)
                 await self._handle(self.core.auth_result(result))
             elif isinstance(event, Bound):
                 self.jid = str(event.jid)

@@ -70,6 +70,7 @@ class Authenticator(TypingProtocol):
 
     def check_certificate(self, chain: list[Any]) -> Any: ...
     def authenticate_external(self, facts: Any, authzid: str | None, domain: str) -> Any: ...
+    def authenticate_password(self, request: Any) -> Any: ...
 
 
 @dataclass
@@ -283,6 +284,8 @@ class C2SProtocol(Protocol):
                 getattr(event, "authzid", None),
                 getattr(event, "domain", ""),
             )
+        elif kind == "PasswordStepRequest":
+            self._start_db_call(self._password_stepped, self.authenticator.authenticate_password, event)
         elif kind == "Authenticated":
             logger.debug("c2s %s: authenticated as %s", self.peer, getattr(event, "jid", "?"))
         elif kind == "Bound":
@@ -334,6 +337,10 @@ class C2SProtocol(Protocol):
             return
         if self.core.send_stanza(element):
             self._flush()
+
+    def _password_stepped(self, result: Any) -> None:
+        """A step of PLAIN/SCRAM judged (the authenticator logged and recorded the outcome)."""
+        self._feed(self.core.auth_result(result))
 
     def _authenticated(self, result: Any) -> None:
         if getattr(result, "jid", None):
