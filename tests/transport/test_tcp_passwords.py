@@ -146,8 +146,12 @@ def test_pki_only_offers_no_password_mechanism(c2s, tmp_path, alice):
     port = c2s("starttls", auth=AuthConfig(), disconnect_on_failure=False)
     sock, features = starttls(port, client_context(tmp_path, None))
     assert _mechanisms(features) == []
-    reply = sasl(sock, b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
-                 + base64.b64encode(b"\0alice\0" + PASSWORD.encode()) + b"</auth>")
+    reply = sasl(
+        sock,
+        b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+        + base64.b64encode(b"\0alice\0" + PASSWORD.encode())
+        + b"</auth>",
+    )
     assert sasl_failure_condition(reply) == "invalid-mechanism"
     sock.close()
 
@@ -155,8 +159,12 @@ def test_pki_only_offers_no_password_mechanism(c2s, tmp_path, alice):
 def test_malformed_plain_is_malformed_request(c2s, tmp_path, alice):
     port = c2s("starttls", auth=RDBMS_AND_PKI, disconnect_on_failure=False)
     sock, _ = starttls(port, client_context(tmp_path, None))
-    reply = sasl(sock, b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
-                 + base64.b64encode(b"alice-no-separators") + b"</auth>")
+    reply = sasl(
+        sock,
+        b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+        + base64.b64encode(b"alice-no-separators")
+        + b"</auth>",
+    )
     assert sasl_failure_condition(reply) == "malformed-request"
     reply = sasl(sock, b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%%%</auth>")
     assert sasl_failure_condition(reply) == "incorrect-encoding"
