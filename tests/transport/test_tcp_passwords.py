@@ -169,3 +169,45 @@ def test_malformed_plain_is_malformed_request(c2s, tmp_path, alice):
     reply = sasl(sock, b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%%%</auth>")
     assert sasl_failure_condition(reply) == "incorrect-encoding"
     sock.close()
+
+
+# Issue 14 §3: after a refused certificate, the password mechanisms (disconnect_on_failure = false).
+REFUSED = ["expired", "untrusted", "revoked"]
+
+
+@pytest.fixture
+def refused_cert(request, pki):
+    def get(kind: str):
+        if kind == "revoked":
+            from certauth import services
+            from tests.certs import make_client
+
+            cert = make_client(pki.ca, jids=["alice@localhost"])
+            services.revoke(services.import_certificate(cert.pem))
+            return cert
+        return getattr(pki, kind)
+
+    return get
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+def test_refused_certificate_falls_back_to_the_password(c2s, tmp_path, alice, refused_cert, kind):
+    cert = refused_cert(kind)
+    port = c2s("starttls", auth=RDBMS_AND_PKI, disconnect_on_failure=False)
+    sock, features = starttls(port, client_context(tmp_path, cert))
+    assert _mechanisms(features) == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]  # no EXTERNAL for it
+    sock.close()
+    outcome = slixmpp_login(port, tmp_path, cert, mechanism="SCRAM-SHA-256", password=PASSWORD)
+    assert_bound(outcome, "alice@localhost")
+    assert last_event().reason == "SCRAM-SHA-256 password"
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+def test_refused_certificate_is_disconnected_when_disconnect_on_failure(
+    c2s, tmp_path, alice, refused_cert, kind
+):
+    cert = refused_cert(kind)
+    port = c2s("starttls", auth=RDBMS_AND_PKI, disconnect_on_failure=True)
+    outcome = slixmpp_login(port, tmp_path, cert, mechanism="SCRAM-SHA-256", password=PASSWORD)
+    assert outcome.bound_jid is None and outcome.sasl_failures == [] and outcome.disconnected, outcome
+    assert not AuthEvent.objects.filter(outcome=AuthEvent.Outcome.SUCCESS).exists()

@@ -70,12 +70,14 @@ def start_server(
     hosts: Sequence[str] = ("localhost",),
     tls_extra: str = "",
     allowed_origins: Sequence[str] = (),
+    extra_toml: str = "",
 ) -> Iterator[XmppHttpServer]:
     """Migrate a scratch database, start the server, yield it once both ports answer, then stop it.
 
     The server is our daphne command line (production), or with ``runxmpp`` the embedded server.
     ``hosts`` become ``[general] hosts``; ``tls_extra`` is one more TOML line in every listener (``tls.*``).
-    ``allowed_origins`` goes on every handler (``transport.origin``).
+    ``allowed_origins`` goes on every handler (``transport.origin``). ``extra_toml`` is appended to the
+    config (e.g. an ``[auth]`` table).
     """
     pki = make_pki(directory)
     cafile = directory / "client-ca.pem"
@@ -102,7 +104,7 @@ def start_server(
         for name, (mode, disconnect) in LISTENERS.items()
     )
     config = directory / "xmppauth.toml"
-    config.write_text(f"[general]\n  hosts = {json.dumps(list(hosts))}\n" + listeners)
+    config.write_text(f"[general]\n  hosts = {json.dumps(list(hosts))}\n" + listeners + extra_toml)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "xmppauth.settings",
@@ -144,12 +146,24 @@ def start_server(
 
 
 def strophe_login(
-    server: XmppHttpServer, url: str, client: Issued | None, jid: str = "alice@localhost"
+    server: XmppHttpServer,
+    url: str,
+    client: Issued | None,
+    jid: str = "alice@localhost",
+    *,
+    password: str | None = None,
+    mechanism: str | None = None,
 ) -> dict:
-    """Run ``tests/js/login.cjs`` (Strophe.js under Node) and return its JSON verdict."""
+    """Run ``tests/js/login.cjs`` (Strophe.js under Node) and return its JSON verdict; with ``password`` it
+    logs in with it (only ``mechanism`` when given) instead of EXTERNAL."""
     files = server.client_files(client)
     args = ["node", str(JS_DIR / "login.cjs"), url, jid, *(str(f) for f in files or ())]
-    done = subprocess.run(args, cwd=JS_DIR, capture_output=True, text=True, timeout=60)
+    env = dict(os.environ)
+    if password is not None:
+        env["LOGIN_PASSWORD"] = password
+    if mechanism is not None:
+        env["LOGIN_MECHANISM"] = mechanism
+    done = subprocess.run(args, cwd=JS_DIR, capture_output=True, text=True, timeout=60, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no verdict from login.cjs (exit {done.returncode}): {done.stdout}\n{done.stderr}"
     return json.loads(lines[-1])
