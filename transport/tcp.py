@@ -37,7 +37,14 @@ from zope.interface import implementer
 from certauth.pki.facts import fingerprint_sha256
 from transport import live
 from transport.stream import namespaces as ns
-from transport.tls import ServerTls, must_disconnect, peer_chain, verify_errors, with_default_credentials
+from transport.tls import (
+    ServerTls,
+    channel_bindings,
+    must_disconnect,
+    peer_chain,
+    verify_errors,
+    with_default_credentials,
+)
 from transport.trust_refresh import refresh_trust_anchors
 from xmppauth.config import C2SListener, Config, TlsOptions
 from xmppauth.dbconn import with_fresh_connections
@@ -59,7 +66,7 @@ class StreamCore(TypingProtocol):
 
     def receive_data(self, data: bytes) -> Iterable[Any]: ...
     def data_to_send(self) -> bytes: ...
-    def tls_established(self, check: Any) -> Iterable[Any]: ...
+    def tls_established(self, check: Any, **kwargs: Any) -> Iterable[Any]: ...
     def auth_result(self, result: Any) -> Iterable[Any]: ...
     def close_with_error(self, condition: str, text: str = "") -> Iterable[Any]: ...
     def send_stanza(self, element: Element) -> bool: ...
@@ -142,6 +149,7 @@ class C2SProtocol(Protocol):
         self.authenticator: Authenticator | None = None
         self.cert_facts: Any = None
         self.tls_errors: tuple[Any, ...] = ()  # what OpenSSL objected to in the client's chain (for logs)
+        self.channel_bindings: dict[str, bytes] = {}  # for SCRAM -PLUS (transport.tls.channel_bindings)
         self._pending = 0  # database calls in flight
         self._held: list[bytes] = []
         self._held_size = 0
@@ -196,6 +204,7 @@ class C2SProtocol(Protocol):
             connection = self.transport.getHandle()
             chain = peer_chain(connection)
             errors = verify_errors(connection)
+            self.channel_bindings = channel_bindings(connection)
         except Exception:
             logger.exception("c2s %s: cannot read the client's certificate chain", self.peer)
             self._abort()
@@ -222,7 +231,10 @@ class C2SProtocol(Protocol):
                 check.reason,
             )
         self.cert_facts = check.facts if check.verified else None
-        self._feed(self.core.tls_established(check))
+        if self.channel_bindings:
+            self._feed(self.core.tls_established(check, channel_bindings=self.channel_bindings))
+        else:
+            self._feed(self.core.tls_established(check))
 
     # -- bytes in -------------------------------------------------------------------------------------
 

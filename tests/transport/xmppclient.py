@@ -34,6 +34,7 @@ def slixmpp_login(
     timeout: float = 30,
     mechanism: str = "EXTERNAL",
     password: str = "",
+    maximum_version=None,
 ) -> LoginOutcome:
     """Connect to 127.0.0.1:``port``, log in with ``mechanism`` (EXTERNAL, or PLAIN / SCRAM-* with
     ``password``) and stop at the first decisive event.
@@ -45,7 +46,7 @@ def slixmpp_login(
     xmpp = slixmpp.ClientXMPP(jid, password, loop=loop)
     xmpp.register_plugin("xep_0030")
     xmpp.plugin["feature_mechanisms"].use_mech = mechanism
-    xmpp.ssl_context = client_context(directory, client)
+    xmpp.ssl_context = client_context(directory, client, maximum_version=maximum_version)
     if authzid is not None:
         xmpp.credentials["authzid"] = authzid
     xmpp.enable_direct_tls = direct_tls
