@@ -120,14 +120,33 @@ MAX_STANZA_SIZE_DEFAULT = 65536
 # waiting for accept() is dropped and retried by the clients a second or more later.
 BACKLOG_DEFAULT = 1024
 
-# Which SASL mechanisms each auth method can serve (MongooseIM's capability table, plus our `db`).
+# Which SASL mechanisms each auth method serves here: MongooseIM's capability table cut to what xmppauth
+# implements (our `http` asks only `get_certs`, so no passwords through it; `ldap` is not implemented yet).
 METHOD_MECHANISMS: dict[str, tuple[str, ...]] = {
     "pki": ("external",),
     "db": ("external",),
-    "http": ("external", "plain", "scram"),
+    "http": ("external",),
     "rdbms": ("plain", "scram"),
-    "ldap": ("external", "plain"),
+    "ldap": (),
 }
+# MongooseIM methods we know and do not serve yet: naming one stops start-up (no silent no-op, issue 14 §5).
+UNIMPLEMENTED_METHODS = ("ldap",)
+# MongooseIM's default auth.sasl_mechanisms order (doc/configuration/auth.md) with what we implement; without
+# the key, the ones the configured methods serve are used, EXTERNAL first when a method serves it.
+DEFAULT_MECHANISM_ORDER = (
+    "external",
+    "scram_sha512_plus",
+    "scram_sha512",
+    "scram_sha384_plus",
+    "scram_sha384",
+    "scram_sha256_plus",
+    "scram_sha256",
+    "scram_sha224_plus",
+    "scram_sha224",
+    "scram_sha1_plus",
+    "scram_sha1",
+    "plain",
+)
 
 # MongooseIM keys accepted for compatibility but not acted upon; logged at INFO. Keep this list short.
 IGNORED_KEYS = (
@@ -715,8 +734,15 @@ def _parse_auth(root: _Table) -> AuthConfig:
                 f"{auth.key(name)}[{index}]",
                 f"unknown method {method!r}; accepted: {', '.join(AUTH_METHODS)}",
             )
+        if method in UNIMPLEMENTED_METHODS:
+            auth.fail(
+                f"{auth.key(name)}[{index}]",
+                f"{method!r} is a MongooseIM method xmppauth does not implement yet; "
+                f"use {', '.join(m for m in AUTH_METHODS if m not in UNIMPLEMENTED_METHODS)}",
+            )
 
-    mechanisms = auth.strings("sasl_mechanisms", defaults.sasl_mechanisms)
+    served_default = tuple(m for m in DEFAULT_MECHANISM_ORDER if _served(m, methods))
+    mechanisms = auth.strings("sasl_mechanisms", served_default)
     if not mechanisms:
         auth.fail(auth.key("sasl_mechanisms"), "must name at least one mechanism")
     for index, mechanism in enumerate(mechanisms):
@@ -731,15 +757,20 @@ def _parse_auth(root: _Table) -> AuthConfig:
                 f"{auth.key('sasl_mechanisms')}[{index}]",
                 f"unknown mechanism {mechanism!r}; accepted: {', '.join(SASL_MECHANISMS)}",
             )
-    for mechanism in mechanisms:
+    for index, mechanism in enumerate(mechanisms):
         if not _served(mechanism, methods):
-            logger.warning(
-                "%s: auth.sasl_mechanisms lists %r but none of auth.methods (%s) supports it; "
-                "it will not be offered",
-                root.source,
-                mechanism,
-                ", ".join(methods),
+            # Issue 14 §5: a mechanism that would never be offered stops start-up instead of vanishing.
+            auth.fail(
+                f"{auth.key('sasl_mechanisms')}[{index}]",
+                f"{mechanism!r} is served by none of auth.methods ({', '.join(methods)}); "
+                f"{'EXTERNAL needs pki, db or http' if mechanism == 'external' else 'passwords need rdbms'}",
             )
+    if auth.has("password") and not any(method in PASSWORD_METHODS for method in methods):
+        logger.warning(
+            "%s: auth.password is set but auth.methods (%s) checks no password; it is not used",
+            root.source,
+            ", ".join(methods),
+        )
 
     verifiers = auth.strings("sasl_external", defaults.sasl_external)
     if not verifiers:
