@@ -266,7 +266,9 @@ class CertificateAuthenticator:
 
     def _record_password(self, jid_tried: str, step: Any) -> None:
         if step.jid is not None:
-            logger.info("SASL %s via %s from %s", step.reason, self.transport, self.peer)
+            logger.info(
+                "SASL success: %s as %s via %s from %s", step.reason, step.jid, self.transport, self.peer
+            )
             self._record(None, None, step.jid, None, step.reason, jid_tried=jid_tried)
             return
         logger.info(
