@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
@@ -28,6 +29,7 @@ from accounts.scram import (
     made_up_credentials,
 )
 from certauth.identity import InvalidJid, normalise_localpart
+from xmppauth import fastsql
 from xmppauth.config import AuthConfig, PasswordOptions
 
 logger = logging.getLogger(__name__)
@@ -69,24 +71,30 @@ def lookup(username: str, domain: str, options: PasswordOptions) -> Credentials:
     except InvalidJid:
         return made_up_credentials(f"{username}@{domain}", username, options.hashes, options.scram_iterations)
     jid = f"{localpart}@{domain}"
-    account = (
-        Account.objects.filter(localpart=localpart, domain__name=domain)
-        .select_related("domain")
-        .prefetch_related("password_credentials")
-        .first()
-    )
-    if account is None:
-        return made_up_credentials(jid, localpart, options.hashes, options.scram_iterations)
+    rows = fastsql.fetch_all(fastsql.statement("passwords.lookup", _lookup_sql), [localpart, domain])
     keys = {
-        row.hash: ScramKeys(
-            row.hash, bytes(row.salt), row.iterations, bytes(row.stored_key), bytes(row.server_key)
-        )
-        for row in account.password_credentials.all()
+        name: ScramKeys(name, bytes(salt), iterations, bytes(stored), bytes(server))
+        for _, _, name, salt, iterations, stored, server in rows
+        if name is not None
     }
-    if not keys:
+    if not keys:  # no such account, or one without a password
         return made_up_credentials(jid, localpart, options.hashes, options.scram_iterations)
-    active = account.active and account.domain.enabled
+    active = bool(rows[0][0]) and bool(rows[0][1])
     return Credentials(jid, keys, active=active, exists=True)
+
+
+def _lookup_sql() -> str:
+    """One statement per login (xmppauth.fastsql): the account's and domain's flags and its keys."""
+    account, domain = partial(fastsql.column, Account), partial(fastsql.column, Domain)
+    key = partial(fastsql.column, PasswordCredential)
+    return (
+        f"SELECT a.{account('active')}, d.{domain('enabled')}, p.{key('hash')}, p.{key('salt')},"
+        f" p.{key('iterations')}, p.{key('stored_key')}, p.{key('server_key')}"
+        f" FROM {fastsql.table(Account)} a"
+        f" JOIN {fastsql.table(Domain)} d ON a.{account('domain')} = d.{domain('id')}"
+        f" LEFT JOIN {fastsql.table(PasswordCredential)} p ON p.{key('account')} = a.{account('id')}"
+        f" WHERE a.{account('localpart')} = %s AND d.{domain('name')} = %s"
+    )
 
 
 class PasswordExchange:
@@ -142,8 +150,3 @@ class PasswordExchange:
             )
         except ValueError:
             return None
-
-
-def create_account(jid_local: str, domain_name: str, origin: str = Account.Origin.COMMAND) -> Account:
-    domain, _ = Domain.objects.get_or_create(name=domain_name)
-    return Account.objects.create(localpart=jid_local, domain=domain, created_by=origin)

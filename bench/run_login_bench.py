@@ -50,6 +50,7 @@ from bench.clientcerts import KEY_TYPES, load_server_ca, make_identities, provis
 from bench.loadclient import (
     IdleReport,
     LoginReport,
+    ScramKeyCache,
     contexts_for,
     idle_rows,
     login_rows,
@@ -272,7 +273,7 @@ def login_runs(
         )
     }
     provision_accounts([*users["d"], *users["s"], *users["w"], *users["p"]])
-    provision_passwords(users["p"])
+    scram_cache = provision_passwords(users["p"])
     contexts = {prefix: contexts_for(identities) for prefix, identities in users.items()}
     total = sum(len(c) for c in contexts.values())
     print(
@@ -292,7 +293,9 @@ def login_runs(
                 # Issue 14: the same TLS (with the client's certificate, as the listener demands), then
                 # SCRAM-SHA-256 instead of EXTERNAL; the client caches its keys per user as real clients do.
                 localparts = [identity.jid.partition("@")[0] for identity in users["p"]]
-                connect = scram_connector(HOST, port, DOMAIN, contexts["p"], localparts, BENCH_PASSWORD)
+                connect = scram_connector(
+                    HOST, port, DOMAIN, contexts["p"], localparts, BENCH_PASSWORD, scram_cache
+                )
             else:
                 connect = xmpp_connector(HOST, port, DOMAIN, contexts[prefix], starttls=use_starttls)
             run = run_logins(connect, args.count, args.concurrency, label, server_pid=server.pid, xmpp=True)
@@ -301,15 +304,20 @@ def login_runs(
     return reports, contexts["d"]
 
 
-def provision_passwords(identities: list) -> None:
+def provision_passwords(identities: list) -> ScramKeyCache:
     """SCRAM-SHA-256 keys for these users' accounts (``accounts.passwords``, as ``account passwd``)."""
     from accounts.models import Account  # noqa: PLC0415 (needs load_server_ca's django.setup())
     from accounts.passwords import set_password  # noqa: PLC0415
     from xmppauth.config import PasswordOptions  # noqa: PLC0415
 
     options = PasswordOptions(hashes=("sha256",), scram_iterations=SCRAM_ITERATIONS)
+    cache = ScramKeyCache()
     for identity in identities:
-        set_password(Account.objects.by_jid(identity.jid), BENCH_PASSWORD, options, validate=False)
+        account = Account.objects.by_jid(identity.jid)
+        set_password(account, BENCH_PASSWORD, options, validate=False)
+        row = account.password_credentials.get(hash="sha256")
+        cache.prefill(account.localpart, BENCH_PASSWORD, bytes(row.salt), row.iterations)
+    return cache
 
 
 def warm_up(scratch: Scratch, contexts: list[ssl.SSLContext], problems: list[str]) -> None:

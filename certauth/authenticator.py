@@ -246,7 +246,7 @@ class CertificateAuthenticator:
             from accounts.passwords import PasswordExchange  # noqa: PLC0415 (only for password logins)
 
             self._passwords = PasswordExchange(self.config.auth, self._record_password)
-        if request.domain not in hosted_domains(self.config):
+        if request.first and request.domain not in hosted_domains(self.config):
             return self._refuse(None, None, NOT_AUTHORIZED, f"{request.domain} is not a hosted domain")
         step = self._passwords.step(
             request.mechanism,
