@@ -11,12 +11,14 @@ its calls use the database, so adapters run them in a thread like the EXTERNAL c
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from functools import partial
 
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
+from django.utils.crypto import salted_hmac
 
 from accounts.models import Account, Domain, PasswordCredential
 from accounts.scram import (
@@ -27,6 +29,7 @@ from accounts.scram import (
     Step,
     derive_keys,
     made_up_credentials,
+    set_fake_secret,
 )
 from certauth.identity import InvalidJid, normalise_localpart
 from xmppauth import fastsql
@@ -66,6 +69,7 @@ def has_password(account: Account) -> bool:
 
 def lookup(username: str, domain: str, options: PasswordOptions) -> Credentials:
     """The keys of ``username@domain``; made-up keys (never matching) for a name with none (RFC 5802 §9)."""
+    _use_deployment_secret()
     try:
         localpart = normalise_localpart(username)
     except InvalidJid:
@@ -81,6 +85,12 @@ def lookup(username: str, domain: str, options: PasswordOptions) -> Credentials:
         return made_up_credentials(jid, localpart, options.hashes, options.scram_iterations)
     active = bool(rows[0][0]) and bool(rows[0][1])
     return Credentials(jid, keys, active=active, exists=True)
+
+
+@functools.cache
+def _use_deployment_secret() -> None:
+    """Made-up salts from Django's secret key: the same in every process of the deployment."""
+    set_fake_secret(salted_hmac("xmppauth.accounts.scram.made-up", "salts", algorithm="sha256").digest())
 
 
 def _lookup_sql() -> str:

@@ -356,12 +356,20 @@ def _printable(value: str) -> bool:
     return all(0x21 <= ord(char) <= 0x7E and char != "," for char in value)
 
 
-_FAKE_SECRET = secrets.token_bytes(32)  # per process: made-up salts stay the same for a name meanwhile
+# Keys the made-up salts derive from. Random per process until the Django side sets one from the secret key
+# (accounts.passwords), so every process of a deployment answers an unknown name with the same salt: a salt
+# that changed between two connections would tell an unknown name from a real one.
+_fake_secret = [secrets.token_bytes(32)]
+
+
+def set_fake_secret(secret: bytes) -> None:
+    _fake_secret[0] = secret
 
 
 def _made_up(hash_name: str, name: str = "", iterations: int = 4096) -> ScramKeys:
-    salt = hmac.new(_FAKE_SECRET, f"salt:{hash_name}:{name}".encode(), "sha256").digest()[:SALT_BYTES]
-    filler = hmac.new(_FAKE_SECRET, f"key:{hash_name}:{name}".encode(), "sha512").digest()
+    key = _fake_secret[0]
+    salt = hmac.new(key, f"salt:{hash_name}:{name}".encode(), "sha256").digest()[:SALT_BYTES]
+    filler = hmac.new(key, f"key:{hash_name}:{name}".encode(), "sha512").digest()
     size = hashlib.new(HASHLIB_NAMES[hash_name]).digest_size
     return ScramKeys(hash_name, salt, iterations, filler[:size], filler[-size:])
 

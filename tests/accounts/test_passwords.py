@@ -80,3 +80,20 @@ def test_admin_sets_a_password_with_validators(staff_client):
     done = staff_client.post(url, {"password1": GOOD, "password2": GOOD})
     assert done.status_code == 302
     assert check_password(keys_of("dave@localhost").keys["sha256"], GOOD)
+
+
+def test_made_up_salt_of_an_unknown_name_is_the_same_in_every_process(settings):
+    """RFC 5802 §9: an unknown name must not show itself by a salt that changes between connections, also
+    when they land on different processes (runc2s --reuse-port): the salt derives from the secret key."""
+    import secrets
+
+    from accounts import passwords, scram
+
+    first = lookup("nobody", "localhost", OPTIONS).keys["sha256"].salt
+    scram.set_fake_secret(secrets.token_bytes(32))  # what a fresh process starts with
+    passwords._use_deployment_secret.cache_clear()
+    assert lookup("nobody", "localhost", OPTIONS).keys["sha256"].salt == first
+    settings.SECRET_KEY = "another deployment's secret key, long enough to be one"
+    passwords._use_deployment_secret.cache_clear()
+    assert lookup("nobody", "localhost", OPTIONS).keys["sha256"].salt != first
+    passwords._use_deployment_secret.cache_clear()
