@@ -211,3 +211,21 @@ def test_refused_certificate_is_disconnected_when_disconnect_on_failure(
     outcome = slixmpp_login(port, tmp_path, cert, mechanism="SCRAM-SHA-256", password=PASSWORD)
     assert outcome.bound_jid is None and outcome.sasl_failures == [] and outcome.disconnected, outcome
     assert not AuthEvent.objects.filter(outcome=AuthEvent.Outcome.SUCCESS).exists()
+
+
+def test_scram_sha512_logs_in(c2s, tmp_path, db):
+    auth = AuthConfig(
+        methods=("rdbms",),
+        sasl_mechanisms=("scram_sha512",),
+        password=PasswordOptions(hashes=("sha512",), scram_iterations=4096),
+    )
+    domain, _ = Domain.objects.get_or_create(name="localhost")
+    set_password(
+        Account.objects.create(localpart="alice", domain=domain), PASSWORD, auth.password, validate=False
+    )
+    port = c2s("starttls", auth=auth, disconnect_on_failure=False)
+    assert_bound(
+        slixmpp_login(port, tmp_path, None, mechanism="SCRAM-SHA-512", password=PASSWORD), "alice@localhost"
+    )
+    # Keys of the other hashes were not stored: SCRAM-SHA-256 is neither offered nor possible.
+    assert set(PasswordCredential.objects.values_list("hash", flat=True)) == {"sha512"}
