@@ -20,7 +20,7 @@ PASSWORD = "correct horse battery staple"
 AUTH = """
 [auth]
   methods = ["rdbms", "pki"]
-  sasl_mechanisms = ["scram_sha256", "scram_sha1", "plain", "external"]
+  sasl_mechanisms = ["scram_sha256_plus", "scram_sha256", "scram_sha1", "plain", "external"]
   [auth.password]
     hash = ["sha", "sha256"]
     scram_iterations = 4096
@@ -61,7 +61,9 @@ def test_password_logs_in(server, scheme, mechanism):
     verdict = strophe_login(server, server.url("peer", scheme), None, password=PASSWORD, mechanism=mechanism)
     assert verdict["status"] == "connected", verdict
     assert verdict["jid"].split("/")[0] == "alice@localhost"
-    assert verdict["mechanisms"] == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]  # configured order, no EXTERNAL
+    # The configured order, no EXTERNAL without a certificate; -PLUS only where a channel binding exists.
+    plus = ["SCRAM-SHA-256-PLUS"] if scheme == "wss" else []
+    assert verdict["mechanisms"] == [*plus, "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
 
 
 def test_strophe_picks_scram_and_logs_in(server, scheme):
@@ -72,7 +74,8 @@ def test_strophe_picks_scram_and_logs_in(server, scheme):
 def test_certificate_and_password_for_the_same_account(server, scheme):
     external = strophe_login(server, server.url("peer", scheme), server.pki.valid, mechanism="EXTERNAL")
     assert external["status"] == "connected", external
-    assert external["mechanisms"] == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "EXTERNAL"]
+    plus = ["SCRAM-SHA-256-PLUS"] if scheme == "wss" else []
+    assert external["mechanisms"] == [*plus, "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "EXTERNAL"]
     assert external["jid"].split("/")[0] == "alice@localhost"
 
 
@@ -113,3 +116,63 @@ def test_refused_certificate_is_disconnected_under_disconnect_on_failure(server,
         mechanism="SCRAM-SHA-256",
     )
     assert verdict["status"] != "connected" and verdict["mechanisms"] is None, verdict
+
+
+# --- SCRAM -PLUS over wss: the WebSocket's own TLS connection is bound (BOSH has none) ---
+
+FRAMING_OPEN = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"
+SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+
+
+def _wss_plus_login(server, tmp_path, cbind: bytes | None) -> str:
+    """SCRAM-SHA-256-PLUS with tls-server-end-point over wss (RFC 7395), computed on the client side; the
+    server's answer to the final message. ``cbind`` None: the real binding of this connection."""
+    import base64
+    import hashlib
+    import hmac
+    import re
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from websockets.sync.client import connect
+
+    from tests.transport.tlsclient import client_context
+
+    with connect(server.url("peer", "wss"), ssl=client_context(tmp_path, None), subprotocols=["xmpp"]) as ws:
+        ws.send(FRAMING_OPEN)
+        features = ""
+        while "features" not in features:  # RFC 7395 §3.3.3: <open/>, then the features, one message each
+            features = str(ws.recv(timeout=10))
+        assert "SCRAM-SHA-256-PLUS" in features and "tls-server-end-point" in features, features
+        assert "tls-exporter" in features, features  # XEP-0440: both types of this TLS 1.3 connection
+        if cbind is None:
+            server_cert = x509.load_der_x509_certificate(ws.socket.getpeercert(binary_form=True))
+            algorithm = server_cert.signature_hash_algorithm
+            digest = hashes.Hash(hashes.SHA256() if isinstance(algorithm, hashes.SHA1) else algorithm)
+            digest.update(ws.socket.getpeercert(binary_form=True))
+            cbind = digest.finalize()
+        gs2, first_bare = "p=tls-server-end-point,,", "n=alice,r=wssnonce"
+        initial = base64.b64encode((gs2 + first_bare).encode()).decode()
+        ws.send(f"<auth xmlns='{SASL}' mechanism='SCRAM-SHA-256-PLUS'>{initial}</auth>")
+        challenge = str(ws.recv(timeout=10))
+        server_first = base64.b64decode(re.search(r">([^<]+)</challenge>", challenge).group(1)).decode()
+        fields = dict(item.split("=", 1) for item in server_first.split(","))
+        salted = hashlib.pbkdf2_hmac(
+            "sha256", PASSWORD.encode(), base64.b64decode(fields["s"]), int(fields["i"])
+        )
+        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+        without_proof = f"c={base64.b64encode(gs2.encode() + cbind).decode()},r={fields['r']}"
+        message = f"{first_bare},{server_first},{without_proof}".encode()
+        signature = hmac.new(hashlib.sha256(client_key).digest(), message, "sha256").digest()
+        proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature, strict=True))).decode()
+        final = base64.b64encode(f"{without_proof},p={proof}".encode()).decode()
+        ws.send(f"<response xmlns='{SASL}'>{final}</response>")
+        return str(ws.recv(timeout=10))
+
+
+def test_scram_plus_over_wss_binds_to_the_websockets_tls(server, tmp_path):
+    assert "<success" in _wss_plus_login(server, tmp_path, None)
+
+
+def test_scram_plus_over_wss_with_another_binding_is_refused(server, tmp_path):
+    assert "<not-authorized/>" in _wss_plus_login(server, tmp_path, b"\0" * 32)
