@@ -212,6 +212,7 @@ class ScramServer:
         self._turn = 0
         self._credentials: Credentials | None = None
         self._keys: ScramKeys | None = None
+        self._no_key = False  # the account exists but has no key for this mechanism's hash
 
     def step(self, message: bytes) -> Step:
         self._turn += 1
@@ -284,6 +285,7 @@ class ScramServer:
             known = self._credentials.keys
             iterations = next(iter(known.values())).iterations if known else 4096
             self._keys = _made_up(self.hash, username, iterations)
+            self._no_key = self._credentials.exists
             self._credentials = Credentials(self._credentials.jid, {}, self._credentials.active, exists=False)
         self._combined_nonce = client_nonce + self._nonce()
         salt = base64.b64encode(self._keys.salt).decode("ascii")
@@ -320,6 +322,9 @@ class ScramServer:
             client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
             proven = hmac.compare_digest(_h(self.hash, client_key), keys.stored_key)
         proven = proven and self._credentials.exists
+        if self._no_key:
+            jid = self._credentials.jid
+            return self._refuse(f"no {self.hash} key stored for {jid} (set the password again)")
         step = _verdict(self._credentials, proven, self._authzid, self.mechanism)
         if step.jid is None:
             return step

@@ -214,3 +214,10 @@ def test_keys_do_not_contain_the_password_and_check_it():
     keys = derive_keys("sha256", "pencil", 4096)
     assert check_password(keys, "pencil") and not check_password(keys, "Pencil")
     assert b"pencil" not in keys.stored_key + keys.server_key + keys.salt
+
+
+def test_account_without_a_key_for_the_hash_is_not_authorized_and_says_why():
+    creds = credentials("sha256", "W22ZaJ0SNY7soEsUEjb6gQ==")  # only SHA-256 keys stored
+    server = ScramServer("SCRAM-SHA-1", lookup_for(creds))
+    step = _run(server, "n,,")
+    assert step.condition == "not-authorized" and "no sha key stored for user@example.com" in step.reason
