@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.auth.password_validation import password_validators_help_text_html, validate_password
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -24,6 +26,7 @@ from accounts.models import (
     normalised_domain,
     normalised_localpart,
 )
+from accounts.passwords import has_password, set_password
 from certauth import downloads, pins, pki, services
 from certauth.adminviews import attachment, form_page
 from certauth.forms import IssueCertificateForm, PinSelfSignedForm, RevokeForm, SignCsrForm
@@ -51,6 +54,22 @@ class AccountForm(forms.ModelForm):
 
     def clean_localpart(self) -> str:
         return normalised_localpart(self.cleaned_data["localpart"])
+
+
+class SetPasswordForm(forms.Form):
+    """A new password, twice, checked by Django's validators (AUTH_PASSWORD_VALIDATORS)."""
+
+    password1 = forms.CharField(label="New password", strip=False, widget=forms.PasswordInput)
+    password2 = forms.CharField(label="Again", strip=False, widget=forms.PasswordInput)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        first, second = data.get("password1"), data.get("password2")
+        if first and second and first != second:
+            raise forms.ValidationError("The two passwords differ.")
+        if first:
+            validate_password(first)  # ValidationError -> the form shows why
+        return data
 
 
 @admin.register(Domain)
@@ -177,10 +196,13 @@ class AccountAdmin(admin.ModelAdmin):
             return "-"
         return format_html(
             '<a class="button" href="{}">Issue a certificate</a> <a class="button" href="{}">Sign a CSR</a> '
-            '<a class="button" href="{}">Connect a client</a>',
+            '<a class="button" href="{}">Connect a client</a> '
+            '<a class="button" href="{}">Set password</a> {}',
             reverse("admin:accounts_account_issue", args=[account.pk]),
             reverse("admin:accounts_account_sign_csr", args=[account.pk]),
             reverse("admin:accounts_account_connect", args=[account.pk]),
+            reverse("admin:accounts_account_password", args=[account.pk]),
+            "(has a password)" if has_password(account) else "(no password)",
         )
 
     @admin.action(description="Issue a certificate for the selected account")
@@ -223,6 +245,11 @@ class AccountAdmin(admin.ModelAdmin):
                 "<int:account_id>/clear-pins/",
                 self.admin_site.admin_view(self.clear_pins_view),
                 name="accounts_account_clear_pins",
+            ),
+            path(
+                "<int:account_id>/password/",
+                self.admin_site.admin_view(self.password_view),
+                name="accounts_account_password",
             ),
         ]
         return own + super().get_urls()
@@ -358,6 +385,30 @@ class AccountAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
         return HttpResponseRedirect(reverse("admin:certauth_certificate_change", args=[issued.row.pk]))
+
+    def password_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
+        """Issue 14: set the password the rdbms method checks; only SCRAM salted keys are stored."""
+        account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)
+        if not self.has_change_permission(request, account):
+            return HttpResponse(status=403)
+        form = SetPasswordForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                password = form.cleaned_data["password1"]
+                set_password(account, password, settings.XMPP.auth.password, validate=False)
+            except ValueError as exc:
+                form.add_error("password1", str(exc))
+            else:
+                self.log_change(request, account, "set the password")
+                self.message_user(request, f"Password set for {account.jid}.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[account.pk]))
+        return form_page(
+            request,
+            f"Set the password of {account.jid}",
+            form,
+            submit_label="Set password",
+            intro=password_validators_help_text_html(),
+        )
 
     def sign_csr_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
         account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)

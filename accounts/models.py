@@ -141,3 +141,37 @@ class OfflineMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id}: from {self.sender} at {self.stored_at:%Y-%m-%d %H:%M:%S}"
+
+
+class PasswordCredential(models.Model):
+    """An account's password as SCRAM salted keys for one hash (RFC 5802 §3): never the password itself.
+
+    ``stored_key`` = H(HMAC(SaltedPassword, "Client Key")) and ``server_key`` = HMAC(SaltedPassword,
+    "Server Key"), SaltedPassword = PBKDF2(password, salt, iterations). They let the server check a SCRAM
+    proof or a PLAIN password, and cannot be turned back into the password (``accounts.passwords`` writes
+    them).
+    """
+
+    class Hash(models.TextChoices):  # MongooseIM's [auth.password] hash names
+        SHA1 = "sha", "SHA-1"
+        SHA224 = "sha224", "SHA-224"
+        SHA256 = "sha256", "SHA-256"
+        SHA384 = "sha384", "SHA-384"
+        SHA512 = "sha512", "SHA-512"
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="password_credentials")
+    hash = models.CharField(max_length=8, choices=Hash.choices)
+    salt = models.BinaryField(max_length=64)
+    iterations = models.PositiveIntegerField()
+    stored_key = models.BinaryField(max_length=64)
+    server_key = models.BinaryField(max_length=64)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["account", "hash"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "hash"], name="password_credential_unique_hash")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: SCRAM {self.hash} ({self.iterations} iterations)"

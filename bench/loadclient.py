@@ -29,9 +29,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import logging
+import re
 import resource
+import secrets
 import ssl
 import statistics
 import tempfile
@@ -125,6 +130,54 @@ class Stream:
         self.writer.write(data)
 
 
+class ScramKeyCache:
+    """A SCRAM-SHA-256 client's ClientKey/ServerKey per user and salt, as real clients keep them (RFC 5802
+    §5.1 lets a client cache SaltedPassword): the bench then measures the server, not the client's PBKDF2."""
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple[str, bytes, int], tuple[bytes, bytes]] = {}
+
+    def prefill(self, user: str, password: str, salt: bytes, iterations: int) -> None:
+        """Compute a user's keys now, before anything is timed (a client that logged in before has them)."""
+        self.keys(user, password, salt, iterations)
+
+    def keys(self, user: str, password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
+        key = (user, salt, iterations)
+        if key not in self._keys:
+            salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+            self._keys[key] = (
+                hmac.new(salted, b"Client Key", "sha256").digest(),
+                hmac.new(salted, b"Server Key", "sha256").digest(),
+            )
+        return self._keys[key]
+
+
+async def _sasl_scram_sha256(stream: Stream, user: str, password: str, cache: ScramKeyCache) -> None:
+    """SCRAM-SHA-256 (RFC 5802 §5, RFC 7677) to ``<success/>``, checking the server's signature."""
+    first_bare = f"n={user},r={secrets.token_urlsafe(18)}"
+    initial = base64.b64encode(f"n,,{first_bare}".encode()).decode()
+    stream.send(f"<auth xmlns='{SASL_NS}' mechanism='SCRAM-SHA-256'>{initial}</auth>".encode())
+    challenge = await stream.until("sasl", b"</challenge>", b"</failure>")
+    if challenge.endswith(b"</failure>"):
+        raise LoginError(f"sasl: failure {_first_child(challenge, b'<failure')}")
+    server_first = base64.b64decode(re.search(rb">([^<]*)</challenge>", challenge).group(1)).decode()
+    fields = dict(item.split("=", 1) for item in server_first.split(","))
+    client_key, server_key = cache.keys(user, password, base64.b64decode(fields["s"]), int(fields["i"]))
+    stored_key = hashlib.sha256(client_key).digest()
+    without_proof = f"c=biws,r={fields['r']}"
+    auth_message = f"{first_bare},{server_first},{without_proof}".encode()
+    signature = hmac.new(stored_key, auth_message, "sha256").digest()
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature, strict=True))).decode()
+    final = base64.b64encode(f"{without_proof},p={proof}".encode()).decode()
+    stream.send(f"<response xmlns='{SASL_NS}'>{final}</response>".encode())
+    outcome = await stream.until("sasl", b"</success>", b"</failure>")
+    if outcome.endswith(b"</failure>"):
+        raise LoginError(f"sasl: failure {_first_child(outcome, b'<failure')}")
+    verifier = base64.b64encode(hmac.new(server_key, auth_message, "sha256").digest())
+    if b"v=" + verifier not in base64.b64decode(re.search(rb">([^<]*)</success>", outcome).group(1)):
+        raise LoginError("sasl: wrong server signature")  # RFC 5802 §5.1: the server proves itself too
+
+
 def _first_child(buffer: bytes, opening: bytes) -> str:
     """The name of the first child element after ``opening`` (a stream error's or failure's condition)."""
     rest = buffer[buffer.find(opening) :]
@@ -157,8 +210,17 @@ async def _open(host: str, port: int, context: ssl.SSLContext | None, domain: st
     return Stream(reader, writer)
 
 
-async def xmpp_login(host: str, port: int, domain: str, context: ssl.SSLContext, *, starttls: bool) -> Stream:
-    """One certificate login up to the bind result; the returned stream is bound (RFC 6120 §4.3)."""
+async def xmpp_login(
+    host: str,
+    port: int,
+    domain: str,
+    context: ssl.SSLContext,
+    *,
+    starttls: bool,
+    password: tuple[str, str, ScramKeyCache] | None = None,
+) -> Stream:
+    """One login up to the bind result; the returned stream is bound (RFC 6120 §4.3). With ``password``
+    (user, password, key cache) SCRAM-SHA-256 instead of the certificate's EXTERNAL."""
     stream = await _open(host, port, None if starttls else context, domain)
     try:
         stream.send(stream_header(domain))
@@ -178,14 +240,19 @@ async def xmpp_login(host: str, port: int, domain: str, context: ssl.SSLContext,
                 raise LoginError("tls: timed out") from exc
             stream.send(stream_header(domain))
         features = await stream.until("features", b"</stream:features>", b"<stream:features/>")
-        if b"EXTERNAL" not in features:
-            raise LoginError("features: EXTERNAL not offered (certificate not accepted)")
-        stream.send(AUTH_EXTERNAL)
-        outcome = await stream.until("sasl", b"<success", b"<failure")
-        if outcome.endswith(b"<failure"):
-            failure = b"<failure" + await stream.until("sasl", b"</failure>")
-            raise LoginError(f"sasl: failure {_first_child(failure, b'<failure')}")  # RFC 6120 §6.5
-        await stream.until("sasl", b"/>", b"</success>")
+        if password is not None:
+            if b">SCRAM-SHA-256<" not in features:
+                raise LoginError("features: SCRAM-SHA-256 not offered")
+            await _sasl_scram_sha256(stream, *password)
+        else:
+            if b"EXTERNAL" not in features:
+                raise LoginError("features: EXTERNAL not offered (certificate not accepted)")
+            stream.send(AUTH_EXTERNAL)
+            outcome = await stream.until("sasl", b"<success", b"<failure")
+            if outcome.endswith(b"<failure"):
+                failure = b"<failure" + await stream.until("sasl", b"</failure>")
+                raise LoginError(f"sasl: failure {_first_child(failure, b'<failure')}")  # RFC 6120 §6.5
+            await stream.until("sasl", b"/>", b"</success>")
         stream.send(stream_header(domain))  # restart after SASL (RFC 6120 §6.4.6)
         await stream.until("features", b"</stream:features>", b"<stream:features/>")
         stream.send(BIND)
@@ -477,6 +544,27 @@ def xmpp_connector(
 ) -> Connect:
     def connect(n: int) -> Awaitable[Stream]:
         return xmpp_login(host, port, domain, contexts[n % len(contexts)], starttls=starttls)
+
+    return connect
+
+
+def scram_connector(
+    host: str,
+    port: int,
+    domain: str,
+    contexts: list[ssl.SSLContext],
+    users: list[str],
+    password: str,
+    cache: ScramKeyCache | None = None,
+) -> Connect:
+    """Logins of ``users`` (localparts) with SCRAM-SHA-256, over direct TLS with ``contexts``."""
+    cache = cache or ScramKeyCache()
+
+    def connect(n: int) -> Awaitable[Stream]:
+        user = users[n % len(users)]
+        return xmpp_login(
+            host, port, domain, contexts[n % len(contexts)], starttls=False, password=(user, password, cache)
+        )
 
     return connect
 

@@ -51,12 +51,14 @@ from bench.clientcerts import KEY_TYPES, load_server_ca, make_identities, provis
 from bench.loadclient import (
     IdleReport,
     LoginReport,
+    ScramKeyCache,
     contexts_for,
     idle_rows,
     login_rows,
     raise_nofile_limit,
     run_idle,
     run_logins,
+    scram_connector,
     tls_connector,
     xmpp_connector,
 )
@@ -69,6 +71,9 @@ WARM_UP_LOGINS = 20
 LABEL_DIRECT = "XMPP login, direct TLS"
 LABEL_STARTTLS = "XMPP login, STARTTLS"
 LABEL_FIRST = "XMPP login, direct TLS, first login"
+LABEL_SCRAM = "XMPP login, direct TLS, SCRAM-SHA-256"
+BENCH_PASSWORD = "bench password, never a real one"
+SCRAM_ITERATIONS = 10000  # MongooseIM's default auth.password.scram_iterations
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,9 @@ def config_toml(
     return (
         f'[general]\n  hosts = ["{DOMAIN}"]\n\n'
         + "\n".join(listeners)
-        + '\n[auth]\n  methods = ["pki"]\n  sasl_mechanisms = ["external"]\n  sasl_external = ["standard"]\n'
+        + '\n[auth]\n  methods = ["pki", "rdbms"]\n  sasl_mechanisms = ["external", "scram_sha256"]\n'
+        + '  sasl_external = ["standard"]\n'
+        + f'  [auth.password]\n    hash = ["sha256"]\n    scram_iterations = {SCRAM_ITERATIONS}\n'
         + options
     )
 
@@ -261,9 +268,16 @@ def login_runs(
     made = time.monotonic()
     users = {
         prefix: make_identities(*ca, DOMAIN, n, certs, key_type=args.key_type, prefix=prefix)
-        for prefix, n in (("d", args.count), ("s", args.count), ("f", args.count), ("w", WARM_UP_LOGINS))
+        for prefix, n in (
+            ("d", args.count),
+            ("s", args.count),
+            ("f", args.count),
+            ("p", args.count),
+            ("w", WARM_UP_LOGINS),
+        )
     }
-    provision_accounts([*users["d"], *users["s"], *users["w"]])
+    provision_accounts([*users["d"], *users["s"], *users["w"], *users["p"]])
+    scram_cache = provision_passwords(users["p"])
     contexts = {prefix: contexts_for(identities) for prefix, identities in users.items()}
     total = sum(len(c) for c in contexts.values())
     print(
@@ -277,12 +291,37 @@ def login_runs(
             (LABEL_DIRECT, scratch.direct_port, "d", False),
             (LABEL_STARTTLS, scratch.starttls_port, "s", True),
             (LABEL_FIRST, scratch.direct_port, "f", False),
+            (LABEL_SCRAM, scratch.direct_port, "p", False),
         ):
-            connect = xmpp_connector(HOST, port, DOMAIN, contexts[prefix], starttls=use_starttls)
+            if prefix == "p":
+                # Issue 14: the same TLS (with the client's certificate, as the listener demands), then
+                # SCRAM-SHA-256 instead of EXTERNAL; the client caches its keys per user as real clients do.
+                localparts = [identity.jid.partition("@")[0] for identity in users["p"]]
+                connect = scram_connector(
+                    HOST, port, DOMAIN, contexts["p"], localparts, BENCH_PASSWORD, scram_cache
+                )
+            else:
+                connect = xmpp_connector(HOST, port, DOMAIN, contexts[prefix], starttls=use_starttls)
             run = run_logins(connect, args.count, args.concurrency, label, server_pid=server.pid, xmpp=True)
             reports.append(asyncio.run(run))
             print("\n".join(login_rows(reports[-1:])[2:]), flush=True)
     return reports, contexts["d"]
+
+
+def provision_passwords(identities: list) -> ScramKeyCache:
+    """SCRAM-SHA-256 keys for these users' accounts (``accounts.passwords``, as ``account passwd``)."""
+    from accounts.models import Account  # noqa: PLC0415 (needs load_server_ca's django.setup())
+    from accounts.passwords import set_password  # noqa: PLC0415
+    from xmppauth.config import PasswordOptions  # noqa: PLC0415
+
+    options = PasswordOptions(hashes=("sha256",), scram_iterations=SCRAM_ITERATIONS)
+    cache = ScramKeyCache()
+    for identity in identities:
+        account = Account.objects.by_jid(identity.jid)
+        set_password(account, BENCH_PASSWORD, options, validate=False)
+        row = account.password_credentials.get(hash="sha256")
+        cache.prefill(account.localpart, BENCH_PASSWORD, bytes(row.salt), row.iterations)
+    return cache
 
 
 def warm_up(scratch: Scratch, contexts: list[ssl.SSLContext], problems: list[str]) -> None:

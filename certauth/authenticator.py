@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -42,6 +43,7 @@ from certauth import learning, pins, pki
 from certauth.authmethods import (
     AuthMethod,
     ExternalAttempt,
+    account_is_active,
     build_methods,
     refuse_inactive,
     run_methods,
@@ -181,6 +183,8 @@ class CertificateAuthenticator:
         self.methods = list(methods) if methods is not None else build_methods(config.auth)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._checked: _Checked | None = None
+        self._passwords: Any = None  # accounts.passwords.PasswordExchange, made at the first password step
+        self._password_jid: str | None = None  # the bare JID a password (not a certificate) authenticated
 
     # --- TLS time ---------------------------------------------------------------------------------------
 
@@ -330,6 +334,49 @@ class CertificateAuthenticator:
         )
         return AuthResult(jid=decision.jid, reason=reason)
 
+    def authenticate_password(self, request: Any) -> AuthResult:
+        """One step of PLAIN or SCRAM (a ``transport.stream.events.PasswordStepRequest``), method ``rdbms``.
+
+        The exchange lives in ``accounts.passwords``; each finished attempt writes an ``AuthEvent`` here,
+        with the mechanism and the reason (never the password).
+        """
+        if self._passwords is None:
+            from accounts.passwords import PasswordExchange  # noqa: PLC0415 (only for password logins)
+
+            self._passwords = PasswordExchange(self.config.auth, self._record_password)
+        if request.first and request.domain not in hosted_domains(self.config):
+            return self._refuse(None, None, NOT_AUTHORIZED, f"{request.domain} is not a hosted domain")
+        step = self._passwords.step(
+            request.mechanism,
+            request.data,
+            request.domain,
+            first=request.first,
+            channel_bindings=request.channel_bindings,
+            plus_offered=request.plus_offered,
+        )
+        if step.jid is not None:
+            self._password_jid = str(step.jid)
+        return AuthResult(
+            jid=step.jid,
+            condition=step.condition,
+            reason=step.reason,
+            challenge=step.challenge,
+            additional_data=step.additional,
+        )
+
+    def _record_password(self, jid_tried: str, step: Any) -> None:
+        if step.jid is not None:
+            logger.info(
+                "SASL success: %s as %s via %s from %s", step.reason, step.jid, self.transport, self.peer
+            )
+            self._record(None, None, step.jid, None, step.reason, jid_tried=jid_tried)
+            return
+        logger.info(
+            "SASL password failure (%s) via %s from %s: %s",
+            step.condition, self.transport, self.peer, step.reason,
+        )
+        self._record(None, None, None, step.condition or NOT_AUTHORIZED, step.reason, jid_tried=jid_tried)
+
     def _domain_refusal(self, checked: _Checked, jid: str) -> str | None:
         """Issue 11 point 10: every CA on the path limited to some domains must allow the JID's domain.
 
@@ -352,6 +399,15 @@ class CertificateAuthenticator:
         committed before it is seen here: however long the client waited between SASL success and bind.
         """
         bare = full_jid.split("/", 1)[0]
+        if self._password_jid is not None:
+            # A password session: no certificate vouches for it, so only the account is asked again.
+            if bare != self._password_jid:
+                mismatch = "not the JID the password proved"
+                return self._refuse_bind(None, full_jid, BIND_NOT_AUTHORIZED, mismatch)
+            if not account_is_active(bare):
+                reason = f"account {bare} is disabled or gone"
+                return self._refuse_bind(None, full_jid, BIND_NOT_AUTHORIZED, reason)
+            return None
         checked = self._checked
         if checked is None:
             return self._refuse_bind(None, full_jid, BIND_NOT_AUTHORIZED, REASON_NO_CHECKED_CERT)

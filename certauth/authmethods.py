@@ -85,6 +85,11 @@ def _account_active(attempt: ExternalAttempt) -> list[bool]:
     return [bool(rows[0][0])] if rows else []
 
 
+def account_is_active(jid: str) -> bool:
+    """Whether the account of the bare ``jid`` exists here and is active (a password session's re-check)."""
+    return _account_active(ExternalAttempt(jid, None, b"")) == [True]  # type: ignore[arg-type]
+
+
 def refuse_inactive(attempt: ExternalAttempt) -> MethodVerdict | None:
     """A refusal no later method may overturn when the account exists here and is disabled (also asked again
     at resource binding, ``certauth.authenticator``)."""

@@ -416,10 +416,43 @@ def test_hosts_must_be_an_array() -> None:
 
 
 def test_unknown_auth_method_is_rejected_with_accepted_methods() -> None:
-    message = config_error('[auth]\nmethods = ["pki", "internal"]\n')
+    message = config_error('[auth]\nmethods = ["pki", "anonymous"]\n')
 
-    assert "auth.methods[1]" in message and "'internal'" in message
+    assert "auth.methods[1]" in message and "'anonymous'" in message
     assert "pki, db, http, rdbms, ldap" in message
+
+
+def test_internal_is_rdbms() -> None:
+    """Issue 14: MongooseIM's `internal` keeps passwords in our database as `rdbms` does."""
+    assert parse('[auth]\nmethods = ["internal", "pki"]\n').auth.methods == ("rdbms", "pki")
+    assert "twice" in config_error('[auth]\nmethods = ["internal", "rdbms"]\n')
+
+
+def test_password_options_follow_mongooseim() -> None:
+    config = parse(
+        '[auth]\nmethods = ["rdbms"]\nsasl_mechanisms = ["scram_sha256"]\n'
+        '[auth.password]\nformat = "scram"\nhash = ["sha256"]\nscram_iterations = 20000\n'
+    )
+    assert config.auth.password.hashes == ("sha256",) and config.auth.password.scram_iterations == 20000
+    assert config.auth.password_methods == ("rdbms",)
+
+
+def test_plain_password_format_is_refused() -> None:
+    message = config_error('[auth]\nmethods = ["rdbms"]\n[auth.password]\nformat = "plain"\n')
+    assert "auth.password.format" in message and "scram" in message
+
+
+def test_scram_mechanism_without_its_hash_is_refused() -> None:
+    message = config_error(
+        '[auth]\nmethods = ["rdbms"]\nsasl_mechanisms = ["scram_sha512"]\n'
+        '[auth.password]\nhash = ["sha256"]\n'
+    )
+    assert "auth.password.hash" in message and "scram_sha512" in message
+
+
+def test_too_few_scram_iterations_are_refused() -> None:
+    message = config_error('[auth]\nmethods = ["rdbms"]\n[auth.password]\nscram_iterations = 1000\n')
+    assert "auth.password.scram_iterations" in message and "4096" in message
 
 
 def test_method_and_methods_together_are_rejected() -> None:
@@ -448,10 +481,35 @@ def test_mongooseim_mechanism_we_do_not_implement_is_rejected() -> None:
     assert "auth.sasl_mechanisms[1]" in message and "does not implement" in message
 
 
-def test_mechanism_no_method_supports_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    parse('[auth]\nmethods = ["pki"]\nsasl_mechanisms = ["external", "plain"]\n')
+def test_mechanism_no_method_serves_stops_start_up() -> None:
+    """Issue 14 §5: no silent no-op; the line names the entry and what would serve it."""
+    message = config_error('[auth]\nmethods = ["pki"]\nsasl_mechanisms = ["external", "plain"]\n')
+    assert "auth.sasl_mechanisms[1]" in message and "'plain'" in message and "rdbms" in message
+    message = config_error('[auth]\nmethods = ["rdbms"]\nsasl_mechanisms = ["scram_sha256", "external"]\n')
+    assert "auth.sasl_mechanisms[1]" in message and "pki" in message
 
-    assert "'plain'" in caplog.text and "will not be offered" in caplog.text
+
+def test_http_method_serves_no_password() -> None:
+    """Our http method asks only get_certs: a password mechanism through it would never be offered."""
+    text = '[auth]\nmethods = ["http"]\nsasl_mechanisms = ["plain"]\n'
+    text += '[outgoing_pools.http.auth]\nconnection.host = "https://auth.example:8000"\n'
+    assert "auth.sasl_mechanisms[0]" in config_error(text)
+
+
+def test_ldap_stops_start_up_until_it_is_implemented() -> None:
+    message = config_error('[auth]\nmethods = ["pki", "ldap"]\n')
+    assert "auth.methods[1]" in message and "'ldap'" in message and "not implement" in message
+
+
+def test_default_mechanisms_are_those_the_methods_serve() -> None:
+    assert parse('[auth]\nmethods = ["pki"]\n').auth.sasl_mechanisms == ("external",)
+    mechanisms = parse('[auth]\nmethods = ["rdbms", "pki"]\n').auth.sasl_mechanisms
+    assert mechanisms[0] == "external" and mechanisms[-1] == "plain" and "scram_sha256_plus" in mechanisms
+
+
+def test_password_options_without_a_password_method_warn(caplog: pytest.LogCaptureFixture) -> None:
+    parse('[auth]\nmethods = ["pki"]\n[auth.password]\nhash = ["sha256"]\n')
+    assert "auth.password is set" in caplog.text
 
 
 def test_sasl_external_verifiers_and_common_name_affixes() -> None:
@@ -706,10 +764,10 @@ def test_no_warning_when_another_served_mechanism_remains(caplog) -> None:
     assert no_login_warnings(caplog, text) == []
 
 
-def test_a_mechanism_no_method_serves_does_not_count_as_usable(caplog) -> None:
-    text = '[listen.c2s]\ntls.verify_mode = "none"\n[auth]\nmethods = ["pki"]\n'
-    text += 'sasl_mechanisms = ["external", "plain"]\n'
-    assert len(no_login_warnings(caplog, text)) == 1
+def test_password_mechanisms_make_a_verify_mode_none_listener_usable(caplog) -> None:
+    text = '[listen.c2s]\ntls.verify_mode = "none"\n[auth]\nmethods = ["rdbms"]\n'
+    text += 'sasl_mechanisms = ["scram_sha256"]\n'
+    assert no_login_warnings(caplog, text) == []
 
 
 def test_https_listener_serving_xmpp_with_verify_mode_none_warns(caplog) -> None:

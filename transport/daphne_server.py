@@ -47,12 +47,15 @@ from OpenSSL import SSL
 from twisted.internet.interfaces import ISSLTransport
 
 from transport.proxy_cert import SOCKET_PEER_EXTENSION, TLS_EXTENSION, tls_extension
-from transport.tls import peer_chain, verify_errors
+from transport.tls import channel_bindings, peer_chain, verify_errors
 
 logger = logging.getLogger(__name__)
 
 # Index into settings.XMPP.listen_http of the xmpptls listener a connection came in on (absent otherwise).
 LISTENER_EXTENSION = "xmppauth.listener"
+# A WebSocket over our TLS: this connection's channel bindings for SCRAM -PLUS (issue 14), type -> bytes. Not
+# for BOSH, whose requests may come over several TLS connections.
+CHANNEL_BINDINGS_EXTENSION = "xmppauth.channel_bindings"
 # daphne's cap on one WebSocket message (default 1 MiB). Above the 64 KiB stanza limit so that a message
 # over that limit still reaches transport.ws and gets its policy-violation stream error (RFC 6120 §13.12);
 # beyond this the WebSocket is closed with 1009 (RFC 6455 §7.4.1). Operators may pass
@@ -99,6 +102,8 @@ def add_connection_facts(protocol: Any, scope: dict[str, Any]) -> None:
     if secure is not None:
         extensions[TLS_EXTENSION] = connection_tls_extension(secure.getHandle())
         scope["scheme"] = "wss" if scope.get("type") == "websocket" else "https"
+        if scope.get("type") == "websocket":
+            extensions[CHANNEL_BINDINGS_EXTENSION] = channel_bindings(secure.getHandle())
         index = getattr(getattr(secure, "factory", None), "listener_index", None)
         if index is not None:
             extensions[LISTENER_EXTENSION] = index

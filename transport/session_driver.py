@@ -32,6 +32,7 @@ from transport.stream import (
     Bound,
     C2SConnection,
     Close,
+    PasswordStepRequest,
     StanzaReceived,
     new_c2s_stream,
 )
@@ -48,6 +49,7 @@ PROXY_TLS_OPTIONS = TlsOptions(mode="tls", verify_mode="peer", disconnect_on_fai
 
 TLS_EXTENSION = "tls"
 LISTENER_EXTENSION = "xmppauth.listener"  # transport.daphne_server.LISTENER_EXTENSION (no daphne import here)
+CHANNEL_BINDINGS_EXTENSION = "xmppauth.channel_bindings"  # transport.daphne_server's, for SCRAM -PLUS
 
 
 def scope_chain(scope: dict[str, Any]) -> list[bytes]:
@@ -89,6 +91,12 @@ def scope_tls_options(config: Config, scope: dict[str, Any]) -> TlsOptions | Non
     if TLS_EXTENSION in (scope.get("extensions") or {}):
         return PROXY_TLS_OPTIONS
     return None
+
+
+def scope_channel_bindings(scope: dict[str, Any]) -> dict[str, bytes]:
+    """The channel bindings our TLS endpoint found for this WebSocket (empty: none, e.g. behind a proxy)."""
+    found = (scope.get("extensions") or {}).get(CHANNEL_BINDINGS_EXTENSION) or {}
+    return {str(kind): bytes(data) for kind, data in found.items()}
 
 
 def scope_peer(scope: dict[str, Any]) -> str:
@@ -146,10 +154,13 @@ class AsyncC2SSession:
     def max_stanza_size(self) -> int:
         return self.core.settings.max_stanza_size
 
-    async def start(self, chain: Sequence[bytes]) -> bool:
+    async def start(self, chain: Sequence[bytes], channel_bindings: dict[str, bytes] | None = None) -> bool:
         """Check the client's chain; False when ``disconnect_on_failure`` says the connection must end, or
         when the client's address is past ``auth_failures_per_minute`` (refused after the delay, XEP-0205 §3:
-        the WebSocket handshake gets HTTP 403, BOSH a ``policy-violation`` terminate)."""
+        the WebSocket handshake gets HTTP 403, BOSH a ``policy-violation`` terminate).
+
+        ``channel_bindings``: the TLS connection's, for SCRAM -PLUS (WebSocket only).
+        """
         if limits.too_many_auth_failures(self.peer):
             delay = limits.option("auth_failure_delay_seconds")
             logger.warning("%s %s: too many failed authentications from this address, refused in %d s",
@@ -177,7 +188,10 @@ class AsyncC2SSession:
         self._connection_id = self._registry.add(self)  # type: ignore[arg-type]  (duck-typed like C2SProtocol)
         if check is not None:
             self.cert_facts = check.facts if check.verified else None
-            await self._handle(self.core.tls_established(check))
+            if channel_bindings:
+                await self._handle(self.core.tls_established(check, channel_bindings=channel_bindings))
+            else:
+                await self._handle(self.core.tls_established(check))
         return True
 
     def arm_auth_deadline(self, seconds: float = AUTH_TIMEOUT) -> None:
@@ -269,6 +283,9 @@ class AsyncC2SSession:
                 result = await database_sync_to_async(self.authenticator.authenticate_external)(
                     event.facts, event.authzid, event.domain
                 )
+                await self._handle(self.core.auth_result(result))
+            elif isinstance(event, PasswordStepRequest):
+                result = await database_sync_to_async(self.authenticator.authenticate_password)(event)
                 await self._handle(self.core.auth_result(result))
             else:
                 self._on_event(event)

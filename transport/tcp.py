@@ -38,7 +38,14 @@ from zope.interface import implementer
 from certauth.pki.facts import fingerprint_sha256
 from transport import live
 from transport.stream import namespaces as ns
-from transport.tls import ServerTls, must_disconnect, peer_chain, verify_errors, with_default_credentials
+from transport.tls import (
+    ServerTls,
+    channel_bindings,
+    must_disconnect,
+    peer_chain,
+    verify_errors,
+    with_default_credentials,
+)
 from transport.trust_refresh import refresh_trust_anchors
 from xmppauth import limits
 from xmppauth.config import C2SListener, Config, TlsOptions
@@ -61,7 +68,7 @@ class StreamCore(TypingProtocol):
 
     def receive_data(self, data: bytes) -> Iterable[Any]: ...
     def data_to_send(self) -> bytes: ...
-    def tls_established(self, check: Any) -> Iterable[Any]: ...
+    def tls_established(self, check: Any, **kwargs: Any) -> Iterable[Any]: ...
     def auth_result(self, result: Any) -> Iterable[Any]: ...
     def close_with_error(self, condition: str, text: str = "") -> Iterable[Any]: ...
     def send_stanza(self, element: Element) -> bool: ...
@@ -73,6 +80,7 @@ class Authenticator(TypingProtocol):
     def check_certificate(self, chain: list[Any]) -> Any: ...
     def authenticate_external(self, facts: Any, authzid: str | None, domain: str) -> Any: ...
     def refusal_at_bind(self, full_jid: str) -> Any: ...
+    def authenticate_password(self, request: Any) -> Any: ...
 
 
 @dataclass
@@ -144,6 +152,7 @@ class C2SProtocol(Protocol):
         self.authenticator: Authenticator | None = None
         self.cert_facts: Any = None
         self.tls_errors: tuple[Any, ...] = ()  # what OpenSSL objected to in the client's chain (for logs)
+        self.channel_bindings: dict[str, bytes] = {}  # for SCRAM -PLUS (transport.tls.channel_bindings)
         self._pending = 0  # database calls in flight
         self._held: list[bytes] = []
         self._held_size = 0
@@ -216,6 +225,7 @@ class C2SProtocol(Protocol):
             connection = self.transport.getHandle()
             chain = peer_chain(connection)
             errors = verify_errors(connection)
+            self.channel_bindings = channel_bindings(connection)
         except Exception:
             logger.exception("c2s %s: cannot read the client's certificate chain", self.peer)
             self._abort()
@@ -242,7 +252,10 @@ class C2SProtocol(Protocol):
                 check.reason,
             )
         self.cert_facts = check.facts if check.verified else None
-        self._feed(self.core.tls_established(check))
+        if self.channel_bindings:
+            self._feed(self.core.tls_established(check, channel_bindings=self.channel_bindings))
+        else:
+            self._feed(self.core.tls_established(check))
 
     # -- bytes in -------------------------------------------------------------------------------------
 
@@ -304,6 +317,8 @@ class C2SProtocol(Protocol):
                 getattr(event, "authzid", None),
                 getattr(event, "domain", ""),
             )
+        elif kind == "PasswordStepRequest":
+            self._start_db_call(self._password_stepped, self.authenticator.authenticate_password, event)
         elif kind == "Authenticated":
             logger.debug("c2s %s: authenticated as %s", self.peer, getattr(event, "jid", "?"))
         elif kind == "BindRequest":
@@ -364,6 +379,10 @@ class C2SProtocol(Protocol):
             return
         if self.core.send_stanza(element):
             self._flush()
+
+    def _password_stepped(self, result: Any) -> None:
+        """A step of PLAIN/SCRAM judged (the authenticator logged and recorded the outcome)."""
+        self._feed(self.core.auth_result(result))
 
     def _authenticated(self, result: Any) -> None:
         if getattr(result, "jid", None):

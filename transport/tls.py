@@ -30,6 +30,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from zope.interface import implementer
@@ -257,3 +258,46 @@ def verify_errors(connection: SSL.Connection) -> tuple[VerifyError, ...]:
     """What the verify callback recorded for this connection."""
     state = peer_state(connection)
     return tuple(state.errors) if state is not None else ()
+
+
+# == channel bindings for SCRAM -PLUS (issue 14) ===========================================================
+
+EXPORTER_LABEL = b"EXPORTER-Channel-Binding"  # RFC 9266 §2
+
+
+def channel_bindings(connection: SSL.Connection) -> dict[str, bytes]:
+    """The channel-binding types this TLS connection supports, with their data (RFC 5802 §6).
+
+    - ``tls-exporter`` (RFC 9266 §2): 32 bytes of exported keying material, no context; TLS 1.3 only
+      (RFC 9266 §3 leaves TLS 1.2 to ``tls-unique``).
+    - ``tls-unique`` (RFC 5929 §3): the first Finished message, the client's in a full handshake (we never
+      resume); TLS 1.2 only, and only with the extended master secret (RFC 7627), which closes the triple
+      handshake attack that otherwise breaks it.
+    - ``tls-server-end-point`` (RFC 5929 §4.1): our certificate hashed with its signature's hash (SHA-256
+      for MD5 and SHA-1); none for a certificate whose signature has no separate hash (Ed25519).
+    """
+    bindings: dict[str, bytes] = {}
+    version = connection.get_protocol_version_name()
+    if version == "TLSv1.3":
+        bindings["tls-exporter"] = connection.export_keying_material(EXPORTER_LABEL, 32)
+    elif version == "TLSv1.2" and _extended_master_secret(connection):
+        finished = connection.get_peer_finished()
+        if finished:
+            bindings["tls-unique"] = finished
+    own = connection.get_certificate()
+    if own is not None:
+        certificate = own.to_cryptography()
+        algorithm = certificate.signature_hash_algorithm
+        if algorithm is not None:
+            if isinstance(algorithm, hashes.MD5 | hashes.SHA1):
+                algorithm = hashes.SHA256()
+            digest = hashes.Hash(algorithm)
+            digest.update(certificate.public_bytes(Encoding.DER))
+            bindings["tls-server-end-point"] = digest.finalize()
+    return bindings
+
+
+def _extended_master_secret(connection: SSL.Connection) -> bool:
+    from OpenSSL._util import lib  # noqa: PLC0415 (pyOpenSSL exposes no wrapper for SSL_get_extms_support)
+
+    return bool(lib.SSL_get_extms_support(connection._ssl) == 1)

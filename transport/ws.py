@@ -43,6 +43,7 @@ from transport.origin import check_origin
 from transport.session_driver import (
     AsyncC2SSession,
     scope_chain,
+    scope_channel_bindings,
     scope_listener,
     scope_peer,
     scope_tls_options,
@@ -160,7 +161,7 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
                 peer=peer,
                 on_output=self._output_ready,
             )
-            accepted = await session.start(scope_chain(self.scope))
+            accepted = await session.start(scope_chain(self.scope), scope_channel_bindings(self.scope))
         except Exception:
             logger.exception("ws %s: cannot set up the session", peer)
             await self.close()

@@ -40,6 +40,9 @@ Sections and keys (defaults in brackets)::
       sasl_external = ["standard"]     # standard | common_name | auth_id | a dotted Python path ["standard"]
       sasl_external_common_name.prefix / .suffix   # wrapped around the CN by the common_name verifier [""]
       http.basic_auth = "user:pass"    # MongooseIM auth.http: credentials we send to the auth service
+      password.format = "scram"        # how rdbms keeps passwords: only "scram" (salted keys) ["scram"]
+      password.hash = ["sha256"]       # SCRAM hashes stored: sha, sha224, sha256, sha384, sha512 [all]
+      password.scram_iterations = 10000  # PBKDF2 iterations of new passwords, 4096.. [10000]
     [outgoing_pools.http.auth]         # MongooseIM's pool the http method talks to (required with "http")
       connection.host = "https://auth.example:8000"   # scheme, host and port, no credentials
       connection.path_prefix = "/"     # prefix of the request paths (``<prefix>get_certs`` ...) ["/"]
@@ -87,6 +90,18 @@ C2S_TLS_MODES = ("starttls", "starttls_required", "tls")
 HTTP_TLS_MODES = ("tls",)
 VERIFY_MODES = ("peer", "selfsigned_peer", "none")
 AUTH_METHODS = ("pki", "db", "http", "rdbms", "ldap")
+AUTH_METHOD_ALIASES = {"internal": "rdbms"}  # MongooseIM's `internal` keeps passwords as `rdbms` does here
+PASSWORD_METHODS = ("rdbms",)  # the methods that check a password (SCRAM, PLAIN) against our database
+# MongooseIM's [auth.password] hash names (doc/configuration/auth.md) -> hashlib names.
+PASSWORD_HASHES = {
+    "sha": "sha1",
+    "sha224": "sha224",
+    "sha256": "sha256",
+    "sha384": "sha384",
+    "sha512": "sha512",
+}
+SCRAM_ITERATIONS_DEFAULT = 10000  # MongooseIM's default
+SCRAM_ITERATIONS_MIN = 4096  # RFC 7677 §4: at least 4096 for SCRAM-SHA-256
 SASL_MECHANISMS = (
     "external",
     "plain",
@@ -110,14 +125,33 @@ MAX_STANZA_SIZE_DEFAULT = 65536
 # waiting for accept() is dropped and retried by the clients a second or more later.
 BACKLOG_DEFAULT = 1024
 
-# Which SASL mechanisms each auth method can serve (MongooseIM's capability table, plus our `db`).
+# Which SASL mechanisms each auth method serves here: MongooseIM's capability table cut to what xmppauth
+# implements (our `http` asks only `get_certs`, so no passwords through it; `ldap` is not implemented yet).
 METHOD_MECHANISMS: dict[str, tuple[str, ...]] = {
     "pki": ("external",),
     "db": ("external",),
-    "http": ("external", "plain", "scram"),
+    "http": ("external",),
     "rdbms": ("plain", "scram"),
-    "ldap": ("external", "plain"),
+    "ldap": (),
 }
+# MongooseIM methods we know and do not serve yet: naming one stops start-up (no silent no-op, issue 14 §5).
+UNIMPLEMENTED_METHODS = ("ldap",)
+# MongooseIM's default auth.sasl_mechanisms order (doc/configuration/auth.md) with what we implement; without
+# the key, the ones the configured methods serve are used, EXTERNAL first when a method serves it.
+DEFAULT_MECHANISM_ORDER = (
+    "external",
+    "scram_sha512_plus",
+    "scram_sha512",
+    "scram_sha384_plus",
+    "scram_sha384",
+    "scram_sha256_plus",
+    "scram_sha256",
+    "scram_sha224_plus",
+    "scram_sha224",
+    "scram_sha1_plus",
+    "scram_sha1",
+    "plain",
+)
 
 # MongooseIM keys accepted for compatibility but not acted upon; logged at INFO. Keep this list short.
 IGNORED_KEYS = (
@@ -195,6 +229,15 @@ class HttpAuthOptions:
 
 
 @dataclass(frozen=True)
+class PasswordOptions:
+    """MongooseIM's ``[auth.password]``: passwords are kept only as SCRAM salted keys (RFC 5802 §3)."""
+
+    format: str = "scram"
+    hashes: tuple[str, ...] = tuple(PASSWORD_HASHES)  # MongooseIM names: sha, sha224, sha256, ...
+    scram_iterations: int = SCRAM_ITERATIONS_DEFAULT
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     methods: tuple[str, ...] = ("pki",)
     sasl_mechanisms: tuple[str, ...] = ("external",)
@@ -202,6 +245,11 @@ class AuthConfig:
     common_name_prefix: str = ""
     common_name_suffix: str = ""
     http: HttpAuthOptions | None = None
+    password: PasswordOptions = field(default_factory=PasswordOptions)
+
+    @property
+    def password_methods(self) -> tuple[str, ...]:
+        return tuple(method for method in self.methods if method in PASSWORD_METHODS)
 
 
 @dataclass(frozen=True)
@@ -723,7 +771,15 @@ def _served(mechanism: str, methods: Sequence[str]) -> bool:
 def _parse_auth(root: _Table) -> AuthConfig:
     auth = root.table(
         "auth",
-        ("methods", "method", "sasl_mechanisms", "sasl_external", "sasl_external_common_name", "http"),
+        (
+            "methods",
+            "method",
+            "sasl_mechanisms",
+            "sasl_external",
+            "sasl_external_common_name",
+            "http",
+            "password",
+        ),
     )
     defaults = AuthConfig()
     if auth is None:
@@ -735,14 +791,24 @@ def _parse_auth(root: _Table) -> AuthConfig:
     methods = auth.strings(name, defaults.methods)
     if not methods:
         auth.fail(auth.key(name), f"must name at least one method; accepted: {', '.join(AUTH_METHODS)}")
+    methods = tuple(AUTH_METHOD_ALIASES.get(method, method) for method in methods)
+    if len(set(methods)) != len(methods):
+        auth.fail(auth.key(name), "names the same method twice (internal is rdbms)")
     for index, method in enumerate(methods):
         if method not in AUTH_METHODS:
             auth.fail(
                 f"{auth.key(name)}[{index}]",
                 f"unknown method {method!r}; accepted: {', '.join(AUTH_METHODS)}",
             )
+        if method in UNIMPLEMENTED_METHODS:
+            auth.fail(
+                f"{auth.key(name)}[{index}]",
+                f"{method!r} is a MongooseIM method xmppauth does not implement yet; "
+                f"use {', '.join(m for m in AUTH_METHODS if m not in UNIMPLEMENTED_METHODS)}",
+            )
 
-    mechanisms = auth.strings("sasl_mechanisms", defaults.sasl_mechanisms)
+    served_default = tuple(m for m in DEFAULT_MECHANISM_ORDER if _served(m, methods))
+    mechanisms = auth.strings("sasl_mechanisms", served_default)
     if not mechanisms:
         auth.fail(auth.key("sasl_mechanisms"), "must name at least one mechanism")
     for index, mechanism in enumerate(mechanisms):
@@ -757,15 +823,20 @@ def _parse_auth(root: _Table) -> AuthConfig:
                 f"{auth.key('sasl_mechanisms')}[{index}]",
                 f"unknown mechanism {mechanism!r}; accepted: {', '.join(SASL_MECHANISMS)}",
             )
-    for mechanism in mechanisms:
+    for index, mechanism in enumerate(mechanisms):
         if not _served(mechanism, methods):
-            logger.warning(
-                "%s: auth.sasl_mechanisms lists %r but none of auth.methods (%s) supports it; "
-                "it will not be offered",
-                root.source,
-                mechanism,
-                ", ".join(methods),
+            # Issue 14 §5: a mechanism that would never be offered stops start-up instead of vanishing.
+            auth.fail(
+                f"{auth.key('sasl_mechanisms')}[{index}]",
+                f"{mechanism!r} is served by none of auth.methods ({', '.join(methods)}); "
+                f"{'EXTERNAL needs pki, db or http' if mechanism == 'external' else 'passwords need rdbms'}",
             )
+    if auth.has("password") and not any(method in PASSWORD_METHODS for method in methods):
+        logger.warning(
+            "%s: auth.password is set but auth.methods (%s) checks no password; it is not used",
+            root.source,
+            ", ".join(methods),
+        )
 
     verifiers = auth.strings("sasl_external", defaults.sasl_external)
     if not verifiers:
@@ -797,7 +868,50 @@ def _parse_auth(root: _Table) -> AuthConfig:
         common_name_prefix=prefix,
         common_name_suffix=suffix,
         http=_parse_http_auth(root, auth, methods),
+        password=_parse_password(auth, mechanisms),
     )
+
+
+def _mechanism_hash(mechanism: str) -> str | None:
+    """``scram_sha256_plus`` -> ``sha256``, ``scram_sha1`` -> ``sha`` (MongooseIM's hash names)."""
+    if not mechanism.startswith("scram_"):
+        return None
+    name = mechanism.removeprefix("scram_").removesuffix("_plus")
+    return "sha" if name == "sha1" else name
+
+
+def _parse_password(auth: _Table, mechanisms: tuple[str, ...]) -> PasswordOptions:
+    defaults = PasswordOptions()
+    table = auth.table("password", ("format", "hash", "scram_iterations"))
+    if table is None:
+        return defaults
+    password_format = table.string("format", defaults.format)
+    if password_format != "scram":
+        table.fail(
+            table.key("format"),
+            f"{password_format!r} is not supported: xmppauth keeps passwords only as SCRAM salted keys;"
+            ' use "scram"',
+        )
+    hashes = table.strings("hash", defaults.hashes)
+    if not hashes:
+        table.fail(table.key("hash"), f"must name at least one hash; accepted: {', '.join(PASSWORD_HASHES)}")
+    for index, name in enumerate(hashes):
+        if name not in PASSWORD_HASHES:
+            table.fail(
+                f"{table.key('hash')}[{index}]",
+                f"unknown hash {name!r}; accepted: {', '.join(PASSWORD_HASHES)}",
+            )
+    for mechanism in mechanisms:
+        wanted = _mechanism_hash(mechanism)
+        if wanted is not None and wanted not in hashes:
+            table.fail(
+                table.key("hash"),
+                f"auth.sasl_mechanisms lists {mechanism!r} but no {wanted!r} keys are stored; add {wanted!r}",
+            )
+    iterations = table.integer(
+        "scram_iterations", defaults.scram_iterations, SCRAM_ITERATIONS_MIN, 10_000_000
+    )
+    return PasswordOptions(format=password_format, hashes=hashes, scram_iterations=iterations)
 
 
 def _optional_string(table: _Table, name: str) -> str:

@@ -11,6 +11,9 @@
 // Output: {"status": "connected"|"authfail"|"connfail"|"no-external"|"timeout", "jid": ..., "mechanisms": [...],
 //          "condition": ..., "auth": text of the <auth/> sent, "response": text of the <response/> sent,
 //          "sasl_failure": the condition element of the server's SASL <failure/> (RFC 6120 §6.5), if any}
+//
+// With LOGIN_PASSWORD in the environment it logs in with that password instead (issue 14), using only the
+// mechanism named by LOGIN_MECHANISM (e.g. SCRAM-SHA-256) when set; "no-external" is then not a verdict.
 'use strict';
 
 const fs = require('fs');
@@ -24,6 +27,8 @@ if (certfile) {
 }
 
 const agent = installCertTransports(tlsOptions);
+const password = process.env.LOGIN_PASSWORD || null;
+const onlyMechanism = process.env.LOGIN_MECHANISM || null;
 
 const { Strophe } = require('strophe.js');
 
@@ -42,6 +47,11 @@ function finish(status, extra) {
 setTimeout(() => finish('timeout'), 20000);
 
 const connection = new Strophe.Connection(url);
+if (onlyMechanism) {
+    for (const name of Object.keys(connection.mechanisms)) {
+        if (name !== onlyMechanism) delete connection.mechanisms[name];
+    }
+}
 connection.xmlInput = (element) => {
     const nodes = element.nodeName === 'body' ? Array.from(element.childNodes) : [element];
     for (const node of nodes) {
@@ -50,7 +60,7 @@ connection.xmlInput = (element) => {
             const bind = node.getElementsByTagName('bind').length > 0;
             if (!bind) {
                 result.mechanisms = offered;
-                if (!offered.includes('EXTERNAL')) finish('no-external');
+                if (!offered.includes('EXTERNAL') && password === null) finish('no-external');
             }
         }
         if (node.nodeName === 'failure') {
@@ -66,7 +76,7 @@ connection.xmlOutput = (element) => {
         if (node.nodeName === 'response') result.response = node.textContent;
     }
 };
-connection.connect(jid, null, (status, condition) => {
+connection.connect(jid, password, (status, condition) => {
     if (status === Strophe.Status.CONNECTED) {
         finish('connected', { jid: connection.jid });
     } else if (status === Strophe.Status.AUTHFAIL) {
@@ -74,4 +84,4 @@ connection.connect(jid, null, (status, condition) => {
     } else if (status === Strophe.Status.CONNFAIL) {
         finish('connfail', { condition: condition || null });
     }
-}, undefined, undefined, undefined, jid);
+}, undefined, undefined, undefined, password === null ? jid : undefined);

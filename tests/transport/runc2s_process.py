@@ -23,9 +23,14 @@ def environment(directory: Path, config: Path) -> dict[str, str]:
     return env
 
 
-def manage(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def manage(
+    env: dict[str, str], *args: str, timeout: float = 180, input: str | None = None
+) -> subprocess.CompletedProcess:
+    """``manage.py *args``; ``input`` goes to its standard input (then not a terminal)."""
     command = [sys.executable, "manage.py", *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, input=input
+    )
 
 
 class Runc2s(Managed):

@@ -15,11 +15,12 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from tests.certs import Issued
 from tests.processes import free_port
-from tests.seed_configs import SEED_EXAMPLE_1
+from tests.seed_configs import SEED_EXAMPLE_1, SEED_EXAMPLE_2
 from tests.transport.runc2s_process import Runc2s, environment, manage
 from tests.transport.xmppclient import slixmpp_login
 
 P12_PASSWORD = "pw-seed-config"
+ALICE_PASSWORD = "alice has a long password"
 
 
 def _run(env: dict[str, str], *args: str) -> str:
@@ -56,3 +57,42 @@ def test_seed_certificate_only_config_logs_in_a_client_issued_by_pki_issue(tmp_p
     assert outcome.bound_jid is not None, outcome
     assert re.fullmatch(r"alice@localhost/xmppauth-[0-9a-f]{16}", outcome.bound_jid), outcome
     assert "Traceback" not in output
+
+
+def test_seed_rdbms_and_pki_config_logs_one_account_in_with_its_password_and_with_its_certificate(tmp_path):
+    """The seed's second example (issue 14): "a client certificate ... or password", for the same account.
+
+    Its listener keeps MongooseIM's default ``disconnect_on_failure = true``, so the handshake asks every
+    client for a valid certificate; the password then goes over that connection with SCRAM-SHA-1 (the seed's
+    only password mechanism), and EXTERNAL over another.
+    """
+    c2s_port = free_port()
+    config = tmp_path / "xmppauth.toml"
+    config.write_text(SEED_EXAMPLE_2.replace("port = 5222", f"port = {c2s_port}"))
+    env = environment(tmp_path, config)
+    _run(env, "migrate", "--noinput")
+    _run(env, "bootstrap")
+    (tmp_path / "ca.pem").write_bytes((tmp_path / "var" / "pki" / "ca.pem").read_bytes())
+    out = tmp_path / "issued"
+    _run({**env, "XMPPAUTH_P12_PASSWORD": P12_PASSWORD}, "pki", "issue", "alice@localhost", "--out", str(out))
+    set_password = manage(env, "account", "passwd", "alice@localhost", input=ALICE_PASSWORD + "\n")
+    assert set_password.returncode == 0, set_password.stdout + set_password.stderr
+    cert = x509.load_pem_x509_certificate((out / "alice@localhost.crt.pem").read_bytes())
+    key = load_pem_private_key((out / "alice@localhost.key.pem").read_bytes(), P12_PASSWORD.encode())
+    alice = Issued(cert, key)  # type: ignore[arg-type]
+
+    server = Runc2s(env)
+    try:
+        server.wait_for(f"c2s listening on 0.0.0.0:{c2s_port} (mode starttls, verify_mode peer")
+        by_password = slixmpp_login(
+            c2s_port, tmp_path, alice, mechanism="SCRAM-SHA-1", password=ALICE_PASSWORD
+        )
+        wrong = slixmpp_login(c2s_port, tmp_path, alice, mechanism="SCRAM-SHA-1", password="not hers")
+        by_certificate = slixmpp_login(c2s_port, tmp_path, alice)
+    finally:
+        output = server.stop()
+        print(output)
+    for outcome in (by_password, by_certificate):
+        assert outcome.bound_jid is not None and outcome.bound_jid.startswith("alice@localhost/"), outcome
+    assert wrong.bound_jid is None and wrong.sasl_failures == ["not-authorized"], wrong
+    assert "Traceback" not in output and ALICE_PASSWORD not in output

@@ -1,4 +1,5 @@
-"""A slixmpp client that logs in with SASL EXTERNAL and reports what happened (bound JID or the failure)."""
+"""A slixmpp client that logs in with SASL EXTERNAL, or with a password mechanism, and reports what happened
+(bound JID or the failure)."""
 
 from __future__ import annotations
 
@@ -31,17 +32,21 @@ def slixmpp_login(
     authzid: str | None = None,
     direct_tls: bool = False,
     timeout: float = 30,
+    mechanism: str = "EXTERNAL",
+    password: str = "",
+    maximum_version=None,
 ) -> LoginOutcome:
-    """Connect to 127.0.0.1:``port``, log in with EXTERNAL and stop at the first decisive event.
+    """Connect to 127.0.0.1:``port``, log in with ``mechanism`` (EXTERNAL, or PLAIN / SCRAM-* with
+    ``password``) and stop at the first decisive event.
 
     ``timeout`` bounds a hung server; no assertion depends on timing.
     """
     loop = asyncio.new_event_loop()
     outcome = LoginOutcome()
-    xmpp = slixmpp.ClientXMPP(jid, "", loop=loop)
+    xmpp = slixmpp.ClientXMPP(jid, password, loop=loop)
     xmpp.register_plugin("xep_0030")
-    xmpp.plugin["feature_mechanisms"].use_mech = "EXTERNAL"
-    xmpp.ssl_context = client_context(directory, client)
+    xmpp.plugin["feature_mechanisms"].use_mech = mechanism
+    xmpp.ssl_context = client_context(directory, client, maximum_version=maximum_version)
     if authzid is not None:
         xmpp.credentials["authzid"] = authzid
     xmpp.enable_direct_tls = direct_tls

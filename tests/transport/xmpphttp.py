@@ -92,6 +92,7 @@ def start_server(
     allowed_origins: Sequence[str] = (),
     pki: Pki | None = None,
     recent_seconds: float | None = None,
+    extra_toml: str = "",
 ) -> Iterator[XmppHttpServer]:
     """Migrate a scratch database, start the server, yield it once both ports answer, then stop it.
 
@@ -99,7 +100,8 @@ def start_server(
     ``recent_seconds``: its termination commands' "recent" window shrunk, tests/transport/short_recent.py).
     ``hosts`` become ``[general] hosts``; ``tls_extra`` is one more TOML line in every listener (``tls.*``).
     ``allowed_origins`` goes on every handler (``transport.origin``). ``pki`` replaces the default one (its
-    ``ca`` is the listeners' ``tls.cacertfile``).
+    ``ca`` is the listeners' ``tls.cacertfile``). ``extra_toml`` is appended to the config (e.g. an
+    ``[auth]`` table).
     """
     pki = pki or make_pki(directory)
     cafile = directory / "client-ca.pem"
@@ -126,7 +128,11 @@ def start_server(
         for name, (mode, disconnect) in LISTENERS.items()
     )
     config = directory / "xmppauth.toml"
-    config.write_text(f"[general]\n  hosts = {json.dumps(list(hosts))}\n" + listeners)
+    # Every test client comes from 127.0.0.1 and a module shares one server: the per-address limit of failed
+    # logins (tests/transport/test_tcp_limits.py and the ws/bosh unit tests test it) would refuse the module's
+    # later tests after its tenth refusal, so these servers turn it off.
+    limits = "\n[xmppauth]\n  auth_failures_per_minute = 0\n" if "[xmppauth]" not in extra_toml else ""
+    config.write_text(f"[general]\n  hosts = {json.dumps(list(hosts))}\n" + listeners + extra_toml + limits)
     env = {**os.environ, **server_environment(directory)}
     env.pop("REDIS_URL", None)
     migrate = [sys.executable, "manage.py", "migrate", "-v0"]
@@ -165,12 +171,24 @@ def start_server(
 
 
 def strophe_login(
-    server: XmppHttpServer, url: str, client: Issued | None, jid: str = "alice@localhost"
+    server: XmppHttpServer,
+    url: str,
+    client: Issued | None,
+    jid: str = "alice@localhost",
+    *,
+    password: str | None = None,
+    mechanism: str | None = None,
 ) -> dict:
-    """Run ``tests/js/login.cjs`` (Strophe.js under Node) and return its JSON verdict."""
+    """Run ``tests/js/login.cjs`` (Strophe.js under Node) and return its JSON verdict; with ``password`` it
+    logs in with it (only ``mechanism`` when given) instead of EXTERNAL."""
     files = server.client_files(client)
     args = ["node", str(JS_DIR / "login.cjs"), url, jid, *(str(f) for f in files or ())]
-    done = subprocess.run(args, cwd=JS_DIR, capture_output=True, text=True, timeout=60)
+    env = dict(os.environ)
+    if password is not None:
+        env["LOGIN_PASSWORD"] = password
+    if mechanism is not None:
+        env["LOGIN_MECHANISM"] = mechanism
+    done = subprocess.run(args, cwd=JS_DIR, capture_output=True, text=True, timeout=60, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no verdict from login.cjs (exit {done.returncode}): {done.stdout}\n{done.stderr}"
     return json.loads(lines[-1])

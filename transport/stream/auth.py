@@ -12,14 +12,32 @@ from typing import Any, Protocol
 
 from certauth.identity import resolve_identity
 
+# MongooseIM's auth.sasl_mechanisms names -> SASL mechanism names (RFC 4422 §3.1, IANA registry).
+MECHANISM_NAMES: dict[str, str] = {
+    "external": "EXTERNAL",
+    "plain": "PLAIN",
+    **{
+        f"scram_sha{bits}{plus}": f"SCRAM-SHA-{bits}{plus.replace('_plus', '-PLUS')}"
+        for bits in ("1", "224", "256", "384", "512")
+        for plus in ("", "_plus")
+    },
+}
+PASSWORD_MECHANISMS = frozenset(name for key, name in MECHANISM_NAMES.items() if key != "external")
+
 
 @dataclass(frozen=True)
 class AuthResult:
-    """Either ``jid`` (bare) or ``condition`` (RFC 6120 §6.5) with a ``reason`` an operator can read."""
+    """Either ``jid`` (bare) or ``condition`` (RFC 6120 §6.5) with a ``reason`` an operator can read.
+
+    A multi-step mechanism (SCRAM) may instead answer with a ``challenge`` (RFC 6120 §6.4.3); on success
+    ``additional_data`` goes into ``<success/>`` (RFC 6120 §6.4.6: SCRAM's server signature).
+    """
 
     jid: str | None = None
     condition: str | None = None
     reason: str = ""
+    challenge: bytes | None = None
+    additional_data: bytes | None = None
 
     @property
     def accepted(self) -> bool:
@@ -38,6 +56,10 @@ class Authenticator(Protocol):
     """Given by the adapter; may use the database, so adapters call it outside the event loop."""
 
     def authenticate_external(self, facts: Any, authzid: str | None, domain: str) -> AuthResult: ...
+
+    def authenticate_password(self, request: Any) -> AuthResult:
+        """One step of a password mechanism (a :class:`~transport.stream.events.PasswordStepRequest`)."""
+        ...
 
 
 class IdentityAuthenticator:

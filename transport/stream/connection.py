@@ -23,7 +23,7 @@ import base64
 import binascii
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement
@@ -32,6 +32,7 @@ from certauth.identity import InvalidJid, Jid, normalise_domain, normalise_resou
 
 from . import errors
 from . import namespaces as ns
+from .auth import MECHANISM_NAMES, PASSWORD_MECHANISMS
 from .events import (
     Authenticated,
     AuthenticateRequest,
@@ -40,6 +41,7 @@ from .events import (
     Close,
     Event,
     LocalProtocolError,
+    PasswordStepRequest,
     StanzaReceived,
     StartTls,
     StreamOpened,
@@ -81,6 +83,9 @@ class StreamSettings:
     # False: the listener requests no client certificate (tls.verify_mode "none"), so EXTERNAL is never
     # offered on it, whatever the adapter reports (DESIGN §0, as MongooseIM).
     client_certificates: bool = True
+    # True when an auth method checks passwords (rdbms): the password mechanisms of sasl_mechanisms are
+    # offered, over TLS only (DESIGN §4).
+    password_auth: bool = False
 
     def __post_init__(self) -> None:
         if self.tls_mode not in TLS_MODES:
@@ -117,6 +122,10 @@ class C2SConnection:
         self.peer_facts = peer_facts
         self.peer_verified = peer_verified
         self.peer_verify_error: str | None = None
+        self.channel_bindings: dict[str, bytes] = {}  # RFC 5929 / RFC 9266 type -> data, from the adapter
+        self._sasl_mechanism: str | None = None  # the mechanism of the exchange in progress
+        self._sasl_first = False  # the next client message is the exchange's first
+        self._plus_offered = False
         self._hosted = {normalise_domain(domain) for domain in settings.hosted_domains}
         self.state = State.WAIT_STREAM
         self.domain: str | None = None  # the stream's `to`, normalised, once accepted
@@ -164,12 +173,19 @@ class C2SConnection:
         return self._drain()
 
     def tls_established(
-        self, facts: Any = None, verified: bool | None = None, verify_error: str | None = None
+        self,
+        facts: Any = None,
+        verified: bool | None = None,
+        verify_error: str | None = None,
+        *,
+        channel_bindings: Mapping[str, bytes] | None = None,
     ) -> list[Event]:
         """TLS is up (after STARTTLS, or direct TLS before the first byte), with the peer's certificate facts.
 
         ``facts`` may also be a certificate check object with ``facts``, ``verified`` and ``reason``.
         ``verified`` says whether the chain passed verification and revocation (DESIGN §3, §4).
+        ``channel_bindings``: what this TLS connection offers SCRAM -PLUS (``tls-exporter``,
+        ``tls-server-end-point``); without any, no -PLUS mechanism is offered.
         """
         if verified is None and hasattr(facts, "verified"):
             check = facts
@@ -180,6 +196,7 @@ class C2SConnection:
         if self.state is not State.WAIT_TLS and not (self.state is State.WAIT_STREAM and self.domain is None):
             raise LocalProtocolError(f"tls_established in state {self.state.name}")
         self.tls_active = True
+        self.channel_bindings = dict(channel_bindings or {})
         self.peer_facts = facts
         self.peer_verified = bool(verified) and facts is not None
         self.peer_verify_error = verify_error
@@ -196,7 +213,15 @@ class C2SConnection:
             return self._drain()
         if self.state is not State.SASL_PENDING:
             raise LocalProtocolError(f"auth_result in state {self.state.name}")
+        challenge = getattr(result, "challenge", None)
         jid = getattr(result, "jid", None)
+        if challenge is not None and self._sasl_mechanism in PASSWORD_MECHANISMS and not jid:
+            challenge_element = Element(ns.qname(ns.SASL, "challenge"))  # RFC 6120 §6.4.3
+            challenge_element.text = base64.b64encode(challenge).decode("ascii") or None
+            self._send(challenge_element)
+            self.state = State.SASL_CHALLENGE
+            self._pump()
+            return self._drain()
         if jid:
             try:
                 accepted = parse_bare_jid(jid)
@@ -206,7 +231,7 @@ class C2SConnection:
                 if accepted.domain != self.domain:
                     self._sasl_failure(errors.SASL_NOT_AUTHORIZED, f"{accepted.bare} is not in {self.domain}")
                 else:
-                    self._sasl_success(accepted)
+                    self._sasl_success(accepted, getattr(result, "additional_data", None))
         else:
             condition = getattr(result, "condition", None) or errors.SASL_NOT_AUTHORIZED
             reason = getattr(result, "reason", "") or "refused"
@@ -422,17 +447,31 @@ class C2SConnection:
     # == features ========================================================================================
 
     def _mechanisms(self) -> list[str]:
-        """SASL mechanisms to offer now: EXTERNAL only with TLS and a verified certificate (DESIGN §4)."""
-        configured = {name.lower() for name in self.settings.sasl_mechanisms}
-        if (
-            "external" in configured
-            and self.settings.client_certificates
+        """SASL mechanisms to offer now, in the configured order (DESIGN §4): EXTERNAL only with TLS and a
+        verified certificate; password mechanisms only over TLS and with a password method; a -PLUS one
+        only when the TLS connection gives a channel binding (RFC 5802 §6)."""
+        offered: list[str] = []
+        for configured in self.settings.sasl_mechanisms:
+            name = MECHANISM_NAMES.get(configured.lower())
+            if name == "EXTERNAL":
+                if self._external_possible():
+                    offered.append(name)
+            elif name is not None and self._password_possible():
+                if not name.endswith("-PLUS") or self.channel_bindings:
+                    offered.append(name)
+        return offered
+
+    def _external_possible(self) -> bool:
+        return (
+            self.settings.client_certificates
             and self.tls_active
             and self.peer_facts is not None
             and self.peer_verified
-        ):
-            return ["EXTERNAL"]
-        return []
+        )
+
+    def _password_possible(self) -> bool:
+        # RFC 6120 §13.8 and §6.4.1: no password over an unencrypted stream.
+        return self.settings.password_auth and self.tls_active
 
     def _features(self) -> Element:
         features = Element(ns.FEATURES)
@@ -453,6 +492,13 @@ class C2SConnection:
                 listing = SubElement(features, ns.qname(ns.SASL, "mechanisms"))
                 for name in mechanisms:
                     SubElement(listing, ns.qname(ns.SASL, "mechanism")).text = name
+            self._plus_offered = any(name.endswith("-PLUS") for name in mechanisms)
+            if self._plus_offered:
+                # XEP-0440 §3: the channel-binding types we support, so a client can pick one and tell a
+                # stripped -PLUS from a server without channel binding.
+                binding = SubElement(features, ns.SASL_CHANNEL_BINDING)
+                for kind in self.channel_bindings:
+                    SubElement(binding, ns.qname(ns.SASL_CB, "channel-binding"), {"type": kind})
         else:
             SubElement(features, ns.qname(ns.BIND, "bind"))  # RFC 6120 §7.4
             if self.settings.legacy_session:
@@ -497,22 +543,57 @@ class C2SConnection:
             self._sasl_failure(errors.SASL_ENCRYPTION_REQUIRED, "STARTTLS is required before authentication")
             return
         if mechanism not in self._mechanisms():
-            if mechanism == "EXTERNAL" and "external" in {m.lower() for m in self.settings.sasl_mechanisms}:
+            configured = {MECHANISM_NAMES.get(m.lower()) for m in self.settings.sasl_mechanisms}
+            if mechanism == "EXTERNAL" and "EXTERNAL" in configured:
                 reason = f"SASL EXTERNAL needs a verified client certificate: {self._why_no_external()}"
                 self._sasl_failure(errors.SASL_NOT_AUTHORIZED, reason)  # DESIGN §4
+            elif mechanism in configured and self.settings.password_auth and not self.tls_active:
+                # RFC 6120 §6.5.3: this mechanism needs a confidential stream.
+                self._sasl_failure(errors.SASL_ENCRYPTION_REQUIRED, f"{mechanism} is only offered over TLS")
             else:
                 self._sasl_failure(errors.SASL_INVALID_MECHANISM, f"mechanism {mechanism!r} is not offered")
             return
+        self._sasl_mechanism = mechanism
+        self._sasl_first = True
         initial = (element.text or "").strip()
         if not initial:
-            # RFC 6120 §6.4.2: no initial response -> an empty challenge, the authzid comes in <response/>.
+            # RFC 6120 §6.4.2: no initial response -> an empty challenge; EXTERNAL's authzid, or the
+            # password mechanism's first message, comes in <response/>.
             self._send(Element(ns.qname(ns.SASL, "challenge")))
             self.state = State.SASL_CHALLENGE
             return
-        self._external(initial)
+        if mechanism == "EXTERNAL":
+            self._external(initial)
+        else:
+            self._password_step(initial)
 
     def _on_response(self, element: Element) -> None:
-        self._external((element.text or "").strip() or "=")
+        if self._sasl_mechanism in PASSWORD_MECHANISMS:
+            self._password_step((element.text or "").strip() or "=")
+        else:
+            self._external((element.text or "").strip() or "=")
+
+    def _password_step(self, data: str) -> None:
+        """One client message of PLAIN or SCRAM: decoded here, judged by the adapter's authenticator."""
+        raw = b""
+        if data != "=":  # RFC 6120 §6.4.2: '=' is a present but empty response
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                self._sasl_failure(errors.SASL_INCORRECT_ENCODING, "the response is not valid base64")
+                return
+        first, self._sasl_first = self._sasl_first, False
+        self.state = State.SASL_PENDING
+        self._events.append(
+            PasswordStepRequest(
+                self._sasl_mechanism or "",
+                raw,
+                self.domain or "",
+                first,
+                dict(self.channel_bindings),
+                self._plus_offered,
+            )
+        )
 
     def _on_abort(self, element: Element) -> None:
         self._sasl_failure(errors.SASL_ABORTED, "the client aborted the authentication")  # RFC 6120 §6.4.4
@@ -541,6 +622,7 @@ class C2SConnection:
         self._events.append(AuthenticateRequest(self.peer_facts, authzid, self.domain or ""))
 
     def _sasl_failure(self, condition: str, reason: str) -> None:
+        self._sasl_mechanism = None
         self._auth_failures += 1
         self._log(
             logging.INFO,
@@ -559,9 +641,13 @@ class C2SConnection:
             return
         self.state = self._negotiation_state()
 
-    def _sasl_success(self, jid: Jid) -> None:
+    def _sasl_success(self, jid: Jid, additional: bytes | None = None) -> None:
         self._log(logging.INFO, "authenticated as %s", jid.bare)
-        self._send(Element(ns.qname(ns.SASL, "success")))  # RFC 6120 §6.4.6
+        self._sasl_mechanism = None
+        success = Element(ns.qname(ns.SASL, "success"))  # RFC 6120 §6.4.6: with additional data if any
+        if additional:
+            success.text = base64.b64encode(additional).decode("ascii")
+        self._send(success)
         self.jid = jid.bare
         self._events.append(Authenticated(jid.bare))
         self._restart()
@@ -747,4 +833,5 @@ def settings_from_config(config: Any, listener: Any, framing: str = "stream") ->
         max_stanza_size=getattr(listener, "max_stanza_size", 65536),
         framing=framing,
         client_certificates=client_certificates,
+        password_auth=bool(getattr(auth, "password_methods", ())),
     )

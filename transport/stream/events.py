@@ -7,7 +7,7 @@ The adapter writes ``data_to_send()`` before acting on the events of the same ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from xml.etree.ElementTree import Element
 
@@ -40,6 +40,24 @@ class AuthenticateRequest:
     authzid: str | None
     domain: str
     mechanism: str = "EXTERNAL"
+
+
+@dataclass(frozen=True)
+class PasswordStepRequest:
+    """A password mechanism (PLAIN, SCRAM-*) has client data: call ``auth_result`` with an ``AuthResult``
+    holding a ``challenge``, a ``jid`` (with SCRAM's ``additional_data``) or a ``condition``.
+
+    ``first`` marks the exchange's first message (a new exchange: forget any earlier one).
+    ``channel_bindings`` (type -> data) and ``plus_offered`` (a -PLUS mechanism was advertised) are what
+    SCRAM's channel binding and its downgrade check need (RFC 5802 §6, XEP-0440).
+    """
+
+    mechanism: str
+    data: bytes
+    domain: str
+    first: bool
+    channel_bindings: dict[str, bytes] = field(default_factory=dict, repr=False)
+    plus_offered: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,7 @@ Event = (
     StreamOpened
     | StartTls
     | AuthenticateRequest
+    | PasswordStepRequest
     | Authenticated
     | BindRequest
     | Bound

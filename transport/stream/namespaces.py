@@ -19,6 +19,7 @@ PING = "urn:xmpp:ping"  # XEP-0199
 DISCO_INFO = "http://jabber.org/protocol/disco#info"  # XEP-0030
 ROSTER = "jabber:iq:roster"  # RFC 6121 §2
 XML = "http://www.w3.org/XML/1998/namespace"  # the xml: prefix (xml:lang)
+SASL_CB = "urn:xmpp:sasl-cb:0"  # XEP-0440: the channel-binding types the server supports
 
 
 def qname(namespace: str, local: str) -> str:
@@ -49,3 +50,4 @@ PRESENCE = qname(CLIENT, "presence")
 STANZAS = frozenset({IQ, MESSAGE, PRESENCE})  # RFC 6120 §8
 XML_LANG = qname(XML, "lang")
 ROSTER_QUERY = qname(ROSTER, "query")
+SASL_CHANNEL_BINDING = qname(SASL_CB, "sasl-channel-binding")
