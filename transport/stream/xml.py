@@ -322,11 +322,14 @@ def _root_start_tag(name: str, declared: dict[str, str]) -> bytes:
 
 
 def _escape_text(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    # XML 1.0 §2.11: a literal CR would be read back as LF, so it is written as a character reference.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
 
 
 def _escape_attr(text: str) -> str:
-    return _escape_text(text).replace('"', "&quot;").replace("'", "&apos;")
+    # XML 1.0 §3.3.3: literal tab, LF and CR in an attribute value are read back as spaces.
+    escaped = _escape_text(text).replace('"', "&quot;").replace("'", "&apos;")
+    return escaped.replace("\t", "&#9;").replace("\n", "&#10;")
 
 
 def _write(element: Element, parent_ns: str | None, declare_stream: bool, out: list[str]) -> None:

@@ -1,0 +1,230 @@
+"""Fuzzing the certificate facts extraction (certauth/pki): the xmppAddr otherName decoder (RFC 6120
+§13.7.1.4, a DER UTF8String per X.690 §8.1, §10.1) and ``cert_facts`` (CN, SANs, EKU) on arbitrary DER,
+on mutated real certificates and on certificates built with arbitrary xmppAddr bytes and CN text.
+
+Properties: ``decode_utf8string`` returns a string or raises ``DerError`` (and reads back what
+``encode_utf8string`` wrote); a certificate cryptography loads gives facts, or ``ValueError`` that
+the authenticator turns into a refusal (it never escapes as another exception); an xmppAddr is reported only
+when its bytes are exactly a DER UTF8String.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from certauth.pki import cert_facts
+from certauth.pki.oids import XMPPADDR_OID
+from certauth.pki.xmppaddr import DerError, decode_utf8string, encode_utf8string
+from tests.fuzz import harness
+
+
+@functools.cache
+def real_certificate_der() -> bytes:
+    """A real client certificate: xmppAddr, CN, EKU, basicConstraints, AKI (tests/certs.py)."""
+    from tests.certs import make_ca, make_client  # noqa: PLC0415
+
+    return make_client(make_ca("fuzz CA"), jids=["alice@localhost", "bob@localhost"], common_name="alice").der
+
+
+@functools.cache
+def signing_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def facts_or_value_error(der: bytes) -> None:
+    """Load ``der`` and extract facts: only ValueError may come out (cryptography's and ours)."""
+    with harness.bounded():
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError:
+            return
+        try:
+            facts = cert_facts(cert)
+        except ValueError:
+            return
+    for jid in facts.xmpp_addrs:
+        assert isinstance(jid, str)
+    assert facts.common_name is None or isinstance(facts.common_name, str)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    """The real certificate with some bytes replaced, inserted or removed, or cut short."""
+    der = bytearray(real_certificate_der())
+    for _ in range(draw(st.integers(1, 8))):
+        position = draw(st.integers(0, len(der) - 1))
+        action = draw(st.sampled_from(["replace", "insert", "delete", "flip", "extension"]))
+        value = draw(st.integers(0, 255))
+        if action == "extension":  # one id-ce extension OID (2.5.29.x) becomes another: duplicates, unknowns
+            found = der.find(b"\x06\x03\x55\x1d", position)
+            if found >= 0:
+                der[found + 4] = draw(st.sampled_from([14, 15, 17, 18, 19, 35, 37, value]))
+        elif action == "replace":
+            der[position] = value
+        elif action == "insert":
+            der.insert(position, value)
+        elif action == "delete" and len(der) > 1:
+            del der[position]
+        else:
+            der[position] ^= 1 << (value % 8)
+    if draw(st.booleans()):
+        der = der[: draw(st.integers(0, len(der)))]
+    return bytes(der)
+
+
+@given(st.binary(max_size=64))
+@example(b"\x0c\x80")  # indefinite length
+@example(b"\x0c\x81\x05hello")  # long form for a short length: not DER
+@example(b"\x0c\x84\xff\xff\xff\xff")  # an absurd length
+@example(b"\x0c\x02\xc3\x28")  # not UTF-8
+def test_decode_utf8string_returns_a_string_or_raises_der_error(der):
+    try:
+        value = decode_utf8string(der)
+    except DerError:
+        return
+    assert encode_utf8string(value) == der  # DER: one encoding per value (X.690 §10)
+
+
+@given(st.text(max_size=300))
+def test_encode_then_decode_utf8string_is_the_identity(text):
+    try:
+        der = encode_utf8string(text)
+    except UnicodeEncodeError:  # a lone surrogate has no UTF-8 form
+        return
+    assert decode_utf8string(der) == text
+
+
+@given(st.binary(max_size=1500))
+def test_arbitrary_der_gives_facts_or_value_error(der):
+    facts_or_value_error(der)
+
+
+@given(mutated())
+def test_mutated_real_certificates_give_facts_or_value_error(der):
+    facts_or_value_error(der)
+
+
+def build(other_names: list[bytes], common_name: str | None, duplicate_san: bool = False) -> bytes:
+    key = signing_key()
+    now = dt.datetime.now(dt.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else [])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzz CA")]))
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+    )
+    if other_names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.OtherName(XMPPADDR_OID, value) for value in other_names]), False
+        )
+    cert = builder.sign(key, hashes.SHA256())
+    return cert.public_bytes(serialization_der())
+
+
+def serialization_der():
+    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+
+    return Encoding.DER
+
+
+def with_two_san_extensions(issuer_key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
+    """A certificate with two subjectAltName extensions (RFC 5280 §4.2 forbids it): built with a SAN and an
+    issuerAltName, whose OID (2.5.29.18) is then rewritten to the SAN's (2.5.29.17). The second "SAN" asserts
+    mallory@localhost."""
+    key = issuer_key or signing_key()
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "alice")]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzz CA")]))
+        .public_key(signing_key().public_key())
+        .serial_number(2)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.OtherName(XMPPADDR_OID, encode_utf8string("alice@localhost"))]),
+            False,
+        )
+        .add_extension(
+            x509.IssuerAlternativeName(
+                [x509.OtherName(XMPPADDR_OID, encode_utf8string("mallory@localhost"))]
+            ),
+            False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    der = cert.public_bytes(serialization_der())
+    ian = bytes.fromhex("0603551d12")  # OBJECT IDENTIFIER 2.5.29.18
+    assert der.count(ian) == 1
+    return der.replace(ian, bytes.fromhex("0603551d11"))
+
+
+def test_crasher_two_san_extensions_give_value_error_not_duplicate_extension():
+    # Found by the fuzzer: cryptography's DuplicateExtension is not a ValueError and escaped cert_facts, so
+    # the TLS path's check_certificate raised instead of refusing.
+    cert = x509.load_der_x509_certificate(with_two_san_extensions())
+    with pytest.raises(ValueError, match="Duplicate 2.5.29.17 extension"):
+        cert_facts(cert)
+
+
+@pytest.mark.django_db
+def test_crasher_a_client_certificate_with_two_san_extensions_is_refused_with_a_reason_not_raised():
+    from certauth import trust  # noqa: PLC0415
+    from certauth.models import AuthEvent  # noqa: PLC0415
+    from tests.certauth.crlhelpers import add_ca_row  # noqa: PLC0415
+    from tests.certauth.test_authenticator import authenticator  # noqa: PLC0415
+    from tests.certs import make_ca  # noqa: PLC0415
+
+    ca = make_ca("fuzz CA")
+    add_ca_row(ca, name="fuzz CA")
+    trust.invalidate()
+    try:
+        check = authenticator().check_certificate([with_two_san_extensions(ca.key)])
+    finally:
+        trust.invalidate()
+    assert (check.facts, check.verified) == (None, False)
+    assert check.reason.startswith(
+        "client certificate cannot be parsed: certificate extensions cannot be parsed"
+    )
+    assert "Duplicate 2.5.29.17 extension" in AuthEvent.objects.order_by("-pk").first().reason
+
+
+XMPPADDR_VALUES = st.one_of(
+    st.binary(max_size=40),
+    st.text(max_size=40).map(lambda text: encode_utf8string(text) if text.isprintable() else b"\x0c\x00"),
+    st.binary(max_size=30).map(lambda raw: b"\x16" + bytes([len(raw)]) + raw),  # IA5String: not UTF8String
+)
+
+
+@given(st.lists(XMPPADDR_VALUES, max_size=4), st.one_of(st.none(), st.text(min_size=1, max_size=64)))
+def test_xmppaddrs_are_reported_only_when_they_are_der_utf8strings(values, common_name):
+    try:
+        der = build(values, common_name)
+    except ValueError:  # cryptography refuses to build it (e.g. a CN longer than 64 characters)
+        return
+    facts_or_value_error(der)
+    try:
+        facts = cert_facts(x509.load_der_x509_certificate(der))
+    except ValueError:
+        return
+    expected = []
+    for value in values:
+        try:
+            expected.append(decode_utf8string(value))
+        except DerError:
+            pass
+    assert list(facts.xmpp_addrs) == expected
+    assert facts.common_name == (common_name or None)
