@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import re
 import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ BIND = (
 )
 STARTTLS = b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
 _XML_DECL = b"<?xml version='1.0'?>"
+_STREAM_ERROR_TEXT = re.compile(rb'<text xmlns="urn:ietf:params:xml:ns:xmpp-streams"[^>]*>[^<]*</text>')
 
 
 class Hang(Exception):
@@ -99,11 +101,19 @@ class Transcript:
     events: list[object] = field(default_factory=list)
     closed: bool = False
 
+    def comparable(self) -> tuple[bytes, list[tuple[str, ...]]]:
+        """Output and events, less the human text of a stream error: expat names the line and column where it
+        noticed bad bytes, which depends on where a chunk ended. The condition is kept."""
+        output = _STREAM_ERROR_TEXT.sub(b"<text/>", b"".join(self.output))
+        return output, self.summary()
+
     def summary(self) -> list[tuple[str, ...]]:
-        """The events as comparable tuples (stanzas serialised)."""
+        """The events as comparable tuples (stanzas serialised, a Close by its condition)."""
         rows: list[tuple[str, ...]] = []
         for event in self.events:
-            if isinstance(event, StanzaReceived):
+            if isinstance(event, Close):
+                rows.append(("close", str(event.condition)))
+            elif isinstance(event, StanzaReceived):
                 rows.append(("stanza", serialize(event.element).decode()))
             elif isinstance(event, AuthenticateRequest):
                 rows.append(("auth", str(event.authzid), event.domain))

@@ -242,6 +242,10 @@ class StreamParser:
             )  # §11.6
 
     def _on_ns_decl(self, prefix: str | None, uri: str) -> None:
+        if "{" in uri or "}" in uri:
+            # Names are kept as '{namespace}local' (ElementTree's form, as clients' parsers do): a brace,
+            # which no URI holds (RFC 3986 §2), would make them ambiguous and break the recipient's parser.
+            raise errors.StreamError(errors.BAD_FORMAT, f"namespace name {uri[:100]!r} is not a URI")
         self._pending_ns[prefix or ""] = uri
 
     def _on_start(self, name: str, attrs: dict[str, str]) -> None:
