@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from certauth.pki import cert_facts
+from certauth.pki import cert_facts, load_certificates
 from certauth.pki.oids import XMPPADDR_OID
 from certauth.pki.xmppaddr import DerError, decode_utf8string, encode_utf8string
 from tests.fuzz import harness
@@ -44,7 +44,7 @@ def facts_or_value_error(der: bytes) -> None:
     """Load ``der`` and extract facts: only ValueError may come out (cryptography's and ours)."""
     with harness.bounded():
         try:
-            cert = x509.load_der_x509_certificate(der)
+            (cert,) = load_certificates(der)  # how the authenticator and the admin load a certificate
         except ValueError:
             return
         try:
@@ -181,6 +181,14 @@ def with_a_bit_string_subject_attribute() -> bytes:
     return der.replace(common_name, bytes.fromhex("060355040c") + b"\x03\x05alice")
 
 
+def with_an_invalid_version() -> bytes:
+    """The real certificate claiming version 93 (RFC 5280 §4.1.2.1 knows v1 to v3): found by atheris."""
+    der = real_certificate_der()
+    version = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2 (v3)
+    assert der.count(version) == 1
+    return der.replace(version, bytes.fromhex("a00302015c"))
+
+
 CRASHERS = {
     # Found by hypothesis: cryptography's DuplicateExtension is not a ValueError.
     "two SAN extensions": (with_two_san_extensions, "certificate extensions cannot be parsed: Duplicate"),
@@ -189,17 +197,19 @@ CRASHERS = {
         with_a_bit_string_subject_attribute,
         "certificate subject cannot be parsed: oid must be X500_UNIQUE_IDENTIFIER",
     ),
+    # Found by atheris: cryptography's InvalidVersion, raised by the loader, is not a ValueError either.
+    "an invalid version": (with_an_invalid_version, "not a certificate: 92 is not a valid X509 version"),
 }
 
 
 @pytest.mark.parametrize("crasher", list(CRASHERS))
 def test_crasher_certificates_give_value_error_from_cert_facts(crasher):
-    # Both escaped cert_facts as another exception than ValueError, so the TLS path's check_certificate raised
-    # instead of refusing the certificate.
+    # Each escaped load_certificates or cert_facts as another exception than ValueError, so the TLS path's
+    # check_certificate raised instead of refusing the certificate.
     make, message = CRASHERS[crasher]
-    cert = x509.load_der_x509_certificate(make())
     with pytest.raises(ValueError, match=message):
-        cert_facts(cert)
+        for cert in load_certificates(make()):
+            cert_facts(cert)
 
 
 @pytest.mark.django_db

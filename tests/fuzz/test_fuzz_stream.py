@@ -87,6 +87,7 @@ def parse_all(data: bytes, framed: bool, limit: int = 4096) -> list[object]:
     b"<_ A='' _='&#9;'></_>", True
 )  # crasher: a tab in an attribute was written raw, read back as a space
 @example(b"<x xmlns='jabber:client'>&#13;</x>", True)  # same for a CR in text (XML 1.0 §2.11)
+@example(b"<x xmlns='jabber:client'><y xmlns=''/></x>", True)  # atheris: xmlns='' gives no URI (None)
 def test_parser_yields_only_its_events_or_a_stream_error_and_stanzas_serialise_back(data, framed):
     with harness.bounded():
         events = parse_all(data, framed)

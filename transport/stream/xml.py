@@ -241,8 +241,8 @@ class StreamParser:
                 errors.UNSUPPORTED_ENCODING, f"encoding {encoding!r}: only UTF-8"
             )  # §11.6
 
-    def _on_ns_decl(self, prefix: str | None, uri: str) -> None:
-        if "{" in uri or "}" in uri:
+    def _on_ns_decl(self, prefix: str | None, uri: str | None) -> None:
+        if uri and ("{" in uri or "}" in uri):  # None: xmlns="" undeclares the default namespace
             # Names are kept as '{namespace}local' (ElementTree's form, as clients' parsers do): a brace,
             # which no URI holds (RFC 3986 §2), would make them ambiguous and break the recipient's parser.
             raise errors.StreamError(errors.BAD_FORMAT, f"namespace name {uri[:100]!r} is not a URI")
