@@ -55,7 +55,7 @@ FUZZ_TARGETS ?= xml stream sasl certfacts bosh
 fuzz: fuzz-atheris fuzz-hypothesis
 
 fuzz-hypothesis: install
-	env -u DATABASE_URL -u REDIS_URL HYPOTHESIS_PROFILE=nightly $(PY) -m pytest -q -p no:cacheprovider \
+	env -u DATABASE_URL -u REDIS_URL HYPOTHESIS_PROFILE=nightly FUZZ_RUNS=$(FUZZ_RUNS) $(PY) -m pytest -q -p no:cacheprovider \
 		--hypothesis-show-statistics tests/fuzz $(PYTEST_ARGS)
 
 fuzz-atheris: install

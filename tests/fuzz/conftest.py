@@ -1,8 +1,8 @@
 """Hypothesis profiles for the fuzz targets (issue 16 §5).
 
 ``ci`` (the default, what ``make test`` runs): a few hundred inputs per target, seconds in all. ``nightly``
-(``make fuzz``, or ``HYPOTHESIS_PROFILE=nightly``): 100,000 inputs per target. No example database is written
-into the checkout: every crasher found is kept as an explicit ``@example`` or a plain test instead.
+(``make fuzz``, or ``HYPOTHESIS_PROFILE=nightly``): 100,000 inputs per target, or ``FUZZ_RUNS``. No example
+database is written into the checkout: every crasher found is kept as an explicit ``@example`` or a plain test instead.
 """
 
 from __future__ import annotations
@@ -18,5 +18,5 @@ _COMMON = {
     "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 }
 settings.register_profile("ci", max_examples=300, **_COMMON)
-settings.register_profile("nightly", max_examples=100_000, **_COMMON)
+settings.register_profile("nightly", max_examples=int(os.environ.get("FUZZ_RUNS", "100000")), **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
