@@ -2,7 +2,8 @@
 
 ``ci`` (the default, what ``make test`` runs): a few hundred inputs per target, seconds in all. ``nightly``
 (``make fuzz``, or ``HYPOTHESIS_PROFILE=nightly``): 100,000 inputs per target, or ``FUZZ_RUNS``. No example
-database is written into the checkout: every crasher found is kept as an explicit ``@example`` or a plain test instead.
+database is written into the checkout: every crasher found is kept as an explicit ``@example`` or a plain
+test instead.
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ def check_request(data: bytes) -> None:
 @example(BODY_OPEN + b"<message to='bob@localhost'><body>hi</body></message></body>")
 @example(BODY_OPEN + b"<presence xmlns='jabber:client' a='&#9;'/></body>")
 @example(  # crasher (atheris): a '}' in a namespace broke the element name the child was written with
-    BODY_OPEN + b"<iq type='get' id='p'><ping xmlns='urn:xmpp:ping{http://jabber$org/protocol/httpbind}body'/>"
+    BODY_OPEN
+    + b"<iq type='get' id='p'><ping xmlns='urn:xmpp:ping{http://jabber$org/protocol/httpbind}body'/>"
     b"</iq></body>"
 )
 def test_a_request_is_one_body_or_a_bad_request_and_its_children_reach_the_core_well_formed(data):

@@ -110,7 +110,7 @@ def test_crasher_a_namespace_with_a_brace_ends_the_stream_with_bad_format_and_ro
     # form (nor parsed by ElementTree-based clients such as slixmpp): it is refused as it arrives.
     evil = (
         b"<message to='bob@localhost'><x xmlns=\"a}message&#9;from='admin@localhost'&gt;&lt;body&gt;spoof"
-        b"&lt;/body&gt;&lt;/message&gt;&lt;y\"/></message>"
+        b'&lt;/body&gt;&lt;/message&gt;&lt;y"/></message>'
     )
     conn, transcript = run(harness.settings_for("tls"), [*harness.login_prefix(), evil])
     assert not [event for event in transcript.events if isinstance(event, StanzaReceived)]
