@@ -54,11 +54,12 @@ def test_arbitrary_websocket_messages_after_a_login(data, tail):
 
 @given(anything().flatmap(chunkings))
 @example([b"\xfb", b"\x00\x00\x00", b"\x00"])  # atheris: expat's error column depends on the cut, not more
+@example([b"n", b"\x00\x00"])  # atheris: whole, expat holds it as a partial token, silent
 def test_how_the_bytes_are_cut_changes_nothing_the_server_says_or_does(chunks):
     settings = harness.settings_for("tls")
     _, whole = run(settings, [b"".join(chunks)])
     _, cut = run(settings, chunks)
-    assert cut.comparable() == whole.comparable()
+    harness.assert_cut_changes_nothing(whole, cut)
 
 
 # -- the parser alone ---------------------------------------------------------------------------------
