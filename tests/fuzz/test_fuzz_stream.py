@@ -33,6 +33,17 @@ def test_arbitrary_bytes_in_arbitrary_chunks_end_in_a_stream_error_or_a_clean_cl
     run(harness.settings_for(mode), data.draw(chunkings(stream)))
 
 
+def test_crasher_a_stream_header_that_undeclares_the_default_namespace_is_invalid_namespace():
+    # Found by atheris: xmlns='' reaches the parser as None, and writing the root start tag again (to prime
+    # the next stanza's parser) raised AttributeError out of receive_data, before authentication.
+    header = (
+        b"<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='' "
+        b"to='localhost' version='1.0'>"
+    )
+    conn, transcript = run(harness.settings_for("tls"), [header, b"<presence/>"])
+    assert transcript.summary()[-1] == ("close", "invalid-namespace")  # RFC 6120 §4.8.2: not jabber:client
+
+
 @given(st.data(), anything(), st.sampled_from(["tls", "starttls"]))
 def test_arbitrary_bytes_after_a_valid_stream_opening(data, tail, mode):
     run(harness.settings_for(mode), [harness.HEADER, *data.draw(chunkings(tail))])

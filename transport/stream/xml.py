@@ -316,8 +316,8 @@ def _root_start_tag(name: str, declared: dict[str, str]) -> bytes:
         prefix = "root"  # a namespace not declared on the root itself cannot happen at depth 0; be safe
         declared = {**declared, prefix: uri}
     qname = f"{prefix}:{local}" if prefix else local
-    declarations = "".join(
-        f' xmlns{":" + p if p else ""}="{_escape_attr(u)}"' for p, u in declared.items()
+    declarations = "".join(  # u is None for xmlns="" (no default namespace)
+        f' xmlns{":" + p if p else ""}="{_escape_attr(u or "")}"' for p, u in declared.items()
     )
     return f"<{qname}{declarations}>".encode()
 
