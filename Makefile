@@ -1,4 +1,4 @@
-# xmppauth: `make run` starts the embedded server, `make test` runs the whole suite.
+# xmppauth: `make run` starts the embedded server, `make test` runs the whole suite, `make fuzz` the long fuzz run.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +7,7 @@ TEST_PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-sqlite test-postgres lint
+.PHONY: install run test test-sqlite test-postgres lint fuzz fuzz-hypothesis fuzz-atheris
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,3 +45,23 @@ test-postgres: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Nightly-style fuzzing (issue 16 §5): every hypothesis target with 100,000 inputs (profile `nightly`, tests/fuzz),
+# then every atheris (libFuzzer, coverage-guided) target for FUZZ_RUNS inputs. `make test` runs the short
+# hypothesis profile (`ci`). Crashers: var/fuzz/<target>-crash-*, to be kept as tests/fuzz regression examples.
+# Here (2 shared cores, December 2026): fuzz-atheris about 16 min; fuzz-hypothesis ran 2,000 inputs per test
+# in 396 s, so its 100,000 take hours: run it nightly, or with a smaller FUZZ_RUNS.
+FUZZ_RUNS ?= 100000
+FUZZ_TARGETS ?= xml stream sasl certfacts bosh
+
+fuzz: fuzz-atheris fuzz-hypothesis
+
+fuzz-hypothesis: install
+	env -u DATABASE_URL -u REDIS_URL HYPOTHESIS_PROFILE=nightly FUZZ_RUNS=$(FUZZ_RUNS) $(PY) -m pytest -q -p no:cacheprovider \
+		--hypothesis-show-statistics tests/fuzz $(PYTEST_ARGS)
+
+fuzz-atheris: install
+	for target in $(FUZZ_TARGETS); do \
+		env -u DATABASE_URL -u REDIS_URL $(PY) -m tests.fuzz.atheris_targets $$target -runs=$(FUZZ_RUNS) \
+			-print_final_stats=1 || exit 1; \
+	done

@@ -193,13 +193,13 @@ class CertificateAuthenticator:
         self._checked = None
         try:
             certs = _as_certificates(chain)
+            facts = pki.cert_facts(certs[0]) if certs else None  # ValueError: e.g. a duplicate extension
         except ValueError as exc:
             reason = f"client certificate cannot be parsed: {exc}"
             self._record(None, None, None, None, reason)
             return CertCheck(None, False, reason)
-        if not certs:
+        if not certs or facts is None:
             return CertCheck(None, False, "no client certificate presented")
-        facts = pki.cert_facts(certs[0])
         if self.listener_tls is None:
             return CertCheck(facts, False, REASON_NO_TLS)
         anchors = trust_anchors(self.listener_tls.cacertfile)

@@ -3,6 +3,7 @@ whose output is read line by line, and stopping a child process cleanly."""
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import socket
@@ -12,7 +13,37 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: manage.py runs from here
+
+
+# CI sets the first (.ci/run): a test that needs Redis then fails instead of skipping, so what CI claims to
+# run cannot vanish from it silently. The comparison's ejabberd/Prosody tests skip only with the second set.
+REQUIRE_REDIS = "XMPPAUTH_REQUIRE_REDIS"
+SKIP_COMPARISON = "XMPPAUTH_SKIP_COMPARISON"
+
+
+def skip_without_redis(why: str | None) -> None:
+    """Skip the calling test when Redis is unreachable (``why`` says why), or fail it under REQUIRE_REDIS."""
+    if why is None:
+        return
+    if os.environ.get(REQUIRE_REDIS):
+        pytest.fail(f"{why}; {REQUIRE_REDIS} is set, so this test may not skip")
+    pytest.skip(why)
+
+
+def need_comparison_target(name: str, installed: bool) -> None:
+    """The benchmark's ``name`` (ejabberd, Prosody) must be installed unless XMPPAUTH_SKIP_COMPARISON=1 says
+    to skip its tests: a missing server fails by default, with what to do about it."""
+    if installed:
+        return
+    if os.environ.get(SKIP_COMPARISON) == "1":
+        pytest.skip(f"{name} not installed ({SKIP_COMPARISON}=1)")
+    pytest.fail(
+        f"{name} is not installed: install Debian's ejabberd, prosody and prosody-modules (.ci/run does), "
+        f"or set {SKIP_COMPARISON}=1 to skip the comparison's tests"
+    )
 
 
 def free_port() -> int:

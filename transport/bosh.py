@@ -69,6 +69,7 @@ MAX_HOLD = 1
 INACTIVITY = 60  # seconds without a request before the session ends (§7.1 'inactivity')
 POLLING = 2  # shortest allowed polling interval (§7.1 'polling')
 MAX_BODY = 1 << 20  # bytes of one request body
+MAX_INT_DIGITS = 16  # an integer attribute (rid, wait, hold) has at most this many digits
 CONTENT_TYPE = b"text/xml; charset=utf-8"
 # The answer to a CORS preflight from an allowed origin (Fetch, "CORS protocol"): what a BOSH client sends.
 PREFLIGHT_HEADERS = (
@@ -140,8 +141,10 @@ def _int_attr(body: Element, name: str, default: int | None = None) -> int:
         if default is None:
             raise BoshError(BAD_REQUEST, f"the <body/> has no '{name}'", 400)
         return default
-    if not value.isdigit():
-        raise BoshError(BAD_REQUEST, f"'{name}' is not a non-negative integer", 400)
+    # ASCII digits only: str.isdigit() also takes '²' or '٣', which int() then refuses or reads. At most 16
+    # of them: XEP-0124 §14.1 keeps rid below 2**53, and nothing else here is larger.
+    if not (value.isascii() and value.isdigit() and len(value) <= MAX_INT_DIGITS):
+        raise BoshError(BAD_REQUEST, f"'{name}' is not a non-negative integer of at most 16 digits", 400)
     return int(value)
 
 

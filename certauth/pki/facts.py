@@ -55,7 +55,18 @@ def _extension(cert: x509.Certificate, cls: type[x509.ExtensionType]) -> x509.Ex
 
 
 def cert_facts(cert: x509.Certificate) -> CertFacts:
-    """Extract :class:`CertFacts` from ``cert``."""
+    """Extract :class:`CertFacts` from ``cert``; ``ValueError`` when its names or extensions cannot be parsed.
+
+    cryptography parses names and extensions on first use and raises ``DuplicateExtension`` (RFC 5280 §4.2:
+    "MUST NOT include more than one instance of a particular extension"), ``UnsupportedGeneralNameType``, or
+    ``TypeError`` (a BIT STRING attribute under another OID than x500UniqueIdentifier), which are not
+    ``ValueError``: they are turned into one here, so callers refuse such a certificate with a reason.
+    """
+    for part in ("subject", "issuer", "extensions"):  # parsed here, once, so every failure has one type
+        try:
+            getattr(cert, part)
+        except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+            raise ValueError(f"certificate {part} cannot be parsed: {exc}") from None
     basic = _extension(cert, x509.BasicConstraints)
     eku = _extension(cert, x509.ExtendedKeyUsage)
     san = _extension(cert, x509.SubjectAlternativeName)

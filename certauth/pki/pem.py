@@ -11,11 +11,18 @@ _PEM_MARK = b"-----BEGIN"
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
-    """All certificates of a PEM bundle (RFC 7468 §5), or the one certificate of DER data."""
+    """All certificates of a PEM bundle (RFC 7468 §5), or the one certificate of DER data; ValueError if not.
+
+    cryptography raises ``InvalidVersion``, not a ValueError, for a version other than v1..v3 (RFC 5280
+    §4.1.2.1): it is turned into one, so callers refuse such data as unparsable.
+    """
     data = bytes(data)
-    if _PEM_MARK in data:
-        return x509.load_pem_x509_certificates(data)  # ValueError when there is none
-    return [x509.load_der_x509_certificate(data)]
+    try:
+        if _PEM_MARK in data:
+            return x509.load_pem_x509_certificates(data)  # ValueError when there is none
+        return [x509.load_der_x509_certificate(data)]
+    except x509.InvalidVersion as exc:
+        raise ValueError(f"not a certificate: {exc}") from None
 
 
 def load_certificate(data: bytes) -> x509.Certificate:

@@ -71,7 +71,7 @@ def xmppaddrs_of(cert: x509.Certificate) -> list[str]:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
-    except ValueError as exc:
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         logger.warning("ignoring unparsable extensions of certificate serial %x: %s", cert.serial_number, exc)
         return []
     jids: list[str] = []

@@ -16,24 +16,18 @@ import textwrap
 import uuid
 from pathlib import Path
 
-import pytest
-
 from tests.certauth.crlhelpers import make_crl
 from tests.certauth.crlserver import CrlServer
 from tests.certs import make_ca
+from tests.im.processes import redis_unreachable as redis_unreachable_at
+from tests.processes import skip_without_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 PROJECT = Path(__file__).resolve().parents[2]
 
 
 def redis_unreachable() -> str | None:
-    try:
-        import redis  # noqa: PLC0415
-
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except Exception as exc:  # noqa: BLE001 (any failure means: no Redis to test with)
-        return f"Redis at {REDIS_URL} unreachable: {exc}"
-    return None
+    return redis_unreachable_at(REDIS_URL)
 
 
 def celery_command() -> list[str]:
@@ -75,8 +69,8 @@ SEND = """
 """
 
 
-@pytest.mark.skipif(bool(redis_unreachable()), reason=redis_unreachable() or "")
 def test_celery_worker_refreshes_a_crl_source_into_the_database(tmp_path: Path):
+    skip_without_redis(redis_unreachable())
     ca = make_ca("Worker External CA")
     (tmp_path / "ca.pem").write_bytes(ca.pem)
     database = tmp_path / "worker.sqlite3"

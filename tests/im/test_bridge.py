@@ -109,8 +109,10 @@ def test_a_message_arriving_after_the_session_ended_goes_back_to_the_router(monk
 
 
 @pytest.mark.django_db(transaction=True)  # the bridge routes in worker threads
-def test_those_that_got_directed_presence_get_unavailable_when_the_session_ends():
+def test_those_that_got_directed_presence_get_unavailable_when_the_session_ends(monkeypatch):
     from tests.im.test_router import live  # noqa: PLC0415 (a registry row with a channel)
+
+    monkeypatch.setattr(bridge_module, "DRAIN_SECONDS", 0.0)  # the end of the work task is the sentinel
 
     domain = Domain.objects.create(name="localhost")
     for name in ("alice", "bob", "carol"):
@@ -136,7 +138,8 @@ def test_those_that_got_directed_presence_get_unavailable_when_the_session_ends(
         session.stop()
         gone = load((await layer.receive(bob))["xml"])
         assert (gone.get("type"), gone.get("from")) == ("unavailable", "alice@localhost/a")  # RFC 6121 §4.6.3
-        await asyncio.sleep(0.5)
+        # The sentinel: the bridge's work task returns only after _finish has sent all it will ever send.
+        await session._tasks[0]
         assert layer.channels.get(carol) is None or layer.channels[carol].empty()  # told once already
 
     run(scenario)

@@ -27,6 +27,7 @@ from tests.im.processes import (
     wait_listening,
 )
 from tests.im.strophe_agent import StropheAgent
+from tests.processes import skip_without_redis
 from tests.transport.runc2s_process import manage
 from tests.transport.tlsclient import make_pki
 
@@ -116,8 +117,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def redis_cluster(tmp_path_factory):
-    if NO_REDIS:
-        pytest.skip(NO_REDIS)
+    skip_without_redis(NO_REDIS)
     cluster = Cluster(tmp_path_factory.mktemp("cluster"), REDIS_TEST_URL)
     cluster.router_process = cluster.router()  # one `runworker xmpp.router` for the module
     yield cluster

@@ -32,7 +32,7 @@ from tests.certauth.test_crl_celery_worker import (
     run_python,
 )
 from tests.certs import make_client
-from tests.processes import ROOT, Managed, free_port
+from tests.processes import ROOT, Managed, free_port, skip_without_redis
 from tests.transport.runc2s_process import environment, manage
 from tests.transport.sessionclient import Refused, login
 from tests.transport.tlsclient import client_context, make_pki
@@ -109,8 +109,8 @@ def assert_ended_by_revocation(session, text: str) -> None:
 
 @pytest.mark.parametrize("redis", [False, True], ids=["without_redis", "with_redis"])
 def test_pki_revoke_in_another_process_ends_the_session_held_by_runc2s(tmp_path, migrated_database, redis):
-    if redis and NO_REDIS:
-        pytest.skip(NO_REDIS)
+    if redis:
+        skip_without_redis(NO_REDIS)
     env, pki, port = scratch(tmp_path, migrated_database)
     if redis:
         env["REDIS_URL"] = REDIS_URL
@@ -159,8 +159,8 @@ def test_pki_revoke_ends_the_session_held_by_runxmpp_without_redis(tmp_path, mig
     assert "Traceback" not in output
 
 
-@pytest.mark.skipif(bool(NO_REDIS), reason=NO_REDIS or "")
 def test_crl_refreshed_by_a_celery_worker_ends_the_session_held_by_runc2s(tmp_path, migrated_database):
+    skip_without_redis(NO_REDIS)
     env, pki, port = scratch(tmp_path, migrated_database, cacertfile=False)  # the CA is a database row
     queue_name = f"sessiontest-{uuid.uuid4().hex}"
     env.update(REDIS_URL=REDIS_URL, CA_PEM=str(tmp_path / "ca.pem"), TEST_QUEUE=queue_name)

@@ -28,9 +28,13 @@ def qname(namespace: str, local: str) -> str:
 
 
 def split_qname(name: str) -> tuple[str, str]:
-    """``{ns}local`` -> (ns, local); a name without namespace -> ("", name)."""
+    """``{ns}local`` -> (ns, local); a name without namespace -> ("", name).
+
+    Split at the last ``}``: a namespace name may contain one (expat does not check URIs), a local name,
+    an XML NCName, cannot (Namespaces in XML 1.0 §3).
+    """
     if name.startswith("{"):
-        namespace, _, local = name[1:].partition("}")
+        namespace, _, local = name[1:].rpartition("}")
         return namespace, local
     return "", name
 

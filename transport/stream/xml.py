@@ -241,7 +241,11 @@ class StreamParser:
                 errors.UNSUPPORTED_ENCODING, f"encoding {encoding!r}: only UTF-8"
             )  # §11.6
 
-    def _on_ns_decl(self, prefix: str | None, uri: str) -> None:
+    def _on_ns_decl(self, prefix: str | None, uri: str | None) -> None:
+        if uri and ("{" in uri or "}" in uri):  # None: xmlns="" undeclares the default namespace
+            # Names are kept as '{namespace}local' (ElementTree's form, as clients' parsers do): a brace,
+            # which no URI holds (RFC 3986 §2), would make them ambiguous and break the recipient's parser.
+            raise errors.StreamError(errors.BAD_FORMAT, f"namespace name {uri[:100]!r} is not a URI")
         self._pending_ns[prefix or ""] = uri
 
     def _on_start(self, name: str, attrs: dict[str, str]) -> None:
@@ -312,8 +316,8 @@ def _root_start_tag(name: str, declared: dict[str, str]) -> bytes:
         prefix = "root"  # a namespace not declared on the root itself cannot happen at depth 0; be safe
         declared = {**declared, prefix: uri}
     qname = f"{prefix}:{local}" if prefix else local
-    declarations = "".join(
-        f' xmlns{":" + p if p else ""}="{_escape_attr(u)}"' for p, u in declared.items()
+    declarations = "".join(  # u is None for xmlns="" (no default namespace)
+        f' xmlns{":" + p if p else ""}="{_escape_attr(u or "")}"' for p, u in declared.items()
     )
     return f"<{qname}{declarations}>".encode()
 
@@ -322,11 +326,14 @@ def _root_start_tag(name: str, declared: dict[str, str]) -> bytes:
 
 
 def _escape_text(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    # XML 1.0 §2.11: a literal CR would be read back as LF, so it is written as a character reference.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
 
 
 def _escape_attr(text: str) -> str:
-    return _escape_text(text).replace('"', "&quot;").replace("'", "&apos;")
+    # XML 1.0 §3.3.3: literal tab, LF and CR in an attribute value are read back as spaces.
+    escaped = _escape_text(text).replace('"', "&quot;").replace("'", "&apos;")
+    return escaped.replace("\t", "&#9;").replace("\n", "&#10;")
 
 
 def _write(element: Element, parent_ns: str | None, declare_stream: bool, out: list[str]) -> None:
