@@ -109,9 +109,9 @@ def import_ca(
     ``allowed_domains`` only when given (checked by the caller: ``certauth.forms.clean_allowed_domains``)."""
     try:
         cert = pki.load_certificate(pem)
+        facts = pki.cert_facts(cert)  # ValueError too, for a certificate we cannot read (fuzzing found some)
     except ValueError as exc:
         raise PkiError(f"not a certificate: {exc}") from exc
-    facts = pki.cert_facts(cert)
     if not facts.is_ca:
         raise PkiError("this certificate is not a CA (basicConstraints cA is not true)")
     if CertificateAuthority.objects.filter(fingerprint_sha256=facts.fingerprint_sha256).exists():
@@ -268,6 +268,7 @@ def import_certificate(pem: bytes, *, account: Account | None = None) -> Certifi
     """Register an existing client certificate (the `db` auth method needs it registered to an account)."""
     try:
         cert = pki.load_certificate(pem)
+        pki.cert_facts(cert)  # what _record reads: refuse here a certificate we cannot read
     except ValueError as exc:
         raise PkiError(f"not a certificate: {exc}") from exc
     fingerprint = pki.fingerprint_sha256(cert)

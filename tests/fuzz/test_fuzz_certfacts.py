@@ -231,3 +231,28 @@ def test_crasher_client_certificates_are_refused_with_a_reason_and_an_auth_event
     assert (check.facts, check.verified) == (None, False)
     assert check.reason.startswith(f"client certificate cannot be parsed: {message}")
     assert AuthEvent.objects.order_by("-pk").first().reason.startswith(check.reason)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("crasher", list(CRASHERS))
+def test_crasher_certificates_are_refused_by_the_import_services_with_a_pki_error(crasher):
+    # The admin's import pages and `pki import-ca` / `import-cert` call these: a PkiError is a form error or
+    # one command line, where any other exception would be a 500 or a traceback.
+    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+
+    from certauth import services  # noqa: PLC0415
+    from certauth.models import Certificate, CertificateAuthority  # noqa: PLC0415
+
+    make, _ = CRASHERS[crasher]
+    der = make()
+    try:
+        pem = load_certificates(der)[0].public_bytes(Encoding.PEM)
+    except ValueError:  # the loader itself refuses it: the PEM of the raw DER then
+        import base64  # noqa: PLC0415
+
+        pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\n"
+    with pytest.raises(services.PkiError, match="not a certificate"):
+        services.import_ca(pem)
+    with pytest.raises(services.PkiError, match="not a certificate"):
+        services.import_certificate(pem)
+    assert not CertificateAuthority.objects.exists() and not Certificate.objects.exists()
