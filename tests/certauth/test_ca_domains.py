@@ -9,14 +9,11 @@ and the listener's ``tls.cacert_domains`` for the anchors of its ``tls.cacertfil
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import replace
 from io import StringIO
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
@@ -24,12 +21,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts.models import Account, Domain
-from certauth import pki, trust
+from certauth import trust
 from certauth.authenticator import CertificateAuthenticator
 from certauth.configcas import sync_config_cas
 from certauth.models import AuthEvent, CertificateAuthority
 from tests.certauth.crlhelpers import add_ca_row
-from tests.certs import Issued, make_ca, make_client, make_self_signed
+from tests.certs import Issued, make_ca, make_client, make_intermediate, make_root, make_self_signed
 from xmppauth.config import AuthConfig, C2SListener, Config, TlsOptions, XmppauthOptions
 
 pytestmark = pytest.mark.django_db
@@ -93,54 +90,10 @@ def assert_domain_refused(result, ca_name: str, domain: str, jid: str) -> None:
     assert result.reason == event.reason
 
 
-def _ca_builder(subject: x509.Name, issuer: x509.Name, public_key, path_length: int | None, issuer_ski):
-    now = dt.datetime.now(dt.UTC)
-    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski or ski), critical=False
-        )
-    )
-
-
 def make_root_and_intermediate(name: str) -> tuple[Issued, Issued]:
     """A root that may have one CA below it (pathLen 1), and that intermediate (pathLen 0)."""
-    root_key = pki.generate_private_key("ec-p256")
-    root_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, f"{name} root")])
-    root_cert = _ca_builder(root_name, root_name, root_key.public_key(), 1, None).sign(
-        root_key, hashes.SHA256()
-    )
-    root = Issued(root_cert, root_key)
-    key = pki.generate_private_key("ec-p256")
-    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, f"{name} intermediate")])
-    root_ski = root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = _ca_builder(subject, root_name, key.public_key(), 0, root_ski).sign(
-        root_key, hashes.SHA256()
-    )
-    return root, Issued(cert, key, root)
+    root = make_root(f"{name} root")
+    return root, make_intermediate(root, f"{name} intermediate")
 
 
 # --- a CA row limited to some domains --------------------------------------------------------------------
