@@ -20,6 +20,7 @@ from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 from certauth.pki import CertFacts
 from transport.stream import (
     AuthenticateRequest,
+    BindRequest,
     C2SConnection,
     Close,
     IdentityAuthenticator,
@@ -124,7 +125,8 @@ def drive(
     settings: StreamSettings, chunks: Sequence[bytes], *, facts: CertFacts | None = None
 ) -> tuple[C2SConnection, Transcript]:
     """Feed ``chunks`` to a new connection as an adapter would: STARTTLS is answered with ``facts``
-    (verified), an EXTERNAL request with the XEP-0178 identity rules (certauth.identity, no database)."""
+    (verified), an EXTERNAL request with the XEP-0178 identity rules (certauth.identity, no database), a
+    bind request with a passing re-check."""
     facts = alice_facts() if facts is None else facts
     counter = itertools.count()
     direct = settings.tls_mode == "tls" or settings.framing == "websocket"
@@ -152,6 +154,8 @@ def drive(
                 take(
                     conn.auth_result(authenticator.authenticate_external(event.facts, event.authzid, DOMAIN))
                 )
+            elif isinstance(event, BindRequest):
+                take(conn.bind_result(None))  # the adapter's re-check at bind passes (no database here)
 
     for chunk in chunks:
         take(conn.receive_data(chunk))
