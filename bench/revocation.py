@@ -6,26 +6,15 @@ default, or ``DATABASE_URL``) filled with 10 000 certificates and 10 000 CRL-lis
 
 from __future__ import annotations
 
-import os
 import timeit
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from bench.testdb import in_test_database
+
 
 def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "xmppauth.settings")
-    import django
-
-    django.setup()
-    from django.db import connection
-    from django.test.utils import setup_test_environment
-
-    setup_test_environment()
-    old_name = connection.creation.create_test_db(verbosity=0)
-    try:
-        run()
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+    in_test_database(run)
 
 
 def run() -> None:

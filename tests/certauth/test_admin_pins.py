@@ -11,7 +11,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from accounts.models import Account, Domain
-from certauth import trust
 from certauth.authenticator import CertificateAuthenticator
 from certauth.models import SelfSignedPin
 from tests.certs import make_ca, make_client, make_self_signed
@@ -20,13 +19,6 @@ from xmppauth.config import AuthConfig, Config, TlsOptions, XmppauthOptions
 pytestmark = pytest.mark.django_db
 
 CAROL = "carol@localhost"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_trust_cache():
-    trust.invalidate()
-    yield
-    trust.invalidate()
 
 
 @pytest.fixture

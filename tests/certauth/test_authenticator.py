@@ -10,7 +10,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from accounts.models import Account, Domain
-from certauth import trust
 from certauth.authenticator import CertificateAuthenticator
 from certauth.configcas import sync_config_cas
 from certauth.models import (
@@ -36,14 +35,6 @@ from xmppauth.config import AuthConfig, C2SListener, Config, HttpAuthOptions, Tl
 pytestmark = pytest.mark.django_db
 
 DOMAIN = "localhost"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_trust_cache():
-    # Rolled-back test transactions send no post_delete, so start every test with an empty cache.
-    trust.invalidate()
-    yield
-    trust.invalidate()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from accounts.models import Account
-from certauth import trust
 from certauth.authenticator import CertificateAuthenticator
 from certauth.models import AuthEvent, Certificate, CrlSource, RevocationReason, RevokedSerial
 from tests.certauth.crlhelpers import add_ca_row
@@ -33,13 +32,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture(autouse=True)
-def _fresh_trust_cache():
-    trust.invalidate()
-    yield
-    trust.invalidate()
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts.models import Account, Domain
-from certauth import trust
 from certauth.authenticator import CertificateAuthenticator
 from certauth.configcas import sync_config_cas
 from certauth.models import AuthEvent, CertificateAuthority
@@ -32,14 +31,6 @@ from xmppauth.config import AuthConfig, C2SListener, Config, TlsOptions, Xmppaut
 pytestmark = pytest.mark.django_db
 
 HOSTS = ("a.example", "b.example")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_trust_cache():
-    # Rolled-back test transactions send no post_delete, so start every test with an empty cache.
-    trust.invalidate()
-    yield
-    trust.invalidate()
 
 
 def authenticator(

@@ -30,13 +30,6 @@ pytestmark = pytest.mark.django_db
 Origin = CertificateAuthority.Origin
 
 
-@pytest.fixture(autouse=True)
-def _fresh_trust_cache():
-    trust.invalidate()
-    yield
-    trust.invalidate()
-
-
 def config(
     cacertfile: Path | None = None,
     *,

@@ -9,7 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certauth import crlfetch, revocation, trust
+from certauth import crlfetch, revocation
 from certauth.models import CrlSource, RevokedSerial
 from certauth.signals import external_revocations_found
 from tests.certauth.crlhelpers import add_source, authenticator, make_crl, options
@@ -19,13 +19,6 @@ from tests.certs import make_ca, make_client
 pytestmark = pytest.mark.django_db
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(autouse=True)
-def _fresh_trust_cache():
-    trust.invalidate()
-    yield
-    trust.invalidate()
 
 
 def refresh(source: CrlSource, **kwargs) -> crlfetch.RefreshOutcome:

@@ -16,7 +16,7 @@ from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Account, Domain
-from certauth import pins, services, trust
+from certauth import pins, services
 from certauth.authenticator import CertificateAuthenticator
 from certauth.models import AuthEvent, SelfSignedPin
 from certauth.verify import verify_client_chain
@@ -28,13 +28,6 @@ pytestmark = pytest.mark.django_db
 
 DOMAIN = "localhost"
 CAROL = "carol@localhost"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_trust_cache():
-    trust.invalidate()
-    yield
-    trust.invalidate()
 
 
 def authenticator(*, peer: str = "127.0.0.1:40000", verify_mode: str = "selfsigned_peer", methods=("pki",)):
