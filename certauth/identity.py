@@ -16,6 +16,7 @@ directly. Every refusal carries a SASL condition and a human reason, and is logg
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import unicodedata
@@ -93,6 +94,7 @@ def normalise_localpart(local: str) -> str:
     return enforced
 
 
+@functools.lru_cache(maxsize=1024)  # asked for every hosted domain at every login: pure, so once per name
 def normalise_domain(domain: str) -> str:
     """[RFC7622] §3.2: IDNA2008 with the UTS #46 mapping (case, width), compared as U-labels; without the
     trailing dot of a fully qualified name. An IP literal in brackets is kept as written, lowered."""
