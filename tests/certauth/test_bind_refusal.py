@@ -171,3 +171,48 @@ def test_bind_without_a_certificate_checked_at_the_handshake_is_refused(clock):
     refusal = auth.refusal_at_bind(FULL_JID)
     assert refusal.condition == "not-authorized"
     assert refusal.reason == "bind refused: no verified client certificate on this connection"
+
+
+# --- a password session (issue 14): no certificate, so only its account is asked again ---------------------
+
+
+def password_session(password: str = "correct horse battery") -> CertificateAuthenticator:
+    """An authenticator whose connection logged in as alice with PLAIN (method rdbms), no certificate."""
+    from accounts.passwords import set_password  # noqa: PLC0415
+    from transport.stream.events import PasswordStepRequest  # noqa: PLC0415
+
+    auth_config = AuthConfig(methods=("rdbms",), sasl_mechanisms=("plain",))
+    set_password(make_account("alice@localhost"), password, auth_config.password, validate=False)
+    config = Config(hosts=(DOMAIN,), auth=auth_config)
+    auth = CertificateAuthenticator(config, TlsOptions(verify_mode="peer"), "tcp", PEER)
+    step = PasswordStepRequest("PLAIN", b"\0alice\0" + password.encode(), DOMAIN, True, {}, False)
+    assert auth.authenticate_password(step).jid == "alice@localhost"
+    return auth
+
+
+def test_a_password_session_binds_its_own_active_account():
+    assert password_session().refusal_at_bind(FULL_JID) is None
+
+
+def test_a_password_session_is_refused_at_bind_once_its_account_is_disabled():
+    auth = password_session()
+    Account.objects.filter(localpart="alice").update(active=False)
+    refusal = auth.refusal_at_bind(FULL_JID)
+    assert refusal is not None and refusal.condition == "not-authorized"
+    assert "account alice@localhost is disabled or gone" in refusal.reason
+    assert AuthEvent.objects.order_by("-pk").first().reason == refusal.reason
+
+
+def test_a_password_session_is_refused_at_bind_once_its_account_is_gone():
+    auth = password_session()
+    Account.objects.filter(localpart="alice").delete()
+    refusal = auth.refusal_at_bind(FULL_JID)
+    assert refusal is not None and "disabled or gone" in refusal.reason
+
+
+def test_a_password_session_cannot_bind_another_accounts_jid():
+    auth = password_session()
+    make_account("bob@localhost")
+    refusal = auth.refusal_at_bind("bob@localhost/phone")
+    assert refusal is not None and refusal.condition == "not-authorized"
+    assert "not the JID the password proved" in refusal.reason
