@@ -31,7 +31,7 @@ from certauth import downloads, pins, pki, services
 from certauth.adminviews import attachment, form_page
 from certauth.forms import IssueCertificateForm, PinSelfSignedForm, RevokeForm, SignCsrForm
 from certauth.models import AuthEvent, Certificate, SelfSignedPin
-from transport.models import LiveSession
+from transport.sessions.models import LiveSession
 
 
 class DomainForm(forms.ModelForm):
@@ -277,7 +277,7 @@ class AccountAdmin(admin.ModelAdmin):
             form,
             submit_label="Pin",
             intro=(
-                "With tls.verify_mode = \"selfsigned_peer\", a self-signed certificate logs in only as the "
+                'With tls.verify_mode = "selfsigned_peer", a self-signed certificate logs in only as the '
                 "account it is pinned to. An account may hold several pins (one per device); one without "
                 "any is pinned at its first self-signed login."
             ),
@@ -443,7 +443,8 @@ class RosterItemAdmin(admin.ModelAdmin):
     readonly_fields = [field.name for field in RosterItem._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # the subscription states follow the protocol (transport.im.subscription), not forms
+        # the subscription states follow the protocol (transport.xmpp.im.subscription), not forms
+        return False
 
 
 @admin.register(OfflineMessage)

@@ -94,7 +94,7 @@ class RosterItem(models.Model):
     """One contact on an account's roster and the subscription state between them (RFC 6121 §2, §3).
 
     ``subscription`` + ``ask`` (Pending Out) + ``pending_in`` are the nine states of RFC 6121 Appendix A;
-    the transitions are in ``transport.im.subscription``. ``pending_in_stanza`` keeps the contact's last
+    the transitions are in ``transport.xmpp.im.subscription``. ``pending_in_stanza`` keeps the contact's last
     subscription request so it can be delivered again at the next login (§3.1.3).
     """
 

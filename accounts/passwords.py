@@ -155,8 +155,6 @@ class PasswordExchange:
         if mechanism == "PLAIN":
             return PlainServer(find)
         try:
-            return ScramServer(
-                mechanism, find, channel_bindings=channel_bindings, plus_offered=plus_offered
-            )
+            return ScramServer(mechanism, find, channel_bindings=channel_bindings, plus_offered=plus_offered)
         except ValueError:
             return None

@@ -1,7 +1,8 @@
 """Benchmark: cost of the credentials re-check at resource binding (prints figures; not a test).
 
 ``CertificateAuthenticator.refusal_at_bind`` runs once per bind, in the worker thread that already inserts the
-session's row (transport.live.bind_session): the certificate's expiry, its revocation (the one-statement
+session's row (transport.sessions.registry.bind_session): the certificate's expiry, its revocation (the
+one-statement
 check of certauth.revocation) and the account's active flag (one statement). Issue 11 point 6.
 
 Run: ``.venv/bin/python -m bench.bind_check`` from the checkout. Uses a throw-away test database (SQLite by
@@ -44,8 +45,15 @@ def run() -> None:
     n = 10_000
     Certificate.objects.bulk_create(
         Certificate(
-            serial=format(i, "x"), issuer=ca, issuer_name="CN=bench", fingerprint_sha256=f"{i:064x}",
-            subject=f"CN=u{i}", not_before=now, not_after=now, source=Certificate.Source.IMPORTED, pem="-",
+            serial=format(i, "x"),
+            issuer=ca,
+            issuer_name="CN=bench",
+            fingerprint_sha256=f"{i:064x}",
+            subject=f"CN=u{i}",
+            not_before=now,
+            not_after=now,
+            source=Certificate.Source.IMPORTED,
+            pem="-",
         )
         for i in range(n)
     )

@@ -156,14 +156,14 @@ def serial_of(identity: Identity) -> int:
 def count_commands(since_id: int) -> int:
     from django.db import close_old_connections  # noqa: PLC0415
 
-    from transport.models import SessionTermination  # noqa: PLC0415
+    from transport.sessions.models import SessionTermination  # noqa: PLC0415
 
     close_old_connections()
     return SessionTermination.objects.filter(id__gt=since_id).count()
 
 
 def last_command_id() -> int:
-    from transport import sessions  # noqa: PLC0415
+    from transport.sessions import terminations as sessions  # noqa: PLC0415
 
     return sessions.last_termination_id()
 

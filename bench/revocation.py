@@ -28,15 +28,26 @@ def run() -> None:
     ca_cert = build_ca("bench CA", generate_private_key("ec-p256"))
     facts = cert_facts(ca_cert)
     ca = CertificateAuthority.objects.create(
-        name="bench", certificate_pem="-", subject=facts.subject, fingerprint_sha256=facts.fingerprint_sha256,
-        not_before=now, not_after=now,
+        name="bench",
+        certificate_pem="-",
+        subject=facts.subject,
+        fingerprint_sha256=facts.fingerprint_sha256,
+        not_before=now,
+        not_after=now,
     )
     source = CrlSource.objects.create(ca=ca, kind=CrlSource.Kind.OPERATOR_URL, location="http://bench/crl")
     n = 10_000
     Certificate.objects.bulk_create(
         Certificate(
-            serial=format(i, "x"), issuer=ca, issuer_name="CN=bench", fingerprint_sha256=f"{i:064x}",
-            subject=f"CN=u{i}", not_before=now, not_after=now, source=Certificate.Source.ISSUED, pem="-",
+            serial=format(i, "x"),
+            issuer=ca,
+            issuer_name="CN=bench",
+            fingerprint_sha256=f"{i:064x}",
+            subject=f"CN=u{i}",
+            not_before=now,
+            not_after=now,
+            source=Certificate.Source.ISSUED,
+            pem="-",
         )
         for i in range(n)
     )
@@ -66,12 +77,22 @@ def run_path(ca, source, now, runs: int) -> None:
 
     CrlSource.objects.filter(pk=source.pk).update(last_success_at=now, next_update=now + timedelta(days=1))
     inter = CertificateAuthority.objects.create(
-        name="bench inter", certificate_pem="-", subject="CN=bench inter", fingerprint_sha256="d" * 64,
-        not_before=now, not_after=now, origin=CertificateAuthority.Origin.LEARNED,
+        name="bench inter",
+        certificate_pem="-",
+        subject="CN=bench inter",
+        fingerprint_sha256="d" * 64,
+        not_before=now,
+        not_after=now,
+        origin=CertificateAuthority.Origin.LEARNED,
         trusted_for_client_auth=False,
     )
-    CrlSource.objects.create(ca=inter, kind=CrlSource.Kind.DISTRIBUTION_POINT, location="http://bench/inter",
-                             last_success_at=now, next_update=now + timedelta(days=1))
+    CrlSource.objects.create(
+        ca=inter,
+        kind=CrlSource.Kind.DISTRIBUTION_POINT,
+        location="http://bench/inter",
+        last_success_at=now,
+        next_update=now + timedelta(days=1),
+    )
     leaf = PathLink("e" * 64, "ffffffff", "CN=leaf", "CN=bench", ca.pk, is_leaf=True)
     leaf_of_inter = PathLink("e" * 64, "ffffffff", "CN=leaf", "CN=bench inter", inter.pk, is_leaf=True)
     inter_link = PathLink("d" * 64, "abcdef", "CN=bench inter", "CN=bench", ca.pk, is_leaf=False)
@@ -79,12 +100,15 @@ def run_path(ca, source, now, runs: int) -> None:
     for label, links in (("leaf of a root", [leaf]), ("leaf + intermediate", [leaf_of_inter, inter_link])):
         for require in (False, True):
             assert path_revocation_problem(links, now=now, grace=grace, require_revocation=require) is None
-            per_call = timeit.timeit(
-                lambda links=links, require=require: path_revocation_problem(
-                    links, now=now, grace=grace, require_revocation=require
-                ),
-                number=runs,
-            ) / runs
+            per_call = (
+                timeit.timeit(
+                    lambda links=links, require=require: path_revocation_problem(
+                        links, now=now, grace=grace, require_revocation=require
+                    ),
+                    number=runs,
+                )
+                / runs
+            )
             what = f"{label}{', require_revocation' if require else ''}"
             print(f"{connection.vendor:10} {what:40} {per_call * 1e3:.3f} ms per path_revocation_problem")
 

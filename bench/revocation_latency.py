@@ -96,7 +96,7 @@ def revoke_by_command(env: dict[str, str], fingerprint: str) -> None:
 
 def commit_time(fingerprint: str) -> float:
     """When the termination command of ``fingerprint`` was written (epoch seconds)."""
-    from transport.models import SessionTermination  # noqa: PLC0415
+    from transport.sessions.models import SessionTermination  # noqa: PLC0415
 
     row = SessionTermination.objects.filter(fingerprint=fingerprint).order_by("-id").first()
     if row is None:

@@ -10,7 +10,7 @@ top of the password login, a client certificate that
 
 When the session's user is logged in, it must be that same user. Anything else gets HTTP 403 with one line,
 and the refusal is logged and recorded as an auth event (transport ``admin``). The chain comes from the ASGI
-TLS extension (``transport.daphne_server``, or ``transport.proxy_cert`` behind a trusted proxy).
+TLS extension (``transport.http.server``, or ``transport.http.proxy_cert`` behind a trusted proxy).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from xmppauth.config import TlsOptions
 logger = logging.getLogger(__name__)
 
 TLS_EXTENSION = "tls"  # the ASGI TLS extension
-LISTENER_EXTENSION = "xmppauth.listener"  # set by transport.daphne_server for our TLS listeners
+LISTENER_EXTENSION = "xmppauth.listener"  # set by transport.http.server for our TLS listeners
 TRANSPORT = "admin"
 
 

@@ -13,7 +13,8 @@ Per connection: ``CertificateAuthenticator(config, listener_tls, transport, peer
    verified path (``certauth.trust.domain_refusal``), for a self-signed certificate (``selfsigned_peer``)
    its pin (``certauth.pins``), then the auth methods in order, and last the pin at first use.
 3. :meth:`~CertificateAuthenticator.refusal_at_bind` when the client binds a resource, after the session is
-   in the live registry (``transport.live.bind_session``): the certificate's expiry and revocation (the whole
+   in the live registry (``transport.sessions.registry.bind_session``): the certificate's expiry and
+   revocation (the whole
    path) and the account's active flag once more, so that nothing that changed since SASL success reaches a
    session.
 
@@ -55,7 +56,7 @@ from certauth.pki import CertFacts
 from certauth.revocation import PathLink, path_revocation_problem
 from certauth.trust import TrustAnchors, domain_refusal, trust_anchors
 from certauth.verify import verify_client_chain
-from transport.stream.auth import AuthResult  # the core's verdict: we implement its Authenticator
+from transport.xmpp.auth import AuthResult  # the core's verdict: we implement its Authenticator
 from xmppauth import fastsql, limits
 from xmppauth.config import Config, TlsOptions
 
@@ -330,12 +331,16 @@ class CertificateAuthenticator:
         self._record(facts, authzid, decision.jid, None, reason, jid_tried=decision.jid)
         logger.info(
             "SASL EXTERNAL success: %s as %s via %s from %s (%s)",
-            facts.subject, decision.jid, self.transport, self.peer, reason,
+            facts.subject,
+            decision.jid,
+            self.transport,
+            self.peer,
+            reason,
         )
         return AuthResult(jid=decision.jid, reason=reason)
 
     def authenticate_password(self, request: Any) -> AuthResult:
-        """One step of PLAIN or SCRAM (a ``transport.stream.events.PasswordStepRequest``), method ``rdbms``.
+        """One step of PLAIN or SCRAM (a ``transport.xmpp.events.PasswordStepRequest``), method ``rdbms``.
 
         The exchange lives in ``accounts.passwords``; each finished attempt writes an ``AuthEvent`` here,
         with the mechanism and the reason (never the password).
@@ -373,7 +378,10 @@ class CertificateAuthenticator:
             return
         logger.info(
             "SASL password failure (%s) via %s from %s: %s",
-            step.condition, self.transport, self.peer, step.reason,
+            step.condition,
+            self.transport,
+            self.peer,
+            step.reason,
         )
         self._record(None, None, None, step.condition or NOT_AUTHORIZED, step.reason, jid_tried=jid_tried)
 
@@ -394,7 +402,8 @@ class CertificateAuthenticator:
     def refusal_at_bind(self, full_jid: str) -> BindRefusal | None:
         """None when ``full_jid`` may be bound now; else the refusal, logged and recorded as an AuthEvent.
 
-        Run in a worker thread after the session entered the live registry (``transport.live``), so that a
+        Run in a worker thread after the session entered the live registry (``transport.sessions.registry``),
+        so that a
         revocation committed after this read reaches the session through the termination watcher, and one
         committed before it is seen here: however long the client waited between SASL success and bind.
         """
@@ -413,7 +422,8 @@ class CertificateAuthenticator:
             return self._refuse_bind(None, full_jid, BIND_NOT_AUTHORIZED, REASON_NO_CHECKED_CERT)
         facts = checked.facts
         now = self._clock()
-        if facts.not_after < now:  # RFC 5280 §4.1.2.5; as the registry's expiry timer (transport.live)
+        # RFC 5280 §4.1.2.5; as the registry's expiry timer (transport.sessions.registry)
+        if facts.not_after < now:
             expired = f"certificate expired {facts.not_after:%Y-%m-%d %H:%M:%S} UTC"
             return self._refuse_bind(facts, full_jid, BIND_CREDENTIALS_GONE, expired)
         revoked = self.revocation_problem_now()
@@ -431,7 +441,11 @@ class CertificateAuthenticator:
         self._record(facts, None, None, condition, reason, jid_tried=full_jid)
         logger.info(
             "resource binding refused (%s) for %s via %s from %s: %s",
-            condition, full_jid, self.transport, self.peer, reason,
+            condition,
+            full_jid,
+            self.transport,
+            self.peer,
+            reason,
         )
         return BindRefusal(condition, reason)
 
@@ -448,7 +462,11 @@ class CertificateAuthenticator:
         self._record(facts, authzid, None, condition, reason, jid_tried=jid)
         logger.info(
             "SASL EXTERNAL failure (%s) for %s via %s from %s: %s",
-            condition, facts.subject if facts else "no certificate", self.transport, self.peer, reason,
+            condition,
+            facts.subject if facts else "no certificate",
+            self.transport,
+            self.peer,
+            reason,
         )
         return AuthResult.refuse(condition, reason)
 
@@ -494,4 +512,3 @@ def _record_refusal(peer: str) -> bool:
             "auth events: more than %d refusals from %s within a minute, not all recorded", allowed, address
         )
     return seen <= allowed
-

@@ -70,9 +70,7 @@ class _Identified(Protocol):
     def serial(self) -> str: ...
 
 
-def revocation_status(
-    facts: _Identified, issuer_ca_row: CertificateAuthority | int | None
-) -> str | None:
+def revocation_status(facts: _Identified, issuer_ca_row: CertificateAuthority | int | None) -> str | None:
     """``None`` when the certificate is not known to be revoked or held, else the human reason.
 
     ``issuer_ca_row`` is the issuing CA's row (or its primary key) when the issuer is one; without it only our
@@ -373,4 +371,3 @@ def subordinate_cas_listed(ca: CertificateAuthority, serials: Iterable[str]) -> 
             continue
         found.append(row)
     return found
-

@@ -28,7 +28,6 @@ def republish_our_crls() -> int:
     return republished
 
 
-
 # --- CRLs of external CAs (certauth.crlsources, certauth.crlfetch) ----------------------------------------
 
 SYNC_INTERVAL = 3600.0  # seconds between two discoveries of sources in one process
@@ -84,4 +83,3 @@ def purge_auth_events() -> int:
     if deleted:
         logger.info("purged %d auth event(s) older than %s", deleted, horizon.isoformat(timespec="seconds"))
     return deleted
-

@@ -16,7 +16,8 @@ id-kp-clientAuth (RFC 5280 §4.2.1.12); without one, any use is allowed.
 
 Modes follow MongooseIM's ``tls.verify_mode``: ``peer`` (a chain to a trust anchor), ``selfsigned_peer`` (also
 a self-signed leaf whose own signature and dates check) and ``none``: the listener requests no client
-certificate (``transport.tls``), so no certificate is ever accepted there; one that arrives anyway (it cannot
+certificate (``transport.tls.context``), so no certificate is ever accepted there; one that arrives anyway
+(it cannot
 over our own TLS) is refused, never counted as verified (fail closed; DESIGN §0).
 
 Measured on the development box (``bench/verify_chain.py``): 0.04-0.07 ms per verification of a leaf issued

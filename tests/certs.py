@@ -206,8 +206,12 @@ def _ca_certificate(
 def make_root(common_name: str = "xmppauth test root", *, path_length: int = 1, days: int = 365) -> Issued:
     """A self-signed root that may sign intermediates (pathLen ``path_length``), unlike :func:`make_ca`."""
     key = generate_private_key(KEY_TYPE)
-    return Issued(_ca_certificate(common_name, key, None, path_length=path_length, crl_url=None,
-                                  serial=None, days=days), key)
+    return Issued(
+        _ca_certificate(
+            common_name, key, None, path_length=path_length, crl_url=None, serial=None, days=days
+        ),
+        key,
+    )
 
 
 def make_intermediate(

@@ -637,7 +637,7 @@ def test_a_tls_listener_cannot_be_behind_a_proxy() -> None:
 def test_a_plain_listener_behind_a_proxy_is_read() -> None:
     config = parse(BEHIND_PROXY + '[xmppauth]\ntrusted_proxies = ["127.0.0.1"]\n')
     assert config.listen_http[0].behind_tls_proxy and config.listen_http[0].tls is None
-    assert not parse('[[listen.http]]\nport = 5280\n').listen_http[0].behind_tls_proxy
+    assert not parse("[[listen.http]]\nport = 5280\n").listen_http[0].behind_tls_proxy
 
 
 def test_crl_refresh_max_below_min_is_rejected() -> None:

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.models import Domain
 from certauth.models import AuthEvent
-from transport.models import LiveSession
+from transport.sessions.models import LiveSession
 from xmppauth import fastsql
 
 pytestmark = pytest.mark.django_db

@@ -1,11 +1,11 @@
 """ASGI entry point: HTTP (admin, CRLs), XMPP over WebSocket (RFC 7395) and BOSH (XEP-0206).
 
-Served by ``python -m transport.daphne_server`` (which adds the client's TLS chain to the scope) or by
+Served by ``python -m transport.http.server`` (which adds the client's TLS chain to the scope) or by
 ``manage.py runxmpp``. The outermost layer takes client certificates from trusted TLS-terminating proxies
-(``transport.proxy_cert``, ``[xmppauth] trusted_proxies``). The WebSocket and BOSH paths are the
+(``transport.http.proxy_cert``, ``[xmppauth] trusted_proxies``). The WebSocket and BOSH paths are the
 ``handlers.mod_websockets`` / ``handlers.mod_bosh`` paths of every ``[[listen.http]]`` listener
-(``transport.routing``). The outermost layer keeps a ``crl_only`` listener to our CRLs
-(``transport.routing.CrlOnlyListeners``).
+(``transport.http.routing``). The outermost layer keeps a ``crl_only`` listener to our CRLs
+(``transport.http.routing.CrlOnlyListeners``).
 """
 
 import os
@@ -25,9 +25,9 @@ from certauth.configcas import prepare_process_or_exit  # noqa: E402
 prepare_process_or_exit(settings.XMPP)
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from transport.proxy_cert import ProxyClientCertMiddleware  # noqa: E402
-from transport.router import ROUTER_CHANNEL, RouterConsumer  # noqa: E402
-from transport.routing import CrlOnlyListeners, http_router, websocket_router  # noqa: E402
+from transport.http.proxy_cert import ProxyClientCertMiddleware  # noqa: E402
+from transport.http.routing import CrlOnlyListeners, http_router, websocket_router  # noqa: E402
+from transport.im.router import ROUTER_CHANNEL, RouterConsumer  # noqa: E402
 
 application = CrlOnlyListeners(
     ProxyClientCertMiddleware(

@@ -6,7 +6,8 @@ than ``expiry`` is dropped and its channel leaves every group; a group membershi
 ends.
 
 Why: the stock layer runs ``_clean_expired`` on every ``receive`` and ``group_send``, which walks every
-channel and every group. Each TCP session listens on a channel of its own (``transport.bridge``), so each new
+channel and every group. Each TCP session listens on a channel of its own (``transport.im.bridge``), so each
+new
 session's first ``receive`` cost O(sessions): logins fell from 82/s to 24/s as 10 000 sessions piled up
 (bench/RESULTS.md). Here a ``receive`` expires only its own channel's messages, and the global walk (for
 channels nobody receives on, and for group memberships) runs at most once per :data:`SWEEP_INTERVAL`.

@@ -197,7 +197,7 @@ class HttpHandler:
     host: str = "_"
     path: str = "/"
     # Our own key: origins (scheme://host[:port], canonical) whose pages may use this handler besides the
-    # request's own origin; transport.origin applies it.
+    # request's own origin; transport.http.origin applies it.
     allowed_origins: tuple[str, ...] = ()
 
 
@@ -210,7 +210,7 @@ class HttpListener:
     backlog: int = BACKLOG_DEFAULT
     # Plain listener behind a TLS-terminating proxy: X-SSL-Client-Cert from [xmppauth] trusted_proxies counts.
     behind_tls_proxy: bool = False
-    crl_only: bool = False  # plain HTTP serving only /crl/ (transport.routing.CrlOnlyListeners)
+    crl_only: bool = False  # plain HTTP serving only /crl/ (transport.http.routing.CrlOnlyListeners)
 
 
 @dataclass(frozen=True)
@@ -273,7 +273,8 @@ class XmppauthOptions:
     - ``process_liveness_seconds``: with Redis, each listener process keeps a liveness key that expires this
       long after its last refresh (refreshed every third of it). Once a process's key is gone, another
       listener takes its sessions out of the registry and re-routes the stanzas still waiting on their
-      channels (delivered elsewhere, stored offline, or bounced: ``transport.liveness``). So a stanza sent to
+      channels (delivered elsewhere, stored offline, or bounced: ``transport.im.liveness``). So a stanza sent
+      to
       a dead listener is re-routed within this bound plus one sweep (1 s), not lost. Default 5.
     - ``max_offline_messages``: offline messages (XEP-0160) kept per account, as MongooseIM's ``mod_offline``
       ``access_max_user_messages``: past it a message is bounced to its sender with ``service-unavailable``
@@ -618,7 +619,7 @@ def _parse_c2s(listener: _Table) -> C2SListener:
 
 
 def _parse_allowed_origins(handler: _Table) -> tuple[str, ...]:
-    from transport.origin import parse_allowed_origin  # noqa: PLC0415 (transport.origin imports this module)
+    from transport.http.origin import parse_allowed_origin  # noqa: PLC0415 (transport.http.origin imports this module)
 
     origins: list[str] = []
     for index, value in enumerate(handler.strings("allowed_origins", ())):

@@ -20,7 +20,7 @@ from django.utils.safestring import SafeString
 from accounts.models import Account
 from certauth.admin import revocation_overview
 from certauth.models import AuthEvent, Certificate, CertificateAuthority
-from transport.models import LiveSession
+from transport.sessions.models import LiveSession
 
 CHART_HOURS = 3  # logins per minute over this many hours
 FAILURE_HOURS = 24  # failures grouped by reason over this many hours

@@ -1,7 +1,8 @@
 """Database connections of the long-running listener processes (runc2s, runxmpp): kept open per thread.
 
 Django's default here (``CONN_MAX_AGE = 0``, settings) closes the connection after each call. The
-listeners run every database call in a thread of Twisted's pool (``transport.tcp``, ``transport.live``),
+listeners run every database call in a thread of Twisted's pool (``transport.tcp.protocol``,
+``transport.sessions.registry``),
 each followed by ``close_old_connections()``: with age 0 every call opened a new connection, about a third
 of a login's server CPU (bench: 18.4 -> 12.4 ms per login with SQLite). Listener processes keep one
 connection per pool thread instead, for :data:`LISTENER_CONN_MAX_AGE` seconds, with Django's health check

@@ -30,9 +30,7 @@ except ConfigError as exc:
 
 SECRET_KEY = read_or_create_secret("XMPPAUTH_SECRET_KEY", VAR_DIR / "django-secret-key")
 # Key under which CA private keys are encrypted at rest (certauth.pki.keys).
-KEY_ENCRYPTION_KEY = read_or_create_secret(
-    "XMPPAUTH_KEY_ENCRYPTION_KEY", VAR_DIR / "key-encryption-key"
-)
+KEY_ENCRYPTION_KEY = read_or_create_secret("XMPPAUTH_KEY_ENCRYPTION_KEY", VAR_DIR / "key-encryption-key")
 
 DEBUG = os.environ.get("XMPPAUTH_DEBUG", "") == "1"
 

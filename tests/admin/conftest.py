@@ -9,7 +9,7 @@ from django.test import Client
 from accounts.models import Account, Domain
 from certauth import services
 from certauth.models import CertificateAuthority
-from transport import sessions
+from transport.sessions import terminations as sessions
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def user_client(django_user_model) -> Client:
 
 @pytest.fixture
 def live_session(issued) -> sessions.SessionFacts:
-    """A session row as a listener process writes it (transport.sessions.save_session)."""
+    """A session row as a listener process writes it (transport.sessions.terminations.save_session)."""
     facts = sessions.SessionFacts(
         full_jid="alice@localhost/phone",
         transport="websocket",

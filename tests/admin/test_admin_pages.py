@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from certauth import pki, services
 from certauth.models import AuthEvent, Certificate
-from transport.models import LiveSession, SessionTermination
+from transport.sessions.models import LiveSession, SessionTermination
 
 pytestmark = pytest.mark.django_db
 

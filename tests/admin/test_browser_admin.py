@@ -31,8 +31,8 @@ from tests.transport.test_session_termination_processes import (  # noqa: F401 (
     stop,
 )
 from tests.transport.tlsclient import client_context
-from transport import sessions
-from transport.models import SessionTermination
+from transport.sessions import terminations as sessions
+from transport.sessions.models import SessionTermination
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it)
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -156,7 +156,8 @@ def test_end_a_session_from_the_account_page(admin_page: Page, live_server, our_
     expect(page.locator(".messagelist")).to_contain_text("asked to end")
     assert page.url.endswith(f"/admin/accounts/account/{alice.pk}/change/")
     command = SessionTermination.objects.get(target=SessionTermination.Target.SESSION)
-    # what every listener process applies to the sessions it holds (transport.live.TerminationWatcher)
+    # what every listener process applies to the sessions it holds
+    # (transport.sessions.registry.TerminationWatcher)
     watched = sessions.terminations_since(0, timezone.now() - timedelta(minutes=1))
     assert [c.id for c in watched if sessions.matches(c, facts)] == [command.id]
     assert (command.condition, command.text) == ("reset", "ended by the operator")

@@ -21,8 +21,8 @@ from certauth import services
 from certauth.models import AuthEvent, CrlSource
 from tests.certauth.crlhelpers import add_ca_row
 from tests.certs import make_ca
-from transport import sessions
-from transport.models import LiveSession
+from transport.sessions import terminations as sessions
+from transport.sessions.models import LiveSession
 from xmppauth import dashboard
 
 pytestmark = pytest.mark.django_db

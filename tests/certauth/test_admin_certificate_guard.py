@@ -142,4 +142,3 @@ def test_a_staff_certificate_inside_another_staff_users_session_is_forbidden(sit
 def get_final_url(port: int, opener) -> str:
     with opener.open(f"https://127.0.0.1:{port}/admin/", timeout=20) as response:
         return response.url
-

@@ -3,7 +3,7 @@
 Issue 11 point 6: a certificate revoked, held or expired, or an account disabled, after the handshake never
 reaches a bound session. RFC 6120 §4.9.3.16 (``reset``: the certificate no longer holds) and §4.9.3.12
 (``not-authorized``: binding refused to a disabled account). The transports call this through
-``transport.live.bind_session`` (tests/transport/test_bind_recheck.py drives it over real TLS).
+``transport.sessions.registry.bind_session`` (tests/transport/test_bind_recheck.py drives it over real TLS).
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ def test_crl_gone_stale_since_sasl_is_refused_fail_closed(ca, ca_row, clock):
     )
     refusal = auth.refusal_at_bind(FULL_JID)
     assert refusal.condition == "reset"
-    assert refusal.reason.startswith("bind refused: certificate revocation status unknown: CRL http://crl.test/")
+    assert refusal.reason.startswith(
+        "bind refused: certificate revocation status unknown: CRL http://crl.test/"
+    )
 
 
 def test_certificate_expired_since_sasl_is_refused_with_reset(ca, ca_row, clock):
@@ -179,7 +181,7 @@ def test_bind_without_a_certificate_checked_at_the_handshake_is_refused(clock):
 def password_session(password: str = "correct horse battery") -> CertificateAuthenticator:
     """An authenticator whose connection logged in as alice with PLAIN (method rdbms), no certificate."""
     from accounts.passwords import set_password  # noqa: PLC0415
-    from transport.stream.events import PasswordStepRequest  # noqa: PLC0415
+    from transport.xmpp.events import PasswordStepRequest  # noqa: PLC0415
 
     auth_config = AuthConfig(methods=("rdbms",), sasl_mechanisms=("plain",))
     set_password(make_account("alice@localhost"), password, auth_config.password, validate=False)

@@ -178,14 +178,22 @@ def test_an_intermediate_learnt_after_the_handshake_counts_at_the_next_check(ser
     result = auth.authenticate_external(client.facts, None, "localhost")
 
     assert result.condition == "not-authorized"
-    assert last_event().reason.startswith("certificate revoked 2026-09-03 keyCompromise (CRL http://127.0.0.1:")
+    assert last_event().reason.startswith(
+        "certificate revoked 2026-09-03 keyCompromise (CRL http://127.0.0.1:"
+    )
     assert auth.issuer_ca_id == inter_row.pk
 
 
 def test_stale_crl_of_the_intermediate_refuses_and_a_fresh_one_accepts(server, root, inter, root_row):
     inter_row = learn(inter, root)
-    source = fetched(server, inter_row, inter, "/inter.crl", this_update=NOW - timedelta(days=3),
-                     next_update=NOW - timedelta(hours=2))
+    source = fetched(
+        server,
+        inter_row,
+        inter,
+        "/inter.crl",
+        this_update=NOW - timedelta(days=3),
+        next_update=NOW - timedelta(hours=2),
+    )
     check = authenticator().check_certificate(sent(leaf(inter)))
     assert not check.verified
     assert check.reason == (

@@ -53,8 +53,12 @@ def test_one_statement_answers_as_the_orm_lookups(sources, certificate):
             revoked_at=NOW,
         )
     elif certificate in ("serial in CRL", "CRL hold"):
-        source = CrlSource.objects.create(ca=ca_row, kind=CrlSource.Kind.DISTRIBUTION_POINT,
-                                          location="http://listing/crl", next_update=NOW + timedelta(days=1))
+        source = CrlSource.objects.create(
+            ca=ca_row,
+            kind=CrlSource.Kind.DISTRIBUTION_POINT,
+            location="http://listing/crl",
+            next_update=NOW + timedelta(days=1),
+        )
         hold = certificate == "CRL hold"
         reason = RevocationReason.CERTIFICATE_HOLD if hold else RevocationReason.UNSPECIFIED
         RevokedSerial.objects.create(

@@ -27,17 +27,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "xmppauth.settings")
 
 # Coverage feedback from our code only (instrumenting all of Django takes minutes): the pure layers first,
 # then, once Django's apps are loaded, the BOSH adapter.
-with atheris.instrument_imports(include=["transport.stream", "certauth.pki", "certauth.identity"]):
+with atheris.instrument_imports(include=["transport.xmpp", "certauth.pki", "certauth.identity"]):
     import certauth.identity  # noqa: E402, F401
     import certauth.pki  # noqa: E402, F401
-    import transport.stream  # noqa: E402, F401
+    import transport.xmpp  # noqa: E402, F401
 
 import django  # noqa: E402
 
 django.setup()
 
-with atheris.instrument_imports(include=["transport.bosh"]):
-    import transport.bosh  # noqa: E402, F401
+with atheris.instrument_imports(include=["transport.http.bosh"]):
+    import transport.http.bosh  # noqa: E402, F401
 
 from tests.fuzz import harness  # noqa: E402
 from tests.fuzz.strategies import TOKENS  # noqa: E402

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 
 from certauth.pki import CertFacts
-from transport.stream import (
+from transport.xmpp import (
     AuthenticateRequest,
     BindRequest,
     C2SConnection,
@@ -29,8 +29,8 @@ from transport.stream import (
     StreamSettings,
     errors,
 )
-from transport.stream import namespaces as ns
-from transport.stream.xml import serialize, stream_footer
+from transport.xmpp import namespaces as ns
+from transport.xmpp.xml import serialize, stream_footer
 
 # Far beyond what one input takes (microseconds to milliseconds): only a hang reaches it.
 HANG_SECONDS = 10.0

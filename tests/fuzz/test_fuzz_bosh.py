@@ -1,4 +1,5 @@
-"""Fuzzing the BOSH body parser (transport/bosh.py, XEP-0124 §7, §9; XEP-0206): the request ``<body/>`` read
+"""Fuzzing the BOSH body parser (transport/http/bosh.py, XEP-0124 §7, §9; XEP-0206): the request ``<body/>``
+read
 by the core's restricted parser, its integer attributes (rid, wait, hold), and its children as the session
 hands them to the c2s core (each serialised, in RFC 7395 framing).
 
@@ -15,8 +16,8 @@ from hypothesis import strategies as st
 
 from tests.fuzz import harness
 from tests.fuzz.strategies import TOKENS, anything
-from transport.bosh import BODY, BoshError, _as_client_stanza, _int_attr, parse_body
-from transport.stream.xml import StanzaParsed, StreamParser, next_piece, serialize
+from transport.http.bosh import BODY, BoshError, _as_client_stanza, _int_attr, parse_body
+from transport.xmpp.xml import StanzaParsed, StreamParser, next_piece, serialize
 
 BODY_OPEN = b"<body xmlns='http://jabber.org/protocol/httpbind' rid='1' sid='s'>"
 INTEGERS = st.one_of(
@@ -70,7 +71,7 @@ def check_request(data: bytes) -> None:
             frame = serialize(_as_client_stanza(child), default_ns=None, declare_stream=True)
             parser = StreamParser(1 << 20, framed=True)
             events, position = [], 0
-            while position < len(frame):  # as the core reads it (transport/stream/connection.py)
+            while position < len(frame):  # as the core reads it (transport/xmpp/connection.py)
                 end = next_piece(frame, position)
                 events += parser.feed(frame[position:end])
                 position = end

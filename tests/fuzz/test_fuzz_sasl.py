@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from certauth.identity import InvalidJid, parse_bare_jid, parse_jid
 from tests.fuzz import harness
-from transport.stream import Authenticated, AuthenticateRequest
-from transport.stream import namespaces as ns
+from transport.xmpp import Authenticated, AuthenticateRequest
+from transport.xmpp import namespaces as ns
 
 SASL_REFUSALS = {"incorrect-encoding", "invalid-authzid", "not-authorized"}
 # Text XML 1.0 §2.2 allows (what a client can put in an element at all).

@@ -1,4 +1,4 @@
-"""Fuzzing the sans-I/O c2s core (transport/stream/): the XML parser with its RFC 6120 §11 limits and the
+"""Fuzzing the sans-I/O c2s core (transport/xmpp/): the XML parser with its RFC 6120 §11 limits and the
 state machine, fed arbitrary bytes in arbitrary chunkings, from the first byte and after a valid stream
 opening or a complete login (issue 16 §5).
 
@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from tests.fuzz import harness
 from tests.fuzz.strategies import anything, chunkings
-from transport.stream import StanzaReceived, errors
-from transport.stream.namespaces import split_qname
-from transport.stream.xml import StanzaParsed, StreamEnd, StreamOpen, StreamParser, next_piece, serialize
+from transport.xmpp import StanzaReceived, errors
+from transport.xmpp.namespaces import split_qname
+from transport.xmpp.xml import StanzaParsed, StreamEnd, StreamOpen, StreamParser, next_piece, serialize
 
 MODES = st.sampled_from(["tls", "starttls", "starttls_required", "none"])
 

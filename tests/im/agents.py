@@ -145,7 +145,6 @@ class SlixAgent(StanzaInbox):
             return self.stream_errors[0]
 
 
-
 def is_message(sender_bare: str, body: str | None = None) -> Callable[[Element], bool]:
     def match(e: Element) -> bool:
         return (

@@ -92,4 +92,3 @@ class StropheAgent(StanzaInbox):
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-

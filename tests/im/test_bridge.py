@@ -16,9 +16,9 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 
 from accounts.models import Account, Domain, OfflineMessage
-from transport import bridge as bridge_module
-from transport.bridge import SessionBridge
-from transport.router import ROUTER_CHANNEL, close_message, load, presence_request, stanza_message
+from transport.im import bridge as bridge_module
+from transport.im.bridge import SessionBridge
+from transport.im.router import ROUTER_CHANNEL, close_message, load, presence_request, stanza_message
 
 MESSAGE = (
     "<message xmlns='jabber:client' from='bob@localhost/b' to='alice@localhost/a' type='chat'>"
@@ -183,6 +183,7 @@ def test_an_offline_message_leaves_the_store_only_once_the_stream_took_it():
     async def scenario(layer, session, adapter):
         session.from_client(fromstring("<presence xmlns='jabber:client' from='alice@localhost/a'/>"))
         await until(lambda: delivered == ["o2"], "o2 delivered")
+
         def stored():
             return list(OfflineMessage.objects.values_list("id", flat=True))
 
@@ -306,7 +307,5 @@ def test_a_client_within_the_queued_stanza_limit_keeps_its_session(xmpp_options)
 
 def test_a_client_flooding_past_the_queued_byte_limit_is_ended_with_policy_violation(xmpp_options):
     xmpp_options(session_queue_bytes=4096)
-    assert flood(3, "y" * 3000) == [
-        ("policy-violation", "too many stanzas waiting to be routed")
-    ]
+    assert flood(3, "y" * 3000) == [("policy-violation", "too many stanzas waiting to be routed")]
     assert flood(1, "y" * 3000) == []

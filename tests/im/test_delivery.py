@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from transport.im.delivery import (
+from transport.xmpp.im.delivery import (
     Action,
     Resource,
     decide,

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from django.conf import settings
 
-from transport import sessions
+from transport.sessions import terminations as sessions
 
 
 def test_lease_is_the_configured_session_lease_seconds(monkeypatch):

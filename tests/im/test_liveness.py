@@ -1,4 +1,4 @@
-"""Per-process liveness keys and the sweep of a dead listener (transport.liveness; issue 16 point 1).
+"""Per-process liveness keys and the sweep of a dead listener (transport.im.liveness; issue 16 point 1).
 
 The sweep is driven against a real Redis (its own key prefix) and the test database; the stanza it finds is
 put on the dead process's channel by channels-redis itself. The end-to-end proof with a SIGKILLed runc2s is
@@ -16,10 +16,10 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from tests.im.processes import REDIS_TEST_URL, redis_unreachable
-from transport import liveness
-from transport.liveness import ALIVE_KEY, SWEPT_KEY, Liveness, reroutable
-from transport.models import LiveSession
-from transport.router import ROUTER_CHANNEL, load
+from transport.im import liveness
+from transport.im.liveness import ALIVE_KEY, SWEPT_KEY, Liveness, reroutable
+from transport.im.router import ROUTER_CHANNEL, load
+from transport.sessions.models import LiveSession
 
 NO_REDIS = redis_unreachable()
 

@@ -78,7 +78,7 @@ class Cluster:
         )
         env = server_env(self.directory, config, self.redis_url, self.router_channel)
         process = Managed(
-            env, "-m", "transport.daphne_server", "-e", "xmpptls:listener=0", "xmppauth.asgi:application"
+            env, "-m", "transport.http.server", "-e", "xmpptls:listener=0", "xmppauth.asgi:application"
         )
         self.processes.append(process)
         wait_listening(process, https_port)
@@ -109,7 +109,7 @@ class Cluster:
         the WebSocket adapter may log a send after the client closed)."""
         outputs = [(p.args, p.stop()) for p in self.processes]
         for args, output in outputs:
-            ours = "transport/bridge.py" in output or "transport/router" in output
+            ours = "transport/im/bridge.py" in output or "transport/router" in output
             daphne = any("daphne_server" in arg for arg in args)
             assert not ours and (daphne or "Traceback" not in output), output
         return "".join(f"== {args}\n{output}" for args, output in outputs)

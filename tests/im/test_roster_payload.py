@@ -6,7 +6,7 @@ from xml.etree.ElementTree import fromstring
 
 import pytest
 
-from transport.im.roster import GROUP, RosterSetError, item_element, parse_set
+from transport.xmpp.im.roster import GROUP, RosterSetError, item_element, parse_set
 
 
 def query(inner: str):

@@ -16,9 +16,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Account, Domain, OfflineMessage, RosterItem
-from transport import router as router_module
-from transport.models import LiveSession
-from transport.router import ROUTER_CHANNEL, Router, load, older_sessions
+from transport.im import router as router_module
+from transport.im.router import ROUTER_CHANNEL, Router, load, older_sessions
+from transport.sessions.models import LiveSession
 
 pytestmark = pytest.mark.django_db
 

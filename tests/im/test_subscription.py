@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from transport.im import subscription as s
-from transport.im.subscription import (
+from transport.xmpp.im import subscription as s
+from transport.xmpp.im.subscription import (
     ALL_STATES,
     BOTH,
     FROM,

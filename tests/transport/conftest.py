@@ -70,7 +70,7 @@ def c2s(on_reactor, pki, trusted_ca):
     from twisted.internet import reactor
 
     from certauth.configcas import sync_config_cas
-    from transport import tcp
+    from transport.tcp import protocol as tcp
     from xmppauth.config import AuthConfig, C2SListener, Config
 
     ports = []

@@ -1,6 +1,6 @@
 """A tiny ASGI app for transport tests: answers every HTTP request and WebSocket with its scope's TLS facts.
 
-Served by ``python -m transport.daphne_server`` (and stock daphne) in subprocess tests; the reply is JSON
+Served by ``python -m transport.http.server`` (and stock daphne) in subprocess tests; the reply is JSON
 ``{"type", "scheme", "tls", "listener"}``: ``scope["extensions"]["tls"]`` and
 ``["xmppauth.listener"]`` or null.
 """
@@ -36,7 +36,7 @@ async def application(scope, receive, send):
 
 
 def _proxied():
-    from transport.proxy_cert import ProxyClientCertMiddleware
+    from transport.http.proxy_cert import ProxyClientCertMiddleware
 
     return ProxyClientCertMiddleware(application)  # trusted proxies from settings.XMPP (the test's config)
 

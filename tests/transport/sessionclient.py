@@ -64,9 +64,7 @@ class Session:
             return StreamEnd(None, "", raw)
         condition = re.search(rb"<([a-z-]+) xmlns=['\"]urn:ietf:params:xml:ns:xmpp-streams['\"]", error[1])
         text = re.search(rb"<text[^>]*>(.*?)</text>", error[1], re.S)
-        return StreamEnd(
-            condition[1].decode() if condition else None, text[1].decode() if text else "", raw
-        )
+        return StreamEnd(condition[1].decode() if condition else None, text[1].decode() if text else "", raw)
 
     def close(self) -> None:
         try:

@@ -1,5 +1,6 @@
 """``python -m tests.transport.short_recent runxmpp ...``: ``manage.py`` with the termination commands'
-"recent" window (``transport.live.RECENT``, 10 s) shrunk to ``XMPPAUTH_TEST_RECENT_SECONDS`` (default 1 s).
+"recent" window (``transport.sessions.registry.RECENT``, 10 s) shrunk to ``XMPPAUTH_TEST_RECENT_SECONDS``
+(default 1 s).
 
 Time control for tests that bind beyond that window in a server process (tests/transport/xmpphttp.py), rather
 than sleeping ten seconds; nothing else about the server changes.
@@ -17,7 +18,7 @@ def main() -> None:
     import django  # noqa: PLC0415
 
     django.setup()
-    from transport import live  # noqa: PLC0415 (after setup: it imports models)
+    from transport.sessions import registry as live  # noqa: PLC0415 (after setup: it imports models)
 
     live.RECENT = timedelta(seconds=float(os.environ.get("XMPPAUTH_TEST_RECENT_SECONDS", "1")))
     from django.core.management import execute_from_command_line  # noqa: PLC0415

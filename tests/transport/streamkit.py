@@ -6,7 +6,7 @@ import base64
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
-from transport.stream import (
+from transport.xmpp import (
     AuthenticateRequest,
     BindRequest,
     C2SConnection,
@@ -14,8 +14,8 @@ from transport.stream import (
     IdentityAuthenticator,
     StreamSettings,
 )
-from transport.stream import namespaces as ns
-from transport.stream.xml import StanzaParsed, StreamEnd, StreamOpen, StreamParser
+from transport.xmpp import namespaces as ns
+from transport.xmpp.xml import StanzaParsed, StreamEnd, StreamOpen, StreamParser
 
 DOMAIN = "example.org"
 JULIET = "juliet@example.org"

@@ -6,7 +6,8 @@ revoked), §4.9.3.12 (``not-authorized``: binding refused to an account disabled
 A raw client does STARTTLS and SASL EXTERNAL against the real listener, core, authenticator and database;
 then, before it binds, the certificate is revoked (or held, or the account disabled) as the admin does,
 and the client waits until the termination watcher has applied that command *and forgotten it*: the case
-the old "recent commands" window (``transport.live.RECENT``, 10 s) never covered. The window is shrunk to
+the old "recent commands" window (``transport.sessions.registry.RECENT``, 10 s) never covered. The window is
+shrunk to
 1 s here (time control instead of sleeping 10 s); each test asserts the command is out of it before it binds.
 """
 
@@ -40,8 +41,9 @@ from tests.transport.rawxmpp import (
     stream_error_condition,
 )
 from tests.transport.tlsclient import client_context
-from transport import live, sessions
-from transport.models import SessionTermination
+from transport.sessions import registry as live
+from transport.sessions import terminations as sessions
+from transport.sessions.models import SessionTermination
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -25,7 +25,7 @@ from tests.certs import Issued, make_client
 from tests.transport.test_bosh_protocol import AUTH, Client
 from tests.transport.tlsclient import client_context
 from tests.transport.xmpphttp import XmppHttpServer, start_server
-from transport.stream import namespaces as ns
+from transport.xmpp import namespaces as ns
 
 RECENT_SECONDS = 1.0
 BEYOND_THE_WINDOW = RECENT_SECONDS + 1.0  # plus the watcher's poll interval (0.2 s) and a margin

@@ -17,7 +17,7 @@ import pytest
 from tests.certs import make_client
 from tests.transport.tlsclient import client_context
 from tests.transport.xmpphttp import start_server
-from transport.stream import namespaces as ns
+from transport.xmpp import namespaces as ns
 
 HTTPBIND = "http://jabber.org/protocol/httpbind"
 XBOSH = "urn:xmpp:xbosh"

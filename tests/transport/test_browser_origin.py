@@ -7,7 +7,8 @@ alice's certificate to every request for ``https://localhost:PORT`` and loads ``
 which tries SASL EXTERNAL over wss (RFC 7395) or BOSH (XEP-0206):
 
 - from ``http://127.0.0.1:HOSTILE`` (another origin, not allowed): the WebSocket handshake and the BOSH
-  preflight are refused with HTTP 403 (``transport.origin``), and so is a blind no-cors BOSH ``POST``; the
+  preflight are refused with HTTP 403 (``transport.http.origin``), and so is a blind no-cors BOSH ``POST``;
+  the
   server logs each with the origin. No login.
 - from ``http://127.0.0.1:ALLOWED`` (on the handlers' ``allowed_origins``): logs in as alice.
 - from ``https://localhost:PORT`` itself (same origin): logs in as alice. The server has no page of its own

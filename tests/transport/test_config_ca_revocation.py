@@ -2,7 +2,7 @@
 
 Issue 11 (the operator's seed-style configuration): before, a certificate listed in that CRL logged in over
 all four transports. Here the production layout runs on one config and one database: ``manage.py runc2s`` (TCP
-STARTTLS and direct TLS, slixmpp) and ``python -m transport.daphne_server ... xmppauth.asgi:application`` (wss
+STARTTLS and direct TLS, slixmpp) and ``python -m transport.http.server ... xmppauth.asgi:application`` (wss
 and BOSH, Strophe.js under Node). No CA is imported in the admin: the CA is known only from the file. The
 listeners keep a refused connection (``disconnect_on_failure = false``), so a refusal is visible as EXTERNAL
 not offered, and EXTERNAL sent anyway gets ``not-authorized`` (DESIGN §4); each refusal's reason, naming the
@@ -83,7 +83,7 @@ def site(tmp_path_factory):
             for mode, _ in TCP_MODES:
                 c2s.wait_for(f"c2s listening on 127.0.0.1:{ports[mode]}")
             https = Managed(
-                env, "-m", "transport.daphne_server", "-e", "xmpptls:listener=0", "xmppauth.asgi:application"
+                env, "-m", "transport.http.server", "-e", "xmpptls:listener=0", "xmppauth.asgi:application"
             )
             https.wait_for(f"https listening on 127.0.0.1:{ports['peer']}")
             server = XmppHttpServer(pki, directory, {"peer": ports["peer"]}, https.process, env)

@@ -108,7 +108,7 @@ def test_runc2s_refuses_to_start_on_a_bad_crl_files_entry(tmp_path, database, ki
 @pytest.mark.parametrize(
     "command",
     [
-        ("-m", "transport.daphne_server", "-e", "xmpptls:listener=0", "xmppauth.asgi:application"),
+        ("-m", "transport.http.server", "-e", "xmpptls:listener=0", "xmppauth.asgi:application"),
         ("runxmpp",),
         ("runworker", "xmpp.router"),
         ("-m", "celery", "-A", "xmppauth", "worker", "--pool=solo", "--concurrency=1"),

@@ -248,7 +248,7 @@ def _through_gate(config_text: str, scope: dict) -> list:
     import asyncio
     import tomllib
 
-    from transport.routing import CrlOnlyListeners
+    from transport.http.routing import CrlOnlyListeners
     from xmppauth.config import parse_config
 
     reached: list = []

@@ -33,10 +33,10 @@ from tests.transport.test_session_termination_processes import (  # the fixture,
     stop,
 )
 from tests.transport.tlsclient import client_context
-from transport import sessions
-from transport.live import LiveSessions, TerminationWatcher
-from transport.models import SessionTermination
-from transport.sessions import SessionFacts
+from transport.sessions import terminations as sessions
+from transport.sessions.models import SessionTermination
+from transport.sessions.registry import LiveSessions, TerminationWatcher
+from transport.sessions.terminations import SessionFacts
 
 Target = SessionTermination.Target
 OTHERS = range(0x10_0000, 0x10_0000 + 2500)  # serials of certificates that hold no session here

@@ -1,6 +1,6 @@
 """The ``xmpptls`` endpoint and our daphne server, run as operators run them (subprocesses, real sockets).
 
-- ``python -m transport.daphne_server -e xmpptls:listener=0 APP`` puts the client's chain into the ASGI TLS
+- ``python -m transport.http.server -e xmpptls:listener=0 APP`` puts the client's chain into the ASGI TLS
   extension of HTTP and WebSocket scopes (asgiref "TLS Extension"; DESIGN §3). These tests fail if daphne
   internals change so that the extension stops arriving.
 - Stock ``daphne -e xmpptls:listener=1 APP`` finds our endpoint through the Twisted plugin dropin and asks for
@@ -114,7 +114,7 @@ def _start(site: Site, command: list[str], port: int) -> Iterator[subprocess.Pop
 def our_server(site):
     # The echo app behind the proxy middleware, as xmppauth.asgi serves ours: over TLS it must change nothing.
     app = "tests.transport.echo_asgi:proxied"
-    command = [sys.executable, "-m", "transport.daphne_server", "-e", "xmpptls:listener=0", app]
+    command = [sys.executable, "-m", "transport.http.server", "-e", "xmpptls:listener=0", app]
     yield from _start(site, command, site.lenient_port)
 
 
@@ -128,7 +128,7 @@ def behind_proxy(site):
     """Our server on plain tcp with daphne's --proxy-headers, the app wrapped in ProxyClientCertMiddleware."""
     endpoint = f"tcp:port={site.plain_port}:interface=127.0.0.1"
     app = "tests.transport.echo_asgi:proxied"
-    command = [sys.executable, "-m", "transport.daphne_server", "--proxy-headers", "-e", endpoint, app]
+    command = [sys.executable, "-m", "transport.http.server", "--proxy-headers", "-e", endpoint, app]
     yield from _start(site, command, site.plain_port)
 
 
@@ -202,7 +202,7 @@ def test_stock_daphne_with_xmpptls_refuses_a_client_without_certificate_when_req
 
 def test_xmpptls_plugin_rejects_an_http_listener_index_that_does_not_exist(site):
     result = subprocess.run(
-        [sys.executable, "-m", "transport.daphne_server", "-e", "xmpptls:listener=7", ECHO_APP],
+        [sys.executable, "-m", "transport.http.server", "-e", "xmpptls:listener=7", ECHO_APP],
         cwd=REPO,
         env=site.env,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""The Origin rule for the WebSocket and BOSH endpoints (``transport.origin``), without a server.
+"""The Origin rule for the WebSocket and BOSH endpoints (``transport.http.origin``), without a server.
 
 A request without ``Origin`` (a native client), from the request's own origin (scheme + ``Host``), or from an
 origin on the handler's ``allowed_origins`` passes; every other page is refused (RFC 6454, RFC 6455 §10.2).
@@ -13,8 +13,8 @@ import tomllib
 
 import pytest
 
-from transport.bosh import BoshApp
-from transport.origin import Origin, check_origin, cors_headers, parse_allowed_origin, parse_origin
+from transport.http.bosh import BoshApp
+from transport.http.origin import Origin, check_origin, cors_headers, parse_allowed_origin, parse_origin
 from xmppauth.config import ConfigError, parse_config
 
 WEB_CLIENT = "https://chat.example.com"
@@ -103,7 +103,7 @@ def test_an_origin_in_allowed_origins_passes():
 
 
 def test_a_plain_http_request_from_a_trusted_proxy_counts_as_https():
-    # transport.proxy_cert adds the TLS extension for a trusted TLS-terminating proxy only
+    # transport.http.proxy_cert adds the TLS extension for a trusted TLS-terminating proxy only
     verdict = ws_verdict(
         "https://xmpp.example.com", host="xmpp.example.com", scheme="ws", extensions={"tls": {}}
     )

@@ -1,4 +1,5 @@
-"""transport.proxy_cert: X-SSL-Client-Cert counts only from `[xmppauth] trusted_proxies`, on a plain listener
+"""transport.http.proxy_cert: X-SSL-Client-Cert counts only from `[xmppauth] trusted_proxies`, on a plain
+listener
 marked `behind_tls_proxy`, never over TLS we terminated ourselves (DESIGN §3, issue 12 §5).
 
 Every rule that lets a certificate in is tested both ways: the header from a trusted proxy address on the
@@ -17,7 +18,7 @@ import pytest
 from cryptography import x509
 
 from tests.certs import make_ca, make_client
-from transport.proxy_cert import (
+from transport.http.proxy_cert import (
     CLIENT_CERT_HEADER,
     SOCKET_PEER_EXTENSION,
     ProxyClientCertMiddleware,
@@ -87,7 +88,7 @@ def test_header_from_a_trusted_proxy_becomes_the_client_chain(alice):
 
 
 def test_header_from_an_address_that_is_not_a_trusted_proxy_is_ignored(alice, caplog):
-    caplog.set_level(logging.INFO, logger="transport.proxy_cert")
+    caplog.set_level(logging.INFO, logger="transport.http.proxy_cert")
     seen = run(http_scope(STRANGER, [(b"x-ssl-client-cert", nginx_escaped(alice.pem))]))
     assert "tls" not in seen.get("extensions", {})
     assert all(name != CLIENT_CERT_HEADER for name, _ in seen["headers"])
@@ -140,7 +141,7 @@ def test_header_over_tls_we_terminated_is_ignored_even_from_a_trusted_proxy(alic
 
 
 def test_header_from_a_trusted_proxy_on_a_listener_not_declared_behind_a_proxy_is_ignored(alice, caplog):
-    caplog.set_level(logging.INFO, logger="transport.proxy_cert")
+    caplog.set_level(logging.INFO, logger="transport.http.proxy_cert")
     header = [(b"x-ssl-client-cert", nginx_escaped(alice.pem))]
     seen = run(http_scope(PROXY, header, server_port=PLAIN_PORT))
     assert "tls" not in seen["extensions"]
@@ -196,7 +197,7 @@ def test_without_trusted_proxies_configured_every_header_is_ignored(alice):
 
 
 def test_ignored_header_is_logged_once_per_connection(alice, caplog):
-    caplog.set_level(logging.INFO, logger="transport.proxy_cert")
+    caplog.set_level(logging.INFO, logger="transport.http.proxy_cert")
     seen: list = []
 
     async def app(scope, receive, send):

@@ -22,7 +22,7 @@ import pytest
 
 from tests.processes import free_port, stop_process
 from tests.transport.tlsclient import client_context, make_pki, tls_connect
-from transport.endpoints import http_endpoint_descriptions
+from transport.http.endpoints import http_endpoint_descriptions
 from xmppauth.config import parse_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,10 +16,10 @@ from twisted.internet.task import Clock
 from accounts.models import Account, Domain
 from certauth import services
 from certauth.models import RevocationReason
-from transport import sessions
-from transport.live import Admission, LiveSessions, TerminationWatcher
-from transport.models import LiveSession, SessionTermination
-from transport.sessions import SessionFacts, Termination, matches
+from transport.sessions import terminations as sessions
+from transport.sessions.models import LiveSession, SessionTermination
+from transport.sessions.registry import Admission, LiveSessions, TerminationWatcher
+from transport.sessions.terminations import SessionFacts, Termination, matches
 
 FINGERPRINT = "ab" * 32
 Target = SessionTermination.Target
@@ -397,7 +397,7 @@ class HeldThread:
 
 
 def bind(registry: LiveSessions, check, closes: Closes, admitted: list[str]):
-    from transport.live import bind_session
+    from transport.sessions.registry import bind_session
 
     return bind_session(
         registry,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from transport.stream import C2SConnection, LocalProtocolError, StartTls, State, StreamSettings
-from transport.stream import namespaces as ns
+from transport.xmpp import C2SConnection, LocalProtocolError, StartTls, State, StreamSettings
+from transport.xmpp import namespaces as ns
 
 from .streamkit import (
     AUTH_EXTERNAL,

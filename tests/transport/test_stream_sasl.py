@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from transport.stream import (
+from transport.xmpp import (
     Authenticated,
     AuthenticateRequest,
     AuthResult,
@@ -15,8 +15,8 @@ from transport.stream import (
     State,
     settings_from_config,
 )
-from transport.stream import namespaces as ns
-from transport.stream.errors import SASL_CONDITIONS, SASL_FAILURE_TEXT, sasl_failure_element
+from transport.xmpp import namespaces as ns
+from transport.xmpp.errors import SASL_CONDITIONS, SASL_FAILURE_TEXT, sasl_failure_element
 from xmppauth.config import Config, HttpListener, TlsOptions
 
 from .streamkit import (
@@ -50,7 +50,7 @@ def sasl_condition(element) -> str | None:
 @pytest.fixture
 def core_log(caplog):
     """The core's log, where a SASL failure's reason goes (the client reads only a generic text)."""
-    caplog.set_level(logging.INFO, logger="transport.stream.connection")
+    caplog.set_level(logging.INFO, logger="transport.xmpp.connection")
     return caplog
 
 

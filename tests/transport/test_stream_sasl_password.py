@@ -13,8 +13,8 @@ import hmac
 import pytest
 
 from accounts.scram import Credentials, PlainServer, ScramServer, derive_keys
-from transport.stream import AuthResult, PasswordStepRequest, State
-from transport.stream import namespaces as ns
+from transport.xmpp import AuthResult, PasswordStepRequest, State
+from transport.xmpp import namespaces as ns
 
 from .streamkit import DOMAIN, JULIET, Client, b64, condition_of, tls_client
 
@@ -53,7 +53,7 @@ class Judge:
 
 
 def password_client(bindings: dict[str, bytes] | None = None, *, tls: bool = True) -> Client:
-    from transport.stream import C2SConnection
+    from transport.xmpp import C2SConnection
 
     from .streamkit import stream_settings
 

@@ -6,8 +6,8 @@ from xml.etree.ElementTree import Element, SubElement
 
 import pytest
 
-from transport.stream import BindRequest, Bound, LocalProtocolError, StanzaReceived, State
-from transport.stream import namespaces as ns
+from transport.xmpp import BindRequest, Bound, LocalProtocolError, StanzaReceived, State
+from transport.xmpp import namespaces as ns
 
 from .streamkit import BIND, JULIET, Client, authenticate, condition_of, session_client, tls_client
 

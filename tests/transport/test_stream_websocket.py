@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from xml.etree.ElementTree import fromstring
 
-from transport.stream import AuthResult, BindRequest, Bound, C2SConnection, State
-from transport.stream import namespaces as ns
+from transport.xmpp import AuthResult, BindRequest, Bound, C2SConnection, State
+from transport.xmpp import namespaces as ns
 
 from .streamkit import JULIET, Facts, condition_of, stream_settings
 

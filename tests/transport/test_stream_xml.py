@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from transport.stream import C2SConnection, State
-from transport.stream import namespaces as ns
-from transport.stream.errors import StreamError
-from transport.stream.xml import PIECE, StanzaParsed, StreamParser, next_piece, serialize
+from transport.xmpp import C2SConnection, State
+from transport.xmpp import namespaces as ns
+from transport.xmpp.errors import StreamError
+from transport.xmpp.xml import PIECE, StanzaParsed, StreamParser, next_piece, serialize
 
 from .streamkit import DOMAIN, HEADER, Client, condition_of, session_client, stream_settings
 

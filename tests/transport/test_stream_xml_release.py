@@ -1,13 +1,13 @@
-"""transport.stream.xml: between stanzas the parser holds no expat parser, and what it parses is unchanged
+"""transport.xmpp.xml: between stanzas the parser holds no expat parser, and what it parses is unchanged
 (RFC 6120 §4.7 stream root and its namespaces, §4.6.1 whitespace keepalives, §13.12 stanza size limit)."""
 
 from __future__ import annotations
 
 import pytest
 
-from transport.stream import namespaces as ns
-from transport.stream.errors import StreamError
-from transport.stream.xml import StanzaParsed, StreamEnd, StreamOpen, StreamParser, next_piece
+from transport.xmpp import namespaces as ns
+from transport.xmpp.errors import StreamError
+from transport.xmpp.xml import StanzaParsed, StreamEnd, StreamOpen, StreamParser, next_piece
 
 ROOT = (
     b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"

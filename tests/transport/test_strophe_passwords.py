@@ -1,5 +1,5 @@
 """Strophe.js (Node) logs in with SCRAM and PLAIN over wss (RFC 7395) and BOSH (XEP-0206), beside EXTERNAL
-(issue 14 §1-3): the same mechanisms as TCP, through transport.session_driver, against the real server.
+(issue 14 §1-3): the same mechanisms as TCP, through transport.driver, against the real server.
 
 The account and its password are made with ``manage.py account create --password`` (stdin), as an operator
 would. Listener "peer" keeps a connection whose certificate is refused (disconnect_on_failure = false), so

@@ -1,4 +1,5 @@
-"""The c2s TCP adapter (transport/tcp.py) with a stand-in core: STARTTLS, direct TLS, the certificate check
+"""The c2s TCP adapter (transport/tcp/protocol.py) with a stand-in core: STARTTLS, direct TLS, the
+certificate check
 in a thread, disconnect_on_failure after our own verification, held input, timeouts, errors, the registry.
 
 The stand-in core speaks lines: ``starttls`` -> ``proceed`` then StartTls; after TLS it writes
@@ -20,9 +21,9 @@ import pytest
 from twisted.internet.task import Clock
 
 from tests.transport.tlsclient import Pki, client_context, make_pki
-from transport import tcp
-from transport.tls import TlsConfigError
-from transport.trust_refresh import refresh_trust_anchors
+from transport.tcp import protocol as tcp
+from transport.tls.context import TlsConfigError
+from transport.tls.trust_refresh import refresh_trust_anchors
 from xmppauth.config import C2SListener, Config, TlsOptions
 
 

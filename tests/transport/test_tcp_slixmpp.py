@@ -1,6 +1,6 @@
 """End to end over TCP: slixmpp logs in with SASL EXTERNAL against the real core, authenticator and DB.
 
-The listener runs on the test session's reactor thread with the real ``transport.stream`` core and
+The listener runs on the test session's reactor thread with the real ``transport.xmpp`` core and
 ``certauth.authenticator``; the client certificates come from a CA imported into the test database.
 """
 
@@ -34,8 +34,8 @@ from tests.transport.rawxmpp import (
 )
 from tests.transport.tlsclient import client_context
 from tests.transport.xmppclient import slixmpp_login
-from transport import tcp
-from transport.stream.errors import SASL_FAILURE_TEXT
+from transport.tcp import protocol as tcp
+from transport.xmpp.errors import SASL_FAILURE_TEXT
 from xmppauth.config import AuthConfig, HttpAuthOptions
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -439,7 +439,7 @@ def test_revoked_or_held_certificate_passes_openssl_and_is_cut_by_our_check(
     c2s, tmp_path, bad, kind, verify_mode, caplog
 ):
     port = c2s("tls", disconnect_on_failure=True, verify_mode=verify_mode)
-    with caplog.at_level(logging.WARNING, logger="transport.tcp"):
+    with caplog.at_level(logging.WARNING, logger="transport.tcp.protocol"):
         seen = after_tls(tmp_path, port, bad(kind), direct=True)
     assert seen == AfterTls("closed", b""), seen  # not one byte of XMPP
     # The handshake passed OpenSSL and our certificate check, not a failed handshake, cut it.

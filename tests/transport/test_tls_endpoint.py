@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.endpoints import serverFromString
 
-from transport.tls_endpoint import EndpointConfigError, XmppTlsEndpointParser
+from transport.http.tls_endpoint import EndpointConfigError, XmppTlsEndpointParser
 from xmppauth.config import parse_config
 
 

@@ -1,4 +1,5 @@
-"""The listener TLS context (transport/tls.py) against a Python ``ssl`` client: who completes the handshake.
+"""The listener TLS context (transport/tls/context.py) against a Python ``ssl`` client: who completes the
+handshake.
 
 Matches MongooseIM's just_tls: with disconnect_on_failure a missing or invalid client certificate fails the
 handshake (selfsigned_peer forgives a self-signed one); without it every handshake completes and the verify
@@ -17,7 +18,7 @@ import pytest
 from OpenSSL import SSL
 
 from tests.transport.tlsclient import HandshakeView, Pki, client_context, make_pki, openssl_handshake
-from transport.tls import (
+from transport.tls.context import (
     ServerTls,
     TlsConfigError,
     VerifyError,

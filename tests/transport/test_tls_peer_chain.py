@@ -1,4 +1,4 @@
-"""transport.tls on the server side: the chain leaf first, and the verify record kept under Twisted.
+"""transport.tls.context on the server side: the chain leaf first, and the verify record kept under Twisted.
 
 OpenSSL's SSL_get_peer_cert_chain leaves the leaf out on the server side, so a client that sends its CA (or an
 intermediate) along with its certificate must still be seen with its own certificate first (RFC 8446 §4.4.2:
@@ -11,7 +11,7 @@ from OpenSSL import SSL
 
 from tests.certs import make_ca, make_client
 from tests.transport.tlsclient import make_pki
-from transport.tls import ServerTls, peer_chain, verify_errors
+from transport.tls.context import ServerTls, peer_chain, verify_errors
 
 
 def _handshake_in_memory(server: SSL.Connection, client: SSL.Connection) -> None:

@@ -1,4 +1,5 @@
-"""transport.trust_refresh: a listener's anchors follow the admin's CAs; unchanged anchors rebuild nothing,
+"""transport.tls.trust_refresh: a listener's anchors follow the admin's CAs; unchanged anchors rebuild
+nothing,
 and a failed read leaves the listener as it was (logged). The c2s handshake effect: test_tcp_listener.py."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import pytest
 
 from certauth.pki.facts import fingerprint_sha256
 from tests.transport.tlsclient import make_pki
-from transport.tls import ServerTls
-from transport.trust_refresh import refresh_trust_anchors
+from transport.tls.context import ServerTls
+from transport.tls.trust_refresh import refresh_trust_anchors
 
 # The read closes the pool thread's stale Django connections (close_old_connections), which pytest-django
 # allows only in database tests; the anchors themselves are replaced below.
@@ -36,7 +37,7 @@ def test_new_anchors_are_applied_once_and_logged(listener_tls, on_reactor, react
     rebuilt = []
     update = server_tls.update_trust_anchors
     monkeypatch.setattr(server_tls, "update_trust_anchors", lambda new: (rebuilt.append(1), update(new)))
-    with caplog.at_level(logging.INFO, logger="transport.trust_refresh"):
+    with caplog.at_level(logging.INFO, logger="transport.tls.trust_refresh"):
         refresh(on_reactor, reactor, server_tls)
         refresh(on_reactor, reactor, server_tls)  # the same anchors again: nothing to rebuild
     assert server_tls.anchor_fingerprints == {fingerprint_sha256(pki.ca.cert)}
@@ -54,7 +55,7 @@ def test_a_failed_read_is_logged_and_leaves_the_anchors(
         raise OSError("database unreachable")
 
     monkeypatch.setattr("certauth.trust.trust_anchors", broken)
-    with caplog.at_level(logging.INFO, logger="transport.trust_refresh"):
+    with caplog.at_level(logging.INFO, logger="transport.tls.trust_refresh"):
         refresh(on_reactor, reactor, server_tls)
     assert server_tls.anchor_fingerprints == set()
     assert [r.getMessage() for r in caplog.records] == ["https trust refresh failed: database unreachable"]

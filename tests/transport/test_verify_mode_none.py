@@ -33,8 +33,8 @@ from tests.transport.test_bosh_protocol import Client as BoshClient
 from tests.transport.tlsclient import client_context, openssl_handshake, websockets_context
 from tests.transport.xmppclient import slixmpp_login
 from tests.transport.xmpphttp import start_server, strophe_login
-from transport.stream import namespaces as ns
-from transport.stream.errors import SASL_FAILURE_TEXT
+from transport.xmpp import namespaces as ns
+from transport.xmpp.errors import SASL_FAILURE_TEXT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,7 +87,7 @@ def test_tcp_offers_no_external_and_refuses_a_forced_one(
     c2s, tmp_path, client_of, kind, mode, direct, caplog
 ):
     port = c2s(mode, verify_mode="none")  # disconnect_on_failure = true: nothing to fail, nothing is cut
-    caplog.set_level(logging.INFO, logger="transport.stream.connection")
+    caplog.set_level(logging.INFO, logger="transport.xmpp.connection")
     sock, features = open_stream(port, tmp_path, client_of(kind), direct)
     with sock:
         assert NO_MECHANISMS in features and b"EXTERNAL" not in features, features

@@ -1,7 +1,7 @@
 """``manage.py runxmpp`` (the embedded server) serves XMPP over wss (RFC 7395) and BOSH (XEP-0206) too.
 
 One Strophe.js login over each, on the ``peer`` listener, and the refusal of a certificate of an unknown CA:
-the same routes, consumers and certificate checks as under ``python -m transport.daphne_server``.
+the same routes, consumers and certificate checks as under ``python -m transport.http.server``.
 """
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from transport.bosh import BODY, BoshApp, BoshError, BoshSession, parse_body
-from transport.routing import handler_paths
-from transport.session_driver import AsyncC2SSession, scope_tls_options
-from transport.tcp import ConnectionRegistry
-from transport.ws import declares_dtd, frame_element_count
+from transport.driver import AsyncC2SSession, scope_tls_options
+from transport.http.bosh import BODY, BoshApp, BoshError, BoshSession, parse_body
+from transport.http.routing import handler_paths
+from transport.http.websocket import declares_dtd, frame_element_count
+from transport.tcp.protocol import ConnectionRegistry
 from xmppauth.config import parse_config
 
 
@@ -124,7 +124,7 @@ def test_scope_tls_options_are_the_listeners_or_none_without_tls_facts():
     own = scope_tls_options(cfg, {"extensions": {"tls": tls, "xmppauth.listener": 0}})
     assert own is cfg.listen_http[0].tls
     assert scope_tls_options(cfg, {"extensions": {}}) is None
-    behind_proxy = scope_tls_options(cfg, {"extensions": {"tls": tls}})  # transport.proxy_cert
+    behind_proxy = scope_tls_options(cfg, {"extensions": {"tls": tls}})  # transport.http.proxy_cert
     assert behind_proxy.verify_mode == "peer" and not behind_proxy.disconnect_on_failure
 
 
@@ -268,7 +268,7 @@ class _ClosedSession:
 def test_a_websocket_the_client_already_closed_is_not_sent_to_and_raises_nothing(caplog):
     from autobahn.exception import Disconnected
 
-    from transport.ws import XmppWebsocketConsumer
+    from transport.http.websocket import XmppWebsocketConsumer
 
     sent = []
 
@@ -282,7 +282,7 @@ def test_a_websocket_the_client_already_closed_is_not_sent_to_and_raises_nothing
         consumer.session = _ClosedSession()
         consumer._send_lock = asyncio.Lock()
         consumer._ws_closed = False
-        with caplog.at_level(logging.DEBUG, logger="transport.ws"):
+        with caplog.at_level(logging.DEBUG, logger="transport.http.websocket"):
             await consumer._flush()
             await consumer._flush()  # closed now: not even tried
         return consumer
@@ -290,4 +290,4 @@ def test_a_websocket_the_client_already_closed_is_not_sent_to_and_raises_nothing
     consumer = asyncio.run(flush_twice())
     assert consumer._ws_closed
     assert len(sent) == 1
-    assert [r.levelno for r in caplog.records if r.name == "transport.ws"] == [logging.DEBUG]
+    assert [r.levelno for r in caplog.records if r.name == "transport.http.websocket"] == [logging.DEBUG]

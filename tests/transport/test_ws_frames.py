@@ -18,8 +18,8 @@ from websockets.sync.client import connect
 from tests.transport.streamkit import condition_of
 from tests.transport.tlsclient import websockets_context
 from tests.transport.xmpphttp import start_server
-from transport.daphne_server import WEBSOCKET_MAX_MESSAGE
-from transport.stream import namespaces as ns
+from transport.http.server import WEBSOCKET_MAX_MESSAGE
+from transport.xmpp import namespaces as ns
 
 OPEN = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"
 PING = "<iq xmlns='jabber:client' type='get' id='p{n}'><ping xmlns='urn:xmpp:ping'/></iq>"
@@ -123,7 +123,8 @@ def test_close_is_answered_with_close(ws):
 
 def test_disconnect_on_failure_drops_a_certificate_of_an_unknown_ca(server, tmp_path):
     context = websockets_context(tmp_path, server.pki.untrusted)
-    # The TLS handshake ends it (transport.tls); under TLS 1.3 the client may see that only on its first read.
+    # The TLS handshake ends it (transport.tls.context); under TLS 1.3 the client may see that only on its
+    # first read.
     with pytest.raises((InvalidMessage, ConnectionClosed, OSError)):
         connect(server.url("strict", "wss"), ssl=context, subprotocols=["xmpp"], open_timeout=10)
 
@@ -152,7 +153,8 @@ def test_message_over_the_websocket_cap_is_closed_with_1009(ws):
     assert ws.close_code == 1009  # RFC 6455 §7.4.1 "message too big": a close frame, not a dropped connection
 
 
-# --- the Origin of the handshake (transport.origin; the browser side is test_browser_origin.py) -----------
+# --- the Origin of the handshake (transport.http.origin; the browser side is test_browser_origin.py)
+# -----------
 
 
 def handshake(server, tmp_path, origin: str):

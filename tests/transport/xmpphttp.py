@@ -1,6 +1,6 @@
 """Test helpers for XMPP over WebSocket and BOSH: our daphne server in a subprocess, and client files.
 
-The server is run as operators run it: ``python -m transport.daphne_server -e xmpptls:listener=0 -e
+The server is run as operators run it: ``python -m transport.http.server -e xmpptls:listener=0 -e
 xmpptls:listener=1 xmppauth.asgi:application`` (or ``manage.py runxmpp``) with a temporary TOML config and a
 migrated SQLite file.
 Listener 0 verifies client certificates in ``peer`` mode, listener 1 in ``selfsigned_peer`` mode; both keep a
@@ -50,7 +50,11 @@ class XmppHttpServer:
     def manage(self, *args: str, timeout: float = 120) -> str:
         """``manage.py *args`` against the server's database and config; returns its standard output."""
         done = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True, text=True,
+            [sys.executable, "manage.py", *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
             timeout=timeout,
         )
         assert done.returncode == 0, done.stdout + done.stderr
@@ -99,7 +103,8 @@ def start_server(
     The server is our daphne command line (production), or with ``runxmpp`` the embedded server (with
     ``recent_seconds``: its termination commands' "recent" window shrunk, tests/transport/short_recent.py).
     ``hosts`` become ``[general] hosts``; ``tls_extra`` is one more TOML line in every listener (``tls.*``).
-    ``allowed_origins`` goes on every handler (``transport.origin``). ``pki`` replaces the default one (its
+    ``allowed_origins`` goes on every handler (``transport.http.origin``). ``pki`` replaces the default one
+    (its
     ``ca`` is the listeners' ``tls.cacertfile``). ``extra_toml`` is appended to the config (e.g. an
     ``[auth]`` table).
     """
@@ -144,7 +149,7 @@ def start_server(
         command = ["manage.py", "runxmpp"]
     else:
         endpoints = [arg for index in range(len(LISTENERS)) for arg in ("-e", f"xmpptls:listener={index}")]
-        command = ["-m", "transport.daphne_server", *endpoints, "xmppauth.asgi:application"]
+        command = ["-m", "transport.http.server", *endpoints, "xmppauth.asgi:application"]
     log = (directory / "server.log").open("w")
     process = subprocess.Popen(
         [sys.executable, *command],

@@ -1,4 +1,4 @@
-"""Twisted plugin dropin: registers the ``xmpptls:`` server endpoint (``transport.tls_endpoint``).
+"""Twisted plugin dropin: registers the ``xmpptls:`` server endpoint (``transport.http.tls_endpoint``).
 
 This directory has no ``__init__.py`` on purpose: ``twisted.plugins`` extends its ``__path__`` with every
 ``twisted/plugins`` directory on ``sys.path`` that is not a package (``twisted.plugin.pluginPackagePaths``),
@@ -7,6 +7,6 @@ so
 Keep this module light: Twisted imports every dropin whenever it looks for any plugin.
 """
 
-from transport.tls_endpoint import XmppTlsEndpointParser
+from transport.http.tls_endpoint import XmppTlsEndpointParser
 
 xmpptls = XmppTlsEndpointParser()

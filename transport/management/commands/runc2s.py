@@ -1,7 +1,7 @@
 """`manage.py runc2s`: the XMPP client listeners (``[[listen.c2s]]``, RFC 6120 / XEP-0368) on their own.
 
 Production runs this next to daphne (HTTPS); the embedded ``runxmpp`` calls the same
-:func:`transport.tcp.start_c2s_listeners`. Twisted runs on its asyncio reactor, as under daphne.
+:func:`transport.tcp.protocol.start_c2s_listeners`. Twisted runs on its asyncio reactor, as under daphne.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from transport.tls import TlsConfigError
+from transport.tls.context import TlsConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Command(BaseCommand):
         from twisted.internet import reactor  # noqa: PLC0415
         from twisted.internet.error import CannotListenError  # noqa: PLC0415
 
-        from transport.tcp import start_c2s_listeners  # noqa: PLC0415
+        from transport.tcp.protocol import start_c2s_listeners  # noqa: PLC0415
         from xmppauth.dbconn import keep_connections_in_threads  # noqa: PLC0415
 
         keep_connections_in_threads()  # one connection per pool thread, not one per call
@@ -74,11 +74,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         except (CannotListenError, OSError) as exc:
             raise CommandError(f"cannot listen: {exc}") from exc
-        from transport.live import start_session_services  # noqa: PLC0415
+        from transport.sessions.registry import start_session_services  # noqa: PLC0415
 
         start_session_services(reactor)  # revoked certificates end their sessions (DESIGN §5)
         if not settings.REDIS_URL:
-            from transport.router_service import start_in_process_router  # noqa: PLC0415
+            from transport.im.service import start_in_process_router  # noqa: PLC0415
 
             start_in_process_router()  # else `manage.py runworker xmpp.router` serves it (DESIGN §1)
         for port in ports:

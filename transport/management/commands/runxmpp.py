@@ -2,7 +2,8 @@
 
 HTTP(S) listeners (admin, CRLs, XMPP over WebSocket and BOSH at the handler paths) are served by daphne
 through our ``xmpptls:`` endpoint and ``TlsExtensionServer`` (client certificates requested and put into the
-ASGI scope, transport.daphne_server); the c2s TCP listeners join the same Twisted reactor (transport.tcp).
+ASGI scope, transport.http.server); the c2s TCP listeners join the same Twisted reactor
+(transport.tcp.protocol).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from transport.endpoints import http_endpoint_descriptions
+from transport.http.endpoints import http_endpoint_descriptions
 
 logger = logging.getLogger(__name__)
 
@@ -22,15 +23,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         # Twisted's asyncio reactor must be installed before anything imports the reactor (daphne does so).
-        from transport.daphne_server import TlsExtensionServer  # noqa: PLC0415  (installs the asyncio reactor)
+        from transport.http.server import TlsExtensionServer  # noqa: PLC0415  (installs the asyncio reactor)
 
         # isort: split
         from twisted.internet import reactor
 
         from certauth.configcas import prepare_process_or_exit
         from certauth.scheduler import start_in_process_jobs
-        from transport.live import start_session_services
-        from transport.tcp import start_c2s_listeners
+        from transport.sessions.registry import start_session_services
+        from transport.tcp.protocol import start_c2s_listeners
         from xmppauth.asgi import application
         from xmppauth.dbconn import keep_connections_in_threads
 
@@ -48,7 +49,7 @@ class Command(BaseCommand):
         if not settings.REDIS_URL:  # else celery beat runs the jobs (DESIGN §1)
             start_in_process_jobs(reactor)
             # and `manage.py runworker xmpp.router` serves the router channel
-            from transport.router_service import start_in_process_router  # noqa: PLC0415
+            from transport.im.service import start_in_process_router  # noqa: PLC0415
 
             start_in_process_router()
         if not endpoints:

@@ -2,7 +2,7 @@
 
 Specs: RFC 6120 §7.7.2.2 (a second login with the same full JID ends the older stream with ``conflict``),
 RFC 6121 §4 (the session's presence: initial, broadcast, answered probes, unavailable at the end), DESIGN §1
-(routing through the channel layer). The routing decisions are ``transport.router``'s; this module only
+(routing through the channel layer). The routing decisions are ``transport.im.router``'s; this module only
 moves stanzas between the adapter, the router (in a worker thread) and the channel layer.
 
 An adapter (TCP, WebSocket, BOSH) does four things, all on the event loop's thread::
@@ -29,8 +29,7 @@ from asgiref.sync import sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
-from transport import sessions as store
-from transport.router import (
+from transport.im.router import (
     BROADCAST_TYPES,
     ROUTER_CHANNEL,
     Live,
@@ -46,7 +45,8 @@ from transport.router import (
     route_message,
     stanza_message,
 )
-from transport.stream import namespaces as ns
+from transport.sessions import terminations as store
+from transport.xmpp import namespaces as ns
 from xmppauth import limits
 from xmppauth.dbconn import with_fresh_connections
 

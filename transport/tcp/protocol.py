@@ -3,13 +3,14 @@
 Specs: RFC 6120 §5.4.3.3 (after ``<proceed/>`` the TLS handshake starts on the same socket), XEP-0368 (direct
 TLS on its own port), RFC 6120 §4.4 (closing a stream), DESIGN §3 (who decides about a certificate).
 
-The core (``transport.stream``) is sans-I/O: it takes bytes and returns bytes and events. This module only
+The core (``transport.xmpp``) is sans-I/O: it takes bytes and returns bytes and events. This module only
 reads the socket, writes what the core wants written, runs the TLS upgrade, and runs the two database calls
 (certificate check, SASL EXTERNAL) in a thread so the reactor never waits on the database. While such a call
 is pending, input is held back so the core sees events in order.
 
 Every connection is in :data:`registry` while it lives; a session asking to bind is also registered with
-:data:`transport.live.sessions` (the session registry: its row, its certificate's expiry, and the commands
+:data:`transport.sessions.registry.sessions` (the session registry: its row, its certificate's expiry, and
+the commands
 that end it when its certificate is revoked, DESIGN §5), whose worker thread re-checks the certificate and
 account before the bind result goes out (``live.bind_session``; the core holds the input meanwhile).
 """
@@ -36,9 +37,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from certauth.pki.facts import fingerprint_sha256
-from transport import live
-from transport.stream import namespaces as ns
-from transport.tls import (
+from transport.sessions import registry as live
+from transport.tls.context import (
     ServerTls,
     channel_bindings,
     must_disconnect,
@@ -46,7 +46,8 @@ from transport.tls import (
     verify_errors,
     with_default_credentials,
 )
-from transport.trust_refresh import refresh_trust_anchors
+from transport.tls.trust_refresh import refresh_trust_anchors
+from transport.xmpp import namespaces as ns
 from xmppauth import limits
 from xmppauth.config import C2SListener, Config, TlsOptions
 from xmppauth.dbconn import with_fresh_connections
@@ -64,7 +65,7 @@ TRUST_REFRESH_INTERVAL = 15.0
 
 
 class StreamCore(TypingProtocol):
-    """What this adapter needs of the sans-I/O c2s core (``transport.stream``)."""
+    """What this adapter needs of the sans-I/O c2s core (``transport.xmpp``)."""
 
     def receive_data(self, data: bytes) -> Iterable[Any]: ...
     def data_to_send(self) -> bytes: ...
@@ -152,7 +153,8 @@ class C2SProtocol(Protocol):
         self.authenticator: Authenticator | None = None
         self.cert_facts: Any = None
         self.tls_errors: tuple[Any, ...] = ()  # what OpenSSL objected to in the client's chain (for logs)
-        self.channel_bindings: dict[str, bytes] = {}  # for SCRAM -PLUS (transport.tls.channel_bindings)
+        # for SCRAM -PLUS (transport.tls.context.channel_bindings)
+        self.channel_bindings: dict[str, bytes] = {}
         self._pending = 0  # database calls in flight
         self._held: list[bytes] = []
         self._held_size = 0
@@ -163,7 +165,7 @@ class C2SProtocol(Protocol):
         self._pings = itertools.count(1)
         self._counted = False  # this connection counts towards its address's max_connections_per_address
         self.live: live.SessionHandle | None = None  # the session registry's handle once bound
-        self.bridge: Any = None  # transport.bridge.SessionBridge once bound, when the factory routes
+        self.bridge: Any = None  # transport.im.bridge.SessionBridge once bound, when the factory routes
 
     @property
     def bare_jid(self) -> str | None:
@@ -374,7 +376,7 @@ class C2SProtocol(Protocol):
         self._feed(self.core.bind_result(None))
 
     def deliver(self, element: Element) -> None:
-        """A stanza routed to this session (transport.bridge): queue it and write it out."""
+        """A stanza routed to this session (transport.im.bridge): queue it and write it out."""
         if self._closing or self._lost or self.core is None:
             return
         if self.core.send_stanza(element):
@@ -534,14 +536,14 @@ def _default_authenticator_factory(config: Config) -> Callable[[TlsOptions | Non
 
 
 def _default_bridge_factory(full_jid: str, **callbacks: Any) -> Any:
-    from transport.bridge import SessionBridge  # noqa: PLC0415 (needs the app registry)
+    from transport.im.bridge import SessionBridge  # noqa: PLC0415 (needs the app registry)
 
     return SessionBridge(full_jid, **callbacks)
 
 
 def _default_core_factory(config: Config) -> Callable[[C2SListener], StreamCore]:
     def make(listener: C2SListener) -> StreamCore:
-        from transport.stream import new_c2s_stream  # noqa: PLC0415
+        from transport.xmpp import new_c2s_stream  # noqa: PLC0415
 
         return new_c2s_stream(config, listener)
 
@@ -583,7 +585,7 @@ class C2SFactory(Factory):
         self.auth_timeout = auth_timeout
         self.ping_interval = ping_interval  # seconds of client silence before a keepalive ping; 0: never
         self.on_stanza = on_stanza or _unrouted
-        self.bridge_factory = bridge_factory  # transport.bridge.SessionBridge: route through the router
+        self.bridge_factory = bridge_factory  # transport.im.bridge.SessionBridge: route through the router
         self.listener_mode = tls_options.mode if tls_options else "plain"
         self.name = f"{listener.ip_address}:{listener.port}"
 

@@ -1,7 +1,8 @@
 """The ``xmpptls`` Twisted server endpoint: HTTPS/WSS listeners that ask for client certificates (DESIGN §3).
 
 Stock daphne's ``ssl:`` endpoint never sends a CertificateRequest. This endpoint serves a ``[[listen.http]]``
-listener of the TOML config with :class:`transport.tls.ServerTls` (TLS 1.2+, a client certificate requested,
+listener of the TOML config with :class:`transport.tls.context.ServerTls` (TLS 1.2+, a client certificate
+requested,
 MongooseIM's ``verify_mode`` / ``disconnect_on_failure``), so WebSocket (RFC 7395) and BOSH (XEP-0206)
 clients can present the certificate SASL EXTERNAL needs (XEP-0178).
 
@@ -39,7 +40,7 @@ from twisted.plugin import IPlugin
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from transport.tls import ServerTls, with_default_credentials
+from transport.tls.context import ServerTls, with_default_credentials
 from xmppauth.config import TlsOptions
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class EndpointConfigError(ValueError):
 class ListenerTlsFactory(TLSMemoryBIOFactory):
     """Twisted's TLS wrapper, remembering which ``[[listen.http]]`` entry it serves.
 
-    ``transport.daphne_server`` reads ``listener_index`` from a connection's ``transport.factory`` so the
+    ``transport.http.server`` reads ``listener_index`` from a connection's ``transport.factory`` so the
     WebSocket and BOSH code know whose ``tls`` options (``cacertfile``, ``disconnect_on_failure``) apply.
     """
 
@@ -106,7 +107,7 @@ class XmppTlsServerEndpoint:
                 len(self.server_tls.anchor_fingerprints),
             )
             if self.refresh_interval:
-                from transport.trust_refresh import refresh_trust_anchors  # noqa: PLC0415 (Django app code)
+                from transport.tls.trust_refresh import refresh_trust_anchors  # noqa: PLC0415 (Django app code)
 
                 self.refresh = LoopingCall(refresh_trust_anchors, self.reactor, self.server_tls, "https")
                 self.refresh.clock = self.reactor

@@ -19,8 +19,8 @@ from typing import Any
 from channels.routing import URLRouter
 from django.urls import path, re_path
 
-from transport.bosh import bosh_app
-from transport.ws import NoXmppHereConsumer, XmppWebsocketConsumer
+from transport.http.bosh import bosh_app
+from transport.http.websocket import NoXmppHereConsumer, XmppWebsocketConsumer
 from xmppauth.config import Config
 
 logger = logging.getLogger(__name__)

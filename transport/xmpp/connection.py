@@ -820,7 +820,7 @@ def settings_from_config(config: Any, listener: Any, framing: str = "stream") ->
     """StreamSettings from ``xmppauth.config.Config`` and one listener (duck-typed: no import of Django)."""
     tls = getattr(listener, "tls", None)
     mode = getattr(tls, "mode", "none") if tls is not None else "none"
-    # A listener without TLS options may still get a chain from a trusted proxy (transport.session_driver).
+    # A listener without TLS options may still get a chain from a trusted proxy (transport.driver).
     client_certificates = tls is None or getattr(tls, "verify_mode", "peer") != "none"
     auth = config.auth
     return StreamSettings(

@@ -3,16 +3,17 @@
 Specs: DESIGN §2 and §3 (the core decides nothing about I/O; every transport verifies the client chain with
 ``certauth``), RFC 6120 §6.4 (SASL EXTERNAL verdicts), MongooseIM's ``disconnect_on_failure``.
 
-The TCP adapter (``transport.tcp``) does the same on Twisted; this is its asyncio counterpart for Channels
+The TCP adapter (``transport.tcp.protocol``) does the same on Twisted; this is its asyncio counterpart for
+Channels
 consumers, which run on daphne's event loop (the Twisted asyncio reactor's loop, the same thread as the TCP
-listeners, so the shared :data:`transport.tcp.registry` is touched from one thread only).
+listeners, so the shared :data:`transport.tcp.protocol.registry` is touched from one thread only).
 
 :class:`AsyncC2SSession` owns one core and one ``CertificateAuthenticator``. The adapter calls
 :meth:`~AsyncC2SSession.start` with the client's chain (leaf first, PEM or DER), then
 :meth:`~AsyncC2SSession.receive` with each complete element, and takes the output with
 :meth:`~AsyncC2SSession.frames` (one element per item, RFC 7395 §3.3.3). The two database calls run in a
 thread (``database_sync_to_async``); callers serialise ``receive`` so the core sees input in order. A bind
-goes through ``transport.live.bind_session`` as on TCP: the bind result follows its re-check.
+goes through ``transport.sessions.registry.bind_session`` as on TCP: the bind result follows its re-check.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from channels.db import database_sync_to_async
 
 from certauth.pki import load_certificates
 from certauth.pki.facts import fingerprint_sha256
-from transport.stream import (
+from transport.tcp.protocol import AUTH_TIMEOUT, ConnectionRegistry, registry
+from transport.tls.context import must_disconnect
+from transport.xmpp import (
     AuthenticateRequest,
     BindRequest,
     Bound,
@@ -36,20 +39,19 @@ from transport.stream import (
     StanzaReceived,
     new_c2s_stream,
 )
-from transport.tcp import AUTH_TIMEOUT, ConnectionRegistry, registry
-from transport.tls import must_disconnect
 from xmppauth import limits
 from xmppauth.config import Config, HttpListener, TlsOptions
 
 logger = logging.getLogger(__name__)
 
-# Behind a trusted TLS-terminating proxy (a plain listener, transport.proxy_cert) there are no listener TLS
+# Behind a trusted TLS-terminating proxy (a plain listener, transport.http.proxy_cert) there are no listener
+# TLS
 # options: the chain is verified in peer mode against the database's CAs, and a bad one is treated as absent.
 PROXY_TLS_OPTIONS = TlsOptions(mode="tls", verify_mode="peer", disconnect_on_failure=False)
 
 TLS_EXTENSION = "tls"
-LISTENER_EXTENSION = "xmppauth.listener"  # transport.daphne_server.LISTENER_EXTENSION (no daphne import here)
-CHANNEL_BINDINGS_EXTENSION = "xmppauth.channel_bindings"  # transport.daphne_server's, for SCRAM -PLUS
+LISTENER_EXTENSION = "xmppauth.listener"  # transport.http.server.LISTENER_EXTENSION (no daphne import here)
+CHANNEL_BINDINGS_EXTENSION = "xmppauth.channel_bindings"  # transport.http.server's, for SCRAM -PLUS
 
 
 def scope_chain(scope: dict[str, Any]) -> list[bytes]:
@@ -139,8 +141,8 @@ class AsyncC2SSession:
         self._connection_id: int | None = None
         self._auth_deadline: asyncio.TimerHandle | None = None
         self.cert_facts: Any = None  # facts of a verified client certificate (the session registry's match)
-        self.bridge: Any = None  # transport.bridge.SessionBridge once bound: routing (RFC 6121)
-        self.live: Any = None  # transport.live.SessionHandle once bound: the session registry
+        self.bridge: Any = None  # transport.im.bridge.SessionBridge once bound: routing (RFC 6121)
+        self.live: Any = None  # transport.sessions.registry.SessionHandle once bound: the session registry
 
     @property
     def bare_jid(self) -> str | None:
@@ -248,8 +250,8 @@ class AsyncC2SSession:
     def _bind(self, full_jid: str) -> None:
         """Register the session, which re-checks the credentials before the bind result goes out, and
         connect it to the router once admitted (``live.bind_session``, as TCP does)."""
-        from transport import live  # noqa: PLC0415 (Django app code)
-        from transport.bridge import SessionBridge  # noqa: PLC0415
+        from transport.im.bridge import SessionBridge  # noqa: PLC0415
+        from transport.sessions import registry as live  # noqa: PLC0415 (Django app code)
 
         self.bridge = SessionBridge(full_jid, deliver=self.deliver, close=self.close_with_error)
         self.live = live.bind_session(

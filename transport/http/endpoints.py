@@ -1,13 +1,14 @@
 """Twisted endpoint descriptions for the config's ``[[listen.http]]`` listeners (daphne's ``-e`` syntax).
 
-A listener with a ``tls`` table is served by our ``xmpptls:`` endpoint (``transport.tls_endpoint``: a client
+A listener with a ``tls`` table is served by our ``xmpptls:`` endpoint (``transport.http.tls_endpoint``: a
+client
 certificate is requested, MongooseIM verify semantics, DESIGN §3); one without is plain ``tcp:``, for a
-deployment behind a TLS-terminating proxy (``transport.proxy_cert``).
+deployment behind a TLS-terminating proxy (``transport.http.proxy_cert``).
 """
 
 from __future__ import annotations
 
-from transport.tls_endpoint import ENDPOINT_PREFIX
+from transport.http.tls_endpoint import ENDPOINT_PREFIX
 from xmppauth.config import Config
 
 

@@ -8,7 +8,8 @@ not accept, with a 403), the Fetch standard's CORS protocol (``Access-Control-Al
 Why: a client certificate is an ambient credential. A browser presents it to whatever page opens a WebSocket
 or sends a request to our host, so without this check a page on ``https://evil.example`` logs in as the user.
 
-The rule (one function, :func:`check_origin`; ``transport.ws`` and ``transport.bosh`` call it before they
+The rule (one function, :func:`check_origin`; ``transport.http.websocket`` and ``transport.http.bosh`` call
+it before they
 look at any certificate):
 
 - no ``Origin`` header: allowed. Native clients (slixmpp, Strophe.js under Node) send none; browsers
@@ -44,7 +45,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from transport.proxy_cert import TLS_EXTENSION
+from transport.http.proxy_cert import TLS_EXTENSION
 
 if TYPE_CHECKING:
     from xmppauth.config import Config, HttpHandler, HttpListener
@@ -147,7 +148,8 @@ def own_origin(scope: dict[str, Any]) -> Origin | None:
 def handlers_for(config: Config, listener: HttpListener | None, path: str, kind: str) -> list[HttpHandler]:
     """The ``kind`` handlers serving this request's path: its listener's, or every listener's at that path.
 
-    Every listener serves every handler path (``transport.routing``); a request on a listener that does not
+    Every listener serves every handler path (``transport.http.routing``); a request on a listener that does
+    not
     declare the path itself, or on a server that does not say which listener it came in on, is governed by
     all the handlers declaring it.
     """

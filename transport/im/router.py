@@ -1,15 +1,17 @@
 """The stanza router: applies RFC 6121 to the database and the session registry, and says what goes where.
 
 Specs: RFC 6121 §2 (roster get/set/remove and pushes), §3 (subscriptions, with the table of
-``transport.im.subscription``), §4 (presence: initial presence, broadcast, probes, unavailable), §8.5
-(delivery, with ``transport.im.delivery``); XEP-0160 (offline messages, stamped with XEP-0203 delay);
+``transport.xmpp.im.subscription``), §4 (presence: initial presence, broadcast, probes, unavailable), §8.5
+(delivery, with ``transport.xmpp.im.delivery``); XEP-0160 (offline messages, stamped with XEP-0203 delay);
 RFC 6120 §8.3 (stanza errors).
 
 Everything here is synchronous Django code, run in a worker thread. A call returns a list of :data:`Out`:
-``(channel name, channel-layer message)`` pairs that the caller sends (``transport.bridge`` on the listener's
+``(channel name, channel-layer message)`` pairs that the caller sends (``transport.im.bridge`` on the
+listener's
 event loop, :class:`RouterConsumer` through ``async_to_sync``). Two modes:
 
-- ``final=False`` (listener processes, :class:`~transport.bridge.SessionBridge`): a stanza for a live session
+- ``final=False`` (listener processes, :class:`~transport.im.bridge.SessionBridge`): a stanza for a
+  live session
   goes straight to that session's channel; whatever needs storage (an offline message, a subscription
   request to an account with no available resource) is handed to the router channel instead.
 - ``final=True`` (the router: ``manage.py runworker xmpp.router``, or in-process without Redis): the same
@@ -42,13 +44,13 @@ from django.utils import timezone
 
 from accounts.models import Account, Domain, OfflineMessage, RosterItem
 from certauth.identity import InvalidJid, Jid, parse_jid
-from transport import sessions as store
-from transport.im import delivery, roster
-from transport.im import subscription as subs
-from transport.im.delivery import Action, Resource
-from transport.models import LiveSession
-from transport.stream import errors
-from transport.stream import namespaces as ns
+from transport.sessions import terminations as store
+from transport.sessions.models import LiveSession
+from transport.xmpp import errors
+from transport.xmpp import namespaces as ns
+from transport.xmpp.im import delivery, roster
+from transport.xmpp.im import subscription as subs
+from transport.xmpp.im.delivery import Action, Resource
 from xmppauth import fastsql, limits
 
 logger = logging.getLogger(__name__)
@@ -94,7 +96,8 @@ def presence_request(to: str, reply_channel: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Live:
-    """A live session of the registry (``transport.models.LiveSession``) with a channel to reach it."""
+    """A live session of the registry (``transport.sessions.models.LiveSession``) with a channel to reach
+    it."""
 
     full_jid: str
     resource: str
@@ -118,9 +121,9 @@ def live_sessions_of(bare_jids: Iterable[str]) -> dict[str, list[Live]]:
     found: dict[str, list[Live]] = {bare.lower(): [] for bare in bare_jids}
     if not found:
         return found
-    rows = LiveSession.objects.filter(
-        bare_jid__in=list(found), lease_expires_at__gte=timezone.now()
-    ).exclude(channel_name="")
+    rows = LiveSession.objects.filter(bare_jid__in=list(found), lease_expires_at__gte=timezone.now()).exclude(
+        channel_name=""
+    )
     for r in rows:
         live = Live(r.full_jid, r.resource, r.channel_name, r.priority or 0, bool(r.presence), r.id)
         found.setdefault(r.bare_jid.lower(), []).append(live)

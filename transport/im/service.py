@@ -1,7 +1,8 @@
 """The router channel served inside a listener process, for deployments without Redis.
 
 Spec: DESIGN §1 (embedded mode: one process, in-memory channel layer). With Redis, ``manage.py runworker
-xmpp.router`` serves the same channel through ``transport.router.RouterConsumer`` (xmppauth.asgi); without it
+xmpp.router`` serves the same channel through ``transport.im.router.RouterConsumer`` (xmppauth.asgi); without
+it
 the in-memory layer reaches only this process, so ``runxmpp`` and ``runc2s`` run :func:`serve_router` here.
 """
 
@@ -13,8 +14,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from transport.bridge import in_db_thread, send_all
-from transport.router import ROUTER_CHANNEL, Router, bounce_refused
+from transport.im.bridge import in_db_thread, send_all
+from transport.im.router import ROUTER_CHANNEL, Router, bounce_refused
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Specs: RFC 6121 §8.5 (a stanza for a resource that is gone is delivered to anot
 or answered with an error), RFC 6120 §8.3 (the error goes back to the sender), issue 16 point 1.
 
 With Redis, a stanza for a session on another listener process goes straight to that session's channel
-(``transport.bridge``). If that process was SIGKILLed, the registry row of the session stays valid until
+(``transport.im.bridge``). If that process was SIGKILLed, the registry row of the session stays valid until
 its lease runs out (``session_lease_seconds``, 30 s) and the stanza would sit in Redis until channels-redis
 expires it. So each listener process:
 
@@ -40,9 +40,9 @@ from xml.etree.ElementTree import ParseError
 from django.conf import settings
 from django.db.models import Max
 
-from transport import sessions as store
-from transport.models import LiveSession
-from transport.router import ROUTER_CHANNEL, Out, element_kind, load, route_message
+from transport.im.router import ROUTER_CHANNEL, Out, element_kind, load, route_message
+from transport.sessions import terminations as store
+from transport.sessions.models import LiveSession
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def start(reactor: Any, registry: Any) -> Liveness | None:
     from twisted.internet import threads  # noqa: PLC0415
     from twisted.internet.task import LoopingCall  # noqa: PLC0415
 
-    from transport.bridge import send_all  # noqa: PLC0415
+    from transport.im.bridge import send_all  # noqa: PLC0415
     from xmppauth.dbconn import with_fresh_connections  # noqa: PLC0415
 
     url = getattr(settings, "REDIS_URL", "")

@@ -6,7 +6,7 @@ request is answered when a new one comes), §12 (inactivity), §13 (``type="term
 window and repeated requests), §17 (terminal binding conditions), XEP-0206 §5 (``xmpp:restart``), §6
 (stream features in a response body), DESIGN §3 (certificates verified with ``certauth``).
 
-Each session owns one sans-I/O c2s core in WebSocket framing (``transport.session_driver``): the ``<body/>``
+Each session owns one sans-I/O c2s core in WebSocket framing (``transport.driver``): the ``<body/>``
 children go in one element at a time, a restart is an ``<open/>``, and the core's output frames go out as
 ``<body/>`` children (its ``<open/>`` becomes the session creation response's attributes, its ``<close/>`` and
 stream errors a ``type="terminate"`` body).
@@ -25,7 +25,8 @@ Decisions:
   (someone who learnt a ``sid`` must not be able to end it), and that request's ``rid`` is not consumed.
 - ``disconnect_on_failure`` with a refused certificate refuses the session creation request the same way.
 - A request whose ``Origin`` is neither absent, our own, nor on the handler's ``allowed_origins``
-  (``transport.origin``) is refused with HTTP 403 and ``policy-violation`` before its body is read, preflight
+  (``transport.http.origin``) is refused with HTTP 403 and ``policy-violation`` before its body is read,
+  preflight
   ``OPTIONS`` included. CORS answers name the request's allowed origin (with credentials: the page's
   requests carry the client certificate), never ``*``; without ``Origin`` they carry no CORS headers.
 """
@@ -43,8 +44,7 @@ from xml.etree.ElementTree import Element
 
 from django.conf import settings
 
-from transport.origin import OriginVerdict, check_origin, cors_headers
-from transport.session_driver import (
+from transport.driver import (
     AsyncC2SSession,
     leaf_fingerprint,
     scope_chain,
@@ -52,9 +52,10 @@ from transport.session_driver import (
     scope_peer,
     scope_tls_options,
 )
-from transport.stream import errors
-from transport.stream import namespaces as ns
-from transport.stream.xml import StanzaParsed, StreamParser, next_piece, serialize
+from transport.http.origin import OriginVerdict, check_origin, cors_headers
+from transport.xmpp import errors
+from transport.xmpp import namespaces as ns
+from transport.xmpp.xml import StanzaParsed, StreamParser, next_piece, serialize
 
 logger = logging.getLogger(__name__)
 

@@ -47,9 +47,9 @@ from django.utils import timezone
 from twisted.internet import threads
 from twisted.internet.task import LoopingCall
 
-from transport import sessions as store
-from transport.models import SessionTermination
-from transport.sessions import RESET, TEXT_EXPIRED, SessionFacts, Termination
+from transport.sessions import terminations as store
+from transport.sessions.models import SessionTermination
+from transport.sessions.terminations import RESET, TEXT_EXPIRED, SessionFacts, Termination
 from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class SessionHandle:
     admitted: Any = None  # the Deferred of the worker thread's Admission (None: no thread hop)
     saved: Any = None  # that Deferred when a row may be inserted (the delete waits for it)
     closed: bool = False
-    # A transport.bridge.SessionBridge deletes the row itself, first thing when the session ends, so that
+    # A transport.im.bridge.SessionBridge deletes the row itself, first thing when the session ends, so that
     # nothing more is routed to it; the registry then leaves the row alone (one DELETE per logout, not two).
     row_deleted_by_bridge: bool = False
 
@@ -242,7 +242,7 @@ def bind_session(
     end it, DESIGN §5), runs ``check(full_jid)`` in the worker thread (None, or a refusal with ``condition``
     and ``reason``: ``CertificateAuthenticator.refusal_at_bind``), then on the reactor thread either ends the
     session with the refusal (``close``) or, given one, starts the routing bridge
-    (``transport.bridge.SessionBridge``, whose conflict lookup rides on the row's insert) and calls
+    (``transport.im.bridge.SessionBridge``, whose conflict lookup rides on the row's insert) and calls
     ``admit()``, where the adapter sends the bind result.
     """
     handle = registry.register(
@@ -368,7 +368,7 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
     # Renew well within the lease ([xmppauth] session_lease_seconds): three beats per lease at least.
     heartbeat.start(min(HEARTBEAT_INTERVAL, store.lease().total_seconds() / 3), now=True)
     reactor.addSystemEventTrigger("before", "shutdown", _forget_this_process, reactor)
-    from transport import liveness  # noqa: PLC0415 (imports the router, which needs the apps loaded)
+    from transport.im import liveness  # noqa: PLC0415 (imports the router, which needs the apps loaded)
 
     liveness.start(reactor, registry)  # with Redis: no stanza lost to a dead listener (issue 16 point 1)
     _services = SessionServices(watcher, heartbeat)

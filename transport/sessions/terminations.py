@@ -3,7 +3,8 @@
 Specs: RFC 6120 §4.9.3.16 and §13.7.2.3 (a stream whose certificate is revoked ends with ``reset``), DESIGN §5
 (revoked certificates end live sessions within a second, in whichever process holds them).
 
-Everything here is synchronous Django code: adapters call it from a worker thread (``transport.live`` does),
+Everything here is synchronous Django code: adapters call it from a worker thread
+(``transport.sessions.registry`` does),
 never from the reactor thread. ``matches`` is pure and decides which sessions a command ends.
 """
 
@@ -22,7 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from transport.models import LiveSession, SessionTermination
+from transport.sessions.models import LiveSession, SessionTermination
 from xmppauth import fastsql
 
 logger = logging.getLogger(__name__)

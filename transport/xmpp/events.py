@@ -31,7 +31,7 @@ class StartTls:
 
 @dataclass(frozen=True)
 class AuthenticateRequest:
-    """SASL EXTERNAL wants a verdict: call ``auth_result`` with an :class:`~transport.stream.auth.AuthResult`.
+    """SASL EXTERNAL wants a verdict: call ``auth_result`` with an :class:`~transport.xmpp.auth.AuthResult`.
 
     ``authzid`` is the decoded authorization identity, already checked to be a bare JID, or None.
     """

@@ -10,7 +10,7 @@ listener that the config marks ``behind_tls_proxy = true`` (matched by the socke
 ``scope["server"]``, which no header sets), not over TLS that we terminated ourselves, and from a peer in
 ``[xmppauth] trusted_proxies``. Then this middleware puts the certificate(s) of that header, leaf first,
 into the standard ASGI TLS extension (``scope["extensions"]["tls"]["client_cert_chain"]``), the same place
-``transport.daphne_server`` puts the chain of a direct TLS connection, so the WebSocket and BOSH code reads
+``transport.http.server`` puts the chain of a direct TLS connection, so the WebSocket and BOSH code reads
 one place. For a trusted proxy the
 header *replaces* whatever the proxy's own TLS connection to us carried (that would be the proxy's
 certificate, not the user's); no header means no client certificate.
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 # nginx: proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;
 CLIENT_CERT_HEADER = b"x-ssl-client-cert"
-# Set by transport.daphne_server: the socket's peer [host, port], which no request header can change.
+# Set by transport.http.server: the socket's peer [host, port], which no request header can change.
 SOCKET_PEER_EXTENSION = "xmppauth.socket_peer"
 TLS_EXTENSION = "tls"  # the ASGI TLS extension (asgiref docs, "TLS Extension")
 # How many connections we remember having logged an ignored header for (once per connection).

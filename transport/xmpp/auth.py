@@ -58,7 +58,7 @@ class Authenticator(Protocol):
     def authenticate_external(self, facts: Any, authzid: str | None, domain: str) -> AuthResult: ...
 
     def authenticate_password(self, request: Any) -> AuthResult:
-        """One step of a password mechanism (a :class:`~transport.stream.events.PasswordStepRequest`)."""
+        """One step of a password mechanism (a :class:`~transport.xmpp.events.PasswordStepRequest`)."""
         ...
 
 
@@ -79,7 +79,7 @@ class IdentityAuthenticator:
 
     @classmethod
     def from_settings(cls, settings: Any) -> IdentityAuthenticator:
-        """From a :class:`~transport.stream.connection.StreamSettings`."""
+        """From a :class:`~transport.xmpp.connection.StreamSettings`."""
         return cls(settings.hosted_domains, settings.sasl_external, settings.cn_prefix, settings.cn_suffix)
 
     def authenticate_external(self, facts: Any, authzid: str | None, domain: str) -> AuthResult:

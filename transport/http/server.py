@@ -3,7 +3,7 @@
 Stock daphne puts no certificate in the scope. :class:`TlsExtensionServer` is daphne's ``Server`` with one
 override, ``create_application``, the one call daphne makes for every HTTP request and every WebSocket
 handshake with the protocol object and the new scope. When the connection came in over TLS (our ``xmpptls:``
-endpoint, see ``transport.tls_endpoint``) it adds::
+endpoint, see ``transport.http.tls_endpoint``) it adds::
 
     scope["extensions"]["tls"] = {
         "server_cert": None,
@@ -15,13 +15,15 @@ endpoint, see ``transport.tls_endpoint``) it adds::
     }
 
 and sets ``scope["scheme"]`` to ``https`` / ``wss``. ``client_cert_error`` is OpenSSL's opinion only (the
-handshake never decides, see ``transport.tls``); the WebSocket and BOSH code must verify the chain with
+handshake never decides, see ``transport.tls.context``); the WebSocket and BOSH code must verify the chain
+with
 ``certauth`` like every other transport. Every scope also gets the socket's peer address as
-``scope["extensions"]["xmppauth.socket_peer"]``, which ``transport.proxy_cert`` trusts over
+``scope["extensions"]["xmppauth.socket_peer"]``, which ``transport.http.proxy_cert`` trusts over
 ``scope["client"]``. A connection that came in on ``xmpptls:listener=N`` also gets
 ``scope["extensions"]["xmppauth.listener"] = N`` (whose ``tls`` options and ``cacertfile`` apply).
 
-``run`` also starts the session registry's watcher and heartbeat (``transport.live``) when the application
+``run`` also starts the session registry's watcher and heartbeat (``transport.sessions.registry``) when the
+application
 is ours, so sessions held by this process end when their certificate is revoked.
 
 This leans on daphne internals (``Server.create_application(protocol, scope)``, ``protocol.transport``):
@@ -30,7 +32,7 @@ arriving.
 
 Command line (daphne's own options, our server class)::
 
-    python -m transport.daphne_server -e xmpptls:listener=0 xmppauth.asgi:application
+    python -m transport.http.server -e xmpptls:listener=0 xmppauth.asgi:application
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ from daphne.server import Server
 from OpenSSL import SSL
 from twisted.internet.interfaces import ISSLTransport
 
-from transport.proxy_cert import SOCKET_PEER_EXTENSION, TLS_EXTENSION, tls_extension
-from transport.tls import channel_bindings, peer_chain, verify_errors
+from transport.http.proxy_cert import SOCKET_PEER_EXTENSION, TLS_EXTENSION, tls_extension
+from transport.tls.context import channel_bindings, peer_chain, verify_errors
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,8 @@ LISTENER_EXTENSION = "xmppauth.listener"
 # for BOSH, whose requests may come over several TLS connections.
 CHANNEL_BINDINGS_EXTENSION = "xmppauth.channel_bindings"
 # daphne's cap on one WebSocket message (default 1 MiB). Above the 64 KiB stanza limit so that a message
-# over that limit still reaches transport.ws and gets its policy-violation stream error (RFC 6120 §13.12);
+# over that limit still reaches transport.http.websocket and gets its policy-violation stream error (RFC 6120
+# §13.12);
 # beyond this the WebSocket is closed with 1009 (RFC 6455 §7.4.1). Operators may pass
 # --websocket-max-message-size.
 WEBSOCKET_MAX_MESSAGE = 256 * 1024
@@ -137,7 +140,7 @@ class TlsExtensionServer(Server):
         from twisted.internet import reactor  # noqa: PLC0415 (daphne installed the asyncio reactor)
 
         if apps.ready and apps.is_installed("transport"):  # the application set Django up (xmppauth.asgi)
-            from transport.live import start_if_installed  # noqa: PLC0415
+            from transport.sessions.registry import start_if_installed  # noqa: PLC0415
 
             start_if_installed(reactor)  # WebSocket/BOSH sessions end when their certificate does (DESIGN §5)
         super().run()

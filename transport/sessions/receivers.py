@@ -21,7 +21,7 @@ from certauth.models import Certificate, CrlSource, RevocationReason
 from certauth.revocation import subordinate_cas_listed
 from certauth.services import certificate_invalidated
 from certauth.signals import external_revocations_found
-from transport import sessions
+from transport.sessions import terminations as sessions
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,13 @@ def on_account_saved(sender: Any, instance: Account, **_: Any) -> None:
 def connect_signals() -> None:
     """Called from ``TransportConfig.ready``; idempotent (dispatch uids)."""
     certificate_invalidated.connect(
-        on_certificate_invalidated, sender=Certificate, dispatch_uid="transport.sessions.invalidated"
+        on_certificate_invalidated,
+        sender=Certificate,
+        dispatch_uid="transport.sessions.terminations.invalidated",
     )
     external_revocations_found.connect(
-        on_external_revocations, sender=CrlSource, dispatch_uid="transport.sessions.external"
+        on_external_revocations, sender=CrlSource, dispatch_uid="transport.sessions.terminations.external"
     )
-    post_save.connect(on_account_saved, sender=Account, dispatch_uid="transport.sessions.account")
+    post_save.connect(
+        on_account_saved, sender=Account, dispatch_uid="transport.sessions.terminations.account"
+    )

@@ -8,7 +8,8 @@ with ``certauth``, like on TCP).
 
 Decisions:
 
-- The handshake's ``Origin`` is checked first (``transport.origin``: none, our own, or ``allowed_origins``);
+- The handshake's ``Origin`` is checked first (``transport.http.origin``: none, our own, or
+  ``allowed_origins``);
   any other page's handshake is refused with HTTP 403 before any certificate is looked at.
 - A message that is not exactly one element (two elements, text, an unfinished element) gets the stream error
   ``not-well-formed``: a document with more or less than one root element is not well-formed XML (XML 1.0
@@ -39,8 +40,7 @@ from autobahn.exception import Disconnected
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from transport.origin import check_origin
-from transport.session_driver import (
+from transport.driver import (
     AsyncC2SSession,
     scope_chain,
     scope_channel_bindings,
@@ -48,7 +48,8 @@ from transport.session_driver import (
     scope_peer,
     scope_tls_options,
 )
-from transport.stream import errors
+from transport.http.origin import check_origin
+from transport.xmpp import errors
 
 logger = logging.getLogger(__name__)
 
