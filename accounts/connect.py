@@ -16,7 +16,7 @@ from django.conf import settings
 from accounts.models import Account
 from certauth import pki
 from certauth.bootstrap import pki_dir
-from certauth.models import CertificateAuthority
+from certauth.models import Certificate, CertificateAuthority
 
 C2S_MODES = {
     "starttls": "STARTTLS (RFC 6120 §5), plain connection first",
@@ -75,6 +75,11 @@ def endpoints(account: Account) -> list[Endpoint]:
 
 def first(account: Account, kind: str, default: str) -> str:
     return next((e.address for e in endpoints(account) if e.kind == kind), default)
+
+
+def active_certificates(account: Account) -> list[Certificate]:
+    """The account's certificates a client may log in with today, newest first."""
+    return list(account.certificates.filter(status=Certificate.Status.ACTIVE).order_by("-created_at"))
 
 
 def trust_anchor_pem() -> str:

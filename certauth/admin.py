@@ -1,4 +1,8 @@
-"""Admin for CAs, certificates, CRL sources and the auth event log; actions call certauth.services."""
+"""Admin for CAs, certificates, CRL sources, pins and the auth event log, and the certificate parts of the
+account page (an ``accounts.admin.AccountSection``): issuing, signing a CSR, pinning, revoking.
+
+Each operator action is one call of ``certauth.services`` or ``certauth.pins``, the same call the ``pki``
+command and the tasks make (after django-ca); the admin asks, checks permissions and reports."""
 
 from __future__ import annotations
 
@@ -9,18 +13,27 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
+from accounts.admin import AccountPanel, AccountSection, register_account_section
 from accounts.models import Account
-from certauth import crlfetch, crlpolicy, downloads, services
-from certauth.adminviews import attachment, form_page, safe_next
-from certauth.forms import CertificateAuthorityForm, ImportCaForm, ImportCertificateForm, RevokeForm
+from certauth import crlfetch, crlpolicy, downloads, pins, pki, services
+from certauth.forms import (
+    CertificateAuthorityForm,
+    ImportCaForm,
+    ImportCertificateForm,
+    IssueCertificateForm,
+    PinSelfSignedForm,
+    RevokeForm,
+    SignCsrForm,
+)
 from certauth.models import (
     AuthEvent,
     Certificate,
@@ -29,6 +42,7 @@ from certauth.models import (
     RevokedSerial,
     SelfSignedPin,
 )
+from xmppauth.adminviews import attachment, form_page, safe_next
 
 
 class ImportToolMixin:
@@ -660,3 +674,264 @@ class AuthEventAdmin(admin.ModelAdmin):
     @admin.display(description="JID (granted, else asked for)", ordering="jid_granted")
     def jid_display(self, event: AuthEvent) -> str:
         return event.jid_granted or event.jid_requested or "-"
+
+
+# --- The account page's certificate parts (accounts.admin.AccountSection): issue, sign a CSR, pins, events
+
+
+class SelfSignedPinInline(admin.TabularInline):
+    """The account's pinned self-signed certificates (``selfsigned_peer``): when, how and from where each was
+    pinned. Added through "Pin a self-signed certificate" (validated); ticking "Delete" clears one."""
+
+    model = SelfSignedPin
+    extra = 0
+    fields = ["fingerprint_sha256", "origin", "subject", "created_at", "peer", "transport"]
+    readonly_fields = fields
+    verbose_name_plural = "self-signed certificate pins (selfsigned_peer)"
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # the pin form validates the certificate or fingerprint
+
+
+@admin.display(description="certificates")
+def certificate_count(account: Account) -> int:
+    return account.certificates.count()
+
+
+@admin.display(description="self-signed pins")
+def pin_count(account: Account) -> int:
+    return account.selfsigned_pins.count()
+
+
+@admin.display(description="certificate actions")
+def certificate_actions(account: Account) -> str:
+    if account.pk is None:
+        return "-"
+    return format_html(
+        '<a class="button" href="{}">Issue a certificate</a> <a class="button" href="{}">Sign a CSR</a>',
+        reverse("admin:accounts_account_issue", args=[account.pk]),
+        reverse("admin:accounts_account_sign_csr", args=[account.pk]),
+    )
+
+
+@admin.display(description="self-signed certificates")
+def selfsigned_pin_actions(account: Account) -> str:
+    if account.pk is None:
+        return "-"
+    return format_html(
+        '<a class="button" href="{}">Pin a self-signed certificate</a> '
+        '<a class="button" href="{}">Clear all pins</a>',
+        reverse("admin:accounts_account_pin", args=[account.pk]),
+        reverse("admin:accounts_account_clear_pins", args=[account.pk]),
+    )
+
+
+@admin.action(description="Issue a certificate for the selected account")
+def issue_certificate_action(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset
+) -> HttpResponse | None:
+    if queryset.count() != 1:
+        modeladmin.message_user(
+            request, "Select exactly one account to issue a certificate for.", messages.WARNING
+        )
+        return None
+    return HttpResponseRedirect(reverse("admin:accounts_account_issue", args=[queryset.get().pk]))
+
+
+class AccountCertificateViews:
+    """The certificate operations of an account's page, each a thin caller of ``certauth.services`` or
+    ``certauth.pins``, with the account admin's permissions, change log and messages."""
+
+    def __init__(self, account_admin: admin.ModelAdmin) -> None:
+        self.account_admin = account_admin
+
+    def _account(self, request: HttpRequest, account_id: int) -> Account:
+        account = get_object_or_404(Account.objects.select_related("domain"), pk=account_id)
+        if not self.account_admin.has_change_permission(request, account):
+            raise PermissionDenied
+        return account
+
+    @staticmethod
+    def _back(account: Account) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[account.pk]))
+
+    def issue_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
+        account = self._account(request, account_id)
+        form = IssueCertificateForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                issued = services.issue_for_account(
+                    account,
+                    ca=data["ca"],
+                    key_type=data["key_type"],
+                    days=data["days"],
+                    common_name=data["common_name"] or None,
+                )
+            except services.PkiError as exc:
+                form.add_error(None, str(exc))
+            else:
+                return self._issued(request, account, issued, data)
+        return form_page(
+            request,
+            f"Issue a certificate for {account.jid}",
+            form,
+            submit_label="Issue",
+            intro="The certificate's xmppAddr is the account's JID (XEP-0178).",
+        )
+
+    def _issued(
+        self, request: HttpRequest, account: Account, issued: services.IssuedCertificate, data: dict
+    ) -> HttpResponse:
+        """After issuing: the file is offered once on the new certificate's page, and the form is gone."""
+        password = data["password"].encode()
+        if data["output"] in ("p12", "p12-legacy"):
+            blob = issued.pkcs12(password, legacy=data["output"] == "p12-legacy")
+            filename, content_type = f"{account.jid}.p12", "application/x-pkcs12"
+        else:
+            blob = issued.pem_bundle(password)
+            filename, content_type = f"{account.jid}.pem", "application/x-pem-file"
+        downloads.offer(request, issued.row.pk, blob, filename, content_type)
+        self.account_admin.log_change(request, account, f"issued certificate {issued.row.serial}")
+        self.account_admin.message_user(
+            request,
+            f"Issued certificate {issued.row.serial} for {account.jid}, valid until "
+            f"{issued.row.not_after:%Y-%m-%d}. Download {filename} below (offered once).",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:certauth_certificate_change", args=[issued.row.pk]))
+
+    def sign_csr_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
+        account = self._account(request, account_id)
+        form = SignCsrForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                row = services.sign_csr_for_account(
+                    account, data["csr"].encode(), ca=data["ca"], days=data["days"]
+                )
+            except services.PkiError as exc:
+                form.add_error("csr", str(exc))
+            else:
+                self.account_admin.log_change(request, account, f"signed a CSR: certificate {row.serial}")
+                cert = pki.load_certificate(row.pem.encode())
+                return attachment(
+                    pki.certificate_to_pem(cert).encode(), f"{account.jid}.crt.pem", "application/x-pem-file"
+                )
+        return form_page(request, f"Sign a CSR for {account.jid}", form, submit_label="Sign")
+
+    def pin_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
+        account = self._account(request, account_id)
+        form = PinSelfSignedForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                pin = pins.pin_for_account(
+                    account, certificate=data["certificate"], fingerprint=data["fingerprint"]
+                )
+            except pins.PinError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.account_admin.log_change(
+                    request, account, f"pinned self-signed certificate {pin.fingerprint_sha256}"
+                )
+                self.account_admin.message_user(request, f"Self-signed certificate pinned to {account.jid}.")
+                return self._back(account)
+        return form_page(
+            request,
+            f"Pin a self-signed certificate to {account.jid}",
+            form,
+            submit_label="Pin",
+            intro=(
+                'With tls.verify_mode = "selfsigned_peer", a self-signed certificate logs in only as the '
+                "account it is pinned to. An account may hold several pins (one per device); one without "
+                "any is pinned at its first self-signed login."
+            ),
+        )
+
+    def clear_pins_view(self, request: HttpRequest, account_id: int) -> HttpResponse:
+        account = self._account(request, account_id)
+        if request.method == "POST":
+            count = pins.clear_pins(account)
+            self.account_admin.log_change(request, account, f"cleared {count} self-signed certificate pin(s)")
+            self.account_admin.message_user(
+                request,
+                f"Cleared {count} pin(s) of {account.jid}; its next self-signed login pins again.",
+            )
+            return self._back(account)
+        return form_page(
+            request,
+            f"Clear the self-signed certificate pins of {account.jid}",
+            forms.Form(),
+            submit_label="Clear all pins",
+            intro=(
+                f"{account.selfsigned_pins.count()} pin(s). After clearing, the next self-signed login as "
+                f"{account.jid} pins its certificate (trust on first use)."
+            ),
+        )
+
+
+class AccountCertificatesSection(AccountSection):
+    """The account's certificates (with revoke, hold and release), its pins, and issuing or signing for it."""
+
+    key = "certificates"
+    order = 10
+    readonly = (certificate_actions, selfsigned_pin_actions)
+    columns = (certificate_count, pin_count)
+    inlines = (SelfSignedPinInline,)
+    actions = (issue_certificate_action,)
+
+    def urls(self, account_admin: admin.ModelAdmin) -> list[URLPattern]:
+        views = AccountCertificateViews(account_admin)
+        wrap = account_admin.admin_site.admin_view
+        return [
+            path(
+                "<int:account_id>/issue-certificate/", wrap(views.issue_view), name="accounts_account_issue"
+            ),
+            path("<int:account_id>/sign-csr/", wrap(views.sign_csr_view), name="accounts_account_sign_csr"),
+            path("<int:account_id>/pin-selfsigned/", wrap(views.pin_view), name="accounts_account_pin"),
+            path(
+                "<int:account_id>/clear-pins/",
+                wrap(views.clear_pins_view),
+                name="accounts_account_clear_pins",
+            ),
+        ]
+
+    def panel(self, account_admin: admin.ModelAdmin, request: HttpRequest, account: Account) -> AccountPanel:
+        certificates = list(account.certificates.select_related("issuer").order_by("-created_at")[:50])
+        may_change = account_admin.admin_site.get_model_admin(Certificate).has_change_permission(request)
+        return AccountPanel(
+            "certificates",
+            "Certificates",
+            "admin/certauth/account/panel_certificates.html",
+            {"certificates": certificates, "revoke_form": RevokeForm(), "may_change": may_change},
+        )
+
+
+RECENT_EVENTS = 15
+
+
+class AccountAuthEventsSection(AccountSection):
+    """The account's last auth events: by the JID asked for or granted, or by one of its certificates."""
+
+    key = "events"
+    order = 30
+
+    def panel(self, account_admin: admin.ModelAdmin, request: HttpRequest, account: Account) -> AccountPanel:
+        fingerprints = account.certificates.order_by("-created_at").values_list(
+            "fingerprint_sha256", flat=True
+        )
+        jid = account.jid
+        events = AuthEvent.objects.filter(
+            Q(jid_granted=jid) | Q(jid_requested=jid) | Q(cert_fingerprint__in=list(fingerprints[:50]))
+        ).order_by("-time")[:RECENT_EVENTS]
+        return AccountPanel(
+            "events",
+            f"Last {RECENT_EVENTS} auth events",
+            "admin/certauth/account/panel_events.html",
+            {"events": list(events), "all_events": reverse("admin:certauth_authevent_changelist")},
+        )
+
+
+register_account_section(AccountCertificatesSection())
+register_account_section(AccountAuthEventsSection())

@@ -63,7 +63,7 @@ def test_model_save_and_by_jid_use_the_normal_form():
 
 
 def _add_account(staff_client, localpart: str, domain: Domain):
-    pins = "selfsigned_pins"  # the empty inline of the account's self-signed pins (accounts.admin)
+    pins = "selfsigned_pins"  # the empty inline of the account's self-signed pins (certauth.admin)
     return staff_client.post(
         reverse("admin:accounts_account_add"),
         {

@@ -242,6 +242,32 @@ def test_account_page_lists_certificates_sessions_and_events(staff_client, alice
     assert "bob&#x27;s" not in text
 
 
+def test_account_page_shows_the_apps_sections_in_order(staff_client, alice, issued):
+    """certauth and transport.sessions add their parts through accounts.admin.AccountSection: the panels
+    keep their order, the list its columns and the issue action, the form its certificate buttons."""
+    text = _account_page(staff_client, alice)
+    places = [text.index(f'id="panel-{key}"') for key in ("certificates", "sessions", "events")]
+    assert places == sorted(places)
+    assert reverse("admin:accounts_account_issue", args=[alice.pk]) in text
+    assert reverse("admin:accounts_account_pin", args=[alice.pk]) in text
+    assert reverse("admin:accounts_account_password", args=[alice.pk]) in text
+    listing = staff_client.get(reverse("admin:accounts_account_changelist")).content.decode().lower()
+    assert "self-signed pins" in listing and 'value="issue_certificate_action"' in listing
+    assert listing.index("self-signed pins") < listing.index("created at")
+
+
+def test_an_account_section_key_registered_twice_is_refused():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from accounts.admin import AccountSection, register_account_section
+
+    class Again(AccountSection):
+        key = "certificates"
+
+    with pytest.raises(ImproperlyConfigured, match="'certificates'"):
+        register_account_section(Again())
+
+
 def test_account_page_without_certificates_or_sessions(staff_client, alice):
     text = _account_page(staff_client, alice)
     assert "No certificate yet." in text and "Not logged in." in text

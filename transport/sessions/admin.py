@@ -1,4 +1,5 @@
-"""Admin for the session registry: the live sessions of every process, and the action that ends one.
+"""Admin for the session registry: the live sessions of every process, and the action that ends one; the
+account page's "Live sessions" panel (an ``accounts.admin.AccountSection``).
 
 Spec: DESIGN §5 and §6 (an operator lists live sessions and ends them); the session ends with the stream error
 ``reset`` and the text "ended by the operator" (RFC 6120 §4.9.3.16: the session's authorisation is withdrawn).
@@ -18,9 +19,11 @@ from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_POST
 
-from certauth.adminviews import safe_next
+from accounts.admin import AccountPanel, AccountSection, register_account_section
+from accounts.models import Account
 from transport.sessions import terminations as sessions
 from transport.sessions.models import LiveSession, SessionTermination
+from xmppauth.adminviews import safe_next
 
 
 @admin.register(LiveSession)
@@ -106,3 +109,22 @@ class SessionTerminationAdmin(admin.ModelAdmin):
         if command.target == SessionTermination.Target.SESSION and command.serial:  # a CRL listed its serial
             return f"session {command.session_id} (CA #{command.issuer_ca_id} serial {command.serial})"
         return command.fingerprint or command.bare_jid or str(command.session_id or "")
+
+
+class AccountSessionsSection(AccountSection):
+    """The account's live sessions, each with an "End session" button (``LiveSessionAdmin.end_view``)."""
+
+    key = "sessions"
+    order = 20
+
+    def panel(self, account_admin: admin.ModelAdmin, request: HttpRequest, account: Account) -> AccountPanel:
+        may_end = account_admin.admin_site.get_model_admin(LiveSession).has_delete_permission(request)
+        return AccountPanel(
+            "sessions",
+            "Live sessions",
+            "admin/transport/account/panel_sessions.html",
+            {"sessions": LiveSession.objects.filter(bare_jid=account.jid.lower()), "may_end": may_end},
+        )
+
+
+register_account_section(AccountSessionsSection())

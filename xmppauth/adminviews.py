@@ -1,4 +1,5 @@
-"""Shared plumbing for the admin's intermediate form pages."""
+"""Shared plumbing of the admin pages every app adds: intermediate form pages, file downloads, the ``next``
+URL of a button. Django only, no app: the apps' ``admin.py`` modules import it."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def form_page(
         "intro": intro,
         "hidden": list(hidden),
     }
-    return TemplateResponse(request, "admin/certauth/form.html", context)
+    return TemplateResponse(request, "admin/xmppauth_form.html", context)
 
 
 def attachment(data: bytes, filename: str, content_type: str) -> HttpResponse:
