@@ -82,6 +82,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from xmppauth.origins import parse_allowed_origin
+
 logger = logging.getLogger(__name__)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -619,8 +621,6 @@ def _parse_c2s(listener: _Table) -> C2SListener:
 
 
 def _parse_allowed_origins(handler: _Table) -> tuple[str, ...]:
-    from transport.http.origin import parse_allowed_origin  # noqa: PLC0415 (transport.http.origin imports this module)
-
     origins: list[str] = []
     for index, value in enumerate(handler.strings("allowed_origins", ())):
         try:

@@ -14,8 +14,9 @@ import tomllib
 import pytest
 
 from transport.http.bosh import BoshApp
-from transport.http.origin import Origin, check_origin, cors_headers, parse_allowed_origin, parse_origin
+from transport.http.origin import check_origin, cors_headers
 from xmppauth.config import ConfigError, parse_config
+from xmppauth.origins import Origin, parse_allowed_origin, parse_origin
 
 WEB_CLIENT = "https://chat.example.com"
 CONFIG_TEXT = f"""

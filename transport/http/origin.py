@@ -3,7 +3,8 @@
 Specs: RFC 6454 (an origin is scheme, host and port, §4; its serialisation, §6.2; the ``Origin`` header and
 its opaque value ``null``, §7), RFC 6455 §4.2.2 and §10.2 (a server refuses a handshake from an origin it does
 not accept, with a 403), the Fetch standard's CORS protocol (``Access-Control-Allow-Origin`` and
-``-Credentials``; the preflight ``OPTIONS``).
+``-Credentials``; the preflight ``OPTIONS``). Origins are parsed and serialised by ``xmppauth.origins``,
+which the config loader also uses for ``allowed_origins``.
 
 Why: a client certificate is an ambient credential. A browser presents it to whatever page opens a WebSocket
 or sends a request to our host, so without this check a page on ``https://evil.example`` logs in as the user.
@@ -40,73 +41,19 @@ Behind a proxy that rewrites ``Host``, or for a web client served from another o
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from transport.http.proxy_cert import TLS_EXTENSION
+from xmppauth.origins import Origin, parse_host, parse_origin
 
 if TYPE_CHECKING:
     from xmppauth.config import Config, HttpHandler, HttpListener
 
 ORIGIN_HEADER = b"origin"
 HOST_HEADER = b"host"
-DEFAULT_PORTS = {"http": 80, "https": 443}  # RFC 6454 §4 step 6: the scheme's default port
 LOGGED_ORIGIN_LENGTH = 200  # characters of a refused Origin value that go into the log
-# RFC 6454 §6.2 serialisation: scheme "://" host [ ":" port ]; a host is a DNS name (IDNs in their xn-- form,
-# as browsers send them), an IPv4 address or a bracketed IPv6 address. Nothing else (no path, user, "*").
-_ORIGIN = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::(?P<port>[0-9]{1,5}))?",
-    re.IGNORECASE,
-)
-_HOST = re.compile(r"(?P<host>\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::(?P<port>[0-9]{1,5}))?", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Origin:
-    """An RFC 6454 tuple origin; ``port`` is explicit (the scheme's default filled in; None without one)."""
-
-    scheme: str
-    host: str
-    port: int | None
-
-    def __str__(self) -> str:
-        """RFC 6454 §6.2 serialisation: the default port is left out."""
-        if self.port is None or DEFAULT_PORTS.get(self.scheme) == self.port:
-            return f"{self.scheme}://{self.host}"
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-
-def _port(text: str | None, scheme: str) -> int | None:
-    if text is None:
-        return DEFAULT_PORTS.get(scheme)
-    port = int(text)
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} is out of range")
-    return port
-
-
-def parse_origin(value: str) -> Origin:
-    """An ``Origin`` header value or an ``allowed_origins`` entry as an :class:`Origin`.
-
-    Raises ValueError for ``null`` and for anything that is not ``scheme://host[:port]``.
-    """
-    if value == "null":
-        raise ValueError("'null' is the opaque origin any sandboxed or file: page has (RFC 6454 §7.1)")
-    match = _ORIGIN.fullmatch(value)
-    if match is None:
-        raise ValueError(f"{value!r} is not scheme://host[:port] (RFC 6454 §6.2)")
-    scheme = match["scheme"].lower()
-    return Origin(scheme, match["host"].lower(), _port(match["port"], scheme))
-
-
-def parse_allowed_origin(value: str) -> str:
-    """One ``allowed_origins`` entry, checked and in its canonical form; ValueError says what is wrong."""
-    origin = parse_origin(value)
-    if origin.scheme not in DEFAULT_PORTS:
-        raise ValueError(f"{value!r}: the scheme must be http or https")
-    return str(origin)
 
 
 @dataclass(frozen=True)
@@ -136,11 +83,8 @@ def own_origin(scope: dict[str, Any]) -> Origin | None:
     hosts = _header_values(scope, HOST_HEADER)
     if len(hosts) != 1:
         return None
-    match = _HOST.fullmatch(hosts[0].strip())
-    if match is None:
-        return None
     try:
-        return Origin(scheme, match["host"].lower(), _port(match["port"], scheme))
+        return parse_host(scheme, hosts[0])
     except ValueError:
         return None
 
