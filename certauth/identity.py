@@ -6,7 +6,7 @@ Specs, cited below by label:
               §13.7.1.4 (xmppAddr).
   [RFC7622]   XMPP Address Format, §3 (JID parts and their normalisation), through the PRECIS profiles of
               [RFC8265] (precis-i18n) and IDNA2008 with UTS #46 mapping (idna).
-  [DESIGN4]   /work/shared/DESIGN.md §4 (the verifiers `standard`, `common_name`, `auth_id`, dotted path).
+  [DESIGN4]   the design notes (DESIGN), §4 (the verifiers `standard`, `common_name`, `auth_id`, dotted path).
 
 Pure: no Django, no I/O, no cryptography objects. The caller passes *certificate facts*: anything with
 the attributes of :class:`CertificateFacts` (``certauth.pki.facts.CertFacts`` fits), so tests build them

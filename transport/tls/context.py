@@ -126,18 +126,6 @@ def with_default_credentials(options: TlsOptions, certfile: Path, keyfile: Path)
     return replace(options, certfile=str(certfile), keyfile=str(keyfile))
 
 
-def load_ca_file(path: str) -> list[x509.Certificate]:
-    """The certificates of a PEM bundle (``tls.cacertfile``)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise TlsConfigError(f"tls.cacertfile {path}: {exc.strerror or exc}") from exc
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise TlsConfigError(f"tls.cacertfile {path}: no PEM certificate found ({exc})") from exc
-
-
 def _subject(cert: crypto.X509) -> str:
     try:
         return cert.to_cryptography().subject.rfc4514_string()
