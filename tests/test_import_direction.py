@@ -9,7 +9,8 @@ level or inside a function (lazy imports), under ``if TYPE_CHECKING:`` too. The 
   ``transport.driver``);
 - ``accounts`` imports no ``certauth.admin`` (certauth's admin registers into ``accounts.admin``);
 - ``xmppauth`` outside the composition root (asgi, wsgi, celery, urls, the admin site and its dashboard)
-  imports no app.
+  imports no app;
+- only the composition root (and the apps' management commands) imports the composition root.
 
 A failure names the file and line, the import as written, and the rule it breaks.
 """
@@ -57,10 +58,16 @@ class Rule:
     text: str
     importers: tuple[str, ...]  # the packages or modules it governs
     allows: Callable[[str], bool]  # whether an imported module is allowed there
-    exempt: tuple[str, ...] = ()
+    exempt: Callable[[str], bool] = lambda importer: False
 
     def governs(self, importer: str) -> bool:
-        return within(importer, *self.importers) and not within(importer, *self.exempt)
+        return within(importer, *self.importers) and not self.exempt(importer)
+
+
+def in_composition_root(module: str) -> bool:
+    """The root's modules, the management commands of every app, and ``xmppauth/__init__.py``, which loads
+    the Celery app (Celery's convention)."""
+    return within(module, *COMPOSITION_ROOT) or ".management.commands" in module or module == "xmppauth"
 
 
 RULES = {
@@ -93,7 +100,14 @@ RULES = {
         "imports no app",
         ("xmppauth",),
         lambda target: not within(target, *APPS),
-        exempt=COMPOSITION_ROOT,
+        exempt=in_composition_root,
+    ),
+    "root": Rule(
+        "only the composition root imports the composition root (asgi, wsgi, celery, urls, adminsite, "
+        "dashboard; management commands)",
+        PACKAGES,
+        lambda target: not within(target, *COMPOSITION_ROOT),
+        exempt=in_composition_root,
     ),
 }
 
@@ -222,6 +236,10 @@ def fake_tree(tmp_path) -> Path:
     _write(tmp_path, "accounts/models.py", "from certauth.identity import parse\n")
     _write(tmp_path, "xmppauth/config.py", "import tomllib\n")
     _write(tmp_path, "xmppauth/asgi.py", "from transport.http import websocket\nimport accounts.models\n")
+    _write(tmp_path, "xmppauth/dashboard.py", "from certauth.admin import overview\n")
+    _write(tmp_path, "xmppauth/celery.py", "def ready():\n    from certauth import identity\n")
+    _write(tmp_path, "xmppauth/__init__.py", "from xmppauth.celery import app\n")
+    _write(tmp_path, "transport/management/commands/runxmpp.py", "from xmppauth.asgi import application\n")
     return tmp_path
 
 
@@ -239,7 +257,12 @@ def test_a_clean_tree_has_no_violation(fake_tree):
             "core",
             "twisted.internet",
         ),
-        ("transport/xmpp/stream.py", "from certauth.identity import Jid, parse\n", "core", "certauth.identity"),
+        (
+            "transport/xmpp/stream.py",
+            "from certauth.identity import Jid, parse\n",
+            "core",
+            "certauth.identity",
+        ),
         (
             "transport/xmpp/im/roster.py",
             "from ...sessions import models\n",
@@ -278,6 +301,8 @@ def test_a_clean_tree_has_no_violation(fake_tree):
             "project",
             "accounts.models",
         ),
+        ("certauth/tasks.py", "def f():\n    from xmppauth import dashboard\n", "root", "xmppauth.dashboard"),
+        ("transport/tcp/protocol.py", "from xmppauth.asgi import application\n", "root", "xmppauth.asgi"),
     ],
 )
 def test_the_checker_names_a_fabricated_violation(fake_tree, relative, text, rule, target):

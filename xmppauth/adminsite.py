@@ -3,7 +3,7 @@ site), human names for the models in the app list, and the operator's dashboard 
 (``xmppauth.dashboard``).
 
 Installed as Django's default admin site (``xmppauth.apps.XmppauthAdminConfig``), so ``admin.site`` and every
-``@admin.register`` use it.
+``@admin.register`` use it. Part of the composition root (docs/ARCHITECTURE.md): its index shows every app.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ expires soon, what was revoked lately.
 Every query is an aggregate or a bounded slice (a fixed number of rows whatever the size of the tables), so
 the page costs the same with ten accounts or a million auth events. Charts are small SVG drawn here, on the
 server: no JavaScript, no CDN.
+
+Part of the composition root (docs/ARCHITECTURE.md, with ``urls.py`` and ``asgi.py``): the one page about all
+three apps, so it imports them; nothing outside the root imports it.
 """
 
 from __future__ import annotations
