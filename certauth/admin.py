@@ -871,6 +871,9 @@ class AccountCertificateViews:
         )
 
 
+ACCOUNT_CERTIFICATES = 50  # the newest certificates of an account: listed, and whose auth events are shown
+
+
 class AccountCertificatesSection(AccountSection):
     """The account's certificates (with revoke, hold and release), its pins, and issuing or signing for it."""
 
@@ -898,7 +901,8 @@ class AccountCertificatesSection(AccountSection):
         ]
 
     def panel(self, account_admin: admin.ModelAdmin, request: HttpRequest, account: Account) -> AccountPanel:
-        certificates = list(account.certificates.select_related("issuer").order_by("-created_at")[:50])
+        newest = account.certificates.select_related("issuer").order_by("-created_at")
+        certificates = list(newest[:ACCOUNT_CERTIFICATES])
         may_change = account_admin.admin_site.get_model_admin(Certificate).has_change_permission(request)
         return AccountPanel(
             "certificates",
@@ -908,7 +912,7 @@ class AccountCertificatesSection(AccountSection):
         )
 
 
-RECENT_EVENTS = 15
+RECENT_EVENTS = 15  # auth events on the account page
 
 
 class AccountAuthEventsSection(AccountSection):
@@ -923,7 +927,9 @@ class AccountAuthEventsSection(AccountSection):
         )
         jid = account.jid
         events = AuthEvent.objects.filter(
-            Q(jid_granted=jid) | Q(jid_requested=jid) | Q(cert_fingerprint__in=list(fingerprints[:50]))
+            Q(jid_granted=jid)
+            | Q(jid_requested=jid)
+            | Q(cert_fingerprint__in=list(fingerprints[:ACCOUNT_CERTIFICATES]))
         ).order_by("-time")[:RECENT_EVENTS]
         return AccountPanel(
             "events",
