@@ -70,21 +70,25 @@ def checker(config_hosts: Iterable[str]) -> Callable[[str], bool]:
     return hosted
 
 
-def ensure_rows(config_hosts: Iterable[str]) -> None:
-    """A ``Domain`` row for each config host (once per process and host): the admin lists it, and may disable
-    it; accounts hang off it."""
-    missing = [host for host in _normalised(config_hosts) if host not in _rows_made]
-    for host in missing:
-        Domain.objects.get_or_create(name=host)
-    with _lock:
-        _rows_made.update(missing)
+def ensure_rows(config_hosts: Iterable[str]) -> list[str]:
+    """A ``Domain`` row for each config host (asked once per process and host): the admin lists it and may
+    disable it; accounts hang off it. Returns the hosts whose row was created now."""
+    created: list[str] = []
+    for host in [host for host in _normalised(config_hosts) if host not in _rows_made]:
+        if Domain.objects.get_or_create(name=host)[1]:
+            created.append(host)
+        with _lock:
+            _rows_made.add(host)
+    return created
 
 
 def invalidate() -> None:
-    """Forget the disabled names: the next question reads them again (on Domain changes; tests too)."""
+    """Forget the disabled names and which rows exist: the next question reads them again (on Domain
+    changes; tests too)."""
     global _disabled
     with _lock:
         _disabled = None
+        _rows_made.clear()
 
 
 @receiver(post_save, sender=Domain, dispatch_uid="accounts.domains.saved")
