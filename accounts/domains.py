@@ -83,8 +83,8 @@ def ensure_rows(config_hosts: Iterable[str]) -> list[str]:
 
 
 def invalidate() -> None:
-    """Forget the disabled names and which rows exist: the next question reads them again (on Domain
-    changes; tests too)."""
+    """Forget the disabled names and which rows exist: the next question reads them again (tests; a Domain
+    save or delete forgets what it changed)."""
     global _disabled
     with _lock:
         _disabled = None
@@ -92,9 +92,18 @@ def invalidate() -> None:
 
 
 @receiver(post_save, sender=Domain, dispatch_uid="accounts.domains.saved")
+def _domain_saved(sender: type, **kwargs: object) -> None:
+    global _disabled
+    with _lock:
+        _disabled = None
+
+
 @receiver(post_delete, sender=Domain, dispatch_uid="accounts.domains.deleted")
-def _domain_changed(sender: type, **kwargs: object) -> None:
-    invalidate()
+def _domain_deleted(sender: type, instance: Domain, **kwargs: object) -> None:
+    global _disabled
+    with _lock:
+        _disabled = None
+        _rows_made.discard(instance.name)  # a config host's row is made again when next asked
 
 
 def _normalised(hosts: Iterable[str]) -> list[str]:
