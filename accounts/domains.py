@@ -22,6 +22,7 @@ thread the caller waits for, one small ``SELECT`` at most once per :data:`CACHE_
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -61,13 +62,7 @@ def is_hosted(domain: str, config_hosts: Iterable[str]) -> bool:
 
 def checker(config_hosts: Iterable[str]) -> Callable[[str], bool]:
     """:func:`is_hosted` for these hosts as a one-argument callable: what the adapters give the core."""
-    hosts = frozenset(_normalised(config_hosts))
-
-    def hosted(domain: str) -> bool:
-        disabled = _disabled_names()
-        return disabled is not None and domain in hosts and domain not in disabled
-
-    return hosted
+    return functools.partial(is_hosted, config_hosts=tuple(config_hosts))
 
 
 def ensure_rows(config_hosts: Iterable[str]) -> list[str]:
