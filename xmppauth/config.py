@@ -533,7 +533,7 @@ def _parse_tls(listener: _Table, modes: Sequence[str], default_mode: str) -> Tls
                 f'"peer", false means "none"); set only verify_mode',
             )
         verify_mode = from_peer
-    if verify_mode == "selfsigned_peer":  # issue 12 point 3: certauth.pins
+    if VERIFY_MODES[verify_mode].accepts_self_signed:  # issue 12 point 3: certauth.pins
         logger.warning(
             '%s: %s = "selfsigned_peer": a self-signed client certificate logs in only as the account it '
             "is pinned to; an account without a pin is pinned at its first self-signed login "
