@@ -6,8 +6,9 @@ JID, in ``certauth.identity``), RFC 5280 §6 (``certauth.verify``), DESIGN §4 a
 Per connection: ``CertificateAuthenticator(config, listener_tls, transport, peer)``.
 
 1. :meth:`~CertificateAuthenticator.check_certificate` right after the handshake: chain verification against
-   the listener's trust store, then revocation. Its :class:`CertCheck` tells the core whether EXTERNAL may be
-   offered (:meth:`~CertificateAuthenticator.external_available`).
+   the listener's trust store, then revocation. Its :class:`CertCheck` tells the core whether the
+   certificate passed; which mechanisms are offered is the core's one decision
+   (``transport.xmpp.mechanisms.offered_mechanisms``).
 2. :meth:`~CertificateAuthenticator.authenticate_external` when the client sends EXTERNAL: revocation again
    (it may have changed since the handshake), the identity rules, the domain limits of the CAs on the
    verified path (``certauth.trust.domain_refusal``), for a self-signed certificate (``selfsigned_peer``)
@@ -30,8 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,7 +39,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from accounts.models import Domain
+from accounts import domains
 from certauth import learning, pins, pki
 from certauth.authmethods import (
     AuthMethod,
@@ -48,7 +48,6 @@ from certauth.authmethods import (
     build_methods,
     refuse_inactive,
     run_methods,
-    supports_external,
 )
 from certauth.identity import NOT_AUTHORIZED, resolve_identity
 from certauth.models import AuthEvent
@@ -74,9 +73,6 @@ REASON_NO_EXTERNAL = "SASL EXTERNAL is not enabled (auth.sasl_mechanisms)"
 # last step of negotiation (§7), is not allowed to that account.
 BIND_CREDENTIALS_GONE = "reset"
 BIND_NOT_AUTHORIZED = "not-authorized"
-
-_ensured_hosts: set[str] = set()
-_ensured_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -131,32 +127,11 @@ def _as_certificates(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Cer
     return certs
 
 
-def ensure_config_domains(hosts: Iterable[str]) -> None:
-    """Make sure a ``Domain`` row exists for each configured host (once per process and host)."""
-    missing = [host.lower() for host in hosts if host.lower() not in _ensured_hosts]
-    if not missing:
-        return
-    for host in missing:
-        Domain.objects.get_or_create(name=host)
-    with _ensured_lock:
-        _ensured_hosts.update(missing)
-
-
-def hosted_domains(config: Config) -> set[str]:
-    """The config's hosts plus the enabled ``Domain`` rows (the admin may add domains at run time), minus
-    the rows an admin disabled: a disabled row refuses logins for its host even when the config lists it."""
-    ensure_config_domains(config.hosts)
-    sql = fastsql.statement(
-        "authenticator.domain_rows",
-        lambda: (
-            f"SELECT {fastsql.column(Domain, 'name')}, {fastsql.column(Domain, 'enabled')}"
-            f" FROM {fastsql.table(Domain)}"
-        ),
-    )
-    rows = fastsql.fetch_all(sql, [])
-    disabled = {name for name, enabled in rows if not enabled}
-    enabled = {name for name, enabled in rows if enabled}
-    return (enabled | {host.lower() for host in config.hosts}) - disabled
+def _hosted_domains(config: Config) -> frozenset[str]:
+    """The hosted domains (``accounts.domains``: config hosts minus the rows an admin disabled), with a
+    ``Domain`` row made for each config host."""
+    domains.ensure_rows(config.hosts)
+    return domains.hosted_domains(config.hosts)
 
 
 def _clip(text: str | None, limit: int) -> str:
@@ -278,14 +253,6 @@ class CertificateAuthenticator:
         """The ``CertificateAuthority`` row that issued the checked certificate (None: none, or not a row)."""
         return self._checked.issuer_ca_id if self._checked is not None else None
 
-    def external_available(self) -> bool:
-        """Whether to offer EXTERNAL (DESIGN §4): enabled, served by a method, and a certificate passed."""
-        return (
-            self._checked is not None
-            and "external" in self.config.auth.sasl_mechanisms
-            and supports_external(self.methods)
-        )
-
     # --- SASL time --------------------------------------------------------------------------------------
 
     def authenticate_external(self, facts: CertFacts | None, authzid: str | None, domain: str) -> AuthResult:
@@ -304,7 +271,7 @@ class CertificateAuthenticator:
             facts,
             authzid,
             domain,
-            hosted_domains(self.config),
+            _hosted_domains(self.config),
             auth.sasl_external,
             auth.common_name_prefix,
             auth.common_name_suffix,
@@ -349,7 +316,7 @@ class CertificateAuthenticator:
             from accounts.passwords import PasswordExchange  # noqa: PLC0415 (only for password logins)
 
             self._passwords = PasswordExchange(self.config.auth, self._record_password)
-        if request.first and request.domain not in hosted_domains(self.config):
+        if request.first and request.domain not in _hosted_domains(self.config):
             return self._refuse(None, None, NOT_AUTHORIZED, f"{request.domain} is not a hosted domain")
         step = self._passwords.step(
             request.mechanism,

@@ -11,7 +11,18 @@ a refusal (an account an operator disabled stays disabled whatever the next meth
   http.md``): ``GET <prefix>get_certs?user=<localpart>&server=<domain>&pass=`` with the optional Basic
   credentials; only a 200 answer counts, and only when its PEM bundle holds a certificate whose DER is
   byte-identical to the client's.
-- ``rdbms``, ``ldap``: password methods here; they do not serve SASL EXTERNAL (``supports_external`` False).
+- ``rdbms`` (MongooseIM's ``internal`` too): passwords (SCRAM, PLAIN) in our database, checked by
+  ``accounts.passwords``; it serves no SASL EXTERNAL.
+- ``ldap``: a MongooseIM name we know and do not implement yet; naming it stops start-up.
+
+The registry :data:`AUTH_METHODS` (name -> class) is the one list of methods: adding one is a subclass of
+:class:`AuthMethod` plus ``register(TheClass)``. The class says what it ``serves`` (the mechanism families
+:data:`EXTERNAL` and :data:`PASSWORDS`); ``xmppauth.config`` validates ``auth.methods`` against the registry,
+with one start-up line naming the entry and the accepted names, and derives from it which mechanisms the
+configured methods serve (``AuthConfig.served_mechanisms``, which the stream core's one offering decision
+uses). So that the config loader can import this module before Django's apps are loaded (the settings read
+the config), nothing here imports Django or the models at module level: the methods import them when they
+run.
 
 Every method refuses an account that exists locally and is inactive. The methods use the database and may
 block (``http``): call them from a thread (``asgiref.sync.sync_to_async``) in async code.
@@ -29,16 +40,17 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING, ClassVar
 
-from django.db import IntegrityError, transaction
-
-from accounts.models import Account, Domain
-from certauth.models import Certificate
-from certauth.pki import CertFacts
-from xmppauth import fastsql
-from xmppauth.config import AuthConfig, HttpAuthOptions
+if TYPE_CHECKING:
+    from certauth.pki import CertFacts
+    from xmppauth.config import AuthConfig, HttpAuthOptions
 
 logger = logging.getLogger(__name__)
+
+# The mechanism families a method may serve (auth.sasl_mechanisms names: external; plain and scram_*).
+EXTERNAL = "external"
+PASSWORDS = "passwords"
 
 HTTP_TIMEOUT_DEFAULT = 5.0  # seconds, when the config gives none
 HTTP_MAX_BODY = 1 << 20  # a user's PEM bundle; more is refused rather than read
@@ -69,8 +81,16 @@ class MethodVerdict:
     stop: bool = False  # a refusal no later method may overturn
 
 
+def mechanism_family(mechanism: str) -> str:
+    """The family of an ``auth.sasl_mechanisms`` name: ``external`` is :data:`EXTERNAL`; ``plain`` and the
+    ``scram_*`` ones are :data:`PASSWORDS`."""
+    return EXTERNAL if mechanism == "external" else PASSWORDS
+
+
 def _account_active(attempt: ExternalAttempt) -> list[bool]:
     """``[active]`` of the attempt's account, ``[]`` if none: one lean statement (xmppauth.fastsql)."""
+    from accounts.models import Account, Domain
+    from xmppauth import fastsql
 
     def build() -> str:
         account, domain = partial(fastsql.column, Account), partial(fastsql.column, Domain)
@@ -99,22 +119,62 @@ def refuse_inactive(attempt: ExternalAttempt) -> MethodVerdict | None:
 
 
 class AuthMethod:
-    """The interface: ``name`` is the ``auth.methods`` value; ``supports_external``: serves EXTERNAL."""
+    """The interface, one subclass per method (registered with :func:`register`).
 
-    name: str = ""
-    supports_external: bool = False
+    ``name``: the ``auth.methods`` value; ``aliases``: other spellings of it; ``serves``: the mechanism
+    families it serves (:data:`EXTERNAL`, :data:`PASSWORDS`); ``implemented`` False: a MongooseIM name we
+    know and do not serve yet (the config loader stops start-up on it). :meth:`from_config` builds one.
+    """
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    serves: ClassVar[frozenset[str]] = frozenset()
+    implemented: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(cls, auth: AuthConfig) -> AuthMethod:
+        return cls()
+
+    @property
+    def supports_external(self) -> bool:
+        return EXTERNAL in self.serves
 
     def authenticate_external(self, attempt: ExternalAttempt) -> MethodVerdict:
         return MethodVerdict(False, f"method {self.name} does not support SASL EXTERNAL")
+
+
+# auth.methods name -> its class, in registration order (the order start-up errors list them in).
+AUTH_METHODS: dict[str, type[AuthMethod]] = {}
+_ALIASES: dict[str, str] = {}  # alias -> registered name
+
+
+def register(method: type[AuthMethod]) -> type[AuthMethod]:
+    """Add ``method`` to :data:`AUTH_METHODS` under its name and aliases; returns it (usable as a decorator).
+    ValueError when the name is empty or taken."""
+    names = (method.name, *method.aliases)
+    if not method.name or any(name in AUTH_METHODS or name in _ALIASES for name in names):
+        raise ValueError(f"auth method {method.name!r}: no name, or a name already registered")
+    AUTH_METHODS[method.name] = method
+    _ALIASES.update(dict.fromkeys(method.aliases, method.name))
+    return method
+
+
+def canonical_name(name: str) -> str:
+    """The registered name ``name`` spells (``internal`` -> ``rdbms``); ``name`` itself when not an alias."""
+    return _ALIASES.get(name, name)
 
 
 class PkiMethod(AuthMethod):
     """Any verified certificate (MongooseIM ``pki``); the account is created at first login."""
 
     name = "pki"
-    supports_external = True
+    serves = frozenset({EXTERNAL})
 
     def authenticate_external(self, attempt: ExternalAttempt) -> MethodVerdict:
+        from django.db import IntegrityError, transaction
+
+        from accounts.models import Account, Domain
+
         # Most logins are not first logins: one indexed read of the account's active flag, no write lock.
         known = _account_active(attempt)
         if known:
@@ -143,9 +203,11 @@ class DbMethod(AuthMethod):
     """The certificate must be registered to the active account of that JID, and be active itself."""
 
     name = "db"
-    supports_external = True
+    serves = frozenset({EXTERNAL})
 
     def authenticate_external(self, attempt: ExternalAttempt) -> MethodVerdict:
+        from certauth.models import Certificate
+
         row = (
             Certificate.objects.filter(fingerprint_sha256=attempt.facts.fingerprint_sha256)
             .select_related("account__domain")
@@ -169,7 +231,7 @@ class HttpMethod(AuthMethod):
     """MongooseIM's http method, ``get_certs`` (the service returns the user's certificates as PEM)."""
 
     name = "http"
-    supports_external = True
+    serves = frozenset({EXTERNAL})
 
     def __init__(
         self, base_url: str, *, timeout: float = HTTP_TIMEOUT_DEFAULT, basic_auth: str | None = None
@@ -181,6 +243,15 @@ class HttpMethod(AuthMethod):
     @classmethod
     def from_options(cls, options: HttpAuthOptions) -> HttpMethod:
         return cls(options.base_url, timeout=options.request_timeout_ms / 1000, basic_auth=options.basic_auth)
+
+    @classmethod
+    def from_config(cls, auth: AuthConfig) -> HttpMethod:
+        if auth.http is None:  # xmppauth.config refuses this already; kept for configs built in code
+            raise ValueError(
+                'auth.methods includes "http" but no auth service is configured '
+                "([outgoing_pools.http.auth] connection.host)"
+            )
+        return cls.from_options(auth.http)
 
     def _request(self, attempt: ExternalAttempt) -> urllib.request.Request:
         query = urllib.parse.urlencode({"user": attempt.localpart, "server": attempt.domain, "pass": ""})
@@ -233,37 +304,34 @@ def pem_certificate_ders(body: bytes) -> list[bytes]:
 
 
 class PasswordOnlyMethod(AuthMethod):
-    """``rdbms`` and ``ldap``: they serve password mechanisms (implemented elsewhere), not EXTERNAL."""
+    """``rdbms`` (MongooseIM's ``internal``): passwords in our database, SCRAM and PLAIN, checked by
+    ``accounts.passwords``; no EXTERNAL."""
 
-    supports_external = False
+    name = "rdbms"
+    aliases = ("internal",)
+    serves = frozenset({PASSWORDS})
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+
+class LdapMethod(AuthMethod):
+    """MongooseIM's ``ldap``: known, not implemented yet; serves nothing (naming it stops start-up)."""
+
+    name = "ldap"
+    implemented = False
 
 
-def _http_method(auth: AuthConfig) -> HttpMethod:
-    if auth.http is None:  # xmppauth.config refuses this already; kept for configs built in code
-        raise ValueError(
-            'auth.methods includes "http" but no auth service is configured '
-            "([outgoing_pools.http.auth] connection.host)"
-        )
-    return HttpMethod.from_options(auth.http)
+for _method in (PkiMethod, DbMethod, HttpMethod, PasswordOnlyMethod, LdapMethod):
+    register(_method)
 
 
 def build_methods(auth: AuthConfig) -> list[AuthMethod]:
     """The configured methods, in order. ValueError naming the method when one cannot be built."""
     methods: list[AuthMethod] = []
     for name in auth.methods:
-        if name == "pki":
-            methods.append(PkiMethod())
-        elif name == "db":
-            methods.append(DbMethod())
-        elif name == "http":
-            methods.append(_http_method(auth))
-        elif name in ("rdbms", "ldap"):
-            methods.append(PasswordOnlyMethod(name))
-        else:
-            raise ValueError(f"auth.methods: unknown method {name!r}; accepted: pki, db, http, rdbms, ldap")
+        method = AUTH_METHODS.get(canonical_name(name))
+        if method is None:
+            accepted = ", ".join(AUTH_METHODS)
+            raise ValueError(f"auth.methods: unknown method {name!r}; accepted: {accepted}")
+        methods.append(method.from_config(auth))
     return methods
 
 

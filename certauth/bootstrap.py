@@ -15,7 +15,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from accounts.models import Domain
+from accounts import domains
 from certauth import pki, services
 from certauth.models import CertificateAuthority
 from xmppauth.secrets import private_directory, write_private
@@ -33,15 +33,6 @@ class BootstrapReport:
 
 def pki_dir() -> Path:
     return Path(settings.VAR_DIR) / "pki"
-
-
-def ensure_domains(hosts: tuple[str, ...]) -> list[str]:
-    created = []
-    for host in hosts:
-        _, new = Domain.objects.get_or_create(name=host)
-        if new:
-            created.append(host)
-    return created
 
 
 def _server_certificate_fits(path: Path, hosts: tuple[str, ...], ca: CertificateAuthority) -> bool:
@@ -87,7 +78,7 @@ def ensure_admin_user(report: BootstrapReport) -> None:
 def bootstrap() -> BootstrapReport:
     report = BootstrapReport()
     hosts = settings.XMPP.hosts
-    created = ensure_domains(hosts)
+    created = domains.ensure_rows(hosts)
     if created:
         report.done.append(f"added hosted domains {', '.join(created)}")
     ca = CertificateAuthority.objects.exclude(encrypted_private_key=None).order_by("created_at", "pk").first()

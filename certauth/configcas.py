@@ -8,6 +8,10 @@ revocation policy). :func:`prepare_process` is what every process that reads the
 start-up (``runxmpp``, ``runc2s``, daphne through ``xmppauth.asgi`` or the ``xmpptls`` endpoint, ``runworker``
 through ``xmppauth.asgi``, the Celery worker through ``xmppauth.celery``):
 
+0. :func:`check_verifiers`: each dotted Python path in ``auth.sasl_external`` must import to a callable
+   (``certauth.identity``), else start-up stops with one line naming ``auth.sasl_external[i]``. The config
+   loader only checks the names against the registry and the shape of a path; importing an operator's
+   module is left to the processes that will call it.
 1. :func:`sync_config_cas`: each certificate of a listener's ``tls.cacertfile`` becomes a row with origin
    ``config`` (``config_files`` = the cacertfile paths that list it, ``allowed_domains`` = that listener's
    ``tls.cacert_domains``). A CA that is already a row of another origin (ours, imported, learnt) keeps its
@@ -35,7 +39,7 @@ from pathlib import Path
 from cryptography import x509
 from django.db import DatabaseError, IntegrityError, transaction
 
-from certauth import crlfetch, crlsources, pki, services
+from certauth import crlfetch, crlsources, identity, pki, services
 from certauth.models import CertificateAuthority, CrlSource
 from xmppauth.config import Config, ConfigError, TlsOptions
 
@@ -270,8 +274,18 @@ _prepared_lock = threading.Lock()
 _prepared: dict[int, Config] = {}
 
 
+def check_verifiers(config: Config) -> None:
+    """Step 0: a ``ConfigError`` naming the first ``auth.sasl_external`` entry that cannot be used."""
+    for index, name in enumerate(config.auth.sasl_external):
+        try:
+            identity.check_verifiers([name])
+        except ValueError as exc:
+            raise ConfigError(f"{config.source}: auth.sasl_external[{index}]: {exc}") from None
+
+
 def prepare(config: Config) -> None:
-    """Steps 1-3 of the module docstring; raises :class:`ConfigCaError` (a ``ConfigError``)."""
+    """Steps 0-3 of the module docstring; raises a ``ConfigError`` (:class:`ConfigCaError` for 1-2)."""
+    check_verifiers(config)
     report = sync_config_cas(config)
     if report.created or report.updated or report.untrusted:
         logger.info(

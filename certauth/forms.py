@@ -22,7 +22,9 @@ def _our_cas():
 
 
 def _hosted_domains() -> set[str]:
-    """Domains we host: the config's ``[general] hosts`` and every ``Domain`` row (enabled or not)."""
+    """Names a CA's allowed domains may list: the config's ``[general] hosts`` and every ``Domain`` row
+    (enabled or not). Wider than what is hosted (``accounts.domains``: config hosts minus disabled rows), so
+    a limit naming a domain disabled for now stays valid."""
     names = set(settings.XMPP.hosts) | set(Domain.objects.values_list("name", flat=True))
     hosted: set[str] = set()
     for name in names:

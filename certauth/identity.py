@@ -33,8 +33,6 @@ logger = logging.getLogger(__name__)
 NOT_AUTHORIZED = "not-authorized"
 INVALID_AUTHZID = "invalid-authzid"
 
-BUILTIN_VERIFIERS = ("standard", "common_name", "auth_id")
-
 _MAX_PART_BYTES = 1023  # [RFC7622] §3.2, §3.3, §3.4
 _LOCALPART_FORBIDDEN = frozenset("\"&'/:<>@")  # [RFC7622] §3.3.1
 _USERNAME = get_profile("UsernameCaseMapped")  # [RFC7622] §3.3.2, [RFC8265] §3.3
@@ -287,6 +285,39 @@ def verify_auth_id(facts: CertificateFacts, authzid: Jid | None, domain: str) ->
     return authzid
 
 
+@dataclass(frozen=True)
+class VerifierSpec:
+    """One ``auth.sasl_external`` verifier: ``verify(facts, authzid, domain, cn_prefix, cn_suffix)`` returns
+    the JID or a refusal; ``development_only``: the config loader warns when it is configured."""
+
+    name: str
+    verify: Callable[[CertificateFacts, Jid | None, str, str, str], Jid | IdentityFailure]
+    development_only: bool = False
+
+
+# auth.sasl_external name -> verifier, in registration order; anything else configured is a dotted path to a
+# callable (load_verifier), import-checked at process start (check_verifiers). xmppauth.config validates
+# against this registry, so this module imports nothing of Django.
+VERIFIERS: dict[str, VerifierSpec] = {}
+
+
+def register_verifier(spec: VerifierSpec) -> VerifierSpec:
+    """Add a verifier under ``spec.name``; ValueError when that name is taken or could be a dotted path."""
+    if spec.name in VERIFIERS or not spec.name.isidentifier():
+        raise ValueError(f"sasl_external verifier {spec.name!r}: name taken or not a plain name")
+    VERIFIERS[spec.name] = spec
+    return spec
+
+
+register_verifier(
+    VerifierSpec("standard", lambda facts, authzid, domain, *_: verify_standard(facts, authzid, domain))
+)
+register_verifier(VerifierSpec("common_name", verify_common_name))
+register_verifier(
+    VerifierSpec("auth_id", lambda facts, authzid, domain, *_: verify_auth_id(facts, authzid, domain), True)
+)
+
+
 def load_verifier(path: str) -> Verifier:
     """Import the callable named by a dotted path (``package.module.function``); ValueError if impossible."""
     module_name, _, attr = path.rpartition(".")
@@ -303,11 +334,11 @@ def load_verifier(path: str) -> Verifier:
 
 
 def check_verifiers(names: Iterable[str]) -> None:
-    """Start-up check of ``auth.sasl_external``: ValueError naming the first unusable entry."""
+    """Start-up check of ``auth.sasl_external`` (``certauth.configcas.prepare``): a registered name, or a
+    dotted path that imports to a callable; ValueError naming the first unusable entry. The warning for a
+    development-only verifier is the config loader's."""
     for name in names:
-        if name == "auth_id":
-            logger.warning("sasl_external verifier auth_id trusts the client's authzid: for development only")
-        elif name not in BUILTIN_VERIFIERS:
+        if name not in VERIFIERS:
             load_verifier(name)
 
 
@@ -376,12 +407,9 @@ def resolve_identity(
     failure = IdentityFailure(NOT_AUTHORIZED, "no verifier accepted the certificate")
     last: str | None = None
     for name in verifiers:
-        if name == "standard":
-            result = verify_standard(facts, parsed_authzid, domain)
-        elif name == "common_name":
-            result = verify_common_name(facts, parsed_authzid, domain, cn_prefix, cn_suffix)
-        elif name == "auth_id":
-            result = verify_auth_id(facts, parsed_authzid, domain)
+        spec = VERIFIERS.get(name)
+        if spec is not None:
+            result = spec.verify(facts, parsed_authzid, domain, cn_prefix, cn_suffix)
         else:
             result = _run_custom(name, facts, authzid, domain)
         if isinstance(result, Jid):

@@ -31,7 +31,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -47,8 +46,28 @@ from cryptography.x509.verification import (
 
 logger = logging.getLogger(__name__)
 
-VerifyMode = Literal["peer", "selfsigned_peer", "none"]
-VERIFY_MODES: tuple[str, ...] = ("peer", "selfsigned_peer", "none")
+
+@dataclass(frozen=True)
+class VerifyMode:
+    """One ``tls.verify_mode``: whether the handshake requests a client certificate
+    (``transport.tls.context``) and whether a self-signed leaf may pass (pinned, ``certauth.pins``)."""
+
+    name: str
+    requests_certificate: bool
+    accepts_self_signed: bool = False
+
+
+# tls.verify_mode name -> mode: the one list (xmppauth.config validates against it, transport.tls.context
+# builds the handshake from it). MongooseIM's modes; "none" asks for no certificate, so EXTERNAL is never
+# offered there (DESIGN §0).
+VERIFY_MODES: dict[str, VerifyMode] = {
+    mode.name: mode
+    for mode in (
+        VerifyMode("peer", requests_certificate=True),
+        VerifyMode("selfsigned_peer", requests_certificate=True, accepts_self_signed=True),
+        VerifyMode("none", requests_certificate=False),
+    )
+}
 
 REASON_OK = "chain verified"
 REASON_SELF_SIGNED_OK = "self-signed certificate accepted (verify_mode selfsigned_peer)"
@@ -182,17 +201,18 @@ def verify_client_chain(
     ``trust_anchors`` may be a prebuilt :class:`Store` (``certauth.trust`` caches one). Never raises for a bad
     certificate: every refusal is a verdict with a reason.
     """
-    if mode not in VERIFY_MODES:
+    verify_mode = VERIFY_MODES.get(mode)
+    if verify_mode is None:
         raise ValueError(f"unknown verify_mode {mode!r}; accepted values: {', '.join(VERIFY_MODES)}")
     if not chain:
         return ChainVerdict(False, REASON_NO_CERT)
-    if mode == "none":
+    if not verify_mode.requests_certificate:
         return ChainVerdict(False, REASON_DISABLED)
     leaf = chain[0]
     if _is_ca(leaf):
         return ChainVerdict(False, REASON_CA_AS_CLIENT)  # also in selfsigned_peer: a root is no login
 
-    if mode == "selfsigned_peer" and _is_self_issued(leaf) and _self_signature_ok(leaf):
+    if verify_mode.accepts_self_signed and _is_self_issued(leaf) and _self_signature_ok(leaf):
         return _verify_self_signed(leaf, now)
 
     # Our own checks first on the leaf, for reasons that name the date; the verifier repeats them.

@@ -24,6 +24,17 @@ def _fresh_address_counters():
     limits.auth_events.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_hosted_domains():
+    """The disabled-domain names cached by accounts.domains come from this test's database, not from an
+    earlier test's rolled-back rows (a rollback sends no post_save)."""
+    from accounts import domains
+
+    domains.invalidate()
+    yield
+    domains.invalidate()
+
+
 @pytest.fixture
 def xmpp_options(monkeypatch):
     """``xmpp_options(name=value, ...)`` sets ``[xmppauth]`` options of the running config for one test."""

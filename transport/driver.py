@@ -125,9 +125,17 @@ class AsyncC2SSession:
         self.peer = peer
         self.transport = transport
         self.tls_options = tls_options
-        self.core = core or new_c2s_stream(
-            config, listener, framing="websocket", log_id=f"{transport} {peer}"
-        )
+        if core is None:
+            from accounts.domains import checker
+
+            core = new_c2s_stream(
+                config,
+                listener,
+                framing="websocket",
+                log_id=f"{transport} {peer}",
+                hosted=checker(config.hosts),
+            )
+        self.core = core
         if authenticator is None:
             from certauth.authenticator import CertificateAuthenticator  # noqa: PLC0415 (Django app code)
 

@@ -82,6 +82,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+# The registries of what xmppauth implements, each owned by the module that implements it. They are pure at
+# module level (no Django, no models), so the loader can check names before the apps are loaded (the settings
+# read this file first); dotted-path verifiers are import-checked later, when a server process starts
+# (certauth.configcas.prepare), since importing an operator's module is not the loader's business.
+from certauth.authmethods import AUTH_METHODS, EXTERNAL, PASSWORDS, canonical_name, mechanism_family
+from certauth.identity import VERIFIERS
+from certauth.verify import VERIFY_MODES
 from xmppauth.origins import parse_allowed_origin
 
 logger = logging.getLogger(__name__)
@@ -90,10 +97,6 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 C2S_TLS_MODES = ("starttls", "starttls_required", "tls")
 HTTP_TLS_MODES = ("tls",)
-VERIFY_MODES = ("peer", "selfsigned_peer", "none")
-AUTH_METHODS = ("pki", "db", "http", "rdbms", "ldap")
-AUTH_METHOD_ALIASES = {"internal": "rdbms"}  # MongooseIM's `internal` keeps passwords as `rdbms` does here
-PASSWORD_METHODS = ("rdbms",)  # the methods that check a password (SCRAM, PLAIN) against our database
 # MongooseIM's [auth.password] hash names (doc/configuration/auth.md) -> hashlib names.
 PASSWORD_HASHES = {
     "sha": "sha1",
@@ -120,24 +123,12 @@ SASL_MECHANISMS = (
 )
 # MongooseIM mechanism names we recognise but do not implement: refused with a clear message.
 UNSUPPORTED_SASL_MECHANISMS = ("anonymous", "oauth", "digest")
-SASL_EXTERNAL_VERIFIERS = ("standard", "common_name", "auth_id")
 HTTP_HANDLER_KINDS = ("mod_websockets", "mod_bosh")
 MAX_STANZA_SIZE_DEFAULT = 65536
 # MongooseIM listener option backlog (default 1024): a burst of connects beyond the kernel's default of 50
 # waiting for accept() is dropped and retried by the clients a second or more later.
 BACKLOG_DEFAULT = 1024
 
-# Which SASL mechanisms each auth method serves here: MongooseIM's capability table cut to what xmppauth
-# implements (our `http` asks only `get_certs`, so no passwords through it; `ldap` is not implemented yet).
-METHOD_MECHANISMS: dict[str, tuple[str, ...]] = {
-    "pki": ("external",),
-    "db": ("external",),
-    "http": ("external",),
-    "rdbms": ("plain", "scram"),
-    "ldap": (),
-}
-# MongooseIM methods we know and do not serve yet: naming one stops start-up (no silent no-op, issue 14 §5).
-UNIMPLEMENTED_METHODS = ("ldap",)
 # MongooseIM's default auth.sasl_mechanisms order (doc/configuration/auth.md) with what we implement; without
 # the key, the ones the configured methods serve are used, EXTERNAL first when a method serves it.
 DEFAULT_MECHANISM_ORDER = (
@@ -251,7 +242,14 @@ class AuthConfig:
 
     @property
     def password_methods(self) -> tuple[str, ...]:
-        return tuple(method for method in self.methods if method in PASSWORD_METHODS)
+        """The configured methods that check passwords (SCRAM, PLAIN), from the methods' registry."""
+        return tuple(m for m in self.methods if m in AUTH_METHODS and PASSWORDS in AUTH_METHODS[m].serves)
+
+    @property
+    def served_mechanisms(self) -> tuple[str, ...]:
+        """The mechanisms (SASL_MECHANISMS names) some configured method serves: what the stream core's one
+        offering decision (``transport.xmpp.mechanisms``) may offer, with ``sasl_mechanisms`` and TLS."""
+        return tuple(mechanism for mechanism in SASL_MECHANISMS if _served(mechanism, self.methods))
 
 
 @dataclass(frozen=True)
@@ -526,7 +524,7 @@ def _parse_tls(listener: _Table, modes: Sequence[str], default_mode: str) -> Tls
     tls = listener.table("tls", _TLS_KEYS)
     if tls is None:
         return None
-    verify_mode = tls.choice("verify_mode", "peer", VERIFY_MODES)
+    verify_mode = tls.choice("verify_mode", "peer", tuple(VERIFY_MODES))
     if tls.has("verify_peer"):
         from_peer = "peer" if tls.boolean("verify_peer", True) else "none"
         if tls.has("verify_mode") and verify_mode != from_peer:
@@ -536,7 +534,7 @@ def _parse_tls(listener: _Table, modes: Sequence[str], default_mode: str) -> Tls
                 f'"peer", false means "none"); set only verify_mode',
             )
         verify_mode = from_peer
-    if verify_mode == "selfsigned_peer":  # issue 12 point 3: certauth.pins
+    if VERIFY_MODES[verify_mode].accepts_self_signed:  # issue 12 point 3: certauth.pins
         logger.warning(
             '%s: %s = "selfsigned_peer": a self-signed client certificate logs in only as the account it '
             "is pinned to; an account without a pin is pinned at its first self-signed login "
@@ -764,9 +762,16 @@ def _parse_http_auth(root: _Table, auth: _Table | None, methods: tuple[str, ...]
 
 
 def _served(mechanism: str, methods: Sequence[str]) -> bool:
-    """Whether one of ``methods`` can serve the SASL ``mechanism`` (METHOD_MECHANISMS)."""
-    family = "scram" if mechanism.startswith("scram_") else mechanism
-    return any(family in METHOD_MECHANISMS[method] for method in methods)
+    """Whether one of ``methods`` can serve the SASL ``mechanism`` (what each registered method serves)."""
+    family = mechanism_family(mechanism)
+    return any(method in AUTH_METHODS and family in AUTH_METHODS[method].serves for method in methods)
+
+
+def _serving(mechanism: str) -> str:
+    """For an error line: which registered methods would serve ``mechanism``."""
+    family = mechanism_family(mechanism)
+    names = ", ".join(name for name, method in AUTH_METHODS.items() if family in method.serves)
+    return f"{'EXTERNAL needs' if family == EXTERNAL else 'passwords need'} one of {names}"
 
 
 def _parse_auth(root: _Table) -> AuthConfig:
@@ -792,20 +797,20 @@ def _parse_auth(root: _Table) -> AuthConfig:
     methods = auth.strings(name, defaults.methods)
     if not methods:
         auth.fail(auth.key(name), f"must name at least one method; accepted: {', '.join(AUTH_METHODS)}")
-    methods = tuple(AUTH_METHOD_ALIASES.get(method, method) for method in methods)
+    methods = tuple(canonical_name(method) for method in methods)  # MongooseIM's internal is rdbms
     if len(set(methods)) != len(methods):
         auth.fail(auth.key(name), "names the same method twice (internal is rdbms)")
-    for index, method in enumerate(methods):
+    for index, method in enumerate(methods):  # against the registry of certauth.authmethods
         if method not in AUTH_METHODS:
             auth.fail(
                 f"{auth.key(name)}[{index}]",
                 f"unknown method {method!r}; accepted: {', '.join(AUTH_METHODS)}",
             )
-        if method in UNIMPLEMENTED_METHODS:
+        if not AUTH_METHODS[method].implemented:
             auth.fail(
                 f"{auth.key(name)}[{index}]",
                 f"{method!r} is a MongooseIM method xmppauth does not implement yet; "
-                f"use {', '.join(m for m in AUTH_METHODS if m not in UNIMPLEMENTED_METHODS)}",
+                f"use {', '.join(m for m, cls in AUTH_METHODS.items() if cls.implemented)}",
             )
 
     served_default = tuple(m for m in DEFAULT_MECHANISM_ORDER if _served(m, methods))
@@ -830,9 +835,9 @@ def _parse_auth(root: _Table) -> AuthConfig:
             auth.fail(
                 f"{auth.key('sasl_mechanisms')}[{index}]",
                 f"{mechanism!r} is served by none of auth.methods ({', '.join(methods)}); "
-                f"{'EXTERNAL needs pki, db or http' if mechanism == 'external' else 'passwords need rdbms'}",
+                + _serving(mechanism),
             )
-    if auth.has("password") and not any(method in PASSWORD_METHODS for method in methods):
+    if auth.has("password") and not any(PASSWORDS in AUTH_METHODS[method].serves for method in methods):
         logger.warning(
             "%s: auth.password is set but auth.methods (%s) checks no password; it is not used",
             root.source,
@@ -842,19 +847,21 @@ def _parse_auth(root: _Table) -> AuthConfig:
     verifiers = auth.strings("sasl_external", defaults.sasl_external)
     if not verifiers:
         auth.fail(auth.key("sasl_external"), "must name at least one verifier")
-    for index, verifier in enumerate(verifiers):
-        if verifier not in SASL_EXTERNAL_VERIFIERS and not _DOTTED_PYTHON_PATH.match(verifier):
+    for index, verifier in enumerate(verifiers):  # against the registry of certauth.identity
+        if verifier not in VERIFIERS and not _DOTTED_PYTHON_PATH.match(verifier):
             auth.fail(
                 f"{auth.key('sasl_external')}[{index}]",
-                f"unknown verifier {verifier!r}; accepted: {', '.join(SASL_EXTERNAL_VERIFIERS)} "
-                'or a dotted Python path to a callable (e.g. "mypackage.verifiers.verify")',
+                f"unknown verifier {verifier!r}; accepted: {', '.join(VERIFIERS)} "
+                'or a dotted Python path to a callable (e.g. "mypackage.verifiers.verify"; it is imported '
+                "when a server process starts)",
             )
-    if "auth_id" in verifiers:
-        logger.warning(
-            '%s: auth.sasl_external includes "auth_id": the client\'s authzid is trusted as is; '
-            "use this for development only",
-            root.source,
-        )
+        if verifier in VERIFIERS and VERIFIERS[verifier].development_only:
+            logger.warning(
+                '%s: auth.sasl_external includes "%s": the client\'s authzid is trusted as is; '
+                "use this for development only",
+                root.source,
+                verifier,
+            )
 
     common_name = auth.table("sasl_external_common_name", ("prefix", "suffix"))
     prefix = suffix = ""
@@ -1076,7 +1083,7 @@ def _warn_listeners_without_login(root: _Table, config: Config) -> None:
         groups.append(("http", config.listen_http))
     for kind, listeners in groups:
         for index, listener in enumerate(listeners):
-            if listener.tls is None or listener.tls.verify_mode != "none":
+            if listener.tls is None or VERIFY_MODES[listener.tls.verify_mode].requests_certificate:
                 continue
             logger.warning(
                 '%s: %s (%s): tls.verify_mode = "none" requests no client certificate and SASL EXTERNAL is '

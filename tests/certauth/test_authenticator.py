@@ -81,9 +81,10 @@ def authenticator(
     http: HttpAuthOptions | None = None,
     sasl_mechanisms=("external",),
     options: XmppauthOptions | None = None,
+    hosts: tuple[str, ...] = (DOMAIN,),
 ) -> CertificateAuthenticator:
     config = Config(
-        hosts=(DOMAIN,),
+        hosts=hosts,
         auth=AuthConfig(methods=tuple(methods), sasl_mechanisms=tuple(sasl_mechanisms), http=http),
         options=options or XmppauthOptions(crl_grace_seconds=3600),
     )
@@ -217,31 +218,21 @@ def test_garbage_instead_of_a_certificate_is_refused_not_raised(ca_row):
     assert "cannot be parsed" in check.reason
 
 
-def test_no_certificate_is_not_verified_and_external_is_not_offered():
+def test_no_certificate_is_not_verified_and_external_is_refused():
     auth = authenticator()
     check = auth.check_certificate([])
     assert not check.verified
-    assert not auth.external_available()
     result = auth.authenticate_external(None, None, DOMAIN)
     assert result.condition == "not-authorized"
 
 
-def test_external_is_offered_after_a_verified_certificate(ca, ca_row):
-    auth = authenticator()
-    auth.check_certificate([make_client(ca).der])
-    assert auth.external_available()
+# Whether EXTERNAL is offered is the core's one decision (transport.xmpp.mechanisms), tested where clients
+# see it (tests/transport/test_offered_mechanisms.py); here: an EXTERNAL sent anyway is refused.
 
 
-def test_external_is_not_offered_when_not_in_sasl_mechanisms(ca, ca_row):
-    auth = authenticator(sasl_mechanisms=("plain",), methods=("pki",))
-    auth.check_certificate([make_client(ca).der])
-    assert not auth.external_available()
-
-
-def test_external_is_not_offered_when_no_method_supports_it(ca, ca_row):
+def test_external_sent_anyway_when_no_method_supports_it_is_not_authorized(ca, ca_row):
     auth = authenticator(methods=("rdbms",))
     auth.check_certificate([make_client(ca).der])
-    assert not auth.external_available()
     _, result = login(auth, make_client(ca))
     assert result.condition == "not-authorized"
     assert "no configured auth method supports SASL EXTERNAL" in result.reason
@@ -391,9 +382,18 @@ def test_jid_outside_hosted_domains_is_not_authorized(ca, ca_row):
     assert result.condition == "not-authorized"
 
 
-def test_enabled_domain_row_is_hosted_besides_config_hosts(ca, ca_row):
+def test_enabled_domain_row_for_a_host_the_config_does_not_list_is_not_hosted(ca, ca_row):
+    """Issue 13 §3: config hosts minus disabled rows (accounts.domains); a row alone hosts nothing."""
     Domain.objects.create(name="chat.test")
     _, result = login(authenticator(), make_client(ca, jids=["alice@chat.test"]), domain="chat.test")
+    assert result.condition == "not-authorized"
+    assert "is not in a domain we host" in last_event().reason
+
+
+def test_enabled_domain_row_for_a_config_host_is_hosted(ca, ca_row):
+    Domain.objects.create(name="chat.test")
+    auth = authenticator(hosts=(DOMAIN, "chat.test"))
+    _, result = login(auth, make_client(ca, jids=["alice@chat.test"]), domain="chat.test")
     assert result.jid == "alice@chat.test"
 
 
@@ -664,7 +664,9 @@ def test_every_external_attempt_writes_one_event(ca, ca_row):
 def test_a_domain_row_disabled_in_the_admin_refuses_logins_even_for_a_config_host(ca, ca_row):
     _, before = login(authenticator(), make_client(ca, jids=["alice@localhost"]))
     assert before.jid == "alice@localhost"
-    Domain.objects.filter(name=DOMAIN).update(enabled=False)
+    row = Domain.objects.get(name=DOMAIN)
+    row.enabled = False
+    row.save()  # as the admin does: post_save forgets this process's cached disabled names at once
     _, after = login(authenticator(), make_client(ca, jids=["alice@localhost"]))
     assert after.condition == "not-authorized"
     assert "is not in a domain we host" in last_event().reason

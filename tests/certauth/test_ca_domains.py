@@ -20,6 +20,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from accounts import domains
 from accounts.models import Account, Domain
 from certauth.authenticator import CertificateAuthenticator
 from certauth.configcas import sync_config_cas
@@ -34,10 +35,14 @@ HOSTS = ("a.example", "b.example")
 
 
 def authenticator(
-    *, cacertfile=None, cacert_domains: tuple[str, ...] = (), verify_mode: str = "peer"
+    *,
+    cacertfile=None,
+    cacert_domains: tuple[str, ...] = (),
+    verify_mode: str = "peer",
+    hosts: tuple[str, ...] = HOSTS,
 ) -> CertificateAuthenticator:
     config = Config(
-        hosts=HOSTS,
+        hosts=hosts,
         auth=AuthConfig(methods=("pki",)),
         options=XmppauthOptions(crl_grace_seconds=3600),
     )
@@ -115,8 +120,9 @@ def test_ca_limited_to_two_domains_vouches_for_both_and_names_them_when_refusing
     limit(add_ca_row(ca, "Partner CA"), "b.example", "a.example")
     assert login([make_client(ca, jids=["alice@a.example"])], "a.example").jid == "alice@a.example"
     assert login([make_client(ca, jids=["bob@b.example"])], "b.example").jid == "bob@b.example"
-    Domain.objects.create(name="c.example")  # hosted at run time, but not allowed for this CA
-    result = login([make_client(ca, jids=["carol@c.example"])], "c.example")
+    # hosted (a config host: a Domain row alone hosts nothing, accounts.domains), but not allowed for this CA
+    hosting_c = authenticator(hosts=(*HOSTS, "c.example"))
+    result = login([make_client(ca, jids=["carol@c.example"])], "c.example", auth=hosting_c)
     assert result.condition == "not-authorized"
     assert last_event().reason == "CA 'Partner CA' may vouch only for a.example, b.example, not for c.example"
 
@@ -162,7 +168,8 @@ def test_limit_set_after_the_handshake_applies_at_sasl_time():
     assert_domain_refused(result, "Partner CA", "b.example", "alice@b.example")
 
 
-def test_limit_costs_no_query_per_login():
+def test_limit_costs_no_query_per_login(monkeypatch):
+    monkeypatch.setattr(domains, "CACHE_TTL", 3600.0)  # no re-read of the disabled domains in between
     limited, unlimited = make_ca("Limited CA"), make_ca("Unlimited CA")
     limit(add_ca_row(limited, "Limited CA"), "a.example")
     add_ca_row(unlimited, "Unlimited CA")

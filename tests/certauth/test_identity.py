@@ -10,6 +10,7 @@ import pytest
 from certauth.identity import (
     INVALID_AUTHZID,
     NOT_AUTHORIZED,
+    VERIFIERS,
     IdentityFailure,
     InvalidJid,
     check_verifiers,
@@ -18,6 +19,7 @@ from certauth.identity import (
     parse_jid,
     resolve_identity,
 )
+from xmppauth.config import parse_config
 
 HOSTED = ("example.org", "other.example")
 
@@ -396,7 +398,10 @@ def test_check_verifiers_refuses_unknown_names(name):
         check_verifiers([name])
 
 
-def test_check_verifiers_warns_that_auth_id_is_for_development(caplog):
-    caplog.set_level(logging.WARNING, logger="certauth.identity")
-    check_verifiers(["auth_id"])
+def test_auth_id_is_registered_for_development_only_and_the_config_loader_warns(caplog):
+    """The warning moved from check_verifiers to the loader, which reads the registry's flag."""
+    assert VERIFIERS["auth_id"].development_only and not VERIFIERS["standard"].development_only
+    caplog.set_level(logging.WARNING, logger="xmppauth.config")
+    parse_config({"auth": {"sasl_external": ["auth_id"]}}, "test.toml")
+    assert 'test.toml: auth.sasl_external includes "auth_id"' in caplog.text
     assert "development only" in caplog.text

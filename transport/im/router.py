@@ -39,10 +39,12 @@ from xml.etree.ElementTree import Element, SubElement, fromstring, tostring
 from asgiref.sync import async_to_sync
 from channels.consumer import SyncConsumer
 from channels.exceptions import ChannelFull
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Account, Domain, OfflineMessage, RosterItem
+from accounts import domains
+from accounts.models import Account, OfflineMessage, RosterItem
 from certauth.identity import InvalidJid, Jid, parse_jid
 from transport.sessions import terminations as store
 from transport.sessions.models import LiveSession
@@ -239,9 +241,7 @@ class Router:
         )
 
     def _hosted(self, domain: str) -> bool:
-        return _cached(
-            ("domain", domain), lambda: Domain.objects.filter(name=domain.lower(), enabled=True).exists()
-        )
+        return domains.is_hosted(domain, settings.XMPP.hosts)  # config hosts minus disabled rows
 
     def _sender_channel(self, sender: str, given: str) -> str | None:
         if given:
@@ -622,7 +622,7 @@ def bounce_refused(router: Router, message: dict[str, Any], sender_channel: str 
 
 
 RESOURCE_CONSTRAINT = "resource-constraint"
-CACHE_SECONDS = 5.0  # how long a domain's or an account's existence is remembered by a process
+CACHE_SECONDS = 5.0  # how long an account's existence is remembered by a process
 _cache: dict[tuple[str, str], tuple[float, Any]] = {}
 
 

@@ -543,9 +543,10 @@ def _default_bridge_factory(full_jid: str, **callbacks: Any) -> Any:
 
 def _default_core_factory(config: Config) -> Callable[[C2SListener], StreamCore]:
     def make(listener: C2SListener) -> StreamCore:
+        from accounts.domains import checker
         from transport.xmpp import new_c2s_stream  # noqa: PLC0415
 
-        return new_c2s_stream(config, listener)
+        return new_c2s_stream(config, listener, hosted=checker(config.hosts))
 
     return make
 

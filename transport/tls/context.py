@@ -35,11 +35,11 @@ from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
+from certauth.verify import VERIFY_MODES
 from xmppauth.config import TlsOptions
 
 logger = logging.getLogger(__name__)
 
-VERIFY_MODES: tuple[str, ...] = ("peer", "selfsigned_peer", "none")
 
 # OpenSSL x509_vfy.h codes we name in logs; any other code is logged by number.
 X509_V_ERR_NAMES: dict[int, str] = {
@@ -101,7 +101,7 @@ def peer_state(connection: SSL.Connection) -> PeerTlsState | None:
 
 def requests_certificate(options: TlsOptions) -> bool:
     """Whether the handshake asks the client for a certificate: never with ``verify_mode = "none"``."""
-    return options.verify_mode != "none"
+    return VERIFY_MODES[options.verify_mode].requests_certificate
 
 
 def requires_certificate(options: TlsOptions) -> bool:
@@ -136,7 +136,7 @@ def _subject(cert: crypto.X509) -> str:
 def _make_verify_callback(options: TlsOptions):
     """The verify callback: record every error; refuse only when the config says the handshake must."""
     decide = requires_certificate(options)
-    forgive_self_signed = options.verify_mode == "selfsigned_peer"
+    forgive_self_signed = VERIFY_MODES[options.verify_mode].accepts_self_signed
 
     def callback(conn: SSL.Connection, cert: crypto.X509, code: int, depth: int, ok: int) -> bool:
         state = peer_state(conn)

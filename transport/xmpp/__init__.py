@@ -6,6 +6,7 @@ Nothing here imports Django, asyncio, Twisted or sockets (DESIGN §2).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .auth import Authenticator, AuthResult, IdentityAuthenticator
@@ -51,7 +52,13 @@ __all__ = [
 
 
 def new_c2s_stream(
-    config: Any, listener: Any, *, framing: str = "stream", log_id: str = "c2s"
+    config: Any,
+    listener: Any,
+    *,
+    framing: str = "stream",
+    log_id: str = "c2s",
+    hosted: Callable[[str], bool] | None = None,
 ) -> C2SConnection:
-    """A fresh connection for one client of ``listener`` (``xmppauth.config`` objects)."""
-    return C2SConnection(settings_from_config(config, listener, framing), log_id=log_id)
+    """A fresh connection for one client of ``listener`` (``xmppauth.config`` objects); ``hosted`` answers
+    "is this domain served here?" at stream open (the adapters pass ``accounts.domains.checker``)."""
+    return C2SConnection(settings_from_config(config, listener, framing), log_id=log_id, hosted=hosted)

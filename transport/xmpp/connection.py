@@ -46,6 +46,7 @@ from .events import (
     StartTls,
     StreamOpened,
 )
+from .mechanisms import offered_mechanisms
 from .states import ACCEPTED, BEFORE_SESSION, WAITING_FOR_ADAPTER, State
 from .xml import (
     StanzaParsed,
@@ -86,6 +87,8 @@ class StreamSettings:
     # True when an auth method checks passwords (rdbms): the password mechanisms of sasl_mechanisms are
     # offered, over TLS only (DESIGN §4).
     password_auth: bool = False
+    # True when an auth method serves EXTERNAL (pki, db, http); False e.g. with methods = ["rdbms"] only.
+    external_auth: bool = True
 
     def __post_init__(self) -> None:
         if self.tls_mode not in TLS_MODES:
@@ -112,7 +115,11 @@ class C2SConnection:
         peer_verified: bool = False,
         log_id: str = "c2s",
         token: Callable[[int], str] = secrets.token_hex,
+        hosted: Callable[[str], bool] | None = None,
     ) -> None:
+        """``hosted``: whether a (normalised) domain is served here, asked at every stream open; the adapters
+        pass ``accounts.domains.checker`` (config hosts minus the domains an admin disabled). Without it,
+        ``settings.hosted_domains``."""
         self.settings = settings
         self.log_id = log_id
         self._token = token
@@ -126,7 +133,9 @@ class C2SConnection:
         self._sasl_mechanism: str | None = None  # the mechanism of the exchange in progress
         self._sasl_first = False  # the next client message is the exchange's first
         self._plus_offered = False
-        self._hosted = {normalise_domain(domain) for domain in settings.hosted_domains}
+        self._hosted = (
+            hosted or frozenset(normalise_domain(domain) for domain in settings.hosted_domains).__contains__
+        )
         self.state = State.WAIT_STREAM
         self.domain: str | None = None  # the stream's `to`, normalised, once accepted
         self.stream_id: str | None = None
@@ -375,7 +384,7 @@ class C2SConnection:
             domain = normalise_domain(to)
         except InvalidJid:
             domain = ""
-        if domain not in self._hosted:
+        if not domain or not self._hosted(domain):
             raise errors.StreamError(errors.HOST_UNKNOWN, f"{to!r} is not served here")  # RFC 6120 §4.9.3.6
         if self.domain is not None and domain != self.domain:
             raise errors.StreamError(
@@ -447,31 +456,17 @@ class C2SConnection:
     # == features ========================================================================================
 
     def _mechanisms(self) -> list[str]:
-        """SASL mechanisms to offer now, in the configured order (DESIGN §4): EXTERNAL only with TLS and a
-        verified certificate; password mechanisms only over TLS and with a password method; a -PLUS one
-        only when the TLS connection gives a channel binding (RFC 5802 §6)."""
-        offered: list[str] = []
-        for configured in self.settings.sasl_mechanisms:
-            name = MECHANISM_NAMES.get(configured.lower())
-            if name == "EXTERNAL":
-                if self._external_possible():
-                    offered.append(name)
-            elif name is not None and self._password_possible():
-                if not name.endswith("-PLUS") or self.channel_bindings:
-                    offered.append(name)
-        return offered
-
-    def _external_possible(self) -> bool:
-        return (
-            self.settings.client_certificates
-            and self.tls_active
-            and self.peer_facts is not None
-            and self.peer_verified
+        """SASL mechanisms to offer now: the one decision, ``mechanisms.offered_mechanisms`` (DESIGN §4)."""
+        return offered_mechanisms(
+            self.settings.sasl_mechanisms,
+            external_served=self.settings.external_auth,
+            passwords_served=self.settings.password_auth,
+            tls_active=self.tls_active,
+            certificate_verified=(
+                self.settings.client_certificates and self.peer_facts is not None and self.peer_verified
+            ),
+            channel_bound=bool(self.channel_bindings),
         )
-
-    def _password_possible(self) -> bool:
-        # RFC 6120 §13.8 and §6.4.1: no password over an unencrypted stream.
-        return self.settings.password_auth and self.tls_active
 
     def _features(self) -> Element:
         features = Element(ns.FEATURES)
@@ -509,6 +504,8 @@ class C2SConnection:
     def _why_no_external(self) -> str:
         if "external" not in {name.lower() for name in self.settings.sasl_mechanisms}:
             return "EXTERNAL is not in auth.sasl_mechanisms"
+        if not self.settings.external_auth:
+            return "no auth method of auth.methods serves EXTERNAL"
         if not self.settings.client_certificates:
             return "this listener requests no client certificate (tls.verify_mode none)"
         if not self.tls_active:
@@ -823,6 +820,7 @@ def settings_from_config(config: Any, listener: Any, framing: str = "stream") ->
     # A listener without TLS options may still get a chain from a trusted proxy (transport.driver).
     client_certificates = tls is None or getattr(tls, "verify_mode", "peer") != "none"
     auth = config.auth
+    served = auth.served_mechanisms  # what the configured auth methods serve (their registry)
     return StreamSettings(
         hosted_domains=tuple(config.hosts),
         tls_mode=mode if mode in TLS_MODES else "tls",
@@ -833,5 +831,6 @@ def settings_from_config(config: Any, listener: Any, framing: str = "stream") ->
         max_stanza_size=getattr(listener, "max_stanza_size", 65536),
         framing=framing,
         client_certificates=client_certificates,
-        password_auth=bool(getattr(auth, "password_methods", ())),
+        password_auth=any(name != "external" for name in served),
+        external_auth="external" in served,
     )

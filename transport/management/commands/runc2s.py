@@ -61,9 +61,9 @@ class Command(BaseCommand):
         config = settings.XMPP
         if not config.listen_c2s:
             raise CommandError(f"{config.source} has no [[listen.c2s]] listener: nothing to run")
-        from certauth.bootstrap import ensure_domains  # noqa: PLC0415
+        from accounts.domains import ensure_rows
 
-        for host in ensure_domains(config.hosts):
+        for host in ensure_rows(config.hosts):
             logger.info("hosted domain %s added from the config", host)
         from certauth.configcas import prepare_process_or_exit  # noqa: PLC0415
 

@@ -1,0 +1,69 @@
+"""accounts.domains: the one hosted-domain rule (config hosts minus the Domain rows an admin disabled), its
+cache and its bound (issue 13 §3). Transports are tested in tests/transport/test_offered_mechanisms.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from accounts import domains
+from accounts.models import Domain
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the event-loop case reads from another thread
+
+HOSTS = ("a.example", "B.Example.")
+
+
+def test_config_hosts_are_hosted_normalised_with_or_without_a_row():
+    Domain.objects.create(name="a.example", enabled=True)
+    assert domains.hosted_domains(HOSTS) == {"a.example", "b.example"}
+
+
+def test_a_disabled_row_unhosts_its_config_host_and_a_row_alone_hosts_nothing():
+    Domain.objects.create(name="b.example", enabled=False)
+    Domain.objects.create(name="c.example", enabled=True)  # added in the admin, not in the config
+    assert domains.hosted_domains(HOSTS) == {"a.example"}
+    hosted = domains.checker(HOSTS)
+    assert hosted("a.example") and not hosted("b.example") and not hosted("c.example")
+
+
+def test_a_save_applies_at_once_in_this_process():
+    row = Domain.objects.create(name="a.example")
+    assert domains.is_hosted("a.example", HOSTS)
+    row.enabled = False
+    row.save()
+    assert not domains.is_hosted("a.example", HOSTS)
+    row.delete()
+    assert domains.is_hosted("a.example", HOSTS)
+
+
+def test_a_change_without_a_signal_applies_within_the_cache_ttl(monkeypatch):
+    """As a change made in another process: no signal reaches this one, the TTL bounds the delay."""
+    monkeypatch.setattr(domains, "CACHE_TTL", 0.3)
+    Domain.objects.create(name="a.example")
+    assert domains.is_hosted("a.example", HOSTS)
+    Domain.objects.filter(name="a.example").update(enabled=False)  # QuerySet.update sends no post_save
+    assert domains.is_hosted("a.example", HOSTS)  # still the cached answer
+    time.sleep(0.35)
+    assert not domains.is_hosted("a.example", HOSTS)
+
+
+def test_asked_on_an_event_loop_it_reads_in_a_thread_instead_of_failing():
+    """Django refuses queries on an event-loop thread (SynchronousOnlyOperation); the core asks there."""
+    Domain.objects.create(name="b.example", enabled=False)
+    hosted = domains.checker(HOSTS)
+
+    async def ask() -> tuple[bool, bool]:
+        domains.invalidate()
+        return hosted("a.example"), hosted("b.example")
+
+    assert asyncio.run(ask()) == (True, False)
+
+
+def test_config_hosts_get_a_row_once():
+    assert domains.ensure_rows(HOSTS) == ["a.example", "b.example"]
+    assert domains.ensure_rows(HOSTS) == []
+    Domain.objects.filter(name="a.example").delete()
+    assert domains.ensure_rows(HOSTS) == ["a.example"]  # a deleted row is made again when next asked
