@@ -650,6 +650,17 @@ def test_negative_ping_interval_is_rejected() -> None:
     assert "xmppauth.ping_interval_seconds" in config_error("[xmppauth]\nping_interval_seconds = -1\n")
 
 
+def test_certificate_expiry_warning_days_is_read_and_checked() -> None:
+    assert parse("").options.certificate_expiry_warning_days == 30
+    assert (
+        parse("[xmppauth]\ncertificate_expiry_warning_days = 14\n").options.certificate_expiry_warning_days
+        == 14
+    )
+    for bad in ("0", '"30"'):
+        message = config_error(f"[xmppauth]\ncertificate_expiry_warning_days = {bad}\n")
+        assert "xmppauth.certificate_expiry_warning_days" in message
+
+
 # --- files ----------------------------------------------------------------------------------------------
 
 

@@ -305,6 +305,10 @@ class XmppauthOptions:
       relying parties fetch our CRLs without a client certificate; anything else stops start-up. Default:
       the first ``crl_only`` listener at the first host, else the first ``[[listen.http]]`` (as before).
       Certificates issued earlier keep naming the HTTPS listener, which still serves ``/crl/``.
+    - ``certificate_expiry_warning_days``: active certificates whose notAfter falls within this many days are
+      listed on the admin's dashboard and mailed to Django's ``ADMINS`` (``XMPPAUTH_ADMINS``) by the beat job
+      ``certauth.tasks.warn_expiring_certificates`` (hourly; one mail per run, each certificate at most once
+      a day). Default 30.
     """
 
     trusted_proxies: tuple[IpNetwork, ...] = ()
@@ -326,6 +330,7 @@ class XmppauthOptions:
     require_revocation: bool = False
     admin_requires_certificate: bool = False
     crl_base_url: str | None = None  # "http://host:port", checked against listen.http
+    certificate_expiry_warning_days: int = 30
 
     def is_trusted_proxy(self, address: str) -> bool:
         """Whether a peer address belongs to one of ``trusted_proxies``."""
@@ -946,6 +951,7 @@ def _parse_options(root: _Table) -> XmppauthOptions:
             "require_revocation",
             "admin_requires_certificate",
             "crl_base_url",
+            "certificate_expiry_warning_days",
         ),
     )
     if table is None:
@@ -988,6 +994,7 @@ def _parse_options(root: _Table) -> XmppauthOptions:
                 ("auth_failure_delay_seconds", 0),
                 ("auth_events_per_minute", 1),
                 ("auth_event_retention_days", 1),
+                ("certificate_expiry_warning_days", 1),
             )
         },
         require_revocation=table.boolean("require_revocation", defaults.require_revocation),
