@@ -161,6 +161,8 @@ else:
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = REDIS_URL or None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+# `celery -B` keeps its schedule state under var/, not in the working directory (the repository root).
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # Mail to the operators (certificate expiry warnings, certauth.tasks): Django's ADMINS and SMTP settings from
 # the environment. XMPPAUTH_ADMINS: comma-separated addresses ("Ops <ops@example.org>, b@example.org"); unset,

@@ -688,3 +688,22 @@ class RouterConsumer(SyncConsumer):
                         logger.exception("router: could not bounce to %s", bounce_channel)
             except Exception:
                 logger.exception("router: could not send to %s", channel)
+
+
+def router_application() -> Any:
+    """The ASGI application of ``manage.py runworker xmpp.router``: :class:`RouterConsumer`, given a ``send``
+    that is a coroutine function.
+
+    runworker's server (asgiref's ``StatelessServer``) passes ``send`` as a plain lambda that returns a
+    coroutine; a ``SyncConsumer`` wraps it in ``async_to_sync``, which warns ("async_to_sync was passed a
+    non-async-marked callable") on the first message of every run. Same calls, marked as what they are.
+    """
+    consumer = RouterConsumer.as_asgi()
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        async def send_message(message: dict[str, Any]) -> None:
+            await send(message)
+
+        return await consumer(scope, receive, send_message)
+
+    return application
