@@ -28,6 +28,15 @@ except ConfigError as exc:
     # lazy settings: ImproperlyConfigured raised here is not caught by manage.py, daphne or celery.
     raise SystemExit(f"xmppauth: configuration error: {exc}") from None
 
+# Prometheus metrics (xmppauth.metrics): every process counts into files here and the endpoint sums them.
+# Set before anything imports prometheus_client, which picks its storage at import. An operator's own
+# PROMETHEUS_MULTIPROC_DIR wins; "" keeps the counters in memory, per process.
+PROMETHEUS_MULTIPROC_DIR = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics"))
+if PROMETHEUS_MULTIPROC_DIR:
+    private_directory(Path(PROMETHEUS_MULTIPROC_DIR))
+else:
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
 SECRET_KEY = read_or_create_secret("XMPPAUTH_SECRET_KEY", VAR_DIR / "django-secret-key")
 # Key under which CA private keys are encrypted at rest (certauth.pki.keys).
 KEY_ENCRYPTION_KEY = read_or_create_secret("XMPPAUTH_KEY_ENCRYPTION_KEY", VAR_DIR / "key-encryption-key")

@@ -47,7 +47,7 @@ from transport.im.router import (
 )
 from transport.sessions import terminations as store
 from transport.xmpp import namespaces as ns
-from xmppauth import limits
+from xmppauth import limits, metrics
 from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ class SessionBridge:
             loop = asyncio.get_running_loop() if _loop_running() else asyncio.get_event_loop()
             loop.call_soon(self.close, limits.POLICY_VIOLATION, "too many stanzas waiting to be routed")
             return
+        metrics.count_stanza(element_kind(element), "in")
         self._queue.put_nowait(("client", (element, size)))
 
     def stop(self) -> None:
@@ -334,10 +335,12 @@ class SessionBridge:
             return
         if kind == "xmpp.stanza":
             try:
-                self.deliver(load(message["xml"]))
+                stanza = load(message["xml"])
+                self.deliver(stanza)
             except Exception:
                 logger.exception("%s: could not deliver a stanza", self.full_jid)
                 return
+            metrics.count_stanza(element_kind(stanza), "out")
             if message.get("offline_id") is not None:  # XEP-0160: taken by the stream, out of the store
                 self._offline_taken.append(int(message["offline_id"]))
                 if len(self._offline_taken) == 1:
