@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, fromstring, tostring
@@ -603,6 +603,31 @@ class Router:
         if priority >= 0:
             outs += self.offline_messages(sender, channel)
         return outs
+
+
+def expiry_notice(
+    full_jid: str, not_after: datetime | None, channel: str, now: datetime | None = None
+) -> list[Out]:
+    """A headline from the server domain when the session's certificate expires within
+    ``[xmppauth] certificate_expiry_warning_days`` (the admins' window): sent once, at initial presence.
+
+    RFC 6121 §5.2.2 (``headline``: shown, not stored offline, no reply expected). Says nothing but the
+    user's own certificate's expiry.
+    """
+    now = now or timezone.now()
+    days = limits.option("certificate_expiry_warning_days")
+    if not_after is None or not now <= not_after < now + timedelta(days=days):
+        return []
+    message = Element(
+        ns.qname(ns.CLIENT, "message"),
+        {"type": "headline", "from": full_jid.split("@", 1)[1].split("/", 1)[0], "to": full_jid},
+    )
+    SubElement(message, ns.qname(ns.CLIENT, "subject")).text = "Your certificate expires soon"
+    SubElement(message, ns.qname(ns.CLIENT, "body")).text = (
+        f"The client certificate you logged in with expires on {not_after:%Y-%m-%d %H:%M} UTC "
+        f"(in {(not_after - now).days} day(s)). Ask your administrator for a new one before then."
+    )
+    return [(channel, stanza_message(message))]
 
 
 def offline_delivered(ids: list[int]) -> int:
