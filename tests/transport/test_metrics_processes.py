@@ -2,8 +2,10 @@
 
 ``runxmpp`` (c2s on direct TLS and the HTTPS listener) and ``runc2s`` (c2s on another port) share a SQLite
 file and a ``PROMETHEUS_MULTIPROC_DIR``. A raw TLS client logs in with SASL EXTERNAL on each, and a revoked
-certificate is refused on the second; then ``/metrics`` on runxmpp's HTTPS listener refuses an anonymous
-scrape (401) and shows a staff user both processes' logins, the refusal, and the sessions of both.
+certificate is refused on the second; initial presence brings the first an expiry headline (its
+certificate ends within ``certificate_expiry_warning_days``); then ``/metrics`` on runxmpp's HTTPS listener
+refuses an anonymous scrape (401) and shows a staff user both processes' logins, the refusal, and the
+sessions of both.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -112,7 +115,13 @@ def test_logins_in_two_processes_show_on_one_https_endpoint_for_staff_only(tmp_p
         sessions.append(login(port_b, client_context(tmp_path, carol)))
         with pytest.raises(Refused):
             login(port_b, client_context(tmp_path, revoked))
+        # Test certificates live 30 days: within the default expiry window, so initial presence brings the
+        # server's headline (issue 18 §4), a stanza delivered to the client.
         sessions[0].sock.sendall(b"<presence/>")
+        raw = sessions[0].read_until(b"</message>")
+        notice = ElementTree.fromstring(raw[raw.rindex(b"<message") :])
+        assert notice.get("type") == "headline" and notice.get("from") == "localhost", raw
+        assert "expires on" in (notice.findtext("body") or ""), raw  # jabber:client is the stream default
 
         status, body = scrape(https, None)
         assert status == 401 and "xmppauth_" not in body
@@ -129,6 +138,7 @@ def test_logins_in_two_processes_show_on_one_https_endpoint_for_staff_only(tmp_p
         assert sum(live.values()) == 2 and len({dict(k)["process"] for k in live}) == 2, live
         stanzas = found["xmppauth_stanzas_total"]
         assert stanzas[(("direction", "in"), ("kind", "presence"))] >= 1, stanzas
+        assert stanzas[(("direction", "out"), ("kind", "message"))] >= 1, stanzas  # the headline
         assert len(list((tmp_path / "metrics").glob("counter_*.db"))) >= 2  # one file per process
     finally:
         for session in sessions:
