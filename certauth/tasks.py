@@ -90,6 +90,7 @@ def purge_auth_events() -> int:
 # --- Certificates about to expire (issue 18 point 4) -----------------------------------------------------
 
 WARNING_REPEAT = timedelta(days=1)  # a certificate is mailed about at most once within this
+MAIL_LIST_LIMIT = 500  # certificates named in one mail; the rest are counted (the dashboard lists them all)
 
 
 def _expiry_line(row: Certificate, now: datetime) -> str:
@@ -118,11 +119,14 @@ def warn_expiring_certificates() -> int:
         .select_related("account__domain")
         .order_by("not_after")
     )
-    rows = list(due)
-    if not rows:
+    total = due.count()
+    if not total:
         return 0
+    rows = list(due[:MAIL_LIST_LIMIT])
     lines = [_expiry_line(row, now) for row in rows]
-    subject = f"{len(rows)} certificate(s) expire within {days} days"
+    if total > len(rows):
+        lines.append(f"... and {total - len(rows)} more: see the admin's dashboard")
+    subject = f"{total} certificate(s) expire within {days} days"
     if settings.ADMINS:
         body = "\n".join(
             [f"These client certificates expire within {days} days (certificate_expiry_warning_days):", ""]
@@ -133,5 +137,5 @@ def warn_expiring_certificates() -> int:
         logger.info("%s: mailed to %d admin address(es)", subject, len(settings.ADMINS))
     else:
         logger.warning("%s (no ADMINS to mail; set XMPPAUTH_ADMINS):\n%s", subject, "\n".join(lines))
-    Certificate.objects.filter(pk__in=[row.pk for row in rows]).update(expiry_warned_at=now)
-    return len(rows)
+    due.update(expiry_warned_at=now)
+    return total

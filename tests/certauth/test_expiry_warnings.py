@@ -69,6 +69,19 @@ def test_one_mail_per_run_lists_every_expiring_certificate(alice, settings):
     assert body.index(first.serial) < body.index(second.serial)  # soonest first
 
 
+def test_past_the_list_limit_the_mail_counts_the_rest(alice, settings, monkeypatch):
+    settings.ADMINS = ADMINS
+    monkeypatch.setattr(tasks, "MAIL_LIST_LIMIT", 2)
+    for _ in range(3):
+        services.issue_for_account(alice, days=10)
+    assert tasks.warn_expiring_certificates() == 3
+    body = mail.outbox[0].body
+    assert body.count("alice@localhost: serial") == 2 and "... and 1 more" in body
+    assert not Certificate.objects.filter(
+        expiry_warned_at=None, not_after__lt=timezone.now() + timedelta(days=30)
+    )
+
+
 def test_a_certificate_outside_the_window_is_not_mailed(alice, settings):
     settings.ADMINS = ADMINS
     services.issue_for_account(alice, days=90)
