@@ -7,7 +7,7 @@ TEST_PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-sqlite test-postgres lint fuzz fuzz-hypothesis fuzz-atheris
+.PHONY: install install-python install-js run test test-sqlite test-postgres lint fuzz fuzz-hypothesis fuzz-atheris
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,9 +20,14 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 	cd tests/js && npm ci --no-audit --no-fund
 	touch $@
 
-install: $(VENV)/.installed tests/js/node_modules/.installed
+# `run` needs Python only; Node.js (npm) is needed by the test targets alone (tests/test_makefile.py checks it).
+install-python: $(VENV)/.installed
 
-run: install
+install-js: tests/js/node_modules/.installed
+
+install: install-python install-js
+
+run: install-python
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py bootstrap
 	$(PY) manage.py runxmpp
@@ -43,7 +48,7 @@ test-postgres: install
 		echo "== PostgreSQL leg skipped: $(TEST_PG_URL) not reachable"; \
 	fi
 
-lint: install
+lint: install-python
 	$(VENV)/bin/ruff check .
 
 # Nightly-style fuzzing (issue 16 §5): every hypothesis target with 100,000 inputs (profile `nightly`, tests/fuzz),
@@ -56,11 +61,11 @@ FUZZ_TARGETS ?= xml stream sasl certfacts bosh
 
 fuzz: fuzz-atheris fuzz-hypothesis
 
-fuzz-hypothesis: install
+fuzz-hypothesis: install-python
 	env -u DATABASE_URL -u REDIS_URL HYPOTHESIS_PROFILE=nightly FUZZ_RUNS=$(FUZZ_RUNS) $(PY) -m pytest -q -p no:cacheprovider \
 		--hypothesis-show-statistics tests/fuzz $(PYTEST_ARGS)
 
-fuzz-atheris: install
+fuzz-atheris: install-python
 	for target in $(FUZZ_TARGETS); do \
 		env -u DATABASE_URL -u REDIS_URL $(PY) -m tests.fuzz.atheris_targets $$target -runs=$(FUZZ_RUNS) \
 			-print_final_stats=1 || exit 1; \

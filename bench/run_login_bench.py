@@ -201,7 +201,7 @@ class Server:
 
 
 def start_runc2s(scratch: Scratch) -> Server:
-    server = Server([sys.executable, "manage.py", "runc2s"], scratch.env, ready="c2s listening on")
+    server = Server([sys.executable, "manage.py", "runc2s"], scratch.env, ready="runc2s ready:")
     server.wait_ready()
     # Both listeners print a line; the second follows the first at once. Wait until both ports accept.
     deadline = time.monotonic() + START_TIMEOUT

@@ -56,7 +56,7 @@ from certauth.revocation import PathLink, path_revocation_problem
 from certauth.trust import TrustAnchors, domain_refusal, trust_anchors
 from certauth.verify import verify_client_chain
 from transport.xmpp.auth import AuthResult  # the core's verdict: we implement its Authenticator
-from xmppauth import fastsql, limits
+from xmppauth import fastsql, limits, metrics
 from xmppauth.config import Config, TlsOptions
 
 logger = logging.getLogger(__name__)
@@ -448,6 +448,7 @@ class CertificateAuthenticator:
         jid_tried: str | None = None,
     ) -> None:
         success = granted is not None
+        metrics.count_login(self.transport, success, condition)  # every attempt, before the rows' cap
         if not success and condition is None:
             logger.info("client certificate from %s via %s refused: %s", self.peer, self.transport, reason)
         if not success and not _record_refusal(self.peer):

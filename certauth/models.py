@@ -6,6 +6,8 @@ the jobs are thin callers of it.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.db import models
 from django.db.models.signals import pre_delete, pre_save
 from django.dispatch import receiver
@@ -79,6 +81,13 @@ class CertificateAuthority(models.Model):
 
 
 class CertificateQuerySet(models.QuerySet):
+    def expiring(self, now: datetime, days: int) -> CertificateQuerySet:
+        """Active certificates whose notAfter is within ``days`` from ``now``: the one question the dashboard
+        and the warning job ask (``[xmppauth] certificate_expiry_warning_days``)."""
+        return self.filter(
+            status=Certificate.Status.ACTIVE, not_after__gte=now, not_after__lt=now + timedelta(days=days)
+        )
+
     def delete(self) -> tuple[int, dict[str, int]]:
         """Refuse before deleting anything when a selected row is revoked or held (see the receiver below).
 
@@ -132,6 +141,9 @@ class Certificate(models.Model):
     source = models.CharField(max_length=16, choices=Source.choices)
     pem = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
+    expiry_warned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the admins were last told that it expires soon."
+    )
 
     objects = CertificateQuerySet.as_manager()
 

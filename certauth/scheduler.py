@@ -3,7 +3,8 @@
 With Redis, ``celery -A xmppauth worker -B`` runs ``settings.CELERY_BEAT_SCHEDULE``; without it nothing
 would, so the embedded server runs the same jobs itself: every ``TICK_SECONDS`` the due CRL sources are
 fetched (``certauth.tasks.refresh_due_crl_sources``), and hourly our own CRLs are re-signed when due
-(``republish_our_crls``) and old auth events are purged (``purge_auth_events``). The jobs block on the
+(``republish_our_crls``), old auth events are purged (``purge_auth_events``) and the admins are told of
+certificates about to expire (``warn_expiring_certificates``). The jobs block on the
 network and the database, so each tick runs in the reactor's thread pool; the next tick waits until the
 previous one is done.
 """
@@ -43,6 +44,7 @@ class InProcessJobs:
             self.last_republish = time.monotonic()
             tasks.republish_our_crls()
             tasks.purge_auth_events()  # [xmppauth] auth_event_retention_days, hourly as with celery beat
+            tasks.warn_expiring_certificates()  # [xmppauth] certificate_expiry_warning_days
 
 
 def start_in_process_jobs(reactor, interval: float = TICK_SECONDS) -> LoopingCall:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from celery import shared_task
+from django.conf import settings
+from django.core.mail import mail_admins
 from django.utils import timezone
 
 from certauth import crlfetch, crlsources, services
-from certauth.models import AuthEvent, CertificateAuthority, CrlSource
+from certauth.models import AuthEvent, Certificate, CertificateAuthority, CrlSource
 from xmppauth import limits
 
 logger = logging.getLogger(__name__)
@@ -83,3 +85,57 @@ def purge_auth_events() -> int:
     if deleted:
         logger.info("purged %d auth event(s) older than %s", deleted, horizon.isoformat(timespec="seconds"))
     return deleted
+
+
+# --- Certificates about to expire (issue 18 point 4) -----------------------------------------------------
+
+WARNING_REPEAT = timedelta(days=1)  # a certificate is mailed about at most once within this
+MAIL_LIST_LIMIT = 500  # certificates named in one mail; the rest are counted (the dashboard lists them all)
+
+
+def _expiry_line(row: Certificate, now: datetime) -> str:
+    owner = row.account.jid if row.account is not None else (row.subject or "no subject")
+    days = (row.not_after - now).days
+    return (
+        f"- {owner}: serial {row.serial}, expires {row.not_after:%Y-%m-%d %H:%M} UTC (in {days} day(s)), "
+        f"issuer {row.issuer_name}, SHA-256 {row.fingerprint_sha256}"
+    )
+
+
+@shared_task
+def warn_expiring_certificates() -> int:
+    """Tell the admins about active certificates expiring within ``certificate_expiry_warning_days``.
+
+    One mail per run (Django's ``mail_admins``, when ``ADMINS`` is set) lists every such certificate not
+    already warned about within :data:`WARNING_REPEAT`; without ``ADMINS`` the list goes to the log. A
+    certificate is marked as warned only once the mail went out, so a failed send is retried next run.
+    Returns how many certificates were listed.
+    """
+    now = timezone.now()
+    days = limits.option("certificate_expiry_warning_days")
+    due = (
+        Certificate.objects.expiring(now, days)
+        .exclude(expiry_warned_at__gt=now - WARNING_REPEAT)
+        .select_related("account__domain")
+        .order_by("not_after")
+    )
+    total = due.count()
+    if not total:
+        return 0
+    rows = list(due[:MAIL_LIST_LIMIT])
+    lines = [_expiry_line(row, now) for row in rows]
+    if total > len(rows):
+        lines.append(f"... and {total - len(rows)} more: see the admin's dashboard")
+    subject = f"{total} certificate(s) expire within {days} days"
+    if settings.ADMINS:
+        body = "\n".join(
+            [f"These client certificates expire within {days} days (certificate_expiry_warning_days):", ""]
+            + lines
+            + ["", 'Issue new ones from the admin (an account\'s page, "Issue a certificate").']
+        )
+        mail_admins(subject, body, fail_silently=False)
+        logger.info("%s: mailed to %d admin address(es)", subject, len(settings.ADMINS))
+    else:
+        logger.warning("%s (no ADMINS to mail; set XMPPAUTH_ADMINS):\n%s", subject, "\n".join(lines))
+    due.update(expiry_warned_at=now)
+    return total

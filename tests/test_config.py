@@ -650,6 +650,30 @@ def test_negative_ping_interval_is_rejected() -> None:
     assert "xmppauth.ping_interval_seconds" in config_error("[xmppauth]\nping_interval_seconds = -1\n")
 
 
+def test_metrics_path_is_read_and_checked() -> None:
+    assert parse("").options.metrics_path == "/metrics"
+    assert parse('[xmppauth]\nmetrics_path = "/ops/metrics"\n').options.metrics_path == "/ops/metrics"
+    assert parse('[xmppauth]\nmetrics_path = ""\n').options.metrics_path == ""
+    for bad in ('"metrics"', '"/"', '"/admin/metrics"', '"/crl"', '"/static/m"', '"/m?x=1"', "1"):
+        assert "xmppauth.metrics_path" in config_error(f"[xmppauth]\nmetrics_path = {bad}\n")
+    handler = (
+        '[[listen.http]]\nport = 5280\n[[listen.http.handlers.mod_bosh]]\nhost = "_"\npath = "/http-bind"\n'
+    )
+    message = config_error(handler + '[xmppauth]\nmetrics_path = "/http-bind"\n')
+    assert "xmppauth.metrics_path" in message and "handler" in message
+
+
+def test_certificate_expiry_warning_days_is_read_and_checked() -> None:
+    assert parse("").options.certificate_expiry_warning_days == 30
+    assert (
+        parse("[xmppauth]\ncertificate_expiry_warning_days = 14\n").options.certificate_expiry_warning_days
+        == 14
+    )
+    for bad in ("0", '"30"'):
+        message = config_error(f"[xmppauth]\ncertificate_expiry_warning_days = {bad}\n")
+        assert "xmppauth.certificate_expiry_warning_days" in message
+
+
 # --- files ----------------------------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from transport.http.proxy_cert import ProxyClientCertMiddleware  # noqa: E402
 from transport.http.routing import CrlOnlyListeners, http_router, websocket_router  # noqa: E402
-from transport.im.router import ROUTER_CHANNEL, RouterConsumer  # noqa: E402
+from transport.im.router import ROUTER_CHANNEL, router_application  # noqa: E402
 
 application = CrlOnlyListeners(
     ProxyClientCertMiddleware(
@@ -36,7 +36,7 @@ application = CrlOnlyListeners(
                 "http": http_router(settings.XMPP, ASGIStaticFilesHandler(get_asgi_application())),
                 "websocket": websocket_router(settings.XMPP),
                 # `manage.py runworker xmpp.router`: offline storage, subscriptions to offline users, errors.
-                "channel": ChannelNameRouter({ROUTER_CHANNEL: RouterConsumer.as_asgi()}),
+                "channel": ChannelNameRouter({ROUTER_CHANNEL: router_application()}),
             }
         )
     ),

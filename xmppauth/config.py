@@ -305,6 +305,14 @@ class XmppauthOptions:
       relying parties fetch our CRLs without a client certificate; anything else stops start-up. Default:
       the first ``crl_only`` listener at the first host, else the first ``[[listen.http]]`` (as before).
       Certificates issued earlier keep naming the HTTPS listener, which still serves ``/crl/``.
+    - ``certificate_expiry_warning_days``: active certificates whose notAfter falls within this many days are
+      listed on the admin's dashboard and mailed to Django's ``ADMINS`` (``XMPPAUTH_ADMINS``) by the beat job
+      ``certauth.tasks.warn_expiring_certificates`` (hourly; one mail per run, each certificate at most once
+      a day). Default 30.
+    - ``metrics_path``: the URL path of the Prometheus endpoint (``xmppauth.metrics``) on the
+      ``[[listen.http]]`` listeners that serve the admin, for active staff users only (admin session, or HTTP
+      Basic with a staff user's password). ``""`` serves none. It may not be ``/``, lie under ``/admin/``,
+      ``/crl/`` or ``/static/``, nor be a WebSocket or BOSH handler's path. Default ``"/metrics"``.
     """
 
     trusted_proxies: tuple[IpNetwork, ...] = ()
@@ -326,6 +334,8 @@ class XmppauthOptions:
     require_revocation: bool = False
     admin_requires_certificate: bool = False
     crl_base_url: str | None = None  # "http://host:port", checked against listen.http
+    certificate_expiry_warning_days: int = 30
+    metrics_path: str = "/metrics"
 
     def is_trusted_proxy(self, address: str) -> bool:
         """Whether a peer address belongs to one of ``trusted_proxies``."""
@@ -953,6 +963,8 @@ def _parse_options(root: _Table) -> XmppauthOptions:
             "require_revocation",
             "admin_requires_certificate",
             "crl_base_url",
+            "certificate_expiry_warning_days",
+            "metrics_path",
         ),
     )
     if table is None:
@@ -995,6 +1007,7 @@ def _parse_options(root: _Table) -> XmppauthOptions:
                 ("auth_failure_delay_seconds", 0),
                 ("auth_events_per_minute", 1),
                 ("auth_event_retention_days", 1),
+                ("certificate_expiry_warning_days", 1),
             )
         },
         require_revocation=table.boolean("require_revocation", defaults.require_revocation),
@@ -1002,7 +1015,31 @@ def _parse_options(root: _Table) -> XmppauthOptions:
             "admin_requires_certificate", defaults.admin_requires_certificate
         ),
         crl_base_url=table.string("crl_base_url", None),
+        metrics_path=_optional_string(table, "metrics_path")
+        if table.has("metrics_path")
+        else defaults.metrics_path,
     )
+
+
+RESERVED_URL_PREFIXES = ("/admin/", "/crl/", "/static/")  # xmppauth/urls.py, settings.STATIC_URL
+
+
+def _check_metrics_path(root: _Table, metrics_path: str, listen_http: tuple[HttpListener, ...]) -> None:
+    """``xmppauth.metrics_path`` is a path of its own: not the admin's, our CRLs', nor an XMPP handler's."""
+    if not metrics_path:
+        return
+    key = "xmppauth.metrics_path"
+    if not metrics_path.startswith("/") or metrics_path == "/" or any(c in metrics_path for c in " ?#\t\n"):
+        root.fail(key, f'{metrics_path!r} must be a URL path such as "/metrics" (or "" for no endpoint)')
+    as_prefix = metrics_path.rstrip("/") + "/"
+    for prefix in RESERVED_URL_PREFIXES:
+        if as_prefix.startswith(prefix) or prefix.startswith(as_prefix):
+            root.fail(
+                key, f"{metrics_path!r} overlaps {prefix}, which the admin, our CRLs or static files use"
+            )
+    handler_paths = {h.path.rstrip("/") for listener in listen_http for h in listener.handlers}
+    if metrics_path.rstrip("/") in handler_paths:
+        root.fail(key, f"{metrics_path!r} is a WebSocket or BOSH handler's path")
 
 
 def _check_crl_base_url(root: _Table, base_url: str | None, listen_http: tuple[HttpListener, ...]) -> None:
@@ -1054,6 +1091,7 @@ def parse_config(data: dict, source: str = "<string>", base_dir: str | Path | No
     options = _parse_options(root)
     _check_proxy_trust(root, listen_http, options)
     _check_crl_base_url(root, options.crl_base_url, listen_http)
+    _check_metrics_path(root, options.metrics_path, listen_http)
     config = Config(
         hosts=hosts,
         listen_c2s=listen_c2s,

@@ -24,10 +24,10 @@ from accounts.models import Account
 from certauth.admin import revocation_overview
 from certauth.models import AuthEvent, Certificate, CertificateAuthority
 from transport.sessions.models import LiveSession
+from xmppauth import limits
 
 CHART_HOURS = 3  # logins per minute over this many hours
 FAILURE_HOURS = 24  # failures grouped by reason over this many hours
-EXPIRY_DAYS = 30
 LIST_LIMIT = 15
 CHART_WIDTH, CHART_HEIGHT, BAR = 720, 120, 4  # one BAR-wide column per minute: 180 * 4 = 720
 
@@ -67,7 +67,7 @@ class Dashboard:
     revocations: list[Certificate]
     chart_hours: int = CHART_HOURS
     failure_hours: int = FAILURE_HOURS
-    expiry_days: int = EXPIRY_DAYS
+    expiry_days: int = 30
 
 
 def minute_chart(counts: dict[tuple[datetime, str], int], start: datetime, minutes: int) -> SafeString:
@@ -176,9 +176,8 @@ def collect(now: datetime | None = None) -> Dashboard:
         .annotate(n=Count("id"))
         .order_by("-n", "condition", "reason")[:LIST_LIMIT]
     )
-    expiring = Certificate.objects.filter(
-        status=Certificate.Status.ACTIVE, not_after__gte=now, not_after__lt=now + timedelta(days=EXPIRY_DAYS)
-    )
+    expiry_days = limits.option("certificate_expiry_warning_days")  # the window of the warning job
+    expiring = Certificate.objects.expiring(now, expiry_days)
     revoked = Certificate.objects.exclude(status=Certificate.Status.ACTIVE).exclude(revoked_at=None)
     return Dashboard(
         now=now,
@@ -197,4 +196,5 @@ def collect(now: datetime | None = None) -> Dashboard:
         expiring=list(expiring.select_related("account__domain").order_by("not_after")[:LIST_LIMIT]),
         expiring_total=expiring.count(),
         revocations=list(revoked.select_related("account__domain").order_by("-revoked_at")[:LIST_LIMIT]),
+        expiry_days=expiry_days,
     )

@@ -28,6 +28,15 @@ except ConfigError as exc:
     # lazy settings: ImproperlyConfigured raised here is not caught by manage.py, daphne or celery.
     raise SystemExit(f"xmppauth: configuration error: {exc}") from None
 
+# Prometheus metrics (xmppauth.metrics): every process counts into files here and the endpoint sums them.
+# Set before anything imports prometheus_client, which picks its storage at import. An operator's own
+# PROMETHEUS_MULTIPROC_DIR wins; "" keeps the counters in memory, per process.
+PROMETHEUS_MULTIPROC_DIR = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics"))
+if PROMETHEUS_MULTIPROC_DIR:
+    private_directory(Path(PROMETHEUS_MULTIPROC_DIR))
+else:
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
 SECRET_KEY = read_or_create_secret("XMPPAUTH_SECRET_KEY", VAR_DIR / "django-secret-key")
 # Key under which CA private keys are encrypted at rest (certauth.pki.keys).
 KEY_ENCRYPTION_KEY = read_or_create_secret("XMPPAUTH_KEY_ENCRYPTION_KEY", VAR_DIR / "key-encryption-key")
@@ -161,6 +170,24 @@ else:
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = REDIS_URL or None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+# `celery -B` keeps its schedule state under var/, not in the working directory (the repository root).
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# Mail to the operators (certificate expiry warnings, certauth.tasks): Django's ADMINS and SMTP settings from
+# the environment. XMPPAUTH_ADMINS: comma-separated addresses ("Ops <ops@example.org>, b@example.org"); unset,
+# nothing is mailed and the warnings go to the log and the dashboard only.
+ADMINS = [
+    (address.split("<", 1)[0].strip() or address.strip(), address.strip())
+    for address in os.environ.get("XMPPAUTH_ADMINS", "").split(",")
+    if address.strip()
+]
+EMAIL_HOST = os.environ.get("XMPPAUTH_EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("XMPPAUTH_EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("XMPPAUTH_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("XMPPAUTH_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = os.environ.get("XMPPAUTH_EMAIL_STARTTLS", "") == "1"
+SERVER_EMAIL = os.environ.get("XMPPAUTH_SERVER_EMAIL", "xmppauth@localhost")
+EMAIL_SUBJECT_PREFIX = "[xmppauth] "
 
 # Base URL under which our CRLs are published; certificates we issue name it as distribution point.
 XMPPAUTH_PUBLIC_URL = os.environ.get("XMPPAUTH_PUBLIC_URL", "").rstrip("/")
@@ -193,4 +220,5 @@ CELERY_BEAT_SCHEDULE = {
     "republish-our-crls": {"task": "certauth.tasks.republish_our_crls", "schedule": 3600.0},
     "refresh-due-crl-sources": {"task": "certauth.tasks.refresh_due_crl_sources", "schedule": 60.0},
     "purge-auth-events": {"task": "certauth.tasks.purge_auth_events", "schedule": 3600.0},  # issue 16
+    "warn-expiring-certificates": {"task": "certauth.tasks.warn_expiring_certificates", "schedule": 3600.0},
 }

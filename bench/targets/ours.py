@@ -70,7 +70,7 @@ def start_shared(scratch: Scratch, log_dir: Path, redis_url: str, processes: int
             children[-1].wait_port(port)
     shared = OursShared(children, scratch.direct_port)
     deadline = time.monotonic() + 60  # the port answers once the first listens: wait for every process
-    while not all("c2s listening on" in child.output() for child in children):
+    while not all("runc2s ready:" in child.output() for child in children):
         if time.monotonic() > deadline or any(child.process.poll() is not None for child in children):
             shared.stop()
             raise TargetUnavailable("runc2s --reuse-port did not start:\n" + children[-1].output()[-2000:])

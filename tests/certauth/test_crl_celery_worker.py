@@ -134,3 +134,58 @@ def test_celery_worker_refreshes_a_crl_source_into_the_database(tmp_path: Path):
         state = db.execute("SELECT state, crl_number FROM certauth_crlsource").fetchone()
     assert serials == {"c0ffee", "10"}
     assert state == ("ok", 3)
+
+
+PURGE = """
+    import django, json, os
+    django.setup()
+    from xmppauth.celery import app
+    app.conf.task_default_queue = os.environ["TEST_QUEUE"]
+    from certauth.tasks import purge_auth_events
+    print(json.dumps(purge_auth_events.delay().get(timeout=90)))
+"""
+
+
+def test_celery_beat_keeps_its_schedule_under_var_and_jobs_are_logged_at_the_default_level(tmp_path: Path):
+    """Issue 18 §6: ``celery -A xmppauth worker -B`` as the README runs it, without ``-l``."""
+    skip_without_redis(redis_unreachable())
+    queue = f"beattest-{uuid.uuid4().hex}"
+    config = tmp_path / "xmppauth.toml"
+    config.write_text('[general]\n  hosts = ["localhost"]\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "XMPPAUTH_CONFIG")}
+    env.update(
+        XMPPAUTH_CONFIG=str(config),
+        DJANGO_SETTINGS_MODULE="xmppauth.settings",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'beat.sqlite3'}",
+        REDIS_URL=REDIS_URL,
+        XMPPAUTH_VAR_DIR=str(tmp_path / "var"),
+        TEST_QUEUE=queue,
+        PYTHONPATH=str(PROJECT),
+    )
+    env.pop("XMPPAUTH_LOG_LEVEL", None)
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=PROJECT, env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    in_root_before = set(PROJECT.glob("celerybeat-schedule*"))
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        worker = subprocess.Popen(
+            [*celery_command(), "-A", "xmppauth", "worker", "-B", "--pool=solo", "-Q", queue],
+            cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            assert json.loads(run_python(PURGE, env)) == 0
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+    output = log_path.read_text()
+    assert "INFO celery.beat: beat: Starting..." in output, output[-3000:]
+    assert "Task certauth.tasks.purge_auth_events[" in output and "succeeded in" in output, output[-3000:]
+    assert list((tmp_path / "var").glob("celerybeat-schedule*")), output[-3000:]
+    assert set(PROJECT.glob("celerybeat-schedule*")) == in_root_before

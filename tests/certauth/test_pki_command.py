@@ -165,6 +165,19 @@ def test_import_ca_and_list(tmp_path):
         pki_cmd("import-ca", str(tmp_path / "missing.pem"))
 
 
+def test_list_shows_serials_as_the_product_does_and_revoke_takes_the_openssl_form(tmp_path):
+    """Serials are lower hex without leading zeros everywhere (admin, logs, CRL lookups, ``pki list``);
+    ``openssl x509 -serial`` pads and upper-cases them, and that form finds the certificate too."""
+    from tests.certs import make_ca, make_client
+
+    cert = make_client(make_ca("Partner CA"), serial=0x00AB_CDEF_0123_4567_89)
+    (tmp_path / "client.pem").write_bytes(cert.pem)
+    pki_cmd("import-cert", str(tmp_path / "client.pem"))
+    listed = [line.split()[0] for line in pki_cmd("list").splitlines() if not line.startswith("CA ")]
+    assert listed == ["abcdef0123456789"]
+    assert "revoked" in pki_cmd("revoke", "00:AB:CD:EF:01:23:45:67:89".replace(":", ""))
+
+
 def test_crl_of_an_imported_ca_is_refused(tmp_path):
     from tests.certs import make_ca
 

@@ -100,7 +100,7 @@ def wait_listening(process: Managed, port: int, timeout: float = 60) -> None:
 
 def start_runc2s(env: dict[str, str], port: int) -> Managed:
     server = Managed(env, "runc2s")
-    server.wait_for(f"c2s listening on 127.0.0.1:{port}\n")
+    server.wait_for(f"runc2s ready: 127.0.0.1:{port}\n")
     return server
 
 

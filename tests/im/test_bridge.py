@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from types import SimpleNamespace
 from xml.etree.ElementTree import fromstring
 
 import pytest
 from channels.layers import InMemoryChannelLayer
+from django.utils import timezone
 
 from accounts.models import Account, Domain, OfflineMessage
 from transport.im import bridge as bridge_module
@@ -309,3 +311,42 @@ def test_a_client_flooding_past_the_queued_byte_limit_is_ended_with_policy_viola
     xmpp_options(session_queue_bytes=4096)
     assert flood(3, "y" * 3000) == [("policy-violation", "too many stanzas waiting to be routed")]
     assert flood(1, "y" * 3000) == []
+
+
+def _initial_presence_delivers(not_after) -> list:
+    """What a session whose certificate ends at ``not_after`` (None: a password login) gets on its initial
+    presence, alone on the server."""
+    accounts_alice_bob()
+    handle = SimpleNamespace(
+        session_id=None, saved=None, facts=SimpleNamespace(started_at=None, cert_not_after=not_after)
+    )
+    adapter_delivered: list = []
+
+    async def scenario(layer, session, adapter):
+        session.from_client(fromstring("<presence xmlns='jabber:client' from='alice@localhost/a'/>"))
+        await until(lambda: session._queue.empty() and session.presence is not None, "presence routed")
+        await asyncio.sleep(0.2)
+        adapter_delivered.extend(adapter.delivered)
+
+    run(scenario, handle=handle)
+    return adapter_delivered
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_certificate_expiring_within_the_window_gets_a_headline_at_initial_presence():
+    not_after = timezone.now() + timedelta(days=10, hours=1)
+    delivered = _initial_presence_delivers(not_after)
+    headlines = [el for el in delivered if el.get("type") == "headline"]
+    assert len(headlines) == 1
+    headline = headlines[0]
+    assert headline.get("from") == "localhost" and headline.get("to") == "alice@localhost/a"
+    body = headline.findtext("{jabber:client}body")
+    assert f"expires on {not_after:%Y-%m-%d %H:%M} UTC (in 10 day(s))" in body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_headline_for_a_certificate_outside_the_window_or_a_password_login():
+    for not_after in (timezone.now() + timedelta(days=90), None):
+        assert [el for el in _initial_presence_delivers(not_after) if el.get("type") == "headline"] == []
+        Account.objects.all().delete()
+        Domain.objects.all().delete()

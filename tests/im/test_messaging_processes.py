@@ -238,7 +238,7 @@ def test_runc2s_processes_with_reuse_port_share_one_port_and_route_between_them(
     both = [Managed(env, "runc2s", "--reuse-port") for _ in range(2)]
     cluster.processes += both
     for process in both:
-        process.wait_for(f"c2s listening on 127.0.0.1:{port}\n")
+        process.wait_for(f"runc2s ready: 127.0.0.1:{port}\n")
     pids = {process.process.pid for process in both}
     alice = cluster.agent(port, "alice", "shared")
     bob = None

@@ -118,7 +118,7 @@ def test_pki_revoke_in_another_process_ends_the_session_held_by_runc2s(tmp_path,
     run_manage(env, "pki", "import-cert", str(tmp_path / "alice.pem"))
     server = Managed(env, "runc2s")
     try:
-        server.wait_for(f"c2s listening on 127.0.0.1:{port}\n")
+        server.wait_for(f"runc2s ready: 127.0.0.1:{port}\n")
         context = client_context(tmp_path, pki.valid)
         session = login(port, context)
         other = login(port, client_context(tmp_path, make_client(pki.ca, jids=["bob@localhost"])))
@@ -178,7 +178,7 @@ def test_crl_refreshed_by_a_celery_worker_ends_the_session_held_by_runc2s(tmp_pa
         server = Managed(env, "runc2s")
         try:
             assert json.loads(run_python(SEND, env))["ok"]  # the first CRL: alice is not on it
-            server.wait_for(f"c2s listening on 127.0.0.1:{port}\n")
+            server.wait_for(f"runc2s ready: 127.0.0.1:{port}\n")
             context = client_context(tmp_path, pki.valid)
             session = login(port, context)
             try:
@@ -222,7 +222,7 @@ def test_a_session_that_ends_leaves_no_row_in_the_registry(tmp_path, migrated_da
     env, pki, port = scratch(tmp_path, migrated_database)
     server = Managed(env, "runc2s")
     try:
-        server.wait_for(f"c2s listening on 127.0.0.1:{port}\n")
+        server.wait_for(f"runc2s ready: 127.0.0.1:{port}\n")
         session = login(port, client_context(tmp_path, pki.valid))
         _wait_for_rows(tmp_path / "db.sqlite3", 1)
         session.close()

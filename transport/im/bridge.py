@@ -39,6 +39,7 @@ from transport.im.router import (
     close_message,
     dump,
     element_kind,
+    expiry_notice,
     load,
     offline_delivered,
     older_sessions,
@@ -47,7 +48,7 @@ from transport.im.router import (
 )
 from transport.sessions import terminations as store
 from transport.xmpp import namespaces as ns
-from xmppauth import limits
+from xmppauth import limits, metrics
 from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class SessionBridge:
         self.presence: Element | None = None  # the last available broadcast presence (answers probes)
         self.session_id: Any = None
         self.started_at: Any = None  # the registry row's start time (RFC 6120 §7.7.2.2 compares them)
+        self.cert_not_after: Any = None  # the session certificate's notAfter (None: a password login)
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
@@ -126,6 +128,7 @@ class SessionBridge:
         :meth:`older_than_me` answered right after the row's insert (None: not asked, look it up)."""
         self.session_id = getattr(handle, "session_id", None)
         self.started_at = getattr(getattr(handle, "facts", None), "started_at", None)
+        self.cert_not_after = getattr(getattr(handle, "facts", None), "cert_not_after", None)
         # Only a persisted session has a row; then the bridge, not the registry, deletes it (live.py).
         self._owns_row = getattr(handle, "saved", None) is not None
         if self._owns_row:
@@ -153,6 +156,7 @@ class SessionBridge:
             loop = asyncio.get_running_loop() if _loop_running() else asyncio.get_event_loop()
             loop.call_soon(self.close, limits.POLICY_VIOLATION, "too many stanzas waiting to be routed")
             return
+        metrics.count_stanza(element_kind(element), "in")
         self._queue.put_nowait(("client", (element, size)))
 
     def stop(self) -> None:
@@ -225,6 +229,8 @@ class SessionBridge:
             )
             if self.presence is None:
                 outs += await self._unavailable_to_directed()
+            elif initial:
+                outs += expiry_notice(self.full_jid, self.cert_not_after, self.channel_name)
         else:
             if element_kind(element) == "presence" and element.get("type") in BROADCAST_TYPES:
                 # RFC 6121 §4.6.3: remember who got directed presence, to tell them when we go.
@@ -334,10 +340,12 @@ class SessionBridge:
             return
         if kind == "xmpp.stanza":
             try:
-                self.deliver(load(message["xml"]))
+                stanza = load(message["xml"])
+                self.deliver(stanza)
             except Exception:
                 logger.exception("%s: could not deliver a stanza", self.full_jid)
                 return
+            metrics.count_stanza(element_kind(stanza), "out")
             if message.get("offline_id") is not None:  # XEP-0160: taken by the stream, out of the store
                 self._offline_taken.append(int(message["offline_id"]))
                 if len(self._offline_taken) == 1:

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, fromstring, tostring
@@ -605,6 +605,31 @@ class Router:
         return outs
 
 
+def expiry_notice(
+    full_jid: str, not_after: datetime | None, channel: str, now: datetime | None = None
+) -> list[Out]:
+    """A headline from the server domain when the session's certificate expires within
+    ``[xmppauth] certificate_expiry_warning_days`` (the admins' window): sent once, at initial presence.
+
+    RFC 6121 §5.2.2 (``headline``: shown, not stored offline, no reply expected). Says nothing but the
+    user's own certificate's expiry.
+    """
+    now = now or timezone.now()
+    days = limits.option("certificate_expiry_warning_days")
+    if not_after is None or not now <= not_after < now + timedelta(days=days):
+        return []
+    message = Element(
+        ns.qname(ns.CLIENT, "message"),
+        {"type": "headline", "from": full_jid.split("@", 1)[1].split("/", 1)[0], "to": full_jid},
+    )
+    SubElement(message, ns.qname(ns.CLIENT, "subject")).text = "Your certificate expires soon"
+    SubElement(message, ns.qname(ns.CLIENT, "body")).text = (
+        f"The client certificate you logged in with expires on {not_after:%Y-%m-%d %H:%M} UTC "
+        f"(in {(not_after - now).days} day(s)). Ask your administrator for a new one before then."
+    )
+    return [(channel, stanza_message(message))]
+
+
 def offline_delivered(ids: list[int]) -> int:
     """The offline messages ``ids`` were written to their recipient's stream: out of the store now."""
     deleted, _ = OfflineMessage.objects.filter(id__in=ids).delete()
@@ -688,3 +713,22 @@ class RouterConsumer(SyncConsumer):
                         logger.exception("router: could not bounce to %s", bounce_channel)
             except Exception:
                 logger.exception("router: could not send to %s", channel)
+
+
+def router_application() -> Any:
+    """The ASGI application of ``manage.py runworker xmpp.router``: :class:`RouterConsumer`, given a ``send``
+    that is a coroutine function.
+
+    runworker's server (asgiref's ``StatelessServer``) passes ``send`` as a plain lambda that returns a
+    coroutine; a ``SyncConsumer`` wraps it in ``async_to_sync``, which warns ("async_to_sync was passed a
+    non-async-marked callable") on the first message of every run. Same calls, marked as what they are.
+    """
+    consumer = RouterConsumer.as_asgi()
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        async def send_message(message: dict[str, Any]) -> None:
+            await send(message)
+
+        return await consumer(scope, receive, send_message)
+
+    return application

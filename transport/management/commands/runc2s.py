@@ -81,7 +81,7 @@ class Command(BaseCommand):
             from transport.im.service import start_in_process_router  # noqa: PLC0415
 
             start_in_process_router()  # else `manage.py runworker xmpp.router` serves it (DESIGN §1)
-        for port in ports:
-            address = port.getHost()
-            self.stdout.write(f"c2s listening on {address.host}:{address.port}")
+        # Each listener logged its "c2s listening on" line as it opened; this one says everything is up.
+        addresses = ", ".join(f"{port.getHost().host}:{port.getHost().port}" for port in ports)
+        self.stdout.write(f"runc2s ready: {addresses}")
         reactor.run()
