@@ -43,6 +43,7 @@ COMPOSITION_ROOT = (
     "xmppauth.urls",
     "xmppauth.adminsite",
     "xmppauth.dashboard",
+    "xmppauth.metricsview",
     "xmppauth.management",
 )
 

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
-from xmppauth.metrics import metrics_view
+from xmppauth.metricsview import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
