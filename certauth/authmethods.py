@@ -11,7 +11,8 @@ a refusal (an account an operator disabled stays disabled whatever the next meth
   http.md``): ``GET <prefix>get_certs?user=<localpart>&server=<domain>&pass=`` with the optional Basic
   credentials; only a 200 answer counts, and only when its PEM bundle holds a certificate whose DER is
   byte-identical to the client's.
-- ``rdbms``, ``ldap``: password methods here; they do not serve SASL EXTERNAL (``supports_external`` False).
+- ``ldap``: the user must be in the directory (``certauth.ldapauth``); it also checks PLAIN passwords.
+- ``rdbms``: passwords only; it does not serve SASL EXTERNAL (``supports_external`` False).
 
 Every method refuses an account that exists locally and is inactive. The methods use the database and may
 block (``http``): call them from a thread (``asgiref.sync.sync_to_async``) in async code.
@@ -67,6 +68,7 @@ class MethodVerdict:
     accepted: bool
     reason: str
     stop: bool = False  # a refusal no later method may overturn
+    condition: str | None = None  # the SASL condition when not not-authorized (temporary-auth-failure)
 
 
 def _account_active(attempt: ExternalAttempt) -> list[bool]:
@@ -108,6 +110,23 @@ class AuthMethod:
         return MethodVerdict(False, f"method {self.name} does not support SASL EXTERNAL")
 
 
+def ensure_local_account(jid: str) -> tuple[Account, bool]:
+    """The local account of the bare, normalised ``jid``, created at first login (``created_by =
+    first_login``) for methods whose users live elsewhere (``pki``, ``ldap``)."""
+    localpart, _, domain_name = jid.partition("@")
+    domain, _ = Domain.objects.get_or_create(name=domain_name)
+    try:
+        with transaction.atomic():
+            account, created = Account.objects.get_or_create(
+                localpart=localpart, domain=domain, defaults={"created_by": Account.Origin.FIRST_LOGIN}
+            )
+    except IntegrityError:  # another connection created it a moment ago
+        account, created = Account.objects.get(localpart=localpart, domain=domain), False
+    if created:
+        logger.info("account %s created at first login", jid)
+    return account, created
+
+
 class PkiMethod(AuthMethod):
     """Any verified certificate (MongooseIM ``pki``); the account is created at first login."""
 
@@ -121,20 +140,10 @@ class PkiMethod(AuthMethod):
             if not known[0]:
                 return MethodVerdict(False, f"account {attempt.jid} is disabled", stop=True)
             return MethodVerdict(True, "verified certificate")
-        domain, _ = Domain.objects.get_or_create(name=attempt.domain)
-        try:
-            with transaction.atomic():
-                account, created = Account.objects.get_or_create(
-                    localpart=attempt.localpart,
-                    domain=domain,
-                    defaults={"created_by": Account.Origin.FIRST_LOGIN},
-                )
-        except IntegrityError:  # another connection created it a moment ago
-            account, created = Account.objects.get(localpart=attempt.localpart, domain=domain), False
+        account, created = ensure_local_account(attempt.jid)
         if not account.active:
             return MethodVerdict(False, f"account {attempt.jid} is disabled", stop=True)
         if created:
-            logger.info("account %s created at first certificate login", attempt.jid)
             return MethodVerdict(True, "verified certificate; account created at first login")
         return MethodVerdict(True, "verified certificate")
 
@@ -233,7 +242,7 @@ def pem_certificate_ders(body: bytes) -> list[bytes]:
 
 
 class PasswordOnlyMethod(AuthMethod):
-    """``rdbms`` and ``ldap``: they serve password mechanisms (implemented elsewhere), not EXTERNAL."""
+    """``rdbms``: it serves password mechanisms (``accounts.passwords``), not EXTERNAL."""
 
     supports_external = False
 
@@ -260,7 +269,13 @@ def build_methods(auth: AuthConfig) -> list[AuthMethod]:
             methods.append(DbMethod())
         elif name == "http":
             methods.append(_http_method(auth))
-        elif name in ("rdbms", "ldap"):
+        elif name == "ldap":
+            from certauth.ldapauth import LdapMethod  # it builds on this module
+
+            if auth.ldap is None:  # xmppauth.config refuses this already; kept for configs built in code
+                raise ValueError('auth.methods includes "ldap" but [auth.ldap] is not configured')
+            methods.append(LdapMethod(auth.ldap))
+        elif name == "rdbms":
             methods.append(PasswordOnlyMethod(name))
         else:
             raise ValueError(f"auth.methods: unknown method {name!r}; accepted: pki, db, http, rdbms, ldap")
@@ -284,7 +299,7 @@ def run_methods(methods: Sequence[AuthMethod], attempt: ExternalAttempt) -> Meth
             return MethodVerdict(True, f"{method.name}: {verdict.reason}")
         reasons.append(f"{method.name}: {verdict.reason}")
         if verdict.stop:
-            break
+            return MethodVerdict(False, "; ".join(reasons), stop=True, condition=verdict.condition)
     if not reasons:
         return MethodVerdict(False, "no configured auth method supports SASL EXTERNAL")
     return MethodVerdict(False, "; ".join(reasons))

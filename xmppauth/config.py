@@ -91,7 +91,7 @@ HTTP_TLS_MODES = ("tls",)
 VERIFY_MODES = ("peer", "selfsigned_peer", "none")
 AUTH_METHODS = ("pki", "db", "http", "rdbms", "ldap")
 AUTH_METHOD_ALIASES = {"internal": "rdbms"}  # MongooseIM's `internal` keeps passwords as `rdbms` does here
-PASSWORD_METHODS = ("rdbms",)  # the methods that check a password (SCRAM, PLAIN) against our database
+PASSWORD_METHODS = ("rdbms", "ldap")  # the methods that check a password: rdbms (SCRAM, PLAIN), ldap (PLAIN)
 # MongooseIM's [auth.password] hash names (doc/configuration/auth.md) -> hashlib names.
 PASSWORD_HASHES = {
     "sha": "sha1",
@@ -1063,7 +1063,7 @@ def _parse_auth(root: _Table) -> AuthConfig:
                 f"{mechanism!r} is served by none of auth.methods ({', '.join(methods)}); "
                 f"{'EXTERNAL needs pki, db or http' if mechanism == 'external' else 'passwords need rdbms'}",
             )
-    if auth.has("password") and not any(method in PASSWORD_METHODS for method in methods):
+    if auth.has("password") and "rdbms" not in methods:  # [auth.password] shapes the keys rdbms stores
         logger.warning(
             "%s: auth.password is set but auth.methods (%s) checks no password; it is not used",
             root.source,
