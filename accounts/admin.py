@@ -77,8 +77,8 @@ class SetPasswordForm(forms.Form):
 @admin.register(Domain)
 class DomainAdmin(admin.ModelAdmin):
     form = DomainForm
-    list_display = ["name", "enabled", "account_count", "created_at"]
-    list_filter = ["enabled"]
+    list_display = ["name", "enabled", "certificate_self_service", "account_count", "created_at"]
+    list_filter = ["enabled", "certificate_self_service", "self_service_csr_signing"]
     search_fields = ["name"]
 
     @admin.display(description="accounts")

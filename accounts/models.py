@@ -34,6 +34,18 @@ class Domain(models.Model):
 
     name = models.CharField(max_length=255, unique=True, help_text="Lower-case domain, as in JIDs.")
     enabled = models.BooleanField(default=True)
+    # XEP-0257: users of this domain list, add, disable and revoke their own certificates from their client.
+    certificate_self_service = models.BooleanField(
+        "users manage their certificates",
+        default=True,
+        help_text="Logged-in users may list, add, disable and revoke their own certificates (XEP-0257).",
+    )
+    self_service_csr_signing = models.BooleanField(
+        "our CA signs users' requests",
+        default=False,
+        help_text="With self-service on: a user may send a certificate signing request, which our default CA "
+        "signs for their JID.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -23,12 +23,16 @@ from django.utils.crypto import salted_hmac
 from accounts.models import Account, Domain, PasswordCredential
 from accounts.scram import (
     Credentials,
+    CredentialsUnavailable,
+    PlainCheck,
     PlainServer,
     ScramKeys,
     ScramServer,
     Step,
+    check_password,
     derive_keys,
     made_up_credentials,
+    preferred_keys,
     set_fake_secret,
 )
 from certauth.identity import InvalidJid, normalise_localpart
@@ -107,12 +111,30 @@ def _lookup_sql() -> str:
     )
 
 
+def _rdbms_plain(find: Callable[[str], Credentials]) -> PlainCheck:
+    def check(username: str, password: str) -> tuple[Credentials, bool]:
+        credentials = find(username)
+        keys = preferred_keys(credentials.keys)
+        # A made-up key for an unknown name still costs one PBKDF2: the answer takes as long either way.
+        return credentials, keys is not None and check_password(keys, password) and credentials.exists
+
+    return check
+
+
 class PasswordExchange:
     """The password mechanisms of one connection, one exchange at a time (a new ``first`` step resets it)."""
 
-    def __init__(self, auth: AuthConfig, record: Callable[[str, Step], None]) -> None:
+    def __init__(
+        self,
+        auth: AuthConfig,
+        record: Callable[[str, Step], None],
+        plain_checks: Mapping[str, Callable[[str], PlainCheck]] | None = None,
+    ) -> None:
+        """``plain_checks``: method name -> (domain -> PLAIN checker) for methods that keep no keys here
+        (``ldap``, given by certauth so that this app needs no directory code)."""
         self.auth = auth
         self.record = record
+        self.plain_checks = dict(plain_checks or {})
         self._server: ScramServer | PlainServer | None = None
 
     def step(
@@ -138,6 +160,34 @@ class PasswordExchange:
             self.record(server.tried or "", step)
         return step
 
+    def _plain_in_order(self, domain: str, find: Callable[[str], Credentials]) -> PlainCheck:
+        """PLAIN through each configured password method in order (MongooseIM): the first that accepts wins;
+        an unreachable directory is a temporary failure only when no method accepted."""
+        checks = [
+            _rdbms_plain(find) if method == "rdbms" else self.plain_checks[method](domain)
+            for method in self.auth.password_methods
+        ]
+
+        def check(username: str, password: str) -> tuple[Credentials, bool]:
+            best: Credentials | None = None
+            unavailable: CredentialsUnavailable | None = None
+            for one in checks:
+                try:
+                    credentials, matched = one(username, password)
+                except CredentialsUnavailable as exc:
+                    unavailable = exc
+                    continue
+                if matched:
+                    return credentials, True
+                if best is None or (credentials.exists and not best.exists):
+                    best = credentials
+            if unavailable is not None:
+                raise unavailable
+            assert best is not None
+            return best, False
+
+        return check
+
     def _new_server(
         self,
         mechanism: str,
@@ -153,7 +203,11 @@ class PasswordExchange:
             return lookup(username, domain, options)
 
         if mechanism == "PLAIN":
-            return PlainServer(find)
+            if self.auth.password_methods == ("rdbms",):
+                return PlainServer(find)
+            return PlainServer(check=self._plain_in_order(domain, find))
+        if "rdbms" not in self.auth.password_methods:
+            return None  # SCRAM needs stored keys: only rdbms has them
         try:
             return ScramServer(mechanism, find, channel_bindings=channel_bindings, plus_offered=plus_offered)
         except ValueError:

@@ -36,6 +36,7 @@ NOT_AUTHORIZED = "not-authorized"
 MALFORMED_REQUEST = "malformed-request"
 ACCOUNT_DISABLED = "account-disabled"
 INVALID_AUTHZID = "invalid-authzid"
+TEMPORARY_AUTH_FAILURE = "temporary-auth-failure"  # RFC 6120 §6.5.12
 
 # SASL mechanism name (RFC 5802 §4, IANA) -> MongooseIM hash name -> hashlib name.
 SCRAM_MECHANISMS: dict[str, str] = {
@@ -137,13 +138,25 @@ def check_password(keys: ScramKeys, password: str) -> bool:
 Lookup = Callable[[str], Credentials]  # a SCRAM/PLAIN username (not yet normalised) -> credentials
 
 
+class CredentialsUnavailable(Exception):
+    """The store that would decide (a directory) cannot be reached: ``temporary-auth-failure``."""
+
+
+# (authcid, password) -> (credentials, whether the password is right); may raise CredentialsUnavailable.
+PlainCheck = Callable[[str, str], tuple[Credentials, bool]]
+
+
 class PlainServer:
-    """RFC 4616: one message ``[authzid] NUL authcid NUL passwd``; the authcid is the localpart."""
+    """RFC 4616: one message ``[authzid] NUL authcid NUL passwd``; the authcid is the localpart.
+
+    The password is checked against the stored SCRAM keys (``lookup``), or by ``check`` (a directory bind).
+    """
 
     mechanism = "PLAIN"
 
-    def __init__(self, lookup: Lookup) -> None:
+    def __init__(self, lookup: Lookup | None = None, *, check: PlainCheck | None = None) -> None:
         self.lookup = lookup
+        self.check = check
         self.tried: str | None = None  # the JID the client named, for the auth event
 
     def step(self, message: bytes) -> Step:
@@ -154,15 +167,23 @@ class PlainServer:
             authzid, authcid, password = (part.decode("utf-8") for part in parts)
         except UnicodeDecodeError:
             return Step(condition=MALFORMED_REQUEST, reason="PLAIN: not UTF-8")
+        if self.check is not None:
+            try:
+                credentials, matched = self.check(authcid, password)
+            except CredentialsUnavailable as exc:
+                return Step(condition=TEMPORARY_AUTH_FAILURE, reason=f"PLAIN: {exc}")
+            self.tried = credentials.jid
+            return _verdict(credentials, matched and credentials.exists, authzid or None, "PLAIN")
+        assert self.lookup is not None
         credentials = self.lookup(authcid)
         self.tried = credentials.jid
-        keys = _preferred(credentials.keys)
+        keys = preferred_keys(credentials.keys)
         # A made-up key for an unknown name still costs one PBKDF2: the answer takes as long either way.
         matched = keys is not None and check_password(keys, password) and credentials.exists
         return _verdict(credentials, matched, authzid or None, "PLAIN")
 
 
-def _preferred(keys: Mapping[str, ScramKeys]) -> ScramKeys | None:
+def preferred_keys(keys: Mapping[str, ScramKeys]) -> ScramKeys | None:
     for name in ("sha256", "sha512", "sha384", "sha224", "sha"):
         if name in keys:
             return keys[name]

@@ -286,7 +286,8 @@ class CertificateAuthenticator:
             return self._refuse(facts, authzid, NOT_AUTHORIZED, pin.refusal, jid=decision.jid)
         verdict = run_methods(self.methods, ExternalAttempt(decision.jid, facts, checked.der))
         if not verdict.accepted:
-            return self._refuse(facts, authzid, NOT_AUTHORIZED, verdict.reason, jid=decision.jid)
+            condition = verdict.condition or NOT_AUTHORIZED
+            return self._refuse(facts, authzid, condition, verdict.reason, jid=decision.jid)
         reason = verdict.reason
         if pin is not None and pin.pinned:
             reason = f"{reason}; self-signed certificate pinned to {decision.jid}"
@@ -315,7 +316,9 @@ class CertificateAuthenticator:
         if self._passwords is None:
             from accounts.passwords import PasswordExchange  # noqa: PLC0415 (only for password logins)
 
-            self._passwords = PasswordExchange(self.config.auth, self._record_password)
+            self._passwords = PasswordExchange(
+                self.config.auth, self._record_password, plain_checks=_directory_plain_checks(self.config)
+            )
         if request.first and request.domain not in _hosted_domains(self.config):
             return self._refuse(None, None, NOT_AUTHORIZED, f"{request.domain} is not a hosted domain")
         step = self._passwords.step(
@@ -480,3 +483,13 @@ def _record_refusal(peer: str) -> bool:
             "auth events: more than %d refusals from %s within a minute, not all recorded", allowed, address
         )
     return seen <= allowed
+
+
+def _directory_plain_checks(config: Config) -> dict[str, Any]:
+    """PLAIN checkers of the methods whose passwords live outside our database (``ldap``)."""
+    if config.auth.ldap is None or "ldap" not in config.auth.methods:
+        return {}
+    from certauth.ldapauth import plain_check  # only with the ldap method (python-ldap)
+
+    options = config.auth.ldap
+    return {"ldap": lambda domain: plain_check(options, domain)}

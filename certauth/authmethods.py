@@ -13,16 +13,17 @@ a refusal (an account an operator disabled stays disabled whatever the next meth
   byte-identical to the client's.
 - ``rdbms`` (MongooseIM's ``internal`` too): passwords (SCRAM, PLAIN) in our database, checked by
   ``accounts.passwords``; it serves no SASL EXTERNAL.
-- ``ldap``: a MongooseIM name we know and do not implement yet; naming it stops start-up.
+- ``ldap``: the user must be in the directory (``certauth.ldapauth``); it also checks PLAIN passwords by a
+  bind, not SCRAM (a directory keeps no SCRAM keys we can read).
 
 The registry :data:`AUTH_METHODS` (name -> class) is the one list of methods: adding one is a subclass of
-:class:`AuthMethod` plus ``register(TheClass)``. The class says what it ``serves`` (the mechanism families
-:data:`EXTERNAL` and :data:`PASSWORDS`); ``xmppauth.config`` validates ``auth.methods`` against the registry,
-with one start-up line naming the entry and the accepted names, and derives from it which mechanisms the
-configured methods serve (``AuthConfig.served_mechanisms``, which the stream core's one offering decision
-uses). So that the config loader can import this module before Django's apps are loaded (the settings read
-the config), nothing here imports Django or the models at module level: the methods import them when they
-run.
+:class:`AuthMethod` plus ``register(TheClass)``. The class says what it ``serves`` (the mechanism
+families :data:`EXTERNAL`, :data:`PLAIN`, :data:`SCRAM`); ``xmppauth.config`` validates ``auth.methods``
+against the registry, with one start-up line naming the entry and the accepted names, and derives from it
+which mechanisms the configured methods serve (``AuthConfig.served_mechanisms``, which the stream core's one
+offering decision uses). So that the config loader can import this module before Django's apps are loaded
+(the settings read the config), nothing here imports Django or the models at module level: the methods
+import them when they run.
 
 Every method refuses an account that exists locally and is inactive. The methods use the database and may
 block (``http``): call them from a thread (``asgiref.sync.sync_to_async``) in async code.
@@ -43,14 +44,18 @@ from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
+    from accounts.models import Account
     from certauth.pki import CertFacts
-    from xmppauth.config import AuthConfig, HttpAuthOptions
+    from xmppauth.config import AuthConfig, HttpAuthOptions, LdapAuthOptions
 
 logger = logging.getLogger(__name__)
 
-# The mechanism families a method may serve (auth.sasl_mechanisms names: external; plain and scram_*).
+# The mechanism families a method may serve (auth.sasl_mechanisms names: external, plain, scram_*). PLAIN and
+# SCRAM are apart: a directory checks a password by a bind (PLAIN) but keeps no SCRAM keys we could read.
 EXTERNAL = "external"
-PASSWORDS = "passwords"
+PLAIN = "plain"
+SCRAM = "scram"
+PASSWORDS = frozenset({PLAIN, SCRAM})
 
 HTTP_TIMEOUT_DEFAULT = 5.0  # seconds, when the config gives none
 HTTP_MAX_BODY = 1 << 20  # a user's PEM bundle; more is refused rather than read
@@ -79,12 +84,15 @@ class MethodVerdict:
     accepted: bool
     reason: str
     stop: bool = False  # a refusal no later method may overturn
+    condition: str | None = None  # the SASL condition when not not-authorized (temporary-auth-failure)
 
 
 def mechanism_family(mechanism: str) -> str:
-    """The family of an ``auth.sasl_mechanisms`` name: ``external`` is :data:`EXTERNAL`; ``plain`` and the
-    ``scram_*`` ones are :data:`PASSWORDS`."""
-    return EXTERNAL if mechanism == "external" else PASSWORDS
+    """The family of an ``auth.sasl_mechanisms`` name: :data:`EXTERNAL`, :data:`PLAIN`, or :data:`SCRAM` for
+    every ``scram_*`` (with or without ``_plus``)."""
+    if mechanism in (EXTERNAL, PLAIN):
+        return mechanism
+    return SCRAM
 
 
 def _account_active(attempt: ExternalAttempt) -> list[bool]:
@@ -122,8 +130,9 @@ class AuthMethod:
     """The interface, one subclass per method (registered with :func:`register`).
 
     ``name``: the ``auth.methods`` value; ``aliases``: other spellings of it; ``serves``: the mechanism
-    families it serves (:data:`EXTERNAL`, :data:`PASSWORDS`); ``implemented`` False: a MongooseIM name we
-    know and do not serve yet (the config loader stops start-up on it). :meth:`from_config` builds one.
+    families it serves (:data:`EXTERNAL`, :data:`PLAIN`, :data:`SCRAM`); ``implemented`` False: a MongooseIM
+    name we know and do not serve yet (the config loader stops start-up on it). :meth:`from_config` builds
+    one.
     """
 
     name: ClassVar[str] = ""
@@ -164,6 +173,27 @@ def canonical_name(name: str) -> str:
     return _ALIASES.get(name, name)
 
 
+def ensure_local_account(jid: str) -> tuple[Account, bool]:
+    """The local account of the bare, normalised ``jid``, created at first login (``created_by =
+    first_login``) for methods whose users live elsewhere (``pki``, ``ldap``); (account, created)."""
+    from django.db import IntegrityError, transaction
+
+    from accounts.models import Account, Domain
+
+    localpart, _, domain_name = jid.partition("@")
+    domain, _ = Domain.objects.get_or_create(name=domain_name)
+    try:
+        with transaction.atomic():
+            account, created = Account.objects.get_or_create(
+                localpart=localpart, domain=domain, defaults={"created_by": Account.Origin.FIRST_LOGIN}
+            )
+    except IntegrityError:  # another connection created it a moment ago
+        account, created = Account.objects.get(localpart=localpart, domain=domain), False
+    if created:
+        logger.info("account %s created at first login", jid)
+    return account, created
+
+
 class PkiMethod(AuthMethod):
     """Any verified certificate (MongooseIM ``pki``); the account is created at first login."""
 
@@ -171,30 +201,16 @@ class PkiMethod(AuthMethod):
     serves = frozenset({EXTERNAL})
 
     def authenticate_external(self, attempt: ExternalAttempt) -> MethodVerdict:
-        from django.db import IntegrityError, transaction
-
-        from accounts.models import Account, Domain
-
         # Most logins are not first logins: one indexed read of the account's active flag, no write lock.
         known = _account_active(attempt)
         if known:
             if not known[0]:
                 return MethodVerdict(False, f"account {attempt.jid} is disabled", stop=True)
             return MethodVerdict(True, "verified certificate")
-        domain, _ = Domain.objects.get_or_create(name=attempt.domain)
-        try:
-            with transaction.atomic():
-                account, created = Account.objects.get_or_create(
-                    localpart=attempt.localpart,
-                    domain=domain,
-                    defaults={"created_by": Account.Origin.FIRST_LOGIN},
-                )
-        except IntegrityError:  # another connection created it a moment ago
-            account, created = Account.objects.get(localpart=attempt.localpart, domain=domain), False
+        account, created = ensure_local_account(attempt.jid)
         if not account.active:
             return MethodVerdict(False, f"account {attempt.jid} is disabled", stop=True)
         if created:
-            logger.info("account %s created at first certificate login", attempt.jid)
             return MethodVerdict(True, "verified certificate; account created at first login")
         return MethodVerdict(True, "verified certificate")
 
@@ -309,14 +325,29 @@ class PasswordOnlyMethod(AuthMethod):
 
     name = "rdbms"
     aliases = ("internal",)
-    serves = frozenset({PASSWORDS})
+    serves = PASSWORDS
 
 
 class LdapMethod(AuthMethod):
-    """MongooseIM's ``ldap``: known, not implemented yet; serves nothing (naming it stops start-up)."""
+    """MongooseIM's ``ldap``: the user must be in the directory for EXTERNAL; PLAIN by a bind. The work is
+    ``certauth.ldapauth``'s (python-ldap), imported at the first use as the models are here."""
 
     name = "ldap"
-    implemented = False
+    serves = frozenset({EXTERNAL, PLAIN})
+
+    def __init__(self, options: LdapAuthOptions) -> None:
+        self.options = options
+
+    @classmethod
+    def from_config(cls, auth: AuthConfig) -> LdapMethod:
+        if auth.ldap is None:  # xmppauth.config refuses this already; kept for configs built in code
+            raise ValueError('auth.methods includes "ldap" but [auth.ldap] is not configured')
+        return cls(auth.ldap)
+
+    def authenticate_external(self, attempt: ExternalAttempt) -> MethodVerdict:
+        from certauth.ldapauth import directory_external
+
+        return directory_external(self.options, attempt)
 
 
 for _method in (PkiMethod, DbMethod, HttpMethod, PasswordOnlyMethod, LdapMethod):
@@ -352,7 +383,7 @@ def run_methods(methods: Sequence[AuthMethod], attempt: ExternalAttempt) -> Meth
             return MethodVerdict(True, f"{method.name}: {verdict.reason}")
         reasons.append(f"{method.name}: {verdict.reason}")
         if verdict.stop:
-            break
+            return MethodVerdict(False, "; ".join(reasons), stop=True, condition=verdict.condition)
     if not reasons:
         return MethodVerdict(False, "no configured auth method supports SASL EXTERNAL")
     return MethodVerdict(False, "; ".join(reasons))

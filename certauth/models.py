@@ -119,6 +119,7 @@ class Certificate(models.Model):
     class Source(models.TextChoices):
         ISSUED = "issued", "issued by us"
         IMPORTED = "imported", "imported"
+        USER = "user", "added by the user (XEP-0257)"
 
     serial = models.CharField(max_length=64, help_text="Hexadecimal, lower case.")
     issuer = models.ForeignKey(
@@ -144,13 +145,26 @@ class Certificate(models.Model):
     expiry_warned_at = models.DateTimeField(
         null=True, blank=True, help_text="When the admins were last told that it expires soon."
     )
+    # XEP-0257 §2.1: the name the user gave it (unique per account), and whether a client logged in with it
+    # may manage the account's certificates.
+    label = models.CharField("name", max_length=200, blank=True)
+    no_cert_management = models.BooleanField(
+        "may not manage certificates",
+        default=False,
+        help_text="A client logged in with this certificate may list, not add, disable or revoke (XEP-0257).",
+    )
 
     objects = CertificateQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["issuer", "serial"], name="certificate_unique_issuer_serial")
+            models.UniqueConstraint(fields=["issuer", "serial"], name="certificate_unique_issuer_serial"),
+            models.UniqueConstraint(
+                fields=["account", "label"],
+                condition=~models.Q(label=""),
+                name="certificate_unique_account_label",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -310,6 +324,7 @@ class SelfSignedPin(models.Model):
     class Origin(models.TextChoices):
         ADMIN = "admin", "pinned in the admin"
         FIRST_LOGIN = "first_login", "pinned at first login (trust on first use)"
+        USER = "user", "added by the user (XEP-0257)"
 
     account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="selfsigned_pins")
     fingerprint_sha256 = models.CharField(

@@ -147,9 +147,14 @@ def _named_jids(xmpp_addrs: tuple[str, ...] | list[str]) -> set[str]:
 
 
 def pin_for_account(
-    account: Account, *, certificate: x509.Certificate | None = None, fingerprint: str | None = None
+    account: Account,
+    *,
+    certificate: x509.Certificate | None = None,
+    fingerprint: str | None = None,
+    origin: str = SelfSignedPin.Origin.ADMIN,
 ) -> SelfSignedPin:
-    """An admin pin: ``certificate`` (must be self-signed) or its SHA-256 ``fingerprint``; PinError else."""
+    """A pin by the admin (or by the user, XEP-0257): ``certificate`` (must be self-signed) or its SHA-256
+    ``fingerprint``; PinError else."""
     subject = ""
     if certificate is not None:
         if not is_self_signed(certificate):
@@ -180,12 +185,13 @@ def pin_for_account(
             pin = SelfSignedPin.objects.create(
                 account=account,
                 fingerprint_sha256=fingerprint,
-                origin=SelfSignedPin.Origin.ADMIN,
+                origin=origin,
                 subject=subject,
             )
     except IntegrityError as exc:
         raise PinError("this certificate was pinned meanwhile") from exc
-    logger.info("self-signed certificate %s pinned to %s in the admin", _short(fingerprint), account.jid)
+    by = "by the user" if origin == SelfSignedPin.Origin.USER else "in the admin"
+    logger.info("self-signed certificate %s pinned to %s %s", _short(fingerprint), account.jid, by)
     return pin
 
 

@@ -172,7 +172,7 @@ def crl_url(ca: CertificateAuthority) -> str | None:
 # --- certificates ------------------------------------------------------------------------------------
 
 
-def _record(
+def record_certificate(
     cert: x509.Certificate, *, source: str, account: Account | None, issuer: CertificateAuthority | None
 ) -> Certificate:
     facts = pki.cert_facts(cert)
@@ -222,7 +222,7 @@ def issue_for_account(
         days=days,
         crl_url=crl_url(ca),
     )
-    row = _record(cert, source=Certificate.Source.ISSUED, account=account, issuer=ca)
+    row = record_certificate(cert, source=Certificate.Source.ISSUED, account=account, issuer=ca)
     logger.info("issued certificate %s for %s by %s", row.serial, account.jid, ca.name)
     return IssuedCertificate(row=row, certificate=cert, private_key=key, ca_certificate=issuer_cert)
 
@@ -248,12 +248,12 @@ def sign_csr_for_account(
         )
     except ValueError as exc:
         raise PkiError(str(exc)) from exc
-    row = _record(cert, source=Certificate.Source.ISSUED, account=account, issuer=ca)
+    row = record_certificate(cert, source=Certificate.Source.ISSUED, account=account, issuer=ca)
     logger.info("signed CSR: certificate %s for %s by %s", row.serial, account.jid, ca.name)
     return row
 
 
-def _find_issuer(cert: x509.Certificate) -> CertificateAuthority | None:
+def find_issuer(cert: x509.Certificate) -> CertificateAuthority | None:
     for ca in CertificateAuthority.objects.all():
         try:
             cert.verify_directly_issued_by(ca_certificate(ca))
@@ -274,7 +274,9 @@ def import_certificate(pem: bytes, *, account: Account | None = None) -> Certifi
     fingerprint = pki.fingerprint_sha256(cert)
     if Certificate.objects.filter(fingerprint_sha256=fingerprint).exists():
         raise PkiError(f"this certificate is registered already ({fingerprint})")
-    row = _record(cert, source=Certificate.Source.IMPORTED, account=account, issuer=_find_issuer(cert))
+    row = record_certificate(
+        cert, source=Certificate.Source.IMPORTED, account=account, issuer=find_issuer(cert)
+    )
     logger.info("imported certificate %s (%s)", row.serial, row.subject)
     return row
 
@@ -299,10 +301,11 @@ def find_certificate(serial_or_fingerprint: str) -> Certificate:
 # --- revocation --------------------------------------------------------------------------------------
 
 
-def _after_status_change(row: Certificate) -> None:
+def _after_status_change(row: Certificate, *, end_sessions: bool = True) -> None:
     if row.issuer is not None and row.issuer.is_ours:
         publish_crl(row.issuer)
-    transaction.on_commit(lambda: certificate_invalidated.send(sender=Certificate, certificate=row))
+    if end_sessions:
+        transaction.on_commit(lambda: certificate_invalidated.send(sender=Certificate, certificate=row))
 
 
 @transaction.atomic
@@ -330,8 +333,9 @@ def revoke(
 
 
 @transaction.atomic
-def hold(row: Certificate, *, when: datetime | None = None) -> Certificate:
-    """Suspend (RFC 5280 certificateHold); ``release`` undoes it."""
+def hold(row: Certificate, *, when: datetime | None = None, end_sessions: bool = True) -> Certificate:
+    """Suspend (RFC 5280 certificateHold); ``release`` undoes it. ``end_sessions=False``: no new login, but
+    the sessions logged in with it stay (a user's XEP-0257 disable, §2.3, unlike its revoke, §2.4)."""
     row = Certificate.objects.select_for_update().get(pk=row.pk)
     if row.status != Certificate.Status.ACTIVE:
         raise PkiError(f"certificate {row.serial} is {row.get_status_display()}, not active")
@@ -340,7 +344,7 @@ def hold(row: Certificate, *, when: datetime | None = None) -> Certificate:
     row.revocation_reason = RevocationReason.CERTIFICATE_HOLD
     row.save(update_fields=["status", "revoked_at", "revocation_reason"])
     logger.info("put certificate %s (%s) on hold", row.serial, row.subject)
-    _after_status_change(row)
+    _after_status_change(row, end_sessions=end_sessions)
     return row
 
 
@@ -406,6 +410,6 @@ def issue_server_certificate(
         days=days,
         crl_url=crl_url(ca),
     )
-    row = _record(cert, source=Certificate.Source.ISSUED, account=None, issuer=ca)
+    row = record_certificate(cert, source=Certificate.Source.ISSUED, account=None, issuer=ca)
     logger.info("issued server certificate %s for %s", row.serial, ", ".join(hosts))
     return IssuedCertificate(row=row, certificate=cert, private_key=key, ca_certificate=issuer_cert)

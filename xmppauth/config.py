@@ -86,7 +86,7 @@ from urllib.parse import urlsplit
 # module level (no Django, no models), so the loader can check names before the apps are loaded (the settings
 # read this file first); dotted-path verifiers are import-checked later, when a server process starts
 # (certauth.configcas.prepare), since importing an operator's module is not the loader's business.
-from certauth.authmethods import AUTH_METHODS, EXTERNAL, PASSWORDS, canonical_name, mechanism_family
+from certauth.authmethods import AUTH_METHODS, EXTERNAL, PASSWORDS, SCRAM, canonical_name, mechanism_family
 from certauth.identity import VERIFIERS
 from certauth.verify import VERIFY_MODES
 from xmppauth.origins import parse_allowed_origin
@@ -230,6 +230,79 @@ class PasswordOptions:
     scram_iterations: int = SCRAM_ITERATIONS_DEFAULT
 
 
+LDAP_ENCRYPT = (
+    "none",
+    "tls",
+    "starttls",
+)  # MongooseIM: none | tls (LDAPS); starttls is ours (RFC 4511 §4.14)
+LDAP_DEREF = ("never", "always", "finding", "searching")
+LDAP_LOCAL_FILTER_OPERATIONS = ("equal", "notequal")
+
+
+@dataclass(frozen=True)
+class LdapPoolOptions:
+    """MongooseIM's ``[outgoing_pools.ldap.<tag>]``: ``workers``, ``call_timeout`` and ``connection.*``.
+
+    TLS: ``connection.encrypt = "tls"`` (LDAPS) or ``"starttls"``, or a ``connection.tls`` table (MongooseIM 6
+    spelling; it means LDAPS unless ``encrypt`` says otherwise). The directory's certificate is verified
+    against ``tls.cacertfile`` (or the system's CAs) unless ``tls.verify_mode = "none"``.
+    """
+
+    servers: tuple[str, ...] = ("localhost",)
+    port: int | None = None  # None: 389, or 636 with encrypt = "tls"
+    rootdn: str = ""  # empty: anonymous searches
+    password: str = field(default="", repr=False)  # never logged
+    encrypt: str = "none"
+    tls_verify_peer: bool = True
+    tls_cacertfile: str | None = None
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    workers: int = 10
+    call_timeout_ms: int = 5000
+    connect_interval_ms: int = 10000  # a server that failed is not tried again before this
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 636 if self.encrypt == "tls" else 389
+
+
+@dataclass(frozen=True)
+class LdapDnFilter:
+    filter: str
+    attributes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LdapLocalFilter:
+    operation: str  # equal | notequal
+    attribute: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LdapAuthOptions:
+    """MongooseIM's ``[auth.ldap]`` plus our ``match_certificate``; ``pools`` by tag."""
+
+    base: str
+    pools: tuple[tuple[str, LdapPoolOptions], ...]
+    uids: tuple[tuple[str, str], ...] = (("uid", "%u"),)  # (attribute, format with one %u)
+    filter: str | None = None
+    dn_filter: LdapDnFilter | None = None
+    local_filter: LdapLocalFilter | None = None
+    deref: str = "never"
+    pool_tag: str = "default"
+    bind_pool_tag: str = "bind"
+    # Ours, off by default: EXTERNAL also needs the client's certificate among the entry's values of
+    # certificate_attribute (RFC 4523 §2.1 userCertificate, transferred ;binary).
+    match_certificate: bool = False
+    certificate_attribute: str = "userCertificate;binary"
+
+    def pool(self, tag: str) -> LdapPoolOptions | None:
+        return dict(self.pools).get(tag)
+
+
 @dataclass(frozen=True)
 class AuthConfig:
     methods: tuple[str, ...] = ("pki",)
@@ -239,11 +312,12 @@ class AuthConfig:
     common_name_suffix: str = ""
     http: HttpAuthOptions | None = None
     password: PasswordOptions = field(default_factory=PasswordOptions)
+    ldap: LdapAuthOptions | None = None
 
     @property
     def password_methods(self) -> tuple[str, ...]:
         """The configured methods that check passwords (SCRAM, PLAIN), from the methods' registry."""
-        return tuple(m for m in self.methods if m in AUTH_METHODS and PASSWORDS in AUTH_METHODS[m].serves)
+        return tuple(m for m in self.methods if m in AUTH_METHODS and PASSWORDS & AUTH_METHODS[m].serves)
 
     @property
     def served_mechanisms(self) -> tuple[str, ...]:
@@ -733,7 +807,7 @@ def _parse_http_auth(root: _Table, auth: _Table | None, methods: tuple[str, ...]
             # The value is a secret: name the key, never echo it.
             http_table.fail(http_table.key("basic_auth"), 'expected "username:password"')
 
-    pools = root.table("outgoing_pools", ("http",))
+    pools = root.table("outgoing_pools", ("http", "ldap"))
     http_pools = pools.table("http", ("auth",)) if pools is not None else None
     pool = http_pools.table("auth", ("connection",)) if http_pools is not None else None
     connection = pool.table("connection", ("host", "path_prefix", "request_timeout")) if pool else None
@@ -771,6 +845,162 @@ def _parse_http_auth(root: _Table, auth: _Table | None, methods: tuple[str, ...]
     )
 
 
+_LDAP_CONNECTION_KEYS = ("servers", "port", "rootdn", "password", "encrypt", "tls", "connect_interval")
+_LDAP_TLS_KEYS = ("verify_mode", "verify_peer", "cacertfile", "certfile", "keyfile")
+
+
+def _parse_ldap_pool(pool: _Table) -> LdapPoolOptions:
+    connection = pool.table("connection", _LDAP_CONNECTION_KEYS)
+    if connection is None:
+        connection = _Table({}, pool.key("connection"), pool.source, pool.base_dir, _LDAP_CONNECTION_KEYS)
+    tls = connection.table("tls", _LDAP_TLS_KEYS)
+    encrypt = connection.choice("encrypt", "tls" if tls is not None else "none", LDAP_ENCRYPT)
+    verify_peer = True
+    cacertfile = certfile = keyfile = None
+    if tls is not None:
+        if encrypt == "none":
+            tls.fail(tls.path, 'is set but connection.encrypt = "none"; remove one of them')
+        if tls.has("verify_mode") and tls.has("verify_peer"):
+            tls.fail(tls.key("verify_peer"), "give either verify_mode or verify_peer (the older spelling)")
+        verify_peer = tls.choice("verify_mode", "peer", ("peer", "none")) == "peer"
+        verify_peer = tls.boolean("verify_peer", verify_peer)
+        cacertfile, certfile, keyfile = tls.file("cacertfile"), tls.file("certfile"), tls.file("keyfile")
+        for name, path in (("cacertfile", cacertfile), ("certfile", certfile), ("keyfile", keyfile)):
+            if path is not None and not os.path.isfile(path):
+                tls.fail(tls.key(name), f"{path} is not a readable file")
+        if (certfile is None) != (keyfile is None):
+            tls.fail(tls.key("certfile"), "certfile and keyfile go together")
+    for key in ("strategy", "scope"):
+        if pool.has(key):
+            logger.info(
+                "%s: %s is a MongooseIM option xmppauth does not use; ignored", pool.source, pool.key(key)
+            )
+    port = connection.integer("port", 0, 1, 65535) if connection.has("port") else None
+    return LdapPoolOptions(
+        servers=connection.strings("servers", ("localhost",)),
+        port=port,
+        rootdn=connection.string("rootdn", "") or "",
+        password=connection.string("password", "") or "",
+        encrypt=encrypt,
+        tls_verify_peer=verify_peer,
+        tls_cacertfile=cacertfile,
+        tls_certfile=certfile,
+        tls_keyfile=keyfile,
+        workers=pool.integer("workers", 10, 1, 1000),
+        call_timeout_ms=pool.integer("call_timeout", 5000, 1),
+        connect_interval_ms=connection.integer("connect_interval", 10000, 0),
+    )
+
+
+def _parse_ldap(root: _Table, auth: _Table | None, methods: tuple[str, ...]) -> LdapAuthOptions | None:
+    """``[auth.ldap]`` and ``[outgoing_pools.ldap.<tag>]`` (MongooseIM doc/authentication-methods/ldap.md)."""
+    ldap_auth = (
+        auth.table(
+            "ldap",
+            (
+                "base",
+                "uids",
+                "filter",
+                "dn_filter",
+                "local_filter",
+                "deref",
+                "pool_tag",
+                "bind_pool_tag",
+                "match_certificate",
+                "certificate_attribute",
+            ),
+        )
+        if auth is not None
+        else None
+    )
+    outgoing = root.table("outgoing_pools", ("http", "ldap"))
+    ldap_pools = outgoing.data.get("ldap") if outgoing is not None else None
+    if "ldap" not in methods:
+        if ldap_auth is not None or ldap_pools is not None:
+            logger.info(
+                '%s: auth.ldap or outgoing_pools.ldap is set but auth.methods does not include "ldap"',
+                root.source,
+            )
+        return None
+    if ldap_auth is None or not ldap_auth.has("base"):
+        raise ConfigError(
+            f'{root.source}: auth.ldap.base: is required when auth.methods includes "ldap", '
+            'e.g. [auth.ldap] base = "ou=Users,dc=example,dc=com"'
+        )
+    base = ldap_auth.string("base", None) or ""
+    uids: list[tuple[str, str]] = []
+    for index, entry in enumerate(
+        ldap_auth.entries("uids", ("attr", "format")) if ldap_auth.has("uids") else []
+    ):
+        attr = entry.string("attr", None)
+        if attr is None:
+            entry.fail(entry.key("attr"), "is required")
+        fmt = entry.string("format", "%u") or "%u"
+        if fmt.count("%u") != 1:
+            entry.fail(entry.key("format"), f"{fmt!r} must contain %u exactly once")
+        uids.append((attr, fmt))
+        del index
+    filter_ = ldap_auth.string("filter", None)
+    if filter_ is not None and not (filter_.startswith("(") and filter_.endswith(")")):
+        ldap_auth.fail(
+            ldap_auth.key("filter"), f"{filter_!r} must be an LDAP filter in parentheses (RFC 4515)"
+        )
+    dn_filter = None
+    dn_table = ldap_auth.table("dn_filter", ("filter", "attributes"))
+    if dn_table is not None:
+        dn_query = dn_table.string("filter", None)
+        if dn_query is None:
+            dn_table.fail(dn_table.key("filter"), "is required")
+        dn_filter = LdapDnFilter(dn_query, dn_table.strings("attributes", ()))
+    local_filter = None
+    local_table = ldap_auth.table("local_filter", ("operation", "attribute", "values"))
+    if local_table is not None:
+        attribute = local_table.string("attribute", None)
+        if attribute is None:
+            local_table.fail(local_table.key("attribute"), "is required")
+        local_filter = LdapLocalFilter(
+            local_table.choice("operation", "equal", LDAP_LOCAL_FILTER_OPERATIONS),
+            attribute,
+            local_table.strings("values", ()),
+        )
+    pool_tag = ldap_auth.string("pool_tag", "default") or "default"
+    bind_pool_tag = ldap_auth.string("bind_pool_tag", "bind") or "bind"
+    pools: list[tuple[str, LdapPoolOptions]] = []
+    if ldap_pools is not None:
+        if not isinstance(ldap_pools, dict):
+            raise ConfigError(
+                f"{root.source}: outgoing_pools.ldap: expected tables [outgoing_pools.ldap.<tag>]"
+            )
+        for tag in ldap_pools:
+            pool = _Table(
+                ldap_pools[tag],
+                f"outgoing_pools.ldap.{tag}",
+                root.source,
+                root.base_dir,
+                ("workers", "call_timeout", "connection", "strategy", "scope"),
+            )
+            pools.append((tag, _parse_ldap_pool(pool)))
+    if pool_tag not in dict(pools):
+        raise ConfigError(
+            f'{root.source}: outgoing_pools.ldap.{pool_tag}: is required when auth.methods includes "ldap" '
+            f'(auth.ldap.pool_tag = "{pool_tag}"), e.g. [outgoing_pools.ldap.{pool_tag}] '
+            'connection.servers = ["ldap.example.com"]'
+        )
+    return LdapAuthOptions(
+        base=base,
+        pools=tuple(pools),
+        uids=tuple(uids) or (("uid", "%u"),),
+        filter=filter_,
+        dn_filter=dn_filter,
+        local_filter=local_filter,
+        deref=ldap_auth.choice("deref", "never", LDAP_DEREF),
+        pool_tag=pool_tag,
+        bind_pool_tag=bind_pool_tag,
+        match_certificate=ldap_auth.boolean("match_certificate", False),
+        certificate_attribute=ldap_auth.string("certificate_attribute", "userCertificate;binary") or "",
+    )
+
+
 def _served(mechanism: str, methods: Sequence[str]) -> bool:
     """Whether one of ``methods`` can serve the SASL ``mechanism`` (what each registered method serves)."""
     family = mechanism_family(mechanism)
@@ -795,6 +1025,7 @@ def _parse_auth(root: _Table) -> AuthConfig:
             "sasl_external_common_name",
             "http",
             "password",
+            "ldap",
         ),
     )
     defaults = AuthConfig()
@@ -847,7 +1078,8 @@ def _parse_auth(root: _Table) -> AuthConfig:
                 f"{mechanism!r} is served by none of auth.methods ({', '.join(methods)}); "
                 + _serving(mechanism),
             )
-    if auth.has("password") and not any(PASSWORDS in AUTH_METHODS[method].serves for method in methods):
+    # [auth.password] shapes the SCRAM keys we store: only a method that keeps them (rdbms) uses it.
+    if auth.has("password") and not any(SCRAM in AUTH_METHODS[method].serves for method in methods):
         logger.warning(
             "%s: auth.password is set but auth.methods (%s) checks no password; it is not used",
             root.source,
@@ -887,6 +1119,7 @@ def _parse_auth(root: _Table) -> AuthConfig:
         common_name_suffix=suffix,
         http=_parse_http_auth(root, auth, methods),
         password=_parse_password(auth, mechanisms),
+        ldap=_parse_ldap(root, auth, methods),
     )
 
 

@@ -14,7 +14,7 @@ from certauth.authmethods import (
     supports_external,
 )
 from tests.certs import make_ca, make_client
-from xmppauth.config import AuthConfig, HttpAuthOptions
+from xmppauth.config import AuthConfig, HttpAuthOptions, LdapAuthOptions, LdapPoolOptions
 
 
 def test_methods_are_built_in_the_configured_order():
@@ -25,10 +25,15 @@ def test_methods_are_built_in_the_configured_order():
     assert methods[0].timeout == 1.5
 
 
-@pytest.mark.parametrize("name", ["rdbms", "ldap"])
-def test_password_methods_do_not_support_external(name):
-    methods = build_methods(AuthConfig(methods=(name,)))
-    assert not supports_external(methods)
+def test_rdbms_does_not_support_external():
+    assert not supports_external(build_methods(AuthConfig(methods=("rdbms",))))
+
+
+def test_ldap_supports_external_and_needs_its_options():
+    ldap = LdapAuthOptions(base="ou=users,dc=example,dc=com", pools=(("default", LdapPoolOptions()),))
+    assert supports_external(build_methods(AuthConfig(methods=("ldap",), ldap=ldap)))
+    with pytest.raises(ValueError, match="auth.ldap"):
+        build_methods(AuthConfig(methods=("ldap",)))
 
 
 @pytest.mark.parametrize("name", ["pki", "db"])

@@ -83,6 +83,7 @@ def c2s(on_reactor, pki, trusted_ca):
         auth=None,
         hosts: tuple[str, ...] = ("localhost",),
         xmpp_options=None,
+        routed: bool = False,
         **tls_overrides,
     ) -> int:
         options = pki.options(mode=mode, **tls_overrides)
@@ -102,6 +103,8 @@ def c2s(on_reactor, pki, trusted_ca):
             authenticator_factory=tcp._default_authenticator_factory(config),
             clock=clock,
             ping_interval=ping_interval,
+            # routed: stanzas go through the IM router in this process (roster, XEP-0257, messages)
+            bridge_factory=tcp._default_bridge_factory if routed else None,
         )
         ports.append(port)
         return port.getHost().port

@@ -108,6 +108,7 @@ class SessionBridge:
         self.router = Router(final=False, router_channel=router_channel)
         self.presence: Element | None = None  # the last available broadcast presence (answers probes)
         self.session_id: Any = None
+        self.facts: Any = None  # the registry's SessionFacts (certificate, transport, peer), once bound
         self.started_at: Any = None  # the registry row's start time (RFC 6120 §7.7.2.2 compares them)
         self.cert_not_after: Any = None  # the session certificate's notAfter (None: a password login)
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -127,6 +128,7 @@ class SessionBridge:
         """The session is bound and registered (``handle`` from ``live.bind_session``); ``older``: what
         :meth:`older_than_me` answered right after the row's insert (None: not asked, look it up)."""
         self.session_id = getattr(handle, "session_id", None)
+        self.facts = getattr(handle, "facts", None)
         self.started_at = getattr(getattr(handle, "facts", None), "started_at", None)
         self.cert_not_after = getattr(getattr(handle, "facts", None), "cert_not_after", None)
         # Only a persisted session has a row; then the bridge, not the registry, deletes it (live.py).
@@ -238,7 +240,7 @@ class SessionBridge:
                     self.directed.add(element.get("to", ""))
                 else:
                     self.directed.discard(element.get("to", ""))
-            outs = await in_db_thread(self.router.from_client, element, self.channel_name)
+            outs = await in_db_thread(self.router.from_client, element, self.channel_name, self.facts)
         await self._send(outs)
 
     async def _send(self, outs: list[Out]) -> None:

@@ -24,6 +24,8 @@ Channel-layer messages: to a session ``xmpp.stanza`` {xml}, ``xmpp.close`` {cond
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
 import secrets
@@ -45,10 +47,11 @@ from django.utils import timezone
 
 from accounts import domains
 from accounts.models import Account, OfflineMessage, RosterItem
+from certauth import selfservice
 from certauth.identity import InvalidJid, Jid, parse_jid
 from transport.sessions import terminations as store
 from transport.sessions.models import LiveSession
-from transport.xmpp import errors
+from transport.xmpp import errors, saslcert
 from transport.xmpp import namespaces as ns
 from transport.xmpp.im import delivery, roster
 from transport.xmpp.im import subscription as subs
@@ -209,15 +212,16 @@ class Router:
 
     # -- entry points ------------------------------------------------------------------------------------
 
-    def from_client(self, stanza: Element, sender_channel: str) -> list[Out]:
-        """A stanza a local client sent (``from`` stamped with its full JID by the core)."""
+    def from_client(self, stanza: Element, sender_channel: str, session: Any = None) -> list[Out]:
+        """A stanza a local client sent (``from`` stamped with its full JID by the core); ``session``: the
+        sender's ``SessionFacts`` (which certificate it logged in with), when the caller holds them."""
         kind = element_kind(stanza)
         if kind == "presence":
             return self._presence(stanza, sender_channel)
         if kind == "message":
             return self._message(stanza, sender_channel)
         if kind == "iq":
-            return self._iq(stanza, sender_channel)
+            return self._iq(stanza, sender_channel, session)
         return []
 
     def routed(self, message: dict[str, Any]) -> list[Out]:
@@ -340,12 +344,15 @@ class Router:
 
     # -- IQs (RFC 6121 §2, §8.5) ---------------------------------------------------------------------------
 
-    def _iq(self, stanza: Element, sender_channel: str) -> list[Out]:
+    def _iq(self, stanza: Element, sender_channel: str, session: Any = None) -> list[Out]:
         sender = parse_jid(stanza.get("from", ""))
         to = self._target(stanza, sender)
         if to is None:
             return []
         payload = list(stanza)
+        own_server = to.local is None and to.resource is None and to.domain == sender.domain
+        if len(payload) == 1 and saslcert.is_request(payload[0]) and (own_server or to.bare == sender.bare):
+            return self._saslcert_iq(stanza, payload[0], sender, sender_channel, session)  # XEP-0257
         if to.bare == sender.bare and to.resource is None:
             if len(payload) == 1 and payload[0].tag == roster.QUERY:
                 return self._roster_iq(stanza, payload[0], sender, sender_channel)
@@ -369,6 +376,47 @@ class Router:
         if decision.action in (Action.ERROR, Action.SERVER):
             return self._error(stanza, "service-unavailable", sender_channel)  # §8.5.2.1.3, §8.5.3.2.3
         return []
+
+    def _saslcert_iq(
+        self, iq: Element, payload: Element, sender: Jid, sender_channel: str, session: Any
+    ) -> list[Out]:
+        """XEP-0257: the user's own certificates (``certauth.selfservice`` decides; we add who uses which)."""
+        try:
+            request = saslcert.parse_request(iq.get("type"), payload)
+        except saslcert.SaslCertRequestError as exc:
+            return self._error(iq, exc.condition, sender_channel, str(exc))
+        session = session or LiveSession.objects.filter(full_jid=str(sender)).first()
+        if session is None and not isinstance(request, saslcert.ListCertificates):
+            # Fail closed: without the session's facts we cannot tell a no-cert-management login.
+            return self._error(iq, "internal-server-error", sender_channel, "this session is not registered")
+        requester = selfservice.Requester(
+            sender.bare,
+            sender.resource or "",
+            session.cert_fingerprint if session else "",
+            session.transport if session else "",
+            session.peer if session else "",
+        )
+        try:
+            answer = selfservice.handle(requester, request)
+        except selfservice.SelfServiceRefused as refused:
+            return self._error(iq, refused.condition, sender_channel, str(refused))
+        reply = self._result(iq)
+        if isinstance(answer, list):
+            in_use: dict[str, list[str]] = {}
+            for fingerprint, resource in LiveSession.objects.filter(bare_jid=sender.bare).values_list(
+                "cert_fingerprint", "resource"
+            ):
+                in_use.setdefault(fingerprint, []).append(resource)
+            items = [
+                dataclasses.replace(
+                    item, resources=in_use.get(hashlib.sha256(item.certificate_der).hexdigest(), [])
+                )
+                for item in answer
+            ]
+            reply.append(saslcert.items_element(items))  # §2.2
+        elif answer is not None:
+            reply.append(saslcert.item_element(answer))
+        return [(sender_channel, stanza_message(reply))]
 
     def _roster_iq(self, iq: Element, query: Element, sender: Jid, sender_channel: str) -> list[Out]:
         account = self._account(sender.bare)

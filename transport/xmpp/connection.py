@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 TLS_MODES = ("none", "starttls", "starttls_required", "tls")
 FRAMINGS = ("stream", "websocket")
-SERVER_FEATURES = (ns.DISCO_INFO, ns.PING)  # XEP-0030 features of the server itself
+SERVER_FEATURES = (ns.DISCO_INFO, ns.PING, ns.SASLCERT)  # XEP-0030 features of the server itself
 
 
 @dataclass(frozen=True)
@@ -744,6 +744,9 @@ class C2SConnection:
         payload = children[0]
         if payload.tag == ns.ROSTER_QUERY and iq.get("to") in (None, "", self.jid):
             self._events.append(StanzaReceived(iq))  # RFC 6121 §2: the router keeps rosters
+            return
+        if payload.tag.startswith("{" + ns.SASLCERT + "}"):
+            self._events.append(StanzaReceived(iq))  # XEP-0257: the router hands it to certauth
             return
         handler = _SERVER_IQ.get((kind, payload.tag))
         if handler is None:

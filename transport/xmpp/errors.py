@@ -96,6 +96,7 @@ STANZA_ERROR_TYPES = {
     "item-not-found": "cancel",
     STANZA_JID_MALFORMED: "modify",
     STANZA_NOT_ALLOWED: "cancel",
+    "not-acceptable": "modify",
     "not-authorized": "auth",
     "recipient-unavailable": "wait",
     "remote-server-not-found": "cancel",

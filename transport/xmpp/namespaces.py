@@ -20,6 +20,8 @@ DISCO_INFO = "http://jabber.org/protocol/disco#info"  # XEP-0030
 ROSTER = "jabber:iq:roster"  # RFC 6121 §2
 XML = "http://www.w3.org/XML/1998/namespace"  # the xml: prefix (xml:lang)
 SASL_CB = "urn:xmpp:sasl-cb:0"  # XEP-0440: the channel-binding types the server supports
+SASLCERT = "urn:xmpp:saslcert:1"  # XEP-0257: users manage their own client certificates
+SASLCERT_CSR = "urn:xmppauth:saslcert-csr:0"  # ours: a CSR in a XEP-0257 append, signed by our CA
 
 
 def qname(namespace: str, local: str) -> str:
