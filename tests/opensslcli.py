@@ -15,14 +15,19 @@ Every result is a :class:`tests.certs.Issued` read back from the files, so the l
 
 from __future__ import annotations
 
+import atexit
+import functools
 import shlex
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, pkcs12
 
+from certauth.verify import REASON_SELF_SIGNED_UNTRUSTED, REASON_V1_CA, REASON_V1_NOT_DIRECT
 from tests.certs import Issued
 
 ROOT_PASSPHRASE = "root key pass phrase"  # what the recipe's genrsa -des3 prompts for
@@ -155,3 +160,60 @@ def _extfile(directory: Path, name: str, extensions: str) -> tuple[str, ...]:
         return ()
     (directory / f"{name}.ext").write_text(extensions)
     return ("-extfile", f"{name}.ext")
+
+
+@dataclass(frozen=True)
+class Variants:
+    """The recipe varied into the paths a v1 rule must refuse, made beside the recipe's files."""
+
+    recipe: GajimFiles  # the recipe itself: its root and its v1 client certificate
+    inter: Issued  # a v3 intermediate CA under the recipe's root
+    under_inter: Issued  # a v1 leaf (CN bob) under that intermediate
+    v1_inter: Issued  # a v1 "intermediate" under the root: the recipe's signing command on a CA's request
+    v3_under_v1_inter: Issued  # a v3 leaf (CN carol, clientAuth) under the v1 intermediate
+    self_v1: Issued  # a self-signed v1 leaf (CN erin)
+
+
+def recipe_variants(files: GajimFiles) -> Variants:
+    directory, root = files.directory, files.root
+    inter = signed_by(
+        directory,
+        "inter",
+        root,
+        "rootCA",
+        common_name="v3 intermediate",
+        extensions=CA_EXTENSIONS,
+        passphrase=ROOT_PASSPHRASE,
+    )
+    v1_inter = signed_by(
+        directory, "v1inter", root, "rootCA", common_name="v1 intermediate", passphrase=ROOT_PASSPHRASE
+    )
+    return Variants(
+        recipe=files,
+        inter=inter,
+        under_inter=signed_by(directory, "underinter", inter, "inter", common_name="bob"),
+        v1_inter=v1_inter,
+        v3_under_v1_inter=signed_by(
+            directory, "v3underv1", v1_inter, "v1inter", common_name="carol", extensions=CLIENT_EXTENSIONS
+        ),
+        self_v1=self_signed(directory, "selfv1", common_name="erin"),
+    )
+
+
+# The v1 paths the listeners refuse: case -> (the Variants field, the listener's verify_mode, the reason the
+# AuthEvent gives). The end-to-end tests (TCP, wss and BOSH) run each one.
+REFUSED_V1_PATHS = {
+    "v1_leaf_under_an_intermediate": ("under_inter", "peer", REASON_V1_NOT_DIRECT),
+    "v1_leaf_under_an_intermediate_selfsigned_peer": ("under_inter", "selfsigned_peer", REASON_V1_NOT_DIRECT),
+    "v3_leaf_under_a_v1_intermediate": ("v3_under_v1_inter", "peer", REASON_V1_CA),
+    "self_signed_v1_leaf_under_peer": ("self_v1", "peer", REASON_SELF_SIGNED_UNTRUSTED),
+}
+
+
+@functools.cache
+def shared_recipe() -> Variants:
+    """The recipe for ``alice`` and its variants, made once per test process (a 4096-bit RSA root takes
+    seconds) in a directory removed at exit."""
+    directory = Path(tempfile.mkdtemp(prefix="gajim-recipe-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return recipe_variants(gajim_recipe(directory, "alice"))

@@ -38,8 +38,8 @@ from tests.opensslcli import (
     CA_EXTENSIONS,
     CLIENT_EXTENSIONS,
     ROOT_PASSPHRASE,
-    gajim_recipe,
     self_signed,
+    shared_recipe,
     signed_by,
 )
 
@@ -48,23 +48,12 @@ ROOT = "rootCA"
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory):
+def made():
     """The recipe's files, then its variants beside them, every one made with the openssl CLI."""
-    directory = tmp_path_factory.mktemp("openssl")
-    recipe = gajim_recipe(directory, "alice")
+    paths = shared_recipe()
+    recipe = paths.recipe
+    directory = recipe.directory
     root = recipe.root
-    inter = signed_by(
-        directory,
-        "inter",
-        root,
-        ROOT,
-        common_name="v3 intermediate",
-        extensions=CA_EXTENSIONS,
-        passphrase=ROOT_PASSPHRASE,
-    )
-    v1_inter = signed_by(
-        directory, "v1inter", root, ROOT, common_name="v1 intermediate", passphrase=ROOT_PASSPHRASE
-    )
     weak_root = self_signed(
         directory, "weakroot", common_name="weak root", extensions=CA_EXTENSIONS, bits=1024
     )
@@ -89,14 +78,12 @@ def made(tmp_path_factory):
         recipe=recipe,
         root=root,
         leaf=recipe.client,
-        inter=inter,
-        under_inter=signed_by(directory, "underinter", inter, "inter", common_name="bob"),
-        v1_inter=v1_inter,
-        v3_under_v1_inter=signed_by(
-            directory, "v3underv1", v1_inter, "v1inter", common_name="carol", extensions=CLIENT_EXTENSIONS
-        ),
-        v1_under_v1_inter=signed_by(directory, "v1underv1", v1_inter, "v1inter", common_name="dave"),
-        self_v1=self_signed(directory, "selfv1", common_name="erin"),
+        inter=paths.inter,
+        under_inter=paths.under_inter,
+        v1_inter=paths.v1_inter,
+        v3_under_v1_inter=paths.v3_under_v1_inter,
+        v1_under_v1_inter=signed_by(directory, "v1underv1", paths.v1_inter, "v1inter", common_name="dave"),
+        self_v1=paths.self_v1,
         weak_root=weak_root,
         under_weak=signed_by(directory, "underweak", weak_root, "weakroot", common_name="frank"),
         sha1_leaf=signed_by(
