@@ -87,12 +87,16 @@ def _recipe_answers(username: str) -> list[list[str]]:
     ]
 
 
+def recipe_commands() -> list[list[str]]:
+    """``GAJIM_RECIPE`` as argument lists, one per command."""
+    return [shlex.split(line) for line in GAJIM_RECIPE.replace("\\\n", " ").splitlines()]
+
+
 def gajim_recipe(directory: Path, username: str) -> GajimFiles:
     """The seed's recipe in ``directory``, with ``username`` as the client's Common Name."""
     directory.mkdir(parents=True, exist_ok=True)
-    lines = GAJIM_RECIPE.replace("\\\n", "").splitlines()
-    for line, answers in zip(lines, _recipe_answers(username), strict=True):
-        command, *args = shlex.split(line)
+    for line, answers in zip(recipe_commands(), _recipe_answers(username), strict=True):
+        command, *args = line
         assert command == "openssl", line
         if args[0] == "genrsa":  # the key size is genrsa's last argument: the answers go before it
             args[-1:-1] = answers
