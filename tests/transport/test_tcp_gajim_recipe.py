@@ -23,6 +23,7 @@ from tests.transport.rawxmpp import (
     sasl_failure_condition,
     starttls,
 )
+from tests.transport.test_tcp_slixmpp import after_tls  # the raw view of a TLS refusal
 from tests.transport.tlsclient import client_context, make_pki
 from tests.transport.xmppclient import slixmpp_login
 from xmppauth.config import AuthConfig
@@ -95,12 +96,26 @@ def test_refused_without_disconnect_offers_no_mechanism_and_external_is_not_auth
     assert outcome.bound_jid is None and outcome.no_usable_mechanism and outcome.sasl_failures == [], outcome
 
 
+# With disconnect_on_failure: OpenSSL's own check refuses the v1 intermediate and the self-signed leaf in
+# the handshake, with this alert; it accepts a v1 leaf under an intermediate, which our check then cuts
+# ("closed").
+CUT = {
+    "v1_leaf_under_an_intermediate": ("closed", ""),
+    "v1_leaf_under_an_intermediate_selfsigned_peer": ("closed", ""),
+    "v3_leaf_under_a_v1_intermediate": ("alert", "UNKNOWN_CA"),
+    "self_signed_v1_leaf_under_peer": ("alert", "UNKNOWN_CA"),
+}
+
+
 @pytest.mark.parametrize("case", sorted(REFUSED))
 @pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
 def test_refused_with_disconnect_is_cut_before_any_sasl(c2s, tmp_path, paths, case, mode, direct):
     field, verify_mode, _ = REFUSED[case]
     client = getattr(paths, field)
     port = c2s(mode, auth=CN_AUTH, verify_mode=verify_mode, disconnect_on_failure=True)
+    seen = after_tls(tmp_path, port, client, direct)
+    how, alert = CUT[case]
+    assert seen.data == b"" and seen.how == how and alert in seen.detail, seen  # not one byte of XMPP
     outcome = slixmpp_login(
         port, tmp_path, client, jid=f"{client.facts.common_name}@localhost", direct_tls=direct
     )
