@@ -97,6 +97,9 @@ def made():
         under_short=signed_by(directory, "undershort", short_root, "shortroot", common_name="judy"),
         v1_root=v1_root,
         under_v1_root=signed_by(directory, "underv1root", v1_root, "v1root", common_name="ken"),
+        v3_under_v1_root=signed_by(
+            directory, "v3underv1root", v1_root, "v1root", common_name="liz", extensions=CLIENT_EXTENSIONS
+        ),
         forged=signed_by(directory, "forged", impostor, "impostor", common_name="alice"),
     )
 
@@ -144,6 +147,7 @@ REFUSALS = {
     "v1_leaf_under_a_v1_intermediate": (["v1_under_v1_inter", "v1_inter"], ["root"], REASON_V1_NOT_DIRECT),
     "v1_leaf_under_a_trusted_v1_intermediate": (["v1_under_v1_inter"], ["v1_inter"], REASON_V1_CA),
     "v1_leaf_under_a_v1_root_anchor": (["under_v1_root"], ["v1_root"], REASON_V1_CA),
+    "v3_leaf_under_a_v1_root_anchor": (["v3_under_v1_root"], ["v1_root"], REASON_V1_CA),
     "v1_leaf_signed_by_another_key_under_the_roots_name": (["forged"], ["root"], REASON_BAD_SIGNATURE),
     "v1_leaf_under_a_weak_rsa_root": (["under_weak"], ["weak_root"], REASON_WEAK_SIGNATURE),
     "v1_leaf_with_a_sha1_signature": (["sha1_leaf"], ["root"], REASON_WEAK_SIGNATURE),
