@@ -16,6 +16,14 @@ target: 20 warm-up logins, then ``--count`` logins at ``--concurrency``;
 then, for each ``--idle`` size, a fresh process holding that many sessions and its resident memory per
 session. Last, ``bench.messaging`` (issue 6) in both of its modes, its output included as it prints it.
 
+With ``--sasl scram-sha-256`` (issue 14) the login runs use passwords instead: the same TLS (each client
+still presents its certificate, which every server verifies), then SCRAM-SHA-256 instead of EXTERNAL, against
+our ``rdbms`` method (keys set as ``manage.py account passwd`` sets them), ejabberd's ``internal`` auth with
+``auth_password_format: scram`` and Prosody's ``internal_hashed`` with ``password_hash = "SHA-256"``. Before
+the timed run every user logs in once, untimed: the client then holds each user's salted password (RFC 5802
+§5.1 lets it cache it, as real clients do) and Prosody has turned its users' text passwords into keys, so the
+figure is each server's SCRAM exchange, with no PBKDF2 on either side. The idle runs stay on EXTERNAL.
+
 A missing ejabberd or Prosody is installed with apt-get when running as root (``--no-install`` skips that);
 a target that cannot be had or does not start is skipped with the reason, and the run still exits 0.
 
@@ -23,6 +31,7 @@ Run from the checkout::
 
     .venv/bin/python -m bench.compare            # full: 2000 logins at 50, idle 1000 and 10000 per server
     .venv/bin/python -m bench.compare --quick    # under a minute: 100 logins, idle 50, no messaging
+    .venv/bin/python -m bench.compare --sasl scram-sha-256 --idle 0 --no-messaging   # password logins
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -45,23 +54,36 @@ from bench.clientcerts import KEY_TYPES, load_server_ca, make_identities, provis
 from bench.loadclient import (
     IdleReport,
     LoginReport,
+    ScramKeyCache,
     contexts_for,
     idle_rows,
     login_rows,
     raise_nofile_limit,
     run_idle,
     run_logins,
+    scram_connector,
     tls_connector,
     xmpp_connector,
 )
 from bench.proc import Pids
-from bench.run_login_bench import DOMAIN, HOST, ROOT, WARM_UP_LOGINS, Scratch, machine, prepare
+from bench.run_login_bench import (
+    BENCH_PASSWORD,
+    DOMAIN,
+    HOST,
+    ROOT,
+    WARM_UP_LOGINS,
+    Scratch,
+    machine,
+    prepare,
+    provision_passwords,
+)
 from bench.targets import ejabberd, ours, prosody
 from bench.targets.common import Child, Target, TargetUnavailable, free_port
 
 TARGETS = (*ours.TARGETS, "ejabberd", "prosody", "openssl")
 APT_PACKAGES = {"ejabberd": ("ejabberd",), "prosody": prosody.PACKAGES}
 INIT_SCRIPTS = {"ejabberd": "/etc/init.d/ejabberd", "prosody": "/etc/init.d/prosody"}
+SASL = ("external", "scram-sha-256")
 
 
 class Running(Protocol):
@@ -115,16 +137,32 @@ def ensure_packages(name: str, allow_install: bool) -> str | None:
     return None
 
 
-def start_target(name: str, scratch: Scratch, ca: tuple, run_dir: Path, redis_url: str) -> Running:
+def start_target(
+    name: str,
+    scratch: Scratch,
+    ca: tuple,
+    run_dir: Path,
+    redis_url: str,
+    *,
+    users: Sequence[str] = (),
+    password: str | None = None,
+) -> Running:
+    """``name`` started; with ``password``, ejabberd and Prosody check ``users``' passwords instead of
+    certificates (ours has the method for both in the scratch config; its passwords are in the database)."""
     pki = scratch.pki
+    logins = {"users": users, "password": password}
     if name == ours.SHARED:
         return ours.start_shared(scratch, run_dir, redis_url)
     if name in ours.COMMANDS:
         return ours.start(scratch, name, run_dir)
     if name == "ejabberd":
-        return ejabberd.start(run_dir, DOMAIN, pki / "server.pem", pki / "server.key", pki / "ca.pem")
+        return ejabberd.start(
+            run_dir, DOMAIN, pki / "server.pem", pki / "server.key", pki / "ca.pem", **logins
+        )
     if name == "prosody":
-        return prosody.start(run_dir, DOMAIN, pki / "server.pem", pki / "server.key", pki / "ca.pem", ca[1])
+        return prosody.start(
+            run_dir, DOMAIN, pki / "server.pem", pki / "server.key", pki / "ca.pem", ca[1], **logins
+        )
     if name == "openssl":
         return start_openssl(scratch, run_dir)
     raise ValueError(f"unknown target {name!r}; accepted values: {', '.join(TARGETS)}")
@@ -150,25 +188,37 @@ def start_openssl(scratch: Scratch, run_dir: Path) -> OpenSSLServer:
 
 def identities(
     ca: tuple, scratch: Scratch, prefix: str, count: int, key_type: str, *, accounts: bool
-) -> list:
-    """Client contexts of ``count`` new users; ``accounts``: their accounts exist in our database first (our
-    server then serves returning users, as ejabberd and Prosody do: neither creates anything at login)."""
+) -> tuple[list, list]:
+    """``count`` new users and their client contexts; ``accounts``: their accounts exist in our database
+    first (our server then serves returning users, as ejabberd and Prosody do: neither creates anything at
+    login)."""
     certs = scratch.directory / "clients" / prefix
     users = make_identities(*ca, DOMAIN, count, certs, key_type=key_type, prefix=prefix)
     if accounts:
         provision_accounts(users)
-    return contexts_for(users)
+    return users, contexts_for(users)
 
 
 def login_target(name: str, scratch: Scratch, ca: tuple, args: argparse.Namespace, results: Results) -> None:
     """Warm-up, then ``args.count`` logins (or handshakes, for openssl) on a fresh process of ``name``."""
     provision = name in ours.TARGETS
-    contexts = identities(ca, scratch, f"{name}-l-", args.count, args.key_type, accounts=provision)
-    warm = identities(ca, scratch, f"{name}-w-", WARM_UP_LOGINS, args.key_type, accounts=provision)
+    users, contexts = identities(ca, scratch, f"{name}-l-", args.count, args.key_type, accounts=provision)
+    _, warm = identities(ca, scratch, f"{name}-w-", WARM_UP_LOGINS, args.key_type, accounts=provision)
     xmpp = name != "openssl"
+    scram = xmpp and args.sasl == "scram-sha-256"
+    localparts = [user.jid.partition("@")[0] for user in users] if scram else []
+    cache = provision_passwords(users) if scram and provision else ScramKeyCache()
     run_dir = scratch.directory / "targets" / f"{name}-logins"
     try:
-        server = start_target(name, scratch, ca, run_dir, args.redis_url)
+        server = start_target(
+            name,
+            scratch,
+            ca,
+            run_dir,
+            args.redis_url,
+            users=localparts,
+            password=BENCH_PASSWORD if scram else None,
+        )
     except TargetUnavailable as exc:
         results.skipped[name] = str(exc).splitlines()[0]
         results.problems.append(f"{name} did not start: {exc}")
@@ -176,16 +226,22 @@ def login_target(name: str, scratch: Scratch, ca: tuple, args: argparse.Namespac
     try:
 
         def connector(contexts_: list) -> Callable:
+            if scram:
+                return scram_connector(
+                    HOST, server.port, DOMAIN, contexts_, localparts, BENCH_PASSWORD, cache
+                )
             if xmpp:
                 return xmpp_connector(HOST, server.port, DOMAIN, contexts_, starttls=False)
             return tls_connector(HOST, server.port, DOMAIN, contexts_)
 
+        # SCRAM: every user once, untimed (the client's key cache, Prosody's keys); else a few warm-up logins.
+        warm, warm_count = (contexts, len(contexts)) if scram else (warm, WARM_UP_LOGINS)
         warm_up = asyncio.run(
-            run_logins(connector(warm), WARM_UP_LOGINS, 10, "warm-up", server_pid=None, xmpp=xmpp)
+            run_logins(connector(warm), warm_count, 10, "warm-up", server_pid=None, xmpp=xmpp)
         )
         if warm_up.errors:
             results.problems.append(f"{name} warm-up errors: {dict(warm_up.errors)}")
-        label = LABELS[name]
+        label = SCRAM_LABELS.get(name, f"{LABELS[name]}, SCRAM-SHA-256") if scram else LABELS[name]
         run = run_logins(
             connector(contexts), args.count, args.concurrency, label, server_pid=server.pid, xmpp=xmpp
         )
@@ -204,8 +260,8 @@ def idle_target(
 ) -> None:
     """``size`` sessions held on a fresh process of ``name`` (memory freed by earlier runs not reused)."""
     provision = name in ours.TARGETS
-    contexts = identities(ca, scratch, f"{name}-i{size}-", size, args.key_type, accounts=provision)
-    warm = identities(ca, scratch, f"{name}-iw{size}-", WARM_UP_LOGINS, args.key_type, accounts=provision)
+    _, contexts = identities(ca, scratch, f"{name}-i{size}-", size, args.key_type, accounts=provision)
+    _, warm = identities(ca, scratch, f"{name}-iw{size}-", WARM_UP_LOGINS, args.key_type, accounts=provision)
     run_dir = scratch.directory / "targets" / f"{name}-idle{size}"
     try:
         server = start_target(name, scratch, ca, run_dir, args.redis_url)
@@ -232,6 +288,9 @@ LABELS = {
     "prosody": "Prosody, mod_auth_ccert",
     "openssl": "openssl s_server (TLS handshake only)",
 }
+SCRAM_LABELS = {
+    "prosody": "Prosody, internal_hashed, SCRAM-SHA-256"
+}  # the others: LABELS[name] + ", SCRAM-SHA-256"
 
 
 def redis_answers(url: str) -> bool:
@@ -277,7 +336,7 @@ def ratio_rows(results: Results) -> list[str]:
                 else "-"
             )
             rows.append(
-                f"| {LABELS[mine]} / {LABELS[other]} | {report.per_second / theirs.per_second:.2f} | {cpu} |"
+                f"| {report.label} / {theirs.label} | {report.per_second / theirs.per_second:.2f} | {cpu} |"
             )
     return rows
 
@@ -291,9 +350,10 @@ def memory_rows(results: Results) -> list[str]:
 
 def print_report(args: argparse.Namespace, results: Results, command: str) -> None:
     print()
+    sasl = "SCRAM-SHA-256" if args.sasl == "scram-sha-256" else "SASL EXTERNAL"
     print(
         f"## Logins ({args.count} per target, concurrency {args.concurrency}, {args.key_type} client "
-        "certificates, direct TLS, SASL EXTERNAL, bind)"
+        f"certificates, direct TLS, {sasl}, bind)"
     )
     print()
     order = [results.logins[name] for name in TARGETS if name in results.logins]
@@ -334,6 +394,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     idle_help = "idle sessions to hold per server (repeatable; default 1000 and 10000, quick 50; 0 skips)"
     parser.add_argument("--idle", type=int, action="append", help=idle_help)
     parser.add_argument("--key-type", choices=KEY_TYPES, default="ec-p256")
+    parser.add_argument(
+        "--sasl", choices=SASL, default="external", help="the login runs' mechanism (default external)"
+    )
     parser.add_argument(
         "--targets", default=",".join(TARGETS), help=f"comma-separated, of {', '.join(TARGETS)}"
     )

@@ -184,6 +184,7 @@ class CertificateAuthenticator:
             anchors.store if anchors.store is not None else [],
             mode=self.listener_tls.verify_mode,
             now=self._clock(),
+            anchor_certificates=anchors.certificates,
         )
         if not verdict.ok:
             reason = f"certificate refused: {verdict.reason}"

@@ -14,6 +14,13 @@ server certificates:
 The extended key usage rule is the verifier's: with an EKU extension on the leaf, it must list
 id-kp-clientAuth (RFC 5280 §4.2.1.12); without one, any use is allowed.
 
+X.509 v1 leaves (no extensions, so CN only): ``openssl x509 -req`` without ``-extfile`` makes them, as the
+seed's Gajim recipe does. ``cryptography`` refuses every v1 certificate, so :func:`_verify_v1_leaf` checks the
+one case we accept by hand: a v1 leaf whose issuer is itself a trust anchor (a one-link path), with the same
+signature algorithms and anchor keys as the verifier's profile. A v1 leaf under an intermediate is refused
+(we build no longer path by hand), and a v1 certificate is never a CA, anywhere on the path (RFC 5280 §6.1.4
+(k)). A self-signed v1 leaf is a self-signed leaf like any other under ``selfsigned_peer``.
+
 Modes follow MongooseIM's ``tls.verify_mode``: ``peer`` (a chain to a trust anchor), ``selfsigned_peer`` (also
 a self-signed leaf whose own signature and dates check) and ``none``: the listener requests no client
 certificate (``transport.tls.context``), so no certificate is ever accepted there; one that arrives anyway
@@ -33,7 +40,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality,
@@ -79,6 +88,18 @@ REASON_BAD_SIGNATURE = "signature invalid"
 REASON_EKU = "extended key usage lacks clientAuth"
 REASON_CA_DATES = "a CA certificate of the chain is expired or not yet valid"
 REASON_CA_AS_CLIENT = "a CA certificate (basicConstraints cA) is not a client certificate"
+REASON_V1_CA = "an X.509 v1 certificate cannot be a CA (RFC 5280 §6.1.4 (k))"
+REASON_V1_NOT_DIRECT = "an X.509 v1 certificate is accepted only when a trusted CA issued it directly"
+REASON_V1_EXTENSIONS = "an X.509 v1 certificate cannot carry extensions (RFC 5280 §4.1.2.9)"
+REASON_V1_NO_ANCHOR_LIST = "an X.509 v1 certificate needs the anchors' certificates, which were not given"
+REASON_ISSUER_NOT_CA = "the issuer is not a CA (basicConstraints cA, keyUsage keyCertSign)"
+REASON_WEAK_SIGNATURE = "signature algorithm or issuer key not accepted"
+
+# The verifier's profile (cryptography's webpki defaults), for the v1 leaves it cannot take: the leaf's
+# signature hash, and the issuer's key (RSA of at least 2048 bits, or one of the NIST curves).
+_V1_SIGNATURE_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+_V1_ISSUER_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+_V1_MIN_RSA_BITS = 2048
 
 
 @dataclass(frozen=True)
@@ -148,6 +169,72 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
+def _is_v1(cert: x509.Certificate) -> bool:
+    return cert.version is x509.Version.v1
+
+
+def _issuer_refusal(issuer: x509.Certificate) -> str | None:
+    """Why a trust anchor cannot have issued a v1 leaf; ``None`` when it can. RFC 5280 §6.1.4 (k): only a v3
+    certificate with basicConstraints cA TRUE is a CA; (n): with keyUsage, keyCertSign must be set."""
+    if _is_v1(issuer):
+        return REASON_V1_CA
+    if not _is_ca(issuer):
+        return REASON_ISSUER_NOT_CA
+    try:
+        if not issuer.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign:
+            return REASON_ISSUER_NOT_CA
+    except x509.ExtensionNotFound:
+        pass
+    return None
+
+
+def _algorithms_refusal(leaf: x509.Certificate, issuer: x509.Certificate) -> str | None:
+    """The verifier's algorithm profile on the leaf's signature and the issuer's key."""
+    key = issuer.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        key_ok = key.key_size >= _V1_MIN_RSA_BITS
+    else:
+        key_ok = isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, _V1_ISSUER_CURVES)
+    if not key_ok or not isinstance(leaf.signature_hash_algorithm, _V1_SIGNATURE_HASHES):
+        return REASON_WEAK_SIGNATURE
+    return None
+
+
+def _verify_v1_leaf(
+    chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate], now: datetime
+) -> ChainVerdict:
+    """A v1 leaf (dates already checked) on a one-link path: its issuer must be one of ``anchors``."""
+    leaf = chain[0]
+    if len(leaf.extensions):
+        return ChainVerdict(False, REASON_V1_EXTENSIONS)
+    reason = REASON_UNTRUSTED
+    if any(cert.subject == leaf.issuer and not _is_self_issued(cert) for cert in chain[1:]):
+        reason = REASON_V1_NOT_DIRECT  # the client sent an intermediate: a longer path than we accept
+    if _is_self_issued(leaf) and _self_signature_ok(leaf):
+        reason = REASON_SELF_SIGNED_UNTRUSTED
+    for anchor in anchors:
+        if anchor.subject != leaf.issuer:  # RFC 5280 §6.1.3 (a)(4): name chaining
+            continue
+        # Another anchor with this name (a re-keyed CA) may have signed it: a mismatch tries the next one.
+        weak = _algorithms_refusal(leaf, anchor)
+        if weak:
+            reason = weak
+            continue
+        try:
+            leaf.verify_directly_issued_by(anchor)
+        except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
+            reason = REASON_BAD_SIGNATURE
+            continue
+        refusal = _issuer_refusal(anchor)
+        if refusal is None and _dates_reason(anchor, now):
+            refusal = REASON_CA_DATES
+        if refusal:
+            return ChainVerdict(False, refusal)
+        return ChainVerdict(True, REASON_OK, anchor, (leaf, anchor))
+    logger.debug("X.509 v1 certificate %s refused: %s", leaf.subject.rfc4514_string(), reason)
+    return ChainVerdict(False, reason)
+
+
 def _is_self_issued(cert: x509.Certificate) -> bool:
     return cert.subject == cert.issuer  # RFC 5280 §3.2
 
@@ -174,6 +261,8 @@ def _reason_from_error(error: VerificationError) -> str:
         return REASON_CA_DATES
     if "required EKU not found" in text:
         return REASON_EKU
+    if "must be an X509v3 certificate" in text:
+        return REASON_V1_CA  # the leaf never gets here as v1 (_verify_v1_leaf): a CA on the path is v1
     if "all candidates exhausted with no interior errors" in text:
         return REASON_UNTRUSTED
     detail = text.removeprefix("validation failed: ").split(" (encountered processing", 1)[0]
@@ -195,11 +284,13 @@ def verify_client_chain(
     *,
     mode: str,
     now: datetime,
+    anchor_certificates: Sequence[x509.Certificate] | None = None,
 ) -> ChainVerdict:
     """Verify a client's certificate chain (leaf first) against ``trust_anchors`` at ``now`` (aware UTC).
 
-    ``trust_anchors`` may be a prebuilt :class:`Store` (``certauth.trust`` caches one). Never raises for a bad
-    certificate: every refusal is a verdict with a reason.
+    ``trust_anchors`` may be a prebuilt :class:`Store` (``certauth.trust`` caches one); a Store cannot be
+    listed, so pass its certificates as ``anchor_certificates`` too (the v1 rule reads them). Never raises
+    for a bad certificate: every refusal is a verdict with a reason.
     """
     verify_mode = VERIFY_MODES.get(mode)
     if verify_mode is None:
@@ -219,6 +310,14 @@ def verify_client_chain(
     reason = _dates_reason(leaf, now) or _eku_reason(leaf)
     if reason:
         return ChainVerdict(False, reason)
+
+    if _is_v1(leaf):
+        if not isinstance(trust_anchors, Store):
+            return _verify_v1_leaf(chain, trust_anchors, now)
+        if anchor_certificates is None:
+            logger.error("X.509 v1 certificate %s refused: %s", leaf.subject, REASON_V1_NO_ANCHOR_LIST)
+            return ChainVerdict(False, REASON_V1_NO_ANCHOR_LIST)
+        return _verify_v1_leaf(chain, anchor_certificates, now)
 
     store = trust_anchors if isinstance(trust_anchors, Store) else None
     if store is None:

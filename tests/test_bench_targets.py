@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from bench.clientcerts import make_identities
-from bench.loadclient import LoginError, contexts_for, xmpp_login
+from bench.loadclient import LoginError, ScramKeyCache, contexts_for, xmpp_login
 from bench.targets import ejabberd, prosody
 from certauth.pki import build_ca, generate_private_key, issue_certificate
 from certauth.pki.keys import private_key_to_pem
@@ -81,5 +81,58 @@ def test_prosody_target_binds_a_user_of_its_ca_and_refuses_one_of_a_foreign_ca(t
     try:
         assert _login(server.port, pki["trusted"]) == "bound"
         assert _login(server.port, pki["foreign"]) != "bound"
+    finally:
+        server.stop()
+
+
+def _scram_login(port: int, context, user: str, password: str) -> str:
+    """'bound', or the login error's kind, logging in as ``user`` with SCRAM-SHA-256 (over the same TLS)."""
+
+    async def attempt() -> str:
+        try:
+            login = (user, password, ScramKeyCache())
+            stream = await xmpp_login("127.0.0.1", port, DOMAIN, context, starttls=False, password=login)
+        except LoginError as exc:
+            return exc.kind
+        stream.writer.close()
+        return "bound"
+
+    return asyncio.run(attempt())
+
+
+PASSWORD = "bench target password"
+
+
+def _password_checked(port: int, context) -> None:
+    assert _scram_login(port, context, "alice", PASSWORD) == "bound"
+    assert _scram_login(port, context, "alice", "wrong password") == "sasl: failure not-authorized"
+    assert _scram_login(port, context, "nobody", PASSWORD) == "sasl: failure not-authorized"
+
+
+def test_ejabberd_password_target_checks_the_password(tmp_path, pki):
+    need_comparison_target("ejabberd", ejabberd.installed())
+    server = ejabberd.start(
+        tmp_path / "ejabberd", DOMAIN, pki["cert"], pki["key"], pki["ca"], users=["alice"], password=PASSWORD
+    )
+    try:
+        _password_checked(server.port, pki["trusted"])
+    finally:
+        server.stop()
+
+
+def test_prosody_password_target_checks_the_password(tmp_path, pki):
+    need_comparison_target("Prosody (with prosody-modules)", prosody.installed())
+    server = prosody.start(
+        tmp_path / "prosody",
+        DOMAIN,
+        pki["cert"],
+        pki["key"],
+        pki["ca"],
+        pki["ca_key"],
+        users=["alice"],
+        password=PASSWORD,
+    )
+    try:
+        _password_checked(server.port, pki["trusted"])
     finally:
         server.stop()

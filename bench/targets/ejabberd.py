@@ -7,15 +7,22 @@ and no distribution port), and one c2s listener on 127.0.0.1 with ``tls: true`` 
 ``tls_verify: true`` and ``cafile`` (the client certificate must chain to the bench CA, which is what lets
 ejabberd offer EXTERNAL), ``backlog: 1024`` (without it 50 concurrent connects stall) and ``shaper: none``.
 ``erl`` execs ``beam.smp`` in the same process, so the child's pid is the VM whose CPU and memory we read.
+
+With ``users`` and ``password`` (issue 14: passwords beside certificates), ejabberd keeps SCRAM-SHA-256 keys
+(``auth_password_format: scram``, ``auth_scram_hash: sha256``) and the users are registered at start-up with
+``ejabberd_auth:try_register`` (what ``ejabberdctl register`` calls) from an ``-eval`` after ``-s ejabberd``;
+the port is used once a marker file says every registration returned ``ok``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from bench.targets.common import HOST, Child, Target, TargetUnavailable, free_port
+from bench.targets.common import HOST, START_TIMEOUT, Child, Target, TargetUnavailable, free_port
 
 ERL = "/usr/bin/erl"
 LIB_ROOT = Path("/usr/lib/x86_64-linux-gnu")  # Debian's ERL_LIBS for ejabberd and its dependencies
@@ -31,7 +38,10 @@ def version() -> str:
     return found[-1].parent.parent.name.removeprefix("ejabberd-") if found else "?"
 
 
-def config_yaml(domain: str, port: int, certfile: Path, cafile: Path, loglevel: str, log_dir: Path) -> str:
+def config_yaml(
+    domain: str, port: int, certfile: Path, cafile: Path, loglevel: str, log_dir: Path, *, scram: bool = False
+) -> str:
+    passwords = "auth_password_format: scram\nauth_scram_hash: sha256\n" if scram else ""
     return f"""\
 hosts:
   - "{domain}"
@@ -54,7 +64,7 @@ listen:
     max_stanza_size: 262144
     access: c2s
 auth_method: [internal]
-acl:
+{passwords}acl:
   local:
     user_regexp: ""
 access_rules:
@@ -79,8 +89,11 @@ def start(
     cafile: Path,
     *,
     loglevel: str = "warning",
+    users: Sequence[str] = (),
+    password: str | None = None,
 ) -> Ejabberd:
-    """A fresh ejabberd in ``directory`` (created), listening on a free port of 127.0.0.1."""
+    """A fresh ejabberd in ``directory`` (created), listening on a free port of 127.0.0.1; with ``password``,
+    ``users`` (localparts) registered with it."""
     if not installed():
         raise TargetUnavailable("ejabberd is not installed (apt-get install ejabberd)")
     directory.mkdir(parents=True, exist_ok=True)
@@ -93,7 +106,8 @@ def start(
     shutil.copy(cafile, directory / "ca.pem")
     port = free_port()
     config = directory / "ejabberd.yml"
-    config.write_text(config_yaml(domain, port, certfile, directory / "ca.pem", loglevel, logs))
+    scram = password is not None
+    config.write_text(config_yaml(domain, port, certfile, directory / "ca.pem", loglevel, logs, scram=scram))
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(directory),  # any cookie file the VM wants goes here, not into root's home
@@ -120,6 +134,40 @@ def start(
         "-s",
         "ejabberd",
     ]
+    if password is not None:
+        command += ["-eval", _register_users(directory, domain, users, password)]
     child = Child(command, env, directory / "console.log", cwd=directory)
     child.wait_port(port)
+    if password is not None:
+        _wait_registered(child, directory / "registered")
     return Ejabberd(child, port)
+
+
+def _erlang_binary(text: str) -> str:
+    if '"' in text or "\\" in text or not text.isascii():
+        raise ValueError(f"not written as an Erlang binary here: {text!r}")
+    return f'<<"{text}">>'
+
+
+def _register_users(directory: Path, domain: str, users: Sequence[str], password: str) -> str:
+    """The ``-eval`` expression that registers ``users`` and then writes the set of results to a file."""
+    (directory / "register.eterm").write_text("[" + ", ".join(_erlang_binary(u) for u in users) + "].\n")
+    return (
+        '{ok, [Users]} = file:consult("register.eterm"), '
+        f"Results = [ejabberd_auth:try_register(U, {_erlang_binary(domain)}, {_erlang_binary(password)})"
+        " || U <- Users], "
+        'file:write_file("registered", io_lib:format("~p", [lists:usort(Results)])).'
+    )
+
+
+def _wait_registered(child: Child, marker: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not marker.exists():
+        if child.process.poll() is not None or time.monotonic() > deadline:
+            child.stop()
+            raise TargetUnavailable(f"ejabberd did not register the users:\n{child.output()[-3000:]}")
+        time.sleep(0.2)
+    time.sleep(0.2)  # the marker is written in one call; let it finish
+    if marker.read_text().strip() not in ("[ok]", "[]"):
+        child.stop()
+        raise TargetUnavailable(f"ejabberd registrations failed: {marker.read_text()[:500]}")

@@ -8,6 +8,12 @@ directory (never the bare binary, which reads /etc/prosody and listens on public
 ``verifyext = {"lsec_continue", "crl_check", lsec_ignore_purpose = false}``, with the same TLS settings on the
 VirtualHost. ``crl_check`` makes OpenSSL want a CRL of the client's issuer, so ``capath`` is a directory
 holding the CA's (empty) CRL under its OpenSSL hash name; the default capath would be /etc/ssl/certs.
+
+With ``users`` and ``password`` (issue 14: passwords beside certificates) the VirtualHost uses
+``authentication = "internal_hashed"`` with ``password_hash = "SHA-256"`` (SCRAM-SHA-256) and the same TLS;
+each user's account file in the data directory holds the password as text, which Prosody replaces with its
+salted SCRAM keys at that user's first login (``mod_auth_internal_hashed``): the comparison's untimed pass
+over every user does that before the timed run.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -56,9 +63,22 @@ def _lua_ssl(cert: Path, key: Path, cafile: Path, capath: Path) -> str:
 
 
 def config_lua(
-    directory: Path, domain: str, port: int, cert: Path, key: Path, cafile: Path, capath: Path
+    directory: Path,
+    domain: str,
+    port: int,
+    cert: Path,
+    key: Path,
+    cafile: Path,
+    capath: Path,
+    *,
+    passwords: bool = False,
 ) -> str:
     ssl = _lua_ssl(cert, key, cafile, capath)
+    auth = (
+        'authentication = "internal_hashed"\n  password_hash = "SHA-256"'
+        if passwords
+        else 'authentication = "ccert"\n  certificate_match = "xmppaddr"'
+    )
     return f"""\
 certificates = "{directory / "certs"}"
 pidfile = "{directory / "prosody.pid"}"
@@ -81,8 +101,7 @@ allow_unencrypted_plain_auth = false
 ssl = {ssl}
 
 VirtualHost "{domain}"
-  authentication = "ccert"
-  certificate_match = "xmppaddr"
+  {auth}
   ssl = {ssl}
 """
 
@@ -116,10 +135,35 @@ class Prosody(Target):
     """One Prosody process listening for direct TLS on ``port``."""
 
 
+def _store_name(text: str) -> str:
+    """Prosody's datamanager file name for a host or user: every non-alphanumeric byte as %xx."""
+    return "".join(chr(b) if chr(b).isascii() and chr(b).isalnum() else f"%{b:02x}" for b in text.encode())
+
+
+def write_accounts(data: Path, domain: str, users: Sequence[str], password: str) -> None:
+    """Account files holding ``password`` as text (hashed by Prosody at each user's first login)."""
+    if '"' in password or "\\" in password or "\n" in password:
+        raise ValueError("the password is written into a Lua string: no quote, backslash or newline")
+    accounts = data / _store_name(domain) / "accounts"
+    accounts.mkdir(parents=True, exist_ok=True)
+    record = f'return {{\n\t["password"] = "{password}";\n}};\n'
+    for user in users:
+        (accounts / f"{_store_name(user)}.dat").write_text(record)
+
+
 def start(
-    directory: Path, domain: str, server_cert: Path, server_key: Path, cafile: Path, ca_key: PrivateKey
+    directory: Path,
+    domain: str,
+    server_cert: Path,
+    server_key: Path,
+    cafile: Path,
+    ca_key: PrivateKey,
+    *,
+    users: Sequence[str] = (),
+    password: str | None = None,
 ) -> Prosody:
-    """A fresh Prosody in ``directory`` (created, owned by the prosody user) on a free port of 127.0.0.1."""
+    """A fresh Prosody in ``directory`` (created, owned by the prosody user) on a free port of 127.0.0.1; with
+    ``password``, SCRAM-SHA-256 logins of ``users`` (localparts) instead of certificate logins."""
     if not installed():
         raise TargetUnavailable("prosody or prosody-modules is not installed (apt-get install both)")
     try:
@@ -133,6 +177,8 @@ def start(
         shutil.copy(source, directory / name)
     capath = directory / "capath"
     write_crl(cafile, ca_key, capath)
+    if password is not None:
+        write_accounts(directory / "data", domain, users, password)
     port = free_port()
     config = directory / "prosody.cfg.lua"
     config.write_text(
@@ -144,6 +190,7 @@ def start(
             directory / "server.key",
             directory / "ca.pem",
             capath,
+            passwords=password is not None,
         )
     )
     for path in [directory, *directory.rglob("*")]:

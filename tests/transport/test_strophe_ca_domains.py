@@ -8,9 +8,6 @@ logs in as a JID of ``localhost``; asserting a JID of ``b.localhost`` fails SASL
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
-
 import pytest
 
 from tests.certs import make_client
@@ -30,17 +27,6 @@ def scheme(request) -> str:
     return request.param
 
 
-def last_auth_event(server) -> tuple[str, str, str, str]:
-    """(outcome, condition, jid_requested, reason) of the server's latest AuthEvent (its own SQLite file)."""
-    with closing(sqlite3.connect(server.directory / "db.sqlite3")) as db:
-        row = db.execute(
-            "SELECT outcome, condition, jid_requested, reason FROM certauth_authevent"
-            " ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-    assert row is not None
-    return row
-
-
 def test_cacertfile_ca_limited_to_localhost_logs_in_a_jid_of_localhost(server, scheme):
     alice = make_client(server.pki.ca, jids=["alice@localhost"])
     verdict = strophe_login(server, server.url("peer", scheme), alice, "alice@localhost")
@@ -53,7 +39,7 @@ def test_cacertfile_ca_limited_to_localhost_asserting_a_jid_of_b_localhost_is_no
     verdict = strophe_login(server, server.url("peer", scheme), bob, "bob@b.localhost")
     assert verdict["status"] == "authfail", verdict
     assert verdict["sasl_failure"] == "not-authorized", verdict
-    outcome, condition, jid, reason = last_auth_event(server)
+    outcome, condition, jid, reason = server.last_auth_event()
     assert (outcome, condition, jid) == ("failure", "not-authorized", "bob@b.localhost")
     assert "xmppauth test client CA" in reason, reason
     assert reason.endswith("may vouch only for localhost, not for b.localhost"), reason

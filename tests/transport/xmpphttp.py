@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +61,16 @@ class XmppHttpServer:
         )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
+
+    def last_auth_event(self) -> tuple[str, str, str, str]:
+        """(outcome, condition, jid_requested, reason) of the server's latest AuthEvent (its SQLite file)."""
+        with closing(sqlite3.connect(self.directory / "db.sqlite3")) as db:
+            row = db.execute(
+                "SELECT outcome, condition, jid_requested, reason FROM certauth_authevent"
+                " ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        assert row is not None
+        return row
 
     def url(self, mode: str, scheme: str) -> str:
         path = "/ws-xmpp" if scheme == "wss" else "/http-bind"
