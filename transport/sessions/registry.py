@@ -51,8 +51,24 @@ from transport.sessions import terminations as store
 from transport.sessions.models import SessionTermination
 from transport.sessions.terminations import RESET, TEXT_EXPIRED, SessionFacts, Termination
 from xmppauth.dbconn import with_fresh_connections
+from xmppauth.outage import DATABASE_UNAVAILABLE, OutageLog
 
 logger = logging.getLogger(__name__)
+# The watcher polls five times a second: a database outage is one line when it starts, one when it ends.
+database = OutageLog(logger, "database (session registry: termination watcher, leases)")
+
+
+def _db_failed(what: str) -> Callable[[Any], None]:
+    """An errback: a database outage goes to :data:`database`, anything else is logged with its traceback."""
+
+    def errback(failure: Any) -> None:
+        if failure.check(*DATABASE_UNAVAILABLE):
+            database.failed(failure.value)
+        else:
+            logger.error("%s failed: %s", what, failure.getTraceback())
+
+    return errback
+
 
 POLL_INTERVAL = 0.2  # seconds between two looks at the SessionTermination table
 HEARTBEAT_INTERVAL = 5.0  # seconds between two lease renewals at most (the lease is store.lease())
@@ -317,10 +333,11 @@ class TerminationWatcher:
             horizon,
         )
         deferred.addCallback(self.apply, horizon)
-        deferred.addErrback(lambda failure: logger.error("termination poll failed: %s", failure.value))
+        deferred.addErrback(_db_failed("termination poll"))
         return deferred
 
     def apply(self, commands: list[Termination], horizon: Any) -> None:
+        database.ok()
         for command in commands:
             self.last_id = max(self.last_id, command.id)
             if command.id in self.applied:
@@ -360,7 +377,7 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
 
     def beat() -> Any:
         deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), _in_db_thread, store.heartbeat)
-        deferred.addErrback(lambda failure: logger.error("session heartbeat failed: %s", failure.value))
+        deferred.addErrback(_db_failed("session heartbeat"))
         return deferred
 
     heartbeat = LoopingCall(beat)
