@@ -65,7 +65,8 @@ class FaultCluster:
         import psycopg  # noqa: PLC0415
 
         with psycopg.connect(self.db_url, connect_timeout=10) as connection:
-            return connection.execute(sql, args).fetchall()
+            cursor = connection.execute(sql, args)
+            return cursor.fetchall() if cursor.description is not None else []  # [] for UPDATE
 
     def stop(self) -> str:
         return "".join(f"== {p.args}\n{p.stop()}" for p in self.processes)
