@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.certs import make_client
+from tests.im.agents import SlixAgent, is_message
 from tests.im.processes import Managed, c2s_config, free_port, server_env, start_runc2s
 from tests.transport.runc2s_process import manage
 from tests.transport.tlsclient import make_pki
@@ -70,6 +71,21 @@ class FaultCluster:
 
     def stop(self) -> str:
         return "".join(f"== {p.args}\n{p.stop()}" for p in self.processes)
+
+    def shutdown(self, agents: list[SlixAgent]) -> str:
+        """Stop the clients, then every process; their output (printed: pytest shows it on failure)."""
+        for agent in agents:
+            if agent is not None:
+                agent.stop()
+        output = self.stop()
+        print(output)
+        return output
+
+
+def chat(sender: SlixAgent, receiver: SlixAgent, body: str) -> None:
+    """A chat message to ``receiver``'s full JID, and until it arrived."""
+    sender.send(f"<message to='{receiver.full_jid}' type='chat'><body>{body}</body></message>")
+    receiver.wait_for(is_message(sender.jid, body), f"{sender.jid}'s message {body!r}")
 
 
 def logged(process: Managed, text: str, timeout: float = 60) -> None:

@@ -22,7 +22,6 @@ from tests.certauth.crlhelpers import make_crl
 from tests.certauth.crlserver import CrlServer
 from tests.certs import make_ca, make_client
 from tests.faults.cluster import FaultCluster, eventually, logged
-from tests.faults.servers import PostgresServer, RedisServer, need_postgres_leg
 from tests.im.agents import SlixAgent
 from tests.processes import Managed, free_port
 from tests.transport.rawxmpp import direct_tls
@@ -59,15 +58,10 @@ class BlackHole:
 
 
 @pytest.fixture
-def servers():
-    need_postgres_leg()
-    postgres = PostgresServer().start()
-    redis = RedisServer().start()
-    hole = BlackHole()
-    yield postgres, redis, hole
-    hole.close()
-    redis.close()
-    postgres.close()
+def hole():
+    server = BlackHole()
+    yield server
+    server.close()
 
 
 def shell(cluster: FaultCluster, code: str, timeout: float = 120) -> dict:
@@ -109,9 +103,9 @@ def refused_at_handshake(cluster: FaultCluster, port: int, cert) -> bool:
 
 
 def test_crl_server_that_never_answers_times_out_frees_the_worker_and_the_stale_rule_refuses(
-    tmp_path: Path, servers
+    tmp_path: Path, postgres, redis_server, hole
 ):
-    postgres, redis, hole = servers
+    redis = redis_server
     cluster = FaultCluster(tmp_path, postgres.create_database("faults"), redis.url())
     ca = cluster.pki.ca
     other = make_ca("Faults Other CA")  # no CRL source: its certificates are unaffected
@@ -153,8 +147,5 @@ def test_crl_server_that_never_answers_times_out_frees_the_worker_and_the_stale_
         agents.append(SlixAgent(port, tmp_path, dave, "dave@localhost").start())
         assert listener.process.poll() is None and worker.process.poll() is None
     finally:
-        for agent in agents:
-            agent.stop()
-        output = cluster.stop()
-        print(output)
+        output = cluster.shutdown(agents)
     assert "Traceback" not in output, output

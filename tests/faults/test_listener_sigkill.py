@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-
 from tests.faults.cluster import FaultCluster, eventually
-from tests.faults.servers import PostgresServer, RedisServer, need_postgres_leg
 from tests.im.agents import SlixAgent, is_message
 
 BOUND = 2  # [xmppauth] process_liveness_seconds; the session lease stays 30 s
@@ -26,20 +23,10 @@ STORED = {
 }
 
 
-@pytest.fixture
-def servers():
-    need_postgres_leg()
-    postgres = PostgresServer().start()
-    redis = RedisServer().start()
-    yield postgres, redis
-    redis.close()
-    postgres.close()
-
-
 def test_sigkilled_listener_leaves_the_registry_within_the_liveness_bound_and_nothing_stored_is_lost(
-    tmp_path, servers
+    tmp_path, postgres, redis_server
 ):
-    postgres, redis = servers
+    redis = redis_server
     cluster = FaultCluster(tmp_path, postgres.create_database("faults"), redis.url())
     router = cluster.router()
     port_live, survivor = cluster.runc2s("survivor", process_liveness_seconds=BOUND)
@@ -96,8 +83,5 @@ def test_sigkilled_listener_leaves_the_registry_within_the_liveness_bound_and_no
         back.wait_for(is_message("alice@localhost", "after the kill"), "the message sent after the kill")
         assert survivor.process.poll() is None and router.process.poll() is None
     finally:
-        for agent in agents:
-            agent.stop()
-        output = cluster.stop()
-        print(output)
+        output = cluster.shutdown(agents)
     assert "Traceback" not in output, output

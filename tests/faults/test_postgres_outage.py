@@ -8,21 +8,10 @@ immediate``, as a crash or a fail-over does. Timeouts only bound a hung server.
 
 from __future__ import annotations
 
-import pytest
-
-from tests.faults.cluster import FaultCluster, eventually, logged
-from tests.faults.servers import PostgresServer, need_postgres_leg
+from tests.faults.cluster import FaultCluster, chat, eventually, logged
 from tests.im.agents import SlixAgent, is_message
 from tests.transport.rawxmpp import auth_external, direct_tls, sasl, sasl_failure_condition
 from tests.transport.tlsclient import client_context
-
-
-@pytest.fixture
-def postgres():
-    need_postgres_leg()
-    server = PostgresServer().start()
-    yield server
-    server.close()
 
 
 def external_login_condition(cluster: FaultCluster, port: int, user: str) -> str | None:
@@ -36,11 +25,6 @@ def external_login_condition(cluster: FaultCluster, port: int, user: str) -> str
         sock.close()
 
 
-def chat(sender: SlixAgent, receiver: SlixAgent, body: str) -> None:
-    sender.send(f"<message to='{receiver.full_jid}' type='chat'><body>{body}</body></message>")
-    receiver.wait_for(is_message(sender.jid, body), f"{sender.jid}'s message {body!r}")
-
-
 def test_postgres_down_refuses_new_logins_with_temporary_auth_failure_keeps_sessions_and_recovers(
     tmp_path, postgres
 ):
@@ -50,8 +34,7 @@ def test_postgres_down_refuses_new_logins_with_temporary_auth_failure_keeps_sess
     bob = SlixAgent(port, tmp_path, cluster.certs["bob"], "bob@localhost").start()
     carol = None
     try:
-        alice.send("<presence/>")
-        bob.send("<presence/>")
+        alice.send("<presence/>")  # bob sends his initial presence only while the database is down
         chat(alice, bob, "before")
         rows = "SELECT count(*) FROM transport_livesession"
         eventually(lambda: cluster.query(rows) == [(2,)], "both sessions in the registry")
@@ -67,12 +50,18 @@ def test_postgres_down_refuses_new_logins_with_temporary_auth_failure_keeps_sess
         # The live sessions stay up and keep chatting (stanzas to a full JID on this process).
         chat(alice, bob, "during")
         chat(bob, alice, "during, back")
+        bob.send("<presence/>")  # not broadcast, not recorded now: the registry is restored afterwards
         assert not alice.disconnected.is_set() and not bob.disconnected.is_set()
         assert alice.stream_errors == [] and bob.stream_errors == []
         assert listener.process.poll() is None
 
         postgres.start()
         logged(listener, "database (session registry: termination watcher, leases) answers again")
+        logged(listener, "session row(s) of this process restored")
+        # The registry has bob's presence of the outage: a message to his bare JID reaches him (RFC 6121
+        # §8.5.2.1.1), instead of waiting offline as for an account without available resources.
+        alice.send("<message to='bob@localhost' type='chat'><body>to the bare JID</body></message>")
+        bob.wait_for(is_message("alice@localhost", "to the bare JID"), "the message to bob's bare JID")
         carol = eventually(
             lambda: external_login_condition(cluster, port, "carol") is None, "a login after the restart"
         )
@@ -82,9 +71,5 @@ def test_postgres_down_refuses_new_logins_with_temporary_auth_failure_keeps_sess
         eventually(lambda: cluster.query(rows) == [(3,)], "the registry has every session again")
         assert alice.stream_errors == [] and bob.stream_errors == []
     finally:
-        for agent in (alice, bob, carol):
-            if agent is not None:
-                agent.stop()
-        output = cluster.stop()
-        print(output)
+        output = cluster.shutdown([alice, bob, carol])
     assert "Traceback" not in output, output

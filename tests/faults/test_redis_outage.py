@@ -15,30 +15,12 @@ from __future__ import annotations
 import itertools
 import time
 
-import pytest
-
-from tests.faults.cluster import FaultCluster, eventually, logged
-from tests.faults.servers import PostgresServer, RedisServer, need_postgres_leg
-from tests.im.agents import CLIENT, SlixAgent, is_message
+from tests.faults.cluster import FaultCluster, chat, eventually, logged
+from tests.im.agents import CLIENT, SlixAgent
 
 STANZA_ERRORS = "{urn:ietf:params:xml:ns:xmpp-stanzas}"
 _ids = itertools.count()
 BOUND = 2  # [xmppauth] process_liveness_seconds of both listeners
-
-
-@pytest.fixture
-def servers():
-    need_postgres_leg()
-    postgres = PostgresServer().start()
-    redis = RedisServer().start()
-    yield postgres, redis
-    redis.close()
-    postgres.close()
-
-
-def chat(sender: SlixAgent, receiver: SlixAgent, body: str) -> None:
-    sender.send(f"<message to='{receiver.full_jid}' type='chat'><body>{body}</body></message>")
-    receiver.wait_for(is_message(sender.jid, body), f"{sender.jid}'s message {body!r}")
 
 
 def send_and_see(sender: SlixAgent, receiver: SlixAgent, body: str, wait: float = 2) -> str:
@@ -61,8 +43,10 @@ def send_and_see(sender: SlixAgent, receiver: SlixAgent, body: str, wait: float 
     return "nothing"
 
 
-def test_redis_down_keeps_local_chat_and_logins_bounces_cross_process_stanzas_and_recovers(tmp_path, servers):
-    postgres, redis = servers
+def test_redis_down_keeps_local_chat_and_logins_bounces_cross_process_stanzas_and_recovers(
+    tmp_path, postgres, redis_server
+):
+    redis = redis_server
     cluster = FaultCluster(tmp_path, postgres.create_database("faults"), redis.url())
     router = cluster.router()
     # A liveness bound of 2 s (issue 16 point 1): the outage below outlasts it, and nobody is called dead.
@@ -127,9 +111,6 @@ def test_redis_down_keeps_local_chat_and_logins_bounces_cross_process_stanzas_an
         assert all(agent.stream_errors == [] for agent in agents)
         assert all(p.process.poll() is None for p in (router, listener_a, listener_b))
     finally:
-        for agent in agents:
-            agent.stop()
-        output = cluster.stop()
-        print(output)
+        output = cluster.shutdown(agents)
     assert "Traceback" not in output, output
     assert "stopped refreshing its key" not in output, output  # no sweep

@@ -375,9 +375,24 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
     watcher = TerminationWatcher(registry, reactor)
     watcher.start()
 
+    failed = {"heartbeat": False}
+
     def beat() -> Any:
         deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), _in_db_thread, store.heartbeat)
-        deferred.addErrback(_db_failed("session heartbeat"))
+
+        def beaten(_: Any) -> Any:
+            if not failed["heartbeat"]:
+                return None
+            failed["heartbeat"] = False  # back after an outage: our rows may have expired meanwhile
+            held = _held_sessions(registry)
+            logger.warning("database back: %d session row(s) of this process restored", len(held))
+            return registry._in_thread(store.restore_sessions, held)
+
+        def missed(failure: Any) -> None:
+            failed["heartbeat"] = True
+            _db_failed("session heartbeat")(failure)
+
+        deferred.addCallbacks(beaten, missed)
         return deferred
 
     heartbeat = LoopingCall(beat)
@@ -390,6 +405,25 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
     liveness.start(reactor, registry)  # with Redis: no stanza lost to a dead listener (issue 16 point 1)
     _services = SessionServices(watcher, heartbeat)
     return _services
+
+
+def _held_sessions(registry: LiveSessions) -> list[tuple[SessionFacts, int | None, str]]:
+    """The admitted sessions of ``registry`` with their presence (from their routing bridge, if any), for
+    ``store.restore_sessions``; on the reactor thread."""
+    from transport.im import local  # here: the IM router imports this module
+    from transport.im.router import presence_priority, presence_show
+
+    held = []
+    for handle in list(registry.handles.values()):
+        if handle.closed or handle.saved is None or not handle.saved.called:
+            continue  # not admitted yet: its own insert is on its way
+        bridge = local.by_channel(handle.facts.channel_name) if handle.facts.channel_name else None
+        presence = getattr(bridge, "presence", None)
+        if presence is None:
+            held.append((handle.facts, None, ""))
+        else:
+            held.append((handle.facts, presence_priority(presence), presence_show(presence)))
+    return held
 
 
 def start_if_installed(reactor: Any) -> SessionServices | None:
