@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 
 from django.db import InterfaceError, OperationalError
 
@@ -18,13 +19,18 @@ from django.db import InterfaceError, OperationalError
 # OperationalError or InterfaceError once Django wraps them. Integrity or programming errors are not outages.
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
+# Outages seen in this process, by dependency ("database", "redis"): whoever must repair something after one
+# (the session registry's rows) compares the count with the one it saw last.
+outages: Counter[str] = Counter()
+
 
 class OutageLog:
     """``failed(exc)`` logs an ERROR line the first time, ``ok()`` a WARNING line when it answers again."""
 
-    def __init__(self, logger: logging.Logger, what: str) -> None:
+    def __init__(self, logger: logging.Logger, what: str, dependency: str = "database") -> None:
         self.logger = logger
         self.what = what
+        self.dependency = dependency
         self.down = False
         self._lock = threading.Lock()
 
@@ -32,6 +38,7 @@ class OutageLog:
         with self._lock:
             first, self.down = not self.down, True
         if first:
+            outages[self.dependency] += 1
             cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             self.logger.error("%s unavailable: %s (logged again when it answers)", self.what, cause)
 

@@ -53,7 +53,7 @@ from xmppauth.dbconn import with_fresh_connections
 from xmppauth.outage import DATABASE_UNAVAILABLE, OutageLog
 
 logger = logging.getLogger(__name__)
-layer_outage = OutageLog(logger, "channel layer (Redis)")  # once per outage, not once per session and retry
+layer_outage = OutageLog(logger, "channel layer (Redis)", "redis")  # once per outage, not per session
 database_outage = OutageLog(logger, "database (routing)")
 
 CONFLICT = "conflict"  # RFC 6120 §4.9.3.3

@@ -50,6 +50,7 @@ from twisted.internet.task import LoopingCall
 from transport.sessions import terminations as store
 from transport.sessions.models import SessionTermination
 from transport.sessions.terminations import RESET, TEXT_EXPIRED, SessionFacts, Termination
+from xmppauth import outage
 from xmppauth.dbconn import with_fresh_connections
 from xmppauth.outage import DATABASE_UNAVAILABLE, OutageLog
 
@@ -375,24 +376,22 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
     watcher = TerminationWatcher(registry, reactor)
     watcher.start()
 
-    failed = {"heartbeat": False}
+    seen = {"outages": outage.outages["database"]}
 
     def beat() -> Any:
         deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), _in_db_thread, store.heartbeat)
 
         def beaten(_: Any) -> Any:
-            if not failed["heartbeat"]:
+            if outage.outages["database"] == seen["outages"]:
                 return None
-            failed["heartbeat"] = False  # back after an outage: our rows may have expired meanwhile
+            # The first beat after a database outage (seen by any part of this process): our rows may have
+            # expired and been purged meanwhile, and presence sent then was not recorded.
+            seen["outages"] = outage.outages["database"]
             held = _held_sessions(registry)
             logger.warning("database back: %d session row(s) of this process restored", len(held))
             return registry._in_thread(store.restore_sessions, held)
 
-        def missed(failure: Any) -> None:
-            failed["heartbeat"] = True
-            _db_failed("session heartbeat")(failure)
-
-        deferred.addCallbacks(beaten, missed)
+        deferred.addCallbacks(beaten, _db_failed("session heartbeat"))
         return deferred
 
     heartbeat = LoopingCall(beat)
