@@ -16,7 +16,7 @@ from channels.layers import get_channel_layer
 from channels.worker import Worker
 
 from transport.im.bridge import in_db_thread, layer_outage, send_all
-from transport.im.router import ROUTER_CHANNEL, Router, bounce_refused
+from transport.im.router import ROUTER_CHANNEL, Router, bounce_refused, routed_when_possible
 
 logger = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0  # between two receives while the channel layer is unreachable
@@ -33,7 +33,7 @@ async def serve_router(layer: Any = None, channel: str = ROUTER_CHANNEL) -> None
             logger.debug("router: %s ignored", message.get("type"))
             continue
         try:
-            outs = await in_db_thread(router.routed, message)
+            outs = await in_db_thread(routed_when_possible, router, message)
         except Exception:
             logger.exception("router: failed on %s", str(message.get("xml", ""))[:200])
             continue
