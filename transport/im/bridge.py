@@ -241,6 +241,7 @@ class SessionBridge:
         if task.cancelled() or task.exception() is None:
             return
         error = task.exception()
+        local.unregister(self)  # nothing is handed to a session whose routing is gone
         try:
             raise error
         except Exception:
