@@ -332,8 +332,8 @@ class CertificateAuthenticator:
         return result
 
     def _temporary_failure(self, mechanism: str, facts: CertFacts | None) -> AuthResult:
-        """RFC 6120 §6.5.12: the database cannot be asked. Logged, neither recorded (where?) nor counted as
-        the address's failure (XEP-0205 limits are for wrong credentials, not for our outage)."""
+        """RFC 6120 §6.5.12: the database cannot be asked. Logged; not recorded (no database to record in)
+        nor counted as the address's failure (XEP-0205 limits are for wrong credentials, not our outage)."""
         logger.info("SASL %s failure (%s) for %s via %s from %s: %s", mechanism, SASL_TEMPORARY_AUTH_FAILURE,
                     facts.subject if facts else "no certificate", self.transport, self.peer,
                     REASON_DATABASE_DOWN)  # fmt: skip
