@@ -388,8 +388,19 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
             # expired and been purged meanwhile, and presence sent then was not recorded.
             seen["outages"] = outage.outages["database"]
             held = _held_sessions(registry)
-            logger.warning("database back: %d session row(s) of this process restored", len(held))
-            return registry._in_thread(store.restore_sessions, held)
+            restored = threads.deferToThreadPool(
+                reactor, reactor.getThreadPool(), _in_db_thread, store.restore_sessions, held
+            )
+
+            def not_restored(failure: Any) -> None:
+                seen["outages"] = -1  # the next beat tries again
+                _db_failed("restoring the session rows")(failure)
+
+            def done(count: int) -> None:
+                logger.warning("database back: %d session row(s) of this process restored", count)
+
+            restored.addCallbacks(done, not_restored)
+            return restored
 
         deferred.addCallbacks(beaten, _db_failed("session heartbeat"))
         return deferred
