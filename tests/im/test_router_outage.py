@@ -10,6 +10,8 @@ from django.db import OperationalError
 from transport.im import router as router_module
 from transport.im.router import routed_when_possible
 
+pytestmark = pytest.mark.django_db  # between tries the router closes broken connections
+
 
 @pytest.fixture(autouse=True)
 def _outage_log_reset():
