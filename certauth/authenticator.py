@@ -56,14 +56,22 @@ from certauth.revocation import PathLink, path_revocation_problem
 from certauth.trust import TrustAnchors, domain_refusal, trust_anchors
 from certauth.verify import verify_client_chain
 from transport.xmpp.auth import AuthResult  # the core's verdict: we implement its Authenticator
+from transport.xmpp.errors import SASL_TEMPORARY_AUTH_FAILURE
 from xmppauth import fastsql, limits, metrics
 from xmppauth.config import Config, TlsOptions
+from xmppauth.outage import DATABASE_UNAVAILABLE, OutageLog
 
 logger = logging.getLogger(__name__)
 
 REASON_NO_TLS = "no TLS on this listener"
 REASON_NO_CHECKED_CERT = "no verified client certificate on this connection"
 REASON_NO_EXTERNAL = "SASL EXTERNAL is not enabled (auth.sasl_mechanisms)"
+REASON_DATABASE_DOWN = "the database is unavailable; try again later"
+# The database could not be asked at the handshake (trust anchors, revocation): EXTERNAL is offered, and the
+# whole check runs again when the client sends it; until the database answers, temporary-auth-failure.
+REASON_DEFERRED = "not checked yet: the database was unavailable at the handshake, checked again at SASL time"
+
+database = OutageLog(logger, "database (logins)")  # one line when it fails, one when it answers again
 
 # Stream error conditions for a bind refused (RFC 6120 §4.9.3). A certificate expired, revoked or held (or
 # whose revocation status became unknown) since the handshake: ``reset``, "the keys or certificates used to
@@ -77,7 +85,9 @@ BIND_NOT_AUTHORIZED = "not-authorized"
 
 @dataclass(frozen=True)
 class CertCheck:
-    """The handshake-time decision: ``verified`` means chain and revocation passed."""
+    """The handshake-time decision: ``verified`` means chain and revocation passed, or, with ``reason``
+    :data:`REASON_DEFERRED`, that the database could not be asked and the check runs again at SASL time
+    (the login then fails closed with ``temporary-auth-failure`` while it stays unavailable)."""
 
     facts: CertFacts | None
     verified: bool
@@ -159,14 +169,29 @@ class CertificateAuthenticator:
         self.methods = list(methods) if methods is not None else build_methods(config.auth)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._checked: _Checked | None = None
+        self._deferred: list[bytes | x509.Certificate] | None = None  # the chain to check at SASL time
         self._passwords: Any = None  # accounts.passwords.PasswordExchange, made at the first password step
         self._password_jid: str | None = None  # the bare JID a password (not a certificate) authenticated
 
     # --- TLS time ---------------------------------------------------------------------------------------
 
     def check_certificate(self, chain: Sequence[bytes | x509.Certificate]) -> CertCheck:
-        """Verify the client's chain (leaf first, DER/PEM bytes or certificates) and its revocation status."""
+        """Verify the client's chain (leaf first, DER/PEM bytes or certificates) and its revocation status.
+
+        With the database unavailable the verdict waits for SASL time (:data:`REASON_DEFERRED`): a check
+        that cannot run never passes, and a login that cannot be decided is refused as temporary."""
         self._checked = None
+        self._deferred = None
+        try:
+            return self._check_certificate(chain)
+        except DATABASE_UNAVAILABLE as exc:
+            database.failed(exc)
+            self._deferred = list(chain)
+            facts = pki.cert_facts(_as_certificates(chain)[0])  # parsed before any query: cannot fail here
+            logger.warning("client certificate %s from %s: %s", facts.subject, self.peer, REASON_DEFERRED)
+            return CertCheck(facts, True, REASON_DEFERRED)
+
+    def _check_certificate(self, chain: Sequence[bytes | x509.Certificate]) -> CertCheck:
         try:
             certs = _as_certificates(chain)
             facts = pki.cert_facts(certs[0]) if certs else None  # ValueError: e.g. a duplicate extension
@@ -257,7 +282,32 @@ class CertificateAuthenticator:
     # --- SASL time --------------------------------------------------------------------------------------
 
     def authenticate_external(self, facts: CertFacts | None, authzid: str | None, domain: str) -> AuthResult:
-        """SASL EXTERNAL for the certificate checked at the handshake; ``authzid`` None when none was sent."""
+        """SASL EXTERNAL for the certificate checked at the handshake; ``authzid`` None when none was sent.
+        The database unavailable: ``temporary-auth-failure`` (RFC 6120 §6.5.12), whatever the certificate."""
+        try:
+            if self._checked is None and self._deferred is not None:
+                check = self._check_certificate(self._deferred)  # the handshake's check, now
+                self._deferred = None
+                if not check.verified:  # recorded by the check
+                    logger.info("SASL EXTERNAL failure (%s) from %s: certificate refused: %s",
+                                NOT_AUTHORIZED, self.peer, check.reason)  # fmt: skip
+                    return AuthResult.refuse(NOT_AUTHORIZED, f"certificate refused: {check.reason}")
+            result = self._authenticate_external(facts, authzid, domain)
+        except DATABASE_UNAVAILABLE as exc:
+            database.failed(exc)
+            return self._temporary_failure("EXTERNAL", facts)
+        database.ok()
+        return result
+
+    def _temporary_failure(self, mechanism: str, facts: CertFacts | None) -> AuthResult:
+        """RFC 6120 §6.5.12: the database cannot be asked. Logged; not recorded (no database to record in)
+        nor counted as the address's failure (XEP-0205 limits are for wrong credentials, not our outage)."""
+        logger.info("SASL %s failure (%s) for %s via %s from %s: %s", mechanism, SASL_TEMPORARY_AUTH_FAILURE,
+                    facts.subject if facts else "no certificate", self.transport, self.peer,
+                    REASON_DATABASE_DOWN)  # fmt: skip
+        return AuthResult.refuse(SASL_TEMPORARY_AUTH_FAILURE, REASON_DATABASE_DOWN)
+
+    def _authenticate_external(self, facts: CertFacts | None, authzid: str | None, domain: str) -> AuthResult:
         checked = self._checked
         if "external" not in self.config.auth.sasl_mechanisms:
             return self._refuse(facts, authzid, NOT_AUTHORIZED, REASON_NO_EXTERNAL)
@@ -312,8 +362,18 @@ class CertificateAuthenticator:
         """One step of PLAIN or SCRAM (a ``transport.xmpp.events.PasswordStepRequest``), method ``rdbms``.
 
         The exchange lives in ``accounts.passwords``; each finished attempt writes an ``AuthEvent`` here,
-        with the mechanism and the reason (never the password).
+        with the mechanism and the reason (never the password). The database unavailable:
+        ``temporary-auth-failure`` (RFC 6120 §6.5.12).
         """
+        try:
+            result = self._authenticate_password(request)
+        except DATABASE_UNAVAILABLE as exc:
+            database.failed(exc)
+            return self._temporary_failure(str(getattr(request, "mechanism", "password")), None)
+        database.ok()
+        return result
+
+    def _authenticate_password(self, request: Any) -> AuthResult:
         if self._passwords is None:
             from accounts.passwords import PasswordExchange  # noqa: PLC0415 (only for password logins)
 
@@ -457,18 +517,22 @@ class CertificateAuthenticator:
             logger.info("client certificate from %s via %s refused: %s", self.peer, self.transport, reason)
         if not success and not _record_refusal(self.peer):
             return
-        fastsql.insert_row(  # at every login: no ORM query to build (xmppauth.fastsql)
-            AuthEvent,
-            transport=_clip(self.transport, 16),
-            peer=_clip(self.peer, 100),
-            cert_fingerprint=facts.fingerprint_sha256 if facts else "",
-            cert_subject=_clip(facts.subject if facts else "", 1000),
-            jid_requested=_clip(authzid or jid_tried or "", 3071),
-            jid_granted=_clip(granted or "", 3071),
-            outcome=AuthEvent.Outcome.SUCCESS if success else AuthEvent.Outcome.FAILURE,
-            condition=_clip(condition or "", 64),
-            reason=_clip(reason, 1000),
-        )
+        try:
+            fastsql.insert_row(  # at every login: no ORM query to build (xmppauth.fastsql)
+                AuthEvent,
+                transport=_clip(self.transport, 16),
+                peer=_clip(self.peer, 100),
+                cert_fingerprint=facts.fingerprint_sha256 if facts else "",
+                cert_subject=_clip(facts.subject if facts else "", 1000),
+                jid_requested=_clip(authzid or jid_tried or "", 3071),
+                jid_granted=_clip(granted or "", 3071),
+                outcome=AuthEvent.Outcome.SUCCESS if success else AuthEvent.Outcome.FAILURE,
+                condition=_clip(condition or "", 64),
+                reason=_clip(reason, 1000),
+            )
+        except DATABASE_UNAVAILABLE as exc:  # the log line above and the caller's say what happened
+            database.failed(exc)
+            logger.warning("auth event from %s not recorded: the database is unavailable", self.peer)
 
 
 def _record_refusal(peer: str) -> bool:

@@ -4,9 +4,10 @@ Spec: RFC 5280 §5 (CRL profile; §5.2.3 CRL number, §5.2.4 delta CRLs, §5.1.2
 §6.3.3 (f)-(g) (the CRL must be issued and signed by the certificate's CA), RFC 5280 §4.2.1.13 (http
 distribution points: DER, or PEM as some CAs serve it).
 
-``refresh_source(source)`` downloads (http/https, ``FETCH_TIMEOUT`` for the whole download, at most
-``MAX_CRL_BYTES``, read in chunks and abandoned past the cap) or reads (``file`` sources), and accepts the CRL
-only when
+``refresh_source(source)`` downloads (http/https, ``[xmppauth] crl_fetch_timeout_seconds``, default
+``FETCH_TIMEOUT``, for the whole download, so a server that accepts and never answers cannot hold a job; at
+most ``MAX_CRL_BYTES``, read in chunks and abandoned past the cap) or reads (``file`` sources), and accepts
+the CRL only when
 
 - it parses as PEM or DER and is a full CRL (a delta CRL would drop every serial it does not repeat);
 - its issuer is the source's CA and its signature verifies with the CA's key;
@@ -345,11 +346,14 @@ def refresh_source(
     *,
     now: datetime | None = None,
     options: XmppauthOptions | None = None,
-    timeout: float = FETCH_TIMEOUT,
+    timeout: float | None = None,
     max_bytes: int = MAX_CRL_BYTES,
 ) -> RefreshOutcome:
-    """Fetch, check and store one source's CRL (see the module docstring); never raises for a bad CRL."""
+    """Fetch, check and store one source's CRL (see the module docstring); never raises for a bad CRL.
+    ``timeout``: the whole download's (default ``[xmppauth] crl_fetch_timeout_seconds``)."""
     options = _options(options)
+    if timeout is None:
+        timeout = float(options.crl_fetch_timeout_seconds)
     source = CrlSource.objects.select_related("ca").get(pk=source.pk)
     try:
         data = _fetch(source, timeout, max_bytes)

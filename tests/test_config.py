@@ -108,6 +108,7 @@ def test_empty_file_gives_the_defaults() -> None:
     assert config.options.crl_grace_seconds == 3600
     assert config.options.crl_refresh_min_seconds == 60
     assert config.options.crl_refresh_max_seconds == 3600
+    assert config.options.crl_fetch_timeout_seconds == 10
     assert config.options.ping_interval_seconds == 60
     assert config.options.session_lease_seconds == 30
     assert config.options.trusted_proxies == ()

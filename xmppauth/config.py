@@ -337,6 +337,8 @@ class XmppauthOptions:
     - ``crl_grace_seconds``: how long past a CRL's nextUpdate its CA's certificates are still accepted when no
       newer CRL could be fetched. Default 3600.
     - ``crl_fail_open``: past that grace, accept instead of refuse (fail open). Default false (fail closed).
+    - ``crl_fetch_timeout_seconds``: how long one CRL download may take in all (connecting, waiting for the
+      answer, reading it); a server that accepts and never answers costs the job this long. Default 10.
     - ``crl_refresh_min_seconds`` / ``crl_refresh_max_seconds``: bounds on the interval between CRL fetches
       (the fetch is scheduled before nextUpdate, never more often than min nor less often than max).
       Defaults 60 / 3600.
@@ -392,6 +394,7 @@ class XmppauthOptions:
     trusted_proxies: tuple[IpNetwork, ...] = ()
     crl_grace_seconds: int = 3600
     crl_fail_open: bool = False
+    crl_fetch_timeout_seconds: int = 10
     crl_refresh_min_seconds: int = 60
     crl_refresh_max_seconds: int = 3600
     ping_interval_seconds: int = 60
@@ -1180,6 +1183,7 @@ def _parse_options(root: _Table) -> XmppauthOptions:
             "trusted_proxies",
             "crl_grace_seconds",
             "crl_fail_open",
+            "crl_fetch_timeout_seconds",
             "crl_refresh_min_seconds",
             "crl_refresh_max_seconds",
             "ping_interval_seconds",
@@ -1232,6 +1236,7 @@ def _parse_options(root: _Table) -> XmppauthOptions:
         **{
             name: table.integer(name, getattr(defaults, name), minimum)
             for name, minimum in (
+                ("crl_fetch_timeout_seconds", 1),
                 ("max_offline_messages", 0),
                 ("session_queue_stanzas", 1),
                 ("session_queue_bytes", 1024),

@@ -76,11 +76,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "channels",
     "axes",
     "accounts",
     "certauth",
     "transport",
+    "channels",  # after transport: its `runworker` (one that outlives a Redis outage) overrides channels'
 ]
 
 MIDDLEWARE = [

@@ -102,6 +102,7 @@ def session_row(process: str, channel: str, jid: str = "bob@localhost/dead") -> 
 
 def sure_of_redis(watcher: Liveness) -> Liveness:
     watcher.ok_since = time.monotonic() - watcher.seconds - 1
+    watcher.epoch = watcher.client.get(watcher.epoch_key)  # as its refreshes saw it
     return watcher
 
 
@@ -180,3 +181,21 @@ def test_a_swept_process_learns_it_at_its_next_refresh(redis_layer):
     client.set(SWEPT_KEY + me.process, "someone", ex=60)
     assert me.refresh() is True  # the caller then ends its sessions with internal-server-error
     client.delete(SWEPT_KEY + me.process, ALIVE_KEY + me.process)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_redis_that_lost_its_keys_calls_nobody_dead_until_it_answered_for_a_whole_bound(redis_layer):
+    """A Redis restarted empty has no liveness key at all: the processes are not dead, they will refresh."""
+    layer, client = redis_layer
+    quiet = f"quiet:{uuid.uuid4().hex}"  # alive, but its key went with the restart and it has not refreshed
+    session_row(quiet, f"specific.{uuid.uuid4().hex}!x")
+    me = Liveness(client, layer, process=f"me:{uuid.uuid4().hex}", seconds=2)
+    assert me.refresh() is False
+    sure_of_redis(me)
+    client.delete(me.epoch_key, ALIVE_KEY + me.process)  # the restart: every key gone
+    assert me.sweep() == []  # the sweep sees the new epoch before it looks at anyone's key
+    assert LiveSession.objects.filter(process_id=quiet).exists()
+    assert me.refresh() is False and me.sweep() == []  # and waits a whole bound from now
+    sure_of_redis(me)
+    assert me.sweep() == [] and not LiveSession.objects.filter(process_id=quiet).exists()  # then it is dead
+    client.delete(SWEPT_KEY + quiet, ALIVE_KEY + me.process, me.epoch_key)

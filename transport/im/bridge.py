@@ -29,6 +29,7 @@ from asgiref.sync import sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
+from transport.im import local
 from transport.im.router import (
     BROADCAST_TYPES,
     ROUTER_CHANNEL,
@@ -50,8 +51,11 @@ from transport.sessions import terminations as store
 from transport.xmpp import namespaces as ns
 from xmppauth import limits, metrics
 from xmppauth.dbconn import with_fresh_connections
+from xmppauth.outage import DATABASE_UNAVAILABLE, OutageLog
 
 logger = logging.getLogger(__name__)
+layer_outage = OutageLog(logger, "channel layer (Redis)", "redis")  # once per outage, not per session
+database_outage = OutageLog(logger, "database (routing)")
 
 CONFLICT = "conflict"  # RFC 6120 §4.9.3.3
 INTERNAL = "internal-server-error"  # RFC 6120 §4.9.3.8: routing failed, the client should reconnect
@@ -85,6 +89,29 @@ async def send_all(layer: Any, outs: list[Out]) -> list[Out]:
             logger.warning("channel %s is full: a %s was refused", channel, message.get("type"))
             refused.append((channel, message))
     return refused
+
+
+async def send_each(layer: Any, outs: list[Out]) -> tuple[list[Out], list[Out]]:
+    """Send each; returns those a full channel refused and those the layer could not take at all (Redis
+    unreachable: ``transport.im.local`` delivers or bounces them)."""
+    refused: list[Out] = []
+    unreachable: list[Out] = []
+    for channel, message in outs:
+        for attempt in (1, 2):  # after a Redis restart a pooled connection fails once, then reconnects
+            try:
+                await layer.send(channel, message)
+            except ChannelFull:
+                logger.warning("channel %s is full: a %s was refused", channel, message.get("type"))
+                refused.append((channel, message))
+            except Exception as exc:
+                if attempt == 1:
+                    continue
+                layer_outage.failed(exc)
+                unreachable.append((channel, message))
+            else:
+                layer_outage.ok()
+            break
+    return refused, unreachable
 
 
 class SessionBridge:
@@ -136,6 +163,7 @@ class SessionBridge:
         if self._owns_row:
             handle.row_deleted_by_bridge = True
         loop = asyncio.get_running_loop() if _loop_running() else asyncio.get_event_loop()
+        local.register(self)  # reachable without the layer while Redis is down
         self._tasks = [loop.create_task(self._work(older)), loop.create_task(self._listen())]
         for task in self._tasks:
             task.add_done_callback(self._supervise)
@@ -182,8 +210,14 @@ class SessionBridge:
             if what == "stop":
                 try:
                     await self._finish()
+                except DATABASE_UNAVAILABLE as exc:
+                    database_outage.failed(exc)
+                    logger.warning("%s: not cleaned up, the database is unavailable: its row leaves with its"
+                                   " lease", self.full_jid)  # fmt: skip
                 except Exception:  # the lease removes the row; the peers' view catches up
                     logger.exception("%s: cleaning up after the session failed", self.full_jid)
+                finally:
+                    local.unregister(self)
                 return
             if self._failed:
                 continue  # the stream is closing: the client was told
@@ -213,12 +247,24 @@ class SessionBridge:
         if task.cancelled() or task.exception() is None:
             return
         error = task.exception()
+        local.unregister(self)  # nothing is handed to a session whose routing is gone
         try:
             raise error
         except Exception:
             self._fail("the routing task died")
 
     async def _route(self, element: Element) -> None:
+        try:
+            outs = await self._decide(element)
+        except DATABASE_UNAVAILABLE as exc:  # the session stays up; this process's sessions still chat
+            database_outage.failed(exc)
+            outs = local.route_without_database(element, self)
+        else:
+            database_outage.ok()
+        await self._send(outs)
+
+    async def _decide(self, element: Element) -> list[Out]:
+        """The router's decision on a client's stanza (database reads, in a worker thread)."""
         if (
             element_kind(element) == "presence"
             and not element.get("to")
@@ -241,18 +287,21 @@ class SessionBridge:
                 else:
                     self.directed.discard(element.get("to", ""))
             outs = await in_db_thread(self.router.from_client, element, self.channel_name, self.facts)
-        await self._send(outs)
+        return outs
 
     async def _send(self, outs: list[Out]) -> None:
         """Our own stanzas are delivered at once; the rest goes through the layer; what a full channel
-        refused is bounced to its sender (RFC 6120 §8.3)."""
+        refused is bounced to its sender (RFC 6120 §8.3); what the layer could not take at all goes the
+        way ``transport.im.local`` says."""
         remote = []
         for channel, message in outs:
             if channel == self.channel_name:
                 self._on_message(message)
             else:
                 remote.append((channel, message))
-        refused = await send_all(self.layer, remote)
+        refused, unreachable = await send_each(self.layer, remote)
+        for channel, message in unreachable:
+            await self._without_layer(channel, message)
         for _, message in refused:
             bounces = await in_db_thread(bounce_refused, self.router, message, self._channel_of(message))
             for channel, bounce in bounces:
@@ -260,6 +309,35 @@ class SessionBridge:
                     self._on_message(bounce)
                 else:
                     await send_all(self.layer, [(channel, bounce)])
+
+    async def _without_layer(self, channel: str, message: dict[str, Any]) -> None:
+        """The layer (Redis) could not take ``message`` for ``channel``: a session of this process gets it
+        directly; the router's work (offline storage, RFC 6121 §3.1.3 and XEP-0160) is done here; a stanza
+        of ours for another process's session is bounced to us (``remote-server-timeout``)."""
+        target = local.by_channel(channel)
+        if target is not None:
+            target._on_message(message)
+            return
+        text = local.TEXT_NO_LAYER
+        if channel == self.router.router_channel and message.get("type") == "xmpp.route":
+            try:
+                outs = await in_db_thread(Router(final=True).routed, message)
+            except DATABASE_UNAVAILABLE as exc:
+                database_outage.failed(exc)
+                text = local.TEXT_NO_DATABASE
+            else:
+                await self._send(outs)  # the final router never hands anything to the router channel again
+                return
+        if message.get("type") == "xmpp.close":
+            raise ConnectionError(f"{channel} cannot be told to close: the channel layer is unavailable")
+        if message.get("type") != "xmpp.stanza" or message.get("offline_id") is not None:
+            return  # presence requests are not answered; an offline message stays stored for the next login
+        stanza = load(message["xml"])
+        answer = local.bounce(stanza, text)
+        if answer is not None and stanza.get("from") == self.full_jid:
+            kind, stanza_id = element_kind(stanza), stanza.get("id")
+            logger.info("%s: a %s (id %r) bounced: %s", self.full_jid, kind, stanza_id, text)
+            self._on_message(answer)
 
     def _channel_of(self, message: dict[str, Any]) -> str:
         """Our channel when the stanza is ours ('' lets the router look its sender up)."""
@@ -274,7 +352,7 @@ class SessionBridge:
         answer.extend(list(self.presence))
         answer.set("from", self.full_jid)
         answer.set("to", to)
-        await send_all(self.layer, [(reply_channel, stanza_message(answer))])
+        await self._send([(reply_channel, stanza_message(answer))])
 
     def older_than_me(self, facts: Any) -> list[Live]:
         """The sessions this login replaces; for ``live.sessions.register(after_save=...)`` (a worker thread,
@@ -291,9 +369,7 @@ class SessionBridge:
             logger.info(
                 "%s: a new login replaces the session on %s (conflict)", self.full_jid, session.channel
             )
-            await send_all(
-                self.layer, [(session.channel, close_message(CONFLICT, "replaced by a new login"))]
-            )
+            await self._send([(session.channel, close_message(CONFLICT, "replaced by a new login"))])
 
     async def _unavailable_to_directed(self) -> list[Out]:
         """Unavailable presence to those that got directed presence and no unavailable (RFC 6121 §4.6.3)."""
@@ -312,10 +388,10 @@ class SessionBridge:
             gone = Element(ns.PRESENCE, {"type": "unavailable", "from": self.full_jid})
             self.presence = None
             outs = await in_db_thread(self.router.broadcast, gone, None, self.channel_name, False)  # §4.5.2
-            await send_all(self.layer, [o for o in outs if o[0] != self.channel_name])
+            await self._send([o for o in outs if o[0] != self.channel_name])
         if self.directed and not self._replaced:
             outs = await self._unavailable_to_directed()
-            await send_all(self.layer, [o for o in outs if o[0] != self.channel_name])
+            await self._send([o for o in outs if o[0] != self.channel_name])
         # Stanzas routed here just before the row went are handed back to the router meanwhile.
         await asyncio.sleep(DRAIN_SECONDS)
         for task in self._tasks[1:]:
@@ -329,10 +405,12 @@ class SessionBridge:
                 message = await self.layer.receive(self.channel_name)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("%s: receive on %s failed", self.full_jid, self.channel_name)
+            except Exception as exc:  # Redis down: logged once per outage, retried every second
+                layer_outage.failed(exc)
+                logger.debug("%s: receive on %s failed: %s", self.full_jid, self.channel_name, exc)
                 await asyncio.sleep(1)
                 continue
+            layer_outage.ok()
             self._on_message(message)
 
     def _on_message(self, message: dict[str, Any]) -> None:
@@ -385,7 +463,7 @@ class SessionBridge:
             return
         logger.info("%s: a message arrived after the session ended, handed back to the router", self.full_jid)
         outs = [(self.router.router_channel, route_message(element))]
-        asyncio.get_running_loop().create_task(send_all(self.layer, outs))
+        self._chore(self._send(outs))
 
 
 def _loop_running() -> bool:

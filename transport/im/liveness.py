@@ -25,6 +25,11 @@ stream management (XEP-0198).
 
 A process that finds itself swept (it stalled longer than the bound) ends its sessions with
 ``internal-server-error``: they are no longer in the registry, so nothing would reach them any more.
+
+A Redis that restarts empty (no persistence) or fails over to a replica that lacks the keys has lost every
+liveness key at once: each process notices by :data:`EPOCH_KEY` (a value set once, kept without expiry)
+having changed, at its refresh and before any sweep, and calls nobody dead until Redis has answered it for a
+whole bound again, time for every live process to set its key anew (issue 16 point 4).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from xml.etree.ElementTree import ParseError
@@ -43,11 +49,13 @@ from django.db.models import Max
 from transport.im.router import ROUTER_CHANNEL, Out, element_kind, load, route_message
 from transport.sessions import terminations as store
 from transport.sessions.models import LiveSession
+from xmppauth.outage import DATABASE_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
 ALIVE_KEY = "xmppauth:alive:"  # + process id
 SWEPT_KEY = "xmppauth:swept:"  # + process id: set once, by the one sweeper that claimed the dead process
+EPOCH_KEY = "xmppauth:epoch:"  # + layer prefix; set once (NX) by the first process: a new value, data lost
 SWEEP_INTERVAL = 1.0  # seconds between two looks for dead processes
 REDRAIN_SECONDS = 15.0  # a dead process's channels are drained this long after it was swept
 SWEPT_KEEP_SECONDS = 3600  # how long the claim stays (process ids carry their start time: never reused)
@@ -99,6 +107,7 @@ class Liveness:
     process: str = field(default_factory=store.process_id)
     seconds: int = 5
     ok_since: float | None = None  # monotonic time since when Redis answered every refresh
+    epoch: bytes | None = None  # EPOCH_KEY's value when this process last looked
     draining: dict[str, float] = field(default_factory=dict)  # channel key -> drain until (monotonic)
 
     def refresh(self) -> bool:
@@ -107,15 +116,33 @@ class Liveness:
             pipe = self.client.pipeline(transaction=False)
             pipe.set(ALIVE_KEY + self.process, "1", px=int(self.seconds * 1000))
             pipe.exists(SWEPT_KEY + self.process)
-            _, swept = pipe.execute()
+            pipe.set(self.epoch_key, uuid.uuid4().hex, nx=True)  # new at every restart, whoever sets it
+            pipe.get(self.epoch_key)
+            _, swept, _, epoch = pipe.execute()
         except Exception as exc:
             if self.ok_since is not None:
                 logger.error("liveness: cannot refresh this process's key in Redis: %s", exc)
             self.ok_since = None
             return False
+        self._same_epoch(epoch)
         if self.ok_since is None:
             self.ok_since = time.monotonic()
         return bool(swept)
+
+    @property
+    def epoch_key(self) -> str:
+        return EPOCH_KEY + str(getattr(self.layer, "prefix", ""))
+
+    def _same_epoch(self, epoch: bytes | None) -> bool:
+        """False (and Redis counts as just reached) when its data changed since we last looked."""
+        if epoch == self.epoch:
+            return True
+        if self.epoch is not None:
+            logger.warning("liveness: Redis lost its keys (restarted or failed over): no process is called"
+                           " dead for the next %d s", self.seconds)  # fmt: skip
+        self.epoch = epoch
+        self.ok_since = time.monotonic()
+        return False
 
     def dead_processes(self) -> dict[str, str]:
         """Other processes with rows in the registry and no liveness key: process id -> a channel of it."""
@@ -128,7 +155,12 @@ class Liveness:
         holders = {row["process_id"]: row["channel"] for row in rows if "!" in row["channel"]}
         if not holders:
             return {}
-        alive = self.client.mget([ALIVE_KEY + process for process in holders])
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget([ALIVE_KEY + process for process in holders])
+        pipe.get(self.epoch_key)
+        alive, epoch = pipe.execute()
+        if not self._same_epoch(epoch):
+            return {}  # the keys are missing because Redis lost them, not because their processes died
         return {process: holders[process] for process, key in zip(holders, alive, strict=True) if key is None}
 
     def sweep(self) -> list[Out]:
@@ -232,10 +264,16 @@ def start(reactor: Any, registry: Any) -> Liveness | None:
         if outs:
             asyncio.ensure_future(send(outs))
 
+    def swept_failed(failure: Any) -> None:
+        if failure.check(redis.RedisError, *DATABASE_UNAVAILABLE):  # an outage: the next sweep retries
+            logger.warning("liveness sweep: %s", failure.value)
+        else:
+            logger.error("liveness sweep: %s", failure.getTraceback())
+
     def sweep() -> Any:
         deferred = in_thread(with_fresh_connections, liveness.sweep)
         deferred.addCallback(route)
-        deferred.addErrback(lambda failure: logger.error("liveness sweep: %s", failure.getTraceback()))
+        deferred.addErrback(swept_failed)
         return deferred
 
     liveness.refresh()  # the key exists before this process's first session row

@@ -42,7 +42,7 @@ from asgiref.sync import async_to_sync
 from channels.consumer import SyncConsumer
 from channels.exceptions import ChannelFull
 from django.conf import settings
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from accounts import domains
@@ -57,6 +57,7 @@ from transport.xmpp.im import delivery, roster
 from transport.xmpp.im import subscription as subs
 from transport.xmpp.im.delivery import Action, Resource
 from xmppauth import fastsql, limits
+from xmppauth.outage import DATABASE_UNAVAILABLE, OutageLog
 
 logger = logging.getLogger(__name__)
 
@@ -678,6 +679,32 @@ def expiry_notice(
     return [(channel, stanza_message(message))]
 
 
+ROUTER_RETRY_SECONDS = 120.0  # how long the router waits for the database with one stanza before dropping it
+database_outage = OutageLog(logger, "database (router)")
+
+
+def routed_when_possible(
+    router: Router, message: dict[str, Any], retry_seconds: float = ROUTER_RETRY_SECONDS
+) -> list[Out]:
+    """``router.routed(message)``; while the database is unavailable the stanza waits (retried every second,
+    up to ``retry_seconds``), rather than being lost: what reaches the router must be stored or delivered
+    (XEP-0160, RFC 6121 §8.5). Meanwhile the router channel fills and its senders bounce with
+    ``resource-constraint``. Call from a worker thread."""
+    deadline = time.monotonic() + retry_seconds
+    while True:
+        try:
+            outs = router.routed(message)
+        except DATABASE_UNAVAILABLE as exc:
+            database_outage.failed(exc)
+            if time.monotonic() >= deadline:
+                raise
+            close_old_connections()  # the broken connection goes; the next try opens a new one
+            time.sleep(1)
+            continue
+        database_outage.ok()
+        return outs
+
+
 def offline_delivered(ids: list[int]) -> int:
     """The offline messages ``ids`` were written to their recipient's stream: out of the store now."""
     deleted, _ = OfflineMessage.objects.filter(id__in=ids).delete()
@@ -745,7 +772,7 @@ class RouterConsumer(SyncConsumer):
     def xmpp_route(self, message: dict[str, Any]) -> None:
         router = Router(final=True)
         try:
-            outs = router.routed(message)
+            outs = routed_when_possible(router, message)
         except Exception:
             logger.exception("router: failed on %s", message.get("xml", "")[:200])
             return

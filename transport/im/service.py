@@ -13,11 +13,13 @@ import logging
 from typing import Any
 
 from channels.layers import get_channel_layer
+from channels.worker import Worker
 
-from transport.im.bridge import in_db_thread, send_all
-from transport.im.router import ROUTER_CHANNEL, Router, bounce_refused
+from transport.im.bridge import in_db_thread, layer_outage, send_all
+from transport.im.router import ROUTER_CHANNEL, Router, bounce_refused, routed_when_possible
 
 logger = logging.getLogger(__name__)
+RETRY_SECONDS = 1.0  # between two receives while the channel layer is unreachable
 
 
 async def serve_router(layer: Any = None, channel: str = ROUTER_CHANNEL) -> None:
@@ -31,7 +33,7 @@ async def serve_router(layer: Any = None, channel: str = ROUTER_CHANNEL) -> None
             logger.debug("router: %s ignored", message.get("type"))
             continue
         try:
-            outs = await in_db_thread(router.routed, message)
+            outs = await in_db_thread(routed_when_possible, router, message)
         except Exception:
             logger.exception("router: failed on %s", str(message.get("xml", ""))[:200])
             continue
@@ -54,3 +56,26 @@ def start_in_process_router(
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
     return task
+
+
+class ResilientWorker(Worker):
+    """channels' ``Worker`` for ``manage.py runworker xmpp.router``, whose receive loop outlives the channel
+    layer: stock, one Redis error ends the process, and the router would stay down after Redis came back
+    (issue 16 point 4). Here the error is logged once per outage and the receive is retried."""
+
+    async def listener(self, channel: str) -> None:
+        while True:
+            try:
+                message = await self.channel_layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                layer_outage.failed(exc)
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            layer_outage.ok()
+            if not message.get("type", None):
+                logger.warning("worker: a message without type on %s ignored", channel)
+                continue
+            queue = self.get_or_create_application_instance(channel, {"type": "channel", "channel": channel})
+            await queue.put(message)

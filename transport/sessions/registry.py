@@ -50,9 +50,26 @@ from twisted.internet.task import LoopingCall
 from transport.sessions import terminations as store
 from transport.sessions.models import SessionTermination
 from transport.sessions.terminations import RESET, TEXT_EXPIRED, SessionFacts, Termination
+from xmppauth import outage
 from xmppauth.dbconn import with_fresh_connections
+from xmppauth.outage import DATABASE_UNAVAILABLE, OutageLog
 
 logger = logging.getLogger(__name__)
+# The watcher polls five times a second: a database outage is one line when it starts, one when it ends.
+database = OutageLog(logger, "database (session registry: termination watcher, leases)")
+
+
+def _db_failed(what: str) -> Callable[[Any], None]:
+    """An errback: a database outage goes to :data:`database`, anything else is logged with its traceback."""
+
+    def errback(failure: Any) -> None:
+        if failure.check(*DATABASE_UNAVAILABLE):
+            database.failed(failure.value)
+        else:
+            logger.error("%s failed: %s", what, failure.getTraceback())
+
+    return errback
+
 
 POLL_INTERVAL = 0.2  # seconds between two looks at the SessionTermination table
 HEARTBEAT_INTERVAL = 5.0  # seconds between two lease renewals at most (the lease is store.lease())
@@ -317,10 +334,11 @@ class TerminationWatcher:
             horizon,
         )
         deferred.addCallback(self.apply, horizon)
-        deferred.addErrback(lambda failure: logger.error("termination poll failed: %s", failure.value))
+        deferred.addErrback(_db_failed("termination poll"))
         return deferred
 
     def apply(self, commands: list[Termination], horizon: Any) -> None:
+        database.ok()
         for command in commands:
             self.last_id = max(self.last_id, command.id)
             if command.id in self.applied:
@@ -358,9 +376,33 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
     watcher = TerminationWatcher(registry, reactor)
     watcher.start()
 
+    seen = {"outages": outage.outages["database"]}
+
     def beat() -> Any:
         deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), _in_db_thread, store.heartbeat)
-        deferred.addErrback(lambda failure: logger.error("session heartbeat failed: %s", failure.value))
+
+        def beaten(_: Any) -> Any:
+            if outage.outages["database"] == seen["outages"]:
+                return None
+            # The first beat after a database outage (seen by any part of this process): our rows may have
+            # expired and been purged meanwhile, and presence sent then was not recorded.
+            seen["outages"] = outage.outages["database"]
+            held = _held_sessions(registry)
+            restored = threads.deferToThreadPool(
+                reactor, reactor.getThreadPool(), _in_db_thread, store.restore_sessions, held
+            )
+
+            def not_restored(failure: Any) -> None:
+                seen["outages"] = -1  # the next beat tries again
+                _db_failed("restoring the session rows")(failure)
+
+            def done(count: int) -> None:
+                logger.warning("database back: %d session row(s) of this process restored", count)
+
+            restored.addCallbacks(done, not_restored)
+            return restored
+
+        deferred.addCallbacks(beaten, _db_failed("session heartbeat"))
         return deferred
 
     heartbeat = LoopingCall(beat)
@@ -373,6 +415,25 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
     liveness.start(reactor, registry)  # with Redis: no stanza lost to a dead listener (issue 16 point 1)
     _services = SessionServices(watcher, heartbeat)
     return _services
+
+
+def _held_sessions(registry: LiveSessions) -> list[tuple[SessionFacts, int | None, str]]:
+    """The admitted sessions of ``registry`` with their presence (from their routing bridge, if any), for
+    ``store.restore_sessions``; on the reactor thread."""
+    from transport.im import local  # here: the IM router imports this module
+    from transport.im.router import presence_priority, presence_show
+
+    held = []
+    for handle in list(registry.handles.values()):
+        if handle.closed or handle.saved is None or not handle.saved.called:
+            continue  # not admitted yet: its own insert is on its way
+        bridge = local.by_channel(handle.facts.channel_name) if handle.facts.channel_name else None
+        presence = getattr(bridge, "presence", None)
+        if presence is None:
+            held.append((handle.facts, None, ""))
+        else:
+            held.append((handle.facts, presence_priority(presence), presence_show(presence)))
+    return held
 
 
 def start_if_installed(reactor: Any) -> SessionServices | None:

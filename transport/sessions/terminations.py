@@ -141,6 +141,16 @@ def save_session(session: SessionFacts, process: str | None = None) -> None:
         LiveSession.objects.filter(id=session.session_id).update(**fields)
 
 
+def restore_sessions(sessions: list[tuple[SessionFacts, int | None, str]]) -> int:
+    """After a database outage: the rows of the sessions this process still holds, each with its presence
+    (priority and show, '' when unavailable). A row the outage let expire, and that another process purged,
+    is inserted again; one that survived gets its lease and the presence sent meanwhile. Returns how many."""
+    for facts, priority, presence in sessions:
+        save_session(facts)
+        LiveSession.objects.filter(id=facts.session_id).update(priority=priority, presence=presence)
+    return len(sessions)
+
+
 def delete_session(session_id: uuid.UUID) -> None:
     fastsql.delete_rows(LiveSession, "id", session_id)
 
