@@ -85,7 +85,7 @@ def test_a_password_step_with_the_database_down_is_temporary_auth_failure(monkey
     def down(config):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(module, "hosted_domains", down)
+    monkeypatch.setattr(module, "_hosted_domains", down)
     auth = authenticator(sasl_mechanisms=("plain",), methods=("rdbms",))
     step = PasswordStepRequest("PLAIN", b"\0alice\0secret", "localhost", True, {}, False)
     result = auth.authenticate_password(step)
