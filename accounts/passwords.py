@@ -31,7 +31,7 @@ from accounts.scram import (
     made_up_credentials,
     set_fake_secret,
 )
-from certauth.identity import InvalidJid, normalise_localpart
+from transport.xmpp.jid import InvalidJid, normalise_localpart
 from xmppauth import fastsql
 from xmppauth.config import AuthConfig, PasswordOptions
 

@@ -56,7 +56,7 @@ from certauth.pki import CertFacts
 from certauth.revocation import PathLink, path_revocation_problem
 from certauth.trust import TrustAnchors, domain_refusal, trust_anchors
 from certauth.verify import verify_client_chain
-from transport.xmpp.auth import AuthResult  # the core's verdict: we implement its Authenticator
+from transport.xmpp.decisions import IdentityDecision  # the one verdict type, shared with the core
 from xmppauth import fastsql, limits
 from xmppauth.config import Config, TlsOptions
 
@@ -288,7 +288,9 @@ class CertificateAuthenticator:
 
     # --- SASL time --------------------------------------------------------------------------------------
 
-    def authenticate_external(self, facts: CertFacts | None, authzid: str | None, domain: str) -> AuthResult:
+    def authenticate_external(
+        self, facts: CertFacts | None, authzid: str | None, domain: str
+    ) -> IdentityDecision:
         """SASL EXTERNAL for the certificate checked at the handshake; ``authzid`` None when none was sent."""
         checked = self._checked
         if "external" not in self.config.auth.sasl_mechanisms:
@@ -337,9 +339,9 @@ class CertificateAuthenticator:
             self.peer,
             reason,
         )
-        return AuthResult(jid=decision.jid, reason=reason)
+        return IdentityDecision(jid=decision.jid, reason=reason, verifier=decision.verifier)
 
-    def authenticate_password(self, request: Any) -> AuthResult:
+    def authenticate_password(self, request: Any) -> IdentityDecision:
         """One step of PLAIN or SCRAM (a ``transport.xmpp.events.PasswordStepRequest``), method ``rdbms``.
 
         The exchange lives in ``accounts.passwords``; each finished attempt writes an ``AuthEvent`` here,
@@ -361,7 +363,7 @@ class CertificateAuthenticator:
         )
         if step.jid is not None:
             self._password_jid = str(step.jid)
-        return AuthResult(
+        return IdentityDecision(
             jid=step.jid,
             condition=step.condition,
             reason=step.reason,
@@ -458,7 +460,7 @@ class CertificateAuthenticator:
         condition: str,
         reason: str,
         jid: str | None = None,
-    ) -> AuthResult:
+    ) -> IdentityDecision:
         self._record(facts, authzid, None, condition, reason, jid_tried=jid)
         logger.info(
             "SASL EXTERNAL failure (%s) for %s via %s from %s: %s",
@@ -468,7 +470,7 @@ class CertificateAuthenticator:
             self.peer,
             reason,
         )
-        return AuthResult.refuse(condition, reason)
+        return IdentityDecision.refuse(condition, reason)
 
     def _record(
         self,

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 
 from certauth.pki import CertFacts
+from tests.transport.streamkit import IdentityAuthenticator
 from transport.xmpp import (
     AuthenticateRequest,
     BindRequest,
     C2SConnection,
     Close,
-    IdentityAuthenticator,
     StanzaReceived,
     StartTls,
     StreamSettings,

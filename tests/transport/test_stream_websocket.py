@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xml.etree.ElementTree import fromstring
 
-from transport.xmpp import AuthResult, BindRequest, Bound, C2SConnection, State
+from transport.xmpp import BindRequest, Bound, C2SConnection, IdentityDecision, State
 from transport.xmpp import namespaces as ns
 
 from .streamkit import JULIET, Facts, condition_of, stream_settings
@@ -49,7 +49,7 @@ def test_login_bind_and_stanzas_over_websocket():
     conn = ws_conn()
     conn.receive_data(OPEN.format(to="example.org").encode())
     conn.receive_data(AUTH.encode())
-    conn.auth_result(AuthResult.accept(JULIET))
+    conn.auth_result(IdentityDecision.accept(JULIET))
     conn.receive_data(OPEN.format(to="example.org").encode())  # RFC 7395 §3.5: restart with a new <open/>
     assert conn.state is State.WAIT_BIND
     frames(conn)
@@ -90,7 +90,7 @@ def test_stanza_without_the_client_namespace_is_refused():
     conn = ws_conn()
     conn.receive_data(OPEN.format(to="example.org").encode())
     conn.receive_data(AUTH.encode())
-    conn.auth_result(AuthResult.accept(JULIET))
+    conn.auth_result(IdentityDecision.accept(JULIET))
     conn.receive_data(OPEN.format(to="example.org").encode())
     conn.receive_data(BIND.encode())
     conn.bind_result(None)

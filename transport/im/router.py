@@ -43,7 +43,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Account, Domain, OfflineMessage, RosterItem
-from certauth.identity import InvalidJid, Jid, parse_jid
 from transport.sessions import terminations as store
 from transport.sessions.models import LiveSession
 from transport.xmpp import errors
@@ -51,6 +50,7 @@ from transport.xmpp import namespaces as ns
 from transport.xmpp.im import delivery, roster
 from transport.xmpp.im import subscription as subs
 from transport.xmpp.im.delivery import Action, Resource
+from transport.xmpp.jid import InvalidJid, Jid, parse_jid
 from xmppauth import fastsql, limits
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .auth import Authenticator, AuthResult, IdentityAuthenticator
+from .auth import Authenticator
 from .connection import C2SConnection, StreamSettings, settings_from_config
+from .decisions import IdentityDecision
 from .errors import StreamError
 from .events import (
     Authenticated,
@@ -27,7 +28,6 @@ from .events import (
 from .states import State
 
 __all__ = [
-    "AuthResult",
     "Authenticated",
     "AuthenticateRequest",
     "Authenticator",
@@ -36,7 +36,7 @@ __all__ = [
     "C2SConnection",
     "Close",
     "Event",
-    "IdentityAuthenticator",
+    "IdentityDecision",
     "LocalProtocolError",
     "PasswordStepRequest",
     "StanzaReceived",

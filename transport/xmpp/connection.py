@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement
 
-from certauth.identity import InvalidJid, Jid, normalise_domain, normalise_resource, parse_bare_jid, parse_jid
-
 from . import errors
 from . import namespaces as ns
 from .auth import MECHANISM_NAMES, PASSWORD_MECHANISMS
@@ -46,6 +44,7 @@ from .events import (
     StartTls,
     StreamOpened,
 )
+from .jid import InvalidJid, Jid, normalise_domain, normalise_resource, parse_bare_jid, parse_jid
 from .states import ACCEPTED, BEFORE_SESSION, WAITING_FOR_ADAPTER, State
 from .xml import (
     StanzaParsed,
