@@ -13,7 +13,8 @@ Use::
                                                # AuthenticateRequest -> conn.auth_result(...),
                                                # BindRequest -> conn.bind_result(...), Close -> close
 
-The states and what each accepts are in ``states.py``; this file implements the handlers named there.
+The states and their transitions are in ``states.py`` (every change goes through ``_goto``); which element
+each state accepts is ``ACCEPTED`` at the end of this file, a table of the methods that handle them.
 No I/O, no Django, no clocks: timeouts and the database belong to the adapters.
 """
 
@@ -45,7 +46,7 @@ from .events import (
     StreamOpened,
 )
 from .jid import InvalidJid, Jid, normalise_domain, normalise_resource, parse_bare_jid, parse_jid
-from .states import ACCEPTED, BEFORE_SESSION, WAITING_FOR_ADAPTER, State
+from .states import BEFORE_SESSION, WAITING_FOR_ADAPTER, State, Trigger, next_state
 from .xml import (
     StanzaParsed,
     StreamEnd,
@@ -126,7 +127,7 @@ class C2SConnection:
         self._sasl_first = False  # the next client message is the exchange's first
         self._plus_offered = False
         self._hosted = {normalise_domain(domain) for domain in settings.hosted_domains}
-        self.state = State.WAIT_STREAM
+        self._state = State.WAIT_STREAM  # changed only by _goto (states.py)
         self.domain: str | None = None  # the stream's `to`, normalised, once accepted
         self.stream_id: str | None = None
         self.jid: str | None = None  # bare JID after SASL
@@ -143,8 +144,12 @@ class C2SConnection:
     # == public interface (adapters) =====================================================================
 
     @property
+    def state(self) -> State:
+        return self._state
+
+    @property
     def closed(self) -> bool:
-        return self.state is State.CLOSED
+        return self._state is State.CLOSED
 
     @property
     def full_jid(self) -> str | None:
@@ -202,7 +207,7 @@ class C2SConnection:
         if facts is not None and not self.peer_verified:
             self._log(logging.INFO, "client certificate not verified: %s", verify_error or "no reason given")
         if self.state is State.WAIT_TLS:
-            self._restart()  # RFC 6120 §5.4.3.3: a new stream over TLS
+            self._restart(Trigger.TLS_ESTABLISHED)  # RFC 6120 §5.4.3.3: a new stream over TLS
             self._pump()
         return self._drain()
 
@@ -218,7 +223,7 @@ class C2SConnection:
             challenge_element = Element(ns.qname(ns.SASL, "challenge"))  # RFC 6120 §6.4.3
             challenge_element.text = base64.b64encode(challenge).decode("ascii") or None
             self._send(challenge_element)
-            self.state = State.SASL_CHALLENGE
+            self._goto(Trigger.SASL_CHALLENGE)
             self._pump()
             return self._drain()
         if jid:
@@ -260,7 +265,7 @@ class C2SConnection:
         SubElement(SubElement(reply, ns.qname(ns.BIND, "bind")), ns.qname(ns.BIND, "jid")).text = full
         self._send(reply)
         self._bind_id = None
-        self.state = State.SESSION
+        self._goto(Trigger.BIND_ACCEPTED)
         self._log(logging.INFO, "bound %s", full)
         self._events.append(Bound(full, self.resource or ""))
         self._pump()  # what the client sent meanwhile
@@ -290,7 +295,7 @@ class C2SConnection:
 
     def connection_lost(self) -> None:
         """The transport went away: forget everything, no more output."""
-        self.state = State.CLOSED
+        self._goto(Trigger.CONNECTION_LOST)
         self._parser = None
         self._pending, self._pos = b"", 0
         self._out = []
@@ -333,11 +338,11 @@ class C2SConnection:
             raise errors.StreamError(errors.BAD_FORMAT, "expected <open/> first (RFC 7395 §3.4)")
         else:
             element = event.element
-            handler = ACCEPTED[self.state].get(element.tag)
+            handler = ACCEPTED[self._state].get(element.tag)
             if handler is None:
                 self._unexpected(element)
             else:
-                getattr(self, handler)(element)
+                handler(self, element)
 
     def _unexpected(self, element: Element) -> None:
         namespace, local = ns.split_qname(element.tag)
@@ -382,7 +387,7 @@ class C2SConnection:
             )
         self.domain = domain
         self._send_header(to_attr=attrs.get("from"))
-        self.state = self._negotiation_state()
+        self._goto(self._offer())
         self._log(logging.DEBUG, "stream %s opened to %s (%s)", self.stream_id, domain, self.state.name)
         self._events.append(StreamOpened(domain, self.stream_id or ""))
         self._send(self._features())
@@ -401,12 +406,18 @@ class C2SConnection:
         self._out.append(stream_header(attrs, framed=self._framed))
         self._header_sent = True
 
-    def _negotiation_state(self) -> State:
+    def _goto(self, trigger: Trigger) -> None:
+        """The one place the state changes: the transition table of ``states.py`` says where to."""
+        self._state = next_state(self._state, trigger)
+
+    def _offer(self) -> Trigger:
+        """What the next features offer: binding once authenticated, else STARTTLS while it is possible,
+        else SASL (RFC 6120 §4.3)."""
         if self.jid is not None:
-            return State.WAIT_BIND
+            return Trigger.OFFER_BIND
         if self._starttls_offered():
-            return State.WAIT_STARTTLS
-        return State.WAIT_AUTH
+            return Trigger.OFFER_STARTTLS
+        return Trigger.OFFER_SASL
 
     def _starttls_offered(self) -> bool:
         return (
@@ -415,9 +426,9 @@ class C2SConnection:
             and self.settings.tls_mode in ("starttls", "starttls_required")
         )
 
-    def _restart(self) -> None:
+    def _restart(self, trigger: Trigger) -> None:
         """RFC 6120 §4.3.3: after TLS and after SASL the client opens a new stream on a new parser."""
-        self.state = State.WAIT_STREAM
+        self._goto(trigger)
         self._header_sent = False
         self._parser = self._new_parser()
 
@@ -438,7 +449,7 @@ class C2SConnection:
         self._enter_closed(Close(f"{condition}: {text}" if text else condition, condition))
 
     def _enter_closed(self, event: Close) -> None:
-        self.state = State.CLOSED
+        self._goto(Trigger.CLOSE)
         self._parser = None
         self._pending, self._pos = b"", 0
         self._events.append(event)
@@ -527,7 +538,7 @@ class C2SConnection:
             self._log(logging.WARNING, "discarding %d bytes sent after <starttls/> before TLS", len(dropped))
         self._pending, self._pos = b"", 0
         self._parser = None
-        self.state = State.WAIT_TLS
+        self._goto(Trigger.STARTTLS)
         self._events.append(StartTls())
 
     def _on_starttls_refused(self, element: Element) -> None:
@@ -559,7 +570,7 @@ class C2SConnection:
             # RFC 6120 §6.4.2: no initial response -> an empty challenge; EXTERNAL's authzid, or the
             # password mechanism's first message, comes in <response/>.
             self._send(Element(ns.qname(ns.SASL, "challenge")))
-            self.state = State.SASL_CHALLENGE
+            self._goto(Trigger.SASL_CHALLENGE)
             return
         if mechanism == "EXTERNAL":
             self._external(initial)
@@ -582,7 +593,7 @@ class C2SConnection:
                 self._sasl_failure(errors.SASL_INCORRECT_ENCODING, "the response is not valid base64")
                 return
         first, self._sasl_first = self._sasl_first, False
-        self.state = State.SASL_PENDING
+        self._goto(Trigger.SASL_REQUEST)
         self._events.append(
             PasswordStepRequest(
                 self._sasl_mechanism or "",
@@ -617,7 +628,7 @@ class C2SConnection:
             except InvalidJid as exc:
                 self._sasl_failure(errors.SASL_INVALID_AUTHZID, f"authzid {authzid!r} is not a JID: {exc}")
                 return
-        self.state = State.SASL_PENDING
+        self._goto(Trigger.SASL_REQUEST)
         self._events.append(AuthenticateRequest(self.peer_facts, authzid, self.domain or ""))
 
     def _sasl_failure(self, condition: str, reason: str) -> None:
@@ -638,7 +649,7 @@ class C2SConnection:
                 errors.POLICY_VIOLATION, f"{self._auth_failures} failed authentication attempts"
             )
             return
-        self.state = self._negotiation_state()
+        self._goto(self._offer())
 
     def _sasl_success(self, jid: Jid, additional: bytes | None = None) -> None:
         self._log(logging.INFO, "authenticated as %s", jid.bare)
@@ -649,7 +660,7 @@ class C2SConnection:
         self._send(success)
         self.jid = jid.bare
         self._events.append(Authenticated(jid.bare))
-        self._restart()
+        self._restart(Trigger.SASL_SUCCESS)
 
     # == resource binding (RFC 6120 §7) ==================================================================
 
@@ -676,7 +687,7 @@ class C2SConnection:
             resource = f"xmppauth-{self._token(8)}"  # RFC 6120 §7.6.2.1: server-generated
         self.resource = resource
         self._bind_id = iq.get("id", "")
-        self.state = State.BIND_PENDING  # no result yet: the adapter checks the credentials again first
+        self._goto(Trigger.BIND_REQUEST)  # no result yet: the adapter checks the credentials again first
         self._events.append(BindRequest(f"{self.jid}/{resource}", resource))
 
     # == stanzas (RFC 6120 §8) ===========================================================================
@@ -798,6 +809,42 @@ class C2SConnection:
     def _log(self, level: int, message: str, *args: object) -> None:
         logger.log(level, "%s: " + message, self.log_id, *args)
 
+
+Handler = Callable[[C2SConnection, Element], None]
+
+# state -> {first-level element: the method that handles it}. What a state accepts is here and nowhere else;
+# an element a state does not list is refused the same way everywhere (``_unexpected``): a stanza before the
+# session exists is `not-authorized` (RFC 6120 §4.9.3.12), anything else `unsupported-stanza-type`
+# (§4.9.3.20). A header is not an element: the parser reports it apart (``_dispatch``).
+ACCEPTED: dict[State, dict[str, Handler]] = {
+    State.WAIT_STREAM: {},
+    State.WAIT_STARTTLS: {
+        ns.STARTTLS: C2SConnection._on_starttls,  # RFC 6120 §5.4.2.1
+        ns.AUTH: C2SConnection._on_auth,  # unless STARTTLS is required (then refused: encryption-required)
+        ns.ABORT: C2SConnection._on_abort,
+    },
+    State.WAIT_TLS: {},
+    State.WAIT_AUTH: {
+        ns.AUTH: C2SConnection._on_auth,  # RFC 6120 §6.4.2
+        ns.ABORT: C2SConnection._on_abort,  # RFC 6120 §6.4.4
+        ns.STARTTLS: C2SConnection._on_starttls_refused,  # TLS is already on, or was not offered
+    },
+    State.SASL_CHALLENGE: {
+        ns.RESPONSE: C2SConnection._on_response,  # RFC 6120 §6.4.3
+        ns.ABORT: C2SConnection._on_abort,
+    },
+    State.SASL_PENDING: {},
+    State.WAIT_BIND: {
+        ns.IQ: C2SConnection._on_iq_before_bind,  # only <iq type='set'><bind/></iq> (RFC 6120 §7.6)
+    },
+    State.BIND_PENDING: {},
+    State.SESSION: {
+        ns.IQ: C2SConnection._on_iq,
+        ns.MESSAGE: C2SConnection._on_routed,
+        ns.PRESENCE: C2SConnection._on_routed,
+    },
+    State.CLOSED: {},
+}
 
 _SERVER_IQ: dict[tuple[str, str], Callable[[C2SConnection, Element, Element], None]] = {
     ("get", ns.qname(ns.PING, "ping")): C2SConnection._iq_ping,
