@@ -24,6 +24,7 @@ import base64
 import binascii
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,7 @@ from .xml import (
     StreamOpen,
     StreamParser,
     next_piece,
+    parse_document,
     serialize,
     stream_footer,
     stream_header,
@@ -139,6 +141,9 @@ class C2SConnection:
         self._events: list[Event] = []
         self._pending = b""  # bytes not yet given to the parser
         self._pos = 0
+        # Framed input not yet read: whole WebSocket messages, or elements an adapter's parser read (BOSH).
+        self._held: deque[bytes | StanzaParsed] = deque()
+        self._held_size = 0
         self._parser: StreamParser | None = self._new_parser()
 
     # == public interface (adapters) =====================================================================
@@ -166,12 +171,36 @@ class C2SConnection:
         return frames
 
     def receive_data(self, data: bytes) -> list[Event]:
-        """Bytes from the client (decrypted when TLS is on)."""
-        if self.closed or not data:
+        """Bytes from the client (decrypted when TLS is on).
+
+        With WebSocket framing each call is one whole message, which must be one complete element, a
+        document of its own (RFC 7395 §3.3.3): anything else ends the stream (``xml.parse_document``).
+        """
+        if self.closed:
+            return self._drain()
+        if self._framed:
+            self._held.append(data)
+            self._held_size += len(data)
+            return self._received(self._held_size)
+        if not data:
             return self._drain()
         self._pending = self._pending[self._pos :] + data
         self._pos = 0
-        if self.state in WAITING_FOR_ADAPTER and len(self._pending) > self.settings.max_stanza_size:
+        return self._received(len(self._pending))
+
+    def receive_element(self, parsed: StanzaParsed) -> list[Event]:
+        """A first-level element the adapter read with :func:`~transport.xmpp.xml.parse_document` (a BOSH
+        body's child, XEP-0206 §5), fed as is: no second parse. WebSocket framing only."""
+        if not self._framed:
+            raise LocalProtocolError("receive_element needs framing 'websocket'")
+        if self.closed:
+            return self._drain()
+        self._held.append(parsed)
+        self._held_size += parsed.size
+        return self._received(self._held_size)
+
+    def _received(self, held: int) -> list[Event]:
+        if self._state in WAITING_FOR_ADAPTER and held > self.settings.max_stanza_size:
             self._stream_error(errors.POLICY_VIOLATION, "too much data while authentication is pending")
         self._pump()
         return self._drain()
@@ -298,15 +327,20 @@ class C2SConnection:
         self._goto(Trigger.CONNECTION_LOST)
         self._parser = None
         self._pending, self._pos = b"", 0
+        self._held.clear()
         self._out = []
 
     # == input pump ======================================================================================
 
-    def _new_parser(self) -> StreamParser:
-        return StreamParser(self.settings.max_stanza_size, framed=self._framed)
+    def _new_parser(self) -> StreamParser | None:
+        # Framed input needs none: each message is read as a document of its own (parse_document).
+        return None if self._framed else StreamParser(self.settings.max_stanza_size)
 
     def _pump(self) -> None:
         """Feed held bytes to the parser, a piece at a time, until they run out or the core must wait."""
+        if self._framed:
+            self._pump_framed()
+            return
         while self._pos < len(self._pending) and self._parser is not None:
             if self.state in WAITING_FOR_ADAPTER or self.closed:
                 return
@@ -322,6 +356,27 @@ class C2SConnection:
                 self._stream_error(exc.condition, exc.text)
         if self._pos >= len(self._pending):
             self._pending, self._pos = b"", 0
+
+    def _pump_framed(self) -> None:
+        """Read held messages (and adapter-parsed elements) one at a time, until none is left or the core
+        must wait for the adapter."""
+        limit = self.settings.max_stanza_size
+        while self._held and self._state not in WAITING_FOR_ADAPTER and not self.closed:
+            item = self._held.popleft()
+            try:
+                if isinstance(item, StanzaParsed):
+                    self._held_size -= item.size
+                    if item.size > limit:  # RFC 6120 §13.12
+                        raise errors.StreamError(
+                            errors.POLICY_VIOLATION, f"stanza larger than the limit of {limit} bytes"
+                        )
+                    self._dispatch(item)
+                    continue
+                self._held_size -= len(item)
+                for event in parse_document(item, limit):  # RFC 7395 §3.3.3: exactly one element
+                    self._dispatch(event)
+            except errors.StreamError as exc:
+                self._stream_error(exc.condition, exc.text)
 
     def _dispatch(self, event: StreamOpen | StanzaParsed | StreamEnd) -> None:
         if isinstance(event, StreamOpen):
@@ -452,6 +507,7 @@ class C2SConnection:
         self._goto(Trigger.CLOSE)
         self._parser = None
         self._pending, self._pos = b"", 0
+        self._held.clear()
         self._events.append(event)
 
     # == features ========================================================================================
