@@ -34,7 +34,6 @@ PIECE = 4096  # bytes handed to expat at once, at most
 # Deeper nesting than any real payload needs; it keeps recursive consumers (serializers, routers) safe.
 MAX_DEPTH = 64
 _XML_DECL = "<?xml version='1.0'?>"
-_FRAMING_ROOT = b"<framing>"
 
 # expat errors that mean "an entity reference we do not allow" rather than plain bad syntax (RFC 6120 §11.1).
 _ENTITY_ERRORS = frozenset(
@@ -120,19 +119,18 @@ class StreamParser:
 
     ``feed(piece)`` returns the events the piece completed, or raises :class:`errors.StreamError` with
     ``not-well-formed``, ``restricted-xml``, ``unsupported-encoding`` or ``policy-violation``. After an error
-    the parser is dead: feed nothing more. With ``framed=True`` (RFC 7395) the messages are first-level
-    elements of an invisible root, and ``<open/>`` / ``<close/>`` arrive as :class:`StanzaParsed`.
+    the parser is dead: feed nothing more. Framed input (RFC 7395 messages, BOSH bodies) is not a stream:
+    :func:`parse_document` reads each one whole.
     """
 
-    def __init__(self, max_stanza_size: int = 65536, framed: bool = False) -> None:
+    def __init__(self, max_stanza_size: int = 65536) -> None:
         self.max_stanza_size = max_stanza_size
-        self.framed = framed
         self.dead = False
         self._events: list[ParserEvent] = []
         self._depth = 0
         self._stack: list[Element] = []
         self._pending_ns: dict[str, str] = {}
-        self._fed = 0  # bytes given to expat so far (not counting the invisible root)
+        self._fed = 0  # bytes given to expat so far
         self._unit_start = 0  # where the current stanza (or the gap before it) began
         self._parser: expat.XMLParserType | None = self._new_expat()
         self._offset = 0
@@ -140,10 +138,6 @@ class StreamParser:
         self._boundary = False  # this piece ended a first-level element or the stream header
         self._document = False  # parse_document: one complete document, read at once
         self._xml_decl = False  # the input carried an XML declaration
-        if framed:
-            self._parser.Parse(_FRAMING_ROOT, False)  # the invisible root of RFC 7395 messages
-            self._offset = len(_FRAMING_ROOT)
-            self._events = []
 
     # -- set-up -------------------------------------------------------------------------------------
 
@@ -203,8 +197,7 @@ class StreamParser:
     def _can_release(self, piece: bytes) -> bool:
         """Whether expat holds nothing: the piece's only ``>`` is its last byte, which ended the element."""
         return (
-            not self.framed
-            and not self.dead
+            not self.dead
             and self._depth == 1
             and not self._stack
             and bool(self._root)
@@ -261,8 +254,8 @@ class StreamParser:
 
     def _on_start(self, name: str, attrs: dict[str, str]) -> None:
         if self._document and self._xml_decl:
-            # Unchanged from when messages were read inside one invisible root, where expat refused it: no
-            # XML declaration in a WebSocket message or a BOSH body (no client sends one).
+            # Unchanged from when messages were read as children of one invisible root, where expat refused
+            # it: no XML declaration in a WebSocket message or a BOSH body (no client sends one).
             raise errors.StreamError(errors.NOT_WELL_FORMED, "an XML declaration inside the stream")
         declared, self._pending_ns = self._pending_ns, {}
         tag = _clark(name)
@@ -271,7 +264,7 @@ class StreamParser:
             self._depth = 1
             prefix = self._prefix_of(tag, declared)
             self._events.append(StreamOpen(tag, attributes, prefix, declared.get("")))
-            if not self.framed:
+            if not self._document:
                 self._root = _root_start_tag(name, declared)
                 self._boundary = True
             return
