@@ -1,7 +1,9 @@
 """The sans-I/O c2s XMPP core: feed it bytes and certificate facts, get bytes and events back.
 
-Specs: RFC 6120 (XMPP core), RFC 7395 (WebSocket framing), XEP-0178 (SASL EXTERNAL with certificates).
-Nothing here imports Django, asyncio, Twisted or sockets (DESIGN §2).
+Specs: RFC 6120 (XMPP core), RFC 7395 (WebSocket framing), RFC 7622 (JIDs), XEP-0178 (SASL EXTERNAL with
+certificates). Nothing here imports Django, asyncio, Twisted, sockets or ssl (DESIGN §2): the standard
+library only, plus ``precis_i18n`` and ``idna`` for the JID grammar (``jid.py``), both pure; checked by
+tests/transport/test_core_imports.py.
 """
 
 from __future__ import annotations
