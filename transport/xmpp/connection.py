@@ -33,6 +33,7 @@ from xml.etree.ElementTree import Element, SubElement
 from . import errors
 from . import namespaces as ns
 from .auth import MECHANISM_NAMES, PASSWORD_MECHANISMS
+from .decisions import IdentityDecision
 from .events import (
     Authenticated,
     AuthenticateRequest,
@@ -240,14 +241,14 @@ class C2SConnection:
             self._pump()
         return self._drain()
 
-    def auth_result(self, result: Any) -> list[Event]:
-        """The verdict on an :class:`AuthenticateRequest`: ``jid``, or ``condition`` and ``reason``."""
+    def auth_result(self, result: IdentityDecision) -> list[Event]:
+        """The verdict on an :class:`AuthenticateRequest` or a :class:`PasswordStepRequest`: ``jid``, or
+        ``condition`` and ``reason``, or (a password mechanism's next round) ``challenge``."""
         if self.closed:
             return self._drain()
         if self.state is not State.SASL_PENDING:
             raise LocalProtocolError(f"auth_result in state {self.state.name}")
-        challenge = getattr(result, "challenge", None)
-        jid = getattr(result, "jid", None)
+        challenge, jid = result.challenge, result.jid
         if challenge is not None and self._sasl_mechanism in PASSWORD_MECHANISMS and not jid:
             challenge_element = Element(ns.qname(ns.SASL, "challenge"))  # RFC 6120 §6.4.3
             challenge_element.text = base64.b64encode(challenge).decode("ascii") or None
@@ -264,10 +265,10 @@ class C2SConnection:
                 if accepted.domain != self.domain:
                     self._sasl_failure(errors.SASL_NOT_AUTHORIZED, f"{accepted.bare} is not in {self.domain}")
                 else:
-                    self._sasl_success(accepted, getattr(result, "additional_data", None))
+                    self._sasl_success(accepted, result.additional_data)
         else:
-            condition = getattr(result, "condition", None) or errors.SASL_NOT_AUTHORIZED
-            reason = getattr(result, "reason", "") or "refused"
+            condition = result.condition or errors.SASL_NOT_AUTHORIZED
+            reason = result.reason or "refused"
             if condition not in errors.SASL_CONDITIONS:
                 self._log(logging.WARNING, "authenticator gave unknown SASL condition %r", condition)
                 condition = errors.SASL_NOT_AUTHORIZED
