@@ -57,6 +57,7 @@ from .xml import (
     next_piece,
     parse_document,
     serialize,
+    stanza_too_large,
     stream_footer,
     stream_header,
 )
@@ -367,10 +368,8 @@ class C2SConnection:
             try:
                 if isinstance(item, StanzaParsed):
                     self._held_size -= item.size
-                    if item.size > limit:  # RFC 6120 §13.12
-                        raise errors.StreamError(
-                            errors.POLICY_VIOLATION, f"stanza larger than the limit of {limit} bytes"
-                        )
+                    if item.size > limit:
+                        raise stanza_too_large(limit)  # RFC 6120 §13.12
                     self._dispatch(item)
                     continue
                 self._held_size -= len(item)

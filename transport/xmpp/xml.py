@@ -101,6 +101,11 @@ class StreamEnd:
 ParserEvent = StreamOpen | StanzaParsed | StreamEnd
 
 
+def stanza_too_large(limit: int) -> errors.StreamError:
+    """RFC 6120 §13.12: a stanza larger than the server accepts ends the stream."""
+    return errors.StreamError(errors.POLICY_VIOLATION, f"stanza larger than the limit of {limit} bytes")
+
+
 def next_piece(data: bytes, start: int) -> int:
     """The end of the next piece of ``data`` from ``start``: just after a ``>``, at most PIECE bytes on."""
     limit = min(len(data), start + PIECE)
@@ -229,10 +234,7 @@ class StreamParser:
     def _check_size(self, position: int) -> None:
         size = position - self._unit_start
         if size > self.max_stanza_size:
-            # RFC 6120 §13.12: a stanza larger than the server accepts ends the stream.
-            raise errors.StreamError(
-                errors.POLICY_VIOLATION, f"stanza larger than the limit of {self.max_stanza_size} bytes"
-            )
+            raise stanza_too_large(self.max_stanza_size)
 
     # -- expat handlers -----------------------------------------------------------------------------
 
