@@ -33,7 +33,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from accounts.models import Domain
-from certauth.identity import InvalidJid, normalise_domain
+from transport.xmpp.jid import InvalidJid, normalise_domain
 from xmppauth import fastsql
 
 logger = logging.getLogger(__name__)

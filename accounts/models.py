@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from certauth.identity import InvalidJid, normalise_domain, normalise_localpart, parse_bare_jid
+from transport.xmpp.jid import InvalidJid, normalise_domain, normalise_localpart, parse_bare_jid
 
 
 def normalised_localpart(value: str) -> str:

@@ -35,7 +35,7 @@ from accounts.scram import (
     preferred_keys,
     set_fake_secret,
 )
-from certauth.identity import InvalidJid, normalise_localpart
+from transport.xmpp.jid import InvalidJid, normalise_localpart
 from xmppauth import fastsql
 from xmppauth.config import AuthConfig, PasswordOptions
 

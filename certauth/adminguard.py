@@ -25,7 +25,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.urls import reverse
 
 from certauth.authenticator import CertificateAuthenticator
-from certauth.identity import InvalidJid, parse_bare_jid
+from transport.xmpp.jid import InvalidJid, parse_bare_jid
 from xmppauth.config import TlsOptions
 
 logger = logging.getLogger(__name__)

@@ -55,7 +55,7 @@ from certauth.pki import CertFacts
 from certauth.revocation import PathLink, path_revocation_problem
 from certauth.trust import TrustAnchors, domain_refusal, trust_anchors
 from certauth.verify import verify_client_chain
-from transport.xmpp.auth import AuthResult  # the core's verdict: we implement its Authenticator
+from transport.xmpp.decisions import IdentityDecision  # the one verdict type, shared with the core
 from transport.xmpp.errors import SASL_TEMPORARY_AUTH_FAILURE
 from xmppauth import fastsql, limits, metrics
 from xmppauth.config import Config, TlsOptions
@@ -281,7 +281,9 @@ class CertificateAuthenticator:
 
     # --- SASL time --------------------------------------------------------------------------------------
 
-    def authenticate_external(self, facts: CertFacts | None, authzid: str | None, domain: str) -> AuthResult:
+    def authenticate_external(
+        self, facts: CertFacts | None, authzid: str | None, domain: str
+    ) -> IdentityDecision:
         """SASL EXTERNAL for the certificate checked at the handshake; ``authzid`` None when none was sent.
         The database unavailable: ``temporary-auth-failure`` (RFC 6120 §6.5.12), whatever the certificate."""
         try:
@@ -291,7 +293,7 @@ class CertificateAuthenticator:
                 if not check.verified:  # recorded by the check
                     logger.info("SASL EXTERNAL failure (%s) from %s: certificate refused: %s",
                                 NOT_AUTHORIZED, self.peer, check.reason)  # fmt: skip
-                    return AuthResult.refuse(NOT_AUTHORIZED, f"certificate refused: {check.reason}")
+                    return IdentityDecision.refuse(NOT_AUTHORIZED, f"certificate refused: {check.reason}")
             result = self._authenticate_external(facts, authzid, domain)
         except DATABASE_UNAVAILABLE as exc:
             database.failed(exc)
@@ -299,15 +301,17 @@ class CertificateAuthenticator:
         database.ok()
         return result
 
-    def _temporary_failure(self, mechanism: str, facts: CertFacts | None) -> AuthResult:
+    def _temporary_failure(self, mechanism: str, facts: CertFacts | None) -> IdentityDecision:
         """RFC 6120 §6.5.12: the database cannot be asked. Logged; not recorded (no database to record in)
         nor counted as the address's failure (XEP-0205 limits are for wrong credentials, not our outage)."""
         logger.info("SASL %s failure (%s) for %s via %s from %s: %s", mechanism, SASL_TEMPORARY_AUTH_FAILURE,
                     facts.subject if facts else "no certificate", self.transport, self.peer,
                     REASON_DATABASE_DOWN)  # fmt: skip
-        return AuthResult.refuse(SASL_TEMPORARY_AUTH_FAILURE, REASON_DATABASE_DOWN)
+        return IdentityDecision.refuse(SASL_TEMPORARY_AUTH_FAILURE, REASON_DATABASE_DOWN)
 
-    def _authenticate_external(self, facts: CertFacts | None, authzid: str | None, domain: str) -> AuthResult:
+    def _authenticate_external(
+        self, facts: CertFacts | None, authzid: str | None, domain: str
+    ) -> IdentityDecision:
         checked = self._checked
         if "external" not in self.config.auth.sasl_mechanisms:
             return self._refuse(facts, authzid, NOT_AUTHORIZED, REASON_NO_EXTERNAL)
@@ -356,9 +360,9 @@ class CertificateAuthenticator:
             self.peer,
             reason,
         )
-        return AuthResult(jid=decision.jid, reason=reason)
+        return IdentityDecision(jid=decision.jid, reason=reason, verifier=decision.verifier)
 
-    def authenticate_password(self, request: Any) -> AuthResult:
+    def authenticate_password(self, request: Any) -> IdentityDecision:
         """One step of PLAIN or SCRAM (a ``transport.xmpp.events.PasswordStepRequest``), method ``rdbms``.
 
         The exchange lives in ``accounts.passwords``; each finished attempt writes an ``AuthEvent`` here,
@@ -373,7 +377,7 @@ class CertificateAuthenticator:
         database.ok()
         return result
 
-    def _authenticate_password(self, request: Any) -> AuthResult:
+    def _authenticate_password(self, request: Any) -> IdentityDecision:
         if self._passwords is None:
             from accounts.passwords import PasswordExchange  # noqa: PLC0415 (only for password logins)
 
@@ -392,7 +396,7 @@ class CertificateAuthenticator:
         )
         if step.jid is not None:
             self._password_jid = str(step.jid)
-        return AuthResult(
+        return IdentityDecision(
             jid=step.jid,
             condition=step.condition,
             reason=step.reason,
@@ -489,7 +493,7 @@ class CertificateAuthenticator:
         condition: str,
         reason: str,
         jid: str | None = None,
-    ) -> AuthResult:
+    ) -> IdentityDecision:
         self._record(facts, authzid, None, condition, reason, jid_tried=jid)
         logger.info(
             "SASL EXTERNAL failure (%s) for %s via %s from %s: %s",
@@ -499,7 +503,7 @@ class CertificateAuthenticator:
             self.peer,
             reason,
         )
-        return AuthResult.refuse(condition, reason)
+        return IdentityDecision.refuse(condition, reason)
 
     def _record(
         self,

@@ -10,9 +10,9 @@ from django.conf import settings
 
 from accounts.models import Domain
 from certauth import pki
-from certauth.identity import InvalidJid, normalise_domain
 from certauth.models import CertificateAuthority, RevocationReason
 from certauth.pins import PinError, normalise_fingerprint
+from transport.xmpp.jid import InvalidJid, normalise_domain
 
 KEY_TYPE_CHOICES = [("ec-p256", "ECDSA P-256"), ("rsa-2048", "RSA 2048"), ("rsa-3072", "RSA 3072")]
 

@@ -18,9 +18,9 @@ import logging
 
 from accounts.scram import Credentials, CredentialsUnavailable, PlainCheck
 from certauth.authmethods import ExternalAttempt, MethodVerdict, ensure_local_account
-from certauth.identity import InvalidJid, normalise_localpart
 from certauth.ldapdir import DirectoryUnavailable, directory_for
 from transport.xmpp.errors import SASL_TEMPORARY_AUTH_FAILURE
+from transport.xmpp.jid import InvalidJid, normalise_localpart
 from xmppauth.config import LdapAuthOptions
 
 logger = logging.getLogger(__name__)

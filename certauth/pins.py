@@ -28,10 +28,10 @@ from django.db.models import Q
 
 from accounts.models import Account
 from certauth import pki
-from certauth.identity import InvalidJid, parse_bare_jid
 from certauth.models import SelfSignedPin
 from certauth.pki import CertFacts
 from certauth.verify import is_self_signed
+from transport.xmpp.jid import InvalidJid, parse_bare_jid
 
 logger = logging.getLogger(__name__)
 

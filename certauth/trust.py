@@ -32,8 +32,8 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from certauth import pki
-from certauth.identity import InvalidJid, normalise_domain
 from certauth.models import CertificateAuthority
+from transport.xmpp.jid import InvalidJid, normalise_domain
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ import pytest
 
 from certauth import authmethods, identity
 from certauth.authmethods import AUTH_METHODS, EXTERNAL, AuthMethod, ExternalAttempt, MethodVerdict, register
-from certauth.identity import VERIFIERS, Jid, VerifierSpec, register_verifier
+from certauth.identity import VERIFIERS, VerifierSpec, register_verifier
 from certauth.verify import VERIFY_MODES
 from tests.transport.runc2s_process import environment, manage
+from transport.xmpp.jid import Jid
 from xmppauth.config import ConfigError, parse_config
 
 

@@ -182,15 +182,7 @@ def violations(root: Path, packages: tuple[str, ...] = PACKAGES) -> list[Violati
 
 # Breaks that code another helper of issue 13 owns removes; each is its own strict xfail, so the lead sees
 # it pass (and removes the entry) once that branch is merged: (rule, file, imported module) -> who.
-PENDING = {
-    (
-        "core",
-        "transport/xmpp/auth.py",
-        "certauth.identity",
-    ): "core helper: IdentityAuthenticator to the tests",
-    ("core", "transport/xmpp/connection.py", "certauth.identity"): "core helper: JID grammar in xmpp/jid.py",
-    ("core", "transport/xmpp/im/roster.py", "certauth.identity"): "core helper: JID grammar in xmpp/jid.py",
-}
+PENDING: dict[tuple[str, str, str], str] = {}  # (rule, path, target) -> who owns the fix
 
 
 def _key(violation: Violation) -> tuple[str, str, str]:

@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from accounts.models import Account, Domain
 from certauth import services
-from certauth.identity import InvalidJid, normalise_domain, normalise_localpart
+from transport.xmpp.jid import InvalidJid, normalise_domain, normalise_localpart
 
 pytestmark = pytest.mark.django_db
 

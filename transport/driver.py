@@ -39,6 +39,7 @@ from transport.xmpp import (
     StanzaReceived,
     new_c2s_stream,
 )
+from transport.xmpp.xml import StanzaParsed
 from xmppauth import limits
 from xmppauth.config import Config, HttpListener, TlsOptions
 
@@ -225,6 +226,15 @@ class AsyncC2SSession:
         """One complete element (or ``<open/>``/``<close/>``) from the client."""
         try:
             events = self.core.receive_data(data)
+        except Exception:
+            logger.exception("%s %s: core failed on input", self.transport, self.peer)
+            events = self.core.close_with_error("internal-server-error")
+        await self._handle(events)
+
+    async def receive_element(self, parsed: StanzaParsed) -> None:
+        """One element the adapter already read with the core's parser (a BOSH body's child): no re-parse."""
+        try:
+            events = self.core.receive_element(parsed)
         except Exception:
             logger.exception("%s %s: core failed on input", self.transport, self.peer)
             events = self.core.close_with_error("internal-server-error")

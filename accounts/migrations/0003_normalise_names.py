@@ -8,7 +8,7 @@ normalised at all (no PRECIS username) is disabled too.
 
 from django.db import migrations
 
-from certauth.identity import InvalidJid, normalise_domain, normalise_localpart
+from transport.xmpp.jid import InvalidJid, normalise_domain, normalise_localpart
 
 
 def normalise(apps, schema_editor):

@@ -18,19 +18,19 @@ from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 
 from certauth.pki import CertFacts
+from tests.transport.streamkit import IdentityAuthenticator
 from transport.xmpp import (
     AuthenticateRequest,
     BindRequest,
     C2SConnection,
     Close,
-    IdentityAuthenticator,
     StanzaReceived,
     StartTls,
     StreamSettings,
     errors,
 )
 from transport.xmpp import namespaces as ns
-from transport.xmpp.xml import serialize, stream_footer
+from transport.xmpp.xml import StanzaParsed, serialize, stream_footer
 
 # Far beyond what one input takes (microseconds to milliseconds): only a hang reaches it.
 HANG_SECONDS = 10.0
@@ -122,9 +122,10 @@ class Transcript:
 
 
 def drive(
-    settings: StreamSettings, chunks: Sequence[bytes], *, facts: CertFacts | None = None
+    settings: StreamSettings, chunks: Sequence[bytes | StanzaParsed], *, facts: CertFacts | None = None
 ) -> tuple[C2SConnection, Transcript]:
-    """Feed ``chunks`` to a new connection as an adapter would: STARTTLS is answered with ``facts``
+    """Feed ``chunks`` to a new connection as an adapter would (an element BOSH parsed goes in as is,
+    ``receive_element``): STARTTLS is answered with ``facts``
     (verified), an EXTERNAL request with the XEP-0178 identity rules (certauth.identity, no database), a
     bind request with a passing re-check."""
     facts = alice_facts() if facts is None else facts
@@ -158,7 +159,7 @@ def drive(
                 take(conn.bind_result(None))  # the adapter's re-check at bind passes (no database here)
 
     for chunk in chunks:
-        take(conn.receive_data(chunk))
+        take(conn.receive_element(chunk) if isinstance(chunk, StanzaParsed) else conn.receive_data(chunk))
     transcript.closed = conn.closed
     return conn, transcript
 

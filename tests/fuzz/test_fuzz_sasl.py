@@ -16,10 +16,10 @@ from xml.sax.saxutils import escape
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from certauth.identity import InvalidJid, parse_bare_jid, parse_jid
 from tests.fuzz import harness
 from transport.xmpp import Authenticated, AuthenticateRequest
 from transport.xmpp import namespaces as ns
+from transport.xmpp.jid import InvalidJid, parse_bare_jid, parse_jid
 
 SASL_REFUSALS = {"incorrect-encoding", "invalid-authzid", "not-authorized"}
 # Text XML 1.0 §2.2 allows (what a client can put in an element at all).

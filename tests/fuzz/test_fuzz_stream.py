@@ -16,7 +16,15 @@ from tests.fuzz import harness
 from tests.fuzz.strategies import anything, chunkings
 from transport.xmpp import StanzaReceived, errors
 from transport.xmpp.namespaces import split_qname
-from transport.xmpp.xml import StanzaParsed, StreamEnd, StreamOpen, StreamParser, next_piece, serialize
+from transport.xmpp.xml import (
+    StanzaParsed,
+    StreamEnd,
+    StreamOpen,
+    StreamParser,
+    next_piece,
+    parse_document,
+    serialize,
+)
 
 MODES = st.sampled_from(["tls", "starttls", "starttls_required", "none"])
 
@@ -77,18 +85,21 @@ def test_how_the_bytes_are_cut_changes_nothing_the_server_says_or_does(chunks):
 
 
 def parse_all(data: bytes, framed: bool, limit: int = 4096) -> list[object]:
-    """Events of ``data`` fed as the core feeds it (pieces from next_piece); StreamError ends the list."""
-    parser = StreamParser(limit, framed=framed)
+    """Events of ``data`` read as the core reads it: a stream in pieces from next_piece, or (``framed``) one
+    RFC 7395 message read whole; StreamError ends the list."""
+    parser = StreamParser(limit)
     events: list[object] = []
     position = 0
     try:
-        while position < len(data):
+        if framed:
+            events += parse_document(data, limit)
+        while position < len(data) and not framed:
             end = next_piece(data, position)
             events += parser.feed(data[position:end])
             position = end
     except errors.StreamError as exc:
         assert exc.condition in errors.STREAM_CONDITIONS, exc.condition
-        assert parser.dead
+        assert framed or parser.dead
         events.append(exc)
     return events
 

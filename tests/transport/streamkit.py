@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from xml.etree.ElementTree import Element
 
+from certauth.identity import resolve_identity
 from transport.xmpp import (
     AuthenticateRequest,
     BindRequest,
     C2SConnection,
     Close,
-    IdentityAuthenticator,
+    IdentityDecision,
     StreamSettings,
 )
 from transport.xmpp import namespaces as ns
@@ -38,6 +41,32 @@ class Facts:
     common_name: str | None = "juliet"
     fingerprint_sha256: str = "cd" * 32
     subject: str = "CN=juliet"
+
+
+class IdentityAuthenticator:
+    """Only the XEP-0178 identity rules, no database: what the ``pki`` method decides; drives the core."""
+
+    def __init__(
+        self,
+        hosted_domains: Iterable[str],
+        verifiers: Sequence[str] = ("standard",),
+        cn_prefix: str = "",
+        cn_suffix: str = "",
+    ) -> None:
+        self.hosted_domains = tuple(hosted_domains)
+        self.verifiers = tuple(verifiers)
+        self.cn_prefix = cn_prefix
+        self.cn_suffix = cn_suffix
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> IdentityAuthenticator:
+        """From a :class:`~transport.xmpp.connection.StreamSettings`."""
+        return cls(settings.hosted_domains, settings.sasl_external, settings.cn_prefix, settings.cn_suffix)
+
+    def authenticate_external(self, facts: Any, authzid: str | None, domain: str) -> IdentityDecision:
+        return resolve_identity(
+            facts, authzid, domain, self.hosted_domains, self.verifiers, self.cn_prefix, self.cn_suffix
+        )
 
 
 def b64(text: str) -> str:

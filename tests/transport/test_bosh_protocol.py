@@ -92,6 +92,26 @@ def test_login_restart_and_bind_over_bosh(alice):
     assert features.find(ns.qname(ns.BIND, "bind")) is not None
 
 
+def test_a_child_over_the_stanza_limit_ends_the_stream_with_policy_violation(alice):
+    """RFC 6120 §13.12 per child, as on TCP: the core holds each child the body parser read against the
+    listener's max_stanza_size (64 KiB), though the body itself may be larger."""
+    sid, _ = alice.create(rid=60)
+    alice.post(AUTH, rid=61, sid=sid)
+    alice.post(rid=62, sid=sid, to="localhost", xmpp_restart="true")
+    bind = "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>"
+    _, _, body = alice.post(bind, rid=63, sid=sid)
+    assert body.find(f"{ns.IQ}/{ns.qname(ns.BIND, 'bind')}") is not None
+    ping = "<iq xmlns='jabber:client' type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>"
+    big = f"<message xmlns='jabber:client' to='bob@localhost'><body>{'x' * 70_000}</body></message>"
+    status, _, body = alice.post(ping + big, rid=64, sid=sid)
+    assert (
+        status == 200 and body.get("type") == "terminate" and body.get("condition") == "remote-stream-error"
+    )
+    (pong, error) = body
+    assert pong.tag == ns.IQ and pong.get("id") == "p" and pong.get("type") == "result"  # the child before it
+    assert error.find(f"{{{ns.STREAM_ERRORS}}}policy-violation") is not None
+
+
 def test_a_repeated_rid_gets_the_same_response_again(alice):
     sid, _ = alice.create(rid=20)
     status, first, _ = alice.post(AUTH, rid=21, sid=sid)

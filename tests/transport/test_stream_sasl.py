@@ -10,7 +10,7 @@ import pytest
 from transport.xmpp import (
     Authenticated,
     AuthenticateRequest,
-    AuthResult,
+    IdentityDecision,
     LocalProtocolError,
     State,
     settings_from_config,
@@ -262,7 +262,7 @@ def test_refusal_keeps_the_stream_open_for_a_retry():
 def test_adapter_refusal_condition_reaches_the_client_and_its_reason_only_the_log(core_log):
     client = tls_client()
     client.send(AUTH_EXTERNAL.format("="))
-    client.conn.auth_result(AuthResult.refuse("account-disabled", "account juliet is disabled"))
+    client.conn.auth_result(IdentityDecision.refuse("account-disabled", "account juliet is disabled"))
     assert_generic_failure(client.read_one(), "account-disabled", "account juliet is disabled", core_log)
 
 
@@ -278,7 +278,7 @@ def test_adapter_refusal_condition_reaches_the_client_and_its_reason_only_the_lo
 def test_internal_detail_in_the_reason_never_reaches_the_client(core_log, reason):
     client = tls_client()
     client.send(AUTH_EXTERNAL.format("="))
-    client.conn.auth_result(AuthResult.refuse("not-authorized", reason))
+    client.conn.auth_result(IdentityDecision.refuse("not-authorized", reason))
     sent = client.conn.data_to_send()
     assert b"<not-authorized/>" in sent
     for secret in ("auth.internal", "Errno", "romeo", "Corp Internal Root", "http:", "db:"):
@@ -297,7 +297,7 @@ def test_every_sasl_condition_has_a_generic_text(condition):
 def test_adapter_acceptance_in_another_domain_is_not_authorized():
     client = tls_client()
     client.send(AUTH_EXTERNAL.format("="))
-    client.conn.auth_result(AuthResult.accept("juliet@other.example"))
+    client.conn.auth_result(IdentityDecision.accept("juliet@other.example"))
     assert sasl_condition(client.read_one()) == "not-authorized"
     assert client.conn.jid is None
 
@@ -305,13 +305,13 @@ def test_adapter_acceptance_in_another_domain_is_not_authorized():
 def test_unknown_condition_from_the_adapter_becomes_not_authorized():
     client = tls_client()
     client.send(AUTH_EXTERNAL.format("="))
-    client.conn.auth_result(AuthResult.refuse("nope", "whatever"))
+    client.conn.auth_result(IdentityDecision.refuse("nope", "whatever"))
     assert sasl_condition(client.read_one()) == "not-authorized"
 
 
 def test_auth_result_without_a_request_is_a_local_protocol_error():
     with pytest.raises(LocalProtocolError):
-        tls_client().conn.auth_result(AuthResult.accept(JULIET))
+        tls_client().conn.auth_result(IdentityDecision.accept(JULIET))
 
 
 def test_three_failures_close_the_stream_with_policy_violation():
@@ -346,7 +346,7 @@ def test_input_while_the_verdict_is_pending_waits_and_pipelines_into_the_new_str
     events = client.send(AUTH_EXTERNAL.format("=") + HEADER.format(to=DOMAIN))
     assert len(events) == 1 and client.conn.state is State.SASL_PENDING
     assert client.conn.data_to_send() == b""
-    client.conn.auth_result(AuthResult.accept(JULIET))
+    client.conn.auth_result(IdentityDecision.accept(JULIET))
     sent = client.conn.data_to_send()
     assert sent.startswith(b'<success xmlns="urn:ietf:params:xml:ns:xmpp-sasl"/><?xml')
     assert b'<bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"/>' in sent

@@ -13,7 +13,7 @@ import hmac
 import pytest
 
 from accounts.scram import Credentials, PlainServer, ScramServer, derive_keys
-from transport.xmpp import AuthResult, PasswordStepRequest, State
+from transport.xmpp import IdentityDecision, PasswordStepRequest, State
 from transport.xmpp import namespaces as ns
 
 from .streamkit import DOMAIN, JULIET, Client, b64, condition_of, tls_client
@@ -37,7 +37,7 @@ class Judge:
     def __init__(self) -> None:
         self.server = None
 
-    def __call__(self, request: PasswordStepRequest) -> AuthResult:
+    def __call__(self, request: PasswordStepRequest) -> IdentityDecision:
         if request.first:
             if request.mechanism == "PLAIN":
                 self.server = PlainServer(lookup)
@@ -49,7 +49,13 @@ class Judge:
                     plus_offered=request.plus_offered,
                 )
         step = self.server.step(request.data)
-        return AuthResult(step.jid, step.condition, step.reason, step.challenge, step.additional)
+        return IdentityDecision(
+            jid=step.jid,
+            condition=step.condition,
+            reason=step.reason,
+            challenge=step.challenge,
+            additional_data=step.additional,
+        )
 
 
 def password_client(bindings: dict[str, bytes] | None = None, *, tls: bool = True) -> Client:

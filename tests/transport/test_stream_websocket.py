@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from xml.etree.ElementTree import fromstring
 
-from transport.xmpp import AuthResult, BindRequest, Bound, C2SConnection, State
+import pytest
+
+from transport.xmpp import (
+    BindRequest,
+    Bound,
+    C2SConnection,
+    IdentityDecision,
+    LocalProtocolError,
+    State,
+    StreamOpened,
+)
 from transport.xmpp import namespaces as ns
+from transport.xmpp.xml import StanzaParsed, parse_document
 
 from .streamkit import JULIET, Facts, condition_of, stream_settings
 
@@ -49,7 +60,7 @@ def test_login_bind_and_stanzas_over_websocket():
     conn = ws_conn()
     conn.receive_data(OPEN.format(to="example.org").encode())
     conn.receive_data(AUTH.encode())
-    conn.auth_result(AuthResult.accept(JULIET))
+    conn.auth_result(IdentityDecision.accept(JULIET))
     conn.receive_data(OPEN.format(to="example.org").encode())  # RFC 7395 §3.5: restart with a new <open/>
     assert conn.state is State.WAIT_BIND
     frames(conn)
@@ -86,13 +97,119 @@ def test_stream_header_instead_of_open_is_refused():
     assert conn.closed
 
 
-def test_stanza_without_the_client_namespace_is_refused():
-    conn = ws_conn()
+def ws_session(**overrides) -> C2SConnection:
+    """A WebSocket stream with juliet's resource bound, its output read."""
+    conn = ws_conn(**overrides)
     conn.receive_data(OPEN.format(to="example.org").encode())
     conn.receive_data(AUTH.encode())
-    conn.auth_result(AuthResult.accept(JULIET))
+    conn.auth_result(IdentityDecision.accept(JULIET))
     conn.receive_data(OPEN.format(to="example.org").encode())
     conn.receive_data(BIND.encode())
     conn.bind_result(None)
+    frames(conn)
+    return conn
+
+
+def test_stanza_without_the_client_namespace_is_refused():
+    conn = ws_session()
     (event,) = conn.receive_data(b"<message to='romeo@example.org'/>")
     assert conn.closed and event.condition == "unsupported-stanza-type"
+
+
+# --- RFC 7395 §3.3.3: each message is one element, a document of its own; the core checks it (moved from the
+# WebSocket adapter's pre-check, tests/transport/test_ws_bosh_units.py). A stanza before authentication is
+# not-authorized and an unknown element unsupported-stanza-type: those messages passed the check.
+
+
+@pytest.mark.parametrize(
+    ("message", "condition"),
+    [
+        (b"<iq xmlns='jabber:client' type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>", "not-authorized"),
+        (b"<iq xmlns='jabber:client' type='get' id='1'/>", "not-authorized"),
+        (b"<a>&lt;!DOCTYPE a&gt;</a>", "unsupported-stanza-type"),  # the text of a DTD, not a DTD
+        (b"<a><![CDATA[<!DOCTYPE a>]]></a>", "unsupported-stanza-type"),
+        (b"<?xml version='1.0'?><presence xmlns='jabber:client'/>", "not-well-formed"),  # as before
+        (b"<presence xmlns='jabber:client'/><presence xmlns='jabber:client'/>", "not-well-formed"),
+        (b"<presence xmlns='jabber:client'/> trailing text", "not-well-formed"),
+        (b"", "not-well-formed"),
+        (b"   ", "not-well-formed"),
+        (b"<iq xmlns='jabber:client'>", "not-well-formed"),  # unfinished
+        (b"<a></b>", "not-well-formed"),
+        (b"<a/><!DOCTYPE a>", "not-well-formed"),  # misplaced: not a prolog
+        (b"<!DOCTYPE iq>", "restricted-xml"),  # RFC 6120 §11.1
+        (b"<!DOCTYPE a [<!ENTITY x 'y'>]><a>&x;</a>", "restricted-xml"),
+        (b"<?xml version='1.0'?>\n<!DOCTYPE iq SYSTEM 'http://example.com/x.dtd'><iq/>", "restricted-xml"),
+        (b"<!DOCTYPE a [<!ENTITY % p SYSTEM 'file:///etc/passwd'> %p;]><a/>", "restricted-xml"),
+        (b"<a>&unknown;</a>", "restricted-xml"),
+        (b"<!-- hi --><iq xmlns='jabber:client' type='get' id='p'/>", "restricted-xml"),
+        (b"<?pi x?><iq xmlns='jabber:client' type='get' id='p'/>", "restricted-xml"),
+    ],
+)
+def test_each_message_must_be_one_element(message, condition):
+    conn = ws_conn()
+    conn.receive_data(OPEN.format(to="example.org").encode())
+    frames(conn)
+    (event,) = conn.receive_data(message)
+    assert conn.closed and event.condition == condition
+    *_, error, closing = frames(conn)
+    assert condition_of(error, ns.STREAM_ERRORS) == condition and closing.tag == ns.WS_CLOSE
+
+
+def test_a_message_over_the_stanza_limit_is_a_policy_violation():
+    conn = ws_conn(max_stanza_size=1024)
+    conn.receive_data(OPEN.format(to="example.org").encode())
+    (event,) = conn.receive_data(
+        b"<message xmlns='jabber:client'><body>" + b"x" * 1024 + b"</body></message>"
+    )
+    assert event.condition == "policy-violation"  # RFC 6120 §13.12
+    assert b"message larger than 1024 bytes" in b"".join(conn.frames_to_send())
+
+
+def test_a_message_at_the_stanza_limit_is_read():
+    conn = ws_conn(max_stanza_size=1024)
+    conn.receive_data(OPEN.format(to="example.org").encode())
+    stanza = b"<message xmlns='jabber:client'><body>" + b"x" * 900 + b"</body></message>"
+    message = stanza.ljust(1024)  # whitespace after the root is allowed in a document
+    assert len(message) == 1024
+    (event,) = conn.receive_data(message)
+    assert event.condition == "not-authorized"  # the message passed; the stanza comes before authentication
+
+
+# --- elements an adapter already parsed (BOSH: the body's children, XEP-0206), fed without a second parse
+
+
+def parsed(text: bytes) -> StanzaParsed:
+    (event,) = parse_document(text, 1 << 20)
+    return event
+
+
+def test_an_element_the_adapter_parsed_is_read_as_is():
+    conn = ws_session(max_stanza_size=1024)
+    ping = parsed(b"<iq xmlns='jabber:client' type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert conn.receive_element(ping) == []
+    (reply,) = frames(conn)
+    assert reply.tag == ns.IQ and reply.get("type") == "result" and reply.get("id") == "p"
+
+
+def test_an_element_the_adapter_parsed_over_the_stanza_limit_is_a_policy_violation():
+    conn = ws_session(max_stanza_size=1024)
+    big = parsed(b"<message xmlns='jabber:client'><body>" + b"x" * 1024 + b"</body></message>")
+    assert big.size > 1024
+    (event,) = conn.receive_element(big)
+    assert conn.closed and event.condition == "policy-violation"  # RFC 6120 §13.12
+
+
+def test_elements_wait_with_the_bytes_while_the_adapter_decides():
+    conn = ws_conn()
+    conn.receive_data(OPEN.format(to="example.org").encode())
+    conn.receive_data(AUTH.encode())
+    assert conn.state is State.SASL_PENDING
+    assert conn.receive_element(parsed(OPEN.format(to="example.org").encode())) == []  # held
+    events = conn.auth_result(IdentityDecision.accept(JULIET))
+    assert conn.state is State.WAIT_BIND and any(isinstance(e, StreamOpened) for e in events)
+
+
+def test_receive_element_needs_framed_input():
+    conn = C2SConnection(stream_settings(tls_mode="tls"))
+    with pytest.raises(LocalProtocolError):
+        conn.receive_element(parsed(b"<presence xmlns='jabber:client'/>"))

@@ -6,8 +6,10 @@ request is answered when a new one comes), §12 (inactivity), §13 (``type="term
 window and repeated requests), §17 (terminal binding conditions), XEP-0206 §5 (``xmpp:restart``), §6
 (stream features in a response body), DESIGN §3 (certificates verified with ``certauth``).
 
-Each session owns one sans-I/O c2s core in WebSocket framing (``transport.driver``): the ``<body/>``
-children go in one element at a time, a restart is an ``<open/>``, and the core's output frames go out as
+Each session owns one sans-I/O c2s core in WebSocket framing (``transport.driver``): the ``<body/>`` is read
+once, by the core's parser (``parse_document``: RFC 6120 §11's restrictions, each child's size), and its
+children go to the core as parsed, one element at a time; a restart is an ``<open/>``, and the core's
+output frames go out as
 ``<body/>`` children (its ``<open/>`` becomes the session creation response's attributes, its ``<close/>`` and
 stream errors a ``type="terminate"`` body).
 
@@ -40,7 +42,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from xml.etree.ElementTree import Element
 
 from django.conf import settings
 
@@ -55,7 +56,7 @@ from transport.driver import (
 from transport.http.origin import OriginVerdict, check_origin, cors_headers
 from transport.xmpp import errors
 from transport.xmpp import namespaces as ns
-from transport.xmpp.xml import StanzaParsed, StreamParser, next_piece, serialize
+from transport.xmpp.xml import StanzaParsed, StreamOpen, parse_document
 
 logger = logging.getLogger(__name__)
 
@@ -97,21 +98,30 @@ class BoshError(Exception):
         self.status = status
 
 
-def parse_body(data: bytes, limit: int) -> Element:
-    """The request's ``<body/>``, read by the core's restricted parser (RFC 6120 §11: no DTD, entities)."""
-    parser = StreamParser(limit, framed=True)
-    elements: list[Element] = []
-    position = 0
+@dataclass(frozen=True)
+class Body:
+    """A request's ``<body/>``: its attributes (Clark notation) and its children as the core's parser read
+    them (each with its size, which the core holds against ``max_stanza_size``)."""
+
+    attrs: dict[str, str]
+    children: tuple[StanzaParsed, ...] = ()
+    tag: str = BODY
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self.attrs.get(name, default)
+
+
+def parse_body(data: bytes, limit: int) -> Body:
+    """The request's ``<body/>``, read by the core's restricted parser (RFC 6120 §11: no DTD, entities);
+    ``limit``: the bytes one child may take here (the core's own, smaller, limit applies when it reads it)."""
     try:
-        while position < len(data):
-            end = next_piece(data, position)
-            elements.extend(e.element for e in parser.feed(data[position:end]) if isinstance(e, StanzaParsed))
-            position = end
+        events = parse_document(data, limit, container=True)
     except errors.StreamError as exc:
         raise BoshError(BAD_REQUEST, f"body refused: {exc.condition} {exc.text}", 400) from None
-    if len(elements) != 1 or elements[0].tag != BODY:
+    root = events[0] if events else None
+    if not isinstance(root, StreamOpen) or root.tag != BODY:
         raise BoshError(BAD_REQUEST, "the request is not one <body/> of XEP-0124", 400)
-    return elements[0]
+    return Body(root.attrs, tuple(event for event in events if isinstance(event, StanzaParsed)))
 
 
 def body_bytes(attrs: dict[str, str], children: Sequence[bytes] = ()) -> bytes:
@@ -136,7 +146,7 @@ def _escape(value: str) -> str:
     return value.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
 
 
-def _int_attr(body: Element, name: str, default: int | None = None) -> int:
+def _int_attr(body: Body, name: str, default: int | None = None) -> int:
     value = body.get(name)
     if value is None:
         if default is None:
@@ -149,11 +159,11 @@ def _int_attr(body: Element, name: str, default: int | None = None) -> int:
     return int(value)
 
 
-def _as_client_stanza(child: Element) -> Element:
+def _as_client_stanza(child: StanzaParsed) -> StanzaParsed:
     """XEP-0206 §7: stanzas in a body are jabber:client; a child left in the body's namespace is taken so."""
-    namespace, local = ns.split_qname(child.tag)
+    namespace, local = ns.split_qname(child.element.tag)
     if namespace == HTTPBIND:
-        child.tag = ns.qname(ns.CLIENT, local)
+        child.element.tag = ns.qname(ns.CLIENT, local)
     return child
 
 
@@ -282,7 +292,7 @@ class BoshApp:
     # -- session creation (XEP-0124 §7, XEP-0206 §4) ------------------------------------------------
 
     async def create(
-        self, scope: dict[str, Any], body: Element, rid: int, origin: OriginVerdict | None = None
+        self, scope: dict[str, Any], body: Body, rid: int, origin: OriginVerdict | None = None
     ) -> bytes:
         config = settings.XMPP
         to = body.get("to")
@@ -355,7 +365,7 @@ class BoshApp:
 
     # -- requests of a session (XEP-0124 §9, §10, §13, §14) -----------------------------------------
 
-    async def request(self, session: BoshSession, body: Element, rid: int) -> bytes:
+    async def request(self, session: BoshSession, body: Body, rid: int) -> bytes:
         if rid <= session.last_rid:
             if rid in session.responses:  # §14.3: the same response again
                 logger.info("bosh %s: rid %d repeated, response resent", session.stream.peer, rid)
@@ -374,7 +384,7 @@ class BoshApp:
             if session.sid in self.sessions:
                 self._arm_inactivity(session)
 
-    async def _in_turn(self, session: BoshSession, body: Element, rid: int) -> bytes:
+    async def _in_turn(self, session: BoshSession, body: Body, rid: int) -> bytes:
         async with session.turn:  # requests are processed in rid order (§9.1)
             try:
                 await asyncio.wait_for(
@@ -420,14 +430,14 @@ class BoshApp:
             self.end(session, "stream closed")
         return response
 
-    async def _feed(self, session: BoshSession, body: Element) -> None:
+    async def _feed(self, session: BoshSession, body: Body) -> None:
         stream = session.stream
         if body.get(XMPP_RESTART) == "true":  # XEP-0206 §5
             await stream.receive(_open(session.domain, None))
-        for child in list(body):
+        for child in body.children:
             if stream.closed:
                 break
-            await stream.receive(serialize(_as_client_stanza(child), default_ns=None, declare_stream=True))
+            await stream.receive_element(_as_client_stanza(child))
         session.collect()
 
     # -- ending ---------------------------------------------------------------------------------------

@@ -11,17 +11,12 @@ Decisions:
 - The handshake's ``Origin`` is checked first (``transport.http.origin``: none, our own, or
   ``allowed_origins``);
   any other page's handshake is refused with HTTP 403 before any certificate is looked at.
-- A message that is not exactly one element (two elements, text, an unfinished element) gets the stream error
-  ``not-well-formed``: a document with more or less than one root element is not well-formed XML (XML 1.0
-  §2.1), and §3.3.3 requires each message to be such a document. Where the core has a more precise condition
-  (``restricted-xml`` for a comment or an entity) the core's wins.
-- A message that declares a DTD gets ``restricted-xml``, as on TCP (RFC 6120 §11.1). Each message is a
-  document of its own (RFC 7395 §3.3.3), so its DTD sits in the prolog; the core reads messages as children
-  of one invisible root, where expat would only see a syntax error, so :func:`declares_dtd` looks first.
-- A message larger than the listener's ``max_stanza_size`` (``[[listen.http]]`` has none: 64 KiB, the core's
-  default) gets ``policy-violation`` (RFC 6120 §13.12). daphne's own cap (``TlsExtensionServer``) is larger,
-  so such a message reaches us and the client learns why; beyond it, the WebSocket is closed with 1009
-  (RFC 6455 §7.4.1; ``TlsExtensionServer`` makes autobahn send that close frame instead of dropping TCP).
+- Each text message goes to the core whole: the core reads it as a document of its own and checks that it
+  is exactly one element (RFC 7395 §3.3.3; ``not-well-formed`` otherwise, ``restricted-xml`` for a DTD or a
+  comment, ``policy-violation`` past the listener's ``max_stanza_size``: ``[[listen.http]]`` has none, so
+  64 KiB, the core's default). daphne's own cap (``TlsExtensionServer``) is larger, so such a message
+  reaches the core and the client learns why; beyond it, the WebSocket is closed with 1009 (RFC 6455
+  §7.4.1; ``TlsExtensionServer`` makes autobahn send that close frame instead of dropping TCP).
 - A binary message gets the stream error ``unsupported-encoding`` (RFC 6455 §7.4.1's 1003 would fit, but
   daphne lets an application close only with 1000 or 3000-4999; the stream error says why).
 - ``disconnect_on_failure`` with a refused certificate refuses the handshake (HTTP 403), the WebSocket
@@ -32,9 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import Any
-from xml.parsers import expat
 
 from autobahn.exception import Disconnected
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -59,75 +52,6 @@ _SEND_ON_CLOSED: tuple[type[BaseException], ...] = (Disconnected, OSError)
 
 SUBPROTOCOL = "xmpp"  # RFC 7395 §3.2
 CLOSE_NORMAL = 1000  # RFC 6455 §7.4.1
-_XML_DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
-
-
-class _Stop(Exception):
-    """Raised inside expat handlers to end a pre-check early (frame_element_count, declares_dtd)."""
-
-
-def frame_element_count(frame: bytes) -> int | None:
-    """How many top-level elements a message holds (text outside them counts as one more), or None.
-
-    None means the message is not plain well-formed content (syntax error, DTD, entity, ...): the core's
-    restricted parser then decides. Only counts: nothing here is handed to the core.
-    """
-    body = _XML_DECLARATION.sub(b"", frame, count=1)
-    parser = expat.ParserCreate()
-    depth = 0
-    count = 0
-
-    def start(name: str, attrs: dict[str, str]) -> None:
-        nonlocal depth, count
-        depth += 1
-        if depth == 2:
-            count += 1
-
-    def end(name: str) -> None:
-        nonlocal depth
-        depth -= 1
-
-    def text(data: str) -> None:
-        nonlocal count
-        if depth == 1 and data.strip():
-            count += 1
-
-    def refuse(*args: object) -> None:
-        raise _Stop
-
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = text
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
-    parser.ProcessingInstructionHandler = refuse
-    parser.CommentHandler = refuse
-    try:
-        parser.Parse(b"<frame>" + body + b"</frame>", True)
-    except (expat.ExpatError, _Stop):
-        return None
-    return count
-
-
-def declares_dtd(frame: bytes) -> bool:
-    """Whether a message, read as the document it is (RFC 7395 §3.3.3), opens with a DTD.
-
-    The handler stops expat at the ``<!DOCTYPE``, before any declaration inside it is read.
-    """
-    parser = expat.ParserCreate()
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-
-    def found(*args: object) -> None:
-        raise _Stop
-
-    parser.StartDoctypeDeclHandler = found
-    try:
-        parser.Parse(frame, True)
-    except _Stop:
-        return True
-    except expat.ExpatError:
-        return False
-    return False
 
 
 class XmppWebsocketConsumer(AsyncWebsocketConsumer):
@@ -186,27 +110,7 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
             )
             await self._flush()
             return
-        frame = text_data.encode()
-        if len(frame) > session.max_stanza_size:
-            session.close_with_error(
-                errors.POLICY_VIOLATION, f"message larger than {session.max_stanza_size} bytes"
-            )  # RFC 6120 §13.12
-        else:
-            count = frame_element_count(frame)
-            if count is None and declares_dtd(frame):
-                session.close_with_error(
-                    errors.RESTRICTED_XML, "a DTD is not allowed in XMPP (RFC 6120 §11.1)"
-                )
-            elif count is None:
-                await session.receive(frame)  # the core's restricted parser names the problem
-                if not session.closed:
-                    session.close_with_error(errors.NOT_WELL_FORMED, "a message must be one complete element")
-            elif count != 1:
-                session.close_with_error(
-                    errors.NOT_WELL_FORMED, f"{count} elements in one message (RFC 7395 §3.3.3)"
-                )
-            else:
-                await session.receive(frame)
+        await session.receive(text_data.encode())  # one message: the core checks it is one element
         await self._flush()
 
     async def disconnect(self, code: Any) -> None:

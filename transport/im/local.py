@@ -25,11 +25,11 @@ import logging
 from typing import Any
 from xml.etree.ElementTree import Element
 
-from certauth.identity import InvalidJid, parse_jid
 from transport.im.router import Out, element_kind, presence_priority, stanza_message
 from transport.xmpp import errors
 from transport.xmpp.im import delivery
 from transport.xmpp.im.delivery import Action, Resource
+from transport.xmpp.jid import InvalidJid, parse_jid
 
 logger = logging.getLogger(__name__)
 

@@ -48,7 +48,6 @@ from django.utils import timezone
 from accounts import domains
 from accounts.models import Account, OfflineMessage, RosterItem
 from certauth import selfservice
-from certauth.identity import InvalidJid, Jid, parse_jid
 from transport.sessions import terminations as store
 from transport.sessions.models import LiveSession
 from transport.xmpp import errors, saslcert
@@ -56,6 +55,7 @@ from transport.xmpp import namespaces as ns
 from transport.xmpp.im import delivery, roster
 from transport.xmpp.im import subscription as subs
 from transport.xmpp.im.delivery import Action, Resource
+from transport.xmpp.jid import InvalidJid, Jid, parse_jid
 from xmppauth import fastsql, limits
 from xmppauth.outage import DATABASE_UNAVAILABLE, OutageLog
 

@@ -1,7 +1,9 @@
 """The sans-I/O c2s XMPP core: feed it bytes and certificate facts, get bytes and events back.
 
-Specs: RFC 6120 (XMPP core), RFC 7395 (WebSocket framing), XEP-0178 (SASL EXTERNAL with certificates).
-Nothing here imports Django, asyncio, Twisted or sockets (DESIGN §2).
+Specs: RFC 6120 (XMPP core), RFC 7395 (WebSocket framing), RFC 7622 (JIDs), XEP-0178 (SASL EXTERNAL with
+certificates). Nothing here imports Django, asyncio, Twisted, sockets or ssl (DESIGN §2): the standard
+library only, plus ``precis_i18n`` and ``idna`` for the JID grammar (``jid.py``), both pure; checked by
+tests/transport/test_core_imports.py.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .auth import Authenticator, AuthResult, IdentityAuthenticator
+from .auth import Authenticator
 from .connection import C2SConnection, StreamSettings, settings_from_config
+from .decisions import IdentityDecision
 from .errors import StreamError
 from .events import (
     Authenticated,
@@ -28,7 +31,6 @@ from .events import (
 from .states import State
 
 __all__ = [
-    "AuthResult",
     "Authenticated",
     "AuthenticateRequest",
     "Authenticator",
@@ -37,7 +39,7 @@ __all__ = [
     "C2SConnection",
     "Close",
     "Event",
-    "IdentityAuthenticator",
+    "IdentityDecision",
     "LocalProtocolError",
     "PasswordStepRequest",
     "StanzaReceived",

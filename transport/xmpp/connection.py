@@ -13,7 +13,8 @@ Use::
                                                # AuthenticateRequest -> conn.auth_result(...),
                                                # BindRequest -> conn.bind_result(...), Close -> close
 
-The states and what each accepts are in ``states.py``; this file implements the handlers named there.
+The states and their transitions are in ``states.py`` (every change goes through ``_goto``); which element
+each state accepts is ``ACCEPTED`` at the end of this file, a table of the methods that handle them.
 No I/O, no Django, no clocks: timeouts and the database belong to the adapters.
 """
 
@@ -23,16 +24,16 @@ import base64
 import binascii
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement
 
-from certauth.identity import InvalidJid, Jid, normalise_domain, normalise_resource, parse_bare_jid, parse_jid
-
 from . import errors
 from . import namespaces as ns
 from .auth import MECHANISM_NAMES, PASSWORD_MECHANISMS
+from .decisions import IdentityDecision
 from .events import (
     Authenticated,
     AuthenticateRequest,
@@ -46,15 +47,18 @@ from .events import (
     StartTls,
     StreamOpened,
 )
+from .jid import InvalidJid, Jid, normalise_domain, normalise_resource, parse_bare_jid, parse_jid
 from .mechanisms import offered_mechanisms
-from .states import ACCEPTED, BEFORE_SESSION, WAITING_FOR_ADAPTER, State
+from .states import BEFORE_SESSION, WAITING_FOR_ADAPTER, State, Trigger, next_state
 from .xml import (
     StanzaParsed,
     StreamEnd,
     StreamOpen,
     StreamParser,
     next_piece,
+    parse_document,
     serialize,
+    stanza_too_large,
     stream_footer,
     stream_header,
 )
@@ -136,7 +140,7 @@ class C2SConnection:
         self._hosted = (
             hosted or frozenset(normalise_domain(domain) for domain in settings.hosted_domains).__contains__
         )
-        self.state = State.WAIT_STREAM
+        self._state = State.WAIT_STREAM  # changed only by _goto (states.py)
         self.domain: str | None = None  # the stream's `to`, normalised, once accepted
         self.stream_id: str | None = None
         self.jid: str | None = None  # bare JID after SASL
@@ -148,13 +152,20 @@ class C2SConnection:
         self._events: list[Event] = []
         self._pending = b""  # bytes not yet given to the parser
         self._pos = 0
+        # Framed input not yet read: whole WebSocket messages, or elements an adapter's parser read (BOSH).
+        self._held: deque[bytes | StanzaParsed] = deque()
+        self._held_size = 0
         self._parser: StreamParser | None = self._new_parser()
 
     # == public interface (adapters) =====================================================================
 
     @property
+    def state(self) -> State:
+        return self._state
+
+    @property
     def closed(self) -> bool:
-        return self.state is State.CLOSED
+        return self._state is State.CLOSED
 
     @property
     def full_jid(self) -> str | None:
@@ -171,12 +182,36 @@ class C2SConnection:
         return frames
 
     def receive_data(self, data: bytes) -> list[Event]:
-        """Bytes from the client (decrypted when TLS is on)."""
-        if self.closed or not data:
+        """Bytes from the client (decrypted when TLS is on).
+
+        With WebSocket framing each call is one whole message, which must be one complete element, a
+        document of its own (RFC 7395 §3.3.3): anything else ends the stream (``xml.parse_document``).
+        """
+        if self.closed:
+            return self._drain()
+        if self._framed:
+            self._held.append(data)
+            self._held_size += len(data)
+            return self._received(self._held_size)
+        if not data:
             return self._drain()
         self._pending = self._pending[self._pos :] + data
         self._pos = 0
-        if self.state in WAITING_FOR_ADAPTER and len(self._pending) > self.settings.max_stanza_size:
+        return self._received(len(self._pending))
+
+    def receive_element(self, parsed: StanzaParsed) -> list[Event]:
+        """A first-level element the adapter read with :func:`~transport.xmpp.xml.parse_document` (a BOSH
+        body's child, XEP-0206 §5), fed as is: no second parse. WebSocket framing only."""
+        if not self._framed:
+            raise LocalProtocolError("receive_element needs framing 'websocket'")
+        if self.closed:
+            return self._drain()
+        self._held.append(parsed)
+        self._held_size += parsed.size
+        return self._received(self._held_size)
+
+    def _received(self, held: int) -> list[Event]:
+        if self._state in WAITING_FOR_ADAPTER and held > self.settings.max_stanza_size:
             self._stream_error(errors.POLICY_VIOLATION, "too much data while authentication is pending")
         self._pump()
         return self._drain()
@@ -212,23 +247,23 @@ class C2SConnection:
         if facts is not None and not self.peer_verified:
             self._log(logging.INFO, "client certificate not verified: %s", verify_error or "no reason given")
         if self.state is State.WAIT_TLS:
-            self._restart()  # RFC 6120 §5.4.3.3: a new stream over TLS
+            self._restart(Trigger.TLS_ESTABLISHED)  # RFC 6120 §5.4.3.3: a new stream over TLS
             self._pump()
         return self._drain()
 
-    def auth_result(self, result: Any) -> list[Event]:
-        """The verdict on an :class:`AuthenticateRequest`: ``jid``, or ``condition`` and ``reason``."""
+    def auth_result(self, result: IdentityDecision) -> list[Event]:
+        """The verdict on an :class:`AuthenticateRequest` or a :class:`PasswordStepRequest`: ``jid``, or
+        ``condition`` and ``reason``, or (a password mechanism's next round) ``challenge``."""
         if self.closed:
             return self._drain()
         if self.state is not State.SASL_PENDING:
             raise LocalProtocolError(f"auth_result in state {self.state.name}")
-        challenge = getattr(result, "challenge", None)
-        jid = getattr(result, "jid", None)
+        challenge, jid = result.challenge, result.jid
         if challenge is not None and self._sasl_mechanism in PASSWORD_MECHANISMS and not jid:
             challenge_element = Element(ns.qname(ns.SASL, "challenge"))  # RFC 6120 §6.4.3
             challenge_element.text = base64.b64encode(challenge).decode("ascii") or None
             self._send(challenge_element)
-            self.state = State.SASL_CHALLENGE
+            self._goto(Trigger.SASL_CHALLENGE)
             self._pump()
             return self._drain()
         if jid:
@@ -240,10 +275,10 @@ class C2SConnection:
                 if accepted.domain != self.domain:
                     self._sasl_failure(errors.SASL_NOT_AUTHORIZED, f"{accepted.bare} is not in {self.domain}")
                 else:
-                    self._sasl_success(accepted, getattr(result, "additional_data", None))
+                    self._sasl_success(accepted, result.additional_data)
         else:
-            condition = getattr(result, "condition", None) or errors.SASL_NOT_AUTHORIZED
-            reason = getattr(result, "reason", "") or "refused"
+            condition = result.condition or errors.SASL_NOT_AUTHORIZED
+            reason = result.reason or "refused"
             if condition not in errors.SASL_CONDITIONS:
                 self._log(logging.WARNING, "authenticator gave unknown SASL condition %r", condition)
                 condition = errors.SASL_NOT_AUTHORIZED
@@ -270,7 +305,7 @@ class C2SConnection:
         SubElement(SubElement(reply, ns.qname(ns.BIND, "bind")), ns.qname(ns.BIND, "jid")).text = full
         self._send(reply)
         self._bind_id = None
-        self.state = State.SESSION
+        self._goto(Trigger.BIND_ACCEPTED)
         self._log(logging.INFO, "bound %s", full)
         self._events.append(Bound(full, self.resource or ""))
         self._pump()  # what the client sent meanwhile
@@ -300,18 +335,23 @@ class C2SConnection:
 
     def connection_lost(self) -> None:
         """The transport went away: forget everything, no more output."""
-        self.state = State.CLOSED
+        self._goto(Trigger.CONNECTION_LOST)
         self._parser = None
         self._pending, self._pos = b"", 0
+        self._held.clear()
         self._out = []
 
     # == input pump ======================================================================================
 
-    def _new_parser(self) -> StreamParser:
-        return StreamParser(self.settings.max_stanza_size, framed=self._framed)
+    def _new_parser(self) -> StreamParser | None:
+        # Framed input needs none: each message is read as a document of its own (parse_document).
+        return None if self._framed else StreamParser(self.settings.max_stanza_size)
 
     def _pump(self) -> None:
         """Feed held bytes to the parser, a piece at a time, until they run out or the core must wait."""
+        if self._framed:
+            self._pump_framed()
+            return
         while self._pos < len(self._pending) and self._parser is not None:
             if self.state in WAITING_FOR_ADAPTER or self.closed:
                 return
@@ -328,6 +368,25 @@ class C2SConnection:
         if self._pos >= len(self._pending):
             self._pending, self._pos = b"", 0
 
+    def _pump_framed(self) -> None:
+        """Read held messages (and adapter-parsed elements) one at a time, until none is left or the core
+        must wait for the adapter."""
+        limit = self.settings.max_stanza_size
+        while self._held and self._state not in WAITING_FOR_ADAPTER and not self.closed:
+            item = self._held.popleft()
+            try:
+                if isinstance(item, StanzaParsed):
+                    self._held_size -= item.size
+                    if item.size > limit:
+                        raise stanza_too_large(limit)  # RFC 6120 §13.12
+                    self._dispatch(item)
+                    continue
+                self._held_size -= len(item)
+                for event in parse_document(item, limit):  # RFC 7395 §3.3.3: exactly one element
+                    self._dispatch(event)
+            except errors.StreamError as exc:
+                self._stream_error(exc.condition, exc.text)
+
     def _dispatch(self, event: StreamOpen | StanzaParsed | StreamEnd) -> None:
         if isinstance(event, StreamOpen):
             self._on_stream_open(event.tag, event.attrs, event.prefix, event.default_ns)
@@ -343,11 +402,11 @@ class C2SConnection:
             raise errors.StreamError(errors.BAD_FORMAT, "expected <open/> first (RFC 7395 §3.4)")
         else:
             element = event.element
-            handler = ACCEPTED[self.state].get(element.tag)
+            handler = ACCEPTED[self._state].get(element.tag)
             if handler is None:
                 self._unexpected(element)
             else:
-                getattr(self, handler)(element)
+                handler(self, element)
 
     def _unexpected(self, element: Element) -> None:
         namespace, local = ns.split_qname(element.tag)
@@ -392,7 +451,7 @@ class C2SConnection:
             )
         self.domain = domain
         self._send_header(to_attr=attrs.get("from"))
-        self.state = self._negotiation_state()
+        self._goto(self._offer())
         self._log(logging.DEBUG, "stream %s opened to %s (%s)", self.stream_id, domain, self.state.name)
         self._events.append(StreamOpened(domain, self.stream_id or ""))
         self._send(self._features())
@@ -411,12 +470,18 @@ class C2SConnection:
         self._out.append(stream_header(attrs, framed=self._framed))
         self._header_sent = True
 
-    def _negotiation_state(self) -> State:
+    def _goto(self, trigger: Trigger) -> None:
+        """The one place the state changes: the transition table of ``states.py`` says where to."""
+        self._state = next_state(self._state, trigger)
+
+    def _offer(self) -> Trigger:
+        """What the next features offer: binding once authenticated, else STARTTLS while it is possible,
+        else SASL (RFC 6120 §4.3)."""
         if self.jid is not None:
-            return State.WAIT_BIND
+            return Trigger.OFFER_BIND
         if self._starttls_offered():
-            return State.WAIT_STARTTLS
-        return State.WAIT_AUTH
+            return Trigger.OFFER_STARTTLS
+        return Trigger.OFFER_SASL
 
     def _starttls_offered(self) -> bool:
         return (
@@ -425,9 +490,9 @@ class C2SConnection:
             and self.settings.tls_mode in ("starttls", "starttls_required")
         )
 
-    def _restart(self) -> None:
+    def _restart(self, trigger: Trigger) -> None:
         """RFC 6120 §4.3.3: after TLS and after SASL the client opens a new stream on a new parser."""
-        self.state = State.WAIT_STREAM
+        self._goto(trigger)
         self._header_sent = False
         self._parser = self._new_parser()
 
@@ -448,9 +513,10 @@ class C2SConnection:
         self._enter_closed(Close(f"{condition}: {text}" if text else condition, condition))
 
     def _enter_closed(self, event: Close) -> None:
-        self.state = State.CLOSED
+        self._goto(Trigger.CLOSE)
         self._parser = None
         self._pending, self._pos = b"", 0
+        self._held.clear()
         self._events.append(event)
 
     # == features ========================================================================================
@@ -525,7 +591,7 @@ class C2SConnection:
             self._log(logging.WARNING, "discarding %d bytes sent after <starttls/> before TLS", len(dropped))
         self._pending, self._pos = b"", 0
         self._parser = None
-        self.state = State.WAIT_TLS
+        self._goto(Trigger.STARTTLS)
         self._events.append(StartTls())
 
     def _on_starttls_refused(self, element: Element) -> None:
@@ -557,7 +623,7 @@ class C2SConnection:
             # RFC 6120 §6.4.2: no initial response -> an empty challenge; EXTERNAL's authzid, or the
             # password mechanism's first message, comes in <response/>.
             self._send(Element(ns.qname(ns.SASL, "challenge")))
-            self.state = State.SASL_CHALLENGE
+            self._goto(Trigger.SASL_CHALLENGE)
             return
         if mechanism == "EXTERNAL":
             self._external(initial)
@@ -580,7 +646,7 @@ class C2SConnection:
                 self._sasl_failure(errors.SASL_INCORRECT_ENCODING, "the response is not valid base64")
                 return
         first, self._sasl_first = self._sasl_first, False
-        self.state = State.SASL_PENDING
+        self._goto(Trigger.SASL_REQUEST)
         self._events.append(
             PasswordStepRequest(
                 self._sasl_mechanism or "",
@@ -615,7 +681,7 @@ class C2SConnection:
             except InvalidJid as exc:
                 self._sasl_failure(errors.SASL_INVALID_AUTHZID, f"authzid {authzid!r} is not a JID: {exc}")
                 return
-        self.state = State.SASL_PENDING
+        self._goto(Trigger.SASL_REQUEST)
         self._events.append(AuthenticateRequest(self.peer_facts, authzid, self.domain or ""))
 
     def _sasl_failure(self, condition: str, reason: str) -> None:
@@ -636,7 +702,7 @@ class C2SConnection:
                 errors.POLICY_VIOLATION, f"{self._auth_failures} failed authentication attempts"
             )
             return
-        self.state = self._negotiation_state()
+        self._goto(self._offer())
 
     def _sasl_success(self, jid: Jid, additional: bytes | None = None) -> None:
         self._log(logging.INFO, "authenticated as %s", jid.bare)
@@ -647,7 +713,7 @@ class C2SConnection:
         self._send(success)
         self.jid = jid.bare
         self._events.append(Authenticated(jid.bare))
-        self._restart()
+        self._restart(Trigger.SASL_SUCCESS)
 
     # == resource binding (RFC 6120 §7) ==================================================================
 
@@ -674,7 +740,7 @@ class C2SConnection:
             resource = f"xmppauth-{self._token(8)}"  # RFC 6120 §7.6.2.1: server-generated
         self.resource = resource
         self._bind_id = iq.get("id", "")
-        self.state = State.BIND_PENDING  # no result yet: the adapter checks the credentials again first
+        self._goto(Trigger.BIND_REQUEST)  # no result yet: the adapter checks the credentials again first
         self._events.append(BindRequest(f"{self.jid}/{resource}", resource))
 
     # == stanzas (RFC 6120 §8) ===========================================================================
@@ -799,6 +865,42 @@ class C2SConnection:
     def _log(self, level: int, message: str, *args: object) -> None:
         logger.log(level, "%s: " + message, self.log_id, *args)
 
+
+Handler = Callable[[C2SConnection, Element], None]
+
+# state -> {first-level element: the method that handles it}. What a state accepts is here and nowhere else;
+# an element a state does not list is refused the same way everywhere (``_unexpected``): a stanza before the
+# session exists is `not-authorized` (RFC 6120 §4.9.3.12), anything else `unsupported-stanza-type`
+# (§4.9.3.20). A header is not an element: the parser reports it apart (``_dispatch``).
+ACCEPTED: dict[State, dict[str, Handler]] = {
+    State.WAIT_STREAM: {},
+    State.WAIT_STARTTLS: {
+        ns.STARTTLS: C2SConnection._on_starttls,  # RFC 6120 §5.4.2.1
+        ns.AUTH: C2SConnection._on_auth,  # unless STARTTLS is required (then refused: encryption-required)
+        ns.ABORT: C2SConnection._on_abort,
+    },
+    State.WAIT_TLS: {},
+    State.WAIT_AUTH: {
+        ns.AUTH: C2SConnection._on_auth,  # RFC 6120 §6.4.2
+        ns.ABORT: C2SConnection._on_abort,  # RFC 6120 §6.4.4
+        ns.STARTTLS: C2SConnection._on_starttls_refused,  # TLS is already on, or was not offered
+    },
+    State.SASL_CHALLENGE: {
+        ns.RESPONSE: C2SConnection._on_response,  # RFC 6120 §6.4.3
+        ns.ABORT: C2SConnection._on_abort,
+    },
+    State.SASL_PENDING: {},
+    State.WAIT_BIND: {
+        ns.IQ: C2SConnection._on_iq_before_bind,  # only <iq type='set'><bind/></iq> (RFC 6120 §7.6)
+    },
+    State.BIND_PENDING: {},
+    State.SESSION: {
+        ns.IQ: C2SConnection._on_iq,
+        ns.MESSAGE: C2SConnection._on_routed,
+        ns.PRESENCE: C2SConnection._on_routed,
+    },
+    State.CLOSED: {},
+}
 
 _SERVER_IQ: dict[tuple[str, str], Callable[[C2SConnection, Element, Element], None]] = {
     ("get", ns.qname(ns.PING, "ping")): C2SConnection._iq_ping,

@@ -31,7 +31,8 @@ class StartTls:
 
 @dataclass(frozen=True)
 class AuthenticateRequest:
-    """SASL EXTERNAL wants a verdict: call ``auth_result`` with an :class:`~transport.xmpp.auth.AuthResult`.
+    """SASL EXTERNAL wants a verdict: call ``auth_result`` with an
+    :class:`~transport.xmpp.decisions.IdentityDecision`.
 
     ``authzid`` is the decoded authorization identity, already checked to be a bare JID, or None.
     """
@@ -44,8 +45,9 @@ class AuthenticateRequest:
 
 @dataclass(frozen=True)
 class PasswordStepRequest:
-    """A password mechanism (PLAIN, SCRAM-*) has client data: call ``auth_result`` with an ``AuthResult``
-    holding a ``challenge``, a ``jid`` (with SCRAM's ``additional_data``) or a ``condition``.
+    """A password mechanism (PLAIN, SCRAM-*) has client data: call ``auth_result`` with an
+    ``IdentityDecision`` holding a ``challenge``, a ``jid`` (with SCRAM's ``additional_data``) or a
+    ``condition``.
 
     ``first`` marks the exchange's first message (a new exchange: forget any earlier one).
     ``channel_bindings`` (type -> data) and ``plus_offered`` (a -PLUS mechanism was advertised) are what

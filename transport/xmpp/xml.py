@@ -34,7 +34,6 @@ PIECE = 4096  # bytes handed to expat at once, at most
 # Deeper nesting than any real payload needs; it keeps recursive consumers (serializers, routers) safe.
 MAX_DEPTH = 64
 _XML_DECL = "<?xml version='1.0'?>"
-_FRAMING_ROOT = b"<framing>"
 
 # expat errors that mean "an entity reference we do not allow" rather than plain bad syntax (RFC 6120 §11.1).
 _ENTITY_ERRORS = frozenset(
@@ -87,9 +86,11 @@ class StreamOpen:
 
 @dataclass(frozen=True)
 class StanzaParsed:
-    """A complete first-level child of the stream (a stanza, or a negotiation element)."""
+    """A complete first-level child of the stream (a stanza, or a negotiation element), and the bytes it took
+    (what RFC 6120 §13.12's limit counts)."""
 
     element: Element
+    size: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,11 @@ class StreamEnd:
 
 
 ParserEvent = StreamOpen | StanzaParsed | StreamEnd
+
+
+def stanza_too_large(limit: int) -> errors.StreamError:
+    """RFC 6120 §13.12: a stanza larger than the server accepts ends the stream."""
+    return errors.StreamError(errors.POLICY_VIOLATION, f"stanza larger than the limit of {limit} bytes")
 
 
 def next_piece(data: bytes, start: int) -> int:
@@ -118,28 +124,25 @@ class StreamParser:
 
     ``feed(piece)`` returns the events the piece completed, or raises :class:`errors.StreamError` with
     ``not-well-formed``, ``restricted-xml``, ``unsupported-encoding`` or ``policy-violation``. After an error
-    the parser is dead: feed nothing more. With ``framed=True`` (RFC 7395) the messages are first-level
-    elements of an invisible root, and ``<open/>`` / ``<close/>`` arrive as :class:`StanzaParsed`.
+    the parser is dead: feed nothing more. Framed input (RFC 7395 messages, BOSH bodies) is not a stream:
+    :func:`parse_document` reads each one whole.
     """
 
-    def __init__(self, max_stanza_size: int = 65536, framed: bool = False) -> None:
+    def __init__(self, max_stanza_size: int = 65536) -> None:
         self.max_stanza_size = max_stanza_size
-        self.framed = framed
         self.dead = False
         self._events: list[ParserEvent] = []
         self._depth = 0
         self._stack: list[Element] = []
         self._pending_ns: dict[str, str] = {}
-        self._fed = 0  # bytes given to expat so far (not counting the invisible root)
+        self._fed = 0  # bytes given to expat so far
         self._unit_start = 0  # where the current stanza (or the gap before it) began
         self._parser: expat.XMLParserType | None = self._new_expat()
         self._offset = 0
         self._root: bytes = b""  # the stream's root start tag, to prime a new expat parser with
         self._boundary = False  # this piece ended a first-level element or the stream header
-        if framed:
-            self._parser.Parse(_FRAMING_ROOT, False)  # the invisible root of RFC 7395 messages
-            self._offset = len(_FRAMING_ROOT)
-            self._events = []
+        self._document = False  # parse_document: one complete document, read at once
+        self._xml_decl = False  # the input carried an XML declaration
 
     # -- set-up -------------------------------------------------------------------------------------
 
@@ -174,8 +177,16 @@ class StreamParser:
             self._reprime()
         self._fed += len(piece)
         self._boundary = False
+        self._parse(piece, final=False)
+        events, self._events = self._events, []
+        if self._boundary and self._can_release(piece):
+            self._parser = None
+        return events
+
+    def _parse(self, data: bytes, final: bool) -> None:
+        """Hand ``data`` to expat; any error kills the parser and becomes the stream error that names it."""
         try:
-            self._parser.Parse(piece, False)
+            self._parser.Parse(data, final)
             self._check_size(self._fed)
         except errors.StreamError:
             self._die()
@@ -187,16 +198,11 @@ class StreamParser:
             if exc.code in _ENCODING_ERRORS:
                 raise errors.StreamError(errors.UNSUPPORTED_ENCODING, str(exc)) from None
             raise errors.StreamError(errors.NOT_WELL_FORMED, str(exc)) from None
-        events, self._events = self._events, []
-        if self._boundary and self._can_release(piece):
-            self._parser = None
-        return events
 
     def _can_release(self, piece: bytes) -> bool:
         """Whether expat holds nothing: the piece's only ``>`` is its last byte, which ended the element."""
         return (
-            not self.framed
-            and not self.dead
+            not self.dead
             and self._depth == 1
             and not self._stack
             and bool(self._root)
@@ -228,14 +234,14 @@ class StreamParser:
     def _check_size(self, position: int) -> None:
         size = position - self._unit_start
         if size > self.max_stanza_size:
-            # RFC 6120 §13.12: a stanza larger than the server accepts ends the stream.
-            raise errors.StreamError(
-                errors.POLICY_VIOLATION, f"stanza larger than the limit of {self.max_stanza_size} bytes"
-            )
+            raise stanza_too_large(self.max_stanza_size)
 
     # -- expat handlers -----------------------------------------------------------------------------
 
     def _on_xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
+        # In a document (parse_document) the declaration is refused at the root's start tag, so that a DTD
+        # after it is still restricted-xml (RFC 6120 §11.1).
+        self._xml_decl = True
         if encoding is not None and encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
             raise errors.StreamError(
                 errors.UNSUPPORTED_ENCODING, f"encoding {encoding!r}: only UTF-8"
@@ -249,6 +255,10 @@ class StreamParser:
         self._pending_ns[prefix or ""] = uri
 
     def _on_start(self, name: str, attrs: dict[str, str]) -> None:
+        if self._document and self._xml_decl:
+            # Unchanged from when messages were read as children of one invisible root, where expat refused
+            # it: no XML declaration in a WebSocket message or a BOSH body (no client sends one).
+            raise errors.StreamError(errors.NOT_WELL_FORMED, "an XML declaration inside the stream")
         declared, self._pending_ns = self._pending_ns, {}
         tag = _clark(name)
         attributes = {_clark(key): value for key, value in attrs.items()}
@@ -256,7 +266,7 @@ class StreamParser:
             self._depth = 1
             prefix = self._prefix_of(tag, declared)
             self._events.append(StreamOpen(tag, attributes, prefix, declared.get("")))
-            if not self.framed:
+            if not self._document:
                 self._root = _root_start_tag(name, declared)
                 self._boundary = True
             return
@@ -289,8 +299,8 @@ class StreamParser:
         if self._depth == 1:
             position = self._position()
             self._check_size(position)
+            self._events.append(StanzaParsed(element, position - self._unit_start))
             self._unit_start = position
-            self._events.append(StanzaParsed(element))
             self._boundary = True
 
     def _on_text(self, data: str) -> None:
@@ -306,6 +316,29 @@ class StreamParser:
             last.tail = (last.tail or "") + data
         else:
             current.text = (current.text or "") + data
+
+
+def parse_document(document: bytes, max_stanza_size: int, *, container: bool = False) -> list[ParserEvent]:
+    """``document`` read as one complete XML document, with the stream's restrictions (RFC 6120 §11).
+
+    Without ``container`` (RFC 7395 §3.3.3: a WebSocket message is one element, a document of its own): the
+    document's root as one :class:`StanzaParsed`, so two elements, text beside it or an unfinished element
+    are ``not-well-formed`` (XML 1.0 §2.1: a document has exactly one root), and a DTD in its prolog is
+    ``restricted-xml``. With ``container`` (XEP-0124 §7: a BOSH ``<body/>``): the root as a
+    :class:`StreamOpen`, each child as a :class:`StanzaParsed` with its size, then :class:`StreamEnd`.
+    Larger than ``max_stanza_size`` (the document, or one child of a container): ``policy-violation``.
+    """
+    if not container and len(document) > max_stanza_size:
+        raise errors.StreamError(errors.POLICY_VIOLATION, f"message larger than {max_stanza_size} bytes")
+    parser = StreamParser(max_stanza_size)
+    parser._document = True
+    if not container:
+        parser._depth = 1  # as if inside a stream: the document's root is a first-level element
+    parser._fed = len(document)
+    parser._parse(document, final=True)
+    events = parser._events
+    parser._die()
+    return events
 
 
 def _root_start_tag(name: str, declared: dict[str, str]) -> bytes:

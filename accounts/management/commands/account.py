@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import Account, Domain
 from accounts.passwords import set_password
-from certauth.identity import InvalidJid, parse_bare_jid
+from transport.xmpp.jid import InvalidJid, parse_bare_jid
 
 
 class Command(BaseCommand):

@@ -19,8 +19,8 @@ from django.db import transaction
 from accounts.models import Account, Domain
 from certauth import pki, services
 from certauth.forms import clean_allowed_domains
-from certauth.identity import InvalidJid, parse_bare_jid
 from certauth.models import Certificate, CertificateAuthority, RevocationReason
+from transport.xmpp.jid import InvalidJid, parse_bare_jid
 from xmppauth.secrets import write_private
 
 PASSWORD_ENV = "XMPPAUTH_P12_PASSWORD"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element, SubElement
 
-from certauth.identity import InvalidJid, parse_jid
+from ..jid import InvalidJid, parse_jid
 
 NS = "jabber:iq:roster"
 QUERY = f"{{{NS}}}query"
