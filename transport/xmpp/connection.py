@@ -14,7 +14,8 @@ Use::
                                                # BindRequest -> conn.bind_result(...), Close -> close
 
 The states and what each accepts are in ``states.py``; this file implements the handlers named there.
-No I/O, no Django, no clocks: timeouts and the database belong to the adapters.
+No I/O, no Django, no clocks: the core asks for timers (``StartTimer``, answered by ``timer_fired``) and the
+session driver (``transport.driver``) keeps them and makes the database calls.
 """
 
 from __future__ import annotations
@@ -34,15 +35,19 @@ from . import errors
 from . import namespaces as ns
 from .auth import MECHANISM_NAMES, PASSWORD_MECHANISMS
 from .events import (
+    AUTH_DEADLINE,
+    KEEPALIVE,
     Authenticated,
     AuthenticateRequest,
     BindRequest,
     Bound,
+    CancelTimer,
     Close,
     Event,
     LocalProtocolError,
     PasswordStepRequest,
     StanzaReceived,
+    StartTimer,
     StartTls,
     StreamOpened,
 )
@@ -63,6 +68,8 @@ logger = logging.getLogger(__name__)
 TLS_MODES = ("none", "starttls", "starttls_required", "tls")
 FRAMINGS = ("stream", "websocket")
 SERVER_FEATURES = (ns.DISCO_INFO, ns.PING)  # XEP-0030 features of the server itself
+# A client that has not bound a resource this long after connecting is dropped (slowloris before auth).
+AUTH_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,10 @@ class StreamSettings:
     # True when an auth method checks passwords (rdbms): the password mechanisms of sasl_mechanisms are
     # offered, over TLS only (DESIGN §4).
     password_auth: bool = False
+    # Seconds from connection_made() to a bound resource before connection-timeout (RFC 6120 §4.9.3.4).
+    auth_timeout: float = AUTH_TIMEOUT
+    # Seconds of silence from a bound client before a server ping (XEP-0199 §4.2); 0: never ping.
+    ping_interval: float = 0.0
 
     def __post_init__(self) -> None:
         if self.tls_mode not in TLS_MODES:
@@ -102,6 +113,10 @@ class StreamSettings:
 
 class C2SConnection:
     """One client-to-server stream, from the first byte to CLOSED."""
+
+    _deadline_armed = False  # connection_made() asked for the auth deadline
+    _ping_outstanding = False  # a keepalive ping went out and nothing came back since
+    _pings_sent = 0
 
     def __init__(
         self,
@@ -165,6 +180,8 @@ class C2SConnection:
         """Bytes from the client (decrypted when TLS is on)."""
         if self.closed or not data:
             return self._drain()
+        if self.state is State.SESSION and self.settings.ping_interval:
+            self._client_heard()
         self._pending = self._pending[self._pos :] + data
         self._pos = 0
         if self.state in WAITING_FOR_ADAPTER and len(self._pending) > self.settings.max_stanza_size:
@@ -264,6 +281,7 @@ class C2SConnection:
         self.state = State.SESSION
         self._log(logging.INFO, "bound %s", full)
         self._events.append(Bound(full, self.resource or ""))
+        self._session_timers()
         self._pump()  # what the client sent meanwhile
         return self._drain()
 
@@ -295,6 +313,23 @@ class C2SConnection:
         self._parser = None
         self._pending, self._pos = b"", 0
         self._out = []
+
+    def connection_made(self) -> list[Event]:
+        """The transport is up: the core asks for its auth deadline (call once, before any input)."""
+        self._deadline_armed = True
+        return [StartTimer(AUTH_DEADLINE, self.settings.auth_timeout)]
+
+    def timer_fired(self, name: str) -> list[Event]:
+        """A timer the core asked for (:class:`StartTimer`) ran out."""
+        if self.closed:
+            return self._drain()
+        if name == AUTH_DEADLINE and self.state is not State.SESSION:
+            seconds = self.settings.auth_timeout
+            self._log(logging.WARNING, "not authenticated after %.0f s, closing", seconds)
+            self._stream_error(errors.CONNECTION_TIMEOUT, "authenticate sooner")  # RFC 6120 §4.9.3.4
+        elif name == KEEPALIVE and self.state is State.SESSION:
+            self._keepalive()
+        return self._drain()
 
     # == input pump ======================================================================================
 
@@ -513,8 +548,8 @@ class C2SConnection:
             return "this listener requests no client certificate (tls.verify_mode none)"
         if not self.tls_active:
             return "TLS is not on"
-        if self.peer_facts is None:
-            return "the client presented no certificate"
+        if self.peer_facts is None:  # the check's own reason when it had one (unparsable, refused, ...)
+            return self.peer_verify_error or "the client presented no certificate"
         return f"the client certificate did not pass verification ({self.peer_verify_error or 'no reason'})"
 
     # == STARTTLS (RFC 6120 §5) ==========================================================================
@@ -785,6 +820,38 @@ class C2SConnection:
             SubElement(query, ns.qname(ns.DISCO_INFO, "feature"), {"var": feature})
         self._send(reply)
 
+    # == timers: the auth deadline and the XEP-0199 keepalive (the adapter keeps the clock) ==============
+
+    def _session_timers(self) -> None:
+        """The session exists: no more auth deadline; the keepalive clock starts."""
+        if self._deadline_armed:
+            self._deadline_armed = False
+            self._events.append(CancelTimer(AUTH_DEADLINE))
+        if self.settings.ping_interval:
+            self._events.append(StartTimer(KEEPALIVE, self.settings.ping_interval))
+
+    def _client_heard(self) -> None:
+        """Any byte (a pong, a stanza, whitespace) shows the client is there: the silence clock restarts."""
+        self._ping_outstanding = False
+        self._events.append(StartTimer(KEEPALIVE, self.settings.ping_interval))
+
+    def _keepalive(self) -> None:
+        """Silent for ``ping_interval``: ping (XEP-0199 §4.2); still silent one interval later: close."""
+        if self._ping_outstanding:
+            seconds = self.settings.ping_interval
+            self._log(logging.WARNING, "%s silent for %.0f s after a ping, closing", self.full_jid, seconds)
+            self._stream_error(errors.CONNECTION_TIMEOUT, "no answer to ping")  # RFC 6120 §4.9.3.4
+            return
+        self._pings_sent += 1
+        to = self.full_jid or ""
+        ping = Element(ns.IQ, {"type": "get", "id": f"keepalive-{self._pings_sent}", "to": to})
+        if self.domain:
+            ping.set("from", self.domain)
+        SubElement(ping, ns.qname(ns.PING, "ping"))
+        self._send(ping)
+        self._ping_outstanding = True
+        self._events.append(StartTimer(KEEPALIVE, self.settings.ping_interval))
+
     # == helpers =========================================================================================
 
     def _send(self, element: Element) -> None:
@@ -834,4 +901,5 @@ def settings_from_config(config: Any, listener: Any, framing: str = "stream") ->
         framing=framing,
         client_certificates=client_certificates,
         password_auth=bool(getattr(auth, "password_methods", ())),
+        ping_interval=float(getattr(getattr(config, "options", None), "ping_interval_seconds", 0) or 0),
     )
