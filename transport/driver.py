@@ -88,6 +88,7 @@ class Core(Protocol):
     def connection_made(self) -> Iterable[Any]: ...
     def receive_data(self, data: bytes) -> Iterable[Any]: ...
     def data_to_send(self) -> bytes: ...
+    def frames_to_send(self) -> list[bytes]: ...
     def tls_established(self, check: Any, **kwargs: Any) -> Iterable[Any]: ...
     def auth_result(self, result: Any) -> Iterable[Any]: ...
     def bind_result(self, condition: str | None = None, text: str = "") -> Iterable[Any]: ...
@@ -328,8 +329,7 @@ class SessionDriver:
                 else:
                     logger.debug("%s: stanza not routed (no router)", self.name)
             case StartTimer(name=name, seconds=seconds):
-                self._cancel_timer(name)
-                self._timers[name] = self.adapter.call_later(seconds, functools.partial(self._fired, name))
+                self._start_timer(name, seconds)
             case CancelTimer(name=name):
                 self._cancel_timer(name)
             case Close(reason=reason, condition=condition):
@@ -382,7 +382,7 @@ class SessionDriver:
         if self.lost:
             return
         if self.framed:
-            for frame in self.core.frames_to_send():  # type: ignore[attr-defined]
+            for frame in self.core.frames_to_send():
                 self.adapter.send(frame)
         elif data := self.core.data_to_send():
             self.adapter.send(data)
@@ -426,6 +426,15 @@ class SessionDriver:
             self._internal_error()
             return
         self._feed(events)
+
+    def _start_timer(self, name: str, seconds: float) -> None:
+        running = self._timers.get(name)
+        if running is not None and hasattr(running, "reset"):
+            # Twisted's DelayedCall moves in place: the keepalive restarts at every input, so it is cheap.
+            running.reset(seconds)
+            return
+        self._cancel_timer(name)
+        self._timers[name] = self.adapter.call_later(seconds, functools.partial(self._fired, name))
 
     def _cancel_timer(self, name: str) -> None:
         timer = self._timers.pop(name, None)

@@ -7,6 +7,7 @@ session); XEP-0199 (ping); XEP-0030 (disco#info); RFC 7395 (WebSocket framing).
 Use::
 
     conn = C2SConnection(settings, log_id="tcp 192.0.2.1:40000")
+    events = conn.connection_made()            # StartTimer: the adapter calls conn.timer_fired(name) later
     events = conn.receive_data(bytes_from_socket)
     socket.write(conn.data_to_send())          # always before acting on the events
     for event in events: ...                   # StartTls -> conn.tls_established(...),
