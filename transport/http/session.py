@@ -93,10 +93,13 @@ class LoopAdapter:
                 return
             done(result)
 
+        self.keep(asyncio.get_running_loop().create_task(call()))
+
+    def keep(self, task: asyncio.Task[None]) -> None:
+        """Hold ``task`` until it is done (the loop keeps only a weak reference to a task)."""
         if not hasattr(self, "_tasks"):
             self._tasks = set()
-        task = asyncio.get_running_loop().create_task(call())
-        self._tasks.add(task)  # the loop keeps only a weak reference to a task
+        self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def call_later(self, seconds: float, function: Callable[[], None]) -> asyncio.TimerHandle:

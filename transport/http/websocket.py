@@ -156,7 +156,7 @@ class _Output(LoopAdapter):
         if self.consumer.session is None or self._flush_due:
             return
         self._flush_due = True
-        asyncio.get_running_loop().create_task(self.consumer._flush())
+        self.keep(asyncio.get_running_loop().create_task(self.consumer._flush()))
 
 
 class XmppWebsocketConsumer(AsyncWebsocketConsumer):
