@@ -1,279 +1,374 @@
-"""Drive the sans-I/O c2s core from asyncio: what the WebSocket and BOSH adapters share.
+"""The session driver: what every transport (TCP, WebSocket, BOSH) does around the sans-I/O c2s core.
 
 Specs: DESIGN §2 and §3 (the core decides nothing about I/O; every transport verifies the client chain with
-``certauth``), RFC 6120 §6.4 (SASL EXTERNAL verdicts), MongooseIM's ``disconnect_on_failure``.
+``certauth``), RFC 6120 §4.9.3.4 (connection-timeout), §6.4 (SASL verdicts), §7 (bind, with the re-check of
+``transport.sessions.registry.bind_session``), XEP-0199 §4.2 (keepalive pings, asked for by the core),
+XEP-0205 §3 (an address that keeps failing is refused after a delay), MongooseIM's ``disconnect_on_failure``.
 
-The TCP adapter (``transport.tcp.protocol``) does the same on Twisted; this is its asyncio counterpart for
-Channels
-consumers, which run on daphne's event loop (the Twisted asyncio reactor's loop, the same thread as the TCP
-listeners, so the shared :data:`transport.tcp.protocol.registry` is touched from one thread only).
+One :class:`SessionDriver` per connection owns the certificate check and the disconnect decision (and their
+logging), the core's events (matched by type), the database calls (in a thread; the client's input is held
+meanwhile so the core sees it in order), the timers the core asks for (the auth deadline, the keepalive),
+bound-session registration, and teardown. It imports neither Twisted nor asyncio: the adapter gives it the
+four things that differ per transport (:class:`Adapter`): send bytes, close, run in a thread, call later.
+Adapters: ``transport.tcp.protocol`` (Twisted), ``transport.http.session`` (asyncio, for
+``transport.http.websocket`` and ``transport.http.bosh``).
 
-:class:`AsyncC2SSession` owns one core and one ``CertificateAuthenticator``. The adapter calls
-:meth:`~AsyncC2SSession.start` with the client's chain (leaf first, PEM or DER), then
-:meth:`~AsyncC2SSession.receive` with each complete element, and takes the output with
-:meth:`~AsyncC2SSession.frames` (one element per item, RFC 7395 §3.3.3). The two database calls run in a
-thread (``database_sync_to_async``); callers serialise ``receive`` so the core sees input in order. A bind
-goes through ``transport.sessions.registry.bind_session`` as on TCP: the bind result follows its re-check.
+Everything here runs on the adapter's event-loop thread (daphne runs the Twisted asyncio reactor, so that
+is one thread for every transport of a process).
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from channels.db import database_sync_to_async
+from cryptography import x509
 
 from certauth.pki import load_certificates
 from certauth.pki.facts import fingerprint_sha256
-from transport.tcp.protocol import AUTH_TIMEOUT, ConnectionRegistry, registry
-from transport.tls.context import must_disconnect
-from transport.xmpp import (
+from transport.sessions import registry as live
+from transport.tls.policy import must_disconnect
+from transport.xmpp.events import (
+    Authenticated,
     AuthenticateRequest,
     BindRequest,
     Bound,
-    C2SConnection,
+    CancelTimer,
     Close,
     PasswordStepRequest,
     StanzaReceived,
-    new_c2s_stream,
+    StartTimer,
+    StartTls,
 )
-from transport.xmpp.xml import StanzaParsed
 from xmppauth import limits
-from xmppauth.config import Config, HttpListener, TlsOptions
+from xmppauth.config import TlsOptions
 
 logger = logging.getLogger(__name__)
 
-# Behind a trusted TLS-terminating proxy (a plain listener, transport.http.proxy_cert) there are no listener
-# TLS
-# options: the chain is verified in peer mode against the database's CAs, and a bad one is treated as absent.
-PROXY_TLS_OPTIONS = TlsOptions(mode="tls", verify_mode="peer", disconnect_on_failure=False)
-
-TLS_EXTENSION = "tls"
-LISTENER_EXTENSION = "xmppauth.listener"  # transport.http.server.LISTENER_EXTENSION (no daphne import here)
-CHANNEL_BINDINGS_EXTENSION = "xmppauth.channel_bindings"  # transport.http.server's, for SCRAM -PLUS
+# Held-back input while a database call is pending; more than this is a client that does not wait.
+MAX_PENDING_INPUT = 1 << 20
 
 
-def scope_chain(scope: dict[str, Any]) -> list[bytes]:
-    """The client's chain from the ASGI TLS extension (PEM strings or bytes, leaf first), as bytes."""
-    tls = (scope.get("extensions") or {}).get(TLS_EXTENSION) or {}
-    return [
-        item.encode() if isinstance(item, str) else bytes(item) for item in tls.get("client_cert_chain") or ()
-    ]
+class Timer(Protocol):
+    """What ``call_later`` returns: Twisted's ``DelayedCall`` and asyncio's ``TimerHandle`` both fit."""
+
+    def cancel(self) -> None: ...
 
 
-def leaf_fingerprint(chain: Sequence[bytes]) -> str | None:
-    """SHA-256 fingerprint of the chain's leaf, or None without a (parsable) certificate."""
+class Adapter(Protocol):
+    """What a transport gives the driver. Every call comes from, and every callback must run on, the
+    adapter's event-loop thread."""
+
+    def send(self, data: bytes) -> None:
+        """Write output: everything queued (stream framing) or one complete element (WebSocket framing)."""
+
+    def close(self, abort: bool = False) -> None:
+        """End the connection after what was sent; ``abort``: drop it at once (a refused certificate)."""
+
+    def run_in_thread(
+        self, function: Callable[[], Any], done: Callable[[Any], None], failed: Callable[[str], None]
+    ) -> None:
+        """Run ``function()`` (a database call) off the loop; then ``done(result)`` or ``failed(traceback)``
+        back on the loop."""
+
+    def call_later(self, seconds: float, function: Callable[[], None]) -> Timer:
+        """Call ``function()`` on the loop ``seconds`` from now."""
+
+    def start_tls(self) -> None:
+        """Start the TLS handshake on this connection (only a TCP stream with STARTTLS is ever asked to)."""
+
+
+class Core(Protocol):
+    """What the driver needs of the c2s core (``transport.xmpp.C2SConnection``)."""
+
+    closed: bool
+
+    def connection_made(self) -> Iterable[Any]: ...
+    def receive_data(self, data: bytes) -> Iterable[Any]: ...
+    def receive_element(self, parsed: Any) -> Iterable[Any]: ...
+    def data_to_send(self) -> bytes: ...
+    def frames_to_send(self) -> list[bytes]: ...
+    def tls_established(self, check: Any, **kwargs: Any) -> Iterable[Any]: ...
+    def auth_result(self, result: Any) -> Iterable[Any]: ...
+    def bind_result(self, condition: str | None = None, text: str = "") -> Iterable[Any]: ...
+    def timer_fired(self, name: str) -> Iterable[Any]: ...
+    def close_with_error(self, condition: str, text: str = "") -> Iterable[Any]: ...
+    def close(self, reason: str = "closed by the server") -> Iterable[Any]: ...
+    def send_stanza(self, element: Any) -> bool: ...
+    def connection_lost(self) -> None: ...
+
+
+def leaf_fingerprint(chain: Sequence[bytes | x509.Certificate]) -> str | None:
+    """SHA-256 fingerprint of the chain's leaf (a certificate, or PEM/DER bytes), or None without a (parsable)
+    certificate. The one fingerprint of a connection: the session registry's, BOSH's session binding."""
     if not chain:
         return None
+    leaf = chain[0]
+    if isinstance(leaf, x509.Certificate):
+        return fingerprint_sha256(leaf)
     try:
-        certs = load_certificates(chain[0])
+        certs = load_certificates(bytes(leaf))
     except ValueError:
         return None
     return fingerprint_sha256(certs[0]) if certs else None
 
 
-def scope_listener(config: Config, scope: dict[str, Any]) -> HttpListener | None:
-    """The ``[[listen.http]]`` listener the connection came in on (our xmpptls endpoint says which)."""
-    index = (scope.get("extensions") or {}).get(LISTENER_EXTENSION)
-    if isinstance(index, int) and 0 <= index < len(config.listen_http):
-        return config.listen_http[index]
-    return None
-
-
-def scope_tls_options(config: Config, scope: dict[str, Any]) -> TlsOptions | None:
-    """TLS options that verify this scope's certificate: its listener's, or :data:`PROXY_TLS_OPTIONS`.
-
-    Only ``verify_mode``, ``cacertfile`` and ``disconnect_on_failure`` matter here (the handshake is done).
-    None when the request carried no TLS facts at all (plain HTTP not from a trusted proxy): no EXTERNAL.
-    """
-    listener = scope_listener(config, scope)
-    if listener is not None and listener.tls is not None:
-        return listener.tls
-    if TLS_EXTENSION in (scope.get("extensions") or {}):
-        return PROXY_TLS_OPTIONS
-    return None
-
-
-def scope_channel_bindings(scope: dict[str, Any]) -> dict[str, bytes]:
-    """The channel bindings our TLS endpoint found for this WebSocket (empty: none, e.g. behind a proxy)."""
-    found = (scope.get("extensions") or {}).get(CHANNEL_BINDINGS_EXTENSION) or {}
-    return {str(kind): bytes(data) for kind, data in found.items()}
-
-
-def scope_peer(scope: dict[str, Any]) -> str:
-    client = scope.get("client") or ("?", "?")
-    return f"{client[0]}:{client[1]}"
-
-
-class AsyncC2SSession:
-    """One c2s session over WebSocket or BOSH: the core, the authenticator and the shared registry."""
+class SessionDriver:
+    """One client connection: the core, its authenticator and the adapter's transport."""
 
     def __init__(
         self,
-        config: Config,
-        listener: HttpListener | None,
-        tls_options: TlsOptions | None,
+        core: Core,
+        authenticator: Any,
+        adapter: Adapter,
         *,
         transport: str,
         peer: str,
-        on_output: Callable[[], None] = lambda: None,
-        registry: ConnectionRegistry = registry,
-        core: C2SConnection | None = None,
-        authenticator: Any = None,
+        tls_options: TlsOptions | None,
+        framed: bool = False,
+        sessions: live.LiveSessions | None = None,
+        bridge_factory: Callable[..., Any] | None = None,
     ) -> None:
-        self.peer = peer
-        self.transport = transport
-        self.tls_options = tls_options
-        if core is None:
-            from accounts.domains import checker
-
-            core = new_c2s_stream(
-                config,
-                listener,
-                framing="websocket",
-                log_id=f"{transport} {peer}",
-                hosted=checker(config.hosts),
-            )
+        """``transport``: tcp, tls (direct TLS), ws or bosh (logs and the session registry); ``framed``: the
+        core speaks WebSocket framing (one element per ``send``); ``bridge_factory``: makes the session's
+        ``transport.im.bridge.SessionBridge`` at bind (None: stanzas are not routed)."""
         self.core = core
-        if authenticator is None:
-            from certauth.authenticator import CertificateAuthenticator  # noqa: PLC0415 (Django app code)
-
-            authenticator = CertificateAuthenticator(config, tls_options, transport, peer)
         self.authenticator = authenticator
-        self.on_output = on_output
-        self.jid: str | None = None
+        self.adapter = adapter
+        self.transport = transport
+        self.peer = peer
+        self.name = f"{transport} {peer}"  # what every log line of this connection starts with
+        self.tls_options = tls_options
+        self.framed = framed
+        self.sessions = sessions if sessions is not None else live.sessions
+        self.bridge_factory = bridge_factory
+        self.jid: str | None = None  # the full JID once bound
         self.cert_fingerprint: str | None = None
-        self.close_condition: str | None = None
-        self._registry = registry
-        self._connection_id: int | None = None
-        self._auth_deadline: asyncio.TimerHandle | None = None
         self.cert_facts: Any = None  # facts of a verified client certificate (the session registry's match)
-        self.bridge: Any = None  # transport.im.bridge.SessionBridge once bound: routing (RFC 6121)
-        self.live: Any = None  # transport.sessions.registry.SessionHandle once bound: the session registry
-
-    @property
-    def bare_jid(self) -> str | None:
-        return self.jid.split("/", 1)[0] if self.jid else None
+        self.tls_errors: tuple[Any, ...] = ()  # what OpenSSL objected to in the client's chain (for logs)
+        self.close_condition: str | None = None  # the stream error the stream ended with, if any
+        self.bridge: Any = None  # transport.im.bridge.SessionBridge once bound
+        self.live: live.SessionHandle | None = None  # the session registry's handle once bound
+        self.lost = False
+        self._closing = False  # no more input is read; output may still go out
+        self._close_sent = False
+        self._pending = 0  # database calls in flight
+        self._held: list[tuple[Callable[[Any], Iterable[Any]], Any]] = []  # (core input method, its argument)
+        self._held_size = 0
+        self._timers: dict[str, Timer] = {}
+        self._on_ready: Callable[[bool], None] | None = None
 
     @property
     def closed(self) -> bool:
         return self.core.closed
 
     @property
-    def max_stanza_size(self) -> int:
-        return self.core.settings.max_stanza_size
+    def bare_jid(self) -> str | None:
+        return self.jid.split("/", 1)[0] if self.jid else None
 
-    async def start(self, chain: Sequence[bytes], channel_bindings: dict[str, bytes] | None = None) -> bool:
-        """Check the client's chain; False when ``disconnect_on_failure`` says the connection must end, or
-        when the client's address is past ``auth_failures_per_minute`` (refused after the delay, XEP-0205 §3:
-        the WebSocket handshake gets HTTP 403, BOSH a ``policy-violation`` terminate).
+    # -- the adapter's calls --------------------------------------------------------------------------
 
-        ``channel_bindings``: the TLS connection's, for SCRAM -PLUS (WebSocket only).
-        """
+    def open(self) -> None:
+        """The connection is up: the core's auth deadline starts."""
+        self._feed(self.core.connection_made())
+
+    def certificate_presented(
+        self,
+        chain: Sequence[bytes | x509.Certificate],
+        *,
+        channel_bindings: dict[str, bytes] | None = None,
+        tls_errors: Sequence[Any] = (),
+        on_ready: Callable[[bool], None] | None = None,
+    ) -> None:
+        """TLS is up with this client chain (leaf first; empty: none): check it in a thread, then tell the
+        core. ``on_ready(True)`` once the core has the verdict, ``on_ready(False)`` if the connection ends
+        first (``disconnect_on_failure``, an address past ``auth_failures_per_minute``, a failed check).
+        ``channel_bindings``: the TLS connection's, for SCRAM -PLUS."""
+        self._on_ready = on_ready
+        if self._closing or self.lost:
+            self._settle(False)
+            return
         if limits.too_many_auth_failures(self.peer):
+            # XEP-0205 §3: an address that keeps failing waits, then is refused with policy-violation.
             delay = limits.option("auth_failure_delay_seconds")
-            logger.warning("%s %s: too many failed authentications from this address, refused in %d s",
-                           self.transport, self.peer, delay)  # fmt: skip
-            await asyncio.sleep(delay)
-            return False
+            logger.warning("%s: too many failed authentications from this address, refused in %d s",
+                           self.name, delay)  # fmt: skip
+            self._closing = True  # the client's input is ignored meanwhile
+            self.adapter.call_later(delay, self._refuse_flooder)
+            return
+        self.tls_errors = tuple(tls_errors)
+        if self.tls_errors:
+            logger.info("%s: OpenSSL chain errors: %s", self.name, "; ".join(map(str, self.tls_errors)))
         self.cert_fingerprint = leaf_fingerprint(chain)
-        if self.tls_options is None:
-            check = None  # no TLS facts: the core offers no EXTERNAL
-        else:
-            check = await database_sync_to_async(self.authenticator.check_certificate)(list(chain))
-            if must_disconnect(self.tls_options, bool(check.verified)):
-                logger.warning(
-                    "%s %s: certificate refused, disconnecting: %s", self.transport, self.peer, check.reason
-                )
-                return False
-            if check.facts is not None:
-                logger.info(
-                    "%s %s: client certificate %s (%s)",
-                    self.transport,
-                    self.peer,
-                    "verified" if check.verified else "not verified",
-                    check.reason,
-                )
-        self._connection_id = self._registry.add(self)  # type: ignore[arg-type]  (duck-typed like C2SProtocol)
-        if check is not None:
-            self.cert_facts = check.facts if check.verified else None
-            if channel_bindings:
-                await self._handle(self.core.tls_established(check, channel_bindings=channel_bindings))
-            else:
-                await self._handle(self.core.tls_established(check))
-        return True
+        if self.tls_options is None:  # no TLS facts (plain HTTP not from a trusted proxy): no EXTERNAL
+            self._settle(True)
+            return
+        checked = functools.partial(self._certificate_checked, dict(channel_bindings or {}))
+        self._in_thread(checked, self.authenticator.check_certificate, list(chain))
 
-    def arm_auth_deadline(self, seconds: float = AUTH_TIMEOUT) -> None:
-        """Close a session that has not bound a resource ``seconds`` from now (as TCP does: slowloris)."""
-        self._auth_deadline = asyncio.get_running_loop().call_later(seconds, self._auth_timed_out, seconds)
+    def receive(self, data: bytes) -> None:
+        """Bytes from the client (decrypted; one whole message per call over WebSocket)."""
+        self._input(self.core.receive_data, data)
 
-    def _auth_timed_out(self, seconds: float) -> None:
-        self._auth_deadline = None
-        if self.jid is None and not self.core.closed:
-            logger.warning(
-                "%s %s: not authenticated after %.0f s, closing", self.transport, self.peer, seconds
-            )
-            self.close_with_error("connection-timeout", "authenticate sooner")  # RFC 6120 §4.9.3.4
-
-    def _cancel_auth_deadline(self) -> None:
-        if self._auth_deadline is not None:
-            self._auth_deadline.cancel()
-            self._auth_deadline = None
-
-    async def receive(self, data: bytes) -> None:
-        """One complete element (or ``<open/>``/``<close/>``) from the client."""
+    def _input(self, feed: Callable[[Any], Iterable[Any]], piece: Any) -> None:
+        if self._closing or self.lost:
+            return
+        if self._pending:
+            self._hold((feed, piece))
+            return
         try:
-            events = self.core.receive_data(data)
+            events = feed(piece)
         except Exception:
-            logger.exception("%s %s: core failed on input", self.transport, self.peer)
-            events = self.core.close_with_error("internal-server-error")
-        await self._handle(events)
+            logger.exception("%s: core failed on input", self.name)
+            self._internal_error()
+            return
+        self._feed(events)
 
-    async def receive_element(self, parsed: StanzaParsed) -> None:
-        """One element the adapter already read with the core's parser (a BOSH body's child): no re-parse."""
-        try:
-            events = self.core.receive_element(parsed)
-        except Exception:
-            logger.exception("%s %s: core failed on input", self.transport, self.peer)
-            events = self.core.close_with_error("internal-server-error")
-        await self._handle(events)
+    def receive_element(self, parsed: Any) -> None:
+        """One element the adapter already read with the core's parser (a BOSH body's child: no re-parse)."""
+        self._input(self.core.receive_element, parsed)
 
-    def frames(self) -> list[bytes]:
-        """What the core wants sent, one complete element each."""
-        return self.core.frames_to_send()
+    def deliver(self, element: Any) -> None:
+        """A stanza routed to this session (``transport.im.bridge``): queue it and send it."""
+        if self._closing or self.lost:
+            return
+        if self.core.send_stanza(element):
+            self._flush()
 
     def close_with_error(self, condition: str, text: str = "") -> None:
-        """End the stream with a stream error (RFC 6120 §4.9); output follows through ``on_output``."""
-        self._note_close(self.core.close_with_error(condition, text))
-        self.on_output()
+        """End the stream with a stream error (RFC 6120 §4.9), then the connection."""
+        if self._closing or self.lost:
+            return
+        self._feed(self.core.close_with_error(condition, text))
+        self._close_transport()
 
     def close(self, reason: str = "closed by the server") -> None:
-        self._note_close(self.core.close(reason))
-        self.on_output()
+        """End the stream cleanly (RFC 6120 §4.4), then the connection."""
+        if self._closing or self.lost:
+            return
+        self._feed(self.core.close(reason))
+        self._close_transport()
 
-    def connection_lost(self) -> None:
-        """The transport is gone: forget the session."""
-        self._cancel_auth_deadline()
-        if self._connection_id is not None:
-            self._registry.remove(self._connection_id)
-            self._connection_id = None
+    def connection_lost(self, why: str = "closed") -> None:
+        """The transport is gone: cancel the timers, leave the router and the session registry."""
+        if self.lost:
+            return
+        self.lost = True
+        self._closing = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         if self.bridge is not None:
             self.bridge.stop()  # unavailable presence to subscribers (RFC 6121 §4.5.2)
         if self.live is not None:
             self.live.unregister()
         self.core.connection_lost()
+        self._settle(False)
+        logger.info("%s: disconnected (%s)%s", self.name, why, f" jid={self.jid}" if self.jid else "")
+
+    # -- the certificate ------------------------------------------------------------------------------
+
+    def _certificate_checked(self, channel_bindings: dict[str, bytes], check: Any) -> None:
+        if self.tls_options is not None and must_disconnect(self.tls_options, bool(check.verified)):
+            # MongooseIM disconnect_on_failure: an invalid certificate ends the connection at once.
+            logger.warning("%s: certificate refused, disconnecting: %s", self.name, check.reason)
+            self._closing = True
+            self._close_transport(abort=True)
+            return
+        if check.facts is not None:
+            verdict = "verified" if check.verified else "not verified"
+            logger.info("%s: client certificate %s (%s)", self.name, verdict, check.reason)
+        self.cert_facts = check.facts if check.verified else None
+        if channel_bindings:
+            events = self.core.tls_established(check, channel_bindings=channel_bindings)
+        else:
+            events = self.core.tls_established(check)
+        self._feed(events)
+        self._settle(not self._closing)
+
+    def _settle(self, ready: bool) -> None:
+        on_ready, self._on_ready = self._on_ready, None
+        if on_ready is not None:
+            on_ready(ready)
+
+    def _refuse_flooder(self) -> None:
+        if self.lost:
+            return
+        self._closing = False  # set to keep the client's input out meanwhile; close_with_error checks it
+        self.close_with_error(limits.POLICY_VIOLATION, "too many failed authentications; try again later")
+
+    # -- the core's events ----------------------------------------------------------------------------
+
+    def _feed(self, events: Iterable[Any] | None) -> None:
+        """Send what the core wants sent, then act on its events (so ``<proceed/>`` precedes TLS)."""
+        events = list(events or ())
+        self._flush()
+        try:
+            for event in events:
+                self._handle(event)
+        except Exception:
+            logger.exception("%s: failure while handling core events", self.name)
+            self._internal_error()
+            return
+        self._flush()
+
+    def _handle(self, event: Any) -> None:
+        match event:
+            case StartTls():
+                self._flush()  # <proceed/> goes out in the clear, then the handshake (RFC 6120 §5.4.3.3)
+                self.adapter.start_tls()
+            case AuthenticateRequest(facts=facts, authzid=authzid, domain=domain):
+                check = self.authenticator.authenticate_external
+                self._in_thread(self._external_judged, check, facts, authzid, domain)
+            case PasswordStepRequest():
+                self._in_thread(self._auth_result, self.authenticator.authenticate_password, event)
+            case Authenticated(jid=jid):
+                logger.debug("%s: authenticated as %s", self.name, jid)
+            case BindRequest(jid=jid):
+                self._bind(str(jid))
+            case Bound(jid=jid):
+                self.jid = str(jid)
+                logger.info("%s: session bound to %s", self.name, self.jid)
+            case StanzaReceived(element=element):
+                if self.bridge is not None:
+                    self.bridge.from_client(element)
+                else:
+                    logger.debug("%s: stanza not routed (no router)", self.name)
+            case StartTimer(name=name, seconds=seconds):
+                self._start_timer(name, seconds)
+            case CancelTimer(name=name):
+                self._cancel_timer(name)
+            case Close(reason=reason, condition=condition):
+                self.close_condition = condition
+                with_error = f" with {condition}" if condition else ""
+                logger.info("%s: stream closed%s: %s", self.name, with_error, reason)
+                self._closing = True
+                self._flush()
+                self._close_transport()
+            case _:
+                logger.debug("%s: core event %s ignored", self.name, event)
+
+    def _external_judged(self, result: Any) -> None:
+        if getattr(result, "jid", None):
+            logger.info("%s: SASL EXTERNAL accepted as %s", self.name, result.jid)
+        else:
+            condition, reason = getattr(result, "condition", "?"), getattr(result, "reason", "")
+            logger.info("%s: SASL EXTERNAL refused: %s (%s)", self.name, condition, reason)
+        self._auth_result(result)
+
+    def _auth_result(self, result: Any) -> None:
+        """A SASL verdict or a password step (the authenticator logged and recorded the outcome)."""
+        self._feed(self.core.auth_result(result))
 
     def _bind(self, full_jid: str) -> None:
-        """Register the session, which re-checks the credentials before the bind result goes out, and
-        connect it to the router once admitted (``live.bind_session``, as TCP does)."""
-        from transport.im.bridge import SessionBridge  # noqa: PLC0415
-        from transport.sessions import registry as live  # noqa: PLC0415 (Django app code)
-
-        self.bridge = SessionBridge(full_jid, deliver=self.deliver, close=self.close_with_error)
+        """Enter the session registry, which re-checks the credentials before the core may send the bind
+        result and ends the session whenever its certificate stops being valid (``live.bind_session``)."""
+        if self.bridge_factory is not None:
+            self.bridge = self.bridge_factory(full_jid, deliver=self.deliver, close=self.close_with_error)
         self.live = live.bind_session(
-            live.sessions,
+            self.sessions,
             full_jid=full_jid,
             transport="websocket" if self.transport == "ws" else self.transport,
             peer=self.peer,
@@ -287,52 +382,105 @@ class AsyncC2SSession:
         )
 
     def _bind_admitted(self) -> None:
-        """On the loop's thread, once the check passed: the bind result and what the client sent meanwhile."""
-        for event in self.core.bind_result(None):
-            self._on_event(event)
-        self.on_output()
+        if self._closing or self.lost:
+            return
+        self._feed(self.core.bind_result(None))
 
-    def deliver(self, element: Any) -> None:
-        """A stanza routed to this session: queue it; the adapter sends it through ``on_output``."""
-        if self.core.send_stanza(element):
-            self.on_output()
+    def _flush(self) -> None:
+        if self.lost:
+            return
+        if self.framed:
+            for frame in self.core.frames_to_send():
+                self.adapter.send(frame)
+        elif data := self.core.data_to_send():
+            self.adapter.send(data)
 
-    async def _handle(self, events: Iterable[Any]) -> None:
-        for event in list(events or ()):
-            if isinstance(event, AuthenticateRequest):
-                result = await database_sync_to_async(self.authenticator.authenticate_external)(
-                    event.facts, event.authzid, event.domain
-                )
-                await self._handle(self.core.auth_result(result))
-            elif isinstance(event, PasswordStepRequest):
-                result = await database_sync_to_async(self.authenticator.authenticate_password)(event)
-                await self._handle(self.core.auth_result(result))
-            else:
-                self._on_event(event)
-        self.on_output()
+    # -- threads, timers, held input, errors ----------------------------------------------------------
 
-    def _on_event(self, event: Any) -> None:
-        """The core's events that need no database call of their own."""
-        if isinstance(event, BindRequest):
-            self._bind(str(event.jid))
-        elif isinstance(event, Bound):
-            self.jid = str(event.jid)
-            logger.info("%s %s: session bound to %s", self.transport, self.peer, self.jid)
-            self._cancel_auth_deadline()
-        elif isinstance(event, StanzaReceived):
-            if self.bridge is not None:
-                self.bridge.from_client(event.element)
-        elif isinstance(event, Close):
-            self._note_close([event])
+    def _in_thread(self, on_result: Callable[[Any], None], function: Callable[..., Any], *args: Any) -> None:
+        """``function(*args)`` in a thread; then, on the loop, ``on_result(result)`` and the held input."""
+        self._pending += 1
+        label = getattr(function, "__name__", "call")
 
-    def _note_close(self, events: Iterable[Any]) -> None:
-        for event in events or ():
-            if isinstance(event, Close):
-                self.close_condition = event.condition
-                logger.info(
-                    "%s %s: stream closed%s: %s",
-                    self.transport,
-                    self.peer,
-                    f" with {event.condition}" if event.condition else "",
-                    event.reason,
-                )
+        def done(result: Any) -> None:
+            self._pending -= 1
+            if self._closing or self.lost:
+                return  # the connection went away meanwhile: drop the result
+            try:
+                on_result(result)
+            except Exception:
+                logger.exception("%s: failure after %s", self.name, label)
+                self._internal_error()
+                return
+            self._release_held()
+
+        def failed(description: str) -> None:
+            self._pending -= 1
+            if self._closing or self.lost:
+                return
+            logger.error("%s: %s failed: %s", self.name, label, description)
+            self._internal_error()
+
+        self.adapter.run_in_thread(functools.partial(function, *args), done, failed)
+
+    def _fired(self, name: str) -> None:
+        self._timers.pop(name, None)
+        if self._closing or self.lost:
+            return
+        try:
+            events = self.core.timer_fired(name)
+        except Exception:
+            logger.exception("%s: core failed on timer %s", self.name, name)
+            self._internal_error()
+            return
+        self._feed(events)
+
+    def _start_timer(self, name: str, seconds: float) -> None:
+        running = self._timers.get(name)
+        if running is not None and hasattr(running, "reset"):
+            # Twisted's DelayedCall moves in place: the keepalive restarts at every input, so it is cheap.
+            running.reset(seconds)
+            return
+        self._cancel_timer(name)
+        self._timers[name] = self.adapter.call_later(seconds, functools.partial(self._fired, name))
+
+    def _cancel_timer(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _hold(self, piece: tuple[Callable[[Any], Iterable[Any]], Any]) -> None:
+        self._held.append(piece)
+        self._held_size += _input_size(piece[1])
+        if self._held_size > MAX_PENDING_INPUT:
+            logger.warning("%s: %d bytes held during a check, closing", self.name, self._held_size)
+            self._closing = True
+            self._close_transport()
+
+    def _release_held(self) -> None:
+        while self._held and not self._pending and not self._closing:
+            feed, data = self._held.pop(0)
+            self._held_size -= _input_size(data)
+            self._input(feed, data)
+
+    def _internal_error(self) -> None:
+        if not self._closing and not self.lost:
+            try:
+                self._feed(self.core.close_with_error("internal-server-error", ""))
+            except Exception:
+                logger.exception("%s: could not send the stream error", self.name)
+        self._closing = True
+        self._close_transport()
+
+    def _close_transport(self, abort: bool = False) -> None:
+        """Ask the adapter to close (once); an ``on_ready`` still waiting learns the connection ends."""
+        self._closing = True
+        if not self._close_sent and not self.lost:
+            self._close_sent = True
+            self.adapter.close(abort)
+        self._settle(False)
+
+
+def _input_size(piece: Any) -> int:
+    """Bytes of held input: raw bytes, or a parsed element with the size its parser measured."""
+    return len(piece) if isinstance(piece, bytes | bytearray) else getattr(piece, "size", 0)

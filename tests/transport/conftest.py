@@ -70,7 +70,7 @@ def c2s(on_reactor, pki, trusted_ca):
     from twisted.internet import reactor
 
     from certauth.configcas import sync_config_cas
-    from transport.tcp import protocol as tcp
+    from transport.tcp import listener as tcp
     from xmppauth.config import AuthConfig, C2SListener, Config
 
     ports = []
@@ -91,6 +91,9 @@ def c2s(on_reactor, pki, trusted_ca):
         config = Config(hosts=hosts, listen_c2s=(listener,), auth=auth or AuthConfig(), source="test.toml")
         if xmpp_options is not None:  # the [xmppauth] options (require_revocation, crl_grace_seconds, ...)
             config = dataclasses.replace(config, options=xmpp_options)
+        # The core asks for the XEP-0199 keepalive ([xmppauth] ping_interval_seconds; here 0 unless given).
+        keepalive = dataclasses.replace(config.options, ping_interval_seconds=ping_interval)
+        config = dataclasses.replace(config, options=keepalive)
         if options.cacertfile:  # as every process does at start-up: the file's CAs become rows
             sync_config_cas(config)
         port = on_reactor(
@@ -102,7 +105,6 @@ def c2s(on_reactor, pki, trusted_ca):
             core_factory=tcp._default_core_factory(config),
             authenticator_factory=tcp._default_authenticator_factory(config),
             clock=clock,
-            ping_interval=ping_interval,
             # routed: stanzas go through the IM router in this process (roster, XEP-0257, messages)
             bridge_factory=tcp._default_bridge_factory if routed else None,
         )

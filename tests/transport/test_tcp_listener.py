@@ -1,10 +1,12 @@
-"""The c2s TCP adapter (transport/tcp/protocol.py) with a stand-in core: STARTTLS, direct TLS, the
-certificate check
-in a thread, disconnect_on_failure after our own verification, held input, timeouts, errors, the registry.
+"""The c2s TCP adapter (transport/tcp/) and the session driver with a stand-in core: STARTTLS, direct TLS,
+the certificate check in a thread, disconnect_on_failure after our own verification, held input, the timers
+the core asks for, errors, teardown.
 
 The stand-in core speaks lines: ``starttls`` -> ``proceed`` then StartTls; after TLS it writes
 ``tls verified=<bool>``; ``auth`` -> AuthenticateRequest; ``quit`` -> Close; ``boom`` raises; anything else
-is echoed as ``echo <line>``.
+is echoed as ``echo <line>``. Like the real core it asks for an auth deadline when the connection is made
+and cancels it once authenticated (the real core's keepalive is tested in ``test_driver.py`` and over TCP
+in ``test_tcp_slixmpp.py``).
 """
 
 from __future__ import annotations
@@ -21,37 +23,39 @@ import pytest
 from twisted.internet.task import Clock
 
 from tests.transport.tlsclient import Pki, client_context, make_pki
-from transport.tcp import protocol as tcp
+from transport.tcp import listener as tcp
+from transport.tcp import protocol
 from transport.tls.context import TlsConfigError
 from transport.tls.trust_refresh import refresh_trust_anchors
+from transport.xmpp.connection import AUTH_TIMEOUT
+from transport.xmpp.events import (
+    AUTH_DEADLINE,
+    AuthenticateRequest,
+    Bound,
+    CancelTimer,
+    Close,
+    StartTimer,
+    StartTls,
+)
 from xmppauth.config import C2SListener, Config, TlsOptions
 
 
-@dataclass
-class StartTls:
-    pass
-
-
-@dataclass
-class AuthenticateRequest:
-    authzid: str | None
-    domain: str
-
-
-@dataclass
-class Bound:
-    jid: str
-
-
-@dataclass
-class Close:
-    pass
-
-
 class LineCore:
+    closed = False
+
     def __init__(self) -> None:
         self.out = bytearray()
         self.buffer = b""
+        self.facts = None
+
+    def connection_made(self):
+        return [StartTimer(AUTH_DEADLINE, AUTH_TIMEOUT)]
+
+    def timer_fired(self, name: str):
+        return self.close_with_error("connection-timeout") if name == AUTH_DEADLINE else []
+
+    def connection_lost(self) -> None:
+        self.closed = True
 
     def receive_data(self, data: bytes):
         self.buffer += data
@@ -62,10 +66,11 @@ class LineCore:
                 self.out += b"proceed\n"
                 events.append(StartTls())
             elif line == b"auth":
-                events.append(AuthenticateRequest(None, "localhost"))
+                events.append(AuthenticateRequest(self.facts, None, "localhost"))
             elif line == b"quit":
                 self.out += b"bye\n"
-                events.append(Close())
+                self.closed = True
+                events.append(Close("bye"))
             elif line == b"boom":
                 raise RuntimeError("core bug")
             else:
@@ -77,16 +82,20 @@ class LineCore:
         return data
 
     def tls_established(self, check, **_):  # channel_bindings (SCRAM -PLUS) are not used here
+        self.facts = check.facts if check.verified else None
         self.out += f"tls verified={check.verified}\n".encode()
         return []
 
     def auth_result(self, result):
         self.out += f"auth {result.jid}\n".encode()
-        return [Bound(result.jid)]
+        return [CancelTimer(AUTH_DEADLINE), Bound(result.jid, "")]
 
     def close_with_error(self, condition: str, text: str = ""):
+        if self.closed:
+            return []
+        self.closed = True
         self.out += f"error {condition}\n".encode()
-        return [Close()]
+        return [Close(condition, condition)]
 
     def send_stanza(self, element) -> bool:
         child = element[0].tag if len(element) else ""
@@ -141,17 +150,14 @@ def pki(tmp_path_factory) -> Pki:
 def listen(on_reactor, pki, monkeypatch):
     """Start a listener on 127.0.0.1:0 with the stand-in core; yields a function returning (port, factory)."""
     # The stand-ins use no database: skip the per-call connection housekeeping (pytest-django blocks it).
-    monkeypatch.setattr(tcp, "_in_db_thread", lambda function, *args: function(*args))
+    monkeypatch.setattr(protocol, "_in_db_thread", lambda function, *args: function(*args))
     ports = []
     StubAuthenticator.gate = None
     StubAuthenticator.refused = set()
 
-    def start(
-        mode="starttls", *, tls=True, clock=None, anchors=None, ping_interval=0, backlog=1024, **tls_overrides
-    ):
+    def start(mode="starttls", *, tls=True, clock=None, anchors=None, backlog=1024, **tls_overrides):
         options = pki.options(mode=mode, **tls_overrides) if tls else None
         listener = C2SListener(port=0, ip_address="127.0.0.1", tls=options, backlog=backlog)
-        registry = tcp.ConnectionRegistry()
         from twisted.internet import reactor
 
         port = on_reactor(
@@ -162,16 +168,34 @@ def listen(on_reactor, pki, monkeypatch):
             reactor,
             core_factory=lambda _listener: LineCore(),
             authenticator_factory=lambda _tls, _peer: StubAuthenticator(pki),
-            registry=registry,
             clock=clock,
-            ping_interval=ping_interval,
         )
         ports.append(port)
-        return port.getHost().port, tcp.port_factory(port)
+        factory = tcp.port_factory(port)
+        record_connections(factory)
+        return port.getHost().port, factory
 
     yield start
     for port in ports:
         on_reactor(port.stopListening)
+
+
+def record_connections(factory) -> None:
+    """Keep every protocol the factory builds in ``factory.built`` (what these tests look at)."""
+    factory.built = []
+    build = factory.buildProtocol
+
+    def recording(addr):
+        connection = build(addr)
+        factory.built.append(connection)
+        return connection
+
+    factory.buildProtocol = recording
+
+
+def live_connections(factory) -> list:
+    """The connections whose driver has not seen the transport go (call on the reactor thread)."""
+    return [c for c in factory.built if c.driver is not None and not c.driver.lost]
 
 
 def read_line(sock) -> bytes:
@@ -250,17 +274,19 @@ def test_invalid_certificate_fails_the_direct_tls_handshake_with_disconnect_on_f
     assert received == b""
 
 
-def test_registry_forgets_a_closed_connection(listen, tmp_path, on_reactor, pki):
+def test_driver_sees_a_closed_connection_go(listen, tmp_path, on_reactor, pki):
     port, factory = listen("tls")
     with direct_tls(tmp_path, port, pki.valid) as sock:
         read_line(sock)
-        assert on_reactor(len, factory.registry) == 1
+        assert len(on_reactor(live_connections, factory)) == 1
         sock.sendall(b"quit\n")
         read_to_eof(sock)
     deadline = time.monotonic() + 30  # wait for the reactor to see the close (slow under load)
-    while on_reactor(len, factory.registry) != 0 and time.monotonic() < deadline:
+    while on_reactor(live_connections, factory) and time.monotonic() < deadline:
         threading.Event().wait(0.01)
-    assert on_reactor(len, factory.registry) == 0
+    assert on_reactor(live_connections, factory) == []
+    (connection,) = factory.built
+    assert connection.driver.core.closed  # the core was told: no more output
 
 
 def test_input_sent_during_the_certificate_check_is_handled_after_it(listen, tmp_path, pki):
@@ -287,7 +313,7 @@ def test_client_that_does_not_authenticate_in_time_gets_connection_timeout(liste
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"hello\n")
         assert read_line(sock) == b"echo hello\n"
-        on_reactor(clock.advance, tcp.AUTH_TIMEOUT - 1)
+        on_reactor(clock.advance, AUTH_TIMEOUT - 1)
         sock.sendall(b"still here\n")
         assert read_line(sock) == b"echo still here\n"
         on_reactor(clock.advance, 1)
@@ -301,7 +327,7 @@ def test_authenticated_client_is_not_dropped_by_the_auth_timeout(listen, tmp_pat
         read_line(sock)
         sock.sendall(b"auth\n")
         read_line(sock)
-        on_reactor(clock.advance, tcp.AUTH_TIMEOUT * 2)
+        on_reactor(clock.advance, AUTH_TIMEOUT * 2)
         sock.sendall(b"ping\n")
         assert read_line(sock) == b"echo ping\n"
 
@@ -316,16 +342,16 @@ def test_core_failure_ends_only_that_connection(listen, tmp_path, pki):
         assert read_line(other) == b"echo alive\n"
 
 
-def test_registry_holds_live_connections_with_their_jid(listen, tmp_path, on_reactor, pki):
+def test_driver_holds_the_connection_with_its_jid_and_fingerprint(listen, tmp_path, on_reactor, pki):
     port, factory = listen("tls")
     with direct_tls(tmp_path, port, pki.valid) as sock:
         read_line(sock)
         sock.sendall(b"auth\n")
         read_line(sock)
-        connections = on_reactor(lambda: factory.registry.by_jid("alice@localhost"))
-        assert len(connections) == 1
-        assert connections[0].cert_fingerprint == pki.valid.facts.fingerprint_sha256
-        on_reactor(connections[0].close_with_error, "revoked", "certificate revoked")
+        (connection,) = on_reactor(live_connections, factory)
+        assert connection.driver.jid == "alice@localhost"
+        assert connection.driver.cert_fingerprint == pki.valid.facts.fingerprint_sha256
+        on_reactor(connection.driver.close_with_error, "revoked", "certificate revoked")
         assert read_to_eof(sock) == b"error revoked\n"
 
 
@@ -389,53 +415,9 @@ def test_openssl_objections_are_kept_on_the_connection_that_stays(listen, tmp_pa
     port, factory = listen("tls", disconnect_on_failure=False)
     with direct_tls(tmp_path, port, pki.untrusted) as sock:
         assert read_line(sock) == b"tls verified=False\n"
-        (connection,) = on_reactor(lambda: list(factory.registry.connections.values()))
-        reasons = [error.reason for error in connection.tls_errors]
+        (connection,) = on_reactor(live_connections, factory)
+        reasons = [error.reason for error in connection.driver.tls_errors]
     assert "unable to get local issuer certificate" in reasons
-
-
-PING = b"stanza get alice@localhost {urn:xmpp:ping}ping\n"
-
-
-def _logged_in(tmp_path, port, pki):
-    sock = direct_tls(tmp_path, port, pki.valid)
-    read_line(sock)
-    sock.sendall(b"auth\n")
-    assert read_line(sock) == b"auth alice@localhost\n"
-    return sock
-
-
-def test_silent_session_is_pinged_and_kept_while_it_answers(listen, tmp_path, on_reactor, pki):
-    clock = Clock()
-    port, _ = listen("tls", clock=clock, ping_interval=60)
-    with _logged_in(tmp_path, port, pki) as sock:
-        on_reactor(clock.advance, 60)
-        assert read_line(sock) == PING  # XEP-0199 §4.2: the server pings an idle client
-        sock.sendall(b"pong\n")
-        assert read_line(sock) == b"echo pong\n"
-        on_reactor(clock.advance, 60)
-        assert read_line(sock) == PING  # answered, so a new round instead of a close
-        sock.sendall(b"pong\n")
-        assert read_line(sock) == b"echo pong\n"
-
-
-def test_session_silent_after_a_ping_is_closed_with_connection_timeout(listen, tmp_path, on_reactor, pki):
-    clock = Clock()
-    port, _ = listen("tls", clock=clock, ping_interval=60)
-    with _logged_in(tmp_path, port, pki) as sock:
-        on_reactor(clock.advance, 60)
-        assert read_line(sock) == PING
-        on_reactor(clock.advance, 60)
-        assert read_to_eof(sock) == b"error connection-timeout\n"
-
-
-def test_ping_interval_zero_never_pings(listen, tmp_path, on_reactor, pki):
-    clock = Clock()
-    port, _ = listen("tls", clock=clock, ping_interval=0)
-    with _logged_in(tmp_path, port, pki) as sock:
-        on_reactor(clock.advance, 3600)
-        sock.sendall(b"still\n")
-        assert read_line(sock) == b"echo still\n"
 
 
 def test_client_that_sends_but_never_reads_is_not_read_from_until_it_reads(listen, on_reactor):
@@ -446,12 +428,12 @@ def test_client_that_sends_but_never_reads_is_not_read_from_until_it_reads(liste
     sender.start()
 
     def buffered() -> int:
-        (connection,) = factory.registry.connections.values()
+        (connection,) = live_connections(factory)
         transport = connection.transport
         return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
     deadline = time.monotonic() + 30  # the reactor accepts the connection (slow under load)
-    while on_reactor(len, factory.registry) == 0 and time.monotonic() < deadline:
+    while not on_reactor(live_connections, factory) and time.monotonic() < deadline:
         threading.Event().wait(0.01)
     peak = 0
     for _ in range(300):  # sample while the flood runs; the assertion is on the peak, not on time

@@ -27,14 +27,16 @@ from tests.transport.rawxmpp import (
     direct_tls,
     ping,
     raw_session,
+    read_to_eof,
     read_until,
     sasl,
     sasl_failure_condition,
     starttls,
+    stream_error_condition,
 )
 from tests.transport.tlsclient import client_context
 from tests.transport.xmppclient import slixmpp_login
-from transport.tcp import protocol as tcp
+from transport.sessions import registry as live
 from transport.xmpp.errors import SASL_FAILURE_TEXT
 from xmppauth.config import AuthConfig, HttpAuthOptions
 
@@ -255,11 +257,13 @@ def test_account_state_reaches_the_auth_event_not_the_client(c2s, tmp_path, pki)
 def test_registry_knows_the_bound_session_by_bare_jid_and_certificate(c2s, tmp_path, pki, on_reactor):
     port = c2s("starttls")
     session = raw_session(port, client_context(tmp_path, pki.valid))
+    peer = f"127.0.0.1:{session.getsockname()[1]}"
     try:
-        by_jid = on_reactor(tcp.registry.by_jid, "alice@localhost")
-        assert len(by_jid) == 1
-        assert by_jid[0].jid.startswith("alice@localhost/")
-        assert on_reactor(tcp.registry.by_fingerprint, pki.valid.facts.fingerprint_sha256) == by_jid
+        handles = on_reactor(lambda: list(live.sessions.handles.values()))
+        (facts,) = [handle.facts for handle in handles if handle.facts.peer == peer]
+        assert facts.full_jid.startswith("alice@localhost/")
+        assert facts.cert_fingerprint == pki.valid.facts.fingerprint_sha256
+        assert facts.transport == "tcp"
     finally:
         session.close()
 
@@ -439,7 +443,7 @@ def test_revoked_or_held_certificate_passes_openssl_and_is_cut_by_our_check(
     c2s, tmp_path, bad, kind, verify_mode, caplog
 ):
     port = c2s("tls", disconnect_on_failure=True, verify_mode=verify_mode)
-    with caplog.at_level(logging.WARNING, logger="transport.tcp.protocol"):
+    with caplog.at_level(logging.WARNING, logger="transport.driver"):
         seen = after_tls(tmp_path, port, bad(kind), direct=True)
     assert seen == AfterTls("closed", b""), seen  # not one byte of XMPP
     # The handshake passed OpenSSL and our certificate check, not a failed handshake, cut it.
@@ -515,5 +519,35 @@ def test_idle_session_gets_a_server_ping_it_can_answer(c2s, tmp_path, pki, on_re
         stanza_id = re.search(rb"id=[\"']([^\"']+)", ping_stanza).group(1)
         session.sendall(b"<iq type='result' id='" + stanza_id + b"' to='localhost'/>")  # XEP-0199 §4.2 pong
         assert b"result" in ping(session, "client-ping")  # the pong is swallowed; the session goes on
+    finally:
+        session.close()
+
+
+def test_session_silent_after_a_server_ping_is_closed_with_connection_timeout(c2s, tmp_path, pki, on_reactor):
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    port = c2s("starttls", clock=clock, ping_interval=60)
+    session = raw_session(port, client_context(tmp_path, pki.valid))
+    try:
+        on_reactor(clock.advance, 60)
+        assert b"urn:xmpp:ping" in read_until(session, b"</iq>", b"/></iq>")  # XEP-0199 §4.2
+        on_reactor(clock.advance, 60)
+        closing = read_to_eof(session)
+        assert stream_error_condition(closing) == "connection-timeout", closing  # RFC 6120 §4.9.3.4
+    finally:
+        session.close()
+
+
+def test_ping_interval_zero_never_pings(c2s, tmp_path, pki, on_reactor):
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    port = c2s("starttls", clock=clock, ping_interval=0)
+    session = raw_session(port, client_context(tmp_path, pki.valid))
+    try:
+        on_reactor(clock.advance, 3600)
+        reply = ping(session, "still-here")
+        assert b"result" in reply and b"keepalive" not in reply
     finally:
         session.close()

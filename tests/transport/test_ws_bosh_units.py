@@ -1,22 +1,24 @@
 """The WebSocket and BOSH adapters' own rules, without a server.
 
-XEP-0124 §7/§12 (the body parser, the inactivity timer), MongooseIM ``disconnect_on_failure`` in the shared
-asyncio driver, and the routes built from the config's handler paths. RFC 7395 §3.3.3 (one element per
-message) is the core's: tests/transport/test_stream_websocket.py.
+XEP-0124 §7/§12 (the body parser, the inactivity timer), MongooseIM ``disconnect_on_failure`` in the
+session driver on asyncio (``transport.http.session``), and the routes built from the config's handler
+paths. RFC 7395 §3.3.3 (one element per message) is the core's: tests/transport/test_stream_websocket.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 import pytest
 
-from transport.driver import AsyncC2SSession, scope_tls_options
+from transport.driver import SessionDriver
 from transport.http.bosh import BODY, BoshApp, BoshError, BoshSession, parse_body
 from transport.http.routing import handler_paths
-from transport.tcp.protocol import ConnectionRegistry
+from transport.http.session import LoopAdapter, new_session, scope_tls_options, start_session
+from transport.xmpp import C2SConnection, settings_from_config
 from xmppauth.config import parse_config
 
 PRESENCE = b"<presence xmlns='jabber:client'/>"
@@ -98,22 +100,39 @@ class FakeAuthenticator:
         return Check(None, self.verified, "test verdict")
 
 
-def new_session(disconnect_on_failure: bool, verified: bool) -> AsyncC2SSession:
+class Output(LoopAdapter):
+    """A WebSocket's side of the driver, without a WebSocket: frames and the close request recorded."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        self.frames.append(data)
+
+    def close(self, abort: bool = False) -> None:
+        self.closed = True
+
+
+def ws_session(disconnect_on_failure: bool, verified: bool, auth_timeout: float = 60) -> SessionDriver:
+    """A WebSocket session on the first listener (call with a running loop: its auth deadline starts)."""
     cfg = config(disconnect_on_failure)
-    listener = cfg.listen_http[0]
-    return AsyncC2SSession(
-        cfg,
-        listener,
-        listener.tls,
-        transport="ws",
-        peer="test",
-        registry=ConnectionRegistry(),
-        authenticator=FakeAuthenticator(verified),
+    settings = settings_from_config(cfg, cfg.listen_http[0], "websocket")
+    core = C2SConnection(dataclasses.replace(settings, auth_timeout=auth_timeout), log_id="ws test")
+    scope = {"client": ("test", 1), "extensions": {"tls": {"client_cert_chain": []}, "xmppauth.listener": 0}}
+    return new_session(
+        cfg, scope, Output(), transport="ws", core=core, authenticator=FakeAuthenticator(verified)
     )
 
 
 def start(disconnect_on_failure: bool, verified: bool) -> bool:
-    return asyncio.run(new_session(disconnect_on_failure, verified).start([]))
+    async def run() -> bool:
+        session = ws_session(disconnect_on_failure, verified)
+        accepted = await start_session(session, [])
+        session.connection_lost()
+        return accepted
+
+    return asyncio.run(run())
 
 
 def test_disconnect_on_failure_ends_a_session_whose_certificate_our_verification_refuses():
@@ -151,7 +170,7 @@ class StubStream:
     def close(self, reason: str = "") -> None:
         self.closed = True
 
-    def connection_lost(self) -> None:
+    def connection_lost(self, why: str = "") -> None:
         pass
 
 
@@ -185,23 +204,21 @@ def test_the_inactivity_clock_does_not_run_while_a_request_is_held():
 
 
 def test_a_session_that_does_not_authenticate_in_time_ends_with_connection_timeout():
-    session = new_session(disconnect_on_failure=False, verified=True)
-
     async def run():
-        await session.start([])
-        session.arm_auth_deadline(0)
+        session = ws_session(disconnect_on_failure=False, verified=True, auth_timeout=0)
+        await start_session(session, [])
         await asyncio.sleep(0.05)
+        return session
 
-    asyncio.run(run())
+    session = asyncio.run(run())
     assert session.closed and session.close_condition == "connection-timeout"  # RFC 6120 §4.9.3.4
+    assert session.adapter.closed
 
 
 def test_a_session_within_its_auth_deadline_stays_open():
-    session = new_session(disconnect_on_failure=False, verified=True)
-
     async def run():
-        await session.start([])
-        session.arm_auth_deadline(60)
+        session = ws_session(disconnect_on_failure=False, verified=True, auth_timeout=60)
+        await start_session(session, [])
         await asyncio.sleep(0.05)
         still_open = not session.closed
         session.connection_lost()  # cancels the deadline
@@ -211,19 +228,16 @@ def test_a_session_within_its_auth_deadline_stays_open():
 
 
 class _ClosedSession:
-    """Just what ``_flush`` reads of a session: one frame waiting, then the stream closes."""
+    """Just what ``_flush`` reads of a session: its peer."""
 
     peer = "127.0.0.1:1"
     closed = True
-
-    def frames(self):
-        return [b"<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"]
 
 
 def test_a_websocket_the_client_already_closed_is_not_sent_to_and_raises_nothing(caplog):
     from autobahn.exception import Disconnected
 
-    from transport.http.websocket import XmppWebsocketConsumer
+    from transport.http.websocket import XmppWebsocketConsumer, _Output
 
     sent = []
 
@@ -237,6 +251,9 @@ def test_a_websocket_the_client_already_closed_is_not_sent_to_and_raises_nothing
         consumer.session = _ClosedSession()
         consumer._send_lock = asyncio.Lock()
         consumer._ws_closed = False
+        consumer._output = _Output(consumer)  # one frame waiting, then the stream closes
+        consumer._output.frames.append(b"<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
+        consumer._output.close_requested = True
         with caplog.at_level(logging.DEBUG, logger="transport.http.websocket"):
             await consumer._flush()
             await consumer._flush()  # closed now: not even tried

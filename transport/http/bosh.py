@@ -45,15 +45,16 @@ from typing import Any
 
 from django.conf import settings
 
-from transport.driver import (
-    AsyncC2SSession,
-    leaf_fingerprint,
+from transport.driver import SessionDriver, leaf_fingerprint
+from transport.http.origin import OriginVerdict, check_origin, cors_headers
+from transport.http.session import (
+    LoopAdapter,
+    new_session,
     scope_chain,
     scope_listener,
     scope_peer,
-    scope_tls_options,
+    start_session,
 )
-from transport.http.origin import OriginVerdict, check_origin, cors_headers
 from transport.xmpp import errors
 from transport.xmpp import namespaces as ns
 from transport.xmpp.xml import StanzaParsed, StreamOpen, parse_document
@@ -168,11 +169,14 @@ def _as_client_stanza(child: StanzaParsed) -> StanzaParsed:
 
 
 @dataclass
-class BoshSession:
-    """One BOSH session: its c2s stream, ``rid`` bookkeeping, output waiting for a request, timers."""
+class BoshSession(LoopAdapter):
+    """One BOSH session: its c2s stream, ``rid`` bookkeeping, output waiting for a request, timers.
+
+    It is its stream's ``transport.driver.Adapter``: the core's frames queue here until a request takes them.
+    """
 
     sid: str
-    stream: AsyncC2SSession
+    stream: SessionDriver
     domain: str
     wait: int
     hold: int
@@ -186,25 +190,36 @@ class BoshSession:
     held: asyncio.Future[bytes] | None = None  # the request waiting for output; its result is its response
     active: int = 0  # requests being handled (the inactivity clock runs only at 0)
     timer: asyncio.TimerHandle | None = None
+    release_due: bool = False
 
     @property
     def requests(self) -> int:
         return self.hold + 1  # XEP-0124 §7.1
 
-    def collect(self) -> None:
-        """Move the core's output into the queue (``<open/>`` dropped, ``<close/>``/errors → terminate)."""
-        for frame in self.stream.frames():
-            if frame.startswith(b"<open "):
-                continue  # XEP-0206 §5: the body attributes stand for the stream header
-            if frame.startswith(b"<close "):
-                self.terminated = True
-                continue
-            if frame.startswith(b"<stream:error"):
-                self.stream_error = frame
-                continue
-            self.queued.append(frame)
-        if self.stream.closed:
+    def send(self, data: bytes) -> None:
+        """A frame of the core's output into the queue (``<open/>`` dropped; ``<close/>``, errors: end)."""
+        if data.startswith(b"<open "):
+            return  # XEP-0206 §5: the body attributes stand for the stream header
+        if data.startswith(b"<close "):
             self.terminated = True
+        elif data.startswith(b"<stream:error"):
+            self.stream_error = data
+        else:
+            self.queued.append(data)
+        self._release_soon()
+
+    def close(self, abort: bool = False) -> None:
+        self.terminated = True
+        self._release_soon()
+
+    def _release_soon(self) -> None:
+        """A held request answers with everything the core produced in this turn of the loop (one body)."""
+        if not self.release_due:
+            self.release_due = True
+            asyncio.get_running_loop().call_soon(self._release_now)
+
+    def _release_now(self) -> None:
+        self.release_due = False
         if self.queued or self.terminated:
             self.release_held()
 
@@ -303,36 +318,25 @@ class BoshApp:
         peer = scope_peer(scope)
         chain = scope_chain(scope)
         sid = secrets.token_urlsafe(24)
-        holder: list[BoshSession] = []
-        stream = AsyncC2SSession(
-            config,
-            scope_listener(config, scope),
-            scope_tls_options(config, scope),
-            transport="bosh",
-            peer=peer,
-            on_output=lambda: holder and holder[0].collect(),
-        )
-        if not await stream.start(chain):
-            stream.connection_lost()
-            raise BoshError(POLICY_VIOLATION, "client certificate refused (disconnect_on_failure)", 403)
         session = BoshSession(
             sid=sid,
-            stream=stream,
+            stream=None,  # type: ignore[arg-type]  (the driver needs the session as its adapter first)
             domain=to,
             wait=wait,
             hold=hold,
             fingerprint=leaf_fingerprint(chain),
             last_rid=rid,
         )
-        holder.append(session)
-        await stream.receive(_open(to, body.get("from")))
-        session.collect()
+        stream = session.stream = new_session(config, scope, session, transport="bosh")
+        if not await start_session(stream, chain):
+            stream.connection_lost("session creation refused")
+            raise BoshError(POLICY_VIOLATION, "client certificate refused (disconnect_on_failure)", 403)
+        stream.receive(_open(to, body.get("from")))
         if session.terminated:
-            stream.connection_lost()
+            stream.connection_lost("stream refused")
             condition = HOST_UNKNOWN if stream.close_condition == errors.HOST_UNKNOWN else REMOTE_STREAM_ERROR
             return session.take_response() if condition == REMOTE_STREAM_ERROR else terminate_bytes(condition)
         self.sessions[sid] = session
-        stream.arm_auth_deadline()
         logger.info(
             "bosh %s: session %s… created for %s (wait %d, hold %d%s)",
             peer,
@@ -405,7 +409,6 @@ class BoshApp:
         if body.get("type") == "terminate":
             logger.info("bosh %s: session %s… terminated by the client", session.stream.peer, session.sid[:6])
             session.stream.close("the client terminated the BOSH session")
-            session.collect()
             children, session.queued = session.queued, []
             response = terminate_bytes(None, children)
             self.end(session, "terminated by the client")
@@ -433,12 +436,11 @@ class BoshApp:
     async def _feed(self, session: BoshSession, body: Body) -> None:
         stream = session.stream
         if body.get(XMPP_RESTART) == "true":  # XEP-0206 §5
-            await stream.receive(_open(session.domain, None))
+            stream.receive(_open(session.domain, None))
         for child in body.children:
             if stream.closed:
                 break
-            await stream.receive_element(_as_client_stanza(child))
-        session.collect()
+            stream.receive_element(_as_client_stanza(child))
 
     # -- ending ---------------------------------------------------------------------------------------
 
@@ -448,7 +450,7 @@ class BoshApp:
         self._cancel_inactivity(session)
         if not session.stream.closed:
             session.stream.close(reason)
-        session.stream.connection_lost()
+        session.stream.connection_lost(reason)
         session.terminated = True
         session.release_held()
         logger.info("bosh %s: session %s… ended: %s", session.stream.peer, session.sid[:6], reason)

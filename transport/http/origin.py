@@ -113,7 +113,8 @@ def check_origin(
 ) -> OriginVerdict:
     """Whether the page behind this request may use the ``kind`` endpoint (the rule in the module docstring).
 
-    ``listener``: the ``[[listen.http]]`` the request came in on (``session_driver.scope_listener``) or None.
+    ``listener``: the ``[[listen.http]]`` the request came in on (``transport.http.session.scope_listener``)
+    or None.
     """
     values = _header_values(scope, ORIGIN_HEADER)
     if not values:

@@ -33,15 +33,17 @@ from autobahn.exception import Disconnected
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from transport.driver import (
-    AsyncC2SSession,
+from transport.driver import SessionDriver
+from transport.http.origin import check_origin
+from transport.http.session import (
+    LoopAdapter,
+    new_session,
     scope_chain,
     scope_channel_bindings,
     scope_listener,
     scope_peer,
-    scope_tls_options,
+    start_session,
 )
-from transport.http.origin import check_origin
 from transport.xmpp import errors
 
 logger = logging.getLogger(__name__)
@@ -54,15 +56,43 @@ SUBPROTOCOL = "xmpp"  # RFC 7395 §3.2
 CLOSE_NORMAL = 1000  # RFC 6455 §7.4.1
 
 
+class _Output(LoopAdapter):
+    """The consumer's side of ``transport.driver.Adapter``: frames wait in an outbox that ``_flush`` sends in
+    order (the consumer's own ``send``/``close`` are the ASGI ones)."""
+
+    def __init__(self, consumer: XmppWebsocketConsumer) -> None:
+        self.consumer = consumer
+        self.frames: list[bytes] = []
+        self.close_requested = False
+        self._flush_due = False
+
+    def send(self, data: bytes) -> None:
+        self.frames.append(data)
+        self._kick()
+
+    def close(self, abort: bool = False) -> None:
+        self.close_requested = True
+        self._kick()
+
+    def _kick(self) -> None:
+        """Output produced outside a message handler (a database call, a timer, a revocation): send it soon.
+        Before the handshake is accepted it waits (and is dropped if the handshake is refused)."""
+        if self.consumer.session is None or self._flush_due:
+            return
+        self._flush_due = True
+        self.keep(asyncio.get_running_loop().create_task(self.consumer._flush()))
+
+
 class XmppWebsocketConsumer(AsyncWebsocketConsumer):
     """One RFC 7395 connection: handshake checks, then one message in, one element per message out."""
 
-    session: AsyncC2SSession | None = None
+    session: SessionDriver | None = None
 
     async def connect(self) -> None:
         self.session = None
         self._send_lock = asyncio.Lock()
         self._ws_closed = False
+        self._output = _Output(self)
         peer = scope_peer(self.scope)
         config = settings.XMPP
         listener = scope_listener(config, self.scope)
@@ -77,65 +107,54 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
             logger.info("ws %s: handshake refused, no %r subprotocol (RFC 7395 §3.2)", peer, SUBPROTOCOL)
             await self.close()
             return
+        session = None
         try:
-            session = AsyncC2SSession(
-                config,
-                listener,
-                scope_tls_options(config, self.scope),
-                transport="ws",
-                peer=peer,
-                on_output=self._output_ready,
+            session = new_session(config, self.scope, self._output, transport="ws")
+            accepted = await start_session(
+                session, scope_chain(self.scope), scope_channel_bindings(self.scope)
             )
-            accepted = await session.start(scope_chain(self.scope), scope_channel_bindings(self.scope))
         except Exception:
             logger.exception("ws %s: cannot set up the session", peer)
-            await self.close()
-            return
+            accepted = False
         if not accepted:
-            session.connection_lost()
+            if session is not None:
+                session.connection_lost("handshake refused")
             await self.close()  # disconnect_on_failure: the handshake is refused (HTTP 403)
             return
         self.session = session
-        session.arm_auth_deadline()
         await self.accept(subprotocol=SUBPROTOCOL)
         logger.info("ws %s: connected (%s%s)", peer, self.scope.get("path"), origin.describe())
+        await self._flush()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         session = self.session
         if session is None or session.closed:
             return
+        self._output._flush_due = True  # this handler flushes at its end: no extra task for its output
         if text_data is None:
             session.close_with_error(
                 errors.UNSUPPORTED_ENCODING, "binary messages are not XMPP (RFC 7395 §3.3)"
             )
             await self._flush()
             return
-        await session.receive(text_data.encode())  # one message: the core checks it is one element
+        session.receive(text_data.encode())  # one message: the core checks it is one element
         await self._flush()
 
     async def disconnect(self, code: Any) -> None:
         self._ws_closed = True
         if self.session is not None:
-            self.session.connection_lost()
-            logger.info(
-                "ws %s: disconnected (%s)%s",
-                self.session.peer,
-                code,
-                f" jid={self.session.jid}" if self.session.jid else "",
-            )
-
-    def _output_ready(self) -> None:
-        """Output produced outside a message handler (a revocation closing the session): send it soon."""
-        asyncio.get_running_loop().create_task(self._flush())
+            self.session.connection_lost(f"WebSocket closed, code {code}")
 
     async def _flush(self) -> None:
+        output = self._output
+        output._flush_due = False
         async with self._send_lock:
-            if self.session is None or self._ws_closed:
+            if self._ws_closed:
                 return
             try:
-                for frame in self.session.frames():
-                    await self.send(text_data=frame.decode())
-                if self.session.closed:
+                while output.frames:
+                    await self.send(text_data=output.frames.pop(0).decode())
+                if output.close_requested:
                     self._ws_closed = True
                     await self.close(code=CLOSE_NORMAL)
             except _SEND_ON_CLOSED as exc:
@@ -143,7 +162,8 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
                 # leaves the OPEN state, and a send in between raises. Nothing is lost that could still
                 # be delivered; the session ends in disconnect().
                 self._ws_closed = True
-                logger.debug("ws %s: not sent, the WebSocket is already closing (%s)", self.session.peer, exc)
+                peer = getattr(self.session, "peer", "?")
+                logger.debug("ws %s: not sent, the WebSocket is already closing (%s)", peer, exc)
 
 
 class NoXmppHereConsumer(AsyncWebsocketConsumer):

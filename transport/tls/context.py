@@ -13,7 +13,7 @@ when ``disconnect_on_failure`` is true, which mirrors MongooseIM's ``just_tls``:
 - ``peer`` / ``selfsigned_peer`` with ``disconnect_on_failure = true``: no certificate, or one OpenSSL cannot
   chain to a trust anchor (``selfsigned_peer`` forgives only "self-signed leaf"), fails the handshake with a
   TLS alert; a certificate that OpenSSL accepts but our verification refuses (e.g. revoked) is cut right
-  after the handshake (:func:`must_disconnect`).
+  after the handshake (``transport.tls.policy.must_disconnect``, applied by ``transport.driver``).
 - ``disconnect_on_failure = false``: the handshake always completes; an invalid certificate counts as none.
 
 Session resumption is off (no tickets, no session cache): a resumed session skips the verify callback and may
@@ -36,6 +36,7 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
 from certauth.verify import VERIFY_MODES
+from transport.tls.policy import requests_certificate, requires_certificate
 from xmppauth.config import TlsOptions
 
 logger = logging.getLogger(__name__)
@@ -97,21 +98,6 @@ def peer_state(connection: SSL.Connection) -> PeerTlsState | None:
         app_data = connection.get_app_data()
         state = app_data if isinstance(app_data, PeerTlsState) else None
     return state
-
-
-def requests_certificate(options: TlsOptions) -> bool:
-    """Whether the handshake asks the client for a certificate: never with ``verify_mode = "none"``."""
-    return VERIFY_MODES[options.verify_mode].requests_certificate
-
-
-def requires_certificate(options: TlsOptions) -> bool:
-    """Whether the handshake itself refuses a client without a valid certificate (MongooseIM semantics)."""
-    return requests_certificate(options) and options.disconnect_on_failure
-
-
-def must_disconnect(options: TlsOptions, verified: bool) -> bool:
-    """Whether a connection whose certificate our verification refused must be cut after the handshake."""
-    return requires_certificate(options) and not verified
 
 
 def with_default_credentials(options: TlsOptions, certfile: Path, keyfile: Path) -> TlsOptions:

@@ -1,7 +1,7 @@
 """Keeping a live TLS listener's trust anchors current: CAs trusted or distrusted in the admin reach the
 handshake (the CA list sent, and what ``disconnect_on_failure`` refuses) without a restart (DESIGN §3).
 
-Every listener (c2s in ``transport.tcp.protocol``, HTTPS in ``transport.http.tls_endpoint``) runs
+Every listener (c2s in ``transport.tcp.listener``, HTTPS in ``transport.http.tls_endpoint``) runs
 :func:`refresh_trust_anchors` from a ``LoopingCall``: the anchors are read in a pool thread
 (``certauth.trust`` caches them per process for a few seconds) and the listener's context is rebuilt on the
 reactor thread only when they changed.

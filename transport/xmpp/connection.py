@@ -7,6 +7,7 @@ session); XEP-0199 (ping); XEP-0030 (disco#info); RFC 7395 (WebSocket framing).
 Use::
 
     conn = C2SConnection(settings, log_id="tcp 192.0.2.1:40000")
+    events = conn.connection_made()            # StartTimer: the adapter calls conn.timer_fired(name) later
     events = conn.receive_data(bytes_from_socket)
     socket.write(conn.data_to_send())          # always before acting on the events
     for event in events: ...                   # StartTls -> conn.tls_established(...),
@@ -15,7 +16,8 @@ Use::
 
 The states and their transitions are in ``states.py`` (every change goes through ``_goto``); which element
 each state accepts is ``ACCEPTED`` at the end of this file, a table of the methods that handle them.
-No I/O, no Django, no clocks: timeouts and the database belong to the adapters.
+No I/O, no Django, no clocks: the core asks for timers (``StartTimer``, answered by ``timer_fired``) and the
+session driver (``transport.driver``) keeps them and makes the database calls.
 """
 
 from __future__ import annotations
@@ -35,15 +37,19 @@ from . import namespaces as ns
 from .auth import MECHANISM_NAMES, PASSWORD_MECHANISMS
 from .decisions import IdentityDecision
 from .events import (
+    AUTH_DEADLINE,
+    KEEPALIVE,
     Authenticated,
     AuthenticateRequest,
     BindRequest,
     Bound,
+    CancelTimer,
     Close,
     Event,
     LocalProtocolError,
     PasswordStepRequest,
     StanzaReceived,
+    StartTimer,
     StartTls,
     StreamOpened,
 )
@@ -68,6 +74,8 @@ logger = logging.getLogger(__name__)
 TLS_MODES = ("none", "starttls", "starttls_required", "tls")
 FRAMINGS = ("stream", "websocket")
 SERVER_FEATURES = (ns.DISCO_INFO, ns.PING, ns.SASLCERT)  # XEP-0030 features of the server itself
+# A client that has not bound a resource this long after connecting is dropped (slowloris before auth).
+AUTH_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,10 @@ class StreamSettings:
     password_auth: bool = False
     # True when an auth method serves EXTERNAL (pki, db, http); False e.g. with methods = ["rdbms"] only.
     external_auth: bool = True
+    # Seconds from connection_made() to a bound resource before connection-timeout (RFC 6120 §4.9.3.4).
+    auth_timeout: float = AUTH_TIMEOUT
+    # Seconds of silence from a bound client before a server ping (XEP-0199 §4.2); 0: never ping.
+    ping_interval: float = 0.0
 
     def __post_init__(self) -> None:
         if self.tls_mode not in TLS_MODES:
@@ -109,6 +121,10 @@ class StreamSettings:
 
 class C2SConnection:
     """One client-to-server stream, from the first byte to CLOSED."""
+
+    _deadline_armed = False  # connection_made() asked for the auth deadline
+    _ping_outstanding = False  # a keepalive ping went out and nothing came back since
+    _pings_sent = 0
 
     def __init__(
         self,
@@ -195,6 +211,8 @@ class C2SConnection:
             return self._received(self._held_size)
         if not data:
             return self._drain()
+        if self.state is State.SESSION and self.settings.ping_interval:
+            self._client_heard()
         self._pending = self._pending[self._pos :] + data
         self._pos = 0
         return self._received(len(self._pending))
@@ -308,6 +326,7 @@ class C2SConnection:
         self._goto(Trigger.BIND_ACCEPTED)
         self._log(logging.INFO, "bound %s", full)
         self._events.append(Bound(full, self.resource or ""))
+        self._session_timers()
         self._pump()  # what the client sent meanwhile
         return self._drain()
 
@@ -340,6 +359,23 @@ class C2SConnection:
         self._pending, self._pos = b"", 0
         self._held.clear()
         self._out = []
+
+    def connection_made(self) -> list[Event]:
+        """The transport is up: the core asks for its auth deadline (call once, before any input)."""
+        self._deadline_armed = True
+        return [StartTimer(AUTH_DEADLINE, self.settings.auth_timeout)]
+
+    def timer_fired(self, name: str) -> list[Event]:
+        """A timer the core asked for (:class:`StartTimer`) ran out."""
+        if self.closed:
+            return self._drain()
+        if name == AUTH_DEADLINE and self.state is not State.SESSION:
+            seconds = self.settings.auth_timeout
+            self._log(logging.WARNING, "not authenticated after %.0f s, closing", seconds)
+            self._stream_error(errors.CONNECTION_TIMEOUT, "authenticate sooner")  # RFC 6120 §4.9.3.4
+        elif name == KEEPALIVE and self.state is State.SESSION:
+            self._keepalive()
+        return self._drain()
 
     # == input pump ======================================================================================
 
@@ -576,8 +612,8 @@ class C2SConnection:
             return "this listener requests no client certificate (tls.verify_mode none)"
         if not self.tls_active:
             return "TLS is not on"
-        if self.peer_facts is None:
-            return "the client presented no certificate"
+        if self.peer_facts is None:  # the check's own reason when it had one (unparsable, refused, ...)
+            return self.peer_verify_error or "the client presented no certificate"
         return f"the client certificate did not pass verification ({self.peer_verify_error or 'no reason'})"
 
     # == STARTTLS (RFC 6120 §5) ==========================================================================
@@ -851,6 +887,38 @@ class C2SConnection:
             SubElement(query, ns.qname(ns.DISCO_INFO, "feature"), {"var": feature})
         self._send(reply)
 
+    # == timers: the auth deadline and the XEP-0199 keepalive (the adapter keeps the clock) ==============
+
+    def _session_timers(self) -> None:
+        """The session exists: no more auth deadline; the keepalive clock starts."""
+        if self._deadline_armed:
+            self._deadline_armed = False
+            self._events.append(CancelTimer(AUTH_DEADLINE))
+        if self.settings.ping_interval:
+            self._events.append(StartTimer(KEEPALIVE, self.settings.ping_interval))
+
+    def _client_heard(self) -> None:
+        """Any byte (a pong, a stanza, whitespace) shows the client is there: the silence clock restarts."""
+        self._ping_outstanding = False
+        self._events.append(StartTimer(KEEPALIVE, self.settings.ping_interval))
+
+    def _keepalive(self) -> None:
+        """Silent for ``ping_interval``: ping (XEP-0199 §4.2); still silent one interval later: close."""
+        if self._ping_outstanding:
+            seconds = self.settings.ping_interval
+            self._log(logging.WARNING, "%s silent for %.0f s after a ping, closing", self.full_jid, seconds)
+            self._stream_error(errors.CONNECTION_TIMEOUT, "no answer to ping")  # RFC 6120 §4.9.3.4
+            return
+        self._pings_sent += 1
+        to = self.full_jid or ""
+        ping = Element(ns.IQ, {"type": "get", "id": f"keepalive-{self._pings_sent}", "to": to})
+        if self.domain:
+            ping.set("from", self.domain)
+        SubElement(ping, ns.qname(ns.PING, "ping"))
+        self._send(ping)
+        self._ping_outstanding = True
+        self._events.append(StartTimer(KEEPALIVE, self.settings.ping_interval))
+
     # == helpers =========================================================================================
 
     def _send(self, element: Element) -> None:
@@ -938,4 +1006,5 @@ def settings_from_config(config: Any, listener: Any, framing: str = "stream") ->
         client_certificates=client_certificates,
         password_auth=any(name != "external" for name in served),
         external_auth="external" in served,
+        ping_interval=float(getattr(getattr(config, "options", None), "ping_interval_seconds", 0) or 0),
     )

@@ -102,6 +102,27 @@ class Close:
     condition: str | None = None
 
 
+# Timer names (StartTimer/CancelTimer): the adapter keeps the clock, the core decides what a timeout means.
+AUTH_DEADLINE = "auth-deadline"  # from connection_made() until a resource is bound (slowloris before auth)
+KEEPALIVE = "keepalive"  # XEP-0199 §4.2: silence from a bound client for this long gets a server ping
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    """Call ``timer_fired(name)`` ``seconds`` from now; a timer of the same name already running is replaced
+    (its earlier deadline no longer counts)."""
+
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    """The timer ``name`` is no longer needed (nothing happens if it is not running)."""
+
+    name: str
+
+
 Event = (
     StreamOpened
     | StartTls
@@ -112,4 +133,6 @@ Event = (
     | Bound
     | StanzaReceived
     | Close
+    | StartTimer
+    | CancelTimer
 )

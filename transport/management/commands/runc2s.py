@@ -1,7 +1,7 @@
 """`manage.py runc2s`: the XMPP client listeners (``[[listen.c2s]]``, RFC 6120 / XEP-0368) on their own.
 
 Production runs this next to daphne (HTTPS); the embedded ``runxmpp`` calls the same
-:func:`transport.tcp.protocol.start_c2s_listeners`. Twisted runs on its asyncio reactor, as under daphne.
+:func:`transport.tcp.listener.start_c2s_listeners`. Twisted runs on its asyncio reactor, as under daphne.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Command(BaseCommand):
         from twisted.internet import reactor  # noqa: PLC0415
         from twisted.internet.error import CannotListenError  # noqa: PLC0415
 
-        from transport.tcp.protocol import start_c2s_listeners  # noqa: PLC0415
+        from transport.tcp.listener import start_c2s_listeners  # noqa: PLC0415
         from xmppauth.dbconn import keep_connections_in_threads  # noqa: PLC0415
 
         keep_connections_in_threads()  # one connection per pool thread, not one per call

@@ -3,7 +3,7 @@
 HTTP(S) listeners (admin, CRLs, XMPP over WebSocket and BOSH at the handler paths) are served by daphne
 through our ``xmpptls:`` endpoint and ``TlsExtensionServer`` (client certificates requested and put into the
 ASGI scope, transport.http.server); the c2s TCP listeners join the same Twisted reactor
-(transport.tcp.protocol).
+(transport.tcp.listener).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Command(BaseCommand):
         from certauth.configcas import prepare_process_or_exit
         from certauth.scheduler import start_in_process_jobs
         from transport.sessions.registry import start_session_services
-        from transport.tcp.protocol import start_c2s_listeners
+        from transport.tcp.listener import start_c2s_listeners
         from xmppauth.asgi import application
         from xmppauth.dbconn import keep_connections_in_threads
 
