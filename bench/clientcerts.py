@@ -46,13 +46,13 @@ def load_ca_files(cert_file: Path, key_file: Path) -> tuple[x509.Certificate, Pr
 
 def load_server_ca() -> tuple[x509.Certificate, PrivateKey]:
     """The server's own default CA and key, through Django's settings (XMPPAUTH_* and DATABASE_URL)."""
-    import os  # noqa: PLC0415
+    import os
 
-    import django  # noqa: PLC0415
+    import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "xmppauth.settings")
     django.setup()
-    from certauth import services  # noqa: PLC0415 (needs the app registry)
+    from certauth import services  # needs the app registry
 
     ca = services.default_ca()
     return services.ca_certificate(ca), services.ca_private_key(ca)
@@ -65,7 +65,7 @@ def provision_accounts(identities: Sequence[Identity]) -> int:
     (neither creates anything at login); a run without this measures first logins (``auth.methods = ["pki"]``
     creates the account). Existing accounts are left as they are; returns how many users were provisioned.
     """
-    from accounts.models import Account, Domain  # noqa: PLC0415 (needs load_server_ca's django.setup())
+    from accounts.models import Account, Domain  # needs load_server_ca's django.setup()
 
     by_domain: dict[str, list[str]] = {}
     for identity in identities:

@@ -115,10 +115,10 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def external_ca(directory: Path, crl_file: Path) -> tuple:
     """The CA (certificate, key), its row imported and trusted, and its ``file`` source with CRL #1 held."""
-    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import Encoding
 
-    from certauth import crlfetch, pki, services  # noqa: PLC0415
-    from certauth.models import CrlSource  # noqa: PLC0415
+    from certauth import crlfetch, pki, services
+    from certauth.models import CrlSource
 
     key = pki.generate_private_key("ec-p256")
     cert = pki.build_ca(CA_NAME, key, days=30)
@@ -133,9 +133,9 @@ def external_ca(directory: Path, crl_file: Path) -> tuple:
 
 
 def crl_der(cert, key, serials: list[int], *, number: int) -> bytes:
-    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import Encoding
 
-    from certauth import pki  # noqa: PLC0415
+    from certauth import pki
 
     now = datetime.now(UTC)
     revoked_at = now - timedelta(hours=1)
@@ -148,22 +148,22 @@ def crl_der(cert, key, serials: list[int], *, number: int) -> bytes:
 
 
 def serial_of(identity: Identity) -> int:
-    from certauth import pki  # noqa: PLC0415
+    from certauth import pki
 
     return pki.load_certificates(identity.pem_file.read_bytes())[0].serial_number
 
 
 def count_commands(since_id: int) -> int:
-    from django.db import close_old_connections  # noqa: PLC0415
+    from django.db import close_old_connections
 
-    from transport.sessions.models import SessionTermination  # noqa: PLC0415
+    from transport.sessions.models import SessionTermination
 
     close_old_connections()
     return SessionTermination.objects.filter(id__gt=since_id).count()
 
 
 def last_command_id() -> int:
-    from transport.sessions import terminations as sessions  # noqa: PLC0415
+    from transport.sessions import terminations as sessions
 
     return sessions.last_termination_id()
 

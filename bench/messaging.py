@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("processes: runc2s (TCP), daphne (wss), runworker xmpp.router; Redis", redis_url)
             else:
                 tcp_port, https_port = free_port(), free_port()
-                from tests.im.processes import c2s_config  # noqa: PLC0415
+                from tests.im.processes import c2s_config
 
                 config = c2s_config(
                     directory / "embedded.toml",

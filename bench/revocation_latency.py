@@ -45,17 +45,17 @@ def setup_django(scratch: Scratch) -> None:
         else:
             os.environ.pop(key, None)
     os.environ["DJANGO_SETTINGS_MODULE"] = "xmppauth.settings"
-    import django  # noqa: PLC0415
+    import django
 
     django.setup()
 
 
 def issue_identities(count: int, directory: Path) -> list[tuple[Identity, str]]:
     """``count`` accounts with a recorded certificate each: (identity, fingerprint)."""
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization
 
-    from accounts.models import Account, Domain  # noqa: PLC0415
-    from certauth import services  # noqa: PLC0415
+    from accounts.models import Account, Domain
+    from certauth import services
 
     domain, _ = Domain.objects.get_or_create(name=DOMAIN)
     out = []
@@ -74,10 +74,10 @@ def issue_identities(count: int, directory: Path) -> list[tuple[Identity, str]]:
 
 
 def revoke_by_service(fingerprint: str) -> None:
-    from django.db import close_old_connections  # noqa: PLC0415
+    from django.db import close_old_connections
 
-    from certauth import services  # noqa: PLC0415
-    from certauth.models import RevocationReason  # noqa: PLC0415
+    from certauth import services
+    from certauth.models import RevocationReason
 
     close_old_connections()
     services.revoke(services.find_certificate(fingerprint), RevocationReason.KEY_COMPROMISE)
@@ -96,7 +96,7 @@ def revoke_by_command(env: dict[str, str], fingerprint: str) -> None:
 
 def commit_time(fingerprint: str) -> float:
     """When the termination command of ``fingerprint`` was written (epoch seconds)."""
-    from transport.sessions.models import SessionTermination  # noqa: PLC0415
+    from transport.sessions.models import SessionTermination
 
     row = SessionTermination.objects.filter(fingerprint=fingerprint).order_by("-id").first()
     if row is None:

@@ -310,9 +310,9 @@ def login_runs(
 
 def provision_passwords(identities: list) -> ScramKeyCache:
     """SCRAM-SHA-256 keys for these users' accounts (``accounts.passwords``, as ``account passwd``)."""
-    from accounts.models import Account  # noqa: PLC0415 (needs load_server_ca's django.setup())
-    from accounts.passwords import set_password  # noqa: PLC0415
-    from xmppauth.config import PasswordOptions  # noqa: PLC0415
+    from accounts.models import Account  # needs load_server_ca's django.setup()
+    from accounts.passwords import set_password
+    from xmppauth.config import PasswordOptions
 
     options = PasswordOptions(hashes=("sha256",), scram_iterations=SCRAM_ITERATIONS)
     cache = ScramKeyCache()

@@ -13,11 +13,11 @@ from collections.abc import Callable
 def in_test_database(run: Callable[[], None]) -> None:
     """Set Django up, create the test database, call ``run``, and destroy the database afterwards."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "xmppauth.settings")
-    import django  # noqa: PLC0415 (after the settings module is chosen)
+    import django  # after the settings module is chosen
 
     django.setup()
-    from django.db import connection  # noqa: PLC0415
-    from django.test.utils import setup_test_environment  # noqa: PLC0415
+    from django.db import connection
+    from django.test.utils import setup_test_environment
 
     setup_test_environment()
     old_name = connection.creation.create_test_db(verbosity=0)

@@ -6,6 +6,6 @@ class CertauthConfig(AppConfig):
     verbose_name = "Certificates"
 
     def ready(self) -> None:
-        from certauth import crlsources  # noqa: PLC0415  (models are ready only now)
+        from certauth import crlsources  # models are ready only now
 
         crlsources.connect_signals()

@@ -379,7 +379,7 @@ class CertificateAuthenticator:
 
     def _authenticate_password(self, request: Any) -> IdentityDecision:
         if self._passwords is None:
-            from accounts.passwords import PasswordExchange  # noqa: PLC0415 (only for password logins)
+            from accounts.passwords import PasswordExchange  # only for password logins
 
             self._passwords = PasswordExchange(
                 self.config.auth, self._record_password, plain_checks=_directory_plain_checks(self.config)

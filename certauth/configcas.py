@@ -296,7 +296,7 @@ def prepare(config: Config) -> None:
         )
     apply_crl_files(config)
     warn_cas_without_revocation_source(config)
-    from certauth import trust  # noqa: PLC0415 (trust imports the models; avoid a cycle at import)
+    from certauth import trust  # trust imports the models; avoid a cycle at import
 
     trust.invalidate()
 

@@ -15,7 +15,7 @@ def _scratch_var_dir(settings, tmp_path):
 def _fresh_address_counters():
     """Per-address counters (xmppauth.limits) start empty in each test: refusals of one test do not
     rate-limit the next one's loopback client."""
-    from xmppauth import limits  # noqa: PLC0415
+    from xmppauth import limits
 
     limits.auth_failures.clear()
     limits.auth_events.clear()
@@ -38,9 +38,9 @@ def _fresh_hosted_domains():
 @pytest.fixture
 def xmpp_options(monkeypatch):
     """``xmpp_options(name=value, ...)`` sets ``[xmppauth]`` options of the running config for one test."""
-    import dataclasses  # noqa: PLC0415
+    import dataclasses
 
-    from django.conf import settings  # noqa: PLC0415
+    from django.conf import settings
 
     def set_options(**values):
         config = settings.XMPP

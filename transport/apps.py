@@ -6,10 +6,10 @@ class TransportConfig(AppConfig):
     verbose_name = "XMPP transport"
 
     def ready(self) -> None:
-        from django.core import checks  # noqa: PLC0415
+        from django.core import checks
 
-        from transport.checks import crl_distribution_point_check  # noqa: PLC0415
-        from transport.sessions import receivers  # noqa: PLC0415  (models are ready only now)
+        from transport.checks import crl_distribution_point_check
+        from transport.sessions import receivers  # models are ready only now
 
         receivers.connect_signals()
         checks.register(crl_distribution_point_check)

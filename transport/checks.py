@@ -15,7 +15,7 @@ from django.core import checks
 
 
 def crl_distribution_point_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from transport.tls.context import requires_certificate  # noqa: PLC0415  (OpenSSL and Twisted only when checked)
+    from transport.tls.context import requires_certificate  # OpenSSL and Twisted only when checked
 
     config = settings.XMPP
     if settings.XMPPAUTH_PUBLIC_URL or config.options.crl_base_url or not config.listen_http:

@@ -42,6 +42,6 @@ class XmppauthAdminSite(admin.AdminSite):
         return apps
 
     def index(self, request: HttpRequest, extra_context: dict | None = None) -> TemplateResponse:
-        from xmppauth import dashboard  # noqa: PLC0415 (imports the apps' models: not at settings time)
+        from xmppauth import dashboard  # imports the apps' models: not at settings time
 
         return super().index(request, {"dashboard": dashboard.collect(), **(extra_context or {})})

@@ -31,9 +31,9 @@ def _django_logging(**kwargs: object) -> None:
 @worker_init.connect
 def _prepare_config_cas(**kwargs: object) -> None:
     """Config CAs as rows and tls.crl_files applied before the worker runs a job (stops on error)."""
-    import django  # noqa: PLC0415
+    import django
 
     django.setup()
-    from certauth.configcas import prepare_process_or_exit  # noqa: PLC0415 (needs the app registry)
+    from certauth.configcas import prepare_process_or_exit  # needs the app registry
 
     prepare_process_or_exit(settings.XMPP)

@@ -180,8 +180,8 @@ def test_bind_without_a_certificate_checked_at_the_handshake_is_refused(clock):
 
 def password_session(password: str = "correct horse battery") -> CertificateAuthenticator:
     """An authenticator whose connection logged in as alice with PLAIN (method rdbms), no certificate."""
-    from accounts.passwords import set_password  # noqa: PLC0415
-    from transport.xmpp.events import PasswordStepRequest  # noqa: PLC0415
+    from accounts.passwords import set_password
+    from transport.xmpp.events import PasswordStepRequest
 
     auth_config = AuthConfig(methods=("rdbms",), sasl_mechanisms=("plain",))
     set_password(make_account("alice@localhost"), password, auth_config.password, validate=False)

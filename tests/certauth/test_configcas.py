@@ -254,7 +254,7 @@ def test_crl_file_applies_to_the_ca_that_signed_it_whatever_its_origin(tmp_path,
     else:
         issued = make_ca("Imported CA")
         row, ca_cert, ca_key = add_ca_row(issued, "Imported CA"), issued.cert, issued.key
-    from tests.certs import Issued  # noqa: PLC0415
+    from tests.certs import Issued
 
     ca = Issued(ca_cert, ca_key, None)
     revoked = make_client(ca, jids=["bob@localhost"])
@@ -311,7 +311,7 @@ def test_an_untrusted_row_does_not_own_a_crl_file(tmp_path):
 
 
 def test_the_periodic_sync_keeps_the_source_of_a_crl_file_that_went_bad(tmp_path, caplog):
-    from certauth.crlsources import sync_crl_sources  # noqa: PLC0415
+    from certauth.crlsources import sync_crl_sources
 
     ca = make_ca("Partner CA")
     path = write(tmp_path / "ca.pem", ca.pem)

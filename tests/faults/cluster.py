@@ -63,7 +63,7 @@ class FaultCluster:
         return process
 
     def query(self, sql: str, *args: object) -> list[tuple]:
-        import psycopg  # noqa: PLC0415
+        import psycopg
 
         with psycopg.connect(self.db_url, connect_timeout=10) as connection:
             cursor = connection.execute(sql, args)

@@ -69,7 +69,7 @@ class RedisServer:
         return self
 
     def answers(self) -> bool:
-        import redis  # noqa: PLC0415
+        import redis
 
         try:
             return bool(redis.Redis(port=self.port, socket_connect_timeout=1).ping())
@@ -124,7 +124,7 @@ class PostgresServer:
         self._run(self.pg_ctl, "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
 
     def create_database(self, name: str) -> str:
-        import psycopg  # noqa: PLC0415
+        import psycopg
 
         with psycopg.connect(self.url("postgres"), autocommit=True) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')

@@ -78,7 +78,7 @@ def bounded(seconds: float = HANG_SECONDS) -> Iterator[None]:
 @functools.cache
 def alice_facts() -> CertFacts:
     """The facts of a real client certificate asserting the xmppAddr alice@localhost (RFC 6120 §13.7.1.4)."""
-    from tests.certs import make_ca, make_client  # noqa: PLC0415 (key generation: only when needed)
+    from tests.certs import make_ca, make_client  # key generation: only when needed
 
     return make_client(make_ca("fuzz CA"), jids=["alice@localhost"]).facts
 

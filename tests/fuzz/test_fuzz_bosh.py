@@ -36,7 +36,7 @@ def bodies() -> st.SearchStrategy[bytes]:
     children = st.lists(st.one_of(st.sampled_from(TOKENS), st.binary(max_size=12)), max_size=8).map(b"".join)
 
     def render(attrs: list[tuple[str, str]], inner: bytes) -> bytes:
-        from xml.sax.saxutils import quoteattr  # noqa: PLC0415
+        from xml.sax.saxutils import quoteattr
 
         written = "".join(f" {name}={quoteattr(value)}" for name, value in dict(attrs).items())
         namespaces = (

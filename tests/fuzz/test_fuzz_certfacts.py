@@ -30,7 +30,7 @@ from tests.fuzz import harness
 @functools.cache
 def real_certificate_der() -> bytes:
     """A real client certificate: xmppAddr, CN, EKU, basicConstraints, AKI (tests/certs.py)."""
-    from tests.certs import make_ca, make_client  # noqa: PLC0415
+    from tests.certs import make_ca, make_client
 
     return make_client(make_ca("fuzz CA"), jids=["alice@localhost", "bob@localhost"], common_name="alice").der
 
@@ -135,7 +135,7 @@ def build(other_names: list[bytes], common_name: str | None, duplicate_san: bool
 
 
 def serialization_der():
-    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import Encoding
 
     return Encoding.DER
 
@@ -215,11 +215,11 @@ def test_crasher_certificates_give_value_error_from_cert_facts(crasher):
 @pytest.mark.django_db
 @pytest.mark.parametrize("crasher", list(CRASHERS))
 def test_crasher_client_certificates_are_refused_with_a_reason_and_an_auth_event_not_raised(crasher):
-    from certauth import trust  # noqa: PLC0415
-    from certauth.models import AuthEvent  # noqa: PLC0415
-    from tests.certauth.crlhelpers import add_ca_row  # noqa: PLC0415
-    from tests.certauth.test_authenticator import authenticator  # noqa: PLC0415
-    from tests.certs import make_ca  # noqa: PLC0415
+    from certauth import trust
+    from certauth.models import AuthEvent
+    from tests.certauth.crlhelpers import add_ca_row
+    from tests.certauth.test_authenticator import authenticator
+    from tests.certs import make_ca
 
     make, message = CRASHERS[crasher]
     add_ca_row(make_ca("fuzz CA"), name="fuzz CA")
@@ -238,17 +238,17 @@ def test_crasher_client_certificates_are_refused_with_a_reason_and_an_auth_event
 def test_crasher_certificates_are_refused_by_the_import_services_with_a_pki_error(crasher):
     # The admin's import pages and `pki import-ca` / `import-cert` call these: a PkiError is a form error or
     # one command line, where any other exception would be a 500 or a traceback.
-    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import Encoding
 
-    from certauth import services  # noqa: PLC0415
-    from certauth.models import Certificate, CertificateAuthority  # noqa: PLC0415
+    from certauth import services
+    from certauth.models import Certificate, CertificateAuthority
 
     make, _ = CRASHERS[crasher]
     der = make()
     try:
         pem = load_certificates(der)[0].public_bytes(Encoding.PEM)
     except ValueError:  # the loader itself refuses it: the PEM of the raw DER then
-        import base64  # noqa: PLC0415
+        import base64
 
         pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\n"
     with pytest.raises(services.PkiError, match="not a certificate"):

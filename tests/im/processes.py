@@ -15,7 +15,7 @@ REDIS_TEST_URL = os.environ.get("XMPPAUTH_TEST_REDIS_URL", "redis://127.0.0.1:63
 def redis_unreachable(url: str = REDIS_TEST_URL) -> str | None:
     """Why Redis cannot be used (None when it answers)."""
     try:
-        import redis  # noqa: PLC0415
+        import redis
 
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except Exception as exc:  # any failure means: no Redis for this test
@@ -84,8 +84,8 @@ def server_env(
 
 def wait_listening(process: Managed, port: int, timeout: float = 60) -> None:
     """Until ``port`` accepts connections (daphne prints nothing we can wait for on every version)."""
-    import socket  # noqa: PLC0415
-    import time  # noqa: PLC0415
+    import socket
+    import time
 
     deadline = time.monotonic() + timeout
     while True:

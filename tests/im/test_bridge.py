@@ -112,7 +112,7 @@ def test_a_message_arriving_after_the_session_ended_goes_back_to_the_router(monk
 
 @pytest.mark.django_db(transaction=True)  # the bridge routes in worker threads
 def test_those_that_got_directed_presence_get_unavailable_when_the_session_ends(monkeypatch):
-    from tests.im.test_router import live  # noqa: PLC0415 (a registry row with a channel)
+    from tests.im.test_router import live  # a registry row with a channel
 
     monkeypatch.setattr(bridge_module, "DRAIN_SECONDS", 0.0)  # the end of the work task is the sentinel
 
@@ -165,7 +165,7 @@ async def until(condition, what: str) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_an_offline_message_leaves_the_store_only_once_the_stream_took_it():
-    from tests.im.test_router import live  # noqa: PLC0415
+    from tests.im.test_router import live
 
     alice = accounts_alice_bob()["alice"]
     live("alice@localhost/a", available=False)
@@ -241,7 +241,7 @@ def test_without_a_failure_the_session_is_not_closed():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_message_to_a_full_channel_is_bounced_to_its_sender_with_resource_constraint():
-    from tests.im.test_router import live  # noqa: PLC0415
+    from tests.im.test_router import live
 
     accounts_alice_bob()
     bob = live("bob@localhost/b")
@@ -274,7 +274,7 @@ def test_a_message_to_a_full_channel_is_bounced_to_its_sender_with_resource_cons
 
 def flood(count: int, body: str = "x"):
     """``count`` stanzas queued while routing is stuck; returns what the adapter saw."""
-    import threading  # noqa: PLC0415
+    import threading
 
     stuck = threading.Event()
     seen = {}

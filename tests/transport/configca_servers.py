@@ -27,7 +27,7 @@ def scratch_database(directory: Path) -> Iterator[str]:
     if not url.startswith(("postgres://", "postgresql://")):
         yield f"sqlite:///{directory / 'db.sqlite3'}"
         return
-    import psycopg  # noqa: PLC0415 (PostgreSQL leg only)
+    import psycopg  # PostgreSQL leg only
 
     parts = urlsplit(url)
     name = f"{parts.path.lstrip('/') or 'xmppauth'}_proc_{uuid.uuid4().hex[:8]}"

@@ -15,13 +15,13 @@ from datetime import timedelta
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "xmppauth.settings")
-    import django  # noqa: PLC0415
+    import django
 
     django.setup()
-    from transport.sessions import registry as live  # noqa: PLC0415 (after setup: it imports models)
+    from transport.sessions import registry as live  # after setup: it imports models
 
     live.RECENT = timedelta(seconds=float(os.environ.get("XMPPAUTH_TEST_RECENT_SECONDS", "1")))
-    from django.core.management import execute_from_command_line  # noqa: PLC0415
+    from django.core.management import execute_from_command_line
 
     execute_from_command_line(["manage.py", *sys.argv[1:]])
 

@@ -149,7 +149,7 @@ def test_without_disconnect_on_failure_a_refused_certificate_keeps_the_session()
 
 def test_an_address_past_the_auth_failure_limit_is_refused_after_the_delay(xmpp_options):
     """XEP-0205 §3 on WebSocket and BOSH: the adapters refuse the session (HTTP 403 / policy-violation)."""
-    from xmppauth import limits  # noqa: PLC0415
+    from xmppauth import limits
 
     xmpp_options(auth_failures_per_minute=2, auth_failure_delay_seconds=0)
     limits.auth_failures.add("test")  # what the authenticator counts at each refusal (certauth tests)

@@ -106,7 +106,7 @@ class ProxyClientCertMiddleware:
     def config(self) -> Config:
         if self._config is not None:
             return self._config
-        from django.conf import settings  # noqa: PLC0415 (read when first needed, after django.setup())
+        from django.conf import settings  # read when first needed, after django.setup()
 
         return settings.XMPP
 

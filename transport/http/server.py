@@ -136,11 +136,11 @@ class TlsExtensionServer(Server):
         self._ws_factory = factory
 
     def run(self) -> None:
-        from django.apps import apps  # noqa: PLC0415
-        from twisted.internet import reactor  # noqa: PLC0415 (daphne installed the asyncio reactor)
+        from django.apps import apps
+        from twisted.internet import reactor  # daphne installed the asyncio reactor
 
         if apps.ready and apps.is_installed("transport"):  # the application set Django up (xmppauth.asgi)
-            from transport.sessions.registry import start_if_installed  # noqa: PLC0415
+            from transport.sessions.registry import start_if_installed
 
             start_if_installed(reactor)  # WebSocket/BOSH sessions end when their certificate does (DESIGN §5)
         super().run()

@@ -107,7 +107,7 @@ class XmppTlsServerEndpoint:
                 len(self.server_tls.anchor_fingerprints),
             )
             if self.refresh_interval:
-                from transport.tls.trust_refresh import refresh_trust_anchors  # noqa: PLC0415 (Django app code)
+                from transport.tls.trust_refresh import refresh_trust_anchors  # Django app code
 
                 self.refresh = LoopingCall(refresh_trust_anchors, self.reactor, self.server_tls, "https")
                 self.refresh.clock = self.reactor
@@ -119,10 +119,10 @@ class XmppTlsServerEndpoint:
 
 def _django_ready() -> None:
     """The endpoint reads the config and the CA table: make sure Django is set up (daphne's app did it)."""
-    from django.apps import apps  # noqa: PLC0415
+    from django.apps import apps
 
     if not apps.ready:
-        import django  # noqa: PLC0415
+        import django
 
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "xmppauth.settings")
         django.setup()
@@ -143,7 +143,7 @@ def _integer(kwargs: dict[str, str], key: str, default: int | None, minimum: int
 
 def http_listener_tls(index: int) -> tuple[Any, TlsOptions]:
     """``listen.http[index]`` of the config and its TLS options (bootstrap certificate when it names none)."""
-    from django.conf import settings  # noqa: PLC0415
+    from django.conf import settings
 
     config = settings.XMPP
     listeners = config.listen_http
@@ -187,10 +187,10 @@ class XmppTlsEndpointParser:
         backlog = _integer(kwargs, "backlog", None, 1, 65535)
         assert index is not None
         _django_ready()
-        from django.conf import settings  # noqa: PLC0415
+        from django.conf import settings
 
-        from certauth.configcas import prepare_process_or_exit  # noqa: PLC0415 (needs the app registry)
-        from certauth.trust import trust_anchors  # noqa: PLC0415 (needs the app registry)
+        from certauth.configcas import prepare_process_or_exit  # needs the app registry
+        from certauth.trust import trust_anchors  # needs the app registry
 
         listener, options = http_listener_tls(index)
         prepare_process_or_exit(settings.XMPP)  # once per process: stock daphne with any application

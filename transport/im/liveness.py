@@ -217,18 +217,18 @@ _running: dict[str, Any] = {}
 
 def start(reactor: Any, registry: Any) -> Liveness | None:
     """Run the key refresh and the sweep on ``reactor`` (a listener process with a Redis channel layer)."""
-    from channels.layers import get_channel_layer  # noqa: PLC0415
-    from twisted.internet import threads  # noqa: PLC0415
-    from twisted.internet.task import LoopingCall  # noqa: PLC0415
+    from channels.layers import get_channel_layer
+    from twisted.internet import threads
+    from twisted.internet.task import LoopingCall
 
-    from transport.im.bridge import send_all  # noqa: PLC0415
-    from xmppauth.dbconn import with_fresh_connections  # noqa: PLC0415
+    from transport.im.bridge import send_all
+    from xmppauth.dbconn import with_fresh_connections
 
     url = getattr(settings, "REDIS_URL", "")
     layer = get_channel_layer()
     if not url or not hasattr(layer, "deserialize") or "liveness" in _running:
         return None
-    import redis  # noqa: PLC0415
+    import redis
 
     seconds = bound_seconds()
     liveness = Liveness(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5), layer)

@@ -49,7 +49,7 @@ def start_in_process_router(
 ) -> asyncio.Task[None]:
     """Start :func:`serve_router` on ``loop`` (by default the Twisted asyncio reactor's loop)."""
     if loop is None:
-        from twisted.internet import reactor  # noqa: PLC0415
+        from twisted.internet import reactor
 
         loop = getattr(reactor, "_asyncioEventloop", None) or asyncio.get_event_loop()
     task = loop.create_task(serve_router(layer))

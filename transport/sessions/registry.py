@@ -105,7 +105,7 @@ def _admit(
 
 
 def _default_reactor() -> Any:
-    from twisted.internet import reactor  # noqa: PLC0415 (installed by the command before this runs)
+    from twisted.internet import reactor  # installed by the command before this runs
 
     return reactor
 
@@ -410,7 +410,7 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
     # Renew well within the lease ([xmppauth] session_lease_seconds): three beats per lease at least.
     heartbeat.start(min(HEARTBEAT_INTERVAL, store.lease().total_seconds() / 3), now=True)
     reactor.addSystemEventTrigger("before", "shutdown", _forget_this_process, reactor)
-    from transport.im import liveness  # noqa: PLC0415 (imports the router, which needs the apps loaded)
+    from transport.im import liveness  # imports the router, which needs the apps loaded
 
     liveness.start(reactor, registry)  # with Redis: no stanza lost to a dead listener (issue 16 point 1)
     _services = SessionServices(watcher, heartbeat)
@@ -439,7 +439,7 @@ def _held_sessions(registry: LiveSessions) -> list[tuple[SessionFacts, int | Non
 def start_if_installed(reactor: Any) -> SessionServices | None:
     """For daphne, which may serve a database that is not migrated: start the services when the registry's
     tables exist, else log why not and return None."""
-    from django.db import connection  # noqa: PLC0415
+    from django.db import connection
 
     try:
         tables = set(connection.introspection.table_names())

@@ -40,7 +40,7 @@ _PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
 
 def lease() -> timedelta:
     """``[xmppauth] session_lease_seconds`` of the config (default :data:`LEASE`)."""
-    from django.conf import settings  # noqa: PLC0415
+    from django.conf import settings
 
     options = getattr(getattr(settings, "XMPP", None), "options", None)
     seconds = getattr(options, "session_lease_seconds", None)
@@ -211,7 +211,7 @@ def terminate_listed(
     (a bind racing with the refresh) is covered by the revocation re-check at bind, which reads the same
     ``RevokedSerial`` rows after the row's insert; sessions of a process that keeps no rows are not seen.
     """
-    from certauth.models import RevokedSerial  # noqa: PLC0415 (transport's models do not depend on certauth)
+    from certauth.models import RevokedSerial  # transport's models do not depend on certauth
 
     listed = RevokedSerial.objects.filter(source_id=source_id, ca_id=issuer_ca_id).values("serial")
     matched = LiveSession.objects.filter(issuer_ca_id=issuer_ca_id, cert_serial__in=listed).values_list(

@@ -272,6 +272,6 @@ def channel_bindings(connection: SSL.Connection) -> dict[str, bytes]:
 
 
 def _extended_master_secret(connection: SSL.Connection) -> bool:
-    from OpenSSL._util import lib  # noqa: PLC0415 (pyOpenSSL exposes no wrapper for SSL_get_extms_support)
+    from OpenSSL._util import lib  # pyOpenSSL exposes no wrapper for SSL_get_extms_support
 
     return bool(lib.SSL_get_extms_support(connection._ssl) == 1)

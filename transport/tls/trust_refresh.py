@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 def refresh_trust_anchors(reactor: Any, server_tls: ServerTls, label: str) -> defer.Deferred:
     """Re-read the CA rows that are anchors for ``server_tls``'s ``tls.cacertfile`` (``certauth.trust``: its
     config CAs plus the admin's); ``label`` names the listener kind in the logs (c2s, https)."""
-    from certauth.trust import trust_anchors  # noqa: PLC0415 (needs the app registry)
+    from certauth.trust import trust_anchors  # needs the app registry
 
     def read() -> list[Any]:
         return list(with_fresh_connections(trust_anchors, server_tls.options.cacertfile).certificates)

@@ -18,15 +18,15 @@ logger = logging.getLogger(__name__)
 
 def install_asyncio_reactor() -> None:
     """Install Twisted's asyncio reactor unless a reactor is already installed (it must come first)."""
-    import sys  # noqa: PLC0415
+    import sys
 
     if "twisted.internet.reactor" in sys.modules:
-        from twisted.internet import reactor  # noqa: PLC0415
+        from twisted.internet import reactor
 
         if type(reactor).__name__ != "AsyncioSelectorReactor":
             logger.warning("a %s reactor was installed before runc2s could install asyncio's", type(reactor))
         return
-    from twisted.internet import asyncioreactor  # noqa: PLC0415
+    from twisted.internet import asyncioreactor
 
     asyncioreactor.install()
 
@@ -51,11 +51,11 @@ class Command(BaseCommand):
                 "through Redis; set REDIS_URL (without it, run one runc2s)"
             )
         install_asyncio_reactor()
-        from twisted.internet import reactor  # noqa: PLC0415
-        from twisted.internet.error import CannotListenError  # noqa: PLC0415
+        from twisted.internet import reactor
+        from twisted.internet.error import CannotListenError
 
-        from transport.tcp.listener import start_c2s_listeners  # noqa: PLC0415
-        from xmppauth.dbconn import keep_connections_in_threads  # noqa: PLC0415
+        from transport.tcp.listener import start_c2s_listeners
+        from xmppauth.dbconn import keep_connections_in_threads
 
         keep_connections_in_threads()  # one connection per pool thread, not one per call
         config = settings.XMPP
@@ -65,7 +65,7 @@ class Command(BaseCommand):
 
         for host in ensure_rows(config.hosts):
             logger.info("hosted domain %s added from the config", host)
-        from certauth.configcas import prepare_process_or_exit  # noqa: PLC0415
+        from certauth.configcas import prepare_process_or_exit
 
         prepare_process_or_exit(config)  # config CAs as rows, tls.crl_files loaded, before any listener
         try:
@@ -74,11 +74,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         except (CannotListenError, OSError) as exc:
             raise CommandError(f"cannot listen: {exc}") from exc
-        from transport.sessions.registry import start_session_services  # noqa: PLC0415
+        from transport.sessions.registry import start_session_services
 
         start_session_services(reactor)  # revoked certificates end their sessions (DESIGN §5)
         if not settings.REDIS_URL:
-            from transport.im.service import start_in_process_router  # noqa: PLC0415
+            from transport.im.service import start_in_process_router
 
             start_in_process_router()  # else `manage.py runworker xmpp.router` serves it (DESIGN §1)
         # Each listener logged its "c2s listening on" line as it opened; this one says everything is up.

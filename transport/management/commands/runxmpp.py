@@ -23,7 +23,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         # Twisted's asyncio reactor must be installed before anything imports the reactor (daphne does so).
-        from transport.http.server import TlsExtensionServer  # noqa: PLC0415  (installs the asyncio reactor)
+        from transport.http.server import TlsExtensionServer  # installs the asyncio reactor
 
         # isort: split
         from twisted.internet import reactor
@@ -49,7 +49,7 @@ class Command(BaseCommand):
         if not settings.REDIS_URL:  # else celery beat runs the jobs (DESIGN §1)
             start_in_process_jobs(reactor)
             # and `manage.py runworker xmpp.router` serves the router channel
-            from transport.im.service import start_in_process_router  # noqa: PLC0415
+            from transport.im.service import start_in_process_router
 
             start_in_process_router()
         if not endpoints:
