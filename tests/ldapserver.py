@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.certs import Issued, make_ca
 from tests.processes import free_port
+from xmppauth.config import LdapPoolOptions
 
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
@@ -200,3 +201,17 @@ class Slapd:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def pool_options(server: Slapd, **changes: object) -> LdapPoolOptions:
+    """A search pool on ``server`` bound as its rootdn, with short timeouts, ``changes`` applied."""
+    options = LdapPoolOptions(
+        servers=("127.0.0.1",),
+        port=server.port,
+        rootdn=ROOTDN,
+        password=ROOTPW,
+        workers=2,
+        call_timeout_ms=2000,
+        connect_interval_ms=100,
+    )
+    return replace(options, **changes)  # type: ignore[arg-type]

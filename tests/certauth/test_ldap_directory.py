@@ -14,7 +14,7 @@ import pytest
 
 from certauth.ldapdir import Directory, DirectoryUnavailable, LdapPool
 from tests.certs import make_ca
-from tests.ldapserver import ROOTDN, ROOTPW, USERS_BASE, LdapUser, Slapd
+from tests.ldapserver import USERS_BASE, LdapUser, Slapd, pool_options
 from xmppauth.config import LdapAuthOptions, LdapDnFilter, LdapLocalFilter, LdapPoolOptions
 
 USERS = [
@@ -30,19 +30,6 @@ def slapd() -> Iterator[Slapd]:
     server.start()
     yield server
     server.remove()
-
-
-def pool_options(server: Slapd, **changes: object) -> LdapPoolOptions:
-    options = LdapPoolOptions(
-        servers=("127.0.0.1",),
-        port=server.port,
-        rootdn=ROOTDN,
-        password=ROOTPW,
-        workers=2,
-        call_timeout_ms=2000,
-        connect_interval_ms=200,
-    )
-    return replace(options, **changes)  # type: ignore[arg-type]
 
 
 def directory(server: Slapd, pool: LdapPoolOptions | None = None, **auth_changes: object) -> Directory:

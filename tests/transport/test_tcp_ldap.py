@@ -20,11 +20,11 @@ from accounts.models import Account
 from certauth.ldapdir import directory_for
 from certauth.models import AuthEvent
 from tests.certs import Issued, make_client
-from tests.ldapserver import ROOTDN, ROOTPW, USERS_BASE, LdapUser, Slapd
+from tests.ldapserver import USERS_BASE, LdapUser, Slapd, pool_options
 from tests.transport.rawxmpp import starttls
 from tests.transport.tlsclient import client_context
 from tests.transport.xmppclient import slixmpp_login
-from xmppauth.config import AuthConfig, LdapAuthOptions, LdapPoolOptions
+from xmppauth.config import AuthConfig, LdapAuthOptions
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,16 +58,7 @@ def slapd(certificates) -> Iterator[Slapd]:
 
 
 def ldap_auth(server: Slapd, *, match_certificate: bool = False, **pool_changes: object) -> AuthConfig:
-    search = LdapPoolOptions(
-        servers=("127.0.0.1",),
-        port=server.port,
-        rootdn=ROOTDN,
-        password=ROOTPW,
-        workers=2,
-        call_timeout_ms=2000,
-        connect_interval_ms=100,
-    )
-    search = replace(search, **pool_changes)  # type: ignore[arg-type]
+    search = pool_options(server, **pool_changes)
     bind = replace(search, rootdn="", password="")
     options = LdapAuthOptions(
         base=USERS_BASE, pools=(("default", search), ("bind", bind)), match_certificate=match_certificate

@@ -27,7 +27,7 @@ from certauth.models import AuthEvent, Certificate
 from tests.certs import Issued, make_self_signed
 from tests.transport.test_bind_recheck import watcher  # noqa: F401 (the termination watcher fixture)
 from tests.transport.tlsclient import client_context
-from tests.transport.xmppclient import slixmpp_login
+from tests.transport.xmppclient import run_until_finished, slixmpp_login
 from xmppauth.config import AuthConfig, PasswordOptions
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,18 +104,8 @@ def run_client(
     xmpp.add_event_handler("failed_all_auth", finish)
     xmpp.add_event_handler("disconnected", finish)
     xmpp.add_event_handler("connection_failed", finish)
-    try:
-        xmpp.connect("127.0.0.1", port)
-        loop.run_until_complete(asyncio.wait_for(finished, timeout))
-    except TimeoutError:
+    if not run_until_finished(xmpp, loop, finished, port, timeout):
         outcome.events.append("timeout")
-    finally:
-        xmpp.abort()
-        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
     return outcome
 
 

@@ -89,12 +89,27 @@ def slixmpp_login(
     xmpp.add_event_handler("stream_negotiated", on_negotiated)
     xmpp.add_event_handler("disconnected", on_disconnected)
     xmpp.add_event_handler("connection_failed", on_disconnected)
+    if not run_until_finished(xmpp, loop, finished, port, timeout):
+        outcome.events.append("timeout")
+        logging.getLogger(__name__).warning("slixmpp login did not finish: %s", outcome)
+    return outcome
+
+
+def run_until_finished(
+    xmpp: slixmpp.ClientXMPP,
+    loop: asyncio.AbstractEventLoop,
+    finished: asyncio.Future,
+    port: int,
+    timeout: float,
+) -> bool:
+    """Connect ``xmpp`` to 127.0.0.1:``port`` and run ``loop`` until ``finished`` (False: ``timeout`` first);
+    then abort the stream, cancel what is left and close the loop."""
     try:
         xmpp.connect("127.0.0.1", port)
         loop.run_until_complete(asyncio.wait_for(finished, timeout))
+        return True
     except TimeoutError:
-        outcome.events.append("timeout")
-        logging.getLogger(__name__).warning("slixmpp login did not finish: %s", outcome)
+        return False
     finally:
         xmpp.abort()
         pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
@@ -102,4 +117,3 @@ def slixmpp_login(
             task.cancel()
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
-    return outcome
