@@ -46,11 +46,20 @@ def need_comparison_target(name: str, installed: bool) -> None:
     )
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and not one this test process handed out
+    before (two servers of one test asked for ports back to back could otherwise get the same one, since
+    neither binds it until it has started)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
