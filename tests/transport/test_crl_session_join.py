@@ -340,7 +340,7 @@ def test_runc2s_ends_the_two_listed_tls_sessions_and_keeps_the_third(tmp_path, m
     clients = {name: make_client(pki.ca, jids=[f"{name}@localhost"]) for name in ("alice", "bob", "carol")}
     server = Managed(env, "runc2s")
     try:
-        server.wait_for(f"c2s listening on 127.0.0.1:{port}\n")
+        server.wait_for(f"runc2s ready: 127.0.0.1:{port}\n")
         held = {name: login(port, client_context(tmp_path, cert)) for name, cert in clients.items()}
         try:
             listed = [clients["alice"].cert.serial_number, clients["bob"].cert.serial_number]

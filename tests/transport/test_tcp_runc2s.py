@@ -46,7 +46,7 @@ def test_runc2s_listens_on_the_configured_port_and_logs_a_client_in(migrated):
     config.write_text(_toml(port, pki.server_certfile, pki.server_keyfile, cafile))
     server = Runc2s(environment(migrated, config))
     try:
-        server.wait_for(f"c2s listening on 127.0.0.1:{port}\n")  # the command's own line, not the log
+        server.wait_for(f"runc2s ready: 127.0.0.1:{port}\n")  # the command's own line, not the log
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         with client_context(migrated, pki.valid).wrap_socket(raw, server_hostname="localhost") as sock:
             assert sock.version() in ("TLSv1.2", "TLSv1.3")

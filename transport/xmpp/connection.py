@@ -205,14 +205,14 @@ class C2SConnection:
         """
         if self.closed:
             return self._drain()
+        if data and self.state is State.SESSION and self.settings.ping_interval:
+            self._client_heard()  # XEP-0199: any input from a bound client restarts the silence clock
         if self._framed:
             self._held.append(data)
             self._held_size += len(data)
             return self._received(self._held_size)
         if not data:
             return self._drain()
-        if self.state is State.SESSION and self.settings.ping_interval:
-            self._client_heard()
         self._pending = self._pending[self._pos :] + data
         self._pos = 0
         return self._received(len(self._pending))
@@ -224,6 +224,8 @@ class C2SConnection:
             raise LocalProtocolError("receive_element needs framing 'websocket'")
         if self.closed:
             return self._drain()
+        if self.state is State.SESSION and self.settings.ping_interval:
+            self._client_heard()
         self._held.append(parsed)
         self._held_size += parsed.size
         return self._received(self._held_size)
