@@ -378,11 +378,11 @@ async def storm(sessions: list[Session], count: int, window: int, drain: float, 
         while result.in_flight >= window:
             if not await _progress(result, drain):
                 return result
-        alive = [s for s in rng.sample(sessions, min(len(sessions), 4)) if s.lost is None]
-        if len(alive) < 2:
+        pair = _live_pair(sessions, rng)
+        if pair is None:
             result.errors["no two live sessions left to pick from"] += 1
             return result
-        sender, recipient = alive[0], alive[1]
+        sender, recipient = pair
         message_id = f"m{n}"
         result.sent[message_id] = time.perf_counter()
         result.recipient[message_id] = recipient
@@ -393,6 +393,16 @@ async def storm(sessions: list[Session], count: int, window: int, drain: float, 
         if not await _progress(result, drain):
             break
     return result
+
+
+def _live_pair(sessions: list[Session], rng: random.Random) -> tuple[Session, Session] | None:
+    """Two different sessions still up, picked at random (lost ones are counted elsewhere)."""
+    for _ in range(100):
+        sender, recipient = rng.sample(sessions, 2)
+        if sender.lost is None and recipient.lost is None:
+            return sender, recipient
+    live = [session for session in sessions if session.lost is None]
+    return (live[0], live[1]) if len(live) >= 2 else None
 
 
 async def _progress(result: Storm, drain: float) -> bool:
@@ -450,6 +460,7 @@ class Run:
     rss: dict[str, int]
     alive: int
     lost_sessions: Counter[str]
+    bosh_reopened: int  # BOSH connections the server closed while idle and the client opened again
     problems: list[str]
     warnings: Counter[str]
     tails: list[str]
@@ -518,6 +529,7 @@ def report(run: Run, args: argparse.Namespace, setup: str) -> list[str]:
         f"idle errors: {errors_text(idle.errors)}",
         f"storm errors: {errors_text(storm_.errors)}",
         f"sessions lost: {errors_text(run.lost_sessions)}",
+        f"BOSH connections closed by the server while idle and reopened (not errors): {run.bosh_reopened}",
         f"server warnings: {errors_text(run.warnings)}",
         f"server problems: {len(run.problems)}",
         *(f"- {problem}" for problem in run.problems[:20]),
@@ -599,6 +611,7 @@ async def phases(scratch: Scratch, users: dict[str, list[ssl.SSLContext]], args,
     await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)
     await asyncio.sleep(SETTLE)
     rss["after closing"] = rss_bytes(runxmpp)
+    reopened = sum(getattr(session, "reopened", 0) for session in sessions)
     return Run(
         logins,
         idle,
@@ -607,6 +620,7 @@ async def phases(scratch: Scratch, users: dict[str, list[ssl.SSLContext]], args,
         rss,
         sum(answers),
         lost_sessions,
+        reopened,
         [],
         Counter(),
         [],
@@ -618,7 +632,8 @@ async def phases(scratch: Scratch, users: dict[str, list[ssl.SSLContext]], args,
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     nofile = raise_nofile()
-    wanted = args.idle * 2 + args.logins + 200
+    # A socket per session, two for a BOSH one (a quarter of them), one more while a BOSH session ends.
+    wanted = max(args.idle, args.logins) * 3 // 2 + 200
     if nofile < wanted:
         raise SystemExit(f"open-file limit {nofile} is below the {wanted} this run needs (ulimit -n)")
     started = time.monotonic()

@@ -330,6 +330,10 @@ class WsSession(Session):
 # == BOSH (XEP-0124, XEP-0206) ==========
 
 
+class ClosedByServer(LoginError):
+    """The server closed a keep-alive connection (RFC 9112 §9.3: it may, while the connection is idle)."""
+
+
 class HttpConnection:
     """One HTTP/1.1 keep-alive connection over TLS: a POST written, its response read (content-length)."""
 
@@ -361,12 +365,17 @@ class HttpConnection:
         except TimeoutError as exc:
             raise LoginError(f"bosh: no response within {timeout:.0f} s") from exc
         except asyncio.IncompleteReadError as exc:
-            raise LoginError("bosh: connection closed by the server") from exc
+            raise ClosedByServer("bosh: connection closed by the server") from exc
         except (OSError, asyncio.LimitOverrunError) as exc:
             raise LoginError(f"bosh: {type(exc).__name__}: {exc}") from exc
         if status != b"200":
             raise LoginError(f"bosh: HTTP {status.decode()} {_body_condition(body)}")
         return body
+
+    @property
+    def closed(self) -> bool:
+        """Whether the server has closed it (the stream read its end) or we have."""
+        return self.reader.at_eof() or self.writer.is_closing()
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -407,6 +416,7 @@ class BoshSession(Session):
         self.outstanding = 0  # requests written and not yet answered
         self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        self.reopened = 0  # connections reopened after the server closed an idle one
 
     def _body(self, rid: int, children: bytes = b"", extra: str = "") -> bytes:
         head = f"<body xmlns='{HTTPBIND_NS}' rid='{rid}' sid='{self.sid}'{extra}"
@@ -471,9 +481,9 @@ class BoshSession(Session):
         self.connections.append(await HttpConnection.open(self.target, self.context))
 
     def start(self) -> None:
-        self.tasks = [asyncio.create_task(self._serve(connection)) for connection in self.connections]
+        self.tasks = [asyncio.create_task(self._serve(index)) for index in range(len(self.connections))]
 
-    async def _serve(self, connection: HttpConnection) -> None:
+    async def _serve(self, index: int) -> None:
         """Keep at most 2 requests out (XEP-0124 §7.1 'requests'), and always one for the server to hold."""
         try:
             while self.lost is None:
@@ -485,9 +495,8 @@ class BoshSession(Session):
                 payload, self.pending = b"".join(self.pending), []
                 self.rid += 1
                 self.outstanding += 1
-                connection.post(self._body(self.rid, payload))  # written in rid order (one event loop)
                 try:
-                    response = await connection.response(BOSH_WAIT + STEP_TIMEOUT)
+                    response = await self._exchange(index, self._body(self.rid, payload))
                 finally:
                     self.outstanding -= 1
                     self.wake.set()
@@ -502,6 +511,24 @@ class BoshSession(Session):
             pass
         finally:
             self.wake.set()
+
+    async def _exchange(self, index: int, body: bytes) -> bytes:
+        """``body`` on connection ``index``, reopened when the server closed it, as browsers do: an idle
+        keep-alive connection may be closed (twisted.web after 60 s), and a request whose connection closed
+        before its response is sent again with the same rid (XEP-0124 §14.3 answers a repeated rid)."""
+        for attempt in (1, 2):
+            if self.connections[index].closed:
+                self.connections[index].abort()
+                self.connections[index] = await HttpConnection.open(self.target, self.context)
+                self.reopened += 1
+            connection = self.connections[index]
+            connection.post(body)  # written at once: rids go out in order (one event loop)
+            try:
+                return await connection.response(BOSH_WAIT + STEP_TIMEOUT)
+            except ClosedByServer:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def lose(self, why: str) -> None:
         super().lose(why)
