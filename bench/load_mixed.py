@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from bench import loadclient
 from bench.clientcerts import load_server_ca, make_identities, provision_accounts
 from bench.loadclient import LoginError, _attr, _percentile, contexts_for
 from bench.mixedclient import TRANSPORTS, Session, Target, login, message
@@ -461,6 +462,7 @@ class Run:
     alive: int
     lost_sessions: Counter[str]
     bosh_reopened: int  # BOSH connections the server closed while idle and the client opened again
+    bosh_open_retries: int  # BOSH connection attempts that failed and were tried again
     problems: list[str]
     warnings: Counter[str]
     tails: list[str]
@@ -504,6 +506,8 @@ def report(run: Run, args: argparse.Namespace, setup: str) -> list[str]:
         "",
         *login_table(logins),
         "",
+        f"client step timeout {args.step_timeout:.0f} s",
+        "",
         f"### {idle.asked} idle sessions ({args.idle_concurrency} logins in flight), then a storm",
         "",
         f"sessions up: {idle.ok}/{idle.asked} in {idle.elapsed:.1f} s "
@@ -529,7 +533,8 @@ def report(run: Run, args: argparse.Namespace, setup: str) -> list[str]:
         f"idle errors: {errors_text(idle.errors)}",
         f"storm errors: {errors_text(storm_.errors)}",
         f"sessions lost: {errors_text(run.lost_sessions)}",
-        f"BOSH connections closed by the server while idle and reopened (not errors): {run.bosh_reopened}",
+        f"BOSH connections closed by the server while idle and reopened (not errors): {run.bosh_reopened}; "
+        f"connection attempts that failed and were tried again: {run.bosh_open_retries}",
         f"server warnings: {errors_text(run.warnings)}",
         f"server problems: {len(run.problems)}",
         *(f"- {problem}" for problem in run.problems[:20]),
@@ -561,6 +566,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=1000, help="messages in flight at most")
     parser.add_argument("--drain", type=float, default=60.0, help="seconds without a delivery = lost")
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument(
+        "--step-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a client waits for one protocol step or a pong (a patient client: 1000 logins at once "
+        "on a loaded 2-core machine take about 50 s)",
+    )
+    parser.add_argument("--ping-concurrency", type=int, default=500, help="pings in flight at the end")
     args = parser.parse_args(argv)
     args.logins = args.logins if args.logins is not None else (48 if args.quick else 1000)
     args.login_concurrency = args.login_concurrency or args.logins
@@ -569,6 +582,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.idle < 2 and args.messages:
         parser.error("the storm needs at least 2 idle sessions")
     return args
+
+
+async def _ping_all(sessions: list[Session], concurrency: int) -> list[bool]:
+    """Every session pings the server (XEP-0199), ``concurrency`` at a time; whether each got its pong."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(session: Session) -> bool:
+        async with gate:
+            return await session.ping()
+
+    return await asyncio.gather(*(one(session) for session in sessions))
 
 
 async def phases(scratch: Scratch, users: dict[str, list[ssl.SSLContext]], args, servers) -> Run:  # noqa: ANN001
@@ -605,13 +629,14 @@ async def phases(scratch: Scratch, users: dict[str, list[ssl.SSLContext]], args,
     await asyncio.sleep(SETTLE)
     rss["after the storm"] = rss_bytes(runxmpp)
 
-    answers = await asyncio.gather(*(session.ping() for session in sessions))
+    answers = await _ping_all(sessions, args.ping_concurrency)
     lost_sessions = Counter(f"{s.transport}: {s.lost}" for s in sessions if s.lost is not None)
     load_after = load_average()
     await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)
     await asyncio.sleep(SETTLE)
     rss["after closing"] = rss_bytes(runxmpp)
     reopened = sum(getattr(session, "reopened", 0) for session in sessions)
+    retries = sum(getattr(session, "open_retries", 0) for session in sessions)
     return Run(
         logins,
         idle,
@@ -621,6 +646,7 @@ async def phases(scratch: Scratch, users: dict[str, list[ssl.SSLContext]], args,
         sum(answers),
         lost_sessions,
         reopened,
+        retries,
         [],
         Counter(),
         [],
@@ -631,6 +657,7 @@ async def phases(scratch: Scratch, users: dict[str, list[ssl.SSLContext]], args,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    loadclient.STEP_TIMEOUT = args.step_timeout  # every client step and pong (bench.mixedclient.step_timeout)
     nofile = raise_nofile()
     # A socket per session, two for a BOSH one (a quarter of them), one more while a BOSH session ends.
     wanted = max(args.idle, args.logins) * 3 // 2 + 200

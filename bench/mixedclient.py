@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import websockets
 from websockets.exceptions import WebSocketException
 
-from bench.loadclient import AUTH_EXTERNAL, STEP_TIMEOUT, LoginError, _attr, _first_child, _open, xmpp_login
+from bench import loadclient
+from bench.loadclient import AUTH_EXTERNAL, LoginError, _attr, _first_child, _open, xmpp_login
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,12 @@ BIND = (  # RFC 6120 §7.6, in jabber:client for the framed carriers (RFC 7395 �
 JID = re.compile(rb"<jid>([^<]+)</jid>")
 
 Handler = Callable[["Session", bytes], None]
+OPEN_ATTEMPTS = 3  # a BOSH connection that cannot be (re)opened is tried this often, a second apart
+
+
+def step_timeout() -> float:
+    """Seconds one protocol step may take (``bench.loadclient.STEP_TIMEOUT``, which the bench may raise)."""
+    return loadclient.STEP_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ class Session:
                 waiter.set_exception(LoginError(why))
         self._pings.clear()
 
-    async def ping(self, timeout: float = STEP_TIMEOUT) -> bool:
+    async def ping(self, timeout: float | None = None) -> bool:
         """XEP-0199 §4.1: ask the server for a pong; False when the session is gone or none came."""
         if self.lost is not None:
             return False
@@ -162,7 +169,7 @@ class Session:
             b"<iq xmlns='jabber:client' type='get' id='" + iq_id + b"'><ping xmlns='urn:xmpp:ping'/></iq>"
         )
         try:
-            await asyncio.wait_for(waiter, timeout)
+            await asyncio.wait_for(waiter, timeout or step_timeout())
         except TimeoutError:
             self._pings.pop(iq_id, None)
             self.lost = self.lost or "no answer to our ping"
@@ -247,7 +254,7 @@ class WsSession(Session):
                 subprotocols=["xmpp"],
                 ssl=context,
                 server_hostname=target.domain,
-                open_timeout=STEP_TIMEOUT,
+                open_timeout=step_timeout(),
                 ping_interval=None,  # the server pings (daphne's WebSocket pings, XEP-0199)
                 compression=None,
                 max_size=1 << 20,
@@ -280,7 +287,7 @@ class WsSession(Session):
     async def _until(socket: websockets.ClientConnection, step: str, *starts: bytes) -> bytes:
         """The first message that starts with one of ``starts``; LoginError on a stream error or close."""
         try:
-            async with asyncio.timeout(STEP_TIMEOUT):
+            async with asyncio.timeout(step_timeout()):
                 while True:
                     frame = await socket.recv()
                     data = frame.encode() if isinstance(frame, str) else frame
@@ -289,7 +296,7 @@ class WsSession(Session):
                     if data.startswith(starts):
                         return data
         except TimeoutError as exc:
-            raise LoginError(f"{step}: no answer within {STEP_TIMEOUT:.0f} s") from exc
+            raise LoginError(f"{step}: no answer within {step_timeout():.0f} s") from exc
         except (OSError, WebSocketException) as exc:
             raise LoginError(f"{step}: {type(exc).__name__}: {exc}") from exc
 
@@ -417,6 +424,7 @@ class BoshSession(Session):
         self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.reopened = 0  # connections reopened after the server closed an idle one
+        self.open_retries = 0  # connection attempts that failed and were tried again
 
     def _body(self, rid: int, children: bytes = b"", extra: str = "") -> bytes:
         head = f"<body xmlns='{HTTPBIND_NS}' rid='{rid}' sid='{self.sid}'{extra}"
@@ -434,7 +442,7 @@ class BoshSession(Session):
                     "xmpp:version='1.0'/>"
                 ).encode()
             )
-            start, children = body_children(await connection.response(STEP_TIMEOUT))
+            start, children = body_children(await connection.response(step_timeout()))
             sid = re.search(rb"\ssid=['\"]([^'\"]+)", start)
             if sid is None:
                 raise LoginError(f"bosh: session not created ({_body_condition(start)})")
@@ -472,7 +480,7 @@ class BoshSession(Session):
             self.rid += 1
             connection.post(self._body(self.rid, send if first else b"", extra if first else ""))
             first = False
-            start, children = body_children(await connection.response(BOSH_WAIT + STEP_TIMEOUT))
+            start, children = body_children(await connection.response(BOSH_WAIT + step_timeout()))
             if b"terminate" in start:
                 raise LoginError(f"{step}: bosh terminate {_body_condition(start)}")
 
@@ -519,15 +527,30 @@ class BoshSession(Session):
         for attempt in (1, 2):
             if self.connections[index].closed:
                 self.connections[index].abort()
-                self.connections[index] = await HttpConnection.open(self.target, self.context)
-                self.reopened += 1
+                self.connections[index] = await self._reopen()
             connection = self.connections[index]
             connection.post(body)  # written at once: rids go out in order (one event loop)
             try:
-                return await connection.response(BOSH_WAIT + STEP_TIMEOUT)
+                return await connection.response(BOSH_WAIT + step_timeout())
             except ClosedByServer:
                 if attempt == 2:
                     raise
+        raise AssertionError("unreachable")
+
+    async def _reopen(self) -> HttpConnection:
+        """A new connection, tried :data:`OPEN_ATTEMPTS` times (a burst of connects may overflow the server's
+        accept queue, whose kernel then resets some: a browser tries again too)."""
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
+            try:
+                connection = await HttpConnection.open(self.target, self.context)
+            except LoginError:
+                if attempt == OPEN_ATTEMPTS:
+                    raise
+                self.open_retries += 1
+                await asyncio.sleep(1.0)
+            else:
+                self.reopened += 1
+                return connection
         raise AssertionError("unreachable")
 
     def lose(self, why: str) -> None:
@@ -548,7 +571,7 @@ class BoshSession(Session):
             try:
                 self.rid += 1
                 connection.post(self._body(self.rid, b"", " type='terminate'"))
-                await connection.response(STEP_TIMEOUT)
+                await connection.response(step_timeout())
             finally:
                 connection.abort()
         for connection in self.connections:
