@@ -228,7 +228,17 @@ def prepare(directory: Path, database_url: str | None, redis_url: str | None) ->
 
 def start_servers(scratch: Scratch) -> list[Server]:
     """runxmpp (and, with Redis, ``runworker`` on this run's router channel), once every port accepts."""
-    servers = []
+    servers: list[Server] = []
+    try:
+        _start_each(scratch, servers)
+    except BaseException:
+        for server in servers:  # none left running when start-up fails
+            server.stop()
+        raise
+    return servers
+
+
+def _start_each(scratch: Scratch, servers: list[Server]) -> None:
     if scratch.router_channel:
         router = Server(
             [sys.executable, "manage.py", "runworker", scratch.router_channel], scratch.env, "Running worker"
@@ -240,7 +250,6 @@ def start_servers(scratch: Scratch) -> list[Server]:
     runxmpp.wait_ready(START_TIMEOUT)
     target = scratch.target
     wait_listening(runxmpp, (target.starttls_port, target.tls_port, target.https_port), START_TIMEOUT)
-    return servers
 
 
 def server_problems(servers: list[Server]) -> tuple[list[str], Counter[str], list[str]]:
@@ -268,7 +277,7 @@ def server_problems(servers: list[Server]) -> tuple[list[str], Counter[str], lis
 
 def _without_numbers(text: str) -> str:
     """A log line with its addresses, ports and counts blanked, so lines of one kind count together."""
-    return "".join("#" if ch.isdigit() else ch for ch in text)[:160]
+    return "".join("#" if ch.isdigit() else ch for ch in text)[:400]
 
 
 # == the phases ==========
@@ -333,6 +342,7 @@ class Storm:
     """Messages sent and where each arrived."""
 
     sent: dict[str, float] = field(default_factory=dict)  # id -> send time
+    sender: dict[str, Session] = field(default_factory=dict)
     recipient: dict[str, Session] = field(default_factory=dict)
     received: dict[str, float] = field(default_factory=dict)  # id -> receive time
     errors: Counter[str] = field(default_factory=Counter)
@@ -363,6 +373,14 @@ class Storm:
     def in_flight(self) -> int:
         return len(self.sent) - len(self.received)
 
+    def lost_by_carrier(self) -> Counter[str]:
+        """Messages that never arrived, by sender → recipient carrier."""
+        return Counter(
+            f"{self.sender[i].transport}→{self.recipient[i].transport}"
+            for i in self.sent
+            if i not in self.received
+        )
+
     def delivery_latencies(self) -> list[float]:
         return [self.received[i] - self.sent[i] for i in self.received]
 
@@ -386,7 +404,7 @@ async def storm(sessions: list[Session], count: int, window: int, drain: float, 
         sender, recipient = pair
         message_id = f"m{n}"
         result.sent[message_id] = time.perf_counter()
-        result.recipient[message_id] = recipient
+        result.sender[message_id], result.recipient[message_id] = sender, recipient
         sender.send(message(recipient.jid, message_id))
         if n % 50 == 0:
             await asyncio.sleep(0)  # let the reads in
@@ -532,6 +550,7 @@ def report(run: Run, args: argparse.Namespace, setup: str) -> list[str]:
         f"login errors: {errors_text(logins.errors)}",
         f"idle errors: {errors_text(idle.errors)}",
         f"storm errors: {errors_text(storm_.errors)}",
+        f"lost messages by sender→recipient carrier: {errors_text(storm_.lost_by_carrier())}",
         f"sessions lost: {errors_text(run.lost_sessions)}",
         f"BOSH connections closed by the server while idle and reopened (not errors): {run.bosh_reopened}; "
         f"connection attempts that failed and were tried again: {run.bosh_open_retries}",
