@@ -96,6 +96,7 @@ class Stream:
         self.reader = reader
         self.writer = writer
         self.buffer = b""
+        self.jid = ""  # the full JID the server bound, once it has (RFC 6120 §7.6.1)
 
     async def until(self, step: str, *markers: bytes) -> bytes:
         """Everything up to and including the first of ``markers``.
@@ -259,6 +260,7 @@ async def xmpp_login(
         result = await stream.until("bind", b"</iq>")
         if b"result" not in result or b"<jid>" not in result:
             raise LoginError(f"bind: no result ({_first_child(result, b'<iq')})")
+        stream.jid = result.split(b"<jid>", 1)[1].split(b"</jid>", 1)[0].decode()
         return stream
     except BaseException:
         stream.writer.transport.abort()

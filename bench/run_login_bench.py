@@ -204,17 +204,23 @@ def start_runc2s(scratch: Scratch) -> Server:
     server = Server([sys.executable, "manage.py", "runc2s"], scratch.env, ready="runc2s ready:")
     server.wait_ready()
     # Both listeners print a line; the second follows the first at once. Wait until both ports accept.
-    deadline = time.monotonic() + START_TIMEOUT
-    for port in (scratch.starttls_port, scratch.direct_port):
+    wait_listening(server, (scratch.starttls_port, scratch.direct_port))
+    return server
+
+
+def wait_listening(server: Server, ports: tuple[int, ...], timeout: float = START_TIMEOUT) -> None:
+    """Until each of ``ports`` accepts a connection; SystemExit with the output if one never does."""
+    deadline = time.monotonic() + timeout
+    for port in ports:
         while True:
             try:
                 socket.create_connection((HOST, port), timeout=1).close()
                 break
             except OSError:
                 if time.monotonic() > deadline or server.process.poll() is not None:
-                    raise SystemExit(f"runc2s never listened on {port}:\n{server.stop()}") from None
+                    name = " ".join(server.command[1:3])
+                    raise SystemExit(f"{name} never listened on {port}:\n{server.stop()}") from None
                 time.sleep(0.1)
-    return server
 
 
 @contextmanager

@@ -1,14 +1,20 @@
-"""The embedded in-memory channel layer (xmppauth.channel_layer): stock expiry rules, without a global walk
-on every receive."""
+"""Our channel layers (xmppauth.channel_layer): the embedded in-memory one (stock expiry rules, without a
+global walk on every receive), and the Redis one whose pool waits for a connection in a burst."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 
 import pytest
+from channels_redis.core import RedisChannelLayer
 from django.conf import settings
+from redis.exceptions import MaxConnectionsError
 
-from xmppauth.channel_layer import LazyExpiryInMemoryChannelLayer
+from tests.im.processes import REDIS_TEST_URL, redis_unreachable
+from tests.processes import skip_without_redis
+from xmppauth.channel_layer import BlockingPoolRedisChannelLayer, LazyExpiryInMemoryChannelLayer
 
 
 def run(coro):
@@ -87,3 +93,58 @@ def test_group_send_reaches_every_member():
         return await layer.receive(first), await layer.receive(second)
 
     assert run(scenario()) == ({"type": "all"}, {"type": "all"})
+
+
+# -- the Redis layer: a burst waits for a pooled connection instead of failing (bench.load_mixed found it) --
+
+
+def _redis_url() -> str:
+    return os.environ.get("REDIS_URL") or REDIS_TEST_URL
+
+
+def _burst(layer, sends: int) -> list:
+    """``sends`` concurrent sends to channels of one process (one Redis key: ``capacity`` must hold them all),
+    then every message received; the results."""
+
+    async def scenario():
+        channels = [await layer.new_channel() for _ in range(sends)]
+        try:
+            sent = await asyncio.gather(
+                *(layer.send(channel, {"type": "burst", "n": n}) for n, channel in enumerate(channels)),
+                return_exceptions=True,
+            )
+            if not any(isinstance(result, Exception) for result in sent):
+                received = [await layer.receive(channel) for channel in channels]
+                sent = [message["n"] for message in received]
+            return sent
+        finally:
+            await layer.flush()
+
+    return run(scenario())
+
+
+def test_settings_use_the_blocking_pool_layer_with_redis():
+    if not settings.REDIS_URL:
+        pytest.skip("no REDIS_URL: the in-memory layer is configured")
+    default = settings.CHANNEL_LAYERS["default"]
+    assert default["BACKEND"] == "xmppauth.channel_layer.BlockingPoolRedisChannelLayer"
+    (host,) = default["CONFIG"]["hosts"]
+    assert host["max_connections"] > 0 and host["timeout"] > 0
+
+
+def test_a_burst_beyond_the_pool_waits_for_connections_and_every_message_arrives():
+    skip_without_redis(redis_unreachable(_redis_url()))
+    host = {"address": _redis_url(), "max_connections": 4, "timeout": 30}
+    layer = BlockingPoolRedisChannelLayer(
+        hosts=[host], prefix=f"test-burst-{uuid.uuid4().hex}", capacity=1000
+    )
+    assert _burst(layer, 300) == list(range(300))
+
+
+def test_the_stock_layer_fails_the_same_burst():
+    """What the blocking pool fixes: redis-py 8's pool raises past ``max_connections`` (default 100)."""
+    skip_without_redis(redis_unreachable(_redis_url()))
+    host = {"address": _redis_url(), "max_connections": 4}
+    layer = RedisChannelLayer(hosts=[host], prefix=f"test-burst-{uuid.uuid4().hex}", capacity=1000)
+    results = _burst(layer, 300)
+    assert any(isinstance(result, MaxConnectionsError) for result in results), results[:5]

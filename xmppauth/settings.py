@@ -156,10 +156,21 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # redis-py 8 reads with a 5 s socket timeout, exactly channels-redis's blocking pop (5 s):
-            # an idle receive then fails with TimeoutError and kills runworker. Give reads more room.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 1000},
+            # Its pool waits for a free connection instead of failing past 100 (xmppauth/channel_layer.py).
+            "BACKEND": "xmppauth.channel_layer.BlockingPoolRedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        # redis-py 8 reads with a 5 s socket timeout, exactly channels-redis's blocking pop
+                        # (5 s): an idle receive then fails with TimeoutError and kills runworker.
+                        "socket_timeout": 30,
+                        "max_connections": 100,  # per process (event loop); a burst waits for one
+                        "timeout": 30,  # seconds a command waits for a connection before failing
+                    }
+                ],
+                "capacity": 1000,
+            },
         }
     }
 else:

@@ -7,6 +7,7 @@ Served by ``python -m transport.http.server`` (and stock daphne) in subprocess t
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 
@@ -42,3 +43,22 @@ def _proxied():
 
 
 proxied = _proxied()
+
+
+SLOW_ACCEPT_SECONDS = (
+    7.0  # past daphne's default 5 s WebSocket opening timeouts (tests/transport/test_daphne_timeouts.py)
+)
+
+
+async def slow_accept(scope, receive, send):
+    """A WebSocket accepted only after SLOW_ACCEPT_SECONDS (as a busy server's certificate check can be),
+    then answered with its TLS facts; HTTP as :func:`application`."""
+    if scope["type"] == "websocket":
+        message = await receive()
+        assert message["type"] == "websocket.connect"
+        await asyncio.sleep(SLOW_ACCEPT_SECONDS)
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": _facts(scope).decode()})
+        await send({"type": "websocket.close"})
+    else:
+        await application(scope, receive, send)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from transport.driver import SessionDriver
-from transport.http.bosh import BODY, BoshApp, BoshError, BoshSession, parse_body
+from transport.http.bosh import BODY, HTTPBIND, BoshApp, BoshError, BoshSession, parse_body
 from transport.http.routing import handler_paths
 from transport.http.session import LoopAdapter, new_session, scope_tls_options, start_session
 from transport.xmpp import C2SConnection, settings_from_config
@@ -263,3 +263,30 @@ def test_a_websocket_the_client_already_closed_is_not_sent_to_and_raises_nothing
     assert consumer._ws_closed
     assert len(sent) == 1
     assert [r.levelno for r in caplog.records if r.name == "transport.http.websocket"] == [logging.DEBUG]
+
+
+def test_a_held_request_released_as_its_wait_runs_out_answers_with_what_it_was_released_with():
+    """XEP-0124 §10: stanzas handed to the held request in the loop turn its ``wait`` ran out in are sent.
+
+    The release is scheduled at the very instant of the hold's timeout, after it: wait_for then reports the
+    timeout although the future has its result (bench.load_mixed lost messages to BOSH sessions this way).
+    """
+    app = BoshApp(inactivity=60)
+    session = BoshSession("sid", StubStream(), "localhost", 1, 1, None, 1)
+    app.sessions["sid"] = session
+
+    def deliver() -> None:
+        session.queued.append(b"<message xmlns='jabber:client' id='m1'/>")
+        session.release_held()
+
+    async def run() -> bytes:
+        loop = asyncio.get_running_loop()
+        body = parse_body(f"<body xmlns='{HTTPBIND}' rid='2' sid='sid'/>".encode(), 65536)
+        task = asyncio.create_task(app.request(session, body, 2))
+        while session.held is None:
+            await asyncio.sleep(0)
+        timeout_at = max(handle.when() for handle in loop._scheduled if not handle.cancelled())
+        loop.call_at(timeout_at, deliver)  # same instant, queued after the timeout: one loop turn
+        return await task
+
+    assert b"id='m1'" in asyncio.run(run())

@@ -64,6 +64,12 @@ CHANNEL_BINDINGS_EXTENSION = "xmppauth.channel_bindings"
 # beyond this the WebSocket is closed with 1009 (RFC 6455 §7.4.1). Operators may pass
 # --websocket-max-message-size.
 WEBSOCKET_MAX_MESSAGE = 256 * 1024
+# How long a WebSocket client has from TCP connect to an accepted RFC 7395 handshake (TLS handshake, HTTP
+# upgrade, certificate check): as long as a TCP client has from connect to authentication
+# (transport.xmpp.connection.AUTH_TIMEOUT; tests/transport/test_daphne_timeouts.py keeps them equal).
+# daphne's 5 s dropped every wss client of a busy server (bench.load_mixed: 250 of 250 in 1000 logins at
+# once), a bound no other carrier has. Both daphne timeouts: autobahn's opening handshake and the accept.
+WEBSOCKET_OPENING_TIMEOUT = 60
 # One extension per TLS connection: BOSH sends many requests over one keep-alive connection.
 _extensions: weakref.WeakKeyDictionary[SSL.Connection, dict[str, Any]] = weakref.WeakKeyDictionary()
 
@@ -118,6 +124,8 @@ class TlsExtensionServer(Server):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("websocket_max_message_size", WEBSOCKET_MAX_MESSAGE)
+        kwargs.setdefault("websocket_handshake_timeout", WEBSOCKET_OPENING_TIMEOUT)
+        kwargs.setdefault("websocket_connect_timeout", WEBSOCKET_OPENING_TIMEOUT)
         super().__init__(*args, **kwargs)
 
     @property
@@ -161,7 +169,11 @@ class XmppauthCommandLineInterface(CommandLineInterface):
 
     def __init__(self) -> None:
         super().__init__()
-        self.parser.set_defaults(websocket_max_message_size=WEBSOCKET_MAX_MESSAGE)
+        # daphne's --websocket_connect_timeout (default 5) sets both of its WebSocket opening timeouts.
+        self.parser.set_defaults(
+            websocket_max_message_size=WEBSOCKET_MAX_MESSAGE,
+            websocket_connect_timeout=WEBSOCKET_OPENING_TIMEOUT,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
