@@ -538,29 +538,56 @@ class CertificateAuthenticator:
         *,
         jid_tried: str | None = None,
     ) -> None:
-        success = granted is not None
         self.attempts += 1
-        metrics.count_login(self.transport, success, condition)  # every attempt, before the rows' cap
-        if not success and condition is None:
-            logger.info("client certificate from %s via %s refused: %s", self.peer, self.transport, reason)
-        if not success and not _record_refusal(self.peer):
-            return
-        try:
-            fastsql.insert_row(  # at every login: no ORM query to build (xmppauth.fastsql)
-                AuthEvent,
-                transport=_clip(self.transport, 16),
-                peer=_clip(self.peer, 100),
-                cert_fingerprint=facts.fingerprint_sha256 if facts else "",
-                cert_subject=_clip(facts.subject if facts else "", 1000),
-                jid_requested=_clip(authzid or jid_tried or "", 3071),
-                jid_granted=_clip(granted or "", 3071),
-                outcome=AuthEvent.Outcome.SUCCESS if success else AuthEvent.Outcome.FAILURE,
-                condition=_clip(condition or "", 64),
-                reason=_clip(reason, 1000),
-            )
-        except DATABASE_UNAVAILABLE as exc:  # the log line above and the caller's say what happened
-            database.failed(exc)
-            logger.warning("auth event from %s not recorded: the database is unavailable", self.peer)
+        record_attempt(
+            self.transport, self.peer, facts, authzid, granted, condition, reason, jid_tried=jid_tried
+        )
+
+
+def record_attempt(
+    transport: str,
+    peer: str,
+    facts: CertFacts | None,
+    authzid: str | None,
+    granted: str | None,
+    condition: str | None,
+    reason: str,
+    *,
+    jid_tried: str | None = None,
+) -> None:
+    """The one place an attempt becomes a metric and an ``AuthEvent`` (refusals capped per address)."""
+    success = granted is not None
+    metrics.count_login(transport, success, condition)  # every attempt, before the rows' cap
+    if not success and condition is None:
+        logger.info("client certificate from %s via %s refused: %s", peer, transport, reason)
+    if not success and not _record_refusal(peer):
+        return
+    try:
+        fastsql.insert_row(  # at every login: no ORM query to build (xmppauth.fastsql)
+            AuthEvent,
+            transport=_clip(transport, 16),
+            peer=_clip(peer, 100),
+            cert_fingerprint=facts.fingerprint_sha256 if facts else "",
+            cert_subject=_clip(facts.subject if facts else "", 1000),
+            jid_requested=_clip(authzid or jid_tried or "", 3071),
+            jid_granted=_clip(granted or "", 3071),
+            outcome=AuthEvent.Outcome.SUCCESS if success else AuthEvent.Outcome.FAILURE,
+            condition=_clip(condition or "", 64),
+            reason=_clip(reason, 1000),
+        )
+    except DATABASE_UNAVAILABLE as exc:  # the log line above and the caller's say what happened
+        database.failed(exc)
+        logger.warning("auth event from %s not recorded: the database is unavailable", peer)
+
+
+def record_handshake_refusal(transport: str, peer: str, leaf: x509.Certificate | None, reason: str) -> None:
+    """A TLS handshake the listener refused (``disconnect_on_failure``: no certificate, or one OpenSSL cannot
+    chain), reported by ``transport.tls.context``: no session, no driver, so recorded here (issue 18 §3)."""
+    try:
+        facts = pki.cert_facts(leaf) if leaf is not None else None
+    except ValueError:  # a certificate we cannot read: the event without its facts
+        facts = None
+    record_attempt(transport, peer, facts, None, None, None, f"TLS handshake refused: {reason}")
 
 
 def _record_refusal(peer: str) -> bool:

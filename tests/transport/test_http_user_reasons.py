@@ -167,3 +167,23 @@ def test_a_flood_from_one_address_is_capped_over_websocket_and_bosh(capped, tmp_
     assert (
         "more than 3 refusals from 127.0.0.1 within a minute" in (capped.directory / "server.log").read_text()
     )
+
+
+@pytest.mark.parametrize(("kind", "alert"), [("none", "certificate_required"), ("untrusted", "unknown_ca")])
+def test_handshake_refused_on_the_strict_listener_is_one_auth_event(server, request, tmp_path, kind, alert):
+    """``disconnect_on_failure = true``: OpenSSL refuses before any HTTP, so the client reads no text."""
+    since = last_id(server)
+    client = certificate(server, request, kind)
+    with pytest.raises(Exception):  # noqa: B017, PT011 (the alert or the cut, as the TLS stack reports it)
+        with connect(
+            server.url("strict", "wss"), ssl=client_context(tmp_path, client), subprotocols=["xmpp"]
+        ) as ws:
+            ws.send(WS_OPEN)
+            ws.recv(timeout=30)
+    rows = wait_for(server, since, 1)
+    time.sleep(0.5)
+    rows = events(server, since)
+    assert len(rows) == 1, rows
+    assert rows[0][1:4] == ("https", "failure", ""), rows
+    assert rows[0][4] == (client.facts.fingerprint_sha256 if client else ""), rows
+    assert rows[0][5].startswith(f"TLS handshake refused: {alert}"), rows

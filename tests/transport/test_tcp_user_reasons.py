@@ -202,3 +202,41 @@ def test_a_flood_of_attempts_from_one_address_is_capped(c2s, tmp_path, xmpp_opti
             read_to_eof(sock)
     time.sleep(0.5)
     assert AuthEvent.objects.filter(peer__startswith="127.0.0.1:").count() == 3
+
+
+# With disconnect_on_failure = true (the default) the handshake itself refuses: no session, no text for the
+# client (README), but the attempt is recorded all the same, with the certificate when one came.
+
+
+def refused_handshake(port: int, tmp_path, client) -> None:
+    try:
+        sock, _ = starttls(port, client_context(tmp_path, client))
+        with sock:
+            read_to_eof(sock)
+    except (OSError, AssertionError):  # the TLS alert, or the connection cut, wherever the client sees it
+        pass
+
+
+@pytest.mark.parametrize(
+    ("kind", "alert"),
+    [("none", "certificate_required"), ("untrusted", "unknown_ca"), ("expired", "certificate_expired")],
+)
+def test_handshake_refused_by_openssl_is_one_auth_event(c2s, tmp_path, pki, kind, alert):
+    client = None if kind == "none" else getattr(pki, kind)
+    refused_handshake(c2s("starttls"), tmp_path, client)
+    (event,) = wait_for_events(1)
+    assert (event.transport, event.outcome, event.condition) == ("tcp", "failure", ""), event.reason
+    assert event.reason.startswith(f"TLS handshake refused: {alert}"), event.reason
+    assert event.cert_fingerprint == (client.facts.fingerprint_sha256 if client else "")
+    assert event.cert_subject == (client.facts.subject if client else "")
+    time.sleep(0.3)
+    assert AuthEvent.objects.count() == 1
+
+
+def test_revoked_certificate_cut_after_the_handshake_is_one_auth_event(c2s, tmp_path, revoked):
+    refused_handshake(c2s("starttls"), tmp_path, revoked)
+    (event,) = wait_for_events(1)
+    assert event.reason.startswith("certificate refused: revoked "), event.reason
+    assert event.cert_fingerprint == revoked.facts.fingerprint_sha256
+    time.sleep(0.3)
+    assert AuthEvent.objects.count() == 1
