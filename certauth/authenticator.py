@@ -522,7 +522,7 @@ class CertificateAuthenticator:
         """An attempt decided outside this class (``transport.driver``): a SASL refusal of the core's own
         (``condition``), or a connection that ended without any attempt (``condition`` None). Logged and
         recorded, within the per-address cap; a database that is down loses it (logged)."""
-        if condition is not None:  # _record logs a refusal without a condition itself
+        if condition is not None:  # record_attempt logs a refusal without a condition itself
             subject = facts.subject if facts else "no certificate"
             logger.info("SASL failure (%s) for %s via %s from %s: %s",
                         condition, subject, self.transport, self.peer, reason)  # fmt: skip
