@@ -20,8 +20,13 @@ Per connection: ``CertificateAuthenticator(config, listener_tls, transport, peer
    session.
 
 Every attempt writes an ``AuthEvent`` and a log line with the human reason; so does a certificate refused at
-the handshake. ``AuthEvent.jid_requested`` is the authzid, or when the client sent none, the JID the identity
-rules derived from the certificate (empty when they derived none).
+the handshake, and (through :meth:`~CertificateAuthenticator.record_refusal`, called by ``transport.driver``)
+a refusal the core decided by itself and a connection that presented no certificate and never logged in.
+Refusals are capped per source address (``_record_refusal``). A refusal about the client's own certificate
+carries ``user_text`` for the client (``certauth.userstatus``, issue 18 §5).
+
+``AuthEvent.jid_requested`` is the authzid, or when the client sent none, the JID the identity rules derived
+from the certificate (empty when they derived none).
 
 The calls touch the database and may block (``http`` method): from async code, run them in a thread
 (``asgiref.sync.sync_to_async``). The core itself stays free of Django: it sees only this interface.
@@ -54,6 +59,7 @@ from certauth.models import AuthEvent
 from certauth.pki import CertFacts
 from certauth.revocation import PathLink, path_revocation_problem
 from certauth.trust import TrustAnchors, domain_refusal, trust_anchors
+from certauth.userstatus import user_text
 from certauth.verify import verify_client_chain
 from transport.xmpp.decisions import IdentityDecision  # the one verdict type, shared with the core
 from transport.xmpp.errors import SASL_TEMPORARY_AUTH_FAILURE
@@ -92,6 +98,7 @@ class CertCheck:
     facts: CertFacts | None
     verified: bool
     reason: str
+    user_text: str = ""  # for the client when it attempts EXTERNAL anyway (certauth.userstatus)
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,7 @@ class CertificateAuthenticator:
         self._deferred: list[bytes | x509.Certificate] | None = None  # the chain to check at SASL time
         self._passwords: Any = None  # accounts.passwords.PasswordExchange, made at the first password step
         self._password_jid: str | None = None  # the bare JID a password (not a certificate) authenticated
+        self.attempts = 0  # attempts recorded (or capped) on this connection, successes included
 
     # --- TLS time ---------------------------------------------------------------------------------------
 
@@ -214,7 +222,7 @@ class CertificateAuthenticator:
         if not verdict.ok:
             reason = f"certificate refused: {verdict.reason}"
             self._record(facts, None, None, None, reason)
-            return CertCheck(facts, False, verdict.reason)
+            return CertCheck(facts, False, verdict.reason, user_text(verdict.reason))
         issuer_ca_id = anchors.ca_row_id(verdict.issuer_ca)
         checked = _Checked(
             facts,
@@ -230,7 +238,7 @@ class CertificateAuthenticator:
         learning.offer(verdict.chain, anchors.ca_ids)
         if revoked:
             self._record(facts, None, None, None, f"certificate refused: {revoked}")
-            return CertCheck(facts, False, revoked)
+            return CertCheck(facts, False, revoked, user_text(revoked))
         self._checked = checked
         logger.debug("client certificate %s from %s accepted: %s", facts.subject, self.peer, verdict.reason)
         return CertCheck(facts, True, verdict.reason)
@@ -293,7 +301,8 @@ class CertificateAuthenticator:
                 if not check.verified:  # recorded by the check
                     logger.info("SASL EXTERNAL failure (%s) from %s: certificate refused: %s",
                                 NOT_AUTHORIZED, self.peer, check.reason)  # fmt: skip
-                    return IdentityDecision.refuse(NOT_AUTHORIZED, f"certificate refused: {check.reason}")
+                    reason = f"certificate refused: {check.reason}"
+                    return IdentityDecision.refuse(NOT_AUTHORIZED, reason, check.user_text)
             result = self._authenticate_external(facts, authzid, domain)
         except DATABASE_UNAVAILABLE as exc:
             database.failed(exc)
@@ -320,7 +329,9 @@ class CertificateAuthenticator:
         facts = checked.facts
         revoked = self._revocation(checked)  # it may have changed since the handshake
         if revoked:
-            return self._refuse(facts, authzid, NOT_AUTHORIZED, f"certificate {revoked}")
+            return self._refuse(
+                facts, authzid, NOT_AUTHORIZED, f"certificate {revoked}", text=user_text(revoked)
+            )
         auth = self.config.auth
         decision = resolve_identity(
             facts,
@@ -493,6 +504,8 @@ class CertificateAuthenticator:
         condition: str,
         reason: str,
         jid: str | None = None,
+        *,
+        text: str = "",
     ) -> IdentityDecision:
         self._record(facts, authzid, None, condition, reason, jid_tried=jid)
         logger.info(
@@ -503,7 +516,17 @@ class CertificateAuthenticator:
             self.peer,
             reason,
         )
-        return IdentityDecision.refuse(condition, reason)
+        return IdentityDecision.refuse(condition, reason, text)
+
+    def record_refusal(self, facts: CertFacts | None, condition: str | None, reason: str) -> None:
+        """An attempt decided outside this class (``transport.driver``): a SASL refusal of the core's own
+        (``condition``), or a connection that ended without any attempt (``condition`` None). Logged and
+        recorded, within the per-address cap; a database that is down loses it (logged)."""
+        if condition is not None:  # record_attempt logs a refusal without a condition itself
+            subject = facts.subject if facts else "no certificate"
+            logger.info("SASL failure (%s) for %s via %s from %s: %s",
+                        condition, subject, self.transport, self.peer, reason)  # fmt: skip
+        self._record(facts, None, None, condition, reason)
 
     def _record(
         self,
@@ -515,28 +538,56 @@ class CertificateAuthenticator:
         *,
         jid_tried: str | None = None,
     ) -> None:
-        success = granted is not None
-        metrics.count_login(self.transport, success, condition)  # every attempt, before the rows' cap
-        if not success and condition is None:
-            logger.info("client certificate from %s via %s refused: %s", self.peer, self.transport, reason)
-        if not success and not _record_refusal(self.peer):
-            return
-        try:
-            fastsql.insert_row(  # at every login: no ORM query to build (xmppauth.fastsql)
-                AuthEvent,
-                transport=_clip(self.transport, 16),
-                peer=_clip(self.peer, 100),
-                cert_fingerprint=facts.fingerprint_sha256 if facts else "",
-                cert_subject=_clip(facts.subject if facts else "", 1000),
-                jid_requested=_clip(authzid or jid_tried or "", 3071),
-                jid_granted=_clip(granted or "", 3071),
-                outcome=AuthEvent.Outcome.SUCCESS if success else AuthEvent.Outcome.FAILURE,
-                condition=_clip(condition or "", 64),
-                reason=_clip(reason, 1000),
-            )
-        except DATABASE_UNAVAILABLE as exc:  # the log line above and the caller's say what happened
-            database.failed(exc)
-            logger.warning("auth event from %s not recorded: the database is unavailable", self.peer)
+        self.attempts += 1
+        record_attempt(
+            self.transport, self.peer, facts, authzid, granted, condition, reason, jid_tried=jid_tried
+        )
+
+
+def record_attempt(
+    transport: str,
+    peer: str,
+    facts: CertFacts | None,
+    authzid: str | None,
+    granted: str | None,
+    condition: str | None,
+    reason: str,
+    *,
+    jid_tried: str | None = None,
+) -> None:
+    """The one place an attempt becomes a metric and an ``AuthEvent`` (refusals capped per address)."""
+    success = granted is not None
+    metrics.count_login(transport, success, condition)  # every attempt, before the rows' cap
+    if not success and condition is None:
+        logger.info("client certificate from %s via %s refused: %s", peer, transport, reason)
+    if not success and not _record_refusal(peer):
+        return
+    try:
+        fastsql.insert_row(  # at every login: no ORM query to build (xmppauth.fastsql)
+            AuthEvent,
+            transport=_clip(transport, 16),
+            peer=_clip(peer, 100),
+            cert_fingerprint=facts.fingerprint_sha256 if facts else "",
+            cert_subject=_clip(facts.subject if facts else "", 1000),
+            jid_requested=_clip(authzid or jid_tried or "", 3071),
+            jid_granted=_clip(granted or "", 3071),
+            outcome=AuthEvent.Outcome.SUCCESS if success else AuthEvent.Outcome.FAILURE,
+            condition=_clip(condition or "", 64),
+            reason=_clip(reason, 1000),
+        )
+    except DATABASE_UNAVAILABLE as exc:  # the log line above and the caller's say what happened
+        database.failed(exc)
+        logger.warning("auth event from %s not recorded: the database is unavailable", peer)
+
+
+def record_handshake_refusal(transport: str, peer: str, leaf: x509.Certificate | None, reason: str) -> None:
+    """A TLS handshake the listener refused (``disconnect_on_failure``: no certificate, or one OpenSSL cannot
+    chain), reported by ``transport.tls.context``: no session, no driver, so recorded here (issue 18 §3)."""
+    try:
+        facts = pki.cert_facts(leaf) if leaf is not None else None
+    except ValueError:  # a certificate we cannot read: the event without its facts
+        facts = None
+    record_attempt(transport, peer, facts, None, None, None, f"TLS handshake refused: {reason}")
 
 
 def _record_refusal(peer: str) -> bool:

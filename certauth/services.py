@@ -268,7 +268,7 @@ def import_certificate(pem: bytes, *, account: Account | None = None) -> Certifi
     """Register an existing client certificate (the `db` auth method needs it registered to an account)."""
     try:
         cert = pki.load_certificate(pem)
-        pki.cert_facts(cert)  # what _record reads: refuse here a certificate we cannot read
+        pki.cert_facts(cert)  # what record_attempt reads: refuse here a certificate we cannot read
     except ValueError as exc:
         raise PkiError(f"not a certificate: {exc}") from exc
     fingerprint = pki.fingerprint_sha256(cert)

@@ -29,10 +29,11 @@ from cryptography import x509
 from certauth.pki import load_certificates
 from certauth.pki.facts import fingerprint_sha256
 from transport.sessions import registry as live
-from transport.tls.policy import must_disconnect
+from transport.tls.policy import must_disconnect, requests_certificate
 from transport.xmpp.events import (
     Authenticated,
     AuthenticateRequest,
+    AuthRefused,
     BindRequest,
     Bound,
     CancelTimer,
@@ -147,6 +148,8 @@ class SessionDriver:
         self.jid: str | None = None  # the full JID once bound
         self.cert_fingerprint: str | None = None
         self.cert_facts: Any = None  # facts of a verified client certificate (the session registry's match)
+        self.presented_facts: Any = None  # facts of the certificate presented, verified or not
+        self.no_certificate = False  # TLS is up on a listener that asked for a certificate, and none came
         self.tls_errors: tuple[Any, ...] = ()  # what OpenSSL objected to in the client's chain (for logs)
         self.close_condition: str | None = None  # the stream error the stream ended with, if any
         self.bridge: Any = None  # transport.im.bridge.SessionBridge once bound
@@ -266,6 +269,7 @@ class SessionDriver:
             self.live.unregister()
         self.core.connection_lost()
         self._settle(False)
+        self._record_unattempted()
         logger.info("%s: disconnected (%s)%s", self.name, why, f" jid={self.jid}" if self.jid else "")
 
     # -- the certificate ------------------------------------------------------------------------------
@@ -281,12 +285,27 @@ class SessionDriver:
             verdict = "verified" if check.verified else "not verified"
             logger.info("%s: client certificate %s (%s)", self.name, verdict, check.reason)
         self.cert_facts = check.facts if check.verified else None
+        self.presented_facts = check.facts
+        self.no_certificate = check.facts is None and requests_certificate(self.tls_options)
         if channel_bindings:
             events = self.core.tls_established(check, channel_bindings=channel_bindings)
         else:
             events = self.core.tls_established(check)
         self._feed(events)
         self._settle(not self._closing)
+
+    def _record_unattempted(self) -> None:
+        """Issue 18 §3: a client that presented no certificate and left without a login attempt (a client
+        offered no mechanism it can use gives up silently) is one AuthEvent, as every attempt is. Anything
+        it tried (a SASL step, a refusal of the core's) is recorded already, as a refused certificate is."""
+        if not self.no_certificate or self.jid is not None or getattr(self.authenticator, "attempts", 1):
+            return
+        reason = "no client certificate presented; the connection ended without a login"
+        self.adapter.run_in_thread(
+            functools.partial(self.authenticator.record_refusal, None, None, reason),
+            lambda _result: None,
+            lambda description: logger.error("%s: recording the attempt failed: %s", self.name, description),
+        )
 
     def _settle(self, ready: bool) -> None:
         on_ready, self._on_ready = self._on_ready, None
@@ -324,6 +343,12 @@ class SessionDriver:
                 self._in_thread(self._external_judged, check, facts, authzid, domain)
             case PasswordStepRequest():
                 self._in_thread(self._auth_result, self.authenticator.authenticate_password, event)
+            case AuthRefused(condition=condition, reason=reason, mechanism=mechanism):
+                # Issue 18 §3: recorded as any attempt; the client's input waits for the write (capped per
+                # address by the authenticator, so a flood costs one counter per refusal past the cap).
+                what = f"SASL {mechanism}: {reason}" if mechanism else f"SASL: {reason}"
+                record = self.authenticator.record_refusal
+                self._in_thread(_ignore, record, self.presented_facts, condition, what)
             case Authenticated(jid=jid):
                 logger.debug("%s: authenticated as %s", self.name, jid)
             case BindRequest(jid=jid):
@@ -479,6 +504,10 @@ class SessionDriver:
             self._close_sent = True
             self.adapter.close(abort)
         self._settle(False)
+
+
+def _ignore(_result: Any) -> None:
+    """The result of a call made only for its effect (a record)."""
 
 
 def _input_size(piece: Any) -> int:

@@ -19,8 +19,7 @@ from twisted.internet.task import Clock
 from tests.transport.rawxmpp import STREAM_HEADER
 from transport.driver import SessionDriver, leaf_fingerprint
 from transport.sessions.registry import LiveSessions
-from transport.xmpp import C2SConnection, StreamSettings
-from transport.xmpp.decisions import IdentityDecision
+from transport.xmpp import C2SConnection, IdentityDecision, StreamSettings
 from xmppauth.config import TlsOptions
 
 SASL_EXTERNAL = b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>"
@@ -85,7 +84,7 @@ class FakeAuthenticator:
         return self.check
 
     def authenticate_external(self, facts, authzid, domain):
-        return IdentityDecision.accept("alice@localhost")
+        return IdentityDecision.accept("alice@localhost")  # the core's one verdict type
 
     def refusal_at_bind(self, full_jid):
         return None

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
+from types import SimpleNamespace
 
 import pytest
 
 from transport.xmpp import (
     Authenticated,
     AuthenticateRequest,
+    AuthRefused,
+    C2SConnection,
     IdentityDecision,
     LocalProtocolError,
     State,
@@ -25,10 +28,12 @@ from .streamkit import (
     HEADER,
     JULIET,
     RESPONSE,
+    Client,
     Facts,
     authenticate,
     b64,
     condition_of,
+    stream_settings,
     tls_client,
 )
 
@@ -371,3 +376,60 @@ def test_common_name_verifier_from_the_settings_is_used():
     )
     assert authenticate(client).tag == SUCCESS
     assert client.conn.jid == "nurse@example.org"
+
+
+# --- issue 18: the core's own refusals are events; the client's certificate status is its text --------------
+
+
+def refused_client(user_text: str) -> Client:
+    """Direct TLS with a certificate the check refused, handed over as the driver does (a check object)."""
+    conn = C2SConnection(stream_settings(tls_mode="tls"))
+    conn.tls_established(
+        SimpleNamespace(facts=Facts(), verified=False, reason="revoked", user_text=user_text)
+    )
+    client = Client(conn)
+    client.open()
+    return client
+
+
+def test_external_with_a_refused_certificate_reads_the_checks_user_text():
+    client = refused_client("Your client certificate was revoked.")
+    events = client.send(AUTH_EXTERNAL.format("="))
+    failure = client.read_one()
+    assert sasl_condition(failure) == "not-authorized"
+    assert failure.find(ns.qname(ns.SASL, "text")).text == "Your client certificate was revoked."
+    (refused,) = [event for event in events if isinstance(event, AuthRefused)]
+    assert (refused.condition, refused.mechanism) == ("not-authorized", "EXTERNAL")
+    assert refused.reason.startswith("SASL EXTERNAL needs a verified client certificate")
+
+
+def test_a_refused_certificate_without_user_text_reads_the_generic_text():
+    client = refused_client("")
+    client.send(AUTH_EXTERNAL.format("="))
+    failure = client.read_one()
+    assert failure.find(ns.qname(ns.SASL, "text")).text == SASL_FAILURE_TEXT["not-authorized"]
+
+
+def test_the_authenticators_user_text_replaces_the_generic_one_and_is_no_core_event():
+    client = tls_client()
+    client.send(AUTH_EXTERNAL.format("="))
+    verdict = IdentityDecision.refuse("not-authorized", "certificate revoked 2026-11-02", "Revoked.")
+    events = client.conn.auth_result(verdict)
+    failure = client.read_one()
+    assert failure.find(ns.qname(ns.SASL, "text")).text == "Revoked."
+    assert not [event for event in events if isinstance(event, AuthRefused)]  # the authenticator recorded it
+
+
+@pytest.mark.parametrize(
+    ("auth", "condition"),
+    [
+        ("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-MAGIC'>=</auth>", "invalid-mechanism"),
+        (AUTH_EXTERNAL.format("not base64!"), "incorrect-encoding"),
+        (AUTH_EXTERNAL.format("QEA="), "invalid-authzid"),  # "@@" is no JID
+    ],
+)
+def test_refusals_the_core_decides_alone_are_auth_refused_events(auth, condition):
+    client = tls_client()
+    events = client.send(auth)
+    assert sasl_condition(client.read_one()) == condition
+    assert [event.condition for event in events if isinstance(event, AuthRefused)] == [condition]

@@ -7,6 +7,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
 
 import slixmpp
 
@@ -18,6 +20,7 @@ from tests.transport.tlsclient import client_context
 class LoginOutcome:
     bound_jid: str | None = None
     sasl_failures: list[str] = field(default_factory=list)
+    sasl_texts: list[str] = field(default_factory=list)  # each failure's <text/> (RFC 6120 §6.4.5)
     no_usable_mechanism: bool = False
     disconnected: bool = False
     events: list[str] = field(default_factory=list)
@@ -35,11 +38,14 @@ def slixmpp_login(
     mechanism: str = "EXTERNAL",
     password: str = "",
     maximum_version=None,
+    external_anyway: bool = False,
 ) -> LoginOutcome:
     """Connect to 127.0.0.1:``port``, log in with ``mechanism`` (EXTERNAL, or PLAIN / SCRAM-* with
     ``password``) and stop at the first decisive event.
 
-    ``timeout`` bounds a hung server; no assertion depends on timing.
+    ``timeout`` bounds a hung server; no assertion depends on timing. ``external_anyway``: a client that has a
+    certificate configured and tries EXTERNAL even when the features do not list it (the mechanism is added
+    to the features it reads).
     """
     loop = asyncio.new_event_loop()
     outcome = LoginOutcome()
@@ -65,6 +71,7 @@ def slixmpp_login(
 
     def on_failed_auth(stanza) -> None:
         outcome.sasl_failures.append(stanza["condition"] if hasattr(stanza, "__getitem__") else str(stanza))
+        outcome.sasl_texts.append(stanza["text"] if hasattr(stanza, "__getitem__") else "")
         outcome.events.append("failed_auth")
 
     def on_no_auth(_=None) -> None:
@@ -83,6 +90,8 @@ def slixmpp_login(
         outcome.events.append("disconnected")
         finish()
 
+    if external_anyway:
+        xmpp.add_filter("in", _with_external)
     xmpp.add_event_handler("session_bind", on_bind)
     xmpp.add_event_handler("failed_auth", on_failed_auth)
     xmpp.add_event_handler("failed_all_auth", on_no_auth)
@@ -117,3 +126,17 @@ def run_until_finished(
             task.cancel()
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
+
+
+def _with_external(stanza: Any) -> Any:
+    """Stream features as a client that tries EXTERNAL regardless reads them: with EXTERNAL listed."""
+    xml = getattr(stanza, "xml", None)
+    if xml is None or xml.tag != "{http://etherx.jabber.org/streams}features":
+        return stanza
+    sasl = "{urn:ietf:params:xml:ns:xmpp-sasl}"
+    mechanisms = xml.find(f"{sasl}mechanisms")
+    if mechanisms is None:
+        mechanisms = ElementTree.SubElement(xml, f"{sasl}mechanisms")
+    if not any(item.text == "EXTERNAL" for item in mechanisms):
+        ElementTree.SubElement(mechanisms, f"{sasl}mechanism").text = "EXTERNAL"
+    return stanza

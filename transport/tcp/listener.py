@@ -70,7 +70,9 @@ def listen_c2s(
     ``reuse_port``: with SO_REUSEPORT, so that several processes listen on the same port and the kernel
     spreads the connections over them (``runc2s --reuse-port``).
     """
-    server_tls = ServerTls(tls_options, trust_anchors) if tls_options is not None else None
+    server_tls = None
+    if tls_options is not None:
+        server_tls = ServerTls(tls_options, trust_anchors, transport=transport_name(tls_options))
     factory = C2SFactory(
         listener,
         tls_options,

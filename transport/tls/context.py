@@ -16,6 +16,10 @@ when ``disconnect_on_failure`` is true, which mirrors MongooseIM's ``just_tls``:
   after the handshake (``transport.tls.policy.must_disconnect``, applied by ``transport.driver``).
 - ``disconnect_on_failure = false``: the handshake always completes; an invalid certificate counts as none.
 
+A handshake we refuse (a fatal alert we send before it completes) never reaches a session driver, so it is
+recorded here as an ``AuthEvent`` (issue 18 §3: ``certauth.authenticator.record_handshake_refusal``, in a
+thread, capped per address), with the leaf the verify callback saw, if any.
+
 Session resumption is off (no tickets, no session cache): a resumed session skips the verify callback and may
 not restore the intermediates, so every connection does a full handshake and a full verification.
 """
@@ -84,6 +88,9 @@ class PeerTlsState:
     """Per-connection state the verify callback fills (see :func:`peer_state`)."""
 
     errors: list[VerifyError] = field(default_factory=list)
+    leaf: crypto.X509 | None = None  # the client's certificate, as the verify callback saw it (depth 0)
+    protocol: Any = None  # Twisted's TLS protocol of the connection (its peer), set by ServerTls
+    refused: Any = None  # ServerTls's report of a refused handshake, called at most once
 
 
 # Twisted's TLSMemoryBIOFactory replaces a connection's app data with its protocol after
@@ -126,6 +133,8 @@ def _make_verify_callback(options: TlsOptions):
 
     def callback(conn: SSL.Connection, cert: crypto.X509, code: int, depth: int, ok: int) -> bool:
         state = peer_state(conn)
+        if depth == 0 and state is not None:
+            state.leaf = cert
         if not ok and state is not None:
             state.errors.append(VerifyError(depth=depth, code=code, subject=_subject(cert)))
         if ok or not decide:
@@ -181,9 +190,46 @@ def build_context(options: TlsOptions, trust_anchors: list[x509.Certificate]) ->
     mode = SSL.VERIFY_PEER
     if requires_certificate(options):
         mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+        ctx.set_info_callback(_alert_sent)  # the handshake may refuse: record when it does
     ctx.set_verify(mode, _make_verify_callback(options))
     ctx.set_verify_depth(10)
     return ctx
+
+
+# RFC 8446 §6 / RFC 5246 §7.2: the alerts that refuse a client certificate (or its absence). Any other fatal
+# alert (a probe that connects and closes: decode_error; no common cipher) is not a login attempt.
+CERTIFICATE_ALERTS: dict[int, str] = {
+    42: "bad_certificate",
+    43: "unsupported_certificate",
+    44: "certificate_revoked",
+    45: "certificate_expired",
+    46: "certificate_unknown",
+    48: "unknown_ca",
+    116: "certificate_required",
+}
+ALERT_FATAL = 2
+
+
+def _alert_sent(conn: SSL.Connection, where: int, value: int) -> None:
+    """OpenSSL's info callback: a fatal alert we write before the handshake completed is a refusal."""
+    if where & SSL.SSL_CB_HANDSHAKE_DONE:
+        state = peer_state(conn)
+        if state is not None:
+            state.refused = None  # later alerts end a connection, not a handshake (the driver's business)
+        return
+    if where & SSL.SSL_CB_WRITE_ALERT != SSL.SSL_CB_WRITE_ALERT or value >> 8 != ALERT_FATAL:
+        return
+    state = peer_state(conn)
+    alert = CERTIFICATE_ALERTS.get(value & 0xFF)
+    if state is None or state.refused is None or alert is None:
+        return
+    report, state.refused = state.refused, None  # once per connection
+    if state.errors:
+        alert = f"{alert} ({'; '.join(str(error) for error in state.errors)})"
+    try:
+        report(state, alert)
+    except Exception:  # bookkeeping must never break OpenSSL's handshake
+        logger.exception("cannot report a refused TLS handshake")
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -193,8 +239,12 @@ class ServerTls:
     Twisted calls :meth:`serverConnectionForTLS` for each ``listenSSL`` / ``startTLS`` connection.
     """
 
-    def __init__(self, options: TlsOptions, trust_anchors: list[x509.Certificate]) -> None:
+    def __init__(
+        self, options: TlsOptions, trust_anchors: list[x509.Certificate], *, transport: str = "https"
+    ) -> None:
+        """``transport``: the name of the listener's connections in auth events (tcp, tls, https)."""
         self.options = options
+        self.transport = transport
         self.update_trust_anchors(trust_anchors)
 
     def update_trust_anchors(self, trust_anchors: list[x509.Certificate]) -> None:
@@ -204,10 +254,26 @@ class ServerTls:
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802 (Twisted's name)
         connection = SSL.Connection(self.context, None)
-        state = PeerTlsState()
+        state = PeerTlsState(protocol=tlsProtocol, refused=self._handshake_refused)
         _peer_states[connection] = state
         connection.set_app_data(state)  # for callers that drive the connection themselves (tests)
         return connection
+
+    def _handshake_refused(self, state: PeerTlsState, alert: str) -> None:
+        """Record the refusal off the reactor thread (issue 18 §3); the log line says it at once."""
+        from twisted.internet import threads
+
+        from certauth.authenticator import record_handshake_refusal  # Django models: at run time
+        from xmppauth.dbconn import with_fresh_connections
+
+        address = state.protocol.getPeer() if state.protocol is not None else None
+        peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
+        leaf = state.leaf.to_cryptography() if state.leaf is not None else None
+        logger.info("%s %s: TLS handshake refused: %s", self.transport, peer, alert)
+        deferred = threads.deferToThread(
+            with_fresh_connections, record_handshake_refusal, self.transport, peer, leaf, alert
+        )
+        deferred.addErrback(lambda failure: logger.error("recording a refused handshake failed: %s", failure))
 
     def getContext(self) -> SSL.Context:  # noqa: N802 (IOpenSSLContextFactory, for old-style callers)
         return self.context

@@ -18,6 +18,7 @@ from .errors import StreamError
 from .events import (
     Authenticated,
     AuthenticateRequest,
+    AuthRefused,
     BindRequest,
     Bound,
     CancelTimer,
@@ -44,6 +45,7 @@ __all__ = [
     "Event",
     "IdentityDecision",
     "LocalProtocolError",
+    "AuthRefused",
     "PasswordStepRequest",
     "StanzaReceived",
     "StartTimer",

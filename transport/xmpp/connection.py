@@ -41,6 +41,7 @@ from .events import (
     KEEPALIVE,
     Authenticated,
     AuthenticateRequest,
+    AuthRefused,
     BindRequest,
     Bound,
     CancelTimer,
@@ -149,6 +150,7 @@ class C2SConnection:
         self.peer_facts = peer_facts
         self.peer_verified = peer_verified
         self.peer_verify_error: str | None = None
+        self.peer_user_text = ""  # what the client may read about its own refused certificate (user_text)
         self.channel_bindings: dict[str, bytes] = {}  # RFC 5929 / RFC 9266 type -> data, from the adapter
         self._sasl_mechanism: str | None = None  # the mechanism of the exchange in progress
         self._sasl_first = False  # the next client message is the exchange's first
@@ -255,6 +257,7 @@ class C2SConnection:
             check = facts
             facts, verified = getattr(check, "facts", None), bool(check.verified)
             verify_error = None if verified else getattr(check, "reason", None)
+            self.peer_user_text = "" if verified else getattr(check, "user_text", "")
         if self.closed:
             return self._drain()
         if self.state is not State.WAIT_TLS and not (self.state is State.WAIT_STREAM and self.domain is None):
@@ -290,10 +293,10 @@ class C2SConnection:
             try:
                 accepted = parse_bare_jid(jid)
             except InvalidJid as exc:
-                self._sasl_failure(errors.SASL_NOT_AUTHORIZED, f"the authenticator returned {jid!r}: {exc}")
+                self._refuse(errors.SASL_NOT_AUTHORIZED, f"the authenticator returned {jid!r}: {exc}")
             else:
                 if accepted.domain != self.domain:
-                    self._sasl_failure(errors.SASL_NOT_AUTHORIZED, f"{accepted.bare} is not in {self.domain}")
+                    self._refuse(errors.SASL_NOT_AUTHORIZED, f"{accepted.bare} is not in {self.domain}")
                 else:
                     self._sasl_success(accepted, result.additional_data)
         else:
@@ -302,7 +305,7 @@ class C2SConnection:
             if condition not in errors.SASL_CONDITIONS:
                 self._log(logging.WARNING, "authenticator gave unknown SASL condition %r", condition)
                 condition = errors.SASL_NOT_AUTHORIZED
-            self._sasl_failure(condition, reason)
+            self._sasl_failure(condition, reason, result.user_text)  # the authenticator recorded it
         self._pump()
         return self._drain()
 
@@ -641,18 +644,25 @@ class C2SConnection:
     def _on_auth(self, element: Element) -> None:
         mechanism = element.get("mechanism", "")
         if self.settings.tls_mode == "starttls_required" and not self.tls_active:
-            self._sasl_failure(errors.SASL_ENCRYPTION_REQUIRED, "STARTTLS is required before authentication")
+            self._refuse(
+                errors.SASL_ENCRYPTION_REQUIRED, "STARTTLS is required before authentication", mechanism
+            )
             return
         if mechanism not in self._mechanisms():
             configured = {MECHANISM_NAMES.get(m.lower()) for m in self.settings.sasl_mechanisms}
             if mechanism == "EXTERNAL" and "EXTERNAL" in configured:
                 reason = f"SASL EXTERNAL needs a verified client certificate: {self._why_no_external()}"
-                self._sasl_failure(errors.SASL_NOT_AUTHORIZED, reason)  # DESIGN §4
+                # DESIGN §4; a certificate presented and refused: the client reads its own status
+                self._refuse(errors.SASL_NOT_AUTHORIZED, reason, mechanism, self.peer_user_text)
             elif mechanism in configured and self.settings.password_auth and not self.tls_active:
                 # RFC 6120 §6.5.3: this mechanism needs a confidential stream.
-                self._sasl_failure(errors.SASL_ENCRYPTION_REQUIRED, f"{mechanism} is only offered over TLS")
+                self._refuse(
+                    errors.SASL_ENCRYPTION_REQUIRED, f"{mechanism} is only offered over TLS", mechanism
+                )
             else:
-                self._sasl_failure(errors.SASL_INVALID_MECHANISM, f"mechanism {mechanism!r} is not offered")
+                self._refuse(
+                    errors.SASL_INVALID_MECHANISM, f"mechanism {mechanism!r} is not offered", mechanism
+                )
             return
         self._sasl_mechanism = mechanism
         self._sasl_first = True
@@ -681,7 +691,7 @@ class C2SConnection:
             try:
                 raw = base64.b64decode(data, validate=True)
             except (binascii.Error, ValueError):
-                self._sasl_failure(errors.SASL_INCORRECT_ENCODING, "the response is not valid base64")
+                self._refuse(errors.SASL_INCORRECT_ENCODING, "the response is not valid base64")
                 return
         first, self._sasl_first = self._sasl_first, False
         self._goto(Trigger.SASL_REQUEST)
@@ -706,23 +716,30 @@ class C2SConnection:
             try:
                 raw = base64.b64decode(data, validate=True)
             except (binascii.Error, ValueError):
-                self._sasl_failure(errors.SASL_INCORRECT_ENCODING, "the response is not valid base64")
+                self._refuse(errors.SASL_INCORRECT_ENCODING, "the response is not valid base64")
                 return
             try:
                 authzid = raw.decode("utf-8") or None
             except UnicodeDecodeError:
-                self._sasl_failure(errors.SASL_INVALID_AUTHZID, "the authzid is not UTF-8")
+                self._refuse(errors.SASL_INVALID_AUTHZID, "the authzid is not UTF-8")
                 return
         if authzid is not None:
             try:
                 parse_bare_jid(authzid)  # RFC 6120 §6.3.8: the authzid is a bare JID
             except InvalidJid as exc:
-                self._sasl_failure(errors.SASL_INVALID_AUTHZID, f"authzid {authzid!r} is not a JID: {exc}")
+                self._refuse(errors.SASL_INVALID_AUTHZID, f"authzid {authzid!r} is not a JID: {exc}")
                 return
         self._goto(Trigger.SASL_REQUEST)
         self._events.append(AuthenticateRequest(self.peer_facts, authzid, self.domain or ""))
 
-    def _sasl_failure(self, condition: str, reason: str) -> None:
+    def _refuse(self, condition: str, reason: str, mechanism: str | None = None, text: str = "") -> None:
+        """A SASL attempt the core refuses by itself: the adapter records it (:class:`AuthRefused`)."""
+        mechanism = (self._sasl_mechanism or "") if mechanism is None else mechanism
+        self._events.append(AuthRefused(condition, reason, mechanism))
+        self._sasl_failure(condition, reason, text)
+
+    def _sasl_failure(self, condition: str, reason: str, text: str = "") -> None:
+        """``text``: for the client's ``<text/>`` (``errors.sasl_failure_element``); "" the generic one."""
         self._sasl_mechanism = None
         self._auth_failures += 1
         self._log(
@@ -733,7 +750,9 @@ class C2SConnection:
             self.settings.max_auth_failures,
             reason,
         )
-        self._send(errors.sasl_failure_element(condition))  # RFC 6120 §6.4.5; the reason stays in the log
+        self._send(
+            errors.sasl_failure_element(condition, text)
+        )  # RFC 6120 §6.4.5; the reason stays in the log
         if self._auth_failures >= self.settings.max_auth_failures:
             # RFC 6120 §6.4.5: past the allowed retries the stream ends, with <policy-violation/>.
             self._stream_error(

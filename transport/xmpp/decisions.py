@@ -18,6 +18,8 @@ class IdentityDecision:
     ``verifier`` names the ``auth.sasl_external`` verifier that decided (XEP-0178 rules), if one did.
     A multi-step mechanism (SCRAM) may instead answer with a ``challenge`` (RFC 6120 §6.4.3); on success
     ``additional_data`` goes into ``<success/>`` (RFC 6120 §6.4.6: SCRAM's server signature).
+    ``user_text``: what the client may read in the failure's ``<text/>`` (RFC 6120 §6.4.5), only ever the
+    status of its own presented certificate (``certauth.userstatus``); empty: the generic text.
     """
 
     jid: str | None = None
@@ -26,6 +28,7 @@ class IdentityDecision:
     verifier: str | None = None
     challenge: bytes | None = None
     additional_data: bytes | None = None
+    user_text: str = ""
 
     @property
     def accepted(self) -> bool:
@@ -36,5 +39,5 @@ class IdentityDecision:
         return cls(jid=jid)
 
     @classmethod
-    def refuse(cls, condition: str, reason: str) -> IdentityDecision:
-        return cls(condition=condition, reason=reason)
+    def refuse(cls, condition: str, reason: str, user_text: str = "") -> IdentityDecision:
+        return cls(condition=condition, reason=reason, user_text=user_text)

@@ -130,16 +130,18 @@ def stream_error_element(condition: str, text: str = "") -> Element:
     return error
 
 
-def sasl_failure_element(condition: str) -> Element:
+def sasl_failure_element(condition: str, text: str = "") -> Element:
     """``<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><COND/><text/></failure>`` (RFC 6120 §6.4.5).
 
-    The text is always :data:`SASL_FAILURE_TEXT`'s, never the reason: the client is not authenticated yet.
+    The text is :data:`SASL_FAILURE_TEXT`'s, never the reason: the client is not authenticated yet. Only
+    ``text`` replaces it: an ``IdentityDecision.user_text``, the status of the client's own certificate
+    (``certauth.userstatus``).
     """
     if condition not in SASL_CONDITIONS:
         raise ValueError(f"{condition!r} is not a SASL failure condition (RFC 6120 §6.5)")
     failure = Element(ns.qname(ns.SASL, "failure"))
     SubElement(failure, ns.qname(ns.SASL, condition))
-    _text(failure, ns.SASL, SASL_FAILURE_TEXT[condition])
+    _text(failure, ns.SASL, text or SASL_FAILURE_TEXT[condition])
     return failure
 
 

@@ -63,6 +63,17 @@ class PasswordStepRequest:
 
 
 @dataclass(frozen=True)
+class AuthRefused:
+    """The core refused a SASL attempt by itself, without asking the adapter (EXTERNAL or another mechanism
+    not offered, no TLS, malformed or undecodable data): the adapter records it as any other attempt
+    (issue 18 §3). ``mechanism``: what the client asked for ("" when unknown)."""
+
+    condition: str
+    reason: str
+    mechanism: str = ""
+
+
+@dataclass(frozen=True)
 class Authenticated:
     """SASL succeeded for the bare ``jid``; the stream restarts (RFC 6120 §6.4.6)."""
 
@@ -128,6 +139,7 @@ Event = (
     | StartTls
     | AuthenticateRequest
     | PasswordStepRequest
+    | AuthRefused
     | Authenticated
     | BindRequest
     | Bound
