@@ -106,9 +106,10 @@ def config_toml(
             f'[[listen.c2s]]\n  port = {port}\n  ip_address = "{HOST}"\n  tls.mode = "{mode}"\n'
             '  tls.verify_mode = "peer"\n' + crls
         )
-    options = (
-        f"\n[xmppauth]\n  ping_interval_seconds = {ping_interval}\n" if ping_interval is not None else ""
-    )
+    # Every bench client connects from 127.0.0.1: the per-address bounds (issue 16 point 3) would refuse them.
+    options = "\n[xmppauth]\n  max_connections_per_address = 0\n  auth_failures_per_minute = 0\n"
+    if ping_interval is not None:
+        options += f"  ping_interval_seconds = {ping_interval}\n"
     return (
         f'[general]\n  hosts = ["{DOMAIN}"]\n\n'
         + "\n".join(listeners)
