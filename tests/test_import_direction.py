@@ -180,15 +180,6 @@ def violations(root: Path, packages: tuple[str, ...] = PACKAGES) -> list[Violati
     return found
 
 
-# Breaks that code another helper of issue 13 owns removes; each is its own strict xfail, so the lead sees
-# it pass (and removes the entry) once that branch is merged: (rule, file, imported module) -> who.
-PENDING: dict[tuple[str, str, str], str] = {}  # (rule, path, target) -> who owns the fix
-
-
-def _key(violation: Violation) -> tuple[str, str, str]:
-    return violation.rule, violation.path, violation.target
-
-
 @pytest.fixture(scope="module")
 def tree_violations() -> list[Violation]:
     return violations(ROOT)
@@ -196,17 +187,8 @@ def tree_violations() -> list[Violation]:
 
 @pytest.mark.parametrize("rule", list(RULES))
 def test_the_source_tree_keeps_the_rule(tree_violations, rule):
-    broken = [v for v in tree_violations if v.rule == rule and _key(v) not in PENDING]
+    broken = [v for v in tree_violations if v.rule == rule]
     assert not broken, "imports against the layers:\n" + "\n".join(str(v) for v in broken)
-
-
-@pytest.mark.parametrize(
-    "pending",
-    [pytest.param(key, marks=pytest.mark.xfail(strict=True, reason=owner)) for key, owner in PENDING.items()],
-    ids=[f"{rule}:{path}" for rule, path, _ in PENDING],
-)
-def test_a_pending_break_is_gone(tree_violations, pending):
-    assert pending not in {_key(v) for v in tree_violations}
 
 
 # --- the checker itself, on a fabricated tree -----------------------------------------------------------
