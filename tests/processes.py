@@ -24,6 +24,15 @@ REQUIRE_REDIS = "XMPPAUTH_REQUIRE_REDIS"
 SKIP_COMPARISON = "XMPPAUTH_SKIP_COMPARISON"
 
 
+# Tests whose servers are subprocesses on a scratch SQLite file without Redis (tests/transport/xmpphttp.py,
+# tests/transport/runc2s_process.py) do the same on both legs of `make test`: they run once, on the SQLite
+# leg, and the PostgreSQL leg spends its time on what differs there.
+SAME_ON_BOTH_LEGS = pytest.mark.skipif(
+    os.environ.get("DATABASE_URL", "").startswith("postgres"),
+    reason="its servers use their own SQLite file and no Redis on either leg: it runs on the SQLite leg",
+)
+
+
 def skip_without_redis(why: str | None) -> None:
     """Skip the calling test when Redis is unreachable (``why`` says why), or fail it under REQUIRE_REDIS."""
     if why is None:

@@ -22,10 +22,13 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.certs import Issued, make_client
+from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.test_bosh_protocol import AUTH, Client
 from tests.transport.tlsclient import client_context
 from tests.transport.xmpphttp import XmppHttpServer, start_server
 from transport.xmpp import namespaces as ns
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 RECENT_SECONDS = 1.0
 BEYOND_THE_WINDOW = RECENT_SECONDS + 1.0  # plus the watcher's poll interval (0.2 s) and a margin

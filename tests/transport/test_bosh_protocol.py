@@ -15,9 +15,12 @@ from xml.etree.ElementTree import Element, fromstring
 import pytest
 
 from tests.certs import make_client
+from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.tlsclient import client_context
 from tests.transport.xmpphttp import start_server
 from transport.xmpp import namespaces as ns
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 HTTPBIND = "http://jabber.org/protocol/httpbind"
 XBOSH = "urn:xmpp:xbosh"

@@ -33,8 +33,10 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import sync_playwright  # requirements.txt; never skipped: this test must run in CI
 
-from tests.processes import free_port
+from tests.processes import SAME_ON_BOTH_LEGS, free_port
 from tests.transport.xmpphttp import JS_DIR, start_server
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); Playwright downloads no browser
 PAGE = (JS_DIR / "origin_login.html").read_bytes()

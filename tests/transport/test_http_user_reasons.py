@@ -21,11 +21,14 @@ from websockets.sync.client import connect
 
 from certauth import userstatus
 from tests.certs import Issued, make_client
+from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.test_bosh_protocol import AUTH, Client
 from tests.transport.tlsclient import client_context
 from tests.transport.xmpphttp import XmppHttpServer, start_server
 from transport.xmpp import namespaces as ns
 from transport.xmpp.errors import SASL_FAILURE_TEXT
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 WS_OPEN = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"
 WS_CLOSE = "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"

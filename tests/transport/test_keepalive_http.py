@@ -17,10 +17,13 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.certs import make_client
+from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.test_bind_recheck_http import BIND, through_sasl
 from tests.transport.test_bosh_protocol import AUTH, Client
 from tests.transport.tlsclient import client_context
 from tests.transport.xmpphttp import start_server
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 PING_INTERVAL = 3  # seconds: long enough that a loaded machine answers the ping within one interval
 KEEPALIVE_ID = re.compile(r"id=[\"'](keepalive-\d+)[\"']")

@@ -22,10 +22,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.certs import make_client
-from tests.processes import ROOT, Managed, free_port
+from tests.processes import ROOT, SAME_ON_BOTH_LEGS, Managed, free_port
 from tests.transport.runc2s_process import environment, manage
 from tests.transport.sessionclient import Refused, login
 from tests.transport.tlsclient import client_context, make_pki
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 STAFF, PASSWORD = "ops-metrics", "pw-ops-metrics-processes"
 

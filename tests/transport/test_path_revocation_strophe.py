@@ -37,6 +37,10 @@ REFRESH = "from certauth import tasks; print(tasks.refresh_due_crl_sources())"
 STATE = """
 import json
 from certauth.models import AuthEvent, CertificateAuthority, CrlSource
+
+from tests.processes import SAME_ON_BOTH_LEGS
+
+pytestmark = SAME_ON_BOTH_LEGS
 learned = CertificateAuthority.objects.filter(origin="learned").values_list("subject", flat=True)
 sources = CrlSource.objects.values_list("ca__subject", "location", "state")
 failures = AuthEvent.objects.filter(outcome="failure").order_by("pk").values_list("reason", flat=True)

@@ -11,7 +11,10 @@ from __future__ import annotations
 import pytest
 
 from tests.certs import make_client
+from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.xmpphttp import start_server, strophe_login
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 HOSTS = ("localhost", "b.localhost")
 

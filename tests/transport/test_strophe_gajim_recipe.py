@@ -17,10 +17,13 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.opensslcli import REFUSED_V1_PATHS, shared_recipe
+from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.streamkit import condition_of
 from tests.transport.tlsclient import make_pki, websockets_context
 from tests.transport.xmpphttp import start_server, strophe_login
 from transport.xmpp import namespaces as ns
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 CN_AUTH = """
 [auth]

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.xmpphttp import MODES, start_server, strophe_login
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,10 @@ import subprocess
 import pytest
 
 from tests.certs import make_self_signed
+from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.xmpphttp import JS_DIR, start_server, strophe_login
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 
 @pytest.fixture(scope="module")

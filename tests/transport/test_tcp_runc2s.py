@@ -6,10 +6,12 @@ import socket
 
 import pytest
 
-from tests.processes import free_port
+from tests.processes import SAME_ON_BOTH_LEGS, free_port
 from tests.transport.runc2s_process import Runc2s, environment, manage
 from tests.transport.tlsclient import client_context, make_pki
 from tests.transport.xmppclient import slixmpp_login
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 
 def _toml(port: int, certfile, keyfile, cacertfile, mode: str = "tls") -> str:

@@ -14,10 +14,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from tests.certs import Issued
-from tests.processes import free_port
+from tests.processes import SAME_ON_BOTH_LEGS, free_port
 from tests.seed_configs import SEED_EXAMPLE_1, SEED_EXAMPLE_2
 from tests.transport.runc2s_process import Runc2s, environment, manage
 from tests.transport.xmppclient import slixmpp_login
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 P12_PASSWORD = "pw-seed-config"
 ALICE_PASSWORD = "alice has a long password"

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.xmpphttp import start_server, strophe_login
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 
 @pytest.fixture(scope="module")

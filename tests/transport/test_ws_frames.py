@@ -15,11 +15,14 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 from websockets.sync.client import connect
 
+from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.streamkit import condition_of
 from tests.transport.tlsclient import websockets_context
 from tests.transport.xmpphttp import start_server
 from transport.http.server import WEBSOCKET_MAX_MESSAGE
 from transport.xmpp import namespaces as ns
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 OPEN = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"
 PING = "<iq xmlns='jabber:client' type='get' id='p{n}'><ping xmlns='urn:xmpp:ping'/></iq>"
