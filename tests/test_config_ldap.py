@@ -124,6 +124,16 @@ def test_tls_spellings(tmp_path: Path) -> None:
     assert parse(unverified).auth.ldap.pool("default").tls_verify_peer is False  # type: ignore[union-attr]
 
 
+def test_an_unverified_directory_is_said_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
+    base = '[auth]\nmethods = ["ldap"]\n[auth.ldap]\nbase = "dc=x"\n[outgoing_pools.ldap.default]\n'
+    with caplog.at_level("WARNING"):
+        parse(base + 'connection.encrypt = "tls"\n')
+    assert "not verified" not in caplog.text
+    with caplog.at_level("WARNING"):
+        parse(base + 'connection.tls.verify_mode = "none"\n')
+    assert "outgoing_pools.ldap.default.connection.tls" in caplog.text and "not verified" in caplog.text
+
+
 def test_unknown_keys_are_refused_with_their_path() -> None:
     text = MONGOOSEIM_EXAMPLE.replace("workers = 5", "workers = 5\nconnection.sever = 1")
     assert "outgoing_pools.ldap.default.connection.sever" in config_error(text)

@@ -867,6 +867,14 @@ def _parse_ldap_pool(pool: _Table) -> LdapPoolOptions:
             tls.fail(tls.key("verify_peer"), "give either verify_mode or verify_peer (the older spelling)")
         verify_peer = tls.choice("verify_mode", "peer", ("peer", "none")) == "peer"
         verify_peer = tls.boolean("verify_peer", verify_peer)
+        if not verify_peer:
+            # A trust input turned off: anyone on the path to the directory can answer for it. Allowed, said.
+            logger.warning(
+                "%s: %s: the directory's certificate is not verified (verify_mode none): anyone on the path "
+                "can answer as the directory, and decide who logs in",
+                pool.source,
+                tls.path,
+            )
         cacertfile, certfile, keyfile = tls.file("cacertfile"), tls.file("certfile"), tls.file("keyfile")
         for name, path in (("cacertfile", cacertfile), ("certfile", certfile), ("keyfile", keyfile)):
             if path is not None and not os.path.isfile(path):

@@ -15,6 +15,7 @@ from certauth import services
 from tests.certs import make_self_signed
 from transport.im.router import Router, load
 from transport.sessions.models import LiveSession
+from transport.sessions.terminations import SessionFacts
 
 pytestmark = pytest.mark.django_db
 
@@ -27,12 +28,12 @@ def alice() -> Account:
     return Account.objects.create(localpart="alice", domain=domain)
 
 
-def ask(payload: str, kind: str = "get", to: str = "") -> object:
+def ask(payload: str, kind: str = "get", to: str = "", session: object = None) -> object:
     address = f" to='{to}'" if to else ""
     iq = fromstring(
         f"<iq xmlns='jabber:client' type='{kind}' id='q' from='alice@localhost/phone'{address}>{payload}</iq>"
     )
-    ((channel, message),) = Router(final=True).from_client(iq, "sender-channel")
+    ((channel, message),) = Router(final=True).from_client(iq, "sender-channel", session)
     assert channel == "sender-channel"
     return load(message["xml"])
 
@@ -84,3 +85,30 @@ def test_another_users_account_is_not_addressed_here(alice):
     reply = ask(f"<items xmlns='{SASLCERT}'/>", to="bob@localhost")
     assert reply.get("type") == "error"  # not alice's certificates: bob's account answers (or nobody)
     assert reply.find(f"{{{SASLCERT}}}items") is None
+
+
+@pytest.mark.parametrize(
+    ("common_name", "condition"),
+    [
+        ("alice", None),
+        ("alice@localhost", None),
+        ("bob", "not-acceptable"),
+        ("bob@localhost", "not-acceptable"),
+    ],
+)
+def test_without_xmppaddr_only_a_common_name_of_this_account_may_be_added(alice, common_name, condition):
+    """XEP-0257 §3: the certificate must name the account; without an xmppAddr its CN must be the JID or
+    the localpart (what the common_name verifier could map to it), never another user's."""
+    added = make_self_signed(jids=(), common_name=common_name)
+    der = base64.b64encode(added.der).decode()
+    payload = f"<append xmlns='{SASLCERT}'><name>n</name><x509cert>{der}</x509cert></append>"
+    session = SessionFacts(full_jid="alice@localhost/phone", transport="tcp", cert_fingerprint="")
+    reply = ask(payload, "set", session=session)
+    if condition is None:
+        assert reply.get("type") == "result", reply
+    else:
+        assert reply.get("type") == "error"
+        assert (
+            reply.find(f"{{jabber:client}}error/{{urn:ietf:params:xml:ns:xmpp-stanzas}}{condition}")
+            is not None
+        )
