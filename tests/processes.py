@@ -25,11 +25,12 @@ SKIP_COMPARISON = "XMPPAUTH_SKIP_COMPARISON"
 
 
 # Tests whose servers are subprocesses on a scratch SQLite file without Redis (tests/transport/xmpphttp.py,
-# tests/transport/runc2s_process.py) do the same on both legs of `make test`: they run once, on the SQLite
-# leg, and the PostgreSQL leg spends its time on what differs there.
+# tests/transport/runc2s_process.py), and the benchmark checks (bench/ makes its own scratch SQLite file and
+# ignores DATABASE_URL and REDIS_URL; ejabberd and Prosody have their own stores), do the same on both legs
+# of `make test`: they run once, on the SQLite leg, and the PostgreSQL leg spends its time on what differs.
 SAME_ON_BOTH_LEGS = pytest.mark.skipif(
     os.environ.get("DATABASE_URL", "").startswith("postgres"),
-    reason="its servers use their own SQLite file and no Redis on either leg: it runs on the SQLite leg",
+    reason="its servers use a scratch database of their own on either leg: it runs on the SQLite leg",
 )
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from bench.compare import parse_args, redis_answers
 from bench.targets import ejabberd, prosody
-from tests.processes import need_comparison_target
+from tests.processes import SAME_ON_BOTH_LEGS, need_comparison_target
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW = re.compile(r"^\| ([^|]+?) \| (\d+)/(\d+) \| \d+ \| ([\d.]+) \|", re.MULTILINE)

@@ -11,6 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.processes import SAME_ON_BOTH_LEGS
+
+pytestmark = SAME_ON_BOTH_LEGS
+
 ROOT = Path(__file__).resolve().parent.parent
 ROW = re.compile(r"^\| XMPP login, ([^|]+?) \| (\d+)/(\d+) \| \d+ \| ([\d.]+) \|", re.MULTILINE)
 

@@ -19,7 +19,9 @@ from bench.loadclient import LoginError, ScramKeyCache, contexts_for, xmpp_login
 from bench.targets import ejabberd, prosody
 from certauth.pki import build_ca, generate_private_key, issue_certificate
 from certauth.pki.keys import private_key_to_pem
-from tests.processes import need_comparison_target
+from tests.processes import SAME_ON_BOTH_LEGS, need_comparison_target
+
+pytestmark = SAME_ON_BOTH_LEGS
 
 DOMAIN = "localhost"
 
