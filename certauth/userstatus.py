@@ -1,9 +1,11 @@
 """What a client that has not logged in may read about why its certificate did not log it in (issue 18 §5).
 
-Spec: RFC 6120 §6.4.5 (a SASL ``<failure/>`` may carry a ``<text/>`` for people). The client presented the
-certificate, so its own status (revoked, on hold, expired, not yet valid, not issued by a CA we trust) is
-nothing it does not hold already; anything else (accounts, other users, our CAs and CRLs, auth services)
-stays in the log and the ``AuthEvent``, and the client reads ``transport.xmpp.errors.SASL_FAILURE_TEXT``.
+Spec: RFC 6120 §6.4.5 (a SASL ``<failure/>`` may carry a ``<text/>`` for people), §4.9.3.12 and §4.9.2 (so
+may a ``not-authorized`` stream error: what the core sends instead of features that would offer nothing,
+``C2SConnection._own_certificate_refusal``). The client presented the certificate, so its own status
+(revoked, on hold, expired, not yet valid, not issued by a CA we trust) is nothing it does not hold already;
+anything else (accounts, other users, our CAs and CRLs, auth services) stays in the log and the
+``AuthEvent``, and the client reads ``transport.xmpp.errors.SASL_FAILURE_TEXT`` (or nothing).
 
 The one place that turns a check's reason (``certauth.verify``, ``certauth.revocation``) into such a sentence;
 ``tests/certauth/test_userstatus.py`` feeds it the reasons those modules really produce.

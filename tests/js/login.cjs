@@ -10,7 +10,9 @@
 //
 // Output: {"status": "connected"|"authfail"|"connfail"|"no-external"|"timeout", "jid": ..., "mechanisms": [...],
 //          "condition": ..., "auth": text of the <auth/> sent, "response": text of the <response/> sent,
-//          "sasl_failure": the condition element of the server's SASL <failure/> (RFC 6120 §6.5), if any}
+//          "sasl_failure": the condition element of the server's SASL <failure/> (RFC 6120 §6.5), if any,
+//          "stream_error": {"condition", "text"} of a <stream:error/> the server sent (RFC 6120 §4.9), if any,
+//          "strophe_errors": what Strophe wrote to console.error (over wss: "WebSocket stream error: COND - TEXT")}
 //
 // With LOGIN_PASSWORD in the environment it logs in with that password instead (issue 14), using only the
 // mechanism named by LOGIN_MECHANISM (e.g. SCRAM-SHA-256) when set; "no-external" is then not a verdict.
@@ -34,6 +36,7 @@ const { Strophe } = require('strophe.js');
 
 const result = {
     status: 'timeout', jid: null, mechanisms: null, condition: null, auth: null, response: null, sasl_failure: null,
+    stream_error: null, strophe_errors: [],
 };
 let done = false;
 function finish(status, extra) {
@@ -46,6 +49,20 @@ function finish(status, extra) {
 }
 setTimeout(() => finish('timeout'), 20000);
 
+console.error = (...parts) => result.strophe_errors.push(parts.join(' '));  // Strophe logs errors there
+
+function streamError(node) {
+    const STREAMS = 'urn:ietf:params:xml:ns:xmpp-streams';
+    const error = node.nodeName === 'stream:error' ? node : node.getElementsByTagName('stream:error')[0];
+    if (!error || result.stream_error !== null) return;
+    result.stream_error = { condition: null, text: null };
+    for (const child of Array.from(error.childNodes).filter((c) => c.nodeType === 1)) {
+        if (child.namespaceURI !== STREAMS) continue;
+        if (child.localName === 'text') result.stream_error.text = child.textContent;
+        else result.stream_error.condition = child.localName;
+    }
+}
+
 const connection = new Strophe.Connection(url);
 if (onlyMechanism) {
     for (const name of Object.keys(connection.mechanisms)) {
@@ -54,6 +71,7 @@ if (onlyMechanism) {
 }
 connection.xmlInput = (element) => {
     const nodes = element.nodeName === 'body' ? Array.from(element.childNodes) : [element];
+    streamError(element);
     for (const node of nodes) {
         if (node.nodeName === 'stream:features' && result.mechanisms === null) {
             const offered = Array.from(node.getElementsByTagName('mechanism')).map((m) => m.textContent);

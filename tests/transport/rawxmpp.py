@@ -92,6 +92,12 @@ def stream_error_condition(data: bytes) -> str | None:
     return match.group(1).decode() if match else None
 
 
+def text_of(data: bytes) -> str:
+    """The ``<text/>`` of the first SASL failure or stream error in ``data`` (RFC 6120 §6.4.5, §4.9.2)."""
+    start = data.index(b"<text")
+    return data[data.index(b">", start) + 1 : data.index(b"</text>")].decode()
+
+
 def bind(sock: ssl.SSLSocket, resource: str | None = None) -> bytes:
     """Restart after ``<success/>`` and bind (RFC 6120 §7); the bound full JID."""
     sock.sendall(STREAM_HEADER)

@@ -4,20 +4,22 @@ Issue 11 (the operator's seed-style configuration): before, a certificate listed
 all four transports. Here the production layout runs on one config and one database: ``manage.py runc2s`` (TCP
 STARTTLS and direct TLS, slixmpp) and ``python -m transport.http.server ... xmppauth.asgi:application`` (wss
 and BOSH, Strophe.js under Node). No CA is imported in the admin: the CA is known only from the file. The
-listeners keep a refused connection (``disconnect_on_failure = false``), so a refusal is visible as EXTERNAL
-not offered, and EXTERNAL sent anyway gets ``not-authorized`` (DESIGN §4); each refusal's reason, naming the
-CRL file, is in the auth event.
+listeners keep a refused connection (``disconnect_on_failure = false``) and offer only EXTERNAL, which is not
+offered to the revoked certificate (DESIGN §4): the stream ends with ``not-authorized`` and "Your client
+certificate was revoked." (RFC 6120 §4.9.3.12, issue 18 §5), and nothing more; each refusal's reason, naming
+the CRL file, is in the auth event.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from certauth.userstatus import TEXT_REVOKED
 from tests.certauth.crlhelpers import make_crl
 from tests.certs import make_client
 from tests.processes import Managed, free_port
 from tests.transport.configca_servers import auth_events, environment, migrate, scratch_database
-from tests.transport.rawxmpp import auth_external, sasl, sasl_failure_condition, starttls
+from tests.transport.rawxmpp import read_to_eof, starttls, stream_error_condition, text_of
 from tests.transport.tlsclient import client_context, make_pki
 from tests.transport.xmppclient import slixmpp_login
 from tests.transport.xmpphttp import XmppHttpServer, strophe_login
@@ -112,15 +114,18 @@ def test_certificate_listed_in_the_crl_file_is_refused_over_tcp(site, tmp_path, 
     outcome = slixmpp_login(
         site["ports"][mode], tmp_path, site["revoked"], jid="bob@localhost", direct_tls=direct
     )
-    assert outcome.bound_jid is None, outcome
-    assert outcome.no_usable_mechanism, outcome  # EXTERNAL not offered: the certificate counts as none
+    assert outcome.bound_jid is None and outcome.sasl_failures == [], outcome
+    assert outcome.stream_errors == [("not-authorized", TEXT_REVOKED)], outcome  # EXTERNAL not offered
 
 
-def test_external_sent_anyway_with_the_revoked_certificate_is_not_authorized(site, tmp_path):
+def test_the_revoked_certificate_reads_only_its_status_not_the_crl(site, tmp_path):
     sock, features = starttls(site["ports"]["starttls"], client_context(tmp_path, site["revoked"]))
     with sock:
-        assert b"EXTERNAL" not in features
-        assert sasl_failure_condition(sasl(sock, auth_external("="))) == "not-authorized"
+        features += read_to_eof(sock)
+    assert b"EXTERNAL" not in features and b"<stream:features" not in features, features
+    assert stream_error_condition(features) == "not-authorized" and text_of(features) == TEXT_REVOKED
+    for hidden in (b"keyCompromise", b"CRL", b"crl", b"bob"):
+        assert hidden not in features[features.index(b"<stream:error") :], (hidden, features)
 
 
 @pytest.mark.parametrize("scheme", ["wss", "https"], ids=["wss", "bosh"])
@@ -135,8 +140,8 @@ def test_certificate_of_the_cacertfile_ca_logs_in_with_strophe(site, scheme):
 def test_certificate_listed_in_the_crl_file_is_refused_with_strophe(site, scheme):
     server = site["https"]
     verdict = strophe_login(server, server.url("peer", scheme), site["revoked"], "bob@localhost")
-    assert verdict["status"] == "no-external", verdict
-    assert verdict["mechanisms"] == []
+    assert verdict["status"] == "connfail" and verdict["mechanisms"] is None, verdict
+    assert verdict["stream_error"] == {"condition": "not-authorized", "text": TEXT_REVOKED}, verdict
 
 
 def test_every_refusal_names_the_crl_file_in_the_auth_event(site, tmp_path):
@@ -150,7 +155,8 @@ def test_every_refusal_names_the_crl_file_in_the_auth_event(site, tmp_path):
     transports = [event["transport"] for event in events]
     assert set(transports) == {"tcp", "tls", "ws", "bosh"}, events  # STARTTLS is "tcp", direct TLS "tls"
     assert all(event["outcome"] == "failure" and revoked in event["reason"] for event in events), events
-    # The check's refusals; the EXTERNAL sent anyway (above) is an attempt of its own (issue 18 §3).
+    # The check's refusals, one per connection: the stream error that ends it records nothing more.
     checks = [event for event in events if not event["condition"]]
+    assert checks == events, events
     assert {event["reason"] for event in checks} == {f"certificate refused: {revoked}"}, events
     assert {event["transport"] for event in checks} == {"tcp", "tls", "ws", "bosh"}, events

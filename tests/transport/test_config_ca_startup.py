@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from certauth.userstatus import TEXT_UNTRUSTED
 from tests.certauth.crlhelpers import make_crl
 from tests.certs import make_ca, make_client
 from tests.processes import Managed, free_port
@@ -162,6 +163,7 @@ def test_a_ca_removed_from_the_cacertfile_is_no_longer_trusted_after_a_restart(t
 
     (tmp_path / "ca.pem").write_bytes(kept.pem)  # the operator edits the file and restarts
     refused = _login_once(env, port, tmp_path, make_client(removed))
-    assert refused.bound_jid is None and refused.no_usable_mechanism, refused
+    assert refused.bound_jid is None and refused.sasl_failures == [], refused
+    assert refused.stream_errors == [("not-authorized", TEXT_UNTRUSTED)], refused  # issue 18 §5
     accepted = _login_once(env, port, tmp_path, make_client(kept))
     assert accepted.bound_jid is not None, accepted

@@ -16,6 +16,7 @@ import pytest
 
 from certauth import crlfetch, learning, tasks, trust
 from certauth.models import AuthEvent, CertificateAuthority, CrlSource
+from certauth.userstatus import TEXT_REVOKED
 from tests.certauth.crlhelpers import make_crl
 from tests.certauth.crlserver import CrlServer
 from tests.certs import make_client, make_intermediate, make_root
@@ -140,7 +141,9 @@ def test_leaf_revoked_in_the_learnt_intermediates_crl_is_refused_once_fetched(
 
     outcome = slixmpp_login(port, tmp_path, revoked, direct_tls=direct)
 
-    assert outcome.bound_jid is None and outcome.no_usable_mechanism, outcome
+    assert outcome.bound_jid is None and outcome.sasl_failures == [], outcome
+    # the leaf's own status (issue 18 §5), not which CRL said so
+    assert outcome.stream_errors == [("not-authorized", TEXT_REVOKED)], outcome
     assert last_event().reason == (
         f"certificate refused: revoked 2026-09-03 keyCompromise (CRL {crl_server.url('/inter.crl')})"
     )

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from certauth import userstatus
 from transport.xmpp import (
     Authenticated,
     AuthenticateRequest,
@@ -28,6 +29,7 @@ from .streamkit import (
     HEADER,
     JULIET,
     RESPONSE,
+    STARTTLS,
     Client,
     Facts,
     authenticate,
@@ -381,33 +383,112 @@ def test_common_name_verifier_from_the_settings_is_used():
 # --- issue 18: the core's own refusals are events; the client's certificate status is its text --------------
 
 
-def refused_client(user_text: str) -> Client:
+PASSWORDS = {"sasl_mechanisms": ("scram_sha256", "plain", "external"), "password_auth": True}
+STATUS_TEXTS = [
+    userstatus.TEXT_REVOKED,
+    userstatus.TEXT_ON_HOLD,
+    userstatus.TEXT_EXPIRED,
+    userstatus.TEXT_NOT_YET_VALID,
+    userstatus.TEXT_UNTRUSTED,
+]
+
+
+def refused_check(user_text: str, *, certificate: bool = True) -> SimpleNamespace:
+    """A certificate check that refused, as ``certauth.authenticator.check_certificate`` returns it."""
+    facts = Facts() if certificate else None
+    return SimpleNamespace(facts=facts, verified=False, reason="revoked 2026-11-02", user_text=user_text)
+
+
+def refused_client(user_text: str, **overrides: object) -> Client:
     """Direct TLS with a certificate the check refused, handed over as the driver does (a check object)."""
-    conn = C2SConnection(stream_settings(tls_mode="tls"))
-    conn.tls_established(
-        SimpleNamespace(facts=Facts(), verified=False, reason="revoked", user_text=user_text)
-    )
+    conn = C2SConnection(stream_settings(tls_mode="tls", **overrides))
+    conn.tls_established(refused_check(user_text))
     client = Client(conn)
-    client.open()
+    client.features = client.open()  # type: ignore[attr-defined]
     return client
 
 
-def test_external_with_a_refused_certificate_reads_the_checks_user_text():
-    client = refused_client("Your client certificate was revoked.")
+def stream_error(client: Client) -> tuple[str | None, str | None]:
+    """(condition, text) of the one stream error the client read, the stream closed after it."""
+    (error,) = client.features  # type: ignore[attr-defined]
+    assert error.tag == ns.STREAM_ERROR and client.server_closed and client.conn.closed, error.tag
+    text = error.find(ns.qname(ns.STREAM_ERRORS, "text"))
+    assert text is None or text.get(ns.XML_LANG) == "en"
+    return condition_of(error, ns.STREAM_ERRORS), None if text is None else text.text
+
+
+@pytest.mark.parametrize("text", STATUS_TEXTS)
+def test_refused_certificate_with_nothing_to_offer_reads_its_status_in_a_stream_error(text):
+    # RFC 6120 §4.9.3.12: not authorized for stream negotiation, instead of an empty <mechanisms/>.
+    client = refused_client(text)
+    assert stream_error(client) == ("not-authorized", text)
+    (close,) = client.closes()
+    assert close.condition == "not-authorized"
+    assert not [event for event in client.events if isinstance(event, AuthRefused)]  # the check recorded it
+
+
+def test_refused_certificate_after_starttls_reads_its_status_on_the_restarted_stream():
+    client = Client(C2SConnection(stream_settings(tls_mode="starttls_required")))
+    client.open()
+    client.send(STARTTLS)
+    client.read()
+    client.conn.tls_established(refused_check(userstatus.TEXT_REVOKED))
+    client.features = client.open()  # type: ignore[attr-defined]
+    assert stream_error(client) == ("not-authorized", userstatus.TEXT_REVOKED)
+
+
+@pytest.mark.parametrize("text", STATUS_TEXTS)
+def test_refused_certificate_with_password_mechanisms_gets_the_features_and_no_stream_error(text):
+    client = refused_client(text, **PASSWORDS)
+    assert not client.conn.closed and not client.closes()
+    assert mechanisms(client) == ["SCRAM-SHA-256", "PLAIN"]  # the user may log in with a password
+
+
+def test_refused_certificate_with_password_mechanisms_reads_its_status_when_it_tries_external():
+    client = refused_client(userstatus.TEXT_REVOKED, **PASSWORDS)
     events = client.send(AUTH_EXTERNAL.format("="))
     failure = client.read_one()
     assert sasl_condition(failure) == "not-authorized"
-    assert failure.find(ns.qname(ns.SASL, "text")).text == "Your client certificate was revoked."
+    assert failure.find(ns.qname(ns.SASL, "text")).text == userstatus.TEXT_REVOKED
     (refused,) = [event for event in events if isinstance(event, AuthRefused)]
     assert (refused.condition, refused.mechanism) == ("not-authorized", "EXTERNAL")
     assert refused.reason.startswith("SASL EXTERNAL needs a verified client certificate")
 
 
-def test_a_refused_certificate_without_user_text_reads_the_generic_text():
-    client = refused_client("")
-    client.send(AUTH_EXTERNAL.format("="))
-    failure = client.read_one()
-    assert failure.find(ns.qname(ns.SASL, "text")).text == SASL_FAILURE_TEXT["not-authorized"]
+def test_refused_certificate_without_user_text_gets_the_empty_mechanisms_and_nothing_else():
+    client = refused_client("")  # e.g. an intermediate CA revoked, or our CRL stale: nothing to tell
+    assert not client.conn.closed and mechanisms(client) == []
+    assert client.features[0].find(ns.qname(ns.SASL, "mechanisms")) is not None
+    assert b"<text" not in ET.tostring(client.features[0])
+
+
+def test_no_certificate_gets_the_empty_mechanisms_whatever_the_check_says():
+    conn = C2SConnection(stream_settings(tls_mode="tls"))
+    conn.tls_established(refused_check(userstatus.TEXT_REVOKED, certificate=False))
+    client = Client(conn)
+    (features,) = client.open()
+    assert features.tag == ns.FEATURES and not conn.closed
+    listing = features.find(ns.qname(ns.SASL, "mechanisms"))
+    assert listing is not None and len(listing) == 0
+
+
+def test_refused_certificate_where_external_is_not_configured_says_nothing_of_it():
+    # Nothing is offered, but not because of the certificate: its status is not the reason, so no text.
+    client = refused_client(userstatus.TEXT_REVOKED, sasl_mechanisms=("plain",))
+    assert not client.conn.closed and mechanisms(client) == []
+
+
+def test_refused_certificate_on_a_listener_without_client_certificates_says_nothing_of_it():
+    client = refused_client(userstatus.TEXT_REVOKED, client_certificates=False)
+    assert not client.conn.closed and mechanisms(client) == []
+
+
+def test_verified_certificate_after_the_check_is_offered_external_and_no_stream_error():
+    conn = C2SConnection(stream_settings(tls_mode="tls"))
+    conn.tls_established(SimpleNamespace(facts=Facts(), verified=True, reason="ok", user_text=""))
+    client = Client(conn)
+    client.features = client.open()  # type: ignore[attr-defined]
+    assert mechanisms(client) == ["EXTERNAL"] and not conn.closed
 
 
 def test_the_authenticators_user_text_replaces_the_generic_one_and_is_no_core_event():

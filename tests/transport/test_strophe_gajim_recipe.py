@@ -3,9 +3,11 @@ certificate.
 
 The recipe runs with the real ``openssl`` command line (tests/opensslcli.py); its ``rootCA.crt`` is every
 listener's ``tls.cacertfile`` and ``auth.sasl_external = ["standard", "common_name"]``. The v1 paths we refuse
-are refused both ways: on the listeners that keep the connection EXTERNAL is not offered (Strophe:
-"no-external"), and sent anyway (a raw WebSocket client) it fails with ``not-authorized``; the server's
-AuthEvent names the rule. On the ``disconnect_on_failure = true`` listener the client never sees features.
+are refused both ways: on the listeners that keep the connection EXTERNAL is not offered: the self-signed
+leaf reads its status in a ``not-authorized`` stream error (issue 18 §5), the others see no mechanism
+(Strophe: "no-external") and, sent anyway (a raw WebSocket client), EXTERNAL fails with ``not-authorized``;
+the server's AuthEvent names the rule. On the ``disconnect_on_failure = true`` listener the client never
+sees features.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from xml.etree.ElementTree import fromstring
 import pytest
 from websockets.sync.client import connect
 
+from certauth.userstatus import user_text
 from tests.opensslcli import REFUSED_V1_PATHS, shared_recipe
 from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.streamkit import condition_of
@@ -69,18 +72,27 @@ REFUSED = REFUSED_V1_PATHS
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
-def test_refused_certificate_is_not_offered_external(server, paths, scheme, case):
+def test_refused_certificate_is_not_offered_external_and_told_its_status_when_it_has_one(
+    server, paths, scheme, case
+):
     field, listener, reason = REFUSED[case]
     client = getattr(paths, field)
     verdict = strophe_login(
         server, server.url(listener, scheme), client, f"{client.facts.common_name}@localhost"
     )
-    assert verdict["status"] == "no-external" and verdict["mechanisms"] == [], verdict
+    if text := user_text(reason):  # the leaf's own status: the stream ends with it (RFC 6120 §4.9.3.12)
+        assert verdict["status"] == "connfail" and verdict["mechanisms"] is None, verdict
+        assert verdict["stream_error"] == {"condition": "not-authorized", "text": text}, verdict
+    else:
+        assert verdict["status"] == "no-external" and verdict["mechanisms"] == [], verdict
     outcome, _, _, recorded = server.last_auth_event()
     assert (outcome, recorded) == ("failure", f"certificate refused: {reason}")
 
 
-@pytest.mark.parametrize("case", sorted(REFUSED))
+SILENT = sorted(case for case, (_, _, reason) in REFUSED.items() if not user_text(reason))  # no own status
+
+
+@pytest.mark.parametrize("case", SILENT)
 def test_refused_certificate_sending_external_anyway_is_not_authorized(server, paths, tmp_path, case):
     field, listener, _ = REFUSED[case]
     context = websockets_context(tmp_path, getattr(paths, field))

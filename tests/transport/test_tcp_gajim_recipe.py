@@ -3,7 +3,8 @@
 The recipe runs with the real ``openssl`` command line (tests/opensslcli.py); its root becomes the listener's
 trusted CA, and ``auth.sasl_external = ["standard", "common_name"]`` turns the certificate's CN into the
 localpart. The v1 paths we refuse are refused both ways: with ``disconnect_on_failure = false`` EXTERNAL is
-not offered and, sent anyway, fails with ``not-authorized`` (DESIGN §4); with ``true`` the client is
+not offered (DESIGN §4): the self-signed leaf reads its status in a ``not-authorized`` stream error, the
+others get no mechanism and, sent anyway, EXTERNAL fails with ``not-authorized``; with ``true`` the client is
 disconnected before any XMPP.
 """
 
@@ -14,14 +15,18 @@ import dataclasses
 import pytest
 
 from certauth.models import AuthEvent
+from certauth.userstatus import user_text
 from tests.opensslcli import REFUSED_V1_PATHS, shared_recipe
 from tests.transport.rawxmpp import (
     NO_MECHANISMS,
     auth_external,
     direct_tls,
+    read_to_eof,
     sasl,
     sasl_failure_condition,
     starttls,
+    stream_error_condition,
+    text_of,
 )
 from tests.transport.test_tcp_slixmpp import after_tls  # the raw view of a TLS refusal
 from tests.transport.tlsclient import client_context, make_pki
@@ -77,23 +82,30 @@ REFUSED = REFUSED_V1_PATHS
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
 @pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
-def test_refused_without_disconnect_offers_no_mechanism_and_external_is_not_authorized(
+def test_refused_without_disconnect_is_told_its_status_or_offered_no_mechanism(
     c2s, tmp_path, paths, case, mode, direct
 ):
     field, verify_mode, reason = REFUSED[case]
     client = getattr(paths, field)
     port = c2s(mode, auth=CN_AUTH, verify_mode=verify_mode, disconnect_on_failure=False)
     context = client_context(tmp_path, client)
+    text = user_text(reason)  # the leaf's own status (self-signed, untrusted): the client may read it
     sock, features = direct_tls(port, context) if direct else starttls(port, context)
     with sock:
-        assert NO_MECHANISMS in features and b"EXTERNAL" not in features, features
-        assert sasl_failure_condition(sasl(sock, auth_external("="))) == "not-authorized"
+        if text:  # nothing else to offer: the stream ends with the status (RFC 6120 §4.9.3.12)
+            features += read_to_eof(sock)
+            assert stream_error_condition(features) == "not-authorized" and text_of(features) == text
+        else:  # a refusal about the chain tells the client nothing
+            assert NO_MECHANISMS in features and b"EXTERNAL" not in features, features
+            assert sasl_failure_condition(sasl(sock, auth_external("="))) == "not-authorized"
     refused = AuthEvent.objects.filter(outcome=AuthEvent.Outcome.FAILURE).order_by("pk").first()
     assert refused is not None and refused.reason == f"certificate refused: {reason}", refused
     outcome = slixmpp_login(
         port, tmp_path, client, jid=f"{client.facts.common_name}@localhost", direct_tls=direct
     )
-    assert outcome.bound_jid is None and outcome.no_usable_mechanism and outcome.sasl_failures == [], outcome
+    assert outcome.bound_jid is None and outcome.sasl_failures == [], outcome
+    assert outcome.stream_errors == ([("not-authorized", text)] if text else []), outcome
+    assert outcome.no_usable_mechanism is not bool(text), outcome
 
 
 # With disconnect_on_failure: OpenSSL's own check refuses the v1 intermediate and the self-signed leaf in

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from accounts.models import Account, Domain
-from certauth import services
+from certauth import services, userstatus
 from certauth.models import AuthEvent
 from tests.certs import SERVER_AUTH, make_client
 from tests.processes import free_port
@@ -33,6 +33,7 @@ from tests.transport.rawxmpp import (
     sasl_failure_condition,
     starttls,
     stream_error_condition,
+    text_of,
 )
 from tests.transport.tlsclient import client_context
 from tests.transport.xmppclient import slixmpp_login
@@ -394,26 +395,47 @@ def test_bad_certificate_with_disconnect_on_failure_is_cut_before_any_xmpp(
     assert not outcome.no_usable_mechanism and outcome.sasl_failures == [], outcome
 
 
+# What a refused certificate may read of its own status (certauth.userstatus); the other kinds have none.
+OWN_STATUS = {
+    "expired": userstatus.TEXT_EXPIRED,
+    "untrusted": userstatus.TEXT_UNTRUSTED,
+    "self_signed": userstatus.TEXT_UNTRUSTED,
+    "revoked": userstatus.TEXT_REVOKED,
+    "held": userstatus.TEXT_ON_HOLD,
+}
+
+
 @pytest.mark.parametrize("kind", BAD)
 @pytest.mark.parametrize(("mode", "direct"), MODES, ids=MODE_IDS)
 @pytest.mark.parametrize("verify_mode", ["peer", "selfsigned_peer"])
-def test_bad_certificate_without_disconnect_counts_as_none_and_offers_no_mechanism(
+def test_bad_certificate_without_disconnect_is_told_its_status_or_offered_no_mechanism(
     c2s, tmp_path, bad, kind, mode, direct, verify_mode
 ):
     if verify_mode == "selfsigned_peer" and kind == "self_signed":
         pytest.skip("selfsigned_peer accepts it: test_self_signed_certificate_logs_in_with_selfsigned_peer")
     port = c2s(mode, disconnect_on_failure=False, verify_mode=verify_mode)
-    # The raw view: the stream goes on, its features offer SASL with no mechanism in it (DESIGN §4) ...
     context = client_context(tmp_path, bad(kind))
     sock, features = direct_tls(port, context) if direct else starttls(port, context)
+    status = OWN_STATUS.get(kind)
     with sock:
-        assert NO_MECHANISMS in features and b"EXTERNAL" not in features, features
-        # ... and the connection is still there: EXTERNAL sent anyway is answered, with not-authorized.
-        assert sasl_failure_condition(sasl(sock, auth_external("="))) == "not-authorized"
-    # A real client: it finds no usable mechanism and never tries one.
+        if status:
+            # Nothing to offer (EXTERNAL only, DESIGN §4) and a status of its own to tell: the stream ends
+            # with it (RFC 6120 §4.9.3.12) ...
+            features += read_to_eof(sock)
+            assert b"<stream:features" not in features and b"EXTERNAL" not in features, features
+            assert stream_error_condition(features) == "not-authorized", features
+            assert text_of(features) == status, features
+        else:
+            # No certificate, or a refusal with no status to tell (wrong EKU): the features offer SASL with
+            # no mechanism in it (DESIGN §4), and EXTERNAL sent anyway is answered with not-authorized.
+            assert NO_MECHANISMS in features and b"EXTERNAL" not in features, features
+            assert sasl_failure_condition(sasl(sock, auth_external("="))) == "not-authorized"
+    # A real client: it shows the status instead of "no appropriate login method", or finds no usable
+    # mechanism; it never tries one.
     outcome = slixmpp_login(port, tmp_path, bad(kind), direct_tls=direct)
-    assert outcome.bound_jid is None, outcome
-    assert outcome.no_usable_mechanism and outcome.sasl_failures == [], outcome
+    assert outcome.bound_jid is None and outcome.sasl_failures == [], outcome
+    assert outcome.stream_errors == ([("not-authorized", status)] if status else []), outcome
+    assert outcome.no_usable_mechanism is not bool(status), outcome
 
 
 @pytest.mark.parametrize("disconnect", [True, False], ids=["disconnect", "keep"])

@@ -1,12 +1,15 @@
 """Over TCP: every attempt in the auth events (issue 18 §3) and a reason a user's client can show (§5).
 
-Specs: RFC 6120 §6.4.5 (a SASL ``<failure/>`` carries an optional ``<text/>``), §6.5.10 (``not-authorized``).
-A client that presents a revoked, held, expired or untrusted certificate and tries EXTERNAL (EXTERNAL is not
-offered to it, DESIGN §4) reads its own certificate's status (``certauth.userstatus``); everyone else reads
-the generic text. A client without a certificate that leaves without trying is one ``AuthEvent``, and so is
-a refusal the core decides alone; refusals from one address stop being stored at
-``[xmppauth] auth_events_per_minute``. The listener is the real one of ``tests/transport/conftest.py``
-(``disconnect_on_failure = false``, so the refused certificate's connection goes on to SASL).
+Specs: RFC 6120 §4.9.3.12 (``not-authorized`` stream error: stream negotiation refused), §4.9.2 (its
+``<text/>``), §6.4.5 (a SASL ``<failure/>`` carries an optional ``<text/>``), §6.5.10. EXTERNAL is not offered
+to a revoked, held, expired or untrusted certificate (DESIGN §4). Where nothing else would be offered, the
+stream ends with ``not-authorized`` and the certificate's own status (``certauth.userstatus``) instead of an
+empty ``<mechanisms/>``; with password mechanisms offered the features go out, and a client that tries
+EXTERNAL anyway reads the status in the SASL failure. Everyone else reads the generic text. A client without
+a certificate that leaves without trying is one ``AuthEvent``, and so is a refusal the core decides alone;
+refusals from one address stop being stored at ``[xmppauth] auth_events_per_minute``. The listener is the
+real one of ``tests/transport/conftest.py`` (``disconnect_on_failure = false``, so the refused certificate's
+connection goes on to the stream).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from tests.transport.rawxmpp import (
     sasl,
     sasl_failure_condition,
     starttls,
+    stream_error_condition,
+    text_of,
 )
 from tests.transport.tlsclient import client_context
 from tests.transport.xmppclient import slixmpp_login
@@ -61,13 +66,25 @@ KINDS = {
 }
 
 
+PASSWORDS = AuthConfig(
+    methods=("rdbms", "pki"),
+    sasl_mechanisms=("plain", "external"),
+    password=PasswordOptions(hashes=("sha256",), scram_iterations=4096),
+)
+
+
 def certificate(request, pki, kind: str):
     return request.getfixturevalue(kind) if kind in ("revoked", "held") else getattr(pki, kind)
 
 
-def failure_text(answer: bytes) -> str:
-    start = answer.index(b"<text")
-    return answer[answer.index(b">", start) + 1 : answer.index(b"</text>")].decode()
+def stream_error_after_starttls(port: int, tmp_path, client) -> bytes:
+    """STARTTLS with ``client``'s certificate and the restart: what the server sent, from its stream error on
+    (it closed the connection after it)."""
+    sock, answer = starttls(port, client_context(tmp_path, client))
+    with sock:
+        answer += read_to_eof(sock)
+    assert b"<stream:features" not in answer, answer  # the restarted stream offers nothing
+    return answer[answer.index(b"<stream:error>") :]
 
 
 def wait_for_events(count: int, **filters) -> list[AuthEvent]:
@@ -81,32 +98,64 @@ def wait_for_events(count: int, **filters) -> list[AuthEvent]:
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_refused_certificate_tries_external_and_reads_its_own_status(c2s, tmp_path, pki, request, kind):
-    client = certificate(request, pki, kind)
+def test_refused_certificate_with_nothing_else_offered_reads_its_status_in_a_stream_error(
+    c2s, tmp_path, pki, request, kind
+):
     port = c2s("starttls", disconnect_on_failure=False)
-    sock, features = starttls(port, client_context(tmp_path, client))
+    answer = stream_error_after_starttls(port, tmp_path, certificate(request, pki, kind))
+    assert stream_error_condition(answer) == "not-authorized", answer  # RFC 6120 §4.9.3.12
+    assert text_of(answer) == KINDS[kind], answer
+    assert answer.endswith(STREAM_END), answer
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_refused_certificate_with_passwords_offered_tries_external_and_reads_its_own_status(
+    c2s, tmp_path, pki, request, kind
+):
+    port = c2s("starttls", auth=PASSWORDS, disconnect_on_failure=False)
+    sock, features = starttls(port, client_context(tmp_path, certificate(request, pki, kind)))
     with sock:
-        assert b"EXTERNAL" not in features, features  # DESIGN §4: not offered to a refused certificate
+        assert b">PLAIN<" in features and b"EXTERNAL" not in features, features  # DESIGN §4
+        assert b"stream:error" not in features, features
         answer = sasl(sock, auth_external("="))
     assert sasl_failure_condition(answer) == "not-authorized", answer  # RFC 6120 §6.5.10
-    assert failure_text(answer) == KINDS[kind], answer
+    assert text_of(answer) == KINDS[kind], answer
+
+
+@pytest.mark.parametrize("direct_tls", [False, True], ids=["starttls", "direct_tls"])
+@pytest.mark.parametrize("kind", ["revoked", "expired", "untrusted"])
+def test_slixmpp_reads_the_status_in_the_stream_error(c2s, tmp_path, pki, request, kind, direct_tls):
+    port = c2s("tls" if direct_tls else "starttls", disconnect_on_failure=False)
+    outcome = slixmpp_login(port, tmp_path, certificate(request, pki, kind), direct_tls=direct_tls)
+    assert outcome.bound_jid is None and outcome.sasl_failures == [], outcome
+    assert outcome.stream_errors == [("not-authorized", KINDS[kind])], outcome
+    assert not outcome.no_usable_mechanism, outcome  # not "no appropriate login method"
+
+
+def test_slixmpp_without_a_certificate_reads_no_stream_error(c2s, tmp_path):
+    outcome = slixmpp_login(c2s("starttls", disconnect_on_failure=False), tmp_path, None)
+    assert outcome.bound_jid is None and outcome.no_usable_mechanism and outcome.stream_errors == [], outcome
 
 
 @pytest.mark.parametrize("kind", ["revoked", "expired", "untrusted"])
-def test_slixmpp_failed_auth_carries_the_reason(c2s, tmp_path, pki, request, kind):
-    port = c2s("starttls", disconnect_on_failure=False)
+def test_slixmpp_failed_auth_carries_the_reason_when_passwords_are_offered(c2s, tmp_path, pki, request, kind):
+    port = c2s("starttls", auth=PASSWORDS, disconnect_on_failure=False)
     outcome = slixmpp_login(port, tmp_path, certificate(request, pki, kind), external_anyway=True)
     assert outcome.bound_jid is None and outcome.sasl_failures == ["not-authorized"], outcome
-    assert outcome.sasl_texts == [KINDS[kind]], outcome
+    assert outcome.sasl_texts == [KINDS[kind]] and outcome.stream_errors == [], outcome
 
 
 def test_the_reason_tells_nothing_about_the_account_or_the_ca(c2s, tmp_path, pki, revoked):
     port = c2s("starttls", disconnect_on_failure=False)
+    answers = [stream_error_after_starttls(port, tmp_path, revoked)]
+    port = c2s("starttls", auth=PASSWORDS, disconnect_on_failure=False)
     sock, _ = starttls(port, client_context(tmp_path, revoked))
     with sock:
-        answer = sasl(sock, auth_external("="))
-    for hidden in (b"alice", b"keyCompromise", b"unspecified", b"CRL", b"test client CA", b"20"):
-        assert hidden not in answer, (hidden, answer)
+        answers.append(sasl(sock, auth_external("=")))
+    for answer in answers:
+        assert text_of(answer) == userstatus.TEXT_REVOKED, answer
+        for hidden in (b"alice", b"keyCompromise", b"unspecified", b"CRL", b"test client CA", b"20"):
+            assert hidden not in answer, (hidden, answer)
 
 
 def test_valid_certificate_of_a_disabled_account_reads_only_the_generic_text(c2s, tmp_path, pki):
@@ -114,13 +163,6 @@ def test_valid_certificate_of_a_disabled_account_reads_only_the_generic_text(c2s
     Account.objects.create(localpart="alice", domain=domain, active=False)
     outcome = slixmpp_login(c2s("starttls", disconnect_on_failure=False), tmp_path, pki.valid)
     assert outcome.sasl_failures == ["not-authorized"] and outcome.sasl_texts == [GENERIC], outcome
-
-
-PASSWORDS = AuthConfig(
-    methods=("rdbms", "pki"),
-    sasl_mechanisms=("plain", "external"),
-    password=PasswordOptions(hashes=("sha256",), scram_iterations=4096),
-)
 
 
 def test_wrong_password_reads_only_not_authorized_and_the_generic_text(c2s, tmp_path):
@@ -155,7 +197,7 @@ def test_no_certificate_external_attempt_is_one_auth_event_with_the_core_reason(
     sock, _ = starttls(port, client_context(tmp_path, None))
     with sock:
         answer = sasl(sock, auth_external("="))
-        assert sasl_failure_condition(answer) == "not-authorized" and failure_text(answer) == GENERIC
+        assert sasl_failure_condition(answer) == "not-authorized" and text_of(answer) == GENERIC
         sock.sendall(STREAM_END)
         read_to_eof(sock)
     (event,) = wait_for_events(1)
@@ -176,15 +218,34 @@ def test_mechanism_not_offered_is_recorded_with_the_certificate(c2s, tmp_path, p
     assert event.cert_fingerprint == pki.valid.facts.fingerprint_sha256
 
 
-def test_refused_certificate_is_recorded_once_with_subject_and_fingerprint(c2s, tmp_path, pki):
-    port = c2s("starttls", disconnect_on_failure=False)
-    sock, _ = starttls(port, client_context(tmp_path, pki.untrusted))
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("untrusted", "issuer not trusted"), ("revoked", "revoked "), ("expired", "expired ")],
+)
+def test_refused_certificate_ended_by_the_stream_error_is_recorded_once_with_subject_and_fingerprint(
+    c2s, tmp_path, pki, request, kind, reason
+):
+    client = certificate(request, pki, kind)
+    answer = stream_error_after_starttls(c2s("starttls", disconnect_on_failure=False), tmp_path, client)
+    assert stream_error_condition(answer) == "not-authorized", answer
+    (event,) = wait_for_events(1)
+    assert event.cert_fingerprint == client.facts.fingerprint_sha256
+    assert event.cert_subject == client.facts.subject
+    assert (event.outcome, event.condition) == ("failure", ""), event.reason
+    assert event.reason.startswith(f"certificate refused: {reason}"), event.reason
+    time.sleep(0.3)
+    assert AuthEvent.objects.count() == 1  # the check's record; the stream error adds none
+
+
+def test_refused_certificate_that_leaves_without_trying_is_recorded_once(c2s, tmp_path, pki):
+    port = c2s("starttls", auth=PASSWORDS, disconnect_on_failure=False)  # features sent: no stream error
+    sock, features = starttls(port, client_context(tmp_path, pki.untrusted))
     with sock:
+        assert b"stream:error" not in features, features
         sock.sendall(STREAM_END)
         read_to_eof(sock)
     (event,) = wait_for_events(1)
     assert event.cert_fingerprint == pki.untrusted.facts.fingerprint_sha256
-    assert event.cert_subject == pki.untrusted.facts.subject
     assert event.reason.startswith("certificate refused: issuer not trusted")
     time.sleep(0.3)
     assert AuthEvent.objects.count() == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from certauth.userstatus import TEXT_UNTRUSTED
 from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.xmpphttp import start_server, strophe_login
 
@@ -29,4 +30,5 @@ def test_runxmpp_logs_strophe_in_with_external(server, scheme):
 @pytest.mark.parametrize("scheme", ["wss", "https"])
 def test_runxmpp_does_not_offer_external_to_an_unknown_ca(server, scheme):
     verdict = strophe_login(server, server.url("peer", scheme), server.pki.untrusted, "mallory@localhost")
-    assert verdict["status"] == "no-external", verdict
+    assert verdict["status"] == "connfail" and verdict["mechanisms"] is None, verdict  # EXTERNAL not offered
+    assert verdict["stream_error"] == {"condition": "not-authorized", "text": TEXT_UNTRUSTED}, verdict

@@ -22,6 +22,7 @@ class LoginOutcome:
     sasl_failures: list[str] = field(default_factory=list)
     sasl_texts: list[str] = field(default_factory=list)  # each failure's <text/> (RFC 6120 §6.4.5)
     no_usable_mechanism: bool = False
+    stream_errors: list[tuple[str, str]] = field(default_factory=list)  # (condition, text), RFC 6120 §4.9
     disconnected: bool = False
     events: list[str] = field(default_factory=list)
 
@@ -85,6 +86,10 @@ def slixmpp_login(
             outcome.events.append("negotiated_without_auth")
             xmpp.disconnect()
 
+    def on_stream_error(error) -> None:
+        outcome.stream_errors.append((error["condition"], error["text"]))
+        outcome.events.append("stream_error")
+
     def on_disconnected(_=None) -> None:
         outcome.disconnected = True
         outcome.events.append("disconnected")
@@ -96,6 +101,7 @@ def slixmpp_login(
     xmpp.add_event_handler("failed_auth", on_failed_auth)
     xmpp.add_event_handler("failed_all_auth", on_no_auth)
     xmpp.add_event_handler("stream_negotiated", on_negotiated)
+    xmpp.add_event_handler("stream_error", on_stream_error)
     xmpp.add_event_handler("disconnected", on_disconnected)
     xmpp.add_event_handler("connection_failed", on_disconnected)
     if not run_until_finished(xmpp, loop, finished, port, timeout):

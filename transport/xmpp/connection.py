@@ -495,6 +495,12 @@ class C2SConnection:
         self._goto(self._offer())
         self._log(logging.DEBUG, "stream %s opened to %s (%s)", self.stream_id, domain, self.state.name)
         self._events.append(StreamOpened(domain, self.stream_id or ""))
+        if text := self._own_certificate_refusal():
+            # RFC 6120 §4.9.3.12 (not authorized for stream negotiation), text per §4.9.2: a client offered
+            # nothing would only say "no appropriate login method" (issue 18 §5)
+            self._log(logging.INFO, "no SASL mechanism offered: %s", self._why_no_external())
+            self._stream_error(errors.NOT_AUTHORIZED, text)
+            return
         self._send(self._features())
 
     def _send_header(self, to_attr: str | None = None) -> None:
@@ -562,18 +568,32 @@ class C2SConnection:
 
     # == features ========================================================================================
 
-    def _mechanisms(self) -> list[str]:
-        """SASL mechanisms to offer now: the one decision, ``mechanisms.offered_mechanisms`` (DESIGN §4)."""
+    def _mechanisms(self, *, if_verified: bool = False) -> list[str]:
+        """SASL mechanisms to offer now: the one decision, ``mechanisms.offered_mechanisms`` (DESIGN §4).
+        ``if_verified``: those it would offer were the client certificate verified."""
         return offered_mechanisms(
             self.settings.sasl_mechanisms,
             external_served=self.settings.external_auth,
             passwords_served=self.settings.password_auth,
             tls_active=self.tls_active,
             certificate_verified=(
-                self.settings.client_certificates and self.peer_facts is not None and self.peer_verified
+                self.settings.client_certificates
+                and self.peer_facts is not None
+                and (self.peer_verified or if_verified)
             ),
             channel_bound=bool(self.channel_bindings),
         )
+
+    def _own_certificate_refusal(self) -> str:
+        """What a client may read of its own refused certificate (``peer_user_text``) when that refusal is
+        all that stands between it and a login: SASL is next, nothing would be offered, and EXTERNAL would be
+        with the certificate verified. "" otherwise (password mechanisms offered, no certificate, a
+        refusal without a user text): the features go out as they are."""
+        if self.state is not State.WAIT_AUTH or self.jid is not None or not self.peer_user_text:
+            return ""
+        if self.peer_facts is None or self.peer_verified or self._mechanisms():
+            return ""
+        return self.peer_user_text if "EXTERNAL" in self._mechanisms(if_verified=True) else ""
 
     def _features(self) -> Element:
         features = Element(ns.FEATURES)
@@ -590,7 +610,9 @@ class C2SConnection:
             if mechanisms or self.state is State.WAIT_AUTH:
                 # RFC 6120 §6.4.1. With nothing to offer we still send an empty <mechanisms/> (the schema
                 # wants one child): clients then give up at once ("no usable mechanism") instead of
-                # waiting for features that never come. Before an optional STARTTLS it is left out.
+                # waiting for features that never come (a refused certificate with a status of its own to
+                # tell gets a stream error instead: _own_certificate_refusal). Before an optional STARTTLS
+                # it is left out.
                 listing = SubElement(features, ns.qname(ns.SASL, "mechanisms"))
                 for name in mechanisms:
                     SubElement(listing, ns.qname(ns.SASL, "mechanism")).text = name
