@@ -78,6 +78,39 @@ def summarise_samples(raw: Path, top: int) -> list[str]:
     return lines
 
 
+POSTGRES_COUNTERS = {
+    "transactions committed (an autocommit statement is one)": "xact_commit",
+    "rows inserted": "tup_inserted",
+    "rows deleted": "tup_deleted",
+    "rows updated": "tup_updated",
+}
+
+
+def postgres_activity(database_url: str | None, before: dict[str, int] | None) -> dict[str, int]:
+    """The database's activity counters (``pg_stat_database``); with ``before``, the difference since then.
+
+    A backend reports its counters when its transaction ends, at most once a second, and an idle one within
+    about ten seconds: the first reading waits for the warm-up's, the second is taken after the server
+    stopped (a backend reports at exit). Other clients of the database count too (none during the bench,
+    but the server's own pollers: the termination watcher, five statements a second). Empty off PostgreSQL.
+    """
+    if not database_url or not database_url.startswith(("postgres://", "postgresql://")):
+        return {}
+    import psycopg
+
+    if before is None:
+        time.sleep(11)
+    else:
+        time.sleep(2)
+    columns = ", ".join(POSTGRES_COUNTERS.values())
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        row = connection.execute(
+            f"SELECT {columns} FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    now = dict(zip(POSTGRES_COUNTERS, row or (), strict=True))
+    return {name: now[name] - before[name] for name in now} if before is not None else now
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
@@ -119,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 command += ["-f", "raw", "-o", str(raw), "-p", str(server.pid)]
                 sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1.0)  # py-spy attaches
+            database_before = postgres_activity(args.database_url, None)
             before = thread_ticks(server.pid)
             connect = xmpp_connector(HOST, scratch.direct_port, DOMAIN, contexts_for(users), starttls=False)
             label = "first logins" if args.first_login else "logins, accounts provisioned"
@@ -129,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             if sampler is not None:
                 sampler.send_signal(2)  # SIGINT: py-spy writes its file and exits
                 sampler.wait(30)
+        database_work = postgres_activity(args.database_url, database_before)  # the server stopped: flushed
         ok = max(report.ok, 1)
         reactor = (after.get(server.pid, 0) - before.get(server.pid, 0)) / CLOCK_TICKS
         others = sum(ticks - before.get(tid, 0) for tid, ticks in after.items() if tid != server.pid)
@@ -139,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| reactor (TLS, XML core, Twisted) | {1000 * reactor / ok:.2f} |")
         print(f"| database threads (certificate, SASL, session rows) | {1000 * others / ok:.2f} |")
         print(f"| whole process (/proc/<pid>/stat) | {report.cpu_ms_per_login:.2f} |")
+        if database_work:
+            print("\n| PostgreSQL (pg_stat_database, the server's database) | per login |\n|---|---|")
+            for name, value in database_work.items():
+                print(f"| {name} | {value / ok:.2f} |")
         if spy is not None and raw.exists():
             print("\n".join(summarise_samples(raw, args.top)))
     finally:

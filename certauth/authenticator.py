@@ -22,7 +22,9 @@ Per connection: ``CertificateAuthenticator(config, listener_tls, transport, peer
 Every attempt writes an ``AuthEvent`` and a log line with the human reason; so does a certificate refused at
 the handshake, and (through :meth:`~CertificateAuthenticator.record_refusal`, called by ``transport.driver``)
 a refusal the core decided by itself and a connection that presented no certificate and never logged in.
-Refusals are capped per source address (``_record_refusal``). A refusal about the client's own certificate
+Refusals are capped per source address (``_record_refusal``). The rows are group-committed
+(``xmppauth.groupcommit``): each call returns once its row is durable, and a success whose row could not be
+committed becomes ``temporary-auth-failure`` (issue 17 §2). A refusal about the client's own certificate
 carries ``user_text`` for the client (``certauth.userstatus``, issue 18 §5).
 
 ``AuthEvent.jid_requested`` is the authzid, or when the client sent none, the JID the identity rules derived
@@ -43,6 +45,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from django.utils import timezone
 
 from accounts import domains
 from certauth import learning, pins, pki
@@ -63,7 +66,7 @@ from certauth.userstatus import user_text
 from certauth.verify import verify_client_chain
 from transport.xmpp.decisions import IdentityDecision  # the one verdict type, shared with the core
 from transport.xmpp.errors import SASL_TEMPORARY_AUTH_FAILURE
-from xmppauth import fastsql, limits, metrics
+from xmppauth import groupcommit, limits, metrics
 from xmppauth.config import Config, TlsOptions
 from xmppauth.outage import DATABASE_UNAVAILABLE, OutageLog
 
@@ -304,6 +307,8 @@ class CertificateAuthenticator:
                     reason = f"certificate refused: {check.reason}"
                     return IdentityDecision.refuse(NOT_AUTHORIZED, reason, check.user_text)
             result = self._authenticate_external(facts, authzid, domain)
+        except groupcommit.NotRecorded:  # the success's row: no success without it (logged by record_attempt)
+            return self._temporary_failure("EXTERNAL", facts)
         except DATABASE_UNAVAILABLE as exc:
             database.failed(exc)
             return self._temporary_failure("EXTERNAL", facts)
@@ -382,6 +387,8 @@ class CertificateAuthenticator:
         """
         try:
             result = self._authenticate_password(request)
+        except groupcommit.NotRecorded:  # the success's row: no success without it (logged by record_attempt)
+            return self._temporary_failure(str(getattr(request, "mechanism", "password")), None)
         except DATABASE_UNAVAILABLE as exc:
             database.failed(exc)
             return self._temporary_failure(str(getattr(request, "mechanism", "password")), None)
@@ -544,6 +551,23 @@ class CertificateAuthenticator:
         )
 
 
+_EVENT_COLUMNS = (
+    "time",
+    "transport",
+    "peer",
+    "cert_fingerprint",
+    "cert_subject",
+    "jid_requested",
+    "jid_granted",
+    "outcome",
+    "condition",
+    "reason",
+)
+# Auth events are group-committed (issue 17 §2): one transaction for the rows of many logins, and each caller
+# waits for its own row's commit, so no login is answered before its row is durable.
+events = groupcommit.stop_at_exit(groupcommit.GroupCommit(AuthEvent, _EVENT_COLUMNS, what="auth events"))
+
+
 def record_attempt(
     transport: str,
     peer: str,
@@ -555,29 +579,37 @@ def record_attempt(
     *,
     jid_tried: str | None = None,
 ) -> None:
-    """The one place an attempt becomes a metric and an ``AuthEvent`` (refusals capped per address)."""
+    """The one place an attempt becomes a metric and an ``AuthEvent`` (refusals capped per address).
+
+    Returns once the row is committed (``xmppauth.groupcommit``). A success whose row could not be committed
+    raises ``NotRecorded``: the caller answers ``temporary-auth-failure``, never success without its row. A
+    refusal's row that could not be written is logged and lost (the refusal goes out all the same)."""
     success = granted is not None
     metrics.count_login(transport, success, condition)  # every attempt, before the rows' cap
     if not success and condition is None:
         logger.info("client certificate from %s via %s refused: %s", peer, transport, reason)
     if not success and not _record_refusal(peer):
         return
+    row = (
+        timezone.now(),  # the attempt's time, not its batch's
+        _clip(transport, 16),
+        _clip(peer, 100),
+        facts.fingerprint_sha256 if facts else "",
+        _clip(facts.subject if facts else "", 1000),
+        _clip(authzid or jid_tried or "", 3071),
+        _clip(granted or "", 3071),
+        AuthEvent.Outcome.SUCCESS if success else AuthEvent.Outcome.FAILURE,
+        _clip(condition or "", 64),
+        _clip(reason, 1000),
+    )
     try:
-        fastsql.insert_row(  # at every login: no ORM query to build (xmppauth.fastsql)
-            AuthEvent,
-            transport=_clip(transport, 16),
-            peer=_clip(peer, 100),
-            cert_fingerprint=facts.fingerprint_sha256 if facts else "",
-            cert_subject=_clip(facts.subject if facts else "", 1000),
-            jid_requested=_clip(authzid or jid_tried or "", 3071),
-            jid_granted=_clip(granted or "", 3071),
-            outcome=AuthEvent.Outcome.SUCCESS if success else AuthEvent.Outcome.FAILURE,
-            condition=_clip(condition or "", 64),
-            reason=_clip(reason, 1000),
-        )
-    except DATABASE_UNAVAILABLE as exc:  # the log line above and the caller's say what happened
-        database.failed(exc)
-        logger.warning("auth event from %s not recorded: the database is unavailable", peer)
+        events.write(row)
+    except groupcommit.NotRecorded as exc:
+        if success:
+            logger.error("SASL success for %s from %s withdrawn: its auth event was not recorded (%s)",
+                         granted, peer, exc)  # fmt: skip
+            raise
+        logger.warning("auth event from %s not recorded: %s", peer, exc)
 
 
 def record_handshake_refusal(transport: str, peer: str, leaf: x509.Certificate | None, reason: str) -> None:

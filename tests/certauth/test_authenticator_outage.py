@@ -96,7 +96,7 @@ def test_an_auth_event_that_cannot_be_written_does_not_turn_a_refusal_into_an_er
     def down(*args, **kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(module.fastsql, "insert_row", down)
+    monkeypatch.setattr(module.groupcommit.fastsql, "insert_many", down)
     auth = authenticator()
     check = auth.check_certificate([make_client(make_ca("Unknown CA")).der])
     assert not check.verified and check.reason.startswith("issuer not trusted")
