@@ -1,11 +1,17 @@
-"""Our channel layers (xmppauth.channel_layer): the embedded in-memory one (stock expiry rules, without a
-global walk on every receive), and the Redis one whose pool waits for a connection in a burst."""
+"""Our channel layers: the embedded in-memory one (xmppauth.channel_layer: stock expiry rules, without a
+global walk on every receive), and the Redis one (xmppauth.redis_layer) whose pool waits for a connection in
+a burst; an embedded process does not load the Redis one."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
+import textwrap
 import uuid
+from pathlib import Path
 
 import pytest
 from channels_redis.core import RedisChannelLayer
@@ -14,7 +20,8 @@ from redis.exceptions import MaxConnectionsError
 
 from tests.im.processes import REDIS_TEST_URL, redis_unreachable
 from tests.processes import skip_without_redis
-from xmppauth.channel_layer import BlockingPoolRedisChannelLayer, LazyExpiryInMemoryChannelLayer
+from xmppauth.channel_layer import LazyExpiryInMemoryChannelLayer
+from xmppauth.redis_layer import BlockingPoolRedisChannelLayer
 
 
 def run(coro):
@@ -26,6 +33,48 @@ def test_settings_use_the_lazy_layer_without_redis():
         pytest.skip("REDIS_URL set: the Redis layer is configured")
     backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
     assert backend == "xmppauth.channel_layer.LazyExpiryInMemoryChannelLayer"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYER_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import django
+    django.setup()
+    import transport.management.commands.runc2s, transport.management.commands.runxmpp
+    from channels.layers import get_channel_layer
+    layer = get_channel_layer()
+    loaded = sorted(name for name in ("channels_redis", "redis") if name in sys.modules)
+    print(json.dumps({"layer": type(layer).__name__, "loaded": loaded}))
+    """
+)
+
+
+def probe_layer(tmp_path: Path, redis_url: str | None) -> dict:
+    """A fresh server process's settings, command modules and channel layer: which Redis modules it loaded."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="xmppauth.settings",
+        XMPPAUTH_VAR_DIR=str(tmp_path),
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url  # never contacted: making the layer opens no connection
+    result = subprocess.run(
+        [sys.executable, "-c", LAYER_PROBE], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_an_embedded_process_does_not_load_channels_redis(tmp_path):
+    # Issue 17 §5: channels-redis and redis-py cost about 5 MiB at start in a process that never uses them.
+    assert probe_layer(tmp_path, None) == {"layer": "LazyExpiryInMemoryChannelLayer", "loaded": []}
+
+
+def test_a_process_with_redis_url_loads_the_redis_layer(tmp_path):
+    probed = probe_layer(tmp_path, "redis://127.0.0.1:1/0")
+    assert probed == {"layer": "BlockingPoolRedisChannelLayer", "loaded": ["channels_redis", "redis"]}
 
 
 def test_a_message_sent_is_received_on_its_channel():
@@ -127,7 +176,7 @@ def test_settings_use_the_blocking_pool_layer_with_redis():
     if not settings.REDIS_URL:
         pytest.skip("no REDIS_URL: the in-memory layer is configured")
     default = settings.CHANNEL_LAYERS["default"]
-    assert default["BACKEND"] == "xmppauth.channel_layer.BlockingPoolRedisChannelLayer"
+    assert default["BACKEND"] == "xmppauth.redis_layer.BlockingPoolRedisChannelLayer"
     (host,) = default["CONFIG"]["hosts"]
     assert host["max_connections"] > 0 and host["timeout"] > 0
 

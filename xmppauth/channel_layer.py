@@ -1,5 +1,4 @@
-"""Our channel layers: the embedded in-memory one with a receive that costs O(1), and the Redis one with a
-connection pool that waits instead of failing.
+"""Our embedded channel layer: the in-memory one, with a receive that costs O(1).
 
 Spec: the Channels layer API (``send``, ``receive``, ``new_channel``, groups, flush; channels docs "Channel
 Layer Specification"), with the same expiry rules as ``channels.layers.InMemoryChannelLayer``: a message older
@@ -13,12 +12,8 @@ walks every channel and every group. Each TCP session listens on a channel of it
 messages, and the global walk (for channels nobody receives on, and for group memberships) runs at most once
 per :data:`SWEEP_INTERVAL`.
 
-Why the Redis one: channels-redis gives each event loop a redis-py ``ConnectionPool``, which in redis-py 8
-holds at most 100 connections and raises ``MaxConnectionsError`` on the 101st concurrent command instead of
-waiting. A burst of stanzas (``bench.load_mixed``: 200 sessions, 500 messages) made over 100 ``send`` calls
-at once, and each failed send ended its session with ``internal-server-error``. With redis-py's
-``BlockingConnectionPool`` a send waits for a free connection (up to the pool's ``timeout``), so the number of
-Redis connections per process stays bounded and a burst is only slower.
+The Redis one is in ``xmppauth.redis_layer``: importing channels-redis and redis-py here would load them
+(about 5 MiB) into every embedded process, which never uses them.
 """
 
 from __future__ import annotations
@@ -27,8 +22,6 @@ import time
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer
-from channels_redis.core import RedisChannelLayer
-from redis.asyncio import BlockingConnectionPool
 
 SWEEP_INTERVAL = 5.0  # seconds between two walks over all channels and groups
 
@@ -70,17 +63,3 @@ class LazyExpiryInMemoryChannelLayer(InMemoryChannelLayer):
     async def flush(self) -> None:
         await super().flush()
         self._next_sweep = 0.0
-
-
-class BlockingPoolRedisChannelLayer(RedisChannelLayer):
-    """``RedisChannelLayer`` whose per-loop pools wait for a free connection (``BlockingConnectionPool``).
-
-    Each host is ``{"address": url, ...}``; the other keys go to the pool: ``max_connections`` (connections
-    per event loop and host) and ``timeout`` (seconds a command waits for one before ``ConnectionError``),
-    besides redis-py's connection options (``socket_timeout``).
-    """
-
-    def create_pool(self, index: int) -> BlockingConnectionPool:
-        host = dict(self.hosts[index])
-        address = host.pop("address")
-        return BlockingConnectionPool.from_url(address, **host)
