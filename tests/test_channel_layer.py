@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from redis.exceptions import MaxConnectionsError
@@ -85,6 +86,31 @@ def test_a_message_sent_is_received_on_its_channel():
         return await layer.receive(channel)
 
     assert run(scenario()) == {"type": "hello"}
+
+
+def test_a_full_channel_refuses_a_send_and_keeps_what_it_holds():
+    async def scenario():
+        layer = LazyExpiryInMemoryChannelLayer(capacity=2)
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "one"})
+        await layer.send(channel, {"type": "two"})
+        with pytest.raises(ChannelFull):
+            await layer.send(channel, {"type": "three"})
+        return [await layer.receive(channel), await layer.receive(channel)], channel in layer.channels
+
+    assert run(scenario()) == ([{"type": "one"}, {"type": "two"}], False)
+
+
+def test_a_receive_waiting_on_its_channel_gets_a_later_send():
+    async def scenario():
+        layer = LazyExpiryInMemoryChannelLayer()
+        channel = await layer.new_channel()
+        waiting = asyncio.create_task(layer.receive(channel))
+        await asyncio.sleep(0)
+        await layer.send(channel, {"type": "late"})
+        return await asyncio.wait_for(waiting, 5)
+
+    assert run(scenario()) == {"type": "late"}
 
 
 def test_an_expired_message_is_not_received_and_its_channel_leaves_its_groups():
