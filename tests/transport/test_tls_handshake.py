@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 from OpenSSL import SSL, crypto
 
+from bench.tls_memory import memory_handshake, pump
 from tests.transport.tlsclient import HandshakeView, Pki, client_context, make_pki, openssl_handshake
 from transport.tls.context import (
     ServerTls,
@@ -257,35 +258,13 @@ def test_idle_connections_release_their_tls_buffers(pki):
     assert ctx.set_mode(0) & SSL.MODE_RELEASE_BUFFERS  # set_mode(0) adds nothing and returns the mode
 
 
-def _pump(a: SSL.Connection, b: SSL.Connection) -> None:
-    """Move every byte each memory-BIO connection wrote to the other, until neither has more."""
-    moved = True
-    while moved:
-        moved = False
-        for source, sink in ((a, b), (b, a)):
-            try:
-                data = source.bio_read(65536)
-            except SSL.WantReadError:
-                continue
-            sink.bio_write(data)
-            moved = True
-
-
 def test_the_handshake_bio_buffers_go_back_only_when_both_bios_are_empty(pki):
     server = ServerTls(pki.options(), [pki.ca.cert]).serverConnectionForTLS(None)
-    server.set_accept_state()
     client_ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     client_ctx.use_certificate(crypto.X509.from_cryptography(pki.valid.cert))
     client_ctx.use_privatekey(crypto.PKey.from_cryptography_key(pki.valid.key))
     client = SSL.Connection(client_ctx, None)
-    client.set_connect_state()
-    for _ in range(10):
-        for side in (client, server):
-            try:
-                side.do_handshake()
-            except SSL.WantReadError:
-                pass
-        _pump(client, server)
+    memory_handshake(server, client)
     assert peer_chain(server)[0] == pki.valid.cert
     bios = (server._into_ssl, server._from_ssl)  # noqa: SLF001
 
@@ -295,15 +274,15 @@ def test_the_handshake_bio_buffers_go_back_only_when_both_bios_are_empty(pki):
     assert server.recv(100) == b"early"
     server.send(b"reply")
     assert release_bio_buffers(server) is False  # output not sent yet would be lost
-    _pump(server, client)
+    pump(server, client)
     assert client.recv(100) == b"reply"
     assert (server._into_ssl, server._from_ssl) == bios  # noqa: SLF001
 
     assert release_bio_buffers(server) is True
     assert (server._into_ssl, server._from_ssl) != bios  # noqa: SLF001
     client.send(b"after")
-    _pump(client, server)
+    pump(client, server)
     assert server.recv(100) == b"after"
     server.send(b"still talking")
-    _pump(server, client)
+    pump(server, client)
     assert client.recv(100) == b"still talking"
