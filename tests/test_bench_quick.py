@@ -79,3 +79,19 @@ def test_quick_crl_scale_bench_ends_exactly_the_listed_sessions():
     assert alive == unaffected == "27", result.stdout[-4000:]
     assert float(refresh) > 0 and float(last_end) > 0, result.stdout[-4000:]
     assert "'held: stream error reset': 3" in result.stdout, result.stdout[-4000:]
+
+
+def test_tls_memory_bench_exits_0_and_reports_a_size_per_connection():
+    """``bench.tls_memory``: OpenSSL's own memory per idle connection (issue 17 §5), BIOs swapped or not."""
+    for extra in ([], ["--swap-bios", "--groups", "X25519"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "bench.tls_memory", "--count", "30", *extra],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        sizes = re.findall(r"malloc in use ([\d.]+) KiB per connection", result.stdout)
+        assert len(sizes) == 1 and float(sizes[0]) > 0, result.stdout
+        assert f"BIOs swapped {bool(extra)}" in result.stdout, result.stdout

@@ -1,20 +1,28 @@
-"""Our channel layers (xmppauth.channel_layer): the embedded in-memory one (stock expiry rules, without a
-global walk on every receive), and the Redis one whose pool waits for a connection in a burst."""
+"""Our channel layers: the embedded in-memory one (xmppauth.channel_layer: stock expiry rules, without a
+global walk on every receive), and the Redis one (xmppauth.redis_layer) whose pool waits for a connection in
+a burst; an embedded process does not load the Redis one."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
+import textwrap
 import uuid
+from pathlib import Path
 
 import pytest
+from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from redis.exceptions import MaxConnectionsError
 
 from tests.im.processes import REDIS_TEST_URL, redis_unreachable
 from tests.processes import skip_without_redis
-from xmppauth.channel_layer import BlockingPoolRedisChannelLayer, LazyExpiryInMemoryChannelLayer
+from xmppauth.channel_layer import LazyExpiryInMemoryChannelLayer
+from xmppauth.redis_layer import BlockingPoolRedisChannelLayer
 
 
 def run(coro):
@@ -28,6 +36,48 @@ def test_settings_use_the_lazy_layer_without_redis():
     assert backend == "xmppauth.channel_layer.LazyExpiryInMemoryChannelLayer"
 
 
+ROOT = Path(__file__).resolve().parents[1]
+LAYER_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import django
+    django.setup()
+    import transport.management.commands.runc2s, transport.management.commands.runxmpp
+    from channels.layers import get_channel_layer
+    layer = get_channel_layer()
+    loaded = sorted(name for name in ("channels_redis", "redis") if name in sys.modules)
+    print(json.dumps({"layer": type(layer).__name__, "loaded": loaded}))
+    """
+)
+
+
+def probe_layer(tmp_path: Path, redis_url: str | None) -> dict:
+    """A fresh server process's settings, command modules and channel layer: which Redis modules it loaded."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="xmppauth.settings",
+        XMPPAUTH_VAR_DIR=str(tmp_path),
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url  # never contacted: making the layer opens no connection
+    result = subprocess.run(
+        [sys.executable, "-c", LAYER_PROBE], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_an_embedded_process_does_not_load_channels_redis(tmp_path):
+    # Issue 17 §5: channels-redis and redis-py cost about 5 MiB at start in a process that never uses them.
+    assert probe_layer(tmp_path, None) == {"layer": "LazyExpiryInMemoryChannelLayer", "loaded": []}
+
+
+def test_a_process_with_redis_url_loads_the_redis_layer(tmp_path):
+    probed = probe_layer(tmp_path, "redis://127.0.0.1:1/0")
+    assert probed == {"layer": "BlockingPoolRedisChannelLayer", "loaded": ["channels_redis", "redis"]}
+
+
 def test_a_message_sent_is_received_on_its_channel():
     async def scenario():
         layer = LazyExpiryInMemoryChannelLayer()
@@ -36,6 +86,31 @@ def test_a_message_sent_is_received_on_its_channel():
         return await layer.receive(channel)
 
     assert run(scenario()) == {"type": "hello"}
+
+
+def test_a_full_channel_refuses_a_send_and_keeps_what_it_holds():
+    async def scenario():
+        layer = LazyExpiryInMemoryChannelLayer(capacity=2)
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "one"})
+        await layer.send(channel, {"type": "two"})
+        with pytest.raises(ChannelFull):
+            await layer.send(channel, {"type": "three"})
+        return [await layer.receive(channel), await layer.receive(channel)], channel in layer.channels
+
+    assert run(scenario()) == ([{"type": "one"}, {"type": "two"}], False)
+
+
+def test_a_receive_waiting_on_its_channel_gets_a_later_send():
+    async def scenario():
+        layer = LazyExpiryInMemoryChannelLayer()
+        channel = await layer.new_channel()
+        waiting = asyncio.create_task(layer.receive(channel))
+        await asyncio.sleep(0)
+        await layer.send(channel, {"type": "late"})
+        return await asyncio.wait_for(waiting, 5)
+
+    assert run(scenario()) == {"type": "late"}
 
 
 def test_an_expired_message_is_not_received_and_its_channel_leaves_its_groups():
@@ -127,7 +202,7 @@ def test_settings_use_the_blocking_pool_layer_with_redis():
     if not settings.REDIS_URL:
         pytest.skip("no REDIS_URL: the in-memory layer is configured")
     default = settings.CHANNEL_LAYERS["default"]
-    assert default["BACKEND"] == "xmppauth.channel_layer.BlockingPoolRedisChannelLayer"
+    assert default["BACKEND"] == "xmppauth.redis_layer.BlockingPoolRedisChannelLayer"
     (host,) = default["CONFIG"]["hosts"]
     assert host["max_connections"] > 0 and host["timeout"] > 0
 

@@ -1,5 +1,4 @@
-"""Our channel layers: the embedded in-memory one with a receive that costs O(1), and the Redis one with a
-connection pool that waits instead of failing.
+"""Our embedded channel layer: the in-memory one, with a receive that costs O(1).
 
 Spec: the Channels layer API (``send``, ``receive``, ``new_channel``, groups, flush; channels docs "Channel
 Layer Specification"), with the same expiry rules as ``channels.layers.InMemoryChannelLayer``: a message older
@@ -13,22 +12,21 @@ walks every channel and every group. Each TCP session listens on a channel of it
 messages, and the global walk (for channels nobody receives on, and for group memberships) runs at most once
 per :data:`SWEEP_INTERVAL`.
 
-Why the Redis one: channels-redis gives each event loop a redis-py ``ConnectionPool``, which in redis-py 8
-holds at most 100 connections and raises ``MaxConnectionsError`` on the 101st concurrent command instead of
-waiting. A burst of stanzas (``bench.load_mixed``: 200 sessions, 500 messages) made over 100 ``send`` calls
-at once, and each failed send ended its session with ``internal-server-error``. With redis-py's
-``BlockingConnectionPool`` a send waits for a free connection (up to the pool's ``timeout``), so the number of
-Redis connections per process stays bounded and a burst is only slower.
+The Redis one is in ``xmppauth.redis_layer``: importing channels-redis and redis-py here would load them
+(about 5 MiB) into every embedded process, which never uses them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from copy import deepcopy
 from typing import Any
 
+from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
-from channels_redis.core import RedisChannelLayer
-from redis.asyncio import BlockingConnectionPool
+
+from xmppauth.queues import LightQueue
 
 SWEEP_INTERVAL = 5.0  # seconds between two walks over all channels and groups
 
@@ -63,24 +61,37 @@ class LazyExpiryInMemoryChannelLayer(InMemoryChannelLayer):
         self._next_sweep = now + self.sweep_interval
         super()._clean_expired()
 
+    def _queue(self, channel: str) -> LightQueue[tuple[float, dict[str, Any]]]:
+        """The channel's queue: a ``LightQueue``, not the stock ``asyncio.Queue`` (about 3 KiB less for each
+        idle session, whose channel has a receive waiting; ``xmppauth.queues``)."""
+        queue = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels[channel] = LightQueue(maxsize=self.get_capacity(channel))
+        return queue
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        """The stock ``send``, on :meth:`_queue`."""
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        assert "__asgi_channel__" not in message
+        try:
+            self._queue(channel).put_nowait((time.time() + self.expiry, deepcopy(message)))
+        except asyncio.QueueFull:
+            raise ChannelFull(channel) from None
+
     async def receive(self, channel: str) -> dict[str, Any]:
+        """The stock ``receive``, on :meth:`_queue`; its ``_clean_expired()`` is the throttled walk above."""
+        self.require_valid_channel_name(channel)
         self._expire_channel(channel, time.time())
-        return await super().receive(channel)  # its _clean_expired() is the throttled walk above
+        self._clean_expired()
+        queue = self._queue(channel)
+        try:
+            _, message = await queue.get()
+        finally:
+            if queue.empty():
+                self.channels.pop(channel, None)
+        return message
 
     async def flush(self) -> None:
         await super().flush()
         self._next_sweep = 0.0
-
-
-class BlockingPoolRedisChannelLayer(RedisChannelLayer):
-    """``RedisChannelLayer`` whose per-loop pools wait for a free connection (``BlockingConnectionPool``).
-
-    Each host is ``{"address": url, ...}``; the other keys go to the pool: ``max_connections`` (connections
-    per event loop and host) and ``timeout`` (seconds a command waits for one before ``ConnectionError``),
-    besides redis-py's connection options (``socket_timeout``).
-    """
-
-    def create_pool(self, index: int) -> BlockingConnectionPool:
-        host = dict(self.hosts[index])
-        address = host.pop("address")
-        return BlockingConnectionPool.from_url(address, **host)

@@ -156,8 +156,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            # Its pool waits for a free connection instead of failing past 100 (xmppauth/channel_layer.py).
-            "BACKEND": "xmppauth.channel_layer.BlockingPoolRedisChannelLayer",
+            # Its pool waits for a free connection instead of failing past 100 (xmppauth/redis_layer.py).
+            "BACKEND": "xmppauth.redis_layer.BlockingPoolRedisChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {

@@ -15,8 +15,9 @@ import threading
 from dataclasses import dataclass, field
 
 import pytest
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
+from bench.tls_memory import memory_handshake, pump
 from tests.transport.tlsclient import HandshakeView, Pki, client_context, make_pki, openssl_handshake
 from transport.tls.context import (
     ServerTls,
@@ -24,6 +25,7 @@ from transport.tls.context import (
     VerifyError,
     build_context,
     peer_chain,
+    release_bio_buffers,
     requires_certificate,
     verify_errors,
 )
@@ -254,3 +256,33 @@ def test_certfile_holding_certificate_and_key_needs_no_keyfile(pki, tmp_path):
 def test_idle_connections_release_their_tls_buffers(pki):
     ctx = build_context(pki.options(), [pki.ca.cert])
     assert ctx.set_mode(0) & SSL.MODE_RELEASE_BUFFERS  # set_mode(0) adds nothing and returns the mode
+
+
+def test_the_handshake_bio_buffers_go_back_only_when_both_bios_are_empty(pki):
+    server = ServerTls(pki.options(), [pki.ca.cert]).serverConnectionForTLS(None)
+    client_ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    client_ctx.use_certificate(crypto.X509.from_cryptography(pki.valid.cert))
+    client_ctx.use_privatekey(crypto.PKey.from_cryptography_key(pki.valid.key))
+    client = SSL.Connection(client_ctx, None)
+    memory_handshake(server, client)
+    assert peer_chain(server)[0] == pki.valid.cert
+    bios = (server._into_ssl, server._from_ssl)  # noqa: SLF001
+
+    client.send(b"early")
+    server.bio_write(client.bio_read(65536))
+    assert release_bio_buffers(server) is False  # input OpenSSL has not read yet would be lost
+    assert server.recv(100) == b"early"
+    server.send(b"reply")
+    assert release_bio_buffers(server) is False  # output not sent yet would be lost
+    pump(server, client)
+    assert client.recv(100) == b"reply"
+    assert (server._into_ssl, server._from_ssl) == bios  # noqa: SLF001
+
+    assert release_bio_buffers(server) is True
+    assert (server._into_ssl, server._from_ssl) != bios  # noqa: SLF001
+    client.send(b"after")
+    pump(client, server)
+    assert server.recv(100) == b"after"
+    server.send(b"still talking")
+    pump(server, client)
+    assert client.recv(100) == b"still talking"

@@ -25,7 +25,13 @@ from zope.interface import implementer
 
 from transport.driver import SessionDriver
 from transport.sessions import registry as live
-from transport.tls.context import ServerTls, channel_bindings, peer_chain, verify_errors
+from transport.tls.context import (
+    ServerTls,
+    channel_bindings,
+    peer_chain,
+    release_bio_buffers,
+    verify_errors,
+)
 from transport.xmpp import errors
 from xmppauth import limits
 from xmppauth.config import C2SListener, TlsOptions
@@ -72,6 +78,7 @@ class C2SProtocol(Protocol):
         self.driver: SessionDriver | None = None
         self._counted = False  # this connection counts towards its address's max_connections_per_address
         self._lost = False
+        self._bios_to_release = False  # TLS is up and the handshake's BIO buffers are not given back yet
 
     # -- Twisted's calls ------------------------------------------------------------------------------
 
@@ -125,10 +132,27 @@ class C2SProtocol(Protocol):
             self.driver.close_with_error(errors.INTERNAL_SERVER_ERROR)
             return
         self.driver.certificate_presented(chain, channel_bindings=bindings, tls_errors=tls_errors)
+        # Once Twisted has fed OpenSSL what came with the client's Finished and sent what OpenSSL wrote.
+        self._bios_to_release = True
+        self.factory.clock.callLater(0, self._release_bios)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.driver is not None:
             self.driver.receive(data)
+        if self._bios_to_release:
+            self._release_bios()
+
+    def _release_bios(self) -> None:
+        """The handshake's memory BIO buffers go back (issue 17 §5); while a BIO holds bytes, at the next
+        input."""
+        if not self._bios_to_release or self._lost or self.transport is None:
+            return
+        try:
+            released = release_bio_buffers(self.transport.getHandle())
+        except Exception:  # memory only: never worth a connection
+            logger.exception("c2s %s: cannot release the TLS buffers", self.peer)
+            released = True
+        self._bios_to_release = not released
 
     # -- the driver's requests (transport.driver.Adapter) ---------------------------------------------
 

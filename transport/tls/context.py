@@ -279,6 +279,34 @@ class ServerTls:
         return self.context
 
 
+def release_bio_buffers(connection: SSL.Connection) -> bool:
+    """Swap the connection's two memory BIOs for new, empty ones, when both are empty (issue 17 §5).
+
+    A memory BIO never gives back the buffer it grew to, so after the handshake (the server's certificate
+    flight, the client's certificate and Finished) each connection keeps about 5 KiB that an idle session
+    never uses again. ``SSL_set_bio`` frees the old pair. Only when both hold no byte: what the client sent
+    and OpenSSL has not read, or what OpenSSL wrote and Twisted has not sent, would be lost. False (nothing
+    changed) when one is not empty or the connection has no memory BIOs (pyOpenSSL exposes no API for this;
+    ``_into_ssl`` / ``_from_ssl`` are the BIOs its ``bio_write`` / ``bio_read`` use)."""
+    from OpenSSL._util import ffi, lib  # no public wrapper: see the docstring
+
+    into, out = getattr(connection, "_into_ssl", None), getattr(connection, "_from_ssl", None)
+    if into is None or out is None or into == ffi.NULL or out == ffi.NULL:
+        return False
+    data = ffi.new("char **")
+    if lib.BIO_get_mem_data(into, data) != 0 or lib.BIO_get_mem_data(out, data) != 0:
+        return False
+    new_into, new_out = lib.BIO_new(lib.BIO_s_mem()), lib.BIO_new(lib.BIO_s_mem())
+    if new_into == ffi.NULL or new_out == ffi.NULL:
+        for bio in (new_into, new_out):
+            if bio != ffi.NULL:
+                lib.BIO_free(bio)
+        return False
+    lib.SSL_set_bio(connection._ssl, new_into, new_out)  # frees the old pair  # noqa: SLF001
+    connection._into_ssl, connection._from_ssl = new_into, new_out  # noqa: SLF001
+    return True
+
+
 def peer_chain(connection: SSL.Connection) -> list[x509.Certificate]:
     """The chain the client sent, leaf first, as cryptography certificates (empty when it sent none).
 
