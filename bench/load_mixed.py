@@ -345,6 +345,7 @@ class Storm:
     sender: dict[str, Session] = field(default_factory=dict)
     recipient: dict[str, Session] = field(default_factory=dict)
     received: dict[str, float] = field(default_factory=dict)  # id -> receive time
+    bounced: set[str] = field(default_factory=set)  # ids that came back to their sender as errors
     errors: Counter[str] = field(default_factory=Counter)
     other: Counter[str] = field(default_factory=Counter)  # other stanzas the clients got (not errors)
     progress: asyncio.Event = field(default_factory=asyncio.Event)
@@ -359,6 +360,7 @@ class Storm:
         if _attr(element, b"type") == b"error":  # RFC 6120 §8.3: bounced to its sender
             condition = element.split(b"xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'")[0].rsplit(b"<", 1)[-1]
             self.errors[f"bounced: {condition.decode(errors='replace').strip()}"] += 1
+            self.bounced.add(message_id)
         elif message_id not in self.sent:
             self.errors["message with an id never sent"] += 1
         elif self.recipient[message_id] is not session:
@@ -374,9 +376,11 @@ class Storm:
         return len(self.sent) - len(self.received)
 
     def lost_by_carrier(self) -> Counter[str]:
-        """Messages that never arrived, by sender → recipient carrier."""
+        """Messages that never arrived, by sender → recipient carrier, and whether an error came back for
+        each (bounced: the server said so; silent: it did not, RFC 6120 §8.3 broken)."""
         return Counter(
-            f"{self.sender[i].transport}→{self.recipient[i].transport}"
+            f"{self.sender[i].transport}→{self.recipient[i].transport} "
+            f"({'bounced' if i in self.bounced else 'silent'})"
             for i in self.sent
             if i not in self.received
         )

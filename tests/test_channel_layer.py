@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
+from django.utils.module_loading import import_string
 from redis.exceptions import MaxConnectionsError
 
 from tests.im.processes import REDIS_TEST_URL, redis_unreachable
@@ -223,3 +225,36 @@ def test_the_stock_layer_fails_the_same_burst():
     layer = RedisChannelLayer(hosts=[host], prefix=f"test-burst-{uuid.uuid4().hex}", capacity=1000)
     results = _burst(layer, 300)
     assert any(isinstance(result, MaxConnectionsError) for result in results), results[:5]
+
+
+# -- the configured layer keeps a message however long it waits (issue 16 point 6) ------------------------
+
+
+def _configured_layer():
+    """The layer ``settings.CHANNEL_LAYERS`` configures on this leg (Redis: under a prefix of its own)."""
+    default = settings.CHANNEL_LAYERS["default"]
+    config = dict(default.get("CONFIG") or {})
+    if "hosts" in config:
+        skip_without_redis(redis_unreachable(_redis_url()))
+        config["prefix"] = f"test-expiry-{uuid.uuid4().hex}"
+    return import_string(default["BACKEND"])(**config)
+
+
+def test_a_message_that_waited_over_a_minute_for_its_reader_is_still_received(monkeypatch):
+    """channels' default expiry (60 s) dropped, without a trace, a message that waited behind a storm
+    (bench.load_mixed saw 70 s): a stanza must be delivered, stored or bounced (RFC 6120 §8.3)."""
+    layer = _configured_layer()
+
+    async def scenario():
+        waited, other = await layer.new_channel(), await layer.new_channel()  # one process's channels
+        try:
+            await layer.send(waited, {"type": "waited"})
+            later = time.time() + 61
+            monkeypatch.setattr(time, "time", lambda: later)  # a minute on: the next send and receive expire
+            await layer.send(other, {"type": "later"})
+            return await asyncio.wait_for(layer.receive(waited), 5), await layer.receive(other)
+        finally:
+            monkeypatch.undo()
+            await layer.flush()
+
+    assert run(scenario()) == ({"type": "waited"}, {"type": "later"})

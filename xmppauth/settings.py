@@ -153,6 +153,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Seconds a message may wait on a channel before the layer drops it, without a trace (channels' default: 60).
+# A listener reads its channels as long as it lives, and a dead one's are swept (transport.im.liveness), so
+# age is no reason to drop a stanza: one that waited a minute behind a storm (bench.load_mixed saw 70 s) must
+# still be delivered (RFC 6120 §8.3: delivered, stored or bounced, never dropped). `capacity` bounds a
+# channel, and a full one is refused, which bounces the stanza to its sender.
+CHANNEL_EXPIRY_SECONDS = 86400
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -170,12 +176,18 @@ if REDIS_URL:
                     }
                 ],
                 "capacity": 1000,
+                "expiry": CHANNEL_EXPIRY_SECONDS,
             },
         }
     }
 else:
     # Our subclass: a receive expires only its own channel (the stock one walks all channels each time).
-    CHANNEL_LAYERS = {"default": {"BACKEND": "xmppauth.channel_layer.LazyExpiryInMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "xmppauth.channel_layer.LazyExpiryInMemoryChannelLayer",
+            "CONFIG": {"expiry": CHANNEL_EXPIRY_SECONDS},
+        }
+    }
 
 # Celery (xmppauth/celery.py): with no REDIS_URL, jobs run in-process (runxmpp's scheduler).
 CELERY_BROKER_URL = REDIS_URL or "memory://"

@@ -269,6 +269,56 @@ def test_a_message_to_a_full_channel_is_bounced_to_its_sender_with_resource_cons
     run(scenario, capacity=1)
 
 
+class RecordingLayer(InMemoryChannelLayer):
+    """The stock in-memory layer, noting the channel of every send."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.sent_to: list[str] = []
+
+    async def send(self, channel, message) -> None:
+        self.sent_to.append(channel)
+        await super().send(channel, message)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_to_a_session_of_the_same_process_is_handed_over_without_the_layer():
+    """Under a storm channels-redis hands a process its messages one at a time, and they queued in Redis
+    for over a minute (bench.load_mixed, issue 16 point 6): a session of this process gets them directly."""
+    from tests.im.test_router import live
+
+    accounts_alice_bob()
+    bob_channel = live("bob@localhost/b")  # the registry row the router finds
+    bob_delivered: list = []
+
+    async def main() -> None:
+        layer = RecordingLayer()
+        alice = SessionBridge("alice@localhost/a", deliver=list, close=lambda *a: None, layer=layer)
+        bob = SessionBridge(
+            "bob@localhost/b", deliver=bob_delivered.append, close=lambda *a: None, layer=layer
+        )
+        bob.channel_name = bob_channel
+        alice.start()
+        bob.start()
+        try:
+            alice.from_client(
+                fromstring(
+                    "<message xmlns='jabber:client' from='alice@localhost/a' to='bob@localhost/b' id='m1'"
+                    " type='chat'><body>hi</body></message>"
+                )
+            )
+            await until(lambda: bob_delivered, "bob's message")
+            assert [element.get("id") for element in bob_delivered] == ["m1"]
+            assert bob.channel_name not in layer.sent_to
+        finally:
+            for session in (alice, bob):
+                for task in session._tasks:
+                    task.cancel()
+                bridge_module.local.unregister(session)
+
+    asyncio.run(main())
+
+
 # == [xmppauth] session_queue_stanzas / session_queue_bytes ==============================================
 
 

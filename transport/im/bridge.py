@@ -291,13 +291,18 @@ class SessionBridge:
         return outs
 
     async def _send(self, outs: list[Out]) -> None:
-        """Our own stanzas are delivered at once; the rest goes through the layer; what a full channel
-        refused is bounced to its sender (RFC 6120 §8.3); what the layer could not take at all goes the
-        way ``transport.im.local`` says."""
+        """Our own stanzas, and those for another session of this process, are handed over at once; the
+        rest goes through the layer; what a full channel refused is bounced to its sender (RFC 6120 §8.3);
+        what the layer could not take at all goes the way ``transport.im.local`` says.
+
+        Why not through the layer between two sessions of one process: channels-redis reads a process's
+        messages one at a time, four Redis round trips each, so under a storm (``bench.load_mixed``, issue
+        16 point 6) they queued in Redis for over a minute; the same process can hand them over itself."""
         remote = []
         for channel, message in outs:
-            if channel == self.channel_name:
-                self._on_message(message)
+            target = self if channel == self.channel_name else local.by_channel(channel)
+            if target is not None:
+                target._on_message(message)
             else:
                 remote.append((channel, message))
         refused, unreachable = await send_each(self.layer, remote)

@@ -5,13 +5,14 @@ Specs: RFC 6121 §8.5 (where a stanza to a local account goes, ``transport.xmpp.
 §8.3.3.16 (``remote-server-timeout``: a service "needed to fulfill a request" could not be reached; its type
 ``wait`` tells the client to retry later).
 
-Normally every routing decision reads the session registry in the database (``transport.im.router``) and
-every stanza for another session crosses the channel layer (Redis in production), even between two sessions
-of the same process. When one of them fails:
+Normally every routing decision reads the session registry in the database (``transport.im.router``); a
+stanza for a session of this process is handed to it directly (``SessionBridge._send``, through this
+module's table), one for another process's session or the router crosses the channel layer (Redis in
+production). When one of them fails:
 
 - the database: the decision is taken here against this process's own sessions (their resources and last
   broadcast presence); a stanza for anyone else is bounced with ``remote-server-timeout``;
-- the channel layer: a stanza for a session of this process is handed to it directly; one for the router
+- the channel layer: a session of this process still gets its stanzas directly; one for the router
   channel (offline storage) is routed by this process (``transport.im.bridge``); one for a session of
   another process is bounced with ``remote-server-timeout``.
 
