@@ -11,39 +11,37 @@ admin can disable it and accounts can hang off it.
 - ``certauth.authenticator`` asks at SASL time (EXTERNAL and passwords: ``not-authorized`` otherwise).
 - ``transport.im.router`` asks for every stanza's destination (``remote-server-not-found`` otherwise).
 
-The disabled names are read once and kept. In this process ``post_save``/``post_delete`` on ``Domain`` (the
-admin's save and delete) forget them at once. Every process reads them again when its copy is older than
-:data:`CACHE_TTL`, so a change made in another process (or by a ``QuerySet.update()``, which sends no signal)
-applies to every decision taken more than :data:`CACHE_TTL` after it was committed. Django refuses queries on
-an event-loop thread (daphne's asyncio loop, Twisted running on it): there the read runs in a short-lived
-thread the caller waits for, one small ``SELECT`` at most once per :data:`CACHE_TTL` per process.
+The disabled names are read once and kept under ``accounts.changefeed``'s generation: a change to a
+``Domain`` row (save, delete, ``QuerySet.update()``), in this process or another, bumps the feed in its own
+transaction, so it applies here at once and in every other process to every decision taken more than
+``changefeed.POLL_INTERVAL`` after it was committed; while the feed is unchanged no statement is run for the
+names. Django refuses queries on an event-loop thread (daphne's asyncio loop, Twisted running on it): when the
+feed is stale there, the feed and (if it moved) the names are read in a short-lived thread the caller waits
+for.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 
 from django.db import connection
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from accounts import changefeed
 from accounts.models import Domain
 from transport.xmpp.jid import InvalidJid, normalise_domain
 from xmppauth import fastsql
 
 logger = logging.getLogger(__name__)
 
-CACHE_TTL = 1.0  # seconds: how stale another process's change may be when a domain is judged
 READ_TIMEOUT = 10.0  # seconds an event-loop caller waits for the read before it fails closed
 
 _lock = threading.Lock()
-_disabled: frozenset[str] | None = None
-_read_at = 0.0
+_disabled: tuple[int, frozenset[str]] | None = None  # (changefeed generation, the names)
 _rows_made: set[str] = set()
 
 
@@ -112,15 +110,19 @@ def _normalised(hosts: Iterable[str]) -> list[str]:
 
 
 def _disabled_names() -> frozenset[str] | None:
-    """The disabled names, read again when older than CACHE_TTL; None when they cannot be read."""
-    disabled = _disabled
-    if disabled is not None and time.monotonic() - _read_at < CACHE_TTL:
-        return disabled
-    return _read_off_loop() if _on_event_loop() else _read()
+    """The disabled names, read again when the change feed moved; None when they cannot be read."""
+    held = _disabled
+    if held is not None and held[0] == changefeed.generation():  # None on a loop whose feed is stale
+        return held[1]
+    return _read_off_loop() if changefeed.on_event_loop() else _read()
 
 
 def _read() -> frozenset[str]:
-    global _disabled, _read_at
+    global _disabled
+    gen = changefeed.generation()  # read first: names read after it are at least as new
+    held = _disabled
+    if held is not None and held[0] == gen:
+        return held[1]
     sql = fastsql.statement(
         "domains.disabled",
         lambda: (
@@ -128,19 +130,11 @@ def _read() -> frozenset[str]:
             f" WHERE {fastsql.column(Domain, 'enabled')} = %s"
         ),
     )
-    started = time.monotonic()
     names = frozenset(name for (name,) in fastsql.fetch_all(sql, [fastsql.param(Domain, "enabled", False)]))
     with _lock:
-        _disabled, _read_at = names, started
+        if gen == changefeed.generation():  # no change since the feed was read: keep them
+            _disabled = (gen, names)
     return names
-
-
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _read_off_loop() -> frozenset[str] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from accounts.changefeed import FeedQuerySet, watch
 from transport.xmpp.jid import InvalidJid, normalise_domain, normalise_localpart, parse_bare_jid
 
 
@@ -48,6 +49,8 @@ class Domain(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = FeedQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
@@ -59,7 +62,7 @@ class Domain(models.Model):
         super().save(*args, **kwargs)
 
 
-class AccountQuerySet(models.QuerySet):
+class AccountQuerySet(FeedQuerySet):
     def by_jid(self, jid: str) -> Account:
         """The account for a bare JID ``local@domain``, normalised first (raises ``Account.DoesNotExist``,
         also for a string that is no JID)."""
@@ -187,3 +190,17 @@ class PasswordCredential(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id}: SCRAM {self.hash} ({self.iterations} iterations)"
+
+
+class ChangeFeed(models.Model):
+    """One row (pk 1): the counter ``accounts.changefeed`` bumps in the transaction of every change to the
+    rows the login path caches (accounts, domains, certificates, CAs, CRLs, pins); each process reads it at
+    most every ``changefeed.POLL_INTERVAL`` seconds and forgets its caches when it moved."""
+
+    generation = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"generation {self.generation}"
+
+
+watch(Domain, Account)

@@ -14,6 +14,7 @@ Run from the checkout::
 
     .venv/bin/python -m bench.profile_login --count 1000
     .venv/bin/python -m bench.profile_login --count 1000 --py-spy --top 40
+    .venv/bin/python -m bench.profile_login --count 1500 --users 100   # returning users (issue 17 §1 caches)
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--first-login", action="store_true", help="no accounts provisioned up front")
+    users_help = "distinct users (default --count: each logs in once); fewer: returning users, in turn"
+    parser.add_argument("--users", type=int, help=users_help)
     parser.add_argument("--redis-url", help="the channel layer on this Redis, as in production")
     parser.add_argument("--database-url", help="a throw-away database instead of the scratch SQLite file")
     parser.add_argument("--py-spy", action="store_true", help="also sample the Python stacks (py-spy)")
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.redis_url:
             scratch = replace(scratch, env={**scratch.env, "REDIS_URL": args.redis_url})
         ca = load_server_ca()
-        users = make_identities(*ca, DOMAIN, args.count, directory / "clients", prefix="p")
+        users = make_identities(*ca, DOMAIN, args.users or args.count, directory / "clients", prefix="p")
         warm = make_identities(*ca, DOMAIN, WARM_UP_LOGINS, directory / "clients", prefix="w")
         if not args.first_login:
             provision_accounts([*users, *warm])
@@ -156,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             before = thread_ticks(server.pid)
             connect = xmpp_connector(HOST, scratch.direct_port, DOMAIN, contexts_for(users), starttls=False)
             label = "first logins" if args.first_login else "logins, accounts provisioned"
+            if args.users:
+                label += f", {len(users)} users in turn"
             report = asyncio.run(
                 run_logins(connect, args.count, args.concurrency, label, server_pid=server.pid, xmpp=True)
             )

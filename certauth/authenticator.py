@@ -248,8 +248,9 @@ class CertificateAuthenticator:
 
     def _revocation(self, checked: _Checked | None = None) -> str | None:
         """Is anything on this connection's verified path revoked, held or stale now? ``None`` when not, else
-        the reason (DESIGN §5, fail closed; never cached). ``checked`` defaults to the connection's checked
-        certificate; without one there is nothing that may log in: a reason."""
+        the reason (DESIGN §5, fail closed; acceptances held under the change feed, ``certauth.revocation``).
+        ``checked`` defaults to the connection's checked certificate; without one there is nothing that may
+        log in: a reason."""
         checked = checked or self._checked
         if checked is None:
             return REASON_NO_CHECKED_CERT
@@ -442,7 +443,8 @@ class CertificateAuthenticator:
         """Issue 11 point 10: every CA on the path limited to some domains must allow the JID's domain.
 
         The limits are read from the cached anchors now, not at the handshake, so a CA narrowed in the
-        admin meanwhile applies (within ``certauth.trust.CACHE_TTL`` across processes); no query per login.
+        admin meanwhile applies (within ``accounts.changefeed.POLL_INTERVAL`` across processes); no query
+        per login.
         """
         if not checked.ca_fingerprints or self.listener_tls is None:
             return None  # no CA vouched (verify_mode none, or a self-signed certificate)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import re
 import urllib.error
@@ -41,7 +42,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from accounts.models import Account
@@ -95,8 +96,36 @@ def mechanism_family(mechanism: str) -> str:
     return SCRAM
 
 
+@functools.cache
+def _feed_cache(name: str) -> Any:
+    """This module's caches (``accounts.changefeed.FeedCache``, made at first use: no Django at import)."""
+    from accounts.changefeed import FeedCache
+
+    return FeedCache(f"authmethods.{name}", CACHE_SIZE)
+
+
+CACHE_SIZE = 8192  # entries per cache (accounts, registered certificates): LRU beyond that
+
+
 def _account_active(attempt: ExternalAttempt) -> list[bool]:
-    """``[active]`` of the attempt's account, ``[]`` if none: one lean statement (xmppauth.fastsql)."""
+    """``[active]`` of the attempt's account, ``[]`` if none: one lean statement (xmppauth.fastsql).
+
+    An account found is held in memory under ``accounts.changefeed`` (a change to it, in any process, is
+    seen within ``changefeed.POLL_INTERVAL``); an account not found is asked again (``pki`` makes it)."""
+    from accounts import changefeed
+
+    gen = changefeed.generation()
+    key = (attempt.localpart, attempt.domain)
+    held = _feed_cache("account_active").get(key, gen)
+    if held is not None:
+        return list(held)
+    found = _account_active_now(attempt)
+    if found:
+        _feed_cache("account_active").put(key, tuple(found), gen)
+    return found
+
+
+def _account_active_now(attempt: ExternalAttempt) -> list[bool]:
     from accounts.models import Account, Domain
     from xmppauth import fastsql
 
@@ -224,23 +253,51 @@ class DbMethod(AuthMethod):
     def authenticate_external(self, attempt: ExternalAttempt) -> MethodVerdict:
         from certauth.models import Certificate
 
-        row = (
-            Certificate.objects.filter(fingerprint_sha256=attempt.facts.fingerprint_sha256)
-            .select_related("account__domain")
-            .first()
-        )
+        row = _registered(attempt.facts.fingerprint_sha256)
         if row is None:
             return MethodVerdict(False, "certificate is not registered in the database")
         if row.status != Certificate.Status.ACTIVE:
-            return MethodVerdict(False, f"registered certificate is {row.get_status_display()}", stop=True)
-        if row.account is None:
+            return MethodVerdict(False, f"registered certificate is {row.status_display}", stop=True)
+        if row.owner is None:
             return MethodVerdict(False, "registered certificate belongs to no account")
-        if row.account.jid != attempt.jid:
-            owner = row.account.jid
-            return MethodVerdict(False, f"registered certificate belongs to {owner}, not {attempt.jid}")
-        if not row.account.active:
+        if row.owner != attempt.jid:
+            return MethodVerdict(False, f"registered certificate belongs to {row.owner}, not {attempt.jid}")
+        if not row.owner_active:
             return MethodVerdict(False, f"account {attempt.jid} is disabled", stop=True)
         return MethodVerdict(True, "certificate registered to this account")
+
+
+@dataclass(frozen=True)
+class _Registration:
+    """What the ``db`` method reads of a registered certificate row."""
+
+    status: str
+    status_display: str
+    owner: str | None  # the account's bare JID
+    owner_active: bool
+
+
+def _registered(fingerprint: str) -> _Registration | None:
+    """The registered certificate with this fingerprint (None: none). A row found is held in memory under
+    ``accounts.changefeed`` (its status, its account: any change is seen within ``POLL_INTERVAL``)."""
+    from accounts import changefeed
+    from certauth.models import Certificate
+
+    gen = changefeed.generation()
+    held = _feed_cache("registered").get(fingerprint, gen)
+    if held is not None:
+        return held
+    row = Certificate.objects.filter(fingerprint_sha256=fingerprint).select_related("account__domain").first()
+    if row is None:
+        return None
+    found = _Registration(
+        row.status,
+        row.get_status_display(),
+        row.account.jid if row.account is not None else None,
+        row.account is not None and row.account.active,
+    )
+    _feed_cache("registered").put(fingerprint, found, gen)
+    return found
 
 
 class HttpMethod(AuthMethod):

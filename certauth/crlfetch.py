@@ -39,6 +39,7 @@ from cryptography import x509
 from django.conf import settings
 from django.db import connection, transaction
 
+from accounts import changefeed
 from certauth import crlpolicy, pki
 from certauth.models import CertificateAuthority, CrlSource, RevocationReason, RevokedSerial
 from certauth.signals import external_revocations_found
@@ -239,6 +240,10 @@ def _plan(source: CrlSource, held: Held, listed: Held) -> _Plan:
 
 
 def _replace(source: CrlSource, plan: _Plan, staged: fastsql.Staged) -> None:
+    """The source's entries become the CRL's (raw SQL: no signal), with the change feed bumped in the same
+    transaction (every process's revocation cache, ``accounts.changefeed``)."""
+    if plan.gone or plan.rows:
+        changefeed.changed()
     if plan.gone and len(plan.gone) == len(plan.held):
         fastsql.delete_rows(RevokedSerial, "source", source.pk)
     elif plan.gone:

@@ -12,6 +12,8 @@ from django.db import models
 from django.db.models.signals import pre_delete, pre_save
 from django.dispatch import receiver
 
+from accounts.changefeed import FeedQuerySet, watch
+
 
 class RevocationReason(models.TextChoices):
     """RFC 5280 §5.3.1 CRLReason values (the names cryptography's ``x509.ReasonFlags`` uses)."""
@@ -67,6 +69,8 @@ class CertificateAuthority(models.Model):
     crl_updated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = FeedQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
         verbose_name = "certificate authority"
@@ -80,7 +84,7 @@ class CertificateAuthority(models.Model):
         return bool(self.encrypted_private_key)
 
 
-class CertificateQuerySet(models.QuerySet):
+class CertificateQuerySet(FeedQuerySet):
     def expiring(self, now: datetime, days: int) -> CertificateQuerySet:
         """Active certificates whose notAfter is within ``days`` from ``now``: the one question the dashboard
         and the warning job ask (``[xmppauth] certificate_expiry_warning_days``)."""
@@ -237,6 +241,8 @@ class CrlSource(models.Model):
     failing_since = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
 
+    objects = FeedQuerySet.as_manager()
+
     class Meta:
         ordering = ["ca__name", "location"]
         constraints = [models.UniqueConstraint(fields=["ca", "location"], name="crlsource_unique_location")]
@@ -253,6 +259,8 @@ class RevokedSerial(models.Model):
     serial = models.CharField(max_length=64)
     revoked_at = models.DateTimeField()
     reason = models.CharField(max_length=32, choices=RevocationReason.choices, blank=True)
+
+    objects = FeedQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -336,6 +344,8 @@ class SelfSignedPin(models.Model):
     peer = models.CharField(max_length=100, blank=True, help_text="First login: the client's address.")
     transport = models.CharField(max_length=16, blank=True, help_text="First login: tcp, tls, ...")
 
+    objects = FeedQuerySet.as_manager()
+
     class Meta:
         ordering = ["account", "created_at"]
         verbose_name = "self-signed certificate pin"
@@ -351,3 +361,6 @@ class SelfSignedPin(models.Model):
 
     def __str__(self) -> str:
         return f"{self.fingerprint_sha256[:16]}… ({self.get_origin_display()})"
+
+
+watch(CertificateAuthority, Certificate, CrlSource, RevokedSerial, SelfSignedPin)

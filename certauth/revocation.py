@@ -1,13 +1,16 @@
-"""Is this certificate revoked or on hold, and is its CA's CRL fresh? Asked of the database every login.
+"""Is this certificate revoked or on hold, and is its CA's CRL fresh? Acceptances held under the change feed.
 
 Spec: RFC 5280 §3.3 and §5.3.1 (revocation and its reasons; certificateHold is a temporary revocation).
 Sources, as DESIGN §5 lists them: our own status of the certificate (``Certificate.status``, set by the admin
 or the ``pki`` command; it also covers certificates of imported CAs that an operator revoked by hand) and the
 serials listed in the last good CRL of the issuing CA (``RevokedSerial``, filled by the CRL jobs).
 
-A cache here could let a revoked certificate in; the two lookups hit the unique fingerprint index and the
-(ca, serial) index. Measured on the development box with SQLite and 10 000 rows in each table: about 0.4 ms
-for both (``bench/revocation.py``), called twice per login (handshake and EXTERNAL).
+A login asks three times (handshake, EXTERNAL, bind). The first answer that accepts a path is held in memory
+(issue 17 §1) under ``accounts.changefeed``: any change to certificates, CRL entries, CRL sources or CAs, in
+any process, bumps the feed's counter in its own transaction, and each process reads that counter at most
+every ``changefeed.POLL_INTERVAL`` seconds, so a revocation reaches every process's logins within that bound
+(and this process's at once). An acceptance is also dropped when a CRL of the path turns stale by the clock
+(its nextUpdate plus grace), and when the feed cannot be read the database is asked (and fails as before).
 
 :func:`path_revocation_problem` is what a login asks, for every certificate of the verified path below
 its anchor (RFC 5280 §6.1.3 (a)(3): the leaf against its issuer's CRL, each intermediate the client sent
@@ -15,7 +18,7 @@ against its own issuer's). One SQL statement of four ``EXISTS`` (a certificate o
 here; a (CA, serial) pair of the path listed in a CRL; a CA of the path whose sources hold no fresh CRL; a CA
 not ours without any CRL) answers the common case, nothing against the path, and only a hit runs the ORM
 lookups that word the reason. Building the ORM queries was most of a login's revocation cost (a py-spy
-profile put the checks at a quarter of the server's Python time). Nothing is cached: every call reads the
+profile put the checks at a quarter of the server's Python time). Refusals are not cached: each reads the
 rows as they are. An intermediate that is not a ``CertificateAuthority`` row yet (``certauth.learning`` adds
 it off the login path) has no CRL yet: like a source not tried yet, it is not refused, unless
 ``[xmppauth] require_revocation`` is true, which refuses a path with any CA (not ours) that holds no CRL.
@@ -26,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from cryptography import x509
@@ -34,6 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from django.db import connection
 from django.db.models import Q
 
+from accounts import changefeed
 from certauth import crlpolicy, pki
 from certauth.models import Certificate, CertificateAuthority, CrlSource, RevocationReason, RevokedSerial
 from certauth.pki import CertFacts
@@ -224,6 +228,7 @@ def _path_flags_sql(links: int, require_revocation: bool) -> str:
     marks = ", ".join(["%s"] * links)
     sources, source_ca = table(CrlSource), column(CrlSource, "ca")
     last_success, next_update = column(CrlSource, "last_success_at"), column(CrlSource, "next_update")
+    failing = column(CrlSource, "failing_since")
 
     def holds_crl(alias: str) -> str:  # crlpolicy.is_fresh's has_crl
         return f"({alias}.{last_success} IS NOT NULL OR {alias}.{next_update} IS NOT NULL)"
@@ -249,16 +254,36 @@ def _path_flags_sql(links: int, require_revocation: bool) -> str:
         f" EXISTS (SELECT 1 FROM {sources} s WHERE s.{source_ca} IN ({marks})"
         f" AND NOT EXISTS (SELECT 1 FROM {sources} f WHERE f.{source_ca} = s.{source_ca} AND {holds_crl('f')}"
         f" AND (f.{next_update} IS NULL OR f.{next_update} >= %s))),"
-        f" {without_crl}"
+        f" {without_crl},"
+        # the earliest date from which a source of the path may turn stale by the clock (crlpolicy.staleness:
+        # nextUpdate or failing_since, plus grace): how long an acceptance may be held (_accepted_until)
+        f" (SELECT MIN(n.{next_update}) FROM {sources} n WHERE n.{source_ca} IN ({marks})"
+        f" AND n.{next_update} >= %s),"
+        f" (SELECT MIN(g.{failing}) FROM {sources} g WHERE g.{source_ca} IN ({marks}) AND g.{failing} >= %s)"
     )
 
 
-def _path_flags(
-    links: Sequence[PathLink], fresh_after: datetime, require_revocation: bool
-) -> tuple[bool, bool, bool, bool]:
-    """One statement for the whole path: (a certificate revoked or held here, a (CA, serial) pair listed in
-    a CRL, a CA whose sources hold no fresh CRL, a CA not ours without any CRL: asked only when
-    ``require_revocation``). A CA id of None never matches (``= NULL``, ``IN (NULL)``)."""
+@dataclass(frozen=True)
+class _Flags:
+    held_here: bool  # a certificate of the path revoked or held here
+    listed: bool  # a (CA, serial) pair of the path listed in a CRL
+    maybe_stale: bool  # a CA whose sources hold no fresh CRL
+    without_crl: bool  # a CA not ours without any CRL (asked only under require_revocation)
+    next_update: datetime | None  # the earliest nextUpdate of the path's sources not past grace yet
+    failing_since: datetime | None  # the earliest failing_since of those sources not past grace yet
+
+
+def _moment(value: object) -> datetime | None:
+    """A datetime column read by raw SQL (SQLite gives text, in UTC), as an aware datetime."""
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _path_flags(links: Sequence[PathLink], fresh_after: datetime, require_revocation: bool) -> _Flags:
+    """One statement for the whole path (see :class:`_Flags`). A CA id of None never matches (``= NULL``,
+    ``IN (NULL)``)."""
     count = len(links)
     key = f"revocation.path_flags:{count}:{require_revocation}"
     sql = fastsql.statement(key, lambda: _path_flags_sql(count, require_revocation))
@@ -269,10 +294,18 @@ def _path_flags(
     params = [*(link.fingerprint_sha256 for link in links), *held, *pairs, *ca_ids, fresh]
     if require_revocation:
         params += ca_ids
+    params += [*ca_ids, fresh, *ca_ids, fresh]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        held_here, listed, maybe_stale, without_crl = cursor.fetchone()
-    return bool(held_here), bool(listed), bool(maybe_stale), bool(without_crl)
+        held_here, listed, maybe_stale, without_crl, next_update, failing_since = cursor.fetchone()
+    return _Flags(
+        bool(held_here),
+        bool(listed),
+        bool(maybe_stale),
+        bool(without_crl),
+        _moment(next_update),
+        _moment(failing_since),
+    )
 
 
 def _what(link: PathLink) -> str:
@@ -327,10 +360,62 @@ def path_revocation_problem(
     freshness (``crl_staleness``: past nextUpdate plus grace, fail closed); with ``require_revocation``, an
     issuer that is not ours and holds no CRL at all (or is not a row yet, e.g. an intermediate not learnt
     yet) refuses too. One statement answers the common case; only a hit runs the ORM lookups that word it.
+
+    An acceptance is held in memory (:data:`_accepted`) under ``accounts.changefeed``'s generation, so a
+    revocation, a hold, a new CRL or a CA change anywhere is seen within ``changefeed.POLL_INTERVAL``; and
+    only until the earliest time a CRL of the path turns stale by the clock alone (:func:`_accepted_until`).
+    Refusals are never held: each is asked again.
     """
     if not links:
         return None
-    held_here, listed, maybe_stale, without_crl = _path_flags(links, now - grace, require_revocation)
+    key = (tuple(links), grace, fail_open, require_revocation)
+    gen = changefeed.generation()  # raises when the feed cannot be read: the query below would too
+    held = _accepted.get(key, gen)
+    if held is not None and held[0] <= now < held[1]:
+        return None
+    flags = _path_flags(links, now - grace, require_revocation)
+    problem = _problem(
+        links, flags, now=now, grace=grace, fail_open=fail_open, require_revocation=require_revocation
+    )
+    if problem is None and gen is not None:
+        _accepted.put(key, (now, _accepted_until(flags, now, grace)), gen)
+    return problem
+
+
+# Acceptances of whole paths: a path (its certificates, serials and issuer rows) and the rules' options ->
+# (checked at, good until). LRU-bounded; one entry per certificate that logs in often.
+_accepted = changefeed.FeedCache("revocation.accepted", 8192)
+ACCEPTANCE_MAX_AGE = timedelta(hours=1)  # a belt: no acceptance is held longer, whatever the CRL dates
+
+
+def _accepted_until(flags: _Flags, now: datetime, grace: timedelta) -> datetime:
+    """Until when an acceptance of this path may be reused by the clock alone: the earliest moment a CRL
+    source of a CA on the path could turn stale (``crlpolicy.staleness``: its nextUpdate plus grace, or for
+    a source without a CRL its failing_since plus grace), at most :data:`ACCEPTANCE_MAX_AGE` from ``now``.
+    A change to the rows themselves (a new CRL, a source failing) bumps the change feed instead."""
+    until = now + ACCEPTANCE_MAX_AGE
+    for moment in (flags.next_update, flags.failing_since):
+        if moment is not None:
+            until = min(until, moment + grace)
+    return until
+
+
+def _problem(
+    links: Sequence[PathLink],
+    flags: _Flags,
+    *,
+    now: datetime,
+    grace: timedelta,
+    fail_open: bool,
+    require_revocation: bool,
+) -> str | None:
+    """The verdict of :func:`path_revocation_problem` from the path's flags (the ORM words a hit)."""
+    held_here, listed, maybe_stale, without_crl = (
+        flags.held_here,
+        flags.listed,
+        flags.maybe_stale,
+        flags.without_crl,
+    )
     if held_here or listed:
         reason = _revoked_on_path(links)
         if reason:

@@ -8,9 +8,12 @@ is cached per ``cacertfile``:
 
 - in this process, a ``post_save``/``post_delete`` on ``CertificateAuthority`` bumps a generation counter and
   the next lookup rebuilds;
-- other processes (the admin runs elsewhere in production) see the change within ``CACHE_TTL`` seconds.
+- every change to a CA row, in any process and by any path (``update()`` too), bumps ``accounts.changefeed``,
+  which each process reads at most every ``changefeed.POLL_INTERVAL`` seconds: other processes (the admin runs
+  elsewhere in production) rebuild within that bound. Where the feed cannot be asked (an event-loop thread
+  whose feed is stale), the anchors are kept at most ``CACHE_TTL`` seconds, as before the feed.
 
-Revocation is never cached here (``certauth.revocation`` asks the database every time).
+Revocation is not decided here (``certauth.revocation``, under the same feed).
 
 Per-CA domains (issue 11 point 10) ride on the same cache: a CA may be limited to some hosted domains
 (``CertificateAuthority.allowed_domains``; for ``tls.cacertfile`` CAs the listener's ``tls.cacert_domains``),
@@ -31,17 +34,18 @@ from cryptography.x509.verification import Store
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from accounts import changefeed
 from certauth import pki
 from certauth.models import CertificateAuthority
 from transport.xmpp.jid import InvalidJid, normalise_domain
 
 logger = logging.getLogger(__name__)
 
-CACHE_TTL = 5.0  # seconds: how stale another process's view of the CA table may be
+CACHE_TTL = 5.0  # seconds the anchors are kept where the change feed cannot be asked (a stale event loop)
 
 _lock = threading.Lock()
 _generation = 0
-_cache: dict[str | None, tuple[int, float, TrustAnchors]] = {}
+_cache: dict[str | None, tuple[int, int | None, float, TrustAnchors]] = {}
 
 
 @dataclass(frozen=True)
@@ -197,13 +201,15 @@ def _build(cacertfile: str | None, gen: int) -> TrustAnchors:
 def trust_anchors(cacertfile: str | None) -> TrustAnchors:
     """The anchors for a listener whose ``tls.cacertfile`` is ``cacertfile`` (cached, see the module doc)."""
     now = time.monotonic()
+    feed = changefeed.generation()  # None: on an event loop with a stale feed; CACHE_TTL bounds it there
     with _lock:
         gen = _generation
         hit = _cache.get(cacertfile)
-        if hit is not None and hit[0] == gen and now - hit[1] < CACHE_TTL:
-            return hit[2]
+        if hit is not None and hit[0] == gen:
+            if (feed is not None and hit[1] == feed) or (feed is None and now - hit[2] < CACHE_TTL):
+                return hit[3]
     anchors = _build(cacertfile, gen)
     with _lock:
         if _generation == gen:
-            _cache[cacertfile] = (gen, now, anchors)
+            _cache[cacertfile] = (gen, feed, now, anchors)
     return anchors

@@ -28,11 +28,13 @@ def _fresh_address_counters():
 def _fresh_hosted_domains():
     """The disabled-domain names cached by accounts.domains come from this test's database, not from an
     earlier test's rolled-back rows (a rollback sends no post_save)."""
-    from accounts import domains
+    from accounts import changefeed, domains
 
     domains.invalidate()
+    changefeed.reset()  # nor the login path's caches (accounts.changefeed)
     yield
     domains.invalidate()
+    changefeed.reset()
 
 
 @pytest.fixture

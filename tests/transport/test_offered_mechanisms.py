@@ -11,7 +11,7 @@
 
 TCP runs in-process (the real listener, core and authenticator on the test database); wss and BOSH run our
 daphne server as a subprocess with its own config and database, so a row disabled there through
-``manage.py shell`` also shows the bound across processes (``accounts.domains.CACHE_TTL``).
+``manage.py shell`` also shows the bound across processes (``accounts.changefeed.POLL_INTERVAL``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from xml.etree.ElementTree import Element, fromstring
 import pytest
 from websockets.sync.client import connect
 
-from accounts import domains
+from accounts import changefeed
 from accounts.models import Domain
 from certauth.models import AuthEvent
 from tests.transport.rawxmpp import FEATURES_END, STREAM_END, auth_external, read_to_eof, read_until, sasl
@@ -240,13 +240,13 @@ def test_tcp_a_row_for_a_host_the_config_does_not_list_hosts_nothing(c2s, tmp_pa
 
 def server_domain_rows(server, **rows: bool) -> None:
     """Set ``Domain`` rows (name -> enabled) in the server's database from another process, then wait out
-    the server's cache (accounts.domains.CACHE_TTL): the documented bound across processes."""
+    the server's change feed (accounts.changefeed.POLL_INTERVAL): the documented bound across processes."""
     statements = "; ".join(
         f"Domain.objects.update_or_create(name={name.replace('_', '.')!r}, defaults={{'enabled': {enabled}}})"
         for name, enabled in rows.items()
     )
     server.manage("shell", "-c", f"from accounts.models import Domain; {statements}")
-    time.sleep(domains.CACHE_TTL + 0.2)
+    time.sleep(changefeed.POLL_INTERVAL + 0.2)
 
 
 def test_wss_and_bosh_a_disabled_config_host_is_host_unknown_a_row_alone_hosts_nothing(servers, tmp_path):
