@@ -15,15 +15,17 @@ are valid only under the **generation** this module keeps:
   the interval (one single-row ``SELECT``, in the asking thread); a new value forgets every cache.
 
 How stale an answer may be: a cache answer is given only when the counter was read (and found unchanged, or
-the caches forgotten) less than :data:`POLL_INTERVAL` ago, so a change committed in another process is seen
-by every decision taken more than :data:`POLL_INTERVAL` (plus the time one ``SELECT`` takes) after its commit;
-in this process at once. Fail closed: when the counter cannot be read the question raises as the database
-query it replaces would (a login then fails with ``temporary-auth-failure``); on an event-loop thread, where
-Django refuses queries, a stale feed means "no cache" (:func:`generation` returns None) and the caller reads
-the database its own way. Time-bound facts are never held past their time: the revocation cache keeps an
-acceptance only until the earliest CRL ``nextUpdate`` (plus grace) on the path. Only reads that are the same
-for every login of an account or certificate are held; refusals that depend on absence (no account yet, an
-unknown certificate) are not, and writes (auth events, session rows) never pass through here.
+the caches forgotten) less than :data:`POLL_INTERVAL` ago, so a change committed in another process is seen by
+every decision taken more than :data:`POLL_INTERVAL` (plus the time one ``SELECT`` takes) after its commit; in
+this process at once. A change that bypasses the feed (SQL outside the application) is seen within
+:data:`MAX_AGE`, after which every cache is forgotten whether the counter moved or not. Fail closed: when the
+counter cannot be read the question raises as the database query it replaces would (a login then fails with
+``temporary-auth-failure``); on an event-loop thread, where Django refuses queries, a stale feed means "no
+cache" (:func:`generation` returns None) and the caller reads the database its own way. Time-bound facts are
+never held past their time: the revocation cache keeps an acceptance only until the earliest CRL
+``nextUpdate`` (plus grace) on the path. Only reads that are the same for every login of an account or
+certificate are held; refusals that depend on absence (no account yet, an unknown certificate) are not, and
+writes (auth events, session rows) never pass through here.
 """
 
 from __future__ import annotations
@@ -45,12 +47,16 @@ from xmppauth import fastsql
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.25  # seconds: the counter is read again when the last read began longer ago than this
+# seconds: the caches are forgotten this often even when the counter did not move, so a change made by SQL
+# outside the application (which does not bump it) is seen within this bound too (fail closed, DESIGN §0)
+MAX_AGE = 30.0
 
 _lock = threading.Lock()  # guards the three values below
 _poll_lock = threading.Lock()  # one reader at a time; the others then find the feed fresh
 _generation = 0  # this process's cache generation: +1 on a local change or a new database value
 _seen: int | None = None  # the database counter as last read
 _seen_at = float("-inf")  # time.monotonic() when that read began
+_fresh_since = float("-inf")  # time.monotonic() when the caches were last forgotten by a read (MAX_AGE)
 
 
 def _feed_model() -> type[models.Model]:
@@ -79,7 +85,7 @@ def generation() -> int | None:
 
 def poll() -> int:
     """Read the database counter (one statement) and forget the caches when it moved; the generation."""
-    global _generation, _seen, _seen_at
+    global _generation, _seen, _seen_at, _fresh_since
     with _poll_lock:
         if time.monotonic() - _seen_at < POLL_INTERVAL:
             return _generation  # another thread read it while this one waited
@@ -95,9 +101,10 @@ def poll() -> int:
         else:
             value = rows[0][0]
         with _lock:
-            if value != _seen:
+            if value != _seen or started - _fresh_since >= MAX_AGE:
                 _generation += 1
                 _seen = value
+                _fresh_since = started
             _seen_at = started
             return _generation
 
