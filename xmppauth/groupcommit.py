@@ -120,12 +120,17 @@ class GroupCommit:
             return
         thread.join(timeout)
 
+    def _running(self) -> bool:
+        return self._thread is not None and self._pid == os.getpid() and self._thread.is_alive()
+
     def _ensure_writer(self) -> None:
-        if self._thread is not None and self._pid == os.getpid():
+        if self._running():
             return
         with self._start_lock:
-            if self._thread is not None and self._pid == os.getpid():
+            if self._running():
                 return
+            if self._thread is not None and self._pid == os.getpid():
+                logger.error("%s: the writer thread had ended; a new one takes the queue", self.what)
             if self._pid != os.getpid():  # a forked child: the parent's queue and thread are not ours
                 self._queue = queue.Queue(self.capacity)
             self._pid = os.getpid()
@@ -143,7 +148,11 @@ class GroupCommit:
                 return
             batch = [first]
             stop = self._collect(batch)
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except Exception as exc:  # never a writer that dies and leaves every caller waiting
+                logger.exception("%s: batch of %d rows not written", self.what, len(batch))
+                self._fail(batch, exc)
             if stop:
                 return
 

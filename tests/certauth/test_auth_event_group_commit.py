@@ -91,6 +91,43 @@ def test_a_row_the_database_refuses_fails_only_its_own_caller():
         events.stop()
 
 
+def test_an_unexpected_error_fails_its_batch_and_the_writer_goes_on(monkeypatch):
+    """Whatever a batch raises, its callers get NotRecorded at once (not after the 30 s wait) and the next
+    row is written: never a writer thread that died and leaves every later login waiting."""
+    events = GroupCommit(AuthEvent, module._EVENT_COLUMNS, what="test events", linger=0.0, wait_seconds=5.0)
+    real = events._commit
+    calls = []
+
+    def commit_that_breaks_once(batch):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("something unexpected")
+        return real(batch)
+
+    monkeypatch.setattr(events, "_commit", commit_that_breaks_once)
+    try:
+        with pytest.raises(NotRecorded, match="something unexpected"):
+            events.write(event_row("first@localhost"))
+        events.write(event_row("second@localhost"))
+        assert list(AuthEvent.objects.values_list("jid_granted", flat=True)) == ["second@localhost"]
+    finally:
+        events.stop()
+
+
+def test_a_dead_writer_thread_is_replaced_at_the_next_row():
+    events = GroupCommit(AuthEvent, module._EVENT_COLUMNS, what="test events", linger=0.0, wait_seconds=5.0)
+    events.write(event_row("before@localhost"))
+    events.stop()  # the thread ends as a crashed one would; the object still names it
+    events._thread = threading.Thread(target=lambda: None)
+    events._thread.start()
+    events._thread.join()
+    try:
+        events.write(event_row("after@localhost"))
+        assert AuthEvent.objects.filter(jid_granted="after@localhost").exists()
+    finally:
+        events.stop()
+
+
 def test_a_caller_in_its_own_transaction_writes_there_and_its_rollback_takes_the_row():
     events = writer(max_batch=1)
     with pytest.raises(RuntimeError), transaction.atomic():
