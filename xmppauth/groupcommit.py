@@ -18,7 +18,9 @@ a COPY on PostgreSQL, one ``executemany`` on SQLite). The caller waits until tha
   refused, never a success without its row.
 - A caller inside a transaction of its own (``transaction.atomic``: a management command, a test) writes its
   row there, at once: its transaction decides whether the row stays, as with any other write.
-- One writer thread per process (a forked child starts its own at its first row).
+- One writer thread per process (a forked child starts its own at its first row), on PostgreSQL. SQLite takes
+  one writer at a time, and its in-memory test database refuses a second at once: there the caller writes its
+  own row in one autocommit statement before it returns, which keeps the same guarantee.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class GroupCommit:
         max_batch: int = MAX_BATCH,
         capacity: int = CAPACITY,
         wait_seconds: float = WAIT_SECONDS,
+        writer_thread: bool | None = None,
     ) -> None:
         self.model = model
         self.names = tuple(names)
@@ -81,6 +84,8 @@ class GroupCommit:
         self.max_batch = max_batch
         self.capacity = capacity
         self.wait_seconds = wait_seconds
+        # None: a writer thread on PostgreSQL, none on SQLite (below)
+        self.writer_thread = writer_thread
         self.database = OutageLog(logger, f"database ({what})")
         self.what = what
         self.batches = 0  # transactions committed by this process's writer (tests and bench read them)
@@ -97,6 +102,9 @@ class GroupCommit:
             except DATABASE_UNAVAILABLE as exc:
                 raise NotRecorded(str(exc)) from exc
             return
+        if not self._uses_writer_thread():
+            self._write_here(row)
+            return
         pending = _Pending(row)
         self._ensure_writer()
         try:
@@ -107,6 +115,26 @@ class GroupCommit:
             raise NotRecorded(f"{self.what}: not committed within {self.wait_seconds:g} s")
         if pending.error is not None:
             raise NotRecorded(str(pending.error)) from pending.error
+
+    def _uses_writer_thread(self) -> bool:
+        """SQLite takes one writer at a time (and its in-memory test database's shared cache refuses a second
+        at once instead of waiting), so there the caller writes its own row, committed before it returns:
+        the same guarantee without the thread. PostgreSQL gets the writer thread."""
+        if self.writer_thread is not None:
+            return self.writer_thread
+        return connection.vendor != "sqlite"
+
+    def _write_here(self, row: Sequence[Any]) -> None:
+        """One row in its own autocommit statement, in the caller's thread; NotRecorded when it failed."""
+        try:
+            fastsql.insert_many(self.model, self.names, [row])
+        except DATABASE_UNAVAILABLE as exc:
+            self.database.failed(exc)
+            raise NotRecorded(str(exc)) from exc
+        except Exception as exc:  # a row the database refuses
+            logger.error("%s: row not written: %s", self.what, exc)
+            raise NotRecorded(str(exc)) from exc
+        self.database.ok()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write what is queued, then end the writer thread (at exit; a later row starts a new one)."""

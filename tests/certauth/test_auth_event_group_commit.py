@@ -37,7 +37,12 @@ def event_row(jid: str, outcome: str | None = AuthEvent.Outcome.SUCCESS) -> tupl
 
 def writer(max_batch: int) -> GroupCommit:
     return GroupCommit(
-        AuthEvent, module._EVENT_COLUMNS, what="test events", linger=WAIT_FOR_FULL_BATCH, max_batch=max_batch
+        AuthEvent,
+        module._EVENT_COLUMNS,
+        what="test events",
+        linger=WAIT_FOR_FULL_BATCH,
+        max_batch=max_batch,
+        writer_thread=True,  # the thread on both legs (on SQLite the process's own writer has none)
     )
 
 
@@ -94,7 +99,9 @@ def test_a_row_the_database_refuses_fails_only_its_own_caller():
 def test_an_unexpected_error_fails_its_batch_and_the_writer_goes_on(monkeypatch):
     """Whatever a batch raises, its callers get NotRecorded at once (not after the 30 s wait) and the next
     row is written: never a writer thread that died and leaves every later login waiting."""
-    events = GroupCommit(AuthEvent, module._EVENT_COLUMNS, what="test events", linger=0.0, wait_seconds=5.0)
+    events = GroupCommit(
+        AuthEvent, module._EVENT_COLUMNS, what="test events", linger=0.0, wait_seconds=5.0, writer_thread=True
+    )
     real = events._commit
     calls = []
 
@@ -115,7 +122,9 @@ def test_an_unexpected_error_fails_its_batch_and_the_writer_goes_on(monkeypatch)
 
 
 def test_a_dead_writer_thread_is_replaced_at_the_next_row():
-    events = GroupCommit(AuthEvent, module._EVENT_COLUMNS, what="test events", linger=0.0, wait_seconds=5.0)
+    events = GroupCommit(
+        AuthEvent, module._EVENT_COLUMNS, what="test events", linger=0.0, wait_seconds=5.0, writer_thread=True
+    )
     events.write(event_row("before@localhost"))
     events.stop()  # the thread ends as a crashed one would; the object still names it
     events._thread = threading.Thread(target=lambda: None)
