@@ -2,7 +2,36 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from django.core.management.base import CommandError
+from django.db import OperationalError
+from django.test import TransactionTestCase
+
+LATE_WRITE_WAIT = 10.0  # seconds a transactional test's teardown flush waits for a server's last write
+
+_flush_database = TransactionTestCase._fixture_teardown
+
+
+def _flush_after_late_writes(self: TransactionTestCase) -> None:
+    """The flush at the end of a transactional test, retried while the database is locked.
+
+    A connection that ends as its test ends is still read and recorded by the server's database threads (its
+    revocation check, its auth event) while the flush runs; SQLite's in-memory test database (shared cache)
+    then refuses the flush at once ("database table is locked") instead of waiting for those statements, and
+    a failed flush leaves the next tests on this test's rows. The flush is one transaction: tried again."""
+    deadline = time.monotonic() + LATE_WRITE_WAIT
+    while True:
+        try:
+            return _flush_database(self)
+        except (OperationalError, CommandError) as exc:  # flush wraps the OperationalError in a CommandError
+            if "locked" not in f"{exc} {exc.__cause__}" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+TransactionTestCase._fixture_teardown = _flush_after_late_writes
 
 
 @pytest.fixture(autouse=True)
