@@ -35,6 +35,7 @@ from accounts import changefeed
 from accounts.models import Domain
 from transport.xmpp.jid import InvalidJid, normalise_domain
 from xmppauth import fastsql
+from xmppauth.outage import DATABASE_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,12 @@ def _disabled_names() -> frozenset[str] | None:
     held = _disabled
     if held is not None and held[0] == changefeed.generation():  # None on a loop whose feed is stale
         return held[1]
-    return _read_off_loop() if changefeed.on_event_loop() else _read()
+    names = _read_off_loop() if changefeed.on_event_loop() else _read()
+    if names is None and held is not None:
+        # the database is down: the names last read stand for the stream's opening, which lets nobody in;
+        # the login's own checks need the database and answer temporary-auth-failure (RFC 6120 §6.5.12)
+        return held[1]
+    return names
 
 
 def _read() -> frozenset[str]:
@@ -145,6 +151,8 @@ def _read_off_loop() -> frozenset[str] | None:
     def run() -> None:
         try:
             result.append(_read())
+        except DATABASE_UNAVAILABLE as exc:  # an outage: one line, not a traceback (xmppauth.outage)
+            logger.error("hosted domains: cannot read the Domain table: %s", exc)
         except Exception:
             logger.exception("hosted domains: cannot read the Domain table")
         finally:
