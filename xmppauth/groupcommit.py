@@ -96,13 +96,8 @@ class GroupCommit:
 
     def write(self, row: Sequence[Any]) -> None:
         """Commit ``row``; returns once it is committed, raises :class:`NotRecorded` when it was not."""
-        if connection.in_atomic_block:  # the caller's own transaction decides (module docstring)
-            try:
-                fastsql.insert_many(self.model, self.names, [row])
-            except DATABASE_UNAVAILABLE as exc:
-                raise NotRecorded(str(exc)) from exc
-            return
-        if not self._uses_writer_thread():
+        # the caller's own transaction decides (module docstring); SQLite has no writer thread
+        if connection.in_atomic_block or not self._uses_writer_thread():
             self._write_here(row)
             return
         pending = _Pending(row)
@@ -125,13 +120,16 @@ class GroupCommit:
         return connection.vendor != "sqlite"
 
     def _write_here(self, row: Sequence[Any]) -> None:
-        """One row in its own autocommit statement, in the caller's thread; NotRecorded when it failed."""
+        """One row in the caller's thread: in its transaction if it has one, else its own autocommit
+        statement; NotRecorded when it failed."""
         try:
             fastsql.insert_many(self.model, self.names, [row])
         except DATABASE_UNAVAILABLE as exc:
             self.database.failed(exc)
             raise NotRecorded(str(exc)) from exc
         except Exception as exc:  # a row the database refuses
+            if connection.in_atomic_block:
+                raise  # the caller's transaction is broken by it: the caller must see why
             logger.error("%s: row not written: %s", self.what, exc)
             raise NotRecorded(str(exc)) from exc
         self.database.ok()
