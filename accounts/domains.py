@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from django.db import connection
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
 from accounts import changefeed
@@ -85,18 +85,11 @@ def invalidate() -> None:
         _rows_made.clear()
 
 
-@receiver(post_save, sender=Domain, dispatch_uid="accounts.domains.saved")
-def _domain_saved(sender: type, **kwargs: object) -> None:
-    global _disabled
-    with _lock:
-        _disabled = None
-
-
+# A save or delete needs no receiver for the names: it bumps the change feed, which moves the generation
+# they are held under (accounts.changefeed.watch). Only which rows exist is this module's own.
 @receiver(post_delete, sender=Domain, dispatch_uid="accounts.domains.deleted")
 def _domain_deleted(sender: type, instance: Domain, **kwargs: object) -> None:
-    global _disabled
     with _lock:
-        _disabled = None
         _rows_made.discard(instance.name)  # a config host's row is made again when next asked
 
 
@@ -111,14 +104,15 @@ def _normalised(hosts: Iterable[str]) -> list[str]:
 
 
 def _disabled_names() -> frozenset[str] | None:
-    """The disabled names, read again when the change feed moved; None when they cannot be read."""
+    """The disabled names, read again when the change feed moved. When they cannot be read (the database
+    is down): the names last read, if any, else None (nothing is hosted)."""
     held = _disabled
     if held is not None and held[0] == changefeed.generation():  # None on a loop whose feed is stale
         return held[1]
     names = _read_off_loop() if changefeed.on_event_loop() else _read()
     if names is None and held is not None:
-        # the database is down: the names last read stand for the stream's opening, which lets nobody in;
-        # the login's own checks need the database and answer temporary-auth-failure (RFC 6120 §6.5.12)
+        # only on an event loop (a stream's opening, which lets nobody in; off a loop the read raises): the
+        # login's own checks need the database and answer temporary-auth-failure (RFC 6120 §6.5.12)
         return held[1]
     return names
 

@@ -7,7 +7,7 @@ import asyncio
 import time
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts import changefeed, domains
@@ -84,6 +84,50 @@ def test_asked_on_an_event_loop_it_reads_in_a_thread_instead_of_failing():
         return hosted("a.example"), hosted("b.example")
 
     assert asyncio.run(ask()) == (True, False)
+
+
+def database_down(monkeypatch):
+    def read():
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(domains, "_read", read)
+
+
+def test_on_an_event_loop_with_the_database_down_the_names_last_read_stand(monkeypatch):
+    """A stream opening while the database is down (issue 16 §4): the names last read decide, so a config
+    host still opens (its login then gets temporary-auth-failure) and a disabled one is still refused."""
+    Domain.objects.create(name="b.example", enabled=False)
+    assert domains.is_hosted("a.example", HOSTS) and not domains.is_hosted("b.example", HOSTS)  # held
+    database_down(monkeypatch)
+    hosted = domains.checker(HOSTS)
+
+    async def ask() -> tuple[bool, bool]:
+        changefeed.reset()  # the feed is stale: the names would be read again
+        return hosted("a.example"), hosted("b.example")
+
+    assert asyncio.run(ask()) == (True, False)
+
+
+def test_on_an_event_loop_with_the_database_down_and_no_names_read_nothing_is_hosted(monkeypatch):
+    database_down(monkeypatch)
+    hosted = domains.checker(HOSTS)
+
+    async def ask() -> tuple[bool, bool]:
+        domains.invalidate()
+        changefeed.reset()
+        return hosted("a.example"), hosted("b.example")
+
+    assert asyncio.run(ask()) == (False, False)  # fail closed: host-unknown
+
+
+def test_off_an_event_loop_the_outage_reaches_the_caller(monkeypatch):
+    """The authenticator and the router ask off the loop: the database error is theirs to answer
+    (temporary-auth-failure), never a stale name."""
+    assert domains.is_hosted("a.example", HOSTS)
+    database_down(monkeypatch)
+    changefeed.forget()
+    with pytest.raises(OperationalError):
+        domains.is_hosted("a.example", HOSTS)
 
 
 def test_config_hosts_get_a_row_once():
