@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from django.apps import apps
@@ -228,6 +228,17 @@ class FeedCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self.maxsize:
                 self._entries.popitem(last=False)
+
+    def held_or_filled(self, key: Hashable, fill: Callable[[], Any]) -> Any:
+        """The value held for ``key`` under the current generation, else ``fill()``, held when not None
+        (None: nothing to hold, e.g. a row not found, asked again next time)."""
+        gen = generation()
+        value = self.get(key, gen)
+        if value is None:
+            value = fill()
+            if value is not None:
+                self.put(key, value, gen)
+        return value
 
     def __len__(self) -> int:
         return len(self._entries)

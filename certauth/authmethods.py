@@ -112,17 +112,10 @@ def _account_active(attempt: ExternalAttempt) -> list[bool]:
 
     An account found is held in memory under ``accounts.changefeed`` (a change to it, in any process, is
     seen within ``changefeed.POLL_INTERVAL``); an account not found is asked again (``pki`` makes it)."""
-    from accounts import changefeed
-
-    gen = changefeed.generation()
-    key = (attempt.localpart, attempt.domain)
-    held = _feed_cache("account_active").get(key, gen)
-    if held is not None:
-        return list(held)
-    found = _account_active_now(attempt)
-    if found:
-        _feed_cache("account_active").put(key, tuple(found), gen)
-    return found
+    held = _feed_cache("account_active").held_or_filled(
+        (attempt.localpart, attempt.domain), lambda: tuple(_account_active_now(attempt)) or None
+    )
+    return list(held or ())
 
 
 def _account_active_now(attempt: ExternalAttempt) -> list[bool]:
@@ -280,24 +273,21 @@ class _Registration:
 def _registered(fingerprint: str) -> _Registration | None:
     """The registered certificate with this fingerprint (None: none). A row found is held in memory under
     ``accounts.changefeed`` (its status, its account: any change is seen within ``POLL_INTERVAL``)."""
-    from accounts import changefeed
+    return _feed_cache("registered").held_or_filled(fingerprint, lambda: _registration_now(fingerprint))
+
+
+def _registration_now(fingerprint: str) -> _Registration | None:
     from certauth.models import Certificate
 
-    gen = changefeed.generation()
-    held = _feed_cache("registered").get(fingerprint, gen)
-    if held is not None:
-        return held
     row = Certificate.objects.filter(fingerprint_sha256=fingerprint).select_related("account__domain").first()
     if row is None:
         return None
-    found = _Registration(
+    return _Registration(
         row.status,
         row.get_status_display(),
         row.account.jid if row.account is not None else None,
         row.account is not None and row.account.active,
     )
-    _feed_cache("registered").put(fingerprint, found, gen)
-    return found
 
 
 class HttpMethod(AuthMethod):

@@ -233,6 +233,19 @@ def test_a_revocation_by_sql_that_skips_the_feed_is_seen_within_max_age(alice, m
     assert result.jid is None and result.condition == "not-authorized", result.reason
 
 
+def test_a_registered_certificate_given_to_another_account_elsewhere_no_longer_logs_in_its_old_owner(alice):
+    """The ``db`` method's cached registration (certauth.authmethods) follows its row: the neighbour of the
+    cached acceptance: a certificate moved to bob no longer logs alice in."""
+    before = warm(alice, ("db",))
+    bob = make_account("bob@localhost")
+    account, serial = fastsql.column(Certificate, "account"), fastsql.column(Certificate, "serial")
+    elsewhere(feed_sql(Certificate, f"{account} = %s", f"{serial} = %s"), [bob.pk, alice.facts.serial])
+    wait_for_the_feed(before)
+    check, result = login(alice, methods=("db",))
+    assert check.verified and result.jid is None, result.reason
+    assert result.condition == NOT_AUTHORIZED and "belongs to bob@localhost" in result.reason, result.reason
+
+
 def test_an_account_disabled_elsewhere_is_refused_at_bind(alice):
     auth = authenticator()
     check, result = login(alice, auth=auth)
