@@ -385,15 +385,15 @@ def path_revocation_problem(
 # Acceptances of whole paths: a path (its certificates, serials and issuer rows) and the rules' options ->
 # (checked at, good until). LRU-bounded; one entry per certificate that logs in often.
 _accepted = changefeed.FeedCache("revocation.accepted", 8192)
-ACCEPTANCE_MAX_AGE = timedelta(hours=1)  # a belt: no acceptance is held longer, whatever the CRL dates
 
 
 def _accepted_until(flags: _Flags, now: datetime, grace: timedelta) -> datetime:
     """Until when an acceptance of this path may be reused by the clock alone: the earliest moment a CRL
     source of a CA on the path could turn stale (``crlpolicy.staleness``: its nextUpdate plus grace, or for
-    a source without a CRL its failing_since plus grace), at most :data:`ACCEPTANCE_MAX_AGE` from ``now``.
-    A change to the rows themselves (a new CRL, a source failing) bumps the change feed instead."""
-    until = now + ACCEPTANCE_MAX_AGE
+    a source without a CRL its failing_since plus grace), at most ``changefeed.MAX_AGE`` from ``now`` (the
+    feed's own bound for every cache). A change to the rows themselves (a new CRL, a source failing) bumps
+    the change feed instead."""
+    until = now + timedelta(seconds=changefeed.MAX_AGE)
     for moment in (flags.next_update, flags.failing_since):
         if moment is not None:
             until = min(until, moment + grace)
@@ -410,23 +410,17 @@ def _problem(
     require_revocation: bool,
 ) -> str | None:
     """The verdict of :func:`path_revocation_problem` from the path's flags (the ORM words a hit)."""
-    held_here, listed, maybe_stale, without_crl = (
-        flags.held_here,
-        flags.listed,
-        flags.maybe_stale,
-        flags.without_crl,
-    )
-    if held_here or listed:
+    if flags.held_here or flags.listed:
         reason = _revoked_on_path(links)
         if reason:
             return reason
-    if maybe_stale:
+    if flags.maybe_stale:
         for ca_id in dict.fromkeys(link.issuer_ca_id for link in links if link.issuer_ca_id is not None):
             reason = crl_staleness(ca_id, now=now, grace=grace, fail_open=fail_open)
             if reason:
                 return reason
     unknown_issuer = any(link.issuer_subject is not None and link.issuer_ca_id is None for link in links)
-    if require_revocation and (without_crl or unknown_issuer):
+    if require_revocation and (flags.without_crl or unknown_issuer):
         return _without_crl(links)
     return None
 
