@@ -151,6 +151,7 @@ class SessionDriver:
         self.presented_facts: Any = None  # facts of the certificate presented, verified or not
         self.no_certificate = False  # TLS is up on a listener that asked for a certificate, and none came
         self.tls_errors: tuple[Any, ...] = ()  # what OpenSSL objected to in the client's chain (for logs)
+        self.tls_resumed = False  # the TLS session was resumed (issue 17 §4; for logs and the metric)
         self.close_condition: str | None = None  # the stream error the stream ended with, if any
         self.bridge: Any = None  # transport.im.bridge.SessionBridge once bound
         self.live: live.SessionHandle | None = None  # the session registry's handle once bound
@@ -184,11 +185,13 @@ class SessionDriver:
         channel_bindings: dict[str, bytes] | None = None,
         tls_errors: Sequence[Any] = (),
         on_ready: Callable[[bool], None] | None = None,
+        resumed: bool = False,
     ) -> None:
         """TLS is up with this client chain (leaf first; empty: none): check it in a thread, then tell the
         core. ``on_ready(True)`` once the core has the verdict, ``on_ready(False)`` if the connection ends
         first (``disconnect_on_failure``, an address past ``auth_failures_per_minute``, a failed check).
-        ``channel_bindings``: the TLS connection's, for SCRAM -PLUS."""
+        ``channel_bindings``: the TLS connection's, for SCRAM -PLUS. ``resumed``: the TLS session was resumed
+        (issue 17 §4); the chain it restored is checked exactly as after a full handshake."""
         self._on_ready = on_ready
         if self._closing or self.lost:
             self._settle(False)
@@ -201,6 +204,7 @@ class SessionDriver:
             self._closing = True  # the client's input is ignored meanwhile
             self.adapter.call_later(delay, self._refuse_flooder)
             return
+        self.tls_resumed = resumed
         self.tls_errors = tuple(tls_errors)
         if self.tls_errors:
             logger.info("%s: OpenSSL chain errors: %s", self.name, "; ".join(map(str, self.tls_errors)))
@@ -283,7 +287,8 @@ class SessionDriver:
             return
         if check.facts is not None:
             verdict = "verified" if check.verified else "not verified"
-            logger.info("%s: client certificate %s (%s)", self.name, verdict, check.reason)
+            resumed = ", resumed TLS session" if self.tls_resumed else ""
+            logger.info("%s: client certificate %s (%s%s)", self.name, verdict, check.reason, resumed)
         self.cert_facts = check.facts if check.verified else None
         self.presented_facts = check.facts
         self.no_certificate = check.facts is None and requests_certificate(self.tls_options)

@@ -397,18 +397,20 @@ def test_trust_anchors_added_later_reach_the_handshake(listen, tmp_path, on_reac
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2], ids=["tls13", "tls12"])
-def test_sessions_are_never_resumed_so_every_connection_is_verified_in_full(listen, tmp_path, pki, version):
-    # DESIGN §3: a resumed session skips the verify callback; we offer no tickets and keep no session cache.
+def test_a_resumed_session_is_checked_again_like_a_full_handshake(listen, tmp_path, pki, version):
+    # Issue 17 §4: OpenSSL skips the verify callback on resumption; the driver's check runs all the same.
     port, _ = listen("tls")
     ctx = client_context(tmp_path, pki.valid, maximum_version=version)
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     with ctx.wrap_socket(raw, server_hostname="localhost") as first:
-        assert read_line(first) == b"tls verified=True\n"  # TLS 1.3 tickets would have come before this
+        assert read_line(first) == b"tls verified=True\n"  # TLS 1.3 tickets came before this
+        first.sendall(b"quit\n")  # the server closes with close_notify, so OpenSSL keeps the session
+        assert read_line(first) == b"bye\n"
         session = first.session
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as second:
         assert read_line(second) == b"tls verified=True\n"
-        assert not second.session_reused
+        assert second.session_reused
 
 
 def test_openssl_objections_are_kept_on_the_connection_that_stays(listen, tmp_path, on_reactor, pki):

@@ -30,6 +30,7 @@ from transport.tls.context import (
     channel_bindings,
     peer_chain,
     release_bio_buffers,
+    session_resumed,
     verify_errors,
 )
 from transport.xmpp import errors
@@ -127,11 +128,14 @@ class C2SProtocol(Protocol):
             connection = self.transport.getHandle()
             chain, tls_errors = peer_chain(connection), verify_errors(connection)
             bindings = channel_bindings(connection)
+            resumed = session_resumed(connection)
         except Exception:
             logger.exception("c2s %s: cannot read the client's certificate chain", self.peer)
             self.driver.close_with_error(errors.INTERNAL_SERVER_ERROR)
             return
-        self.driver.certificate_presented(chain, channel_bindings=bindings, tls_errors=tls_errors)
+        self.driver.certificate_presented(
+            chain, channel_bindings=bindings, tls_errors=tls_errors, resumed=resumed
+        )
         # Once Twisted has fed OpenSSL what came with the client's Finished and sent what OpenSSL wrote.
         self._bios_to_release = True
         self.factory.clock.callLater(0, self._release_bios)

@@ -20,8 +20,17 @@ A handshake we refuse (a fatal alert we send before it completes) never reaches 
 recorded here as an ``AuthEvent`` (issue 18 §3: ``certauth.authenticator.record_handshake_refusal``, in a
 thread, capped per address), with the leaf the verify callback saw, if any.
 
-Session resumption is off (no tickets, no session cache): a resumed session skips the verify callback and may
-not restore the intermediates, so every connection does a full handshake and a full verification.
+Session resumption (issue 17 §4). A returning client skips the full handshake: TLS 1.3 tickets and TLS 1.2
+session IDs name a session kept in this context's own cache (stateful: ``SSL_OP_NO_TICKET`` makes OpenSSL's
+TLS 1.3 tickets point into the cache, and TLS 1.2 gets no tickets at all). Stateless tickets would carry the
+leaf but not the intermediates the client sent, so a client of an intermediate CA could not be verified on
+resumption; the cached session keeps both. What resumption never skips is our own decision: OpenSSL does not
+run the verify callback on a resumed session, but the driver verifies the restored chain, its revocation and
+the account on every connection exactly as after a full handshake, so a certificate revoked since the full
+handshake is refused on its next resumption. The cache belongs to one context: a listener whose trust anchors
+change gets a new context (``ServerTls.update_trust_anchors``) and every client a full handshake; one process
+does not resume another's sessions. OpenSSL bounds the cache (20,480 sessions by default, the oldest evicted)
+and forgets a session after ``RESUMPTION_LIFETIME`` and when its connection ends without our close_notify.
 """
 
 from __future__ import annotations
@@ -61,6 +70,13 @@ X509_V_ERR_NAMES: dict[int, str] = {
     79: "invalid or inconsistent certificate extension",
 }
 X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
+
+# How long a session may be resumed (RFC 8446 §4.6.1 ticket_lifetime; OpenSSL's default). A resumed login is
+# verified in full, so this bounds only the memory the cache holds, not how stale a decision can be.
+RESUMPTION_LIFETIME = 7200
+# The session ID context (RFC 5246 §7.4.1.2, OpenSSL's sid_ctx): required by OpenSSL to resume a session that
+# carries a client certificate; each context has its own cache, so one constant is enough.
+SESSION_ID_CONTEXT = b"xmppauth-c2s"
 
 
 class TlsConfigError(Exception):
@@ -160,9 +176,11 @@ def build_context(options: TlsOptions, trust_anchors: list[x509.Certificate]) ->
         SSL.OP_NO_COMPRESSION  # CRIME; RFC 7525 §3.3
         | SSL.OP_CIPHER_SERVER_PREFERENCE
         | SSL.OP_NO_RENEGOTIATION
-        | SSL.OP_NO_TICKET
+        | SSL.OP_NO_TICKET  # TLS 1.3 tickets name a cached session; no TLS 1.2 tickets (module doc)
     )
-    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)  # full handshake and verification every time (module doc)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)  # resumption, verified in full anyway (module doc)
+    ctx.set_session_id(SESSION_ID_CONTEXT)
+    ctx.set_timeout(RESUMPTION_LIFETIME)
     # An idle connection gives its read and write buffers back (~24 KiB per idle session, bench/RESULTS.md).
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     try:
@@ -307,6 +325,13 @@ def release_bio_buffers(connection: SSL.Connection) -> bool:
     return True
 
 
+def session_resumed(connection: SSL.Connection) -> bool:
+    """Whether this connection resumed an earlier session (an abbreviated handshake, RFC 8446 §2.2)."""
+    from OpenSSL._util import lib  # pyOpenSSL exposes no wrapper for SSL_session_reused
+
+    return bool(lib.SSL_session_reused(connection._ssl) == 1)  # noqa: SLF001
+
+
 def peer_chain(connection: SSL.Connection) -> list[x509.Certificate]:
     """The chain the client sent, leaf first, as cryptography certificates (empty when it sent none).
 
@@ -338,9 +363,10 @@ def channel_bindings(connection: SSL.Connection) -> dict[str, bytes]:
 
     - ``tls-exporter`` (RFC 9266 §2): 32 bytes of exported keying material, no context; TLS 1.3 only
       (RFC 9266 §3 leaves TLS 1.2 to ``tls-unique``).
-    - ``tls-unique`` (RFC 5929 §3): the first Finished message, the client's in a full handshake (we never
-      resume); TLS 1.2 only, and only with the extended master secret (RFC 7627), which closes the triple
-      handshake attack that otherwise breaks it.
+    - ``tls-unique`` (RFC 5929 §3.1): the first Finished message of the latest handshake: the client's in a
+      full handshake, ours in a resumed one (the server sends its Finished first there); TLS 1.2 only, and
+      only with the extended master secret (RFC 7627), which closes the triple handshake attack that
+      otherwise breaks it (a resumed session keeps the flag of the handshake that made it, §5.3).
     - ``tls-server-end-point`` (RFC 5929 §4.1): our certificate hashed with its signature's hash (SHA-256
       for MD5 and SHA-1); none for a certificate whose signature has no separate hash (Ed25519).
     """
@@ -349,7 +375,9 @@ def channel_bindings(connection: SSL.Connection) -> dict[str, bytes]:
     if version == "TLSv1.3":
         bindings["tls-exporter"] = connection.export_keying_material(EXPORTER_LABEL, 32)
     elif version == "TLSv1.2" and _extended_master_secret(connection):
-        finished = connection.get_peer_finished()
+        # RFC 5929 §3.1: the first Finished sent; in a resumed handshake the server's (ours) comes first.
+        resumed = session_resumed(connection)
+        finished = connection.get_finished() if resumed else connection.get_peer_finished()
         if finished:
             bindings["tls-unique"] = finished
     own = connection.get_certificate()
