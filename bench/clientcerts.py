@@ -111,9 +111,24 @@ def make_identities(
     return identities
 
 
-def client_context(identity: Identity, server_ca_file: Path | None = None) -> ssl.SSLContext:
-    """A TLS client context presenting ``identity``; it checks the server only given ``server_ca_file``."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+class ResumingContext(ssl.SSLContext):
+    """A client context that offers ``offered_session`` on every connection it makes (TLS resumption,
+    RFC 8446 §2.2). asyncio's streams take no session argument, but they call ``wrap_bio``, so this is where
+    the session goes in."""
+
+    offered_session: ssl.SSLSession | None = None
+
+    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
+        session = session or self.offered_session
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+
+def client_context(
+    identity: Identity, server_ca_file: Path | None = None, *, resuming: bool = False
+) -> ssl.SSLContext:
+    """A TLS client context presenting ``identity``; it checks the server only given ``server_ca_file``.
+    ``resuming``: a :class:`ResumingContext`."""
+    context = (ResumingContext if resuming else ssl.SSLContext)(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if server_ca_file is not None:
         context.load_verify_locations(cafile=str(server_ca_file))

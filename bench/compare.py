@@ -58,7 +58,9 @@ from bench.loadclient import (
     contexts_for,
     idle_rows,
     login_rows,
+    prime_sessions,
     raise_nofile_limit,
+    resumed_connector,
     run_idle,
     run_logins,
     scram_connector,
@@ -100,6 +102,7 @@ class Running(Protocol):
 @dataclass
 class Results:
     logins: dict[str, LoginReport] = field(default_factory=dict)
+    resumed: dict[str, LoginReport] = field(default_factory=dict)  # the same logins resuming TLS sessions
     idles: list[tuple[str, IdleReport]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
@@ -247,12 +250,29 @@ def login_target(name: str, scratch: Scratch, ca: tuple, args: argparse.Namespac
         )
         results.logins[name] = asyncio.run(run)
         print("\n".join(login_rows([results.logins[name]])[2:]), flush=True)
+        if xmpp and not scram and args.resumed:
+            results.resumed[name] = resumed_logins(name, server, users, args)
+            print("\n".join(login_rows([results.resumed[name]])[2:]), flush=True)
     finally:
         children = getattr(server, "children", None) or [server.child]
         alive = all(child.process.poll() is None for child in children)
         server.stop()
         if not alive:
             results.problems.append(f"{name} exited during the login run")
+
+
+def resumed_logins(name: str, server: Running, users: list, args: argparse.Namespace) -> LoginReport:
+    """Issue 17 §4: ``args.count`` logins of the same users on the same process, each resuming the TLS
+    session of an untimed login before it (a login that did a full handshake instead is an error)."""
+    contexts = contexts_for(users, resuming=True)
+    primed = asyncio.run(prime_sessions(HOST, server.port, DOMAIN, contexts))
+    label = f"{LABELS[name]}, resumed TLS"
+    if primed:
+        label += f" (priming errors: {dict(primed)})"
+    connect = resumed_connector(HOST, server.port, DOMAIN, contexts)
+    return asyncio.run(
+        run_logins(connect, args.count, args.concurrency, label, server_pid=server.pid, xmpp=True)
+    )
 
 
 def idle_target(
@@ -320,24 +340,25 @@ def messaging(args: argparse.Namespace, results: Results) -> None:
 
 
 def ratio_rows(results: Results) -> list[str]:
-    """Ours / each other target, in logins/s and in server CPU per login."""
+    """Ours / each other target, in logins/s and in server CPU per login; ours resumed / ``s_server``'s full
+    handshakes (issue 17 §4's target)."""
     rows = ["| ours / other | logins/s ratio | server CPU per login ratio |", "|---|---|---|"]
-    for mine in ours.TARGETS:
-        report = results.logins.get(mine)
-        if report is None or not report.ok:
+    pairs = [
+        (results.logins.get(mine), results.logins.get(other))
+        for mine in ours.TARGETS
+        for other in ("ejabberd", "prosody", "openssl")
+    ]
+    pairs += [(results.resumed.get(mine), results.logins.get("openssl")) for mine in ours.TARGETS]
+    for report, theirs in pairs:
+        if report is None or not report.ok or theirs is None or not theirs.ok:
             continue
-        for other in ("ejabberd", "prosody", "openssl"):
-            theirs = results.logins.get(other)
-            if theirs is None or not theirs.ok:
-                continue
-            cpu = (
-                f"{report.cpu_ms_per_login / theirs.cpu_ms_per_login:.2f}"
-                if report.cpu_ms_per_login and theirs.cpu_ms_per_login
-                else "-"
-            )
-            rows.append(
-                f"| {report.label} / {theirs.label} | {report.per_second / theirs.per_second:.2f} | {cpu} |"
-            )
+        cpu = (
+            f"{report.cpu_ms_per_login / theirs.cpu_ms_per_login:.2f}"
+            if report.cpu_ms_per_login and theirs.cpu_ms_per_login
+            else "-"
+        )
+        rate = report.per_second / theirs.per_second
+        rows.append(f"| {report.label} / {theirs.label} | {rate:.2f} | {cpu} |")
     return rows
 
 
@@ -357,6 +378,7 @@ def print_report(args: argparse.Namespace, results: Results, command: str) -> No
     )
     print()
     order = [results.logins[name] for name in TARGETS if name in results.logins]
+    order += [results.resumed[name] for name in TARGETS if name in results.resumed]
     print("\n".join(login_rows(order)))
     print()
     print("\n".join(ratio_rows(results)))
@@ -401,6 +423,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--targets", default=",".join(TARGETS), help=f"comma-separated, of {', '.join(TARGETS)}"
     )
     parser.add_argument("--no-install", action="store_true", help="skip targets not installed")
+    parser.add_argument(
+        "--no-resumed",
+        dest="resumed",
+        action="store_false",
+        help="skip the resumed-TLS login runs (EXTERNAL only: the same users again, each resuming a session)",
+    )
     parser.add_argument("--no-messaging", action="store_true", help="skip bench.messaging")
     parser.add_argument(
         "--redis-url",

@@ -49,6 +49,7 @@ from pathlib import Path
 from bench.clientcerts import (
     KEY_TYPES,
     Identity,
+    ResumingContext,
     client_context,
     load_ca_files,
     load_server_ca,
@@ -578,9 +579,63 @@ def tls_connector(host: str, port: int, domain: str, contexts: list[ssl.SSLConte
     return connect
 
 
-def contexts_for(identities: list[Identity], server_ca_file: Path | None = None) -> list[ssl.SSLContext]:
-    """One SSL context per identity, made before anything is timed and reused by every connection."""
-    return [client_context(identity, server_ca_file) for identity in identities]
+def contexts_for(
+    identities: list[Identity], server_ca_file: Path | None = None, *, resuming: bool = False
+) -> list[ssl.SSLContext]:
+    """One SSL context per identity, made before anything is timed and reused by every connection;
+    ``resuming``: each offers the session :func:`prime_sessions` gave it."""
+    return [client_context(identity, server_ca_file, resuming=resuming) for identity in identities]
+
+
+async def prime_session(host: str, port: int, domain: str, context: ResumingContext) -> bool:
+    """One full login whose TLS session ``context`` offers from then on. The stream is closed the clean way,
+    both ends' ``</stream:stream>`` and the server's close_notify before the socket closes: OpenSSL forgets
+    the session of a connection that ends without its close_notify. False when no session came."""
+    stream = await xmpp_login(host, port, domain, context, starttls=False)
+    try:
+        stream.send(CLOSE)
+        await stream.until("close", CLOSE)
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            while await asyncio.wait_for(stream.reader.read(READ_SIZE), STEP_TIMEOUT):
+                pass  # until the server's close_notify and FIN
+        session = stream.writer.get_extra_info("ssl_object").session
+    finally:
+        stream.writer.transport.abort()
+    context.offered_session = session
+    return session is not None
+
+
+async def prime_sessions(
+    host: str, port: int, domain: str, contexts: list[ssl.SSLContext], concurrency: int = 10
+) -> Counter[str]:
+    """:func:`prime_session` for every context, ``concurrency`` at a time; the errors, by kind."""
+    errors: Counter[str] = Counter()
+    pending = iter(contexts)
+
+    async def worker() -> None:
+        for context in pending:
+            try:
+                if not await prime_session(host, port, domain, context):
+                    errors["no TLS session to resume"] += 1
+            except LoginError as exc:
+                errors[exc.kind] += 1
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(contexts)))))
+    return errors
+
+
+def resumed_connector(host: str, port: int, domain: str, contexts: list[ssl.SSLContext]) -> Connect:
+    """Logins over direct TLS that must resume the session their context offers: one that did a full
+    handshake instead counts as an error (``tls: not resumed``): a resumed row holds resumed logins only."""
+
+    async def connect(n: int) -> Stream:
+        stream = await xmpp_login(host, port, domain, contexts[n % len(contexts)], starttls=False)
+        if not stream.writer.get_extra_info("ssl_object").session_reused:
+            stream.writer.transport.abort()
+            raise LoginError("tls: not resumed (a full handshake)")
+        return stream
+
+    return connect
 
 
 # -- reporting ----------------------------------------------------------------------------------------------
