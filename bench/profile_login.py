@@ -53,6 +53,24 @@ def thread_ticks(pid: int) -> dict[int, int]:
     return ticks
 
 
+def postgres_ticks() -> dict[int, int]:
+    """utime + stime of every PostgreSQL server process on this machine (``comm`` postgres), in clock ticks:
+    the database server's own CPU, which the server process's /proc/<pid>/stat does not hold. Empty when
+    none runs here (SQLite)."""
+    ticks = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if Path(f"/proc/{entry}/comm").read_text().strip() != "postgres":
+                continue
+            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+        except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+            continue
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
 def py_spy() -> str | None:
     local = Path(sys.executable).parent / "py-spy"
     return str(local) if local.exists() else shutil.which("py-spy")
@@ -157,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1.0)  # py-spy attaches
             database_before = postgres_activity(args.database_url, None)
             before = thread_ticks(server.pid)
+            postgres_before = postgres_ticks() if args.database_url else {}
             connect = xmpp_connector(HOST, scratch.direct_port, DOMAIN, contexts_for(users), starttls=False)
             label = "first logins" if args.first_login else "logins, accounts provisioned"
             if args.users:
@@ -165,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_logins(connect, args.count, args.concurrency, label, server_pid=server.pid, xmpp=True)
             )
             after = thread_ticks(server.pid)
+            postgres_after = postgres_ticks() if args.database_url else {}
             if sampler is not None:
                 sampler.send_signal(2)  # SIGINT: py-spy writes its file and exits
                 sampler.wait(30)
@@ -179,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| reactor (TLS, XML core, Twisted) | {1000 * reactor / ok:.2f} |")
         print(f"| database threads (certificate, SASL, session rows) | {1000 * others / ok:.2f} |")
         print(f"| whole process (/proc/<pid>/stat) | {report.cpu_ms_per_login:.2f} |")
+        if postgres_after:
+            # A backend that ended during the run takes its ticks with it; the server's connections last.
+            database = sum(ticks - postgres_before.get(pid, 0) for pid, ticks in postgres_after.items())
+            per_login = 1000 * database / CLOCK_TICKS / ok
+            print(f"| PostgreSQL server processes (every postgres in /proc) | {per_login:.2f} |")
         if database_work:
             print("\n| PostgreSQL (pg_stat_database, the server's database) | per login |\n|---|---|")
             for name, value in database_work.items():
