@@ -351,7 +351,7 @@ def median_rows(reports: dict[str, list], skipped: dict[str, str]) -> list[str]:
     }
     for name in VARIANTS:
         if name in skipped:
-            rows.append(f"| {LABELS[name]} | skipped: {skipped[name]} | | | | | | |")
+            rows.append(f"| {LABELS[name]} | skipped: {skipped[name]} |{' - |' * 6}")
             continue
         runs = reports.get(name)
         if not runs:
