@@ -26,11 +26,14 @@ A uvloop variant is skipped ("skipped: uvloop not installed") when ``import uvlo
 20 warm-up handshakes, then ``--rounds`` rounds each run every variant once with ``--count`` handshakes at
 ``--concurrency`` (the order rotates from round to round: the machine is shared); the table holds the medians
 over the rounds of handshakes/s, the server's CPU per handshake (``/proc/<pid>/stat``), p99 latency and the
-client's CPU per handshake, then each variant's server CPU against today's path.
+client's CPU per handshake, then each variant's server CPU against today's path. ``--lines N`` makes each
+connection echo N lines, one after the other, so the steady-state record path (what a session's stanzas go
+through) weighs in beside the handshake.
 
     .venv/bin/python -m bench.tls_paths                          # 2000 handshakes at 50, 3 rounds
     .venv/bin/python -m bench.tls_paths --count 200 --rounds 1   # a quick look
     .venv/bin/python -m bench.tls_paths --variants twisted-asyncio,asyncio-bio
+    .venv/bin/python -m bench.tls_paths --count 1000 --lines 50   # 50 round trips per connection
     .venv/bin/python -m bench.tls_paths --serve asyncio-bio --port P --pki DIR   # one server
 """
 
@@ -45,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -371,9 +375,28 @@ def median_rows(reports: dict[str, list], skipped: dict[str, str]) -> list[str]:
     return rows
 
 
+def lines_connector(port: int, contexts: list, lines: int) -> Callable[[int], Awaitable]:
+    """``bench.loadclient.tls_connector``'s handshake and echoed line, then ``lines - 1`` lines more, each
+    sent once the one before came back."""
+    from bench.loadclient import tls_handshake
+
+    async def connect(n: int):
+        stream = await tls_handshake(HOST, port, DOMAIN, contexts[n % len(contexts)])
+        try:
+            for _ in range(lines - 1):
+                stream.send(b"bench\n")
+                await stream.until("echo", b"\n")
+        except BaseException:
+            stream.writer.transport.abort()
+            raise
+        return stream
+
+    return connect
+
+
 def bench(args: argparse.Namespace) -> int:
     from bench.clientcerts import make_identities
-    from bench.loadclient import contexts_for, login_rows, raise_nofile_limit, run_logins, tls_connector
+    from bench.loadclient import contexts_for, login_rows, raise_nofile_limit, run_logins
     from bench.run_login_bench import machine
 
     raise_nofile_limit()
@@ -397,7 +420,7 @@ def bench(args: argparse.Namespace) -> int:
         warm = contexts_for(make_identities(*ca, DOMAIN, WARM_UP, directory / "warm", prefix="warm"))
         for name in variants:
             servers[name] = start(name, pki, directory / "run")
-            connect = tls_connector(HOST, servers[name].port, DOMAIN, warm)
+            connect = lines_connector(servers[name].port, warm, args.lines)
             warm_up = asyncio.run(run_logins(connect, WARM_UP, 10, "warm-up", server_pid=None, xmpp=False))
             if warm_up.errors:
                 problems.append(f"{name} warm-up errors: {dict(warm_up.errors)}")
@@ -405,7 +428,7 @@ def bench(args: argparse.Namespace) -> int:
             shift = round_ % len(variants)
             for name in variants[shift:] + variants[:shift]:
                 server = servers[name]
-                connect = tls_connector(HOST, server.port, DOMAIN, clients)
+                connect = lines_connector(server.port, clients, args.lines)
                 label = f"round {round_ + 1}: {LABELS[name]}"
                 report = asyncio.run(
                     run_logins(
@@ -422,8 +445,8 @@ def bench(args: argparse.Namespace) -> int:
         shutil.rmtree(directory, ignore_errors=True)
     print()
     print(
-        f"## Full mutual-TLS handshakes, one echoed line each: medians of {args.rounds} rounds of "
-        f"{args.count} at concurrency {args.concurrency} (EC P-256 server and client certificates)"
+        f"## Full mutual-TLS handshakes, {args.lines} echoed line(s) each: medians of {args.rounds} rounds "
+        f"of {args.count} at concurrency {args.concurrency} (EC P-256 server and client certificates)"
     )
     print()
     print("\n".join(median_rows(reports, skipped)))
@@ -447,6 +470,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=2000, help="handshakes per variant per round")
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--lines", type=int, default=1, help="lines each connection echoes (default 1)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table holds medians")
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}"
@@ -459,6 +483,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         parser.error(f"--variants: unknown {sorted(unknown)}; accepted values: {', '.join(VARIANTS)}")
+    if args.lines < 1:
+        parser.error("--lines must be at least 1")
     if args.serve and (args.port is None or args.pki is None):
         parser.error("--serve needs --port and --pki")
     return args
