@@ -20,7 +20,12 @@ buffers back (``release_bio_buffers``), as ``transport.tcp.protocol.C2SProtocol.
   leaf), no intermediates (Python 3.11 exposes the leaf only), and the ``ssl`` module's OpenSSL, not
   cryptography's (the versions are printed); it reads the leaf's DER and parses it;
 - ``uvloop-ssl``: the same on uvloop (uvloop has its own TLS transport over the ``ssl`` module);
-- ``openssl``: ``openssl s_server -rev`` (``bench.compare.start_openssl``): the ceiling of this machine.
+- ``openssl``: ``openssl s_server -rev`` (``bench.compare.start_openssl``), the usual ceiling; it runs on
+  the system's OpenSSL (3.0 on Debian 12), ours on cryptography's (newer): it may use more CPU than ours.
+
+Last, the floor under every pyOpenSSL path: the same handshakes and lines in this process over memory BIOs, a
+pyOpenSSL client beside our server connection, counting only the CPU of the server's calls (no socket, no
+event loop): what is left above it is the event loop's and the TLS glue's.
 
 A uvloop variant is skipped ("skipped: uvloop not installed") when ``import uvloop`` fails. Each server gets
 20 warm-up handshakes, then ``--rounds`` rounds each run every variant once with ``--count`` handshakes at
@@ -394,6 +399,67 @@ def lines_connector(port: int, contexts: list, lines: int) -> Callable[[int], Aw
     return connect
 
 
+def floor_ms(pki: Path, identities: list, lines: int) -> float:
+    """Server CPU ms per handshake and ``lines`` echoed lines over memory BIOs in this process, counting only
+    the server connection's calls (``process_time`` around them; the client's work is left out)."""
+    from OpenSSL import SSL
+
+    from transport.tls.context import release_bio_buffers
+
+    tls = server_tls(pki)
+    clients = []
+    for identity in identities:
+        context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        context.use_certificate_chain_file(str(identity.pem_file))
+        context.use_privatekey_file(str(identity.pem_file))
+        clients.append(context)
+
+    def pump(source: SSL.Connection, sink: SSL.Connection) -> None:
+        while True:
+            try:
+                sink.bio_write(source.bio_read(READ_SIZE))
+            except SSL.WantReadError:
+                return
+
+    clock, spent = time.process_time, 0.0
+    for context in clients:
+        client = SSL.Connection(context, None)
+        client.set_connect_state()
+        begin = clock()
+        server = tls.serverConnectionForTLS(None)
+        server.set_accept_state()
+        spent += clock() - begin
+        client_done = server_done = False
+        while not (client_done and server_done):
+            if not client_done:
+                try:
+                    client.do_handshake()
+                    client_done = True
+                except SSL.WantReadError:
+                    pass
+            pump(client, server)
+            begin = clock()
+            if not server_done:
+                try:
+                    server.do_handshake()
+                    server_done = True
+                    after_handshake(server)
+                except SSL.WantReadError:
+                    pass
+            pump(server, client)
+            spent += clock() - begin
+        for _ in range(lines):
+            client.send(b"bench\n")
+            pump(client, server)
+            begin = clock()
+            server.send(server.recv(READ_SIZE)[::-1])
+            pump(server, client)
+            release_bio_buffers(server)
+            spent += clock() - begin
+            client.recv(READ_SIZE)
+    return spent / len(clients) * 1e3
+
+
 def bench(args: argparse.Namespace) -> int:
     from bench.clientcerts import make_identities
     from bench.loadclient import contexts_for, login_rows, raise_nofile_limit, run_logins
@@ -412,11 +478,13 @@ def bench(args: argparse.Namespace) -> int:
     servers: dict[str, object] = {}
     reports: dict[str, list] = {name: [] for name in variants}
     problems: list[str] = []
+    floors: list[float] = []
     started = time.monotonic()
     try:
         pki = directory / "pki"
         ca = make_pki(pki)
-        clients = contexts_for(make_identities(*ca, DOMAIN, args.count, directory / "clients"))
+        identities = make_identities(*ca, DOMAIN, args.count, directory / "clients")
+        clients = contexts_for(identities)
         warm = contexts_for(make_identities(*ca, DOMAIN, WARM_UP, directory / "warm", prefix="warm"))
         for name in variants:
             servers[name] = start(name, pki, directory / "run")
@@ -437,6 +505,8 @@ def bench(args: argparse.Namespace) -> int:
                 )
                 reports[name].append(report)
                 print("\n".join(login_rows([report])[2:]), flush=True)
+            floors.append(floor_ms(pki, identities, args.lines))
+            print(f"# round {round_ + 1}: in-process floor {floors[-1]:.3f} ms per handshake", flush=True)
     finally:
         for name, server in servers.items():
             if server.child.process.poll() is not None:
@@ -450,6 +520,11 @@ def bench(args: argparse.Namespace) -> int:
     )
     print()
     print("\n".join(median_rows(reports, skipped)))
+    if floors:
+        print(
+            f"\nIn-process floor (our server connection's calls only, no socket, no loop): "
+            f"{statistics.median(floors):.3f} ms server CPU per handshake (median of {len(floors)})"
+        )
     print()
     print("\n".join(machine()))
     versions = [
