@@ -377,7 +377,8 @@ class SessionDriver:
 
     def _external_judged(self, result: Any) -> None:
         if getattr(result, "jid", None):
-            logger.info("%s: SASL EXTERNAL accepted as %s", self.name, result.jid)
+            # DEBUG: the authenticator's INFO line says it (subject, JID, transport, peer, why)
+            logger.debug("%s: SASL EXTERNAL accepted as %s", self.name, result.jid)
         else:
             condition, reason = getattr(result, "condition", "?"), getattr(result, "reason", "")
             logger.info("%s: SASL EXTERNAL refused: %s (%s)", self.name, condition, reason)

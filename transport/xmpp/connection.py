@@ -364,7 +364,7 @@ class C2SConnection:
         self._send(reply)
         self._bind_id = None
         self._goto(Trigger.BIND_ACCEPTED)
-        self._log(logging.INFO, "bound %s", full)
+        self._log(logging.DEBUG, "bound %s", full)  # the driver's INFO line says it, with the connection
         self._events.append(Bound(full, self.resource or ""))
         self._session_timers()
         self._pump()  # what the client sent meanwhile
@@ -579,7 +579,7 @@ class C2SConnection:
         self._parser = self._new_parser()
 
     def _on_client_close(self) -> None:
-        self._log(logging.INFO, "the client closed the stream")
+        self._log(logging.DEBUG, "the client closed the stream")  # the driver logs the Close at INFO
         self._out.append(stream_footer(self._framed))  # RFC 6120 §4.4: close ours too
         self._enter_closed(Close("the client closed the stream"))
 
@@ -819,7 +819,7 @@ class C2SConnection:
         self._goto(self._offer())
 
     def _sasl_success(self, jid: Jid, additional: bytes | None = None) -> None:
-        self._log(logging.INFO, "authenticated as %s", jid.bare)
+        self._log(logging.DEBUG, "authenticated as %s", jid.bare)  # the authenticator logs it at INFO
         self._sasl_mechanism = None
         success = Element(ns.qname(ns.SASL, "success"))  # RFC 6120 §6.4.6: with additional data if any
         if additional:
@@ -1009,7 +1009,8 @@ class C2SConnection:
         return events
 
     def _log(self, level: int, message: str, *args: object) -> None:
-        logger.log(level, "%s: " + message, self.log_id, *args)
+        if logger.isEnabledFor(level):  # issue 17 §6: a DEBUG line costs no string building when it is off
+            logger.log(level, "%s: " + message, self.log_id, *args)
 
 
 Handler = Callable[[C2SConnection, Element], None]
