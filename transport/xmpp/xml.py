@@ -143,6 +143,7 @@ class StreamParser:
         self._boundary = False  # this piece ended a first-level element or the stream header
         self._document = False  # parse_document: one complete document, read at once
         self._xml_decl = False  # the input carried an XML declaration
+        self._priming = False  # _reprime is feeding the root start tag again: nothing to report or check
 
     # -- set-up -------------------------------------------------------------------------------------
 
@@ -215,8 +216,11 @@ class StreamParser:
         parser = self._new_expat()
         self._parser = parser
         self._depth = 0
-        parser.Parse(self._root, False)  # reports StreamOpen again: dropped below
-        self._events = []
+        self._priming = True  # the root's start tag was read and reported once: it only opens the element
+        try:
+            parser.Parse(self._root, False)
+        finally:
+            self._priming = False
         self._offset = len(self._root) - self._fed
 
     def _die(self) -> None:
@@ -260,6 +264,9 @@ class StreamParser:
             # it: no XML declaration in a WebSocket message or a BOSH body (no client sends one).
             raise errors.StreamError(errors.NOT_WELL_FORMED, "an XML declaration inside the stream")
         declared, self._pending_ns = self._pending_ns, {}
+        if self._priming:
+            self._depth = 1
+            return
         tag = _clark(name)
         attributes = {_clark(key): value for key, value in attrs.items()}
         if self._depth == 0:
