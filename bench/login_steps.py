@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--callgrind", action="store_true", help="toggle callgrind collection (see above)")
     parser.add_argument("--profile", action="store_true", help="cProfile the timed logins")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative, tottime, ...")
     return parser.parse_args(argv)
 
 
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> None:
     if profiler is not None:
         import pstats
 
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.top)
+        pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
 
 
 if __name__ == "__main__":

@@ -60,10 +60,15 @@ class Learnt:
     sources: list[CrlSource] = field(default_factory=list)
 
 
-def _keys(path: Sequence[x509.Certificate], known_ca: set[str] | dict[str, int]) -> set[object]:
+def _keys(
+    path: Sequence[x509.Certificate],
+    known_ca: set[str] | dict[str, int],
+    fingerprints: Sequence[str] | None = None,
+) -> set[object]:
     """What this path could teach that this process has not offered yet (an empty set: nothing)."""
     keys: set[object] = set()
-    fingerprints = [pki.fingerprint_sha256(cert) for cert in path]
+    if fingerprints is None:
+        fingerprints = [pki.fingerprint_sha256(cert) for cert in path]
     for fingerprint in fingerprints[1:-1]:
         if fingerprint not in known_ca:
             keys.add(("ca", fingerprint))
@@ -76,15 +81,22 @@ def _keys(path: Sequence[x509.Certificate], known_ca: set[str] | dict[str, int])
     return keys - _seen
 
 
-def offer(path: Sequence[x509.Certificate], known_ca: set[str] | dict[str, int]) -> bool:
+def offer(
+    path: Sequence[x509.Certificate],
+    known_ca: set[str] | dict[str, int],
+    fingerprints: Sequence[str] | None = None,
+) -> bool:
     """Queue a verified ``path`` (leaf first, anchor last) when it may teach something; never blocks.
 
-    ``known_ca``: fingerprints of the CA rows the caller knows (``TrustAnchors.ca_ids``). Returns whether the
+    ``known_ca``: fingerprints of the CA rows the caller knows (``TrustAnchors.ca_ids``); ``fingerprints``:
+    the path's SHA-256 fingerprints, in order, when the caller has them (else computed). Returns whether the
     path was queued.
     """
     if len(path) < 2:
         return False
-    keys = _keys(path, known_ca)
+    if fingerprints is not None and len(fingerprints) != len(path):
+        raise ValueError("one fingerprint per certificate of the path")
+    keys = _keys(path, known_ca, fingerprints)
     if not keys:
         return False
     with _lock:

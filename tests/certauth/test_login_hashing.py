@@ -1,0 +1,54 @@
+"""A login hashes its verified path once (issue 17 §6): the fingerprints the authenticator hands on are the
+ones each consumer would compute itself, and a consumer given none still computes them."""
+
+from __future__ import annotations
+
+import pytest
+
+from certauth import learning, pki
+from certauth.authenticator import _chain_fingerprints
+from certauth.revocation import PathLink
+from tests.certs import make_client, make_intermediate, make_root
+
+
+@pytest.fixture(scope="module")
+def path():
+    root = make_root("hashing root")
+    inter = make_intermediate(root, "hashing intermediate", crl_url="http://crl.example/root.crl")
+    leaf = make_client(inter, jids=["alice@localhost"])
+    return [leaf.cert, inter.cert, root.cert]
+
+
+def test_chain_fingerprints_are_each_certificates_own(path):
+    leaf_fingerprint = pki.cert_facts(path[0]).fingerprint_sha256
+    assert _chain_fingerprints(leaf_fingerprint, path) == tuple(pki.fingerprint_sha256(c) for c in path)
+
+
+def test_a_path_link_given_fingerprints_equals_one_that_computes_them(path):
+    leaf, issuer = path[0], path[1]
+    given = PathLink.of(
+        leaf,
+        issuer,
+        7,
+        is_leaf=True,
+        fingerprint=pki.fingerprint_sha256(leaf),
+        issuer_fingerprint=pki.fingerprint_sha256(issuer),
+    )
+    assert given == PathLink.of(leaf, issuer, 7, is_leaf=True)
+    assert given.issuer_fingerprint == pki.fingerprint_sha256(issuer)
+    alone = PathLink.of(leaf, None, None, is_leaf=True, fingerprint=pki.fingerprint_sha256(leaf))
+    assert alone == PathLink.of(leaf, None, None, is_leaf=True) and alone.issuer_fingerprint is None
+
+
+@pytest.mark.parametrize("known", ["none", "root", "both"])
+def test_learning_keys_from_given_fingerprints_equal_computed_ones(path, known):
+    fingerprints = [pki.fingerprint_sha256(c) for c in path]
+    known_ca = {"none": {}, "root": {fingerprints[2]: 1}, "both": {fingerprints[1]: 2, fingerprints[2]: 1}}[
+        known
+    ]
+    assert learning._keys(path, known_ca, fingerprints) == learning._keys(path, known_ca)
+
+
+def test_learning_refuses_fingerprints_that_do_not_match_the_path(path):
+    with pytest.raises(ValueError):
+        learning.offer(path, {}, [pki.fingerprint_sha256(path[0])])
