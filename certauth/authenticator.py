@@ -148,10 +148,12 @@ def _path_links(
     ]
 
 
-def _chain_fingerprints(leaf_fingerprint: str, chain: Sequence[x509.Certificate]) -> tuple[str, ...]:
+def _chain_fingerprints(
+    leaf_fingerprint: str, chain: Sequence[x509.Certificate], anchors: TrustAnchors
+) -> tuple[str, ...]:
     """The SHA-256 fingerprints of a verified ``chain`` (leaf first), hashed once for the whole check: the
-    leaf's is its facts' (the verifier returns the leaf it was given)."""
-    return (leaf_fingerprint, *(pki.fingerprint_sha256(cert) for cert in chain[1:]))
+    leaf's is its facts' (the verifier returns the leaf it was given), an anchor's the anchors' own."""
+    return (leaf_fingerprint, *(anchors.fingerprint_of(cert) for cert in chain[1:]))
 
 
 def _as_certificates(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certificate]:
@@ -243,7 +245,7 @@ class CertificateAuthenticator:
             reason = f"certificate refused: {verdict.reason}"
             self._record(facts, None, None, None, reason)
             return CertCheck(facts, False, verdict.reason, user_text(verdict.reason))
-        fingerprints = _chain_fingerprints(facts.fingerprint_sha256, verdict.chain)
+        fingerprints = _chain_fingerprints(facts.fingerprint_sha256, verdict.chain, anchors)
         # anchors.ca_row_id(verdict.issuer_ca): the leaf's direct issuer is the path's second certificate
         issuer_ca_id = anchors.ca_ids.get(fingerprints[1]) if len(fingerprints) > 1 else None
         checked = _Checked(

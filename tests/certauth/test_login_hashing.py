@@ -4,10 +4,13 @@ ones each consumer would compute itself, and a consumer given none still compute
 from __future__ import annotations
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from certauth import learning, pki
 from certauth.authenticator import _chain_fingerprints
 from certauth.revocation import PathLink
+from certauth.trust import TrustAnchors
 from tests.certs import make_client, make_intermediate, make_root
 
 
@@ -19,9 +22,26 @@ def path():
     return [leaf.cert, inter.cert, root.cert]
 
 
-def test_chain_fingerprints_are_each_certificates_own(path):
+def anchors_of(*certs) -> TrustAnchors:
+    return TrustAnchors(certs, None, anchor_fingerprints={c: pki.fingerprint_sha256(c) for c in certs})
+
+
+@pytest.mark.parametrize("anchored", [True, False])
+def test_chain_fingerprints_are_each_certificates_own(path, anchored):
+    anchors = anchors_of(path[2]) if anchored else anchors_of()
     leaf_fingerprint = pki.cert_facts(path[0]).fingerprint_sha256
-    assert _chain_fingerprints(leaf_fingerprint, path) == tuple(pki.fingerprint_sha256(c) for c in path)
+    expected = tuple(pki.fingerprint_sha256(c) for c in path)
+    assert _chain_fingerprints(leaf_fingerprint, path, anchors) == expected
+
+
+def test_an_anchors_fingerprint_is_looked_up_and_any_other_hashed(path, monkeypatch):
+    anchors = anchors_of(path[2])
+    copy = x509.load_der_x509_certificate(path[2].public_bytes(Encoding.DER))  # as the verifier returns it
+    hashed = []
+    real = pki.fingerprint_sha256
+    monkeypatch.setattr(pki, "fingerprint_sha256", lambda cert: hashed.append(cert) or real(cert))
+    assert anchors.fingerprint_of(copy) == real(path[2]) and hashed == []
+    assert anchors.fingerprint_of(path[1]) == real(path[1]) and hashed == [path[1]]
 
 
 def test_a_path_link_given_fingerprints_equals_one_that_computes_them(path):
