@@ -204,11 +204,11 @@ class SessionDriver:
         self.tls_errors = tuple(tls_errors)
         if self.tls_errors:
             logger.info("%s: OpenSSL chain errors: %s", self.name, "; ".join(map(str, self.tls_errors)))
-        self.cert_fingerprint = leaf_fingerprint(chain)
         if self.tls_options is None:  # no TLS facts (plain HTTP not from a trusted proxy): no EXTERNAL
+            self.cert_fingerprint = leaf_fingerprint(chain)
             self._settle(True)
             return
-        checked = functools.partial(self._certificate_checked, dict(channel_bindings or {}))
+        checked = functools.partial(self._certificate_checked, dict(channel_bindings or {}), chain)
         self._in_thread(checked, self.authenticator.check_certificate, list(chain))
 
     def receive(self, data: bytes) -> None:
@@ -274,7 +274,12 @@ class SessionDriver:
 
     # -- the certificate ------------------------------------------------------------------------------
 
-    def _certificate_checked(self, channel_bindings: dict[str, bytes], check: Any) -> None:
+    def _certificate_checked(
+        self, channel_bindings: dict[str, bytes], chain: Sequence[bytes | x509.Certificate], check: Any
+    ) -> None:
+        # The leaf's fingerprint, from the check's facts when it parsed the leaf (issue 17 §6: hashed once)
+        fingerprint = getattr(check.facts, "fingerprint_sha256", None)
+        self.cert_fingerprint = fingerprint if isinstance(fingerprint, str) else leaf_fingerprint(chain)
         if self.tls_options is not None and must_disconnect(self.tls_options, bool(check.verified)):
             # MongooseIM disconnect_on_failure: an invalid certificate ends the connection at once.
             logger.warning("%s: certificate refused, disconnecting: %s", self.name, check.reason)
