@@ -166,6 +166,24 @@ def _as_certificates(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Cer
     return certs
 
 
+# SHA-256 fingerprint -> the certificate's facts (issue 17 §6): a returning user's leaf is not parsed again.
+# Facts are a function of the certificate's DER alone, which its SHA-256 names; bounded, emptied when full.
+_FACTS: dict[str, CertFacts] = {}
+FACTS_HELD = 1024
+
+
+def _facts_of(cert: x509.Certificate) -> CertFacts:
+    """``pki.cert_facts(cert)``, parsed once per certificate (``ValueError`` as it, and then not held)."""
+    fingerprint = pki.fingerprint_sha256(cert)
+    facts = _FACTS.get(fingerprint)
+    if facts is None:
+        facts = pki.cert_facts(cert, fingerprint)
+        if len(_FACTS) >= FACTS_HELD:
+            _FACTS.clear()
+        _FACTS[fingerprint] = facts
+    return facts
+
+
 def _hosted_domains(config: Config) -> frozenset[str]:
     """The hosted domains (``accounts.domains``: config hosts minus the rows an admin disabled), with a
     ``Domain`` row made for each config host."""
@@ -224,7 +242,7 @@ class CertificateAuthenticator:
     def _check_certificate(self, chain: Sequence[bytes | x509.Certificate]) -> CertCheck:
         try:
             certs = _as_certificates(chain)
-            facts = pki.cert_facts(certs[0]) if certs else None  # ValueError: e.g. a duplicate extension
+            facts = _facts_of(certs[0]) if certs else None  # ValueError: e.g. a duplicate extension
         except ValueError as exc:
             reason = f"client certificate cannot be parsed: {exc}"
             self._record(None, None, None, None, reason)
