@@ -409,12 +409,13 @@ class CertificateAuthenticator:
             reason = f"{reason}; {pins.REASON_FIRST_USE.format(jid=decision.jid)}"
         self._record(facts, authzid, decision.jid, None, reason, jid_tried=decision.jid)
         logger.info(
-            "SASL EXTERNAL success: %s as %s via %s from %s (%s)",
+            "SASL EXTERNAL success: %s as %s via %s from %s (%s; verifier %s)",
             facts.subject,
             decision.jid,
             self.transport,
             self.peer,
             reason,
+            decision.verifier,
         )
         return IdentityDecision(jid=decision.jid, reason=reason, verifier=decision.verifier)
 
