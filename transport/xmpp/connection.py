@@ -364,6 +364,8 @@ class C2SConnection:
         self._out.append(_bind_result(self._bind_id or "", full, self._framed))  # RFC 6120 §7.6.1
         self._bind_id = None
         self._goto(Trigger.BIND_ACCEPTED)
+        if self._parser is not None:
+            self._parser.keep_between_stanzas(False)  # an idle session holds no expat parser (issue 17 §5)
         self._log(logging.DEBUG, "bound %s", full)  # the driver's INFO line says it, with the connection
         self._events.append(Bound(full, self.resource or ""))
         self._session_timers()
@@ -421,7 +423,11 @@ class C2SConnection:
 
     def _new_parser(self) -> StreamParser | None:
         # Framed input needs none: each message is read as a document of its own (parse_document).
-        return None if self._framed else StreamParser(self.settings.max_stanza_size)
+        if self._framed:
+            return None
+        parser = StreamParser(self.settings.max_stanza_size)
+        parser.keep_between_stanzas(self._state is not State.SESSION)  # negotiation keeps its (issue 17 §6)
+        return parser
 
     def _pump(self) -> None:
         """Feed held bytes to the parser, a piece at a time, until they run out or the core must wait."""
