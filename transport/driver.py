@@ -286,9 +286,10 @@ class SessionDriver:
             self._closing = True
             self._close_transport(abort=True)
             return
-        if check.facts is not None:
-            verdict = "verified" if check.verified else "not verified"
-            logger.info("%s: client certificate %s (%s)", self.name, verdict, check.reason)
+        if check.facts is not None and not check.verified:
+            logger.info("%s: client certificate not verified (%s)", self.name, check.reason)
+        elif check.facts is not None:  # DEBUG: the SASL success line that follows says so (issue 17 §6)
+            logger.debug("%s: client certificate verified (%s)", self.name, check.reason)
         self.cert_facts = check.facts if check.verified else None
         self.presented_facts = check.facts
         self.no_certificate = check.facts is None and requests_certificate(self.tls_options)
