@@ -258,6 +258,7 @@ class CertificateAuthenticator:
             mode=self.listener_tls.verify_mode,
             now=self._clock(),
             anchor_certificates=anchors.certificates,
+            leaf_facts=facts,
         )
         if not verdict.ok:
             reason = f"certificate refused: {verdict.reason}"

@@ -72,3 +72,54 @@ def test_learning_keys_from_given_fingerprints_equal_computed_ones(path, known):
 def test_learning_refuses_fingerprints_that_do_not_match_the_path(path):
     with pytest.raises(ValueError):
         learning.offer(path, {}, [pki.fingerprint_sha256(path[0])])
+
+
+# -- a returning chain teaches nothing new: answered without reading it again --------------------------
+
+
+@pytest.fixture
+def learnt(monkeypatch):
+    """Paths learnt inline (recorded, no database); distribution points read (counted)."""
+    learning.forget()
+    monkeypatch.setattr(learning, "INLINE", True)
+    paths: list[tuple] = []
+    monkeypatch.setattr(learning, "_learn_inline", lambda path, keys: paths.append(tuple(path)))
+    reads: list[object] = []
+    real = pki.crl_distribution_urls
+    monkeypatch.setattr(pki, "crl_distribution_urls", lambda cert: reads.append(cert) or real(cert))
+    yield paths, reads
+    learning.forget()
+
+
+def test_a_taught_path_is_not_read_again(path, learnt):
+    paths, reads = learnt
+    fingerprints = [pki.fingerprint_sha256(c) for c in path]
+    known = {fingerprints[2]: 1}  # the root is a row: the intermediate and its distribution point are news
+    assert learning.offer(path, known, fingerprints) is True and len(paths) == 1
+    read_first = len(reads)
+    assert read_first > 0
+    assert learning.offer(path, known, fingerprints) is False
+    assert learning.offer(path, known) is False  # the same answer when the caller brings no fingerprints
+    assert len(reads) == read_first and len(paths) == 1
+
+
+def test_a_path_is_offered_again_once_its_keys_are_forgotten(path, learnt):
+    paths, _ = learnt
+    fingerprints = [pki.fingerprint_sha256(c) for c in path]
+    known = {fingerprints[2]: 1}
+    keys = learning._keys(path, known, fingerprints)
+    assert learning.offer(path, known, fingerprints) is True
+    assert learning.offer(path, known, fingerprints) is False
+    with learning._lock:
+        learning._forget_seen(keys)  # what a failed learning does: "it will be offered again"
+    assert learning.offer(path, known, fingerprints) is True and len(paths) == 2
+
+
+def test_a_path_whose_intermediate_became_a_row_is_read_again(path, learnt):
+    _, reads = learnt
+    fingerprints = [pki.fingerprint_sha256(c) for c in path]
+    assert learning.offer(path, {fingerprints[2]: 1}, fingerprints) is True
+    assert learning.offer(path, {fingerprints[2]: 1}, fingerprints) is False
+    before = len(reads)
+    learning.offer(path, {fingerprints[2]: 1, fingerprints[1]: 2}, fingerprints)  # the intermediate is a row
+    assert len(reads) > before  # what it may teach now is looked for again
