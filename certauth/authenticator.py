@@ -125,16 +125,35 @@ class _Checked:
 
 
 def _path_links(
-    leaf: x509.Certificate, chain: Sequence[x509.Certificate], anchors: TrustAnchors
+    leaf: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    anchors: TrustAnchors,
+    fingerprints: Sequence[str],
 ) -> list[PathLink]:
-    """The verified ``chain`` (leaf first, anchor last) as links to check (RFC 5280 §6.1.3 (a)(3)); a leaf
-    without a verified issuer (self-signed, or verification off) is one link without one."""
+    """The verified ``chain`` (leaf first, anchor last; ``fingerprints`` theirs, in order) as links to check
+    (RFC 5280 §6.1.3 (a)(3)); a leaf without a verified issuer (self-signed, or verification off) is one link
+    without one."""
     if len(chain) < 2:
-        return [PathLink.of(leaf, None, None, is_leaf=True)]
+        return [PathLink.of(leaf, None, None, is_leaf=True, fingerprint=fingerprints[0])]
     return [
-        PathLink.of(cert, issuer, anchors.ca_row_id(issuer), is_leaf=index == 0)
+        PathLink.of(
+            cert,
+            issuer,
+            anchors.ca_ids.get(fingerprints[index + 1]),  # TrustAnchors.ca_row_id, without hashing again
+            is_leaf=index == 0,
+            fingerprint=fingerprints[index],
+            issuer_fingerprint=fingerprints[index + 1],
+        )
         for index, (cert, issuer) in enumerate(zip(chain[:-1], chain[1:], strict=True))
     ]
+
+
+def _chain_fingerprints(
+    leaf_fingerprint: str, chain: Sequence[x509.Certificate], anchors: TrustAnchors
+) -> tuple[str, ...]:
+    """The SHA-256 fingerprints of a verified ``chain`` (leaf first), hashed once for the whole check: the
+    leaf's is its facts' (the verifier returns the leaf it was given), an anchor's the anchors' own."""
+    return (leaf_fingerprint, *(anchors.fingerprint_of(cert) for cert in chain[1:]))
 
 
 def _as_certificates(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certificate]:
@@ -145,6 +164,24 @@ def _as_certificates(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Cer
         else:
             certs.extend(pki.load_certificates(bytes(item)))  # DER, or PEM with one or more certificates
     return certs
+
+
+# SHA-256 fingerprint -> the certificate's facts (issue 17 §6): a returning user's leaf is not parsed again.
+# Facts are a function of the certificate's DER alone, which its SHA-256 names; bounded, emptied when full.
+_FACTS: dict[str, CertFacts] = {}
+FACTS_HELD = 1024
+
+
+def _facts_of(cert: x509.Certificate) -> CertFacts:
+    """``pki.cert_facts(cert)``, parsed once per certificate (``ValueError`` as it, and then not held)."""
+    fingerprint = pki.fingerprint_sha256(cert)
+    facts = _FACTS.get(fingerprint)
+    if facts is None:
+        facts = pki.cert_facts(cert, fingerprint)
+        if len(_FACTS) >= FACTS_HELD:
+            _FACTS.clear()
+        _FACTS[fingerprint] = facts
+    return facts
 
 
 def _hosted_domains(config: Config) -> frozenset[str]:
@@ -205,7 +242,7 @@ class CertificateAuthenticator:
     def _check_certificate(self, chain: Sequence[bytes | x509.Certificate]) -> CertCheck:
         try:
             certs = _as_certificates(chain)
-            facts = pki.cert_facts(certs[0]) if certs else None  # ValueError: e.g. a duplicate extension
+            facts = _facts_of(certs[0]) if certs else None  # ValueError: e.g. a duplicate extension
         except ValueError as exc:
             reason = f"client certificate cannot be parsed: {exc}"
             self._record(None, None, None, None, reason)
@@ -221,24 +258,27 @@ class CertificateAuthenticator:
             mode=self.listener_tls.verify_mode,
             now=self._clock(),
             anchor_certificates=anchors.certificates,
+            leaf_facts=facts,
         )
         if not verdict.ok:
             reason = f"certificate refused: {verdict.reason}"
             self._record(facts, None, None, None, reason)
             return CertCheck(facts, False, verdict.reason, user_text(verdict.reason))
-        issuer_ca_id = anchors.ca_row_id(verdict.issuer_ca)
+        fingerprints = _chain_fingerprints(facts.fingerprint_sha256, verdict.chain, anchors)
+        # anchors.ca_row_id(verdict.issuer_ca): the leaf's direct issuer is the path's second certificate
+        issuer_ca_id = anchors.ca_ids.get(fingerprints[1]) if len(fingerprints) > 1 else None
         checked = _Checked(
             facts,
             certs[0].public_bytes(Encoding.DER),
             issuer_ca_id,
-            tuple(_path_links(certs[0], verdict.chain, anchors)),
-            tuple(pki.fingerprint_sha256(cert) for cert in verdict.chain[1:]),
+            tuple(_path_links(certs[0], verdict.chain, anchors, fingerprints)),
+            fingerprints[1:],
             self_signed=verdict.self_signed,
         )
         revoked = self._revocation(checked)
         # After the decision, off the login path: verified chains only, refused or not (under
         # require_revocation an intermediate must become a row, with its CRL, before anything below passes).
-        learning.offer(verdict.chain, anchors.ca_ids)
+        learning.offer(verdict.chain, anchors.ca_ids, fingerprints)
         if revoked:
             self._record(facts, None, None, None, f"certificate refused: {revoked}")
             return CertCheck(facts, False, revoked, user_text(revoked))
@@ -370,12 +410,13 @@ class CertificateAuthenticator:
             reason = f"{reason}; {pins.REASON_FIRST_USE.format(jid=decision.jid)}"
         self._record(facts, authzid, decision.jid, None, reason, jid_tried=decision.jid)
         logger.info(
-            "SASL EXTERNAL success: %s as %s via %s from %s (%s)",
+            "SASL EXTERNAL success: %s as %s via %s from %s (%s; verifier %s)",
             facts.subject,
             decision.jid,
             self.transport,
             self.peer,
             reason,
+            decision.verifier,
         )
         return IdentityDecision(jid=decision.jid, reason=reason, verifier=decision.verifier)
 

@@ -279,9 +279,12 @@ def resolve_identity(
                     NOT_AUTHORIZED, f"{result.bare!r} is not in the stream's domain {domain!r}"
                 )
             else:
-                logger.info("SASL EXTERNAL: %s is %s (verifier %s)", _describe(facts), result.bare, name)
+                # DEBUG: the caller's INFO line of the login names the JID and the verifier (issue 17 §6)
+                if logger.isEnabledFor(logging.DEBUG):  # _describe builds a string: only when it is logged
+                    logger.debug("SASL EXTERNAL: %s is %s (verifier %s)", _describe(facts), result.bare, name)
                 return IdentityDecision(jid=result.bare, verifier=name)
-        logger.debug("verifier %s refused %s: %s", name, _describe(facts), result.reason)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("verifier %s refused %s: %s", name, _describe(facts), result.reason)
         if result.applies or last is None:
             failure, last = result, name
     return _refuse(facts, failure, last)

@@ -48,6 +48,10 @@ INLINE: bool | None = None
 
 _queue: queue.Queue[tuple[tuple[bytes, ...], frozenset[object]]] = queue.Queue(QUEUE_SIZE)
 _seen: set[object] = set()
+# Paths (their fingerprints, and which of them are known CA rows) whose every key is in _seen: a returning
+# client's chain is answered from here, without reading its distribution points again (issue 17 §6).
+# Emptied whenever _seen loses anything, so a key to offer again is always looked for.
+_taught: set[tuple[tuple[str, ...], tuple[bool, ...]]] = set()
 _lock = threading.Lock()
 _worker: threading.Thread | None = None
 
@@ -60,10 +64,15 @@ class Learnt:
     sources: list[CrlSource] = field(default_factory=list)
 
 
-def _keys(path: Sequence[x509.Certificate], known_ca: set[str] | dict[str, int]) -> set[object]:
+def _keys(
+    path: Sequence[x509.Certificate],
+    known_ca: set[str] | dict[str, int],
+    fingerprints: Sequence[str] | None = None,
+) -> set[object]:
     """What this path could teach that this process has not offered yet (an empty set: nothing)."""
     keys: set[object] = set()
-    fingerprints = [pki.fingerprint_sha256(cert) for cert in path]
+    if fingerprints is None:
+        fingerprints = [pki.fingerprint_sha256(cert) for cert in path]
     for fingerprint in fingerprints[1:-1]:
         if fingerprint not in known_ca:
             keys.add(("ca", fingerprint))
@@ -76,24 +85,38 @@ def _keys(path: Sequence[x509.Certificate], known_ca: set[str] | dict[str, int])
     return keys - _seen
 
 
-def offer(path: Sequence[x509.Certificate], known_ca: set[str] | dict[str, int]) -> bool:
+def offer(
+    path: Sequence[x509.Certificate],
+    known_ca: set[str] | dict[str, int],
+    fingerprints: Sequence[str] | None = None,
+) -> bool:
     """Queue a verified ``path`` (leaf first, anchor last) when it may teach something; never blocks.
 
-    ``known_ca``: fingerprints of the CA rows the caller knows (``TrustAnchors.ca_ids``). Returns whether the
+    ``known_ca``: fingerprints of the CA rows the caller knows (``TrustAnchors.ca_ids``); ``fingerprints``:
+    the path's SHA-256 fingerprints, in order, when the caller has them (else computed). Returns whether the
     path was queued.
     """
     if len(path) < 2:
         return False
-    keys = _keys(path, known_ca)
-    if not keys:
+    if fingerprints is None:
+        fingerprints = [pki.fingerprint_sha256(cert) for cert in path]
+    elif len(fingerprints) != len(path):
+        raise ValueError("one fingerprint per certificate of the path")
+    taught = (tuple(fingerprints), tuple(fingerprint in known_ca for fingerprint in fingerprints))
+    if taught in _taught:
         return False
+    keys = _keys(path, known_ca, fingerprints)
     with _lock:
         keys -= _seen
+        if len(_taught) >= SEEN_LIMIT:
+            _taught.clear()
         if not keys:
+            _taught.add(taught)
             return False
         if len(_seen) >= SEEN_LIMIT:
-            _seen.clear()  # the database is the real record; offering again only repeats idempotent work
+            _forget_seen()  # the database is the real record; offering again only repeats idempotent work
         _seen.update(keys)
+        _taught.add(taught)  # every key of it is offered now (a failure forgets this with the keys)
     if INLINE or (INLINE is None and connection.vendor == "sqlite"):
         _learn_inline(path, keys)
         return True
@@ -102,7 +125,7 @@ def offer(path: Sequence[x509.Certificate], known_ca: set[str] | dict[str, int])
         _queue.put_nowait((ders, frozenset(keys)))
     except queue.Full:
         with _lock:
-            _seen.difference_update(keys)
+            _forget_seen(keys)
         logger.debug("learning queue full: chain of %s not offered", path[0].subject.rfc4514_string())
         return False
     _ensure_worker()
@@ -126,7 +149,7 @@ def _run() -> None:
         except Exception:
             logger.exception("learning from a client chain failed; it will be offered again")
             with _lock:
-                _seen.difference_update(keys)
+                _forget_seen(keys)
         finally:
             _queue.task_done()
 
@@ -145,7 +168,7 @@ def _learn_inline(path: Sequence[x509.Certificate], keys: set[object]) -> None:
     except Exception:
         logger.exception("learning from a client chain failed; it will be offered again")
         with _lock:
-            _seen.difference_update(keys)
+            _forget_seen(keys)
 
 
 def wait_idle(timeout: float = 10.0) -> bool:
@@ -161,7 +184,17 @@ def wait_idle(timeout: float = 10.0) -> bool:
 def forget() -> None:
     """Forget what this process offered (tests: a new database holds none of it)."""
     with _lock:
+        _forget_seen()
+
+
+def _forget_seen(keys: set[object] | frozenset[object] | None = None) -> None:
+    """Drop ``keys`` (None: all) from what was offered, and every path found to teach nothing new. Under
+    ``_lock``."""
+    if keys is None:
         _seen.clear()
+    else:
+        _seen.difference_update(keys)
+    _taught.clear()
 
 
 def _learned_name(cert: x509.Certificate, fingerprint: str) -> str:

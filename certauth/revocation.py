@@ -204,15 +204,21 @@ class PathLink:
         issuer_ca_id: int | None,
         *,
         is_leaf: bool,
+        fingerprint: str | None = None,
+        issuer_fingerprint: str | None = None,
     ) -> PathLink:
+        """``fingerprint`` / ``issuer_fingerprint``: the SHA-256 fingerprints when the caller has them already
+        (issue 17 §6: a login's path is hashed once); computed here otherwise."""
+        if issuer is not None and issuer_fingerprint is None:
+            issuer_fingerprint = pki.fingerprint_sha256(issuer)
         return cls(
-            fingerprint_sha256=pki.fingerprint_sha256(cert),
+            fingerprint_sha256=fingerprint or pki.fingerprint_sha256(cert),
             serial=format(cert.serial_number, "x"),
             subject=cert.subject.rfc4514_string(),
             issuer_subject=issuer.subject.rfc4514_string() if issuer is not None else None,
             issuer_ca_id=issuer_ca_id,
             is_leaf=is_leaf,
-            issuer_fingerprint=pki.fingerprint_sha256(issuer) if issuer is not None else None,
+            issuer_fingerprint=issuer_fingerprint if issuer is not None else None,
         )
 
     def with_issuer_row(self, ca_ids: dict[str, int]) -> PathLink:

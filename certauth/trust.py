@@ -80,6 +80,14 @@ class TrustAnchors:
     domain_limits: dict[str, DomainLimit] = field(default_factory=dict)
     # SHA-256 fingerprint -> name, for the anchors read from tls.cacertfile
     file_anchors: dict[str, str] = field(default_factory=dict)
+    # anchor -> its SHA-256 fingerprint, hashed once per build: a verified path ends at an anchor, and the
+    # certificate the verifier returns is equal to it (issue 17 §6: no hashing of the anchor at each login)
+    anchor_fingerprints: dict[x509.Certificate, str] = field(default_factory=dict)
+
+    def fingerprint_of(self, cert: x509.Certificate) -> str:
+        """``pki.fingerprint_sha256(cert)``, looked up for an anchor instead of hashed again."""
+        fingerprint = self.anchor_fingerprints.get(cert)
+        return fingerprint if fingerprint is not None else pki.fingerprint_sha256(cert)
 
     def limits_on_path(
         self, ca_fingerprints: Sequence[str], cacert_domains: Sequence[str] = ()
@@ -195,7 +203,8 @@ def _build(cacertfile: str | None, gen: int) -> TrustAnchors:
             file_names[fingerprint] = cert.subject.rfc4514_string()
     store = Store(certs) if certs else None
     logger.debug("trust store for %s: %d anchors", cacertfile, len(certs))
-    return TrustAnchors(tuple(certs), store, ids, gen, limits, file_names)
+    fingerprints = {cert: pki.fingerprint_sha256(cert) for cert in certs}
+    return TrustAnchors(tuple(certs), store, ids, gen, limits, file_names, fingerprints)
 
 
 def trust_anchors(cacertfile: str | None) -> TrustAnchors:

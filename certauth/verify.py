@@ -53,6 +53,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from certauth.pki import CertFacts
+
 logger = logging.getLogger(__name__)
 
 
@@ -157,6 +159,14 @@ def _eku_reason(cert: x509.Certificate) -> str | None:
     except x509.ExtensionNotFound:
         return None
     if ExtendedKeyUsageOID.CLIENT_AUTH in eku:
+        return None
+    return REASON_EKU
+
+
+def _eku_reason_of(facts: CertFacts) -> str | None:
+    """:func:`_eku_reason` from the leaf's facts (``extended_key_usages``: dotted OIDs, None without EKU)."""
+    usages = facts.extended_key_usages
+    if usages is None or ExtendedKeyUsageOID.CLIENT_AUTH.dotted_string in usages:
         return None
     return REASON_EKU
 
@@ -285,12 +295,16 @@ def verify_client_chain(
     mode: str,
     now: datetime,
     anchor_certificates: Sequence[x509.Certificate] | None = None,
+    leaf_facts: CertFacts | None = None,
 ) -> ChainVerdict:
     """Verify a client's certificate chain (leaf first) against ``trust_anchors`` at ``now`` (aware UTC).
 
     ``trust_anchors`` may be a prebuilt :class:`Store` (``certauth.trust`` caches one); a Store cannot be
     listed, so pass its certificates as ``anchor_certificates`` too (the v1 rule reads them). Never raises
-    for a bad certificate: every refusal is a verdict with a reason.
+    for a bad certificate: every refusal is a verdict with a reason. ``leaf_facts``: the leaf's
+    ``certauth.pki.CertFacts`` when the caller has them (issue 17 §6): the leaf's cA flag and extended key
+    usages are read there instead of from its extensions, which then need not be parsed into Python objects
+    (the verifier reads them itself).
     """
     verify_mode = VERIFY_MODES.get(mode)
     if verify_mode is None:
@@ -300,14 +314,15 @@ def verify_client_chain(
     if not verify_mode.requests_certificate:
         return ChainVerdict(False, REASON_DISABLED)
     leaf = chain[0]
-    if _is_ca(leaf):
+    if leaf_facts.is_ca if leaf_facts is not None else _is_ca(leaf):
         return ChainVerdict(False, REASON_CA_AS_CLIENT)  # also in selfsigned_peer: a root is no login
 
     if verify_mode.accepts_self_signed and _is_self_issued(leaf) and _self_signature_ok(leaf):
         return _verify_self_signed(leaf, now)
 
     # Our own checks first on the leaf, for reasons that name the date; the verifier repeats them.
-    reason = _dates_reason(leaf, now) or _eku_reason(leaf)
+    eku = _eku_reason_of(leaf_facts) if leaf_facts is not None else _eku_reason(leaf)
+    reason = _dates_reason(leaf, now) or eku
     if reason:
         return ChainVerdict(False, reason)
 

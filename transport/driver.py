@@ -208,11 +208,11 @@ class SessionDriver:
         self.tls_errors = tuple(tls_errors)
         if self.tls_errors:
             logger.info("%s: OpenSSL chain errors: %s", self.name, "; ".join(map(str, self.tls_errors)))
-        self.cert_fingerprint = leaf_fingerprint(chain)
         if self.tls_options is None:  # no TLS facts (plain HTTP not from a trusted proxy): no EXTERNAL
+            self.cert_fingerprint = leaf_fingerprint(chain)
             self._settle(True)
             return
-        checked = functools.partial(self._certificate_checked, dict(channel_bindings or {}))
+        checked = functools.partial(self._certificate_checked, dict(channel_bindings or {}), chain)
         self._in_thread(checked, self.authenticator.check_certificate, list(chain))
 
     def receive(self, data: bytes) -> None:
@@ -278,17 +278,23 @@ class SessionDriver:
 
     # -- the certificate ------------------------------------------------------------------------------
 
-    def _certificate_checked(self, channel_bindings: dict[str, bytes], check: Any) -> None:
+    def _certificate_checked(
+        self, channel_bindings: dict[str, bytes], chain: Sequence[bytes | x509.Certificate], check: Any
+    ) -> None:
+        # The leaf's fingerprint, from the check's facts when it parsed the leaf (issue 17 §6: hashed once)
+        fingerprint = getattr(check.facts, "fingerprint_sha256", None)
+        self.cert_fingerprint = fingerprint if isinstance(fingerprint, str) else leaf_fingerprint(chain)
         if self.tls_options is not None and must_disconnect(self.tls_options, bool(check.verified)):
             # MongooseIM disconnect_on_failure: an invalid certificate ends the connection at once.
             logger.warning("%s: certificate refused, disconnecting: %s", self.name, check.reason)
             self._closing = True
             self._close_transport(abort=True)
             return
-        if check.facts is not None:
-            verdict = "verified" if check.verified else "not verified"
-            resumed = ", resumed TLS session" if self.tls_resumed else ""
-            logger.info("%s: client certificate %s (%s%s)", self.name, verdict, check.reason, resumed)
+        resumed = ", resumed TLS session" if self.tls_resumed else ""
+        if check.facts is not None and not check.verified:
+            logger.info("%s: client certificate not verified (%s%s)", self.name, check.reason, resumed)
+        elif check.facts is not None:  # DEBUG: the SASL success line that follows says so (issue 17 §6)
+            logger.debug("%s: client certificate verified (%s%s)", self.name, check.reason, resumed)
         self.cert_facts = check.facts if check.verified else None
         self.presented_facts = check.facts
         self.no_certificate = check.facts is None and requests_certificate(self.tls_options)
@@ -382,7 +388,8 @@ class SessionDriver:
 
     def _external_judged(self, result: Any) -> None:
         if getattr(result, "jid", None):
-            logger.info("%s: SASL EXTERNAL accepted as %s", self.name, result.jid)
+            # DEBUG: the authenticator's INFO line says it (subject, JID, transport, peer, why)
+            logger.debug("%s: SASL EXTERNAL accepted as %s", self.name, result.jid)
         else:
             condition, reason = getattr(result, "condition", "?"), getattr(result, "reason", "")
             logger.info("%s: SASL EXTERNAL refused: %s (%s)", self.name, condition, reason)

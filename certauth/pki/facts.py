@@ -54,8 +54,9 @@ def _extension(cert: x509.Certificate, cls: type[x509.ExtensionType]) -> x509.Ex
         return None
 
 
-def cert_facts(cert: x509.Certificate) -> CertFacts:
+def cert_facts(cert: x509.Certificate, fingerprint: str | None = None) -> CertFacts:
     """Extract :class:`CertFacts` from ``cert``; ``ValueError`` when its names or extensions cannot be parsed.
+    ``fingerprint``: ``fingerprint_sha256(cert)`` when the caller computed it already.
 
     cryptography parses names and extensions on first use and raises ``DuplicateExtension`` (RFC 5280 §4.2:
     "MUST NOT include more than one instance of a particular extension"), ``UnsupportedGeneralNameType``, or
@@ -74,7 +75,7 @@ def cert_facts(cert: x509.Certificate) -> CertFacts:
     if isinstance(san, x509.SubjectAlternativeName):
         dns_names = tuple(san.get_values_for_type(x509.DNSName))
     return CertFacts(
-        fingerprint_sha256=fingerprint_sha256(cert),
+        fingerprint_sha256=fingerprint or fingerprint_sha256(cert),
         serial=format(cert.serial_number, "x"),
         subject=cert.subject.rfc4514_string(),
         issuer=cert.issuer.rfc4514_string(),

@@ -38,7 +38,9 @@ def _clean_state(monkeypatch):
     trust.invalidate()
     learning.forget()
     offers: list = []
-    monkeypatch.setattr(learning, "offer", lambda path, known: offers.append(tuple(path)) or True)
+    monkeypatch.setattr(
+        learning, "offer", lambda path, known, fingerprints=None: offers.append(tuple(path)) or True
+    )
     yield offers
     trust.invalidate()
 

@@ -270,3 +270,41 @@ def test_expired_trust_anchor_is_refused():
     verdict = verify([alice.cert], [old_root])
     assert not verdict.ok
     assert verdict.reason == "a CA certificate of the chain is expired or not yet valid"
+
+
+# -- the leaf's facts stand for its parsed extensions (issue 17 §6) -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "leaf",
+    [
+        lambda ca: make_client(ca),  # accepted
+        lambda ca: make_client(ca, ekus=[SERVER_AUTH]),  # EKU without clientAuth
+        lambda ca: make_client(ca, ekus=[]),  # no EKU at all: accepted
+        lambda ca: ca,  # a CA certificate as a client's
+        lambda ca: make_expired(ca),
+    ],
+)
+def test_a_verdict_with_the_leafs_facts_is_the_verdict_without(ca, leaf):
+    issued = leaf(ca)
+    chain, anchors = [issued.cert], [ca.cert]
+    plain = verify_client_chain(chain, anchors, mode="peer", now=utcnow())
+    with_facts = verify_client_chain(chain, anchors, mode="peer", now=utcnow(), leaf_facts=issued.facts)
+    assert (with_facts.ok, with_facts.reason) == (plain.ok, plain.reason)
+
+
+def test_the_leafs_facts_are_what_the_cA_and_eku_rules_read(ca):
+    from dataclasses import replace
+
+    from certauth.verify import REASON_CA_AS_CLIENT, REASON_EKU
+
+    alice = make_client(ca)
+    now = utcnow()
+    as_ca = replace(alice.facts, is_ca=True)
+    assert verify_client_chain([alice.cert], [ca.cert], mode="peer", now=now, leaf_facts=as_ca).reason == (
+        REASON_CA_AS_CLIENT
+    )
+    server_only = replace(alice.facts, extended_key_usages=(SERVER_AUTH.dotted_string,))
+    verdict = verify_client_chain([alice.cert], [ca.cert], mode="peer", now=now, leaf_facts=server_only)
+    assert verdict.reason == REASON_EKU
+    assert verify_client_chain([alice.cert], [ca.cert], mode="peer", now=now, leaf_facts=alice.facts).ok

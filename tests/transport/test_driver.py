@@ -301,3 +301,24 @@ def test_driver_imports_neither_twisted_nor_asyncio():
         "transport.tls.policy",
         "transport.xmpp.events",
     }
+
+
+def test_the_session_fingerprint_is_the_checked_facts_own(sessions):
+    """Issue 17 §6: the leaf is hashed once, by the check; the driver takes its facts' fingerprint."""
+    authenticator = FakeAuthenticator()
+    authenticator.check = Check(SimpleNamespace(**vars(FACTS), fingerprint_sha256="ab" * 32), True, "ok")
+    driver, _ = new_driver(sessions, authenticator=authenticator)
+    driver.certificate_presented([])  # no chain to hash: the value can only come from the facts
+    assert driver.cert_fingerprint == "ab" * 32
+
+
+def test_without_facts_the_session_fingerprint_is_the_chains_leaf(sessions):
+    from certauth.pki import fingerprint_sha256
+    from tests.certs import make_ca, make_client
+
+    client = make_client(make_ca(), jids=["alice@localhost"])
+    authenticator = FakeAuthenticator(verified=False, reason="unparsable")
+    authenticator.check = Check(None, False, "unparsable")
+    driver, _ = new_driver(sessions, authenticator=authenticator)
+    driver.certificate_presented([client.cert])
+    assert driver.cert_fingerprint == fingerprint_sha256(client.cert)

@@ -104,3 +104,52 @@ def test_a_root_written_with_the_default_namespace_reopens_the_same_way():
     assert parser._parser is None
     events = feed_all(parser, b"<features/></stream>")
     assert [type(event) for event in events] == [StanzaParsed, StreamEnd]
+
+
+# -- negotiation keeps its parser (issue 17 §6); the session releases it --------------------------------
+
+
+def test_a_parser_kept_between_stanzas_holds_expat_and_parses_the_same():
+    parser = StreamParser()
+    parser.keep_between_stanzas(True)
+    feed_all(parser, ROOT)
+    assert parser._parser is not None
+    events = feed_all(parser, b"<message><x:data/></message>")
+    assert parser._parser is not None
+    assert [event.element[0].tag for event in events] == ["{urn:example:x}data"]
+
+
+def test_releasing_drops_an_idle_parser_at_once_and_later_stanzas_keep_the_namespaces():
+    parser = StreamParser()
+    parser.keep_between_stanzas(True)
+    feed_all(parser, ROOT + b"<presence/>")
+    parser.keep_between_stanzas(False)
+    assert parser._parser is None  # nothing pending: dropped now, not at the next stanza
+    events = feed_all(parser, b"<message><x:data/></message>")
+    assert parser._parser is None and events[0].element[0].tag == "{urn:example:x}data"
+
+
+def test_releasing_keeps_a_parser_in_the_middle_of_a_stanza():
+    parser = StreamParser()
+    parser.keep_between_stanzas(True)
+    feed_all(parser, ROOT + b"<message to='a'>")
+    parser.keep_between_stanzas(False)
+    assert parser._parser is not None  # the message is not finished: expat holds it
+    events = feed_all(parser, b"<body>x</body></message>")
+    assert [event.element.findtext(f"{{{ns.CLIENT}}}body") for event in events] == ["x"]
+    assert parser._parser is None
+
+
+def test_a_stream_keeps_its_parser_until_bound_and_an_idle_session_holds_none():
+    from .streamkit import authenticate, tls_client
+
+    client = tls_client()
+    assert client.conn._parser._parser is not None  # negotiating: kept between stanzas
+    authenticate(client)
+    client.open()
+    client.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    assert client.conn._parser._parser is not None  # the bind request waits for the adapter
+    client.events.extend(client.conn.bind_result(None))
+    assert client.conn._parser._parser is None  # bound and idle: no expat parser (issue 17 §5)
+    client.send("<presence/>")
+    assert client.conn._parser._parser is None

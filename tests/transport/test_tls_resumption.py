@@ -107,7 +107,7 @@ def test_a_returning_client_resumes_and_logs_in(c2s, tmp_path, pki, mode, versio
     port = c2s(mode, disconnect_on_failure=False)
     ctx = client_context(tmp_path, pki.valid, maximum_version=version)
     session = first_login(port, mode, ctx)
-    with caplog.at_level("INFO", logger="transport.driver"):
+    with caplog.at_level("DEBUG", logger="transport.driver"):
         visit = login(port, mode, ctx, session)
     assert visit.resumed, visit  # an abbreviated handshake
     assert b"EXTERNAL" in visit.features and SUCCESS in visit.answer, visit

@@ -61,6 +61,8 @@ from .xml import (
     StreamEnd,
     StreamOpen,
     StreamParser,
+    _escape_attr,
+    _escape_text,
     next_piece,
     parse_document,
     serialize,
@@ -359,12 +361,12 @@ class C2SConnection:
             self._stream_error(condition, text)
             return self._drain()
         full = self.full_jid or ""
-        reply = Element(ns.IQ, {"type": "result", "id": self._bind_id or ""})
-        SubElement(SubElement(reply, ns.qname(ns.BIND, "bind")), ns.qname(ns.BIND, "jid")).text = full
-        self._send(reply)
+        self._out.append(_bind_result(self._bind_id or "", full, self._framed))  # RFC 6120 §7.6.1
         self._bind_id = None
         self._goto(Trigger.BIND_ACCEPTED)
-        self._log(logging.INFO, "bound %s", full)
+        if self._parser is not None:
+            self._parser.keep_between_stanzas(False)  # an idle session holds no expat parser (issue 17 §5)
+        self._log(logging.DEBUG, "bound %s", full)  # the driver's INFO line says it, with the connection
         self._events.append(Bound(full, self.resource or ""))
         self._session_timers()
         self._pump()  # what the client sent meanwhile
@@ -421,7 +423,11 @@ class C2SConnection:
 
     def _new_parser(self) -> StreamParser | None:
         # Framed input needs none: each message is read as a document of its own (parse_document).
-        return None if self._framed else StreamParser(self.settings.max_stanza_size)
+        if self._framed:
+            return None
+        parser = StreamParser(self.settings.max_stanza_size)
+        parser.keep_between_stanzas(self._state is not State.SESSION)  # negotiation keeps its (issue 17 §6)
+        return parser
 
     def _pump(self) -> None:
         """Feed held bytes to the parser, a piece at a time, until they run out or the core must wait."""
@@ -536,7 +542,7 @@ class C2SConnection:
             self._log(logging.INFO, "no SASL mechanism offered: %s", self._why_no_external())
             self._stream_error(errors.NOT_AUTHORIZED, text)
             return
-        self._send(self._features())
+        self._send_features()
 
     def _send_header(self, to_attr: str | None = None) -> None:
         """Our header (RFC 6120 §4.7): also sent before a stream error if none went out yet (§4.9.1.2)."""
@@ -579,7 +585,7 @@ class C2SConnection:
         self._parser = self._new_parser()
 
     def _on_client_close(self) -> None:
-        self._log(logging.INFO, "the client closed the stream")
+        self._log(logging.DEBUG, "the client closed the stream")  # the driver logs the Close at INFO
         self._out.append(stream_footer(self._framed))  # RFC 6120 §4.4: close ours too
         self._enter_closed(Close("the client closed the stream"))
 
@@ -630,40 +636,37 @@ class C2SConnection:
             return ""
         return self.peer_user_text if "EXTERNAL" in self._mechanisms(if_verified=True) else ""
 
-    def _features(self) -> Element:
-        features = Element(ns.FEATURES)
-        if self.state is State.WAIT_STARTTLS:
-            starttls = SubElement(features, ns.STARTTLS)  # RFC 6120 §5.4.1
-            if self.settings.tls_mode == "starttls_required":
-                SubElement(starttls, ns.qname(ns.TLS, "required"))
-                return features  # RFC 6120 §5.3.1: nothing else before TLS when it is mandatory
-        if self.jid is None:
-            mechanisms = self._mechanisms()
+    def _send_features(self) -> None:
+        """The features element for now (RFC 6120 §4.3.2), serialised once per distinct content (issue 17 §6):
+        what it holds depends only on :meth:`_features_key`, so each listener's few variants are built and
+        serialised once per process (``_FEATURES``), not at every stream open."""
+        key = self._features_key()
+        mechanisms, required = key[2], key[3]
+        if self.jid is None and not required:
             if not mechanisms:
                 level = logging.INFO if self.tls_active else logging.DEBUG
                 self._log(level, "no SASL mechanism offered: %s", self._why_no_external())
-            if mechanisms or self.state is State.WAIT_AUTH:
-                # RFC 6120 §6.4.1. With nothing to offer we still send an empty <mechanisms/> (the schema
-                # wants one child): clients then give up at once ("no usable mechanism") instead of
-                # waiting for features that never come (a refused certificate with a status of its own to
-                # tell gets a stream error instead: _own_certificate_refusal). Before an optional STARTTLS
-                # it is left out.
-                listing = SubElement(features, ns.qname(ns.SASL, "mechanisms"))
-                for name in mechanisms:
-                    SubElement(listing, ns.qname(ns.SASL, "mechanism")).text = name
             self._plus_offered = any(name.endswith("-PLUS") for name in mechanisms)
-            if self._plus_offered:
-                # XEP-0440 §3: the channel-binding types we support, so a client can pick one and tell a
-                # stripped -PLUS from a server without channel binding.
-                binding = SubElement(features, ns.SASL_CHANNEL_BINDING)
-                for kind in self.channel_bindings:
-                    SubElement(binding, ns.qname(ns.SASL_CB, "channel-binding"), {"type": kind})
-        else:
-            SubElement(features, ns.qname(ns.BIND, "bind"))  # RFC 6120 §7.4
-            if self.settings.legacy_session:
-                session = SubElement(features, ns.qname(ns.SESSION, "session"))
-                SubElement(session, ns.qname(ns.SESSION, "optional"))
-        return features
+        data = _FEATURES.get(key)
+        if data is None:
+            data = _serialize_out(_features_element(key), self._framed)
+            if len(_FEATURES) >= _FEATURES_HELD:  # a bound for safety: a listener has a handful of variants
+                _FEATURES.clear()
+            _FEATURES[key] = data
+        self._out.append(data)
+
+    def _features_key(self) -> tuple[Any, ...]:
+        """Everything the features element depends on, and nothing else: (framed, starttls offered and
+        whether required, the mechanisms, whether an empty listing goes out, the channel-binding types,
+        binding with the legacy session)."""
+        starttls = self.state is State.WAIT_STARTTLS
+        required = starttls and self.settings.tls_mode == "starttls_required"
+        if self.jid is not None:
+            return (self._framed, starttls, (), required, False, None, self.settings.legacy_session)
+        mechanisms = () if required else tuple(self._mechanisms())
+        plus = any(name.endswith("-PLUS") for name in mechanisms)
+        bindings = tuple(self.channel_bindings) if plus else ()
+        return (self._framed, starttls, mechanisms, required, self.state is State.WAIT_AUTH, bindings, None)
 
     def _why_no_external(self) -> str:
         if "external" not in {name.lower() for name in self.settings.sasl_mechanisms}:
@@ -819,12 +822,14 @@ class C2SConnection:
         self._goto(self._offer())
 
     def _sasl_success(self, jid: Jid, additional: bytes | None = None) -> None:
-        self._log(logging.INFO, "authenticated as %s", jid.bare)
+        self._log(logging.DEBUG, "authenticated as %s", jid.bare)  # the authenticator logs it at INFO
         self._sasl_mechanism = None
-        success = Element(ns.qname(ns.SASL, "success"))  # RFC 6120 §6.4.6: with additional data if any
-        if additional:
+        if additional:  # RFC 6120 §6.4.6: with additional data if any
+            success = Element(ns.qname(ns.SASL, "success"))
             success.text = base64.b64encode(additional).decode("ascii")
-        self._send(success)
+            self._send(success)
+        else:
+            self._out.append(_SUCCESS[self._framed])
         self.jid = jid.bare
         self._events.append(Authenticated(jid.bare))
         self._restart(Trigger.SASL_SUCCESS)
@@ -1009,7 +1014,63 @@ class C2SConnection:
         return events
 
     def _log(self, level: int, message: str, *args: object) -> None:
-        logger.log(level, "%s: " + message, self.log_id, *args)
+        if logger.isEnabledFor(level):  # issue 17 §6: a DEBUG line costs no string building when it is off
+            logger.log(level, "%s: " + message, self.log_id, *args)
+
+
+def _serialize_out(element: Element, framed: bool) -> bytes:
+    """``element`` as :meth:`C2SConnection._send` writes it on a stream (framed: WebSocket) of this kind."""
+    return serialize(element, default_ns=None if framed else ns.CLIENT, declare_stream=framed)
+
+
+# <success/> without additional data (RFC 6120 §6.4.6), by framing: the same bytes for every login.
+_SUCCESS = {framed: _serialize_out(Element(ns.qname(ns.SASL, "success")), framed) for framed in (False, True)}
+
+
+def _bind_result(iq_id: str, full_jid: str, framed: bool) -> bytes:
+    """The bind result (RFC 6120 §7.6.1) as ``serialize`` writes it, from a template: no element built."""
+    xmlns = f' xmlns="{ns.CLIENT}"' if framed else ""  # no stream header declares it (RFC 7395 §3.3.3)
+    return (
+        f'<iq{xmlns} type="result" id="{_escape_attr(iq_id)}"><bind xmlns="{ns.BIND}">'
+        f"<jid>{_escape_text(full_jid)}</jid></bind></iq>"
+    ).encode()
+
+
+# C2SConnection._features_key() -> the serialised features element (issue 17 §6: built once per variant).
+_FEATURES: dict[tuple[Any, ...], bytes] = {}
+_FEATURES_HELD = 256
+
+
+def _features_element(key: tuple[Any, ...]) -> Element:
+    """The features element of a :meth:`C2SConnection._features_key` (RFC 6120 §4.3.2)."""
+    _framed, starttls, mechanisms, required, empty_listing, bindings, legacy_session = key
+    features = Element(ns.FEATURES)
+    if starttls:
+        starttls_element = SubElement(features, ns.STARTTLS)  # RFC 6120 §5.4.1
+        if required:
+            SubElement(starttls_element, ns.qname(ns.TLS, "required"))
+            return features  # RFC 6120 §5.3.1: nothing else before TLS when it is mandatory
+    if legacy_session is None:  # not authenticated yet
+        if mechanisms or empty_listing:
+            # RFC 6120 §6.4.1. With nothing to offer we still send an empty <mechanisms/> (the schema wants
+            # one child): clients then give up at once ("no usable mechanism") instead of waiting for
+            # features that never come (a refused certificate with a status of its own to tell gets a
+            # stream error instead: _own_certificate_refusal). Before an optional STARTTLS it is left out.
+            listing = SubElement(features, ns.qname(ns.SASL, "mechanisms"))
+            for name in mechanisms:
+                SubElement(listing, ns.qname(ns.SASL, "mechanism")).text = name
+        if bindings is not None and any(name.endswith("-PLUS") for name in mechanisms):
+            # XEP-0440 §3: the channel-binding types we support, so a client can pick one and tell a
+            # stripped -PLUS from a server without channel binding.
+            binding = SubElement(features, ns.SASL_CHANNEL_BINDING)
+            for kind in bindings:
+                SubElement(binding, ns.qname(ns.SASL_CB, "channel-binding"), {"type": kind})
+    else:
+        SubElement(features, ns.qname(ns.BIND, "bind"))  # RFC 6120 §7.4
+        if legacy_session:
+            session = SubElement(features, ns.qname(ns.SESSION, "session"))
+            SubElement(session, ns.qname(ns.SESSION, "optional"))
+    return features
 
 
 Handler = Callable[[C2SConnection, Element], None]

@@ -59,6 +59,7 @@ def _has_control(text: str) -> bool:
     return any(unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn") for char in text)
 
 
+@functools.lru_cache(maxsize=1024)  # twice a login (the xmppAddr, the verdict); pure (issue 17 §6)
 def normalise_localpart(local: str) -> str:
     """RFC 7622 §3.3: the PRECIS UsernameCaseMapped profile (RFC 8265 §3.3: width mapping, case mapping,
     NFC, the IdentifierClass), then the characters §3.3.1 forbids on top of it.

@@ -14,7 +14,10 @@ Between stanzas the parser holds no expat parser (about 12 KiB each, with the bu
 piece ends exactly at the end of a first-level element (or of the stream header), expat has nothing
 pending, so it is dropped; the next piece that is not only whitespace gets a new one, primed with the
 stream's root start tag (same qualified name, same namespace declarations) and not reported again. Idle
-sessions are most sessions; a new parser costs microseconds.
+sessions are most sessions; a new parser costs microseconds. While a stream is negotiated
+(``keep_between_stanzas(True)``: a handful of elements within milliseconds) the parser is kept, which saves
+three parsers a login (issue 17 §6); the connection turns release on when the session is bound, and an
+idle parser goes at once.
 """
 
 from __future__ import annotations
@@ -143,6 +146,11 @@ class StreamParser:
         self._boundary = False  # this piece ended a first-level element or the stream header
         self._document = False  # parse_document: one complete document, read at once
         self._xml_decl = False  # the input carried an XML declaration
+        self._priming = False  # _reprime is feeding the root start tag again: nothing to report or check
+        # Whether expat is dropped between stanzas. Off while a stream is negotiated (a few stanzas within
+        # milliseconds: a parser for each would cost more than it saves); on once the session is idle.
+        self._release = True
+        self._idle = False  # the last piece ended exactly at a first-level boundary: expat holds nothing
 
     # -- set-up -------------------------------------------------------------------------------------
 
@@ -179,9 +187,17 @@ class StreamParser:
         self._boundary = False
         self._parse(piece, final=False)
         events, self._events = self._events, []
-        if self._boundary and self._can_release(piece):
+        self._idle = self._boundary and self._can_release(piece)
+        if self._idle and self._release:
             self._parser = None
         return events
+
+    def keep_between_stanzas(self, keep: bool) -> None:
+        """Whether expat stays between stanzas (True while a stream is negotiated, issue 17 §6). Turned off,
+        a parser that holds nothing pending is dropped at once, as at the end of a stanza."""
+        self._release = not keep
+        if not keep and self._idle and not self.dead:
+            self._parser = None
 
     def _parse(self, data: bytes, final: bool) -> None:
         """Hand ``data`` to expat; any error kills the parser and becomes the stream error that names it."""
@@ -215,8 +231,11 @@ class StreamParser:
         parser = self._new_expat()
         self._parser = parser
         self._depth = 0
-        parser.Parse(self._root, False)  # reports StreamOpen again: dropped below
-        self._events = []
+        self._priming = True  # the root's start tag was read and reported once: it only opens the element
+        try:
+            parser.Parse(self._root, False)
+        finally:
+            self._priming = False
         self._offset = len(self._root) - self._fed
 
     def _die(self) -> None:
@@ -260,6 +279,9 @@ class StreamParser:
             # it: no XML declaration in a WebSocket message or a BOSH body (no client sends one).
             raise errors.StreamError(errors.NOT_WELL_FORMED, "an XML declaration inside the stream")
         declared, self._pending_ns = self._pending_ns, {}
+        if self._priming:
+            self._depth = 1
+            return
         tag = _clark(name)
         attributes = {_clark(key): value for key, value in attrs.items()}
         if self._depth == 0:
