@@ -35,7 +35,7 @@ by a root (RSA-2048 / EC P-256), verifier construction included; 0.16 ms with 20
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -152,23 +152,20 @@ def _dates_reason(cert: x509.Certificate, now: datetime) -> str | None:
     return None
 
 
-def _eku_reason(cert: x509.Certificate) -> str | None:
-    """RFC 5280 §4.2.1.12: when the leaf restricts its key's purposes, clientAuth must be one of them."""
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
-    if ExtendedKeyUsageOID.CLIENT_AUTH in eku:
-        return None
-    return REASON_EKU
-
-
-def _eku_reason_of(facts: CertFacts) -> str | None:
-    """:func:`_eku_reason` from the leaf's facts (``extended_key_usages``: dotted OIDs, None without EKU)."""
-    usages = facts.extended_key_usages
+def _eku_refusal(usages: Iterable[str] | None) -> str | None:
+    """RFC 5280 §4.2.1.12: when the leaf restricts its key's purposes (``usages``: dotted OIDs; None without
+    the extension), clientAuth must be one of them. The one rule, for a parsed leaf and for its facts."""
     if usages is None or ExtendedKeyUsageOID.CLIENT_AUTH.dotted_string in usages:
         return None
     return REASON_EKU
+
+
+def _eku_reason(cert: x509.Certificate) -> str | None:
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return _eku_refusal(None)
+    return _eku_refusal(oid.dotted_string for oid in eku)
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -321,7 +318,7 @@ def verify_client_chain(
         return _verify_self_signed(leaf, now)
 
     # Our own checks first on the leaf, for reasons that name the date; the verifier repeats them.
-    eku = _eku_reason_of(leaf_facts) if leaf_facts is not None else _eku_reason(leaf)
+    eku = _eku_refusal(leaf_facts.extended_key_usages) if leaf_facts is not None else _eku_reason(leaf)
     reason = _dates_reason(leaf, now) or eku
     if reason:
         return ChainVerdict(False, reason)
