@@ -265,13 +265,12 @@ class CertificateAuthenticator:
             self._record(facts, None, None, None, reason)
             return CertCheck(facts, False, verdict.reason, user_text(verdict.reason))
         fingerprints = _chain_fingerprints(facts.fingerprint_sha256, verdict.chain, anchors)
-        # anchors.ca_row_id(verdict.issuer_ca): the leaf's direct issuer is the path's second certificate
-        issuer_ca_id = anchors.ca_ids.get(fingerprints[1]) if len(fingerprints) > 1 else None
+        links = tuple(_path_links(certs[0], verdict.chain, anchors, fingerprints))
         checked = _Checked(
             facts,
             certs[0].public_bytes(Encoding.DER),
-            issuer_ca_id,
-            tuple(_path_links(certs[0], verdict.chain, anchors, fingerprints)),
+            links[0].issuer_ca_id,  # the leaf's link: its direct issuer's CA row
+            links,
             fingerprints[1:],
             self_signed=verdict.self_signed,
         )

@@ -110,9 +110,13 @@ class ChainVerdict:
 
     ok: bool
     reason: str
-    issuer_ca: x509.Certificate | None = None  # the leaf's direct issuer on the verified path
     chain: tuple[x509.Certificate, ...] = field(default=(), repr=False)  # verified path, leaf first
     self_signed: bool = False  # accepted as a self-signed leaf (selfsigned_peer), not through a CA
+
+    @property
+    def issuer_ca(self) -> x509.Certificate | None:
+        """The leaf's direct issuer on the verified path (None: refused, or a self-signed leaf)."""
+        return self.chain[1] if len(self.chain) > 1 else None
 
 
 def _ca_key_usage(policy: Policy, cert: x509.Certificate, ku: x509.KeyUsage | None) -> None:
@@ -237,7 +241,7 @@ def _verify_v1_leaf(
             refusal = REASON_CA_DATES
         if refusal:
             return ChainVerdict(False, refusal)
-        return ChainVerdict(True, REASON_OK, anchor, (leaf, anchor))
+        return ChainVerdict(True, REASON_OK, (leaf, anchor))
     logger.debug("X.509 v1 certificate %s refused: %s", leaf.subject.rfc4514_string(), reason)
     return ChainVerdict(False, reason)
 
@@ -282,7 +286,7 @@ def _verify_self_signed(leaf: x509.Certificate, now: datetime) -> ChainVerdict:
     dates = _dates_reason(leaf, now)
     if dates:
         return ChainVerdict(False, dates)
-    return ChainVerdict(True, REASON_SELF_SIGNED_OK, None, (leaf,), self_signed=True)
+    return ChainVerdict(True, REASON_SELF_SIGNED_OK, (leaf,), self_signed=True)
 
 
 def verify_client_chain(
@@ -356,4 +360,4 @@ def verify_client_chain(
         logger.debug("chain of %s refused: %s (%s)", leaf.subject.rfc4514_string(), reason, exc)
         return ChainVerdict(False, reason)
     path = tuple(verified.chain)
-    return ChainVerdict(True, REASON_OK, path[1] if len(path) > 1 else None, path)
+    return ChainVerdict(True, REASON_OK, path)
