@@ -151,7 +151,7 @@ class SessionDriver:
         self.presented_facts: Any = None  # facts of the certificate presented, verified or not
         self.no_certificate = False  # TLS is up on a listener that asked for a certificate, and none came
         self.tls_errors: tuple[Any, ...] = ()  # what OpenSSL objected to in the client's chain (for logs)
-        self.tls_resumed = False  # the TLS session was resumed (issue 17 §4; for logs and the metric)
+        self.tls_resumed = False  # the TLS session was resumed (issue 17 §4; the certificate log line)
         self.close_condition: str | None = None  # the stream error the stream ended with, if any
         self.bridge: Any = None  # transport.im.bridge.SessionBridge once bound
         self.live: live.SessionHandle | None = None  # the session registry's handle once bound
