@@ -28,7 +28,7 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from xml.etree.ElementTree import Element, SubElement
 
 from . import errors
@@ -641,12 +641,11 @@ class C2SConnection:
         what it holds depends only on :meth:`_features_key`, so each listener's few variants are built and
         serialised once per process (``_FEATURES``), not at every stream open."""
         key = self._features_key()
-        mechanisms, required = key[2], key[3]
-        if self.jid is None and not required:
-            if not mechanisms:
+        if not key.bound and not key.required:
+            if not key.mechanisms:
                 level = logging.INFO if self.tls_active else logging.DEBUG
                 self._log(level, "no SASL mechanism offered: %s", self._why_no_external())
-            self._plus_offered = any(name.endswith("-PLUS") for name in mechanisms)
+            self._plus_offered = any(name.endswith("-PLUS") for name in key.mechanisms)
         data = _FEATURES.get(key)
         if data is None:
             data = _serialize_out(_features_element(key), self._framed)
@@ -655,18 +654,23 @@ class C2SConnection:
             _FEATURES[key] = data
         self._out.append(data)
 
-    def _features_key(self) -> tuple[Any, ...]:
-        """Everything the features element depends on, and nothing else: (framed, starttls offered and
-        whether required, the mechanisms, whether an empty listing goes out, the channel-binding types,
-        binding with the legacy session)."""
+    def _features_key(self) -> _FeaturesKey:
         starttls = self.state is State.WAIT_STARTTLS
         required = starttls and self.settings.tls_mode == "starttls_required"
         if self.jid is not None:
-            return (self._framed, starttls, (), required, False, None, self.settings.legacy_session)
+            return _FeaturesKey(
+                self._framed, starttls, required, bound=True, legacy_session=self.settings.legacy_session
+            )
         mechanisms = () if required else tuple(self._mechanisms())
         plus = any(name.endswith("-PLUS") for name in mechanisms)
-        bindings = tuple(self.channel_bindings) if plus else ()
-        return (self._framed, starttls, mechanisms, required, self.state is State.WAIT_AUTH, bindings, None)
+        return _FeaturesKey(
+            self._framed,
+            starttls,
+            required,
+            mechanisms,
+            empty_listing=self.state is State.WAIT_AUTH,
+            bindings=tuple(self.channel_bindings) if plus else (),
+        )
 
     def _why_no_external(self) -> str:
         if "external" not in {name.lower() for name in self.settings.sasl_mechanisms}:
@@ -1036,40 +1040,52 @@ def _bind_result(iq_id: str, full_jid: str, framed: bool) -> bytes:
     ).encode()
 
 
+class _FeaturesKey(NamedTuple):
+    """Everything the features element depends on (RFC 6120 §4.3.2), and nothing else."""
+
+    framed: bool  # WebSocket framing (RFC 7395): how it is serialised
+    starttls: bool  # STARTTLS offered (RFC 6120 §5.4.1)
+    required: bool  # ... and required: nothing else goes out before TLS (§5.3.1)
+    mechanisms: tuple[str, ...] = ()  # the SASL mechanisms offered
+    empty_listing: bool = False  # SASL is next: <mechanisms/> goes out even when empty (§6.4.1)
+    bindings: tuple[str, ...] = ()  # channel-binding types, when a -PLUS mechanism is offered (XEP-0440 §3)
+    bound: bool = False  # authenticated: resource binding is offered instead (§7.4)
+    legacy_session: bool = False  # ... with RFC 3921's optional session
+
+
 # C2SConnection._features_key() -> the serialised features element (issue 17 §6: built once per variant).
-_FEATURES: dict[tuple[Any, ...], bytes] = {}
+_FEATURES: dict[_FeaturesKey, bytes] = {}
 _FEATURES_HELD = 256
 
 
-def _features_element(key: tuple[Any, ...]) -> Element:
+def _features_element(key: _FeaturesKey) -> Element:
     """The features element of a :meth:`C2SConnection._features_key` (RFC 6120 §4.3.2)."""
-    _framed, starttls, mechanisms, required, empty_listing, bindings, legacy_session = key
     features = Element(ns.FEATURES)
-    if starttls:
-        starttls_element = SubElement(features, ns.STARTTLS)  # RFC 6120 §5.4.1
-        if required:
-            SubElement(starttls_element, ns.qname(ns.TLS, "required"))
+    if key.starttls:
+        starttls = SubElement(features, ns.STARTTLS)  # RFC 6120 §5.4.1
+        if key.required:
+            SubElement(starttls, ns.qname(ns.TLS, "required"))
             return features  # RFC 6120 §5.3.1: nothing else before TLS when it is mandatory
-    if legacy_session is None:  # not authenticated yet
-        if mechanisms or empty_listing:
-            # RFC 6120 §6.4.1. With nothing to offer we still send an empty <mechanisms/> (the schema wants
-            # one child): clients then give up at once ("no usable mechanism") instead of waiting for
-            # features that never come (a refused certificate with a status of its own to tell gets a
-            # stream error instead: _own_certificate_refusal). Before an optional STARTTLS it is left out.
-            listing = SubElement(features, ns.qname(ns.SASL, "mechanisms"))
-            for name in mechanisms:
-                SubElement(listing, ns.qname(ns.SASL, "mechanism")).text = name
-        if bindings is not None and any(name.endswith("-PLUS") for name in mechanisms):
-            # XEP-0440 §3: the channel-binding types we support, so a client can pick one and tell a
-            # stripped -PLUS from a server without channel binding.
-            binding = SubElement(features, ns.SASL_CHANNEL_BINDING)
-            for kind in bindings:
-                SubElement(binding, ns.qname(ns.SASL_CB, "channel-binding"), {"type": kind})
-    else:
+    if key.bound:
         SubElement(features, ns.qname(ns.BIND, "bind"))  # RFC 6120 §7.4
-        if legacy_session:
+        if key.legacy_session:
             session = SubElement(features, ns.qname(ns.SESSION, "session"))
             SubElement(session, ns.qname(ns.SESSION, "optional"))
+        return features
+    if key.mechanisms or key.empty_listing:
+        # RFC 6120 §6.4.1. With nothing to offer we still send an empty <mechanisms/> (the schema wants one
+        # child): clients then give up at once ("no usable mechanism") instead of waiting for features that
+        # never come (a refused certificate with a status of its own to tell gets a stream error instead:
+        # _own_certificate_refusal). Before an optional STARTTLS it is left out.
+        listing = SubElement(features, ns.qname(ns.SASL, "mechanisms"))
+        for name in key.mechanisms:
+            SubElement(listing, ns.qname(ns.SASL, "mechanism")).text = name
+    if key.bindings:
+        # XEP-0440 §3: the channel-binding types we support, so a client can pick one and tell a stripped
+        # -PLUS from a server without channel binding.
+        binding = SubElement(features, ns.SASL_CHANNEL_BINDING)
+        for kind in key.bindings:
+            SubElement(binding, ns.qname(ns.SASL_CB, "channel-binding"), {"type": kind})
     return features
 
 
