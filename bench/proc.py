@@ -27,11 +27,15 @@ def cpu_seconds(pids: Pids) -> float:
 
 
 def _cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat_ticks(Path(f"/proc/{pid}/stat")) / CLOCK_TICKS
+
+
+def stat_ticks(path: Path) -> int:
+    """utime + stime in clock ticks from a proc(5) ``stat`` file (a process's, or a thread's under task/)."""
+    stat = path.read_text()
     # The command name (field 2) is in parentheses and may hold spaces: split after its closing one.
     fields = stat[stat.rindex(")") + 2 :].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15, counted from field 3
-    return (utime + stime) / CLOCK_TICKS
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15, counted from field 3
 
 
 def rss_bytes(pids: Pids) -> int:

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from bench.clientcerts import load_server_ca, make_identities, provision_accounts
 from bench.loadclient import contexts_for, raise_nofile_limit, run_logins, xmpp_connector
+from bench.proc import CLOCK_TICKS, stat_ticks
 from bench.run_login_bench import DOMAIN, HOST, WARM_UP_LOGINS, prepare, running, start_runc2s
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _FRAME_FILE = re.compile(r" \(([^)]*/)?([^/)]+)\)$")
 
 
@@ -45,11 +45,9 @@ def thread_ticks(pid: int) -> dict[int, int]:
     ticks = {}
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
-            stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+            ticks[int(task)] = stat_ticks(Path(f"/proc/{pid}/task/{task}/stat"))
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-        fields = stat.rpartition(")")[2].split()
-        ticks[int(task)] = int(fields[11]) + int(fields[12])
     return ticks
 
 
@@ -62,12 +60,10 @@ def postgres_ticks() -> dict[int, int]:
         if not entry.isdigit():
             continue
         try:
-            if Path(f"/proc/{entry}/comm").read_text().strip() != "postgres":
-                continue
-            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+            if Path(f"/proc/{entry}/comm").read_text().strip() == "postgres":
+                ticks[int(entry)] = stat_ticks(Path(f"/proc/{entry}/stat"))
         except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
             continue
-        ticks[int(entry)] = int(fields[11]) + int(fields[12])
     return ticks
 
 
