@@ -34,6 +34,19 @@ SAME_ON_BOTH_LEGS = pytest.mark.skipif(
 )
 
 
+def run_bench(module: str, *args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``python -m bench.<module> *args`` from the checkout, its output captured; and the tail of its output,
+    for assertion messages (the benchmark checks: tests/test_bench_*.py)."""
+    result = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return result, result.stdout[-6000:] + result.stderr[-4000:]
+
+
 def skip_without_redis(why: str | None) -> None:
     """Skip the calling test when Redis is unreachable (``why`` says why), or fail it under REQUIRE_REDIS."""
     if why is None:

@@ -10,17 +10,13 @@ processes need Redis: their row is expected when Redis answers at the benchmark'
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 from bench.compare import parse_args, redis_answers
 from bench.targets import ejabberd, prosody
-from tests.processes import SAME_ON_BOTH_LEGS, need_comparison_target
+from tests.processes import SAME_ON_BOTH_LEGS, need_comparison_target, run_bench
 
 pytestmark = SAME_ON_BOTH_LEGS
 
-ROOT = Path(__file__).resolve().parent.parent
 ROW = re.compile(r"^\| ([^|]+?) \| (\d+)/(\d+) \| \d+ \| ([\d.]+) \|", re.MULTILINE)
 LOGIN_LABELS = {
     "ours, runc2s",
@@ -39,14 +35,9 @@ REDIS_URL = parse_args([]).redis_url
 def test_quick_comparison_exits_0_and_reports_a_login_rate_for_every_target():
     need_comparison_target("ejabberd", ejabberd.installed())
     need_comparison_target("Prosody (with prosody-modules)", prosody.installed())
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.compare", "--quick", "--count", "40", "--idle", "20", "--no-install"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result, output = run_bench(
+        "compare", "--quick", "--count", "40", "--idle", "20", "--no-install", timeout=600
     )
-    output = result.stdout[-6000:] + result.stderr[-3000:]
     assert result.returncode == 0, output
     report = result.stdout[result.stdout.index("## Logins") :]
     rows = {match[1]: (int(match[2]), float(match[4])) for match in ROW.finditer(report)}

@@ -10,11 +10,9 @@ Redis of REDIS_URL with a ``runworker`` of its own, as production does.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.processes import run_bench
+
 RESULT = re.compile(
     r"^RESULT logins=(\d+)/(\d+) idle=(\d+)/(\d+) alive=(\d+) sent=(\d+) received=(\d+) lost=(\d+) "
     r"errors=(\d+)$",
@@ -23,14 +21,7 @@ RESULT = re.compile(
 
 
 def test_quick_mixed_load_loses_nothing_and_counts_no_error():
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.load_mixed", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = result.stdout[-6000:] + result.stderr[-4000:]
+    result, output = run_bench("load_mixed", "--quick", timeout=600)
     found = RESULT.search(result.stdout)
     assert found is not None, output
     logins, asked, idle, idle_asked, alive, sent, received, lost, errors = map(int, found.groups())

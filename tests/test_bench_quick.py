@@ -7,27 +7,17 @@ A "scripts do not rot" check, not a timed assertion: any rate above zero passes 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-from tests.processes import SAME_ON_BOTH_LEGS
+from tests.processes import SAME_ON_BOTH_LEGS, run_bench
 
 pytestmark = SAME_ON_BOTH_LEGS
 
-ROOT = Path(__file__).resolve().parent.parent
 ROW = re.compile(r"^\| XMPP login, ([^|]+?) \| (\d+)/(\d+) \| \d+ \| ([\d.]+) \|", re.MULTILINE)
 
 
 def test_quick_login_bench_exits_0_and_reports_logins_per_second():
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.run_login_bench", "--quick", "--count", "60", "--idle", "30"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    result, output = run_bench("run_login_bench", "--quick", "--count", "60", "--idle", "30", timeout=300)
+    assert result.returncode == 0, output
     rows = {match[1]: float(match[4]) for match in ROW.finditer(result.stdout)}
     assert set(rows) == {
         "direct TLS",
@@ -40,14 +30,8 @@ def test_quick_login_bench_exits_0_and_reports_logins_per_second():
 
 
 def test_profile_login_exits_0_and_splits_the_cpu_by_thread():
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.profile_login", "--count", "40", "--concurrency", "10"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    result, output = run_bench("profile_login", "--count", "40", "--concurrency", "10", timeout=300)
+    assert result.returncode == 0, output
     assert "# logins, accounts provisioned: 40/40 at 10" in result.stdout, result.stdout[-4000:]
     row = re.compile(r"^\| (reactor|database threads|whole process)[^|]* \| ([\d.]+) \|$", re.MULTILINE)
     split = dict(row.findall(result.stdout))
@@ -63,14 +47,8 @@ CRL_ROW = re.compile(
 
 def test_quick_crl_scale_bench_ends_exactly_the_listed_sessions():
     """``bench.crl_scale --quick``: the listed sessions end, one command each, the others still answer."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.crl_scale", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    result, output = run_bench("crl_scale", "--quick", timeout=300)
+    assert result.returncode == 0, output
     row = CRL_ROW.search(result.stdout)
     assert row is not None, result.stdout[-4000:]
     serials, held, sessions, ended, affected, refresh, last_end, commands, alive, unaffected = row.groups()
@@ -84,14 +62,8 @@ def test_quick_crl_scale_bench_ends_exactly_the_listed_sessions():
 def test_tls_memory_bench_exits_0_and_reports_a_size_per_connection():
     """``bench.tls_memory``: OpenSSL's own memory per idle connection (issue 17 §5), BIOs swapped or not."""
     for extra in ([], ["--swap-bios", "--groups", "X25519"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "bench.tls_memory", "--count", "30", *extra],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        result, output = run_bench("tls_memory", "--count", "30", *extra, timeout=300)
+        assert result.returncode == 0, output
         sizes = re.findall(r"malloc in use ([\d.]+) KiB per connection", result.stdout)
         assert len(sizes) == 1 and float(sizes[0]) > 0, result.stdout
         assert f"BIOs swapped {bool(extra)}" in result.stdout, result.stdout

@@ -7,29 +7,19 @@ A variant that needs uvloop is skipped, and says so, where uvloop is not install
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 from bench.tls_paths import LABELS, VARIANTS
-from tests.processes import SAME_ON_BOTH_LEGS
+from tests.processes import SAME_ON_BOTH_LEGS, run_bench
 
 pytestmark = SAME_ON_BOTH_LEGS
 
-ROOT = Path(__file__).resolve().parent.parent
 COUNT = 20
 ROW = re.compile(r"^\| (.+?) \| (\d+|skipped: [^|]+?) \| ([\d.]+|-) \|", re.MULTILINE)
 
 
 def test_every_variant_completes_its_handshakes_or_says_why_it_was_skipped():
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.tls_paths", "--count", str(COUNT), "--rounds", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    result, output = run_bench("tls_paths", "--count", str(COUNT), "--rounds", "1", timeout=120)
+    assert result.returncode == 0, output
     per_run = re.findall(r"^\| round 1: (.+?) \| (\d+)/(\d+) \|", result.stdout, re.MULTILINE)
     assert all(ok == count == str(COUNT) for _, ok, count in per_run), result.stdout
     medians = {label: (rounds, rate) for label, rounds, rate in ROW.findall(result.stdout)}
