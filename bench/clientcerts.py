@@ -113,14 +113,18 @@ def make_identities(
 
 class ResumingContext(ssl.SSLContext):
     """A client context that offers ``offered_session`` on every connection it makes (TLS resumption,
-    RFC 8446 §2.2). asyncio's streams take no session argument, but they call ``wrap_bio``, so this is where
-    the session goes in."""
+    RFC 8446 §2.2). asyncio's streams, ``http.client`` and ``websockets`` take no session argument, but they
+    call ``wrap_bio`` or ``wrap_socket``, so this is where the session goes in (the tests use it too)."""
 
     offered_session: ssl.SSLSession | None = None
 
     def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
         session = session or self.offered_session
         return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+    def wrap_socket(self, sock, *args, **kwargs):
+        kwargs.setdefault("session", self.offered_session)
+        return super().wrap_socket(sock, *args, **kwargs)
 
 
 def client_context(

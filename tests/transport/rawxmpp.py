@@ -43,22 +43,35 @@ def read_to_eof(sock: socket.socket) -> bytes:
     return data
 
 
-def starttls(port: int, context: ssl.SSLContext) -> tuple[ssl.SSLSocket, bytes]:
+def open_tls(
+    port: int, context: ssl.SSLContext, *, starttls: bool, session: ssl.SSLSession | None = None
+) -> ssl.SSLSocket:
+    """A TLS connection, direct (XEP-0368) or after STARTTLS (RFC 6120 §5.4.3.3), offering ``session`` for
+    resumption (RFC 8446 §2.2)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if starttls:
+        raw.sendall(STREAM_HEADER)
+        assert b"<starttls" in read_until(raw, *FEATURES_END)
+        raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        assert b"<proceed" in read_until(raw, b"/>")
+    return context.wrap_socket(raw, server_hostname="localhost", session=session)
+
+
+def starttls(
+    port: int, context: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> tuple[ssl.SSLSocket, bytes]:
     """Open a stream, upgrade with STARTTLS (RFC 6120 §5.4.3.3), restart; the socket and the new features."""
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    raw.sendall(STREAM_HEADER)
-    assert b"<starttls" in read_until(raw, *FEATURES_END)
-    raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-    assert b"<proceed" in read_until(raw, b"/>")
-    sock = context.wrap_socket(raw, server_hostname="localhost")
-    sock.sendall(STREAM_HEADER)
-    return sock, read_until(sock, *FEATURES_END)
+    return _opened(open_tls(port, context, starttls=True, session=session))
 
 
-def direct_tls(port: int, context: ssl.SSLContext) -> tuple[ssl.SSLSocket, bytes]:
+def direct_tls(
+    port: int, context: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> tuple[ssl.SSLSocket, bytes]:
     """Open a stream over direct TLS (XEP-0368); the socket and the features."""
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock = context.wrap_socket(raw, server_hostname="localhost")
+    return _opened(open_tls(port, context, starttls=False, session=session))
+
+
+def _opened(sock: ssl.SSLSocket) -> tuple[ssl.SSLSocket, bytes]:
     sock.sendall(STREAM_HEADER)
     return sock, read_until(sock, *FEATURES_END)
 

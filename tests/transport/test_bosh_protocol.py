@@ -38,19 +38,24 @@ def server(tmp_path_factory):
 class Client:
     """One keep-alive HTTPS connection presenting one client certificate (or none)."""
 
-    def __init__(self, server, directory, issued, listener: str = "peer") -> None:
-        context = client_context(directory, issued)
+    def __init__(self, server, directory, issued, listener: str = "peer", context=None) -> None:
+        """``context``: the client's TLS context (default: one presenting ``issued``)."""
+        context = context or client_context(directory, issued)
         self.connection = http.client.HTTPSConnection(
             "127.0.0.1", server.ports[listener], context=context, timeout=30
         )
 
-    def post(self, children: str = "", **attrs: str | int) -> tuple[int, bytes, Element]:
+    def post(
+        self, children: str = "", *, headers: dict[str, str] | None = None, **attrs: str | int
+    ) -> tuple[int, bytes, Element]:
+        """One body; ``headers``: HTTP headers besides the content type."""
         rendered = " ".join(
             f"{key.replace('_', ':', 1) if key.startswith('xmpp_') else key}='{value}'"
             for key, value in attrs.items()
         )
         data = BODY.format(attrs=rendered, children=children).encode()
-        self.connection.request("POST", "/http-bind", data, {"Content-Type": "text/xml; charset=utf-8"})
+        headers = {"Content-Type": "text/xml; charset=utf-8", **(headers or {})}
+        self.connection.request("POST", "/http-bind", data, headers)
         response = self.connection.getresponse()
         raw = response.read()
         return response.status, raw, fromstring(raw)

@@ -3,27 +3,27 @@ clients resume, and a certificate revoked since the full handshake is refused on
 
 Against our daphne server in its own process (tests/transport/xmpphttp.py, listener "peer":
 ``disconnect_on_failure = false``). The client offers the session of its previous connection
-(``tests.transport.tlsclient.ResumingContext``); every step asserts whether the connection resumed, so a
+(``bench.clientcerts.ResumingContext``); every step asserts whether the connection resumed, so a
 server that fell back to a full handshake could not pass the refusal. The TCP listener's cases are in
 ``test_tls_resumption.py``.
 """
 
 from __future__ import annotations
 
-import http.client
 import ssl
 from pathlib import Path
-from xml.etree.ElementTree import Element, fromstring
+from xml.etree.ElementTree import Element, fromstring, tostring
 
 import pytest
 from websockets.sync.client import connect
 
+from bench.clientcerts import ResumingContext
 from certauth import userstatus
 from tests.certs import Issued, make_client
 from tests.processes import SAME_ON_BOTH_LEGS
-from tests.transport.test_bosh_protocol import AUTH, BODY
+from tests.transport.test_bosh_protocol import AUTH, Client
 from tests.transport.test_http_user_reasons import WS_CLOSE, WS_OPEN, stream_error
-from tests.transport.tlsclient import ResumingContext, client_context
+from tests.transport.tlsclient import client_context
 from tests.transport.xmpphttp import XmppHttpServer, start_server
 from transport.xmpp import namespaces as ns
 
@@ -63,7 +63,7 @@ def ws_login(server: XmppHttpServer, ctx: ResumingContext) -> tuple[bool, str, s
     # TLS 1.2 (tests.transport.tlsclient.websockets_context says why websockets.sync takes no TLS 1.3 here)
     with connect(server.url("peer", "wss"), ssl=ctx, subprotocols=["xmpp"], open_timeout=30) as ws:
         resumed = ws.socket.session_reused
-        ctx.offered = ws.socket.session  # TLS 1.2: complete after the handshake (once closed, gone)
+        ctx.offered_session = ws.socket.session  # TLS 1.2: complete after the handshake (once closed, gone)
         ws.send(WS_OPEN)
         ws.recv(timeout=30)  # <open/>
         second = ws.recv(timeout=30)
@@ -96,53 +96,28 @@ def test_websocket_resumes_and_a_revoked_certificate_is_refused_on_resumption(se
 # -- BOSH -------------------------------------------------------------------------------------------------
 
 
-def bosh_post(connection: http.client.HTTPSConnection, children: str = "", **attrs) -> Element:
-    rendered = " ".join(
-        f"{key.replace('_', ':', 1) if key.startswith('xmpp_') else key}='{value}'"
-        for key, value in attrs.items()
-    )
-    data = BODY.format(attrs=rendered, children=children).encode()
-    connection.request("POST", "/http-bind", data, {"Content-Type": "text/xml; charset=utf-8"})
-    response = connection.getresponse()
-    raw = response.read()
-    assert response.status == 200, raw
-    return fromstring(raw)
-
-
 def bosh_login(
     server: XmppHttpServer, ctx: ResumingContext, rid: int
 ) -> tuple[bool, Element, Element | None]:
     """One BOSH session on one keep-alive connection: (resumed, the session creation body, the answer to
     EXTERNAL or None). The last request asks for ``Connection: close``, so the server closes the connection,
     with TLS close_notify."""
-    connection = http.client.HTTPSConnection("127.0.0.1", server.ports["peer"], context=ctx, timeout=30)
+    client = Client(server, None, None, context=ctx)
     try:
-        created = bosh_post(
-            connection, rid=rid, to="localhost", wait=30, hold=1, ver="1.6", xmpp_version="1.0"
+        status, raw, created = client.post(
+            rid=rid, to="localhost", wait=30, hold=1, ver="1.6", xmpp_version="1.0"
         )
-        resumed = connection.sock.session_reused
-        ctx.offered = connection.sock.session  # TLS 1.3: the tickets came before the first response
+        assert status == 200, raw
+        resumed = client.connection.sock.session_reused
+        ctx.offered_session = client.connection.sock.session  # TLS 1.3: the tickets came before the response
         answer = None
-        if created.get("type") is None and "EXTERNAL" in ET_tostring(created):
-            answer = bosh_post(connection, AUTH, rid=rid + 1, sid=created.get("sid"))
-            connection.request(
-                "POST",
-                "/http-bind",
-                BODY.format(
-                    attrs=f"rid='{rid + 2}' sid='{created.get('sid')}' type='terminate'", children=""
-                ),
-                {"Content-Type": "text/xml; charset=utf-8", "Connection": "close"},
-            )
-            connection.getresponse().read()
+        if created.get("type") is None and b"EXTERNAL" in raw:
+            sid = created.get("sid")
+            _, _, answer = client.post(AUTH, rid=rid + 1, sid=sid)
+            client.post(rid=rid + 2, sid=sid, type="terminate", headers={"Connection": "close"})
     finally:
-        connection.close()
+        client.connection.close()
     return resumed, created, answer
-
-
-def ET_tostring(element: Element) -> str:  # noqa: N802
-    from xml.etree.ElementTree import tostring
-
-    return tostring(element, encoding="unicode")
 
 
 def test_bosh_resumes_and_a_revoked_certificate_is_refused_on_resumption(server, tmp_path):
@@ -154,7 +129,7 @@ def test_bosh_resumes_and_a_revoked_certificate_is_refused_on_resumption(server,
     assert resumed and answer is not None and answer[0].tag == ns.qname(ns.SASL, "success"), created
     revoke(server, issued)
     resumed, created, answer = bosh_login(server, ctx, rid=7000)
-    assert resumed, ET_tostring(created)
+    assert resumed, tostring(created)
     assert (created.get("type"), created.get("condition")) == ("terminate", "remote-stream-error")
     (error,) = [child for child in created if child.tag == ns.STREAM_ERROR]
     assert stream_error(error) == ("not-authorized", userstatus.TEXT_REVOKED)

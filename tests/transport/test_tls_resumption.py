@@ -31,10 +31,13 @@ from tests.transport.rawxmpp import (
     SUCCESS,
     auth_external,
     bind,
+    direct_tls,
+    open_tls,
     read_to_eof,
     read_until,
     sasl,
     sasl_failure_condition,
+    starttls,
     stream_error_condition,
     text_of,
 )
@@ -61,16 +64,9 @@ class Visit:
 def connect(
     port: int, mode: str, ctx: ssl.SSLContext, session: ssl.SSLSession | None
 ) -> tuple[ssl.SSLSocket, bytes]:
-    """TLS (direct, or after STARTTLS) offering ``session``; the socket and the features after TLS."""
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    if mode == "starttls":
-        raw.sendall(STREAM_HEADER)
-        assert b"<starttls" in read_until(raw, *FEATURES_END)
-        raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-        assert b"<proceed" in read_until(raw, b"/>")
-    sock = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
-    sock.sendall(STREAM_HEADER)
-    return sock, read_until(sock, *FEATURES_END, STREAM_END)
+    """TLS (direct, or after STARTTLS) offering ``session``; the socket and the features after TLS (or the
+    stream error the server closed the stream with)."""
+    return (starttls if mode == "starttls" else direct_tls)(port, ctx, session)
 
 
 def login(port: int, mode: str, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None) -> Visit:
@@ -171,13 +167,7 @@ def test_with_disconnect_on_failure_a_revoked_certificate_is_cut_after_the_resum
 
 def connect_or_cut(port: int, mode: str, ctx: ssl.SSLContext, session) -> tuple[ssl.SSLSocket, bytes]:
     """Like :func:`connect`, but a connection the server cuts reads as no features."""
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    if mode == "starttls":
-        raw.sendall(STREAM_HEADER)
-        read_until(raw, *FEATURES_END)
-        raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-        read_until(raw, b"/>")
-    sock = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+    sock = open_tls(port, ctx, starttls=mode == "starttls", session=session)
     try:
         sock.sendall(STREAM_HEADER)
         features = read_until(sock, *FEATURES_END)

@@ -58,7 +58,7 @@ def client_context(
     directory: Path, client: Issued | None, *, maximum_version=None, context_class: type = ssl.SSLContext
 ) -> ssl.SSLContext:
     """A client context presenting ``client`` (or no certificate); it does not check the server.
-    ``context_class``: an ``ssl.SSLContext`` subclass (:class:`ResumingContext`)."""
+    ``context_class``: an ``ssl.SSLContext`` subclass (``bench.clientcerts.ResumingContext``)."""
     ctx = context_class(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -73,17 +73,6 @@ def client_context(
         keyfile.write_bytes(client.key_pem)
         ctx.load_cert_chain(certfile, keyfile)
     return ctx
-
-
-class ResumingContext(ssl.SSLContext):
-    """Offers ``offered`` (a session of an earlier connection) on every socket it wraps: for clients that
-    take a context but no session (``http.client``, ``websockets``), which call ``wrap_socket``."""
-
-    offered: ssl.SSLSession | None = None
-
-    def wrap_socket(self, sock, *args, **kwargs):
-        kwargs.setdefault("session", self.offered)
-        return super().wrap_socket(sock, *args, **kwargs)
 
 
 def websockets_context(directory: Path, client: Issued | None) -> ssl.SSLContext:
