@@ -48,14 +48,27 @@ def writer(max_batch: int) -> GroupCommit:
 
 def write_concurrently(events: GroupCommit, rows: list[tuple]) -> dict[str, object]:
     """``events.write(row)`` for each row in its own thread; per JID: True when the row was in the table as
-    soon as ``write`` returned (read on the caller's own connection), else the exception."""
+    soon as ``write`` returned (read on the caller's own connection), else the exception.
+
+    A caller's read and the writer's transactions take turns: on SQLite's in-memory test database (shared
+    cache) either one meeting the other's table lock fails at once ("database table is locked"), with no
+    busy timeout as the server's file database has, so a read could fail a later row's commit."""
     outcome: dict[str, object] = {}
+    turns = threading.Lock()
+    insert = events._insert
+
+    def insert_in_turn(batch: list) -> None:
+        with turns:
+            insert(batch)
+
+    events._insert = insert_in_turn
 
     def one(row: tuple) -> None:
         jid = row[5]
         try:
             events.write(row)
-            outcome[jid] = AuthEvent.objects.filter(jid_granted=jid).exists()
+            with turns:
+                outcome[jid] = AuthEvent.objects.filter(jid_granted=jid).exists()
         except NotRecorded as exc:
             outcome[jid] = exc
         finally:
