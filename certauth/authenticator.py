@@ -31,7 +31,7 @@ carries ``user_text`` for the client (``certauth.userstatus``, issue 18 §5).
 from the certificate (empty when they derived none).
 
 The calls touch the database and may block (``http`` method): from async code, run them in a thread
-(``asgiref.sync.sync_to_async``). The core itself stays free of Django: it sees only this interface.
+(``transport.workers``). The core itself stays free of Django: it sees only this interface.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ offering decision uses). So that the config loader can import this module before
 import them when they run.
 
 Every method refuses an account that exists locally and is inactive. The methods use the database and may
-block (``http``): call them from a thread (``asgiref.sync.sync_to_async``) in async code.
+block (``http``): call them from a thread (``transport.workers.in_worker``) in async code.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ RFC 7395 §3.3.3 (the core speaks WebSocket framing: one element per message, wh
 carries one at a time).
 
 :class:`LoopAdapter` is the part of ``transport.driver.Adapter`` that is the same for both: database calls in
-a thread (``database_sync_to_async``, which closes stale connections around each call) and timers on the
+a worker thread (``transport.workers.in_worker`` around ``xmppauth.dbconn.with_fresh_connections``, which
+closes stale connections around each call) and timers on the
 running loop (daphne's: the Twisted asyncio reactor's loop, the thread of every listener of the process).
 The WebSocket consumer and the BOSH session add ``send`` and ``close``. :func:`new_session` builds the
 driver of one connection from its ASGI scope; :func:`start_session` checks its certificate.
@@ -19,10 +20,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from channels.db import database_sync_to_async
-
 from transport.driver import SessionDriver
+from transport.workers import in_worker
 from xmppauth.config import Config, HttpListener, TlsOptions
+from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class LoopAdapter:
     ) -> None:
         async def call() -> None:
             try:
-                result = await database_sync_to_async(function)()
+                result = await in_worker(with_fresh_connections, function)
             except Exception as exc:
                 failed("".join(traceback.format_exception(exc)))
                 return

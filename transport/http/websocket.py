@@ -95,8 +95,8 @@ class XmppWebsocketConsumer(AsyncWebsocketConsumer):
         That call runs in asgiref's one thread-sensitive thread, shared by the whole process, so every frame
         of every WebSocket queued there behind the others' (``bench.load_mixed``: under a message storm the
         clients' pongs came after the 60 s ping timeout and 2381 of 2500 wss sessions were closed). Our
-        handlers reach the database only through ``database_sync_to_async`` and ``in_db_thread``, which
-        close stale connections around each call themselves."""
+        handlers reach the database only through ``transport.workers`` (``LoopAdapter.run_in_thread`` and
+        ``in_db_thread``), which close stale connections around each call themselves."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")

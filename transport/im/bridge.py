@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import Any
 from xml.etree.ElementTree import Element
 
-from asgiref.sync import sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
@@ -48,6 +47,7 @@ from transport.im.router import (
     stanza_message,
 )
 from transport.sessions import terminations as store
+from transport.workers import in_worker
 from transport.xmpp import namespaces as ns
 from xmppauth import limits, metrics
 from xmppauth.dbconn import with_fresh_connections
@@ -75,9 +75,8 @@ def new_channel_name(layer: Any) -> str:
 
 
 async def in_db_thread(function: Callable[..., Any], *args: Any) -> Any:
-    """Run Django code in a pool thread (not asgiref's single thread: sessions route in parallel)."""
-
-    return await sync_to_async(with_fresh_connections, thread_sensitive=False)(function, *args)
+    """Run Django code in a worker thread (``transport.workers``: sessions route in parallel)."""
+    return await in_worker(with_fresh_connections, function, *args)
 
 
 async def send_all(layer: Any, outs: list[Out]) -> list[Out]:

@@ -218,10 +218,10 @@ _running: dict[str, Any] = {}
 def start(reactor: Any, registry: Any) -> Liveness | None:
     """Run the key refresh and the sweep on ``reactor`` (a listener process with a Redis channel layer)."""
     from channels.layers import get_channel_layer
-    from twisted.internet import threads
     from twisted.internet.task import LoopingCall
 
     from transport.im.bridge import send_all
+    from transport.workers import defer_to_worker
     from xmppauth.dbconn import with_fresh_connections
 
     url = getattr(settings, "REDIS_URL", "")
@@ -235,7 +235,7 @@ def start(reactor: Any, registry: Any) -> Liveness | None:
     liveness.seconds = seconds
 
     def in_thread(function: Any, *args: Any) -> Any:
-        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+        return defer_to_worker(reactor, function, *args)
 
     def refreshed(swept: bool) -> None:
         if not swept:

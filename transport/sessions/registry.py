@@ -44,12 +44,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.utils import timezone
-from twisted.internet import threads
 from twisted.internet.task import LoopingCall
 
 from transport.sessions import terminations as store
 from transport.sessions.models import SessionTermination
 from transport.sessions.terminations import RESET, TEXT_EXPIRED, SessionFacts, Termination
+from transport.workers import defer_to_worker
 from xmppauth import outage
 from xmppauth.dbconn import with_fresh_connections
 from xmppauth.outage import DATABASE_UNAVAILABLE, OutageLog
@@ -164,7 +164,7 @@ class LiveSessions:
 
     def _in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
         reactor = self._reactor()
-        deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), _in_db_thread, function, *args)
+        deferred = defer_to_worker(reactor, _in_db_thread, function, *args)
         deferred.addErrback(lambda failure: logger.error("session registry: %s", failure.getTraceback()))
         return deferred
 
@@ -325,9 +325,8 @@ class TerminationWatcher:
     def poll(self) -> Any:
         """One look at the table, in a worker thread; the commands are applied on the reactor thread."""
         horizon = max(self.started_at, timezone.now() - RECENT)
-        deferred = threads.deferToThreadPool(
+        deferred = defer_to_worker(
             self.reactor,
-            self.reactor.getThreadPool(),
             _in_db_thread,
             store.terminations_since,
             self.last_id,
@@ -379,7 +378,7 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
     seen = {"outages": outage.outages["database"]}
 
     def beat() -> Any:
-        deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), _in_db_thread, store.heartbeat)
+        deferred = defer_to_worker(reactor, _in_db_thread, store.heartbeat)
 
         def beaten(_: Any) -> Any:
             if outage.outages["database"] == seen["outages"]:
@@ -388,9 +387,7 @@ def start_session_services(reactor: Any, registry: LiveSessions | None = None) -
             # expired and been purged meanwhile, and presence sent then was not recorded.
             seen["outages"] = outage.outages["database"]
             held = _held_sessions(registry)
-            restored = threads.deferToThreadPool(
-                reactor, reactor.getThreadPool(), _in_db_thread, store.restore_sessions, held
-            )
+            restored = defer_to_worker(reactor, _in_db_thread, store.restore_sessions, held)
 
             def not_restored(failure: Any) -> None:
                 seen["outages"] = -1  # the next beat tries again
@@ -454,9 +451,7 @@ def start_if_installed(reactor: Any) -> SessionServices | None:
 def _forget_this_process(reactor: Any) -> Any:
     """At shutdown: this process's rows go now rather than when their lease runs out (in a thread; the
     reactor waits for the Deferred before it stops the pool)."""
-    deferred = threads.deferToThreadPool(
-        reactor, reactor.getThreadPool(), _in_db_thread, store.forget_process
-    )
+    deferred = defer_to_worker(reactor, _in_db_thread, store.forget_process)
     deferred.addErrback(
         lambda failure: logger.error("could not delete this process's rows: %s", failure.value)
     )

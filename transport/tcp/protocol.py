@@ -16,7 +16,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import threads
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -33,6 +32,7 @@ from transport.tls.context import (
     session_resumed,
     verify_errors,
 )
+from transport.workers import defer_to_worker
 from transport.xmpp import errors
 from xmppauth import limits
 from xmppauth.config import C2SListener, TlsOptions
@@ -179,8 +179,7 @@ class C2SProtocol(Protocol):
     def run_in_thread(
         self, function: Callable[[], Any], done: Callable[[Any], None], failed: Callable[[str], None]
     ) -> None:
-        reactor = self.factory.reactor
-        deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), _in_db_thread, function)
+        deferred = defer_to_worker(self.factory.reactor, _in_db_thread, function)
         deferred.addCallbacks(done, lambda failure: failed(failure.getTraceback()))
 
     def call_later(self, seconds: float, function: Callable[[], None]) -> Any:

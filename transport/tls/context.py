@@ -279,17 +279,18 @@ class ServerTls:
 
     def _handshake_refused(self, state: PeerTlsState, alert: str) -> None:
         """Record the refusal off the reactor thread (issue 18 §3); the log line says it at once."""
-        from twisted.internet import threads
+        from twisted.internet import reactor
 
         from certauth.authenticator import record_handshake_refusal  # Django models: at run time
+        from transport.workers import defer_to_worker
         from xmppauth.dbconn import with_fresh_connections
 
         address = state.protocol.getPeer() if state.protocol is not None else None
         peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
         leaf = state.leaf.to_cryptography() if state.leaf is not None else None
         logger.info("%s %s: TLS handshake refused: %s", self.transport, peer, alert)
-        deferred = threads.deferToThread(
-            with_fresh_connections, record_handshake_refusal, self.transport, peer, leaf, alert
+        deferred = defer_to_worker(
+            reactor, with_fresh_connections, record_handshake_refusal, self.transport, peer, leaf, alert
         )
         deferred.addErrback(lambda failure: logger.error("recording a refused handshake failed: %s", failure))
 

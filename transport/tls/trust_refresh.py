@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 
 from certauth.pki.facts import fingerprint_sha256
 from transport.tls.context import ServerTls
+from transport.workers import defer_to_worker
 from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def refresh_trust_anchors(reactor: Any, server_tls: ServerTls, label: str) -> de
             server_tls.update_trust_anchors(anchors)
             logger.info("%s trust anchors changed: %d now advertised and trusted", label, len(anchors))
 
-    deferred = threads.deferToThreadPool(reactor, reactor.getThreadPool(), read)
+    deferred = defer_to_worker(reactor, read)
     deferred.addCallback(apply)
     deferred.addErrback(lambda failure: logger.error("%s trust refresh failed: %s", label, failure.value))
     return deferred

@@ -1,0 +1,93 @@
+"""The listeners' worker threads: blocking calls (the database, Redis) off the event loop, answered on it.
+
+Two ways in, one per kind of caller:
+
+- :func:`defer_to_worker`, in place of Twisted's ``deferToThreadPool(reactor, reactor.getThreadPool(), f,
+  *args)``: a Deferred that fires on the reactor thread with ``f(*args)``'s result, or errbacks with its
+  Failure (the TCP adapter, the session registry, liveness, the trust refresh). It runs on this module's
+  pool of :data:`MAX_WORKERS` threads, one per process.
+- :func:`in_worker`, in place of asgiref's ``sync_to_async(f, thread_sensitive=False)`` (the IM bridge and the
+  router) and channels' ``database_sync_to_async`` (the WebSocket and BOSH driver, which ran every HTTP
+  session's database calls in asgiref's one thread-sensitive thread, one after the other): awaited on an
+  asyncio loop, run on that loop's default executor, as asgiref's was (``asyncio.run`` shuts it down with
+  its loop).
+
+Why not theirs (issue 17): a login makes about five such calls (certificate, SASL, the session row in and out,
+the older session at bind), and each paid for machinery it does not need. Twisted's goes through its pool's
+coordinating "team", a logging context, and ``reactor.callFromThread``, which on the asyncio reactor is a
+``callLater(0)`` scheduled through ``call_soon_threadsafe`` (a ``DelayedCall`` and an asyncio timer for every
+answer); asgiref's copies the context and wraps the call in its own futures. Here the answer is one
+``call_soon_threadsafe`` on the loop. ``bench/handoff.py`` measures each against ours.
+
+Each thread keeps its own database connection (``xmppauth.dbconn``), so the pool's size bounds a process's
+connections, as Twisted's reactor pool (10 threads) did. The pool is never stopped by hand: at interpreter
+exit ``concurrent.futures`` runs what is queued and joins the threads, as Twisted's pool did at the reactor's
+shutdown; a call made while the reactor shuts down still runs. A forked child makes its own pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+logger = logging.getLogger(__name__)
+
+MAX_WORKERS = 10  # Twisted's reactor thread pool's default maximum, which these threads replace
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def worker_pool() -> ThreadPoolExecutor:
+    """This process's pool (made on first use; a forked child does not use its parent's)."""
+    global _pool
+    pool = _pool
+    if pool is None or pool[0] != os.getpid():
+        with _pool_lock:
+            pool = _pool
+            if pool is None or pool[0] != os.getpid():
+                pool = _pool = (
+                    os.getpid(),
+                    ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="xmppauth-worker"),
+                )
+    return pool[1]
+
+
+def defer_to_worker(reactor: Any, function: Callable[..., Any], *args: Any) -> Deferred:
+    """``function(*args)`` in a worker thread; the Deferred fires on ``reactor``'s thread."""
+    loop = getattr(reactor, "_asyncioEventloop", None)  # Twisted's asyncio reactor: its loop, directly
+    call_on_reactor = loop.call_soon_threadsafe if loop is not None else reactor.callFromThread
+    deferred: Deferred = Deferred()
+    future = worker_pool().submit(function, *args)
+    future.add_done_callback(functools.partial(_answer, call_on_reactor, deferred))
+    return deferred
+
+
+async def in_worker(function: Callable[..., Any], *args: Any) -> Any:
+    """``await`` ``function(*args)`` run in a thread of the running loop's default executor."""
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
+
+
+def _answer(call_on_reactor: Callable[..., Any], deferred: Deferred, future: Future) -> None:
+    """In the worker thread: hand the outcome to the reactor thread."""
+    try:
+        call_on_reactor(_fire, deferred, future)
+    except RuntimeError:  # the loop is closed: the process is ending, nobody waits for this answer
+        logger.debug("a worker call finished after the reactor's loop closed; its answer is dropped")
+
+
+def _fire(deferred: Deferred, future: Future) -> None:
+    error = future.exception()
+    if error is None:
+        deferred.callback(future.result())
+    else:
+        deferred.errback(Failure(error, type(error), error.__traceback__))
