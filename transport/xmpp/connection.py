@@ -645,7 +645,7 @@ class C2SConnection:
             if not key.mechanisms:
                 level = logging.INFO if self.tls_active else logging.DEBUG
                 self._log(level, "no SASL mechanism offered: %s", self._why_no_external())
-            self._plus_offered = any(name.endswith("-PLUS") for name in key.mechanisms)
+            self._plus_offered = key.plus_offered
         data = _FEATURES.get(key)
         if data is None:
             data = _serialize_out(_features_element(key), self._framed)
@@ -661,16 +661,14 @@ class C2SConnection:
             return _FeaturesKey(
                 self._framed, starttls, required, bound=True, legacy_session=self.settings.legacy_session
             )
-        mechanisms = () if required else tuple(self._mechanisms())
-        plus = any(name.endswith("-PLUS") for name in mechanisms)
-        return _FeaturesKey(
+        key = _FeaturesKey(
             self._framed,
             starttls,
             required,
-            mechanisms,
+            () if required else tuple(self._mechanisms()),
             empty_listing=self.state is State.WAIT_AUTH,
-            bindings=tuple(self.channel_bindings) if plus else (),
         )
+        return key._replace(bindings=tuple(self.channel_bindings)) if key.plus_offered else key
 
     def _why_no_external(self) -> str:
         if "external" not in {name.lower() for name in self.settings.sasl_mechanisms}:
@@ -1051,6 +1049,11 @@ class _FeaturesKey(NamedTuple):
     bindings: tuple[str, ...] = ()  # channel-binding types, when a -PLUS mechanism is offered (XEP-0440 §3)
     bound: bool = False  # authenticated: resource binding is offered instead (§7.4)
     legacy_session: bool = False  # ... with RFC 3921's optional session
+
+    @property
+    def plus_offered(self) -> bool:
+        """A SASL mechanism with channel binding is offered (RFC 5802 §6)."""
+        return any(name.endswith("-PLUS") for name in self.mechanisms)
 
 
 # C2SConnection._features_key() -> the serialised features element (issue 17 §6: built once per variant).
