@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warm-up", type=int, default=100, help="logins before the timed ones")
     parser.add_argument("--callgrind", action="store_true", help="toggle callgrind collection (see above)")
     parser.add_argument("--profile", action="store_true", help="cProfile the timed logins")
+    parser.add_argument("--profile-out", help="with --profile: also dump the stats here (pstats, snakeviz)")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative, tottime, ...")
     return parser.parse_args(argv)
@@ -152,6 +153,8 @@ def run(args: argparse.Namespace) -> None:
         import pstats
 
         pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
+        if args.profile_out:
+            profiler.dump_stats(args.profile_out)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--py-spy", action="store_true", help="also sample the Python stacks (py-spy)")
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=30, help="functions listed per thread group")
+    parser.add_argument("--samples-out", type=Path, help="also keep py-spy's raw (collapsed) stacks here")
     return parser.parse_args(argv)
 
 
@@ -206,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {name} | {value / ok:.2f} |")
         if spy is not None and raw.exists():
             print("\n".join(summarise_samples(raw, args.top)))
+            if args.samples_out:
+                shutil.copyfile(raw, args.samples_out)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     if problems:

@@ -8,7 +8,9 @@ still come from one place, and prepare values with the fields' own ``get_db_prep
 SQLite, aware datetimes as the backend wants them).
 
 Everything here runs on the calling thread's ``django.db.connection``; callers keep to autocommit or their
-own ``transaction.atomic()`` block, as with the ORM.
+own ``transaction.atomic()`` block, as with the ORM. Each helper looks that connection up once (:func:`_db`):
+every attribute read through ``django.db.connection`` is a lookup in asgiref's thread-critical ``Local``,
+which the auth event's insert alone did once per column and again per value.
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.utils import timezone
 
 _statements: dict[tuple[str, str], str] = {}
 _lock = threading.Lock()
+
+
+def _db() -> Any:
+    """The calling thread's default connection (what ``django.db.connection`` stands for), looked up once."""
+    return connections[DEFAULT_DB_ALIAS]
 
 
 def table(model: type[models.Model]) -> str:
@@ -35,7 +42,7 @@ def column(model: type[models.Model], name: str) -> str:
 
 def statement(key: str, build: Callable[[], str]) -> str:
     """The SQL ``build()`` makes, built once per database vendor under ``key``."""
-    cache_key = (connection.vendor, key)
+    cache_key = (_db().vendor, key)
     sql = _statements.get(cache_key)
     if sql is None:
         sql = build()
@@ -46,11 +53,11 @@ def statement(key: str, build: Callable[[], str]) -> str:
 
 def param(model: type[models.Model], name: str, value: Any) -> Any:
     """``value`` as the database stores field ``name`` (for a comparison or an insert)."""
-    return model._meta.get_field(name).get_db_prep_value(value, connection, prepared=False)
+    return model._meta.get_field(name).get_db_prep_value(value, _db(), prepared=False)
 
 
 def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -73,6 +80,7 @@ def insert_row(model: type[models.Model], **values: Any) -> None:
         marks = ", ".join(["%s"] * len(fields))
         return f"INSERT INTO {table(model)} ({columns}) VALUES ({marks})"
 
+    db = _db()
     now = None
     params = []
     for field in fields:
@@ -83,8 +91,8 @@ def insert_row(model: type[models.Model], **values: Any) -> None:
             value = now
         else:
             value = field.get_default()
-        params.append(field.get_db_prep_save(value, connection))
-    with connection.cursor() as cursor:
+        params.append(field.get_db_prep_save(value, db))
+    with db.cursor() as cursor:
         cursor.execute(statement(f"insert:{model._meta.label}:{names}", build), params)
 
 
@@ -95,7 +103,7 @@ def delete_rows(model: type[models.Model], name: str, value: Any) -> int:
         f"delete:{model._meta.label}:{name}",
         lambda: f"DELETE FROM {table(model)} WHERE {column(model, name)} = %s",
     )
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(sql, [param(model, name, value)])
         return cursor.rowcount
 
@@ -121,22 +129,50 @@ def insert_many(
     prepared by its field (``get_db_prep_save``) unless ``prepared`` says the caller did it (for a datetime,
     ``connection.ops.adapt_datetimefield_value``), which costs far less per row.
     """
-    fields = [model._meta.get_field(name) for name in names]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)  # type: ignore[union-attr]
-    one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    db = _db()
+    plan = _insert_plan(db, model, tuple(names))
     if not prepared:
-        prepare = [field.get_db_prep_save for field in fields]  # type: ignore[union-attr]
-        rows = [[prep(value, connection) for prep, value in zip(prepare, row, strict=True)] for row in rows]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        rows = [[prep(value, db) for prep, value in zip(plan.prepare, row, strict=True)] for row in rows]
+    with db.cursor() as cursor:
+        if db.vendor == "postgresql":
             inserted = 0
-            with cursor.copy(f"COPY {table(model)} ({columns}) FROM STDIN") as copy:
+            with cursor.copy(plan.copy_sql) as copy:
                 for row in rows:
                     copy.write_row(row)
                     inserted += 1
             return inserted
-        cursor.executemany(f"INSERT INTO {table(model)} ({columns}) VALUES {one_row}", rows)
+        cursor.executemany(plan.insert_sql, rows)
         return cursor.rowcount
+
+
+@dataclasses.dataclass(frozen=True)
+class _InsertPlan:
+    """What :func:`insert_many` needs of a model and its columns, worked out once per database vendor."""
+
+    insert_sql: str  # INSERT ... VALUES (%s, ...): one row, for executemany
+    copy_sql: str  # COPY ... FROM STDIN (PostgreSQL)
+    prepare: tuple[Callable[[Any, Any], Any], ...]  # each column's field.get_db_prep_save
+
+
+_insert_plans: dict[tuple[str, str, tuple[str, ...]], _InsertPlan] = {}
+
+
+def _insert_plan(db: Any, model: type[models.Model], names: tuple[str, ...]) -> _InsertPlan:
+    key = (db.vendor, model._meta.label, names)
+    plan = _insert_plans.get(key)
+    if plan is None:
+        fields = [model._meta.get_field(name) for name in names]
+        columns = ", ".join(db.ops.quote_name(field.column) for field in fields)  # type: ignore[union-attr]
+        quoted_table = db.ops.quote_name(model._meta.db_table)
+        marks = ", ".join(["%s"] * len(fields))
+        plan = _InsertPlan(
+            insert_sql=f"INSERT INTO {quoted_table} ({columns}) VALUES ({marks})",
+            copy_sql=f"COPY {quoted_table} ({columns}) FROM STDIN",
+            prepare=tuple(field.get_db_prep_save for field in fields),  # type: ignore[union-attr]
+        )
+        with _lock:
+            _insert_plans[key] = plan
+    return plan
 
 
 def delete_in(model: type[models.Model], name: str, value: Any, in_name: str, values: Sequence[Any]) -> int:
