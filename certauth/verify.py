@@ -35,6 +35,7 @@ by a root (RSA-2048 / EC P-256), verifier construction included; 0.16 ms with 20
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -340,6 +341,12 @@ def verify_client_chain(
         if not trust_anchors:
             return ChainVerdict(False, f"{REASON_UNTRUSTED} (no trust anchors configured)")
         store = Store(list(trust_anchors))
+        key = None  # a store made for this call: no later call can present it again
+    else:
+        key = _chain_key(store, chain)
+        path = verified_paths.get(key, store, now)
+        if path is not None:
+            return ChainVerdict(True, REASON_OK, path)
     verifier = (
         PolicyBuilder()
         .store(store)
@@ -360,4 +367,71 @@ def verify_client_chain(
         logger.debug("chain of %s refused: %s (%s)", leaf.subject.rfc4514_string(), reason, exc)
         return ChainVerdict(False, reason)
     path = tuple(verified.chain)
+    if key is not None:
+        verified_paths.put(key, store, path)
     return ChainVerdict(True, REASON_OK, path)
+
+
+# == verified paths, reused (issue 17) ======================================================================
+
+VERIFIED_PATHS_KEPT = 4096  # per process; the oldest goes first (an entry: the path's certificates, ~2 KiB)
+_PathKey = tuple[int, tuple[bytes, ...]]  # id of the Store, SHA-256 of each certificate the client sent
+
+
+@dataclass(frozen=True)
+class _VerifiedPath:
+    store: Store  # held, so the store's id in the key cannot pass to another object while the entry lives
+    path: tuple[x509.Certificate, ...]
+    valid_from: datetime  # the latest notBefore on the path
+    valid_until: datetime  # the earliest notAfter on the path
+
+
+class VerifiedPaths:
+    """Paths the verifier accepted, by trust store and by the SHA-256 of every certificate the client sent.
+
+    Only acceptances are kept, and one is reused only for the same chain, byte for byte, under the same
+    ``Store`` object (``certauth.trust`` builds a new one whenever a listener's anchors change: a CA
+    distrusted in the admin is never met by an old entry) and while ``now`` lies within the dates of every
+    certificate on the path (RFC 5280 §4.1.2.5; the leaf's are checked before, on every call). Nothing else
+    enters the verifier's decision: its policy is this module's constants. Revocation is not the verifier's
+    business and is checked on every connection by the caller (``certauth.authenticator``).
+    """
+
+    def __init__(self, kept: int = VERIFIED_PATHS_KEPT) -> None:
+        self.kept = kept
+        self._paths: dict[_PathKey, _VerifiedPath] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: _PathKey, store: Store, now: datetime) -> tuple[x509.Certificate, ...] | None:
+        entry = self._paths.get(key)
+        if entry is None or entry.store is not store or not entry.valid_from <= now <= entry.valid_until:
+            return None
+        return entry.path
+
+    def put(self, key: _PathKey, store: Store, path: tuple[x509.Certificate, ...]) -> None:
+        entry = _VerifiedPath(
+            store,
+            path,
+            max(cert.not_valid_before_utc for cert in path),
+            min(cert.not_valid_after_utc for cert in path),
+        )
+        with self._lock:
+            while len(self._paths) >= self.kept:
+                del self._paths[next(iter(self._paths))]
+            self._paths[key] = entry
+
+    def clear(self) -> None:
+        with self._lock:
+            self._paths.clear()
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+
+verified_paths = VerifiedPaths()
+
+
+def _chain_key(store: Store, chain: Sequence[x509.Certificate]) -> _PathKey:
+    """The store, and every certificate the client sent (leaf first, in its order) by SHA-256 of its DER,
+    hashed here, not taken from the caller's facts: a key must name exactly the bytes that were verified."""
+    return id(store), tuple(cert.fingerprint(hashes.SHA256()) for cert in chain)

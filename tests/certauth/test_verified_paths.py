@@ -1,0 +1,111 @@
+"""certauth.verify: a path the verifier accepted is reused only for the same chain, under the same trust
+store, within the dates of every certificate on it (issue 17); refusals are never kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cryptography.x509.verification import Store
+
+from certauth import verify as verify_module
+from certauth.verify import REASON_CA_DATES, REASON_OK, REASON_UNTRUSTED, VerifiedPaths, verify_client_chain
+from tests.certs import make_ca, make_client, make_intermediate, make_root, utcnow
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    verify_module.verified_paths.clear()
+    yield
+    verify_module.verified_paths.clear()
+
+
+@pytest.fixture(scope="module")
+def root():
+    return make_root("Paths root")
+
+
+def verify(chain, anchors, now=None):
+    return verify_client_chain(chain, anchors, mode="peer", now=now or utcnow())
+
+
+class VerifierCalled(Exception):
+    pass
+
+
+@pytest.fixture
+def no_verifier(monkeypatch):
+    """From here on, building a verifier fails the test's call: only the cache can answer."""
+
+    def refuse(*args, **kwargs):
+        raise VerifierCalled
+
+    def block():
+        monkeypatch.setattr(verify_module, "PolicyBuilder", refuse)
+
+    return block
+
+
+def test_a_chain_verified_once_under_a_store_is_answered_from_the_cache(root, no_verifier):
+    store = Store([root.cert])
+    alice, bob = make_client(root), make_client(root, jids=("bob@localhost",))
+    first = verify([alice.cert], store)
+    assert first.ok and len(verify_module.verified_paths) == 1
+    no_verifier()
+    again = verify([alice.cert], store)
+    assert (again.ok, again.reason, again.chain) == (True, REASON_OK, first.chain)
+    with pytest.raises(VerifierCalled):  # another leaf of the same CA is verified on its own
+        verify([bob.cert], store)
+
+
+def test_a_new_store_verifies_again_so_a_distrusted_ca_is_refused(root):
+    alice = make_client(root)
+    assert verify([alice.cert], Store([root.cert])).ok
+    # certauth.trust builds a new Store when a CA is distrusted in the admin: the old acceptance is not met
+    verdict = verify([alice.cert], Store([make_ca("Some other root").cert]))
+    assert (verdict.ok, verdict.reason) == (False, REASON_UNTRUSTED)
+
+
+def test_the_intermediates_sent_are_part_of_the_key(root):
+    intermediate = make_intermediate(root, "Paths intermediate")
+    alice = make_client(intermediate)
+    store = Store([root.cert])
+    assert verify([alice.cert, intermediate.cert], store).ok
+    # The same leaf without the intermediate that made its path: no path, whatever was accepted before.
+    verdict = verify([alice.cert], store)
+    assert (verdict.ok, verdict.reason) == (False, REASON_UNTRUSTED)
+    assert verify([alice.cert, intermediate.cert], store).ok
+
+
+def test_a_kept_path_ends_with_the_earliest_end_date_on_it(root, no_verifier):
+    intermediate = make_intermediate(root, "Short-lived intermediate", days=2)
+    alice = make_client(intermediate, not_after=utcnow() + dt.timedelta(days=30))  # outlives its issuer
+    store = Store([root.cert])
+    assert verify([alice.cert, intermediate.cert], store).ok
+    later = intermediate.cert.not_valid_after_utc + dt.timedelta(minutes=1)
+    verdict = verify([alice.cert, intermediate.cert], store, now=later)
+    assert (verdict.ok, verdict.reason) == (False, REASON_CA_DATES)
+    no_verifier()
+    assert verify([alice.cert, intermediate.cert], store).ok  # still within every date: from the cache
+    with pytest.raises(VerifierCalled):
+        verify([alice.cert, intermediate.cert], store, now=later)
+
+
+def test_refusals_and_per_call_anchor_lists_are_not_kept(root):
+    stranger = make_client(make_ca("Stranger root"))
+    assert not verify([stranger.cert], Store([root.cert])).ok
+    assert verify([make_client(root).cert], [root.cert]).ok  # a list: a Store made for this call only
+    assert len(verify_module.verified_paths) == 0
+
+
+def test_the_cache_keeps_at_most_its_size_dropping_the_oldest(root):
+    paths = VerifiedPaths(kept=2)
+    store = Store([root.cert])
+    leaves = [make_client(root, jids=(f"u{index}@localhost",)) for index in range(3)]
+    now = utcnow()
+    for index, leaf in enumerate(leaves):
+        paths.put((id(store), (bytes([index]),)), store, (leaf.cert, root.cert))
+    assert len(paths) == 2
+    assert paths.get((id(store), (bytes([0]),)), store, now) is None
+    assert paths.get((id(store), (bytes([2]),)), store, now) == (leaves[2].cert, root.cert)
+    assert paths.get((id(store), (bytes([2]),)), Store([root.cert]), now) is None  # another store object
