@@ -381,7 +381,24 @@ def channel_bindings(connection: SSL.Connection) -> dict[str, bytes]:
         finished = connection.get_finished() if resumed else connection.get_peer_finished()
         if finished:
             bindings["tls-unique"] = finished
+    end_point = _server_end_point(connection)
+    if end_point is not None:
+        bindings["tls-server-end-point"] = end_point
+    return bindings
+
+
+# tls-server-end-point by context: a context's certificate is loaded once (build_context) and every
+# connection of the context presents it, so its hash is worked out once, not at every login.
+_end_points: weakref.WeakKeyDictionary[SSL.Context, bytes | None] = weakref.WeakKeyDictionary()
+
+
+def _server_end_point(connection: SSL.Connection) -> bytes | None:
+    """RFC 5929 §4.1: our certificate hashed with its signature's hash (SHA-256 for MD5 and SHA-1)."""
+    context = connection.get_context()
+    if context in _end_points:
+        return _end_points[context]
     own = connection.get_certificate()
+    end_point = None
     if own is not None:
         certificate = own.to_cryptography()
         algorithm = certificate.signature_hash_algorithm
@@ -390,8 +407,9 @@ def channel_bindings(connection: SSL.Connection) -> dict[str, bytes]:
                 algorithm = hashes.SHA256()
             digest = hashes.Hash(algorithm)
             digest.update(certificate.public_bytes(Encoding.DER))
-            bindings["tls-server-end-point"] = digest.finalize()
-    return bindings
+            end_point = digest.finalize()
+        _end_points[context] = end_point  # a connection without a certificate yet (none) is not kept
+    return end_point
 
 
 def _extended_master_secret(connection: SSL.Connection) -> bool:
