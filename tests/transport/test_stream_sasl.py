@@ -514,3 +514,21 @@ def test_refusals_the_core_decides_alone_are_auth_refused_events(auth, condition
     events = client.send(auth)
     assert sasl_condition(client.read_one()) == condition
     assert [event.condition for event in events if isinstance(event, AuthRefused)] == [condition]
+
+
+def test_a_listeners_settings_are_made_once_and_follow_a_new_config():
+    """new_c2s_stream keeps one StreamSettings per config and listener (issue 17): a connection of the same
+    listener shares it; a config replaced at reload, or another listener, gets its own."""
+    import dataclasses
+
+    from transport.xmpp import new_c2s_stream
+    from xmppauth.config import C2SListener
+
+    listener, other = C2SListener(port=5222), C2SListener(port=5223, max_stanza_size=4096)
+    config = Config(hosts=("example.org",))
+    first, second = new_c2s_stream(config, listener), new_c2s_stream(config, listener)
+    assert first.settings is second.settings and first is not second
+    assert new_c2s_stream(config, other).settings.max_stanza_size == 4096
+    reloaded = dataclasses.replace(config, hosts=("example.net",))
+    assert new_c2s_stream(reloaded, listener).settings.hosted_domains == ("example.net",)
+    assert new_c2s_stream(config, listener).settings.hosted_domains == ("example.org",)

@@ -8,6 +8,7 @@ tests/transport/test_core_imports.py.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -69,4 +70,25 @@ def new_c2s_stream(
 ) -> C2SConnection:
     """A fresh connection for one client of ``listener`` (``xmppauth.config`` objects); ``hosted`` answers
     "is this domain served here?" at stream open (the adapters pass ``accounts.domains.checker``)."""
-    return C2SConnection(settings_from_config(config, listener, framing), log_id=log_id, hosted=hosted)
+    return C2SConnection(_listener_settings(config, listener, framing), log_id=log_id, hosted=hosted)
+
+
+# StreamSettings per (config, listener, framing), made at a listener's first connection, not at every one.
+# Config and listener are frozen dataclasses: by identity, each entry holding both so that their ids stay
+# theirs; a handful per process (tests make many: the oldest go beyond SETTINGS_KEPT).
+SETTINGS_KEPT = 64
+_settings: dict[tuple[int, int, str], tuple[Any, Any, StreamSettings]] = {}
+_settings_lock = threading.Lock()
+
+
+def _listener_settings(config: Any, listener: Any, framing: str) -> StreamSettings:
+    key = (id(config), id(listener), framing)
+    held = _settings.get(key)
+    if held is not None and held[0] is config and held[1] is listener:
+        return held[2]
+    settings = settings_from_config(config, listener, framing)
+    with _settings_lock:
+        while len(_settings) >= SETTINGS_KEPT:
+            _settings.pop(next(iter(_settings)), None)
+        _settings[key] = (config, listener, settings)
+    return settings
