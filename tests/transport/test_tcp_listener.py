@@ -431,8 +431,7 @@ def test_client_that_sends_but_never_reads_is_not_read_from_until_it_reads(liste
 
     def buffered() -> int:
         (connection,) = live_connections(factory)
-        transport = connection.transport
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        return connection.transport.get_write_buffer_size()
 
     deadline = time.monotonic() + 30  # the reactor accepts the connection (slow under load)
     while not on_reactor(live_connections, factory) and time.monotonic() < deadline:

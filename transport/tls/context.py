@@ -105,11 +105,12 @@ class PeerTlsState:
 
     errors: list[VerifyError] = field(default_factory=list)
     leaf: crypto.X509 | None = None  # the client's certificate, as the verify callback saw it (depth 0)
-    protocol: Any = None  # Twisted's TLS protocol of the connection (its peer), set by ServerTls
+    peer: str | None = None  # "host:port" of the client (ServerTls.connection_for: the c2s adapter)
+    protocol: Any = None  # else Twisted's TLS protocol of the connection, asked for its peer when needed
     refused: Any = None  # ServerTls's report of a refused handshake, called at most once
 
 
-# Twisted's TLSMemoryBIOFactory replaces a connection's app data with its protocol after
+# Twisted's TLSMemoryBIOFactory (the HTTP listeners) replaces a connection's app data with its protocol after
 # serverConnectionForTLS, so the state is kept here, by connection, for as long as the connection lives.
 _peer_states: weakref.WeakKeyDictionary[SSL.Connection, PeerTlsState] = weakref.WeakKeyDictionary()
 
@@ -254,7 +255,8 @@ def _alert_sent(conn: SSL.Connection, where: int, value: int) -> None:
 class ServerTls:
     """One listener's TLS: holds the context (rebuilt when the trust anchors change) and makes connections.
 
-    Twisted calls :meth:`serverConnectionForTLS` for each ``listenSSL`` / ``startTLS`` connection.
+    The c2s adapter (``transport.tcp.protocol``) calls :meth:`connection_for` for each connection it drives;
+    Twisted calls :meth:`serverConnectionForTLS` for each of the HTTP endpoint's (``transport.http``).
     """
 
     def __init__(
@@ -270,9 +272,16 @@ class ServerTls:
         self.context = build_context(self.options, trust_anchors)
         self.anchor_fingerprints = {a.fingerprint(hashes.SHA256()).hex() for a in trust_anchors}
 
+    def connection_for(self, peer: str) -> SSL.Connection:
+        """A server connection over memory BIOs for the client at ``peer`` ("host:port", the name a refused
+        handshake is recorded under)."""
+        return self._connection(PeerTlsState(peer=peer, refused=self._handshake_refused))
+
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802 (Twisted's name)
+        return self._connection(PeerTlsState(protocol=tlsProtocol, refused=self._handshake_refused))
+
+    def _connection(self, state: PeerTlsState) -> SSL.Connection:
         connection = SSL.Connection(self.context, None)
-        state = PeerTlsState(protocol=tlsProtocol, refused=self._handshake_refused)
         _peer_states[connection] = state
         connection.set_app_data(state)  # for callers that drive the connection themselves (tests)
         return connection
@@ -285,8 +294,10 @@ class ServerTls:
         from transport.workers import defer_to_worker
         from xmppauth.dbconn import with_fresh_connections
 
-        address = state.protocol.getPeer() if state.protocol is not None else None
-        peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
+        peer = state.peer
+        if peer is None:
+            address = state.protocol.getPeer() if state.protocol is not None else None
+            peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
         leaf = state.leaf.to_cryptography() if state.leaf is not None else None
         logger.info("%s %s: TLS handshake refused: %s", self.transport, peer, alert)
         deferred = defer_to_worker(
@@ -304,9 +315,9 @@ def release_bio_buffers(connection: SSL.Connection) -> bool:
     A memory BIO never gives back the buffer it grew to, so after the handshake (the server's certificate
     flight, the client's certificate and Finished) each connection keeps about 5 KiB that an idle session
     never uses again. ``SSL_set_bio`` frees the old pair. Only when both hold no byte: what the client sent
-    and OpenSSL has not read, or what OpenSSL wrote and Twisted has not sent, would be lost. False (nothing
-    changed) when one is not empty or the connection has no memory BIOs (pyOpenSSL exposes no API for this;
-    ``_into_ssl`` / ``_from_ssl`` are the BIOs its ``bio_write`` / ``bio_read`` use)."""
+    and OpenSSL has not read, or what OpenSSL wrote and the adapter has not sent, would be lost. False
+    (nothing changed) when one is not empty or the connection has no memory BIOs (pyOpenSSL exposes no API
+    for this; ``_into_ssl`` / ``_from_ssl`` are the BIOs its ``bio_write`` / ``bio_read`` use)."""
     from OpenSSL._util import ffi, lib  # no public wrapper: see the docstring
 
     into, out = getattr(connection, "_into_ssl", None), getattr(connection, "_from_ssl", None)
