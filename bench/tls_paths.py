@@ -7,13 +7,15 @@ ECDSA P-256 client certificate per handshake from ``bench.clientcerts``). Every 
 context (``transport.tls.context.ServerTls``: ``verify_mode = "peer"``, ``disconnect_on_failure``, the
 scratch CA as the trust anchor, our verify and info callbacks) and, after the handshake, reads the client's
 chain (``peer_chain``), the verify callback's record and the channel bindings, and gives the handshake's BIO
-buffers back (``release_bio_buffers``), as ``transport.tcp.protocol.C2SProtocol.handshakeCompleted`` does:
+buffers back (``release_bio_buffers``), as ``transport.tcp.protocol.C2SProtocol`` does after a handshake:
 
-- ``twisted-asyncio``: Twisted's ``TLSMemoryBIOFactory`` on its asyncio reactor (what ``runc2s`` runs today);
+- ``twisted-asyncio``: Twisted's ``TLSMemoryBIOFactory`` on its asyncio reactor (what ``runc2s`` ran before
+  bench/RESULTS.md stop 24; still the baseline of the "vs today" column);
 - ``twisted-epoll``: the same on Twisted's default (epoll) reactor;
 - ``twisted-uvloop``: the same on the asyncio reactor over a uvloop loop (daphne can run this too);
 - ``asyncio-bio``: a plain ``asyncio.Protocol`` driving pyOpenSSL's ``SSL.Connection`` over memory BIOs
-  directly (``bio_write`` / ``recv`` / ``bio_read``), on the default asyncio loop;
+  directly (``bio_write`` / ``recv`` / ``bio_read``), on the default asyncio loop (what ``runc2s`` runs since
+  stop 24, there through ``transport.tcp.tls.TlsPump``);
 - ``uvloop-bio``: the same on uvloop;
 - ``asyncio-ssl``: asyncio's own TLS (the standard library's ``ssl``, ``CERT_REQUIRED`` with the CA): no
   verify callback (nothing records what OpenSSL thought of a chain, a refusal cannot be recorded with its
@@ -105,7 +107,7 @@ def server_tls(pki: Path):
 
 
 def after_handshake(connection) -> None:
-    """What ``C2SProtocol.handshakeCompleted`` reads before the driver decides (the chain, the verify
+    """What ``C2SProtocol`` reads after a handshake, before the driver decides (the chain, the verify
     callback's record, the channel bindings, resumption); no verified client chain is a bug here."""
     from transport.tls.context import channel_bindings, peer_chain, session_resumed, verify_errors
 

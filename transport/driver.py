@@ -10,7 +10,7 @@ logging), the core's events (matched by type), the database calls (in a thread; 
 meanwhile so the core sees it in order), the timers the core asks for (the auth deadline, the keepalive),
 bound-session registration, and teardown. It imports neither Twisted nor asyncio: the adapter gives it the
 four things that differ per transport (:class:`Adapter`): send bytes, close, run in a thread, call later.
-Adapters: ``transport.tcp.protocol`` (Twisted), ``transport.http.session`` (asyncio, for
+Adapters: ``transport.tcp.protocol`` (asyncio, its own TLS), ``transport.http.session`` (asyncio, for
 ``transport.http.websocket`` and ``transport.http.bosh``).
 
 Everything here runs on the adapter's event-loop thread (daphne runs the Twisted asyncio reactor, so that

@@ -153,6 +153,7 @@ class C2SProtocol(asyncio.Protocol):
         self._closing = True
         if self.transport is not None:
             self.transport.close()  # our alert, if any, goes out first
+            self.factory.clock.callLater(CLOSE_GRACE, self._abort_if_open)  # to a client that reads it
 
     def _handshake_completed(self) -> None:
         """TLS is up (direct TLS or after STARTTLS): the driver checks the client's certificate."""

@@ -1,7 +1,8 @@
 """`manage.py runc2s`: the XMPP client listeners (``[[listen.c2s]]``, RFC 6120 / XEP-0368) on their own.
 
 Production runs this next to daphne (HTTPS); the embedded ``runxmpp`` calls the same
-:func:`transport.tcp.listener.start_c2s_listeners`. Twisted runs on its asyncio reactor, as under daphne.
+:func:`transport.tcp.listener.start_c2s_listeners`. Twisted runs on its asyncio reactor, as under daphne; the
+c2s connections are asyncio protocols on that reactor's loop.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 HTTP(S) listeners (admin, CRLs, XMPP over WebSocket and BOSH at the handler paths) are served by daphne
 through our ``xmpptls:`` endpoint and ``TlsExtensionServer`` (client certificates requested and put into the
-ASGI scope, transport.http.server); the c2s TCP listeners join the same Twisted reactor
-(transport.tcp.listener).
+ASGI scope, transport.http.server); the c2s TCP listeners serve on the same loop, the one behind Twisted's
+asyncio reactor (transport.tcp.listener).
 """
 
 from __future__ import annotations
