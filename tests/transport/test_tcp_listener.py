@@ -464,3 +464,46 @@ def test_the_listening_socket_takes_the_configured_backlog(listen, backlog):
         ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
     ).stdout.split()
     assert shown[0] == "LISTEN" and int(shown[2]) == backlog, shown
+
+
+def test_a_port_stopped_before_the_loop_served_it_closes_its_socket(on_reactor, pki):
+    from twisted.internet import reactor
+
+    def listen_and_stop() -> int:  # in one turn of the loop: the server was not started yet
+        listener = C2SListener(port=0, ip_address="127.0.0.1", tls=pki.options(mode="tls"))
+        port = tcp.listen_c2s(
+            listener,
+            listener.tls,
+            [pki.ca.cert],
+            reactor,
+            core_factory=lambda _listener: LineCore(),
+            authenticator_factory=lambda _tls, _peer: StubAuthenticator(pki),
+        )
+        port.stopListening()
+        return port.getHost().port
+
+    number = on_reactor(listen_and_stop)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", number), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError("the stopped port still accepts connections")
+
+
+def test_listen_c2s_needs_the_asyncio_reactor(pki):
+    class EpollLike:  # a reactor without an asyncio loop behind it
+        pass
+
+    listener = C2SListener(port=0, ip_address="127.0.0.1", tls=pki.options(mode="tls"))
+    with pytest.raises(RuntimeError, match="asyncio reactor"):
+        tcp.listen_c2s(
+            listener,
+            listener.tls,
+            [pki.ca.cert],
+            EpollLike(),
+            core_factory=lambda _listener: LineCore(),
+            authenticator_factory=lambda _tls, _peer: StubAuthenticator(pki),
+        )
