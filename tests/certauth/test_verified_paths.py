@@ -109,3 +109,27 @@ def test_the_cache_keeps_at_most_its_size_dropping_the_oldest(root):
     assert paths.get((id(store), (bytes([0]),)), store, now) is None
     assert paths.get((id(store), (bytes([2]),)), store, now) == (leaves[2].cert, root.cert)
     assert paths.get((id(store), (bytes([2]),)), Store([root.cert]), now) is None  # another store object
+
+
+def test_a_kept_path_does_not_outlive_its_leaf_nor_excuse_its_facts(root):
+    """The leaf's own dates, cA flag and EKU are read before the cache: a kept path never answers for them."""
+    from dataclasses import replace
+
+    from certauth.verify import REASON_CA_AS_CLIENT, REASON_EKU
+    from tests.certs import SERVER_AUTH
+
+    alice = make_client(root, not_after=utcnow() + dt.timedelta(days=2))
+    store = Store([root.cert])
+    assert verify([alice.cert], store).ok and len(verify_module.verified_paths) == 1
+    later = alice.cert.not_valid_after_utc + dt.timedelta(minutes=1)
+    expired = verify([alice.cert], store, now=later)
+    assert not expired.ok and expired.reason.startswith("expired")
+    now = utcnow()
+    as_ca = replace(alice.facts, is_ca=True)
+    assert verify_client_chain([alice.cert], store, mode="peer", now=now, leaf_facts=as_ca).reason == (
+        REASON_CA_AS_CLIENT
+    )
+    server_only = replace(alice.facts, extended_key_usages=(SERVER_AUTH.dotted_string,))
+    assert verify_client_chain([alice.cert], store, mode="peer", now=now, leaf_facts=server_only).reason == (
+        REASON_EKU
+    )
