@@ -8,7 +8,8 @@
 // passed as both authzid and authcid, so Strophe sends no authzid: an empty <auth/>, then an empty
 // <response/> to the server's empty challenge (XEP-0178, RFC 6120 §6.4.2).
 //
-// Output: {"status": "connected"|"authfail"|"connfail"|"no-external"|"timeout", "jid": ..., "mechanisms": [...],
+// Output: {"status": "connected"|"authfail"|"connfail"|"disconnected"|"no-external"|"timeout",
+//          "jid": ..., "mechanisms": [...],
 //          "condition": ..., "auth": text of the <auth/> sent, "response": text of the <response/> sent,
 //          "sasl_failure": the condition element of the server's SASL <failure/> (RFC 6120 §6.5), if any,
 //          "stream_error": {"condition", "text"} of a <stream:error/> the server sent (RFC 6120 §4.9), if any,
@@ -64,6 +65,10 @@ function streamError(node) {
 }
 
 const connection = new Strophe.Connection(url);
+// BOSH resends a failed HTTP request after 1, 8, 27... s (Strophe's backoff), up to maxRetries times, then
+// gives up (CONNFAIL "giving-up"). LOGIN_MAX_RETRIES lowers that, so a refused TLS handshake ends in a verdict
+// within seconds, not in this script's 20 s watchdog ("timeout").
+if (process.env.LOGIN_MAX_RETRIES) connection.maxRetries = Number(process.env.LOGIN_MAX_RETRIES);
 if (onlyMechanism) {
     for (const name of Object.keys(connection.mechanisms)) {
         if (name !== onlyMechanism) delete connection.mechanisms[name];
@@ -101,5 +106,7 @@ connection.connect(jid, password, (status, condition) => {
         finish('authfail', { condition: condition || null });
     } else if (status === Strophe.Status.CONNFAIL) {
         finish('connfail', { condition: condition || null });
+    } else if (status === Strophe.Status.DISCONNECTED) {
+        finish('disconnected');  // before any verdict above: e.g. BOSH's first request answered 403
     }
 }, undefined, undefined, undefined, password === null ? jid : undefined);

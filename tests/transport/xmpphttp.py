@@ -200,7 +200,9 @@ def strophe_login(
     logs in with it (only ``mechanism`` when given) instead of EXTERNAL."""
     files = server.client_files(client)
     args = ["node", str(JS_DIR / "login.cjs"), url, jid, *(str(f) for f in files or ())]
-    env = dict(os.environ)
+    # One resend of a failed BOSH request, then Strophe gives up ("connfail"): a refused handshake is told
+    # within seconds, not by the script's 20 s watchdog ("timeout"); these servers fail no request otherwise.
+    env = dict(os.environ, LOGIN_MAX_RETRIES="1")
     if password is not None:
         env["LOGIN_PASSWORD"] = password
     if mechanism is not None:
