@@ -32,16 +32,29 @@ run: install-python
 	$(PY) manage.py bootstrap
 	$(PY) manage.py runxmpp
 
-# Both legs: SQLite + in-memory channel layer, then PostgreSQL + Redis.
-test: test-sqlite test-postgres
+# The Redis databases tests use of their own (beside TEST_REDIS_URL): a set per leg, as `make test` runs the
+# legs side by side (a Celery worker of one would take the other's tasks; routers would meet the other's users).
+SQLITE_LEG_REDIS := XMPPAUTH_TEST_REDIS_URL=redis://127.0.0.1:6379/13 \
+	XMPPAUTH_TEST_CELERY_REDIS_URL=redis://127.0.0.1:6379/14
+POSTGRES_LEG_REDIS := XMPPAUTH_TEST_REDIS_URL=redis://127.0.0.1:6379/11 \
+	XMPPAUTH_TEST_CELERY_REDIS_URL=redis://127.0.0.1:6379/10
+# Each leg keeps about 0.6 of one core busy (the rest is waiting for servers, clients and timers), so on two
+# cores the two legs run at once; each leg's output is printed whole when it ends. TEST_JOBS=1: one by one.
+TEST_JOBS ?= 2
+
+# Both legs: SQLite + in-memory channel layer, and PostgreSQL + Redis.
+test: install
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target test-sqlite test-postgres
 
 test-sqlite: install
-	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest $(PYTEST_ARGS)
+	@echo "== SQLite leg"
+	env -u DATABASE_URL -u REDIS_URL $(SQLITE_LEG_REDIS) $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 test-postgres: install
 	@if $(PY) -c "import psycopg,sys; psycopg.connect('$(TEST_PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
 		echo "== PostgreSQL + Redis leg"; \
-		DATABASE_URL=$(TEST_PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS); \
+		DATABASE_URL=$(TEST_PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(POSTGRES_LEG_REDIS) \
+			$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS); \
 	elif [ -n "$$XMPPAUTH_REQUIRE_POSTGRES" ]; then \
 		echo "PostgreSQL at $(TEST_PG_URL) is required but not reachable"; exit 1; \
 	else \
