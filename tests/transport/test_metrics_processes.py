@@ -111,6 +111,7 @@ def test_logins_in_two_processes_show_on_one_https_endpoint_for_staff_only(tmp_p
         first.wait_for(f"c2s listening on 127.0.0.1:{port_a}")
         first.wait_for("session termination watcher polls")
         second.wait_for(f"runc2s ready: 127.0.0.1:{port_b}\n")
+        second.wait_for("garbage collector: ")  # xmppauth.gcpolicy, once it is set up (issue 17)
         first.wait_for_port(https)
         sessions.append(login(port_a, client_context(tmp_path, pki.valid)))
         carol = make_client(pki.ca, jids=["carol@localhost"])

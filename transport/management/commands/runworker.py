@@ -10,7 +10,12 @@ from __future__ import annotations
 from channels.management.commands.runworker import Command as ChannelsRunworker
 
 from transport.im.service import ResilientWorker
+from xmppauth.gcpolicy import settle_heap_for_serving
 
 
 class Command(ChannelsRunworker):
     worker_class = ResilientWorker
+
+    def handle(self, *args, **options) -> None:
+        settle_heap_for_serving()  # the start-up heap out of the collector's way (issue 17)
+        super().handle(*args, **options)

@@ -54,4 +54,7 @@ class Command(BaseCommand):
             start_in_process_router()
         if not endpoints:
             raise CommandError("the config has no [[listen.http]] listener: nothing serves the admin")
+        from xmppauth.gcpolicy import settle_heap_for_serving
+
+        settle_heap_for_serving()  # the start-up heap out of the collector's way (issue 17)
         TlsExtensionServer(application=application, endpoints=endpoints, signal_handlers=True).run()
