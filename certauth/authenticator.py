@@ -45,9 +45,10 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from django.core.exceptions import SynchronousOnlyOperation
 from django.utils import timezone
 
-from accounts import domains
+from accounts import changefeed, domains
 from certauth import learning, pins, pki
 from certauth.authmethods import (
     AuthMethod,
@@ -196,6 +197,10 @@ def _clip(text: str | None, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class _NeedsWorker(Exception):
+    """A check made from memory met something only a worker thread may do (record, learn)."""
+
+
 class CertificateAuthenticator:
     """Certificate decisions for one client connection (see the module docstring)."""
 
@@ -239,12 +244,43 @@ class CertificateAuthenticator:
             logger.warning("client certificate %s from %s: %s", facts.subject, self.peer, REASON_DEFERRED)
             return CertCheck(facts, True, REASON_DEFERRED)
 
-    def _check_certificate(self, chain: Sequence[bytes | x509.Certificate]) -> CertCheck:
+    def accepted_from_memory(self, chain: Sequence[bytes | x509.Certificate]) -> CertCheck | None:
+        """On the event loop, without a worker thread: the acceptance :meth:`check_certificate` would give,
+        when this process can decide it from memory alone; otherwise None, and the caller runs
+        :meth:`check_certificate` in a worker thread, which decides as always (issue 17: one thread hand-off
+        fewer for a returning client).
+
+        The same code decides, on the same facts: the trust anchors, the verified-path cache and the
+        revocation cache, each valid only under a change feed read within ``changefeed.POLL_INTERVAL``
+        (on an event loop a staler feed answers nothing from cache). None as soon as anything else is
+        needed: a database read (Django refuses queries on an event loop: ``SynchronousOnlyOperation``), an
+        auth event to record, a path to learn from. Only acceptances: every refusal is left to the worker,
+        which records it (issue 18 §3)."""
+        self._checked = None
+        self._deferred = None
+        if changefeed.generation() is None:  # the feed is not fresh here: no cache may answer at all
+            return None
+        try:
+            check = self._check_certificate(chain, in_memory=True)
+        except (_NeedsWorker, SynchronousOnlyOperation, *DATABASE_UNAVAILABLE):
+            check = None
+        if check is None or not check.verified:
+            self._checked = None
+            return None
+        return check
+
+    def _check_certificate(
+        self, chain: Sequence[bytes | x509.Certificate], in_memory: bool = False
+    ) -> CertCheck:
+        """``in_memory``: raise :class:`_NeedsWorker` instead of recording or learning anything (see
+        :meth:`accepted_from_memory`)."""
         try:
             certs = _as_certificates(chain)
             facts = _facts_of(certs[0]) if certs else None  # ValueError: e.g. a duplicate extension
         except ValueError as exc:
             reason = f"client certificate cannot be parsed: {exc}"
+            if in_memory:
+                raise _NeedsWorker from exc
             self._record(None, None, None, None, reason)
             return CertCheck(None, False, reason)
         if not certs or facts is None:
@@ -262,6 +298,8 @@ class CertificateAuthenticator:
         )
         if not verdict.ok:
             reason = f"certificate refused: {verdict.reason}"
+            if in_memory:
+                raise _NeedsWorker
             self._record(facts, None, None, None, reason)
             return CertCheck(facts, False, verdict.reason, user_text(verdict.reason))
         fingerprints = _chain_fingerprints(facts.fingerprint_sha256, verdict.chain, anchors)
@@ -275,6 +313,8 @@ class CertificateAuthenticator:
             self_signed=verdict.self_signed,
         )
         revoked = self._revocation(checked)
+        if in_memory and (revoked or learning.would_teach(verdict.chain, anchors.ca_ids, fingerprints)):
+            raise _NeedsWorker
         # After the decision, off the login path: verified chains only, refused or not (under
         # require_revocation an intermediate must become a row, with its CRL, before anything below passes).
         learning.offer(verdict.chain, anchors.ca_ids, fingerprints)

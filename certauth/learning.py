@@ -85,6 +85,22 @@ def _keys(
     return keys - _seen
 
 
+def would_teach(
+    path: Sequence[x509.Certificate],
+    known_ca: set[str] | dict[str, int],
+    fingerprints: Sequence[str],
+) -> bool:
+    """Whether :func:`offer` would queue (or, on SQLite, learn) anything of this verified ``path`` now; no
+    side effect. A check made on the event loop, which may not write, leaves such a path to a worker."""
+    if len(path) < 2:
+        return False
+    taught = (tuple(fingerprints), tuple(fingerprint in known_ca for fingerprint in fingerprints))
+    if taught in _taught:
+        return False
+    with _lock:
+        return bool(_keys(path, known_ca, fingerprints))
+
+
 def offer(
     path: Sequence[x509.Certificate],
     known_ca: set[str] | dict[str, int],

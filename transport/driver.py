@@ -213,6 +213,10 @@ class SessionDriver:
             self._settle(True)
             return
         checked = functools.partial(self._certificate_checked, dict(channel_bindings or {}), chain)
+        accepted = self._accepted_from_memory(chain)
+        if accepted is not None:  # a returning client, decided from this process's fresh caches
+            checked(accepted)
+            return
         self._in_thread(checked, self.authenticator.check_certificate, list(chain))
 
     def receive(self, data: bytes) -> None:
@@ -304,6 +308,18 @@ class SessionDriver:
             events = self.core.tls_established(check)
         self._feed(events)
         self._settle(not self._closing)
+
+    def _accepted_from_memory(self, chain: Sequence[bytes | x509.Certificate]) -> Any:
+        """The authenticator's acceptance decided on this thread without the database, or None: then the
+        check runs in a worker thread, as for every refusal (``accepted_from_memory``)."""
+        decide = getattr(self.authenticator, "accepted_from_memory", None)
+        if decide is None:
+            return None
+        try:
+            return decide(list(chain))
+        except Exception:  # the worker's check decides instead, and reports what fails there
+            logger.exception("%s: the in-memory certificate check failed", self.name)
+            return None
 
     def _record_unattempted(self) -> None:
         """Issue 18 §3: a client that presented no certificate and left without a login attempt (a client

@@ -322,3 +322,57 @@ def test_without_facts_the_session_fingerprint_is_the_chains_leaf(sessions):
     driver, _ = new_driver(sessions, authenticator=authenticator)
     driver.certificate_presented([client.cert])
     assert driver.cert_fingerprint == fingerprint_sha256(client.cert)
+
+
+class FromMemoryAuthenticator(FakeAuthenticator):
+    """Also decides on the loop (``accepted_from_memory``): the given check, or None (not from memory)."""
+
+    def __init__(self, from_memory: Check | None, verified: bool = True) -> None:
+        super().__init__(verified)
+        self.from_memory = from_memory
+        self.asked: list[str] = []
+
+    def accepted_from_memory(self, chain):
+        self.asked.append("memory")
+        return self.from_memory
+
+    def check_certificate(self, chain):
+        self.asked.append("worker")
+        return self.check
+
+
+class CountingAdapter(FakeAdapter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads = 0
+
+    def run_in_thread(self, function, done, failed) -> None:
+        self.threads += 1
+        super().run_in_thread(function, done, failed)
+
+
+@pytest.mark.parametrize("from_memory", [True, False])
+def test_a_check_decided_from_memory_needs_no_worker_thread(sessions, from_memory):
+    authenticator = FromMemoryAuthenticator(Check(FACTS, True, "chain verified") if from_memory else None)
+    driver, _ = new_driver(sessions, authenticator=authenticator)
+    adapter = CountingAdapter()
+    driver.adapter = adapter
+    driver.certificate_presented([b"leaf"])
+    assert authenticator.asked == (["memory"] if from_memory else ["memory", "worker"])
+    assert adapter.threads == (0 if from_memory else 1)
+    driver.receive(STREAM_HEADER)
+    assert b"EXTERNAL" in adapter.take()  # the verified certificate is offered either way
+
+
+def test_a_failing_check_from_memory_falls_back_to_the_worker(sessions, caplog):
+    class Failing(FromMemoryAuthenticator):
+        def accepted_from_memory(self, chain):
+            raise RuntimeError("boom")
+
+    authenticator = Failing(None, verified=False)
+    driver, adapter = new_driver(sessions, authenticator=authenticator)
+    with caplog.at_level(logging.ERROR, logger="transport.driver"):
+        driver.certificate_presented([b"leaf"])
+    assert authenticator.asked == ["worker"] and "in-memory certificate check failed" in caplog.text
+    driver.receive(STREAM_HEADER)
+    assert b"EXTERNAL" not in adapter.take()  # the worker's verdict (not verified) decides

@@ -1,0 +1,154 @@
+"""``CertificateAuthenticator.accepted_from_memory``: the certificate check on the event loop (issue 17).
+
+A returning client's chain is accepted on the listener's loop, without a worker thread, when this process
+decides it from memory alone: fresh change feed, trust anchors, verified path and revocation verdict held.
+Everything else is ``None`` and left to ``check_certificate`` in a worker thread, which decides and records
+as always: a first chain, a stale feed, any refusal (never decided, never recorded on the loop), a revocation
+made here or in another process, a path with something to learn.
+
+"On the loop" here is what a listener's loop is: a running asyncio loop in the calling thread, where Django
+refuses every query (``SynchronousOnlyOperation``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from accounts import changefeed
+from certauth import learning
+from certauth.models import AuthEvent, Certificate
+from tests.certauth.crlhelpers import add_ca_row
+from tests.certauth.test_authenticator import authenticator, make_account, register
+from tests.certauth.test_login_caches import JID, elsewhere, feed_sql, wait_for_the_feed, warm
+from tests.certs import make_ca, make_client, make_intermediate, make_root
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice():
+    ca = make_ca("Loop CA")
+    add_ca_row(ca, name="Loop CA")
+    cert = make_client(ca, jids=[JID])
+    register(cert, account=make_account(JID))
+    return cert
+
+
+def on_loop(function, *args):
+    """``function(*args)`` called from a coroutine: on a thread with a running event loop, as a listener's."""
+
+    async def call():
+        return function(*args)
+
+    return asyncio.run(call())
+
+
+def events() -> int:
+    return AuthEvent.objects.count()
+
+
+def test_a_returning_chain_is_accepted_on_the_loop_without_a_query(alice):
+    warm(alice)
+    by_worker = authenticator()
+    expected = by_worker.check_certificate([alice.der])
+    auth = authenticator()
+    before = events()
+    with CaptureQueriesContext(connection) as captured:
+        check = on_loop(auth.accepted_from_memory, [alice.der])
+    assert check is not None and check.verified, check
+    assert check.facts.fingerprint_sha256 == alice.facts.fingerprint_sha256
+    assert (check.reason, auth.issuer_ca_id) == (expected.reason, by_worker.issuer_ca_id)
+    assert auth.issuer_ca_id is not None
+    assert len(captured) == 0 and events() == before
+    # the connection goes on as after a worker's check: SASL EXTERNAL and the bind re-check
+    assert auth.authenticate_external(check.facts, None, "localhost").jid == JID
+    assert auth.refusal_at_bind(f"{JID}/phone") is None
+
+
+def test_a_chain_not_seen_before_is_left_to_the_worker(alice):
+    changefeed.generation()  # a fresh feed: only the caches are cold
+    auth = authenticator()
+    before = events()
+    assert on_loop(auth.accepted_from_memory, [alice.der]) is None
+    assert events() == before and auth.issuer_ca_id is None
+    check = auth.check_certificate([alice.der])  # the worker's check, on this (loop-free) thread
+    assert check.verified, check.reason
+
+
+def test_a_stale_feed_answers_nothing_from_memory(alice, monkeypatch):
+    warm(alice)
+    monkeypatch.setattr(changefeed, "_seen_at", changefeed._seen_at - changefeed.POLL_INTERVAL - 0.01)
+    assert on_loop(authenticator().accepted_from_memory, [alice.der]) is None
+
+
+def test_a_refusal_is_never_decided_on_the_loop_and_the_worker_records_it(alice):
+    warm(alice)
+    stranger = make_client(make_ca("Unknown CA"), jids=[JID])
+    auth = authenticator()
+    before = events()
+    assert on_loop(auth.accepted_from_memory, [stranger.der]) is None
+    assert events() == before  # nothing recorded on the loop
+    check = auth.check_certificate([stranger.der])
+    assert not check.verified and events() == before + 1  # the worker refuses and records
+
+
+@pytest.mark.parametrize("where", ["here", "elsewhere"])
+def test_a_revoked_certificate_is_not_accepted_from_memory(alice, where):
+    before_gen = warm(alice)
+    now = datetime.now(UTC)
+    if where == "here":  # the admin of this process: its caches are forgotten at once
+        Certificate.objects.filter(fingerprint_sha256=alice.facts.fingerprint_sha256).update(
+            status=Certificate.Status.REVOKED, revoked_at=now
+        )
+    else:  # another process commits the row and the feed's bump; this one reads the feed again
+        elsewhere(
+            feed_sql(Certificate, "status = %s, revoked_at = %s", "fingerprint_sha256 = %s"),
+            [Certificate.Status.REVOKED, now, alice.facts.fingerprint_sha256],
+        )
+        wait_for_the_feed(before_gen)
+    auth = authenticator()
+    assert on_loop(auth.accepted_from_memory, [alice.der]) is None
+    check = auth.check_certificate([alice.der])
+    assert not check.verified and "revoked" in check.reason, check.reason
+
+
+def test_a_path_with_something_to_learn_is_left_to_the_worker(monkeypatch):
+    monkeypatch.setattr(learning, "INLINE", True)  # learnt by the worker's check itself
+    root = make_root("Learning root")
+    add_ca_row(root, name="Learning root")
+    intermediate = make_intermediate(root, "Learning intermediate", crl_url="http://127.0.0.1:9/root.crl")
+    leaf = make_client(intermediate, jids=[JID])
+    chain = [leaf.der, intermediate.der]
+    assert authenticator().check_certificate(chain).verified  # learns the intermediate and its CDP
+    assert authenticator().check_certificate(chain).verified  # the caches, under the feed that moved
+    changefeed.generation()
+    assert on_loop(authenticator().accepted_from_memory, chain) is not None  # nothing left to learn
+    learning._forget_seen()  # as when the process's bound on what it offered was reached
+    assert learning.would_teach(*_path_and_anchors(chain))
+    assert on_loop(authenticator().accepted_from_memory, chain) is None
+    assert learning.would_teach(*_path_and_anchors(chain))  # the loop offered nothing: left to the worker
+    assert authenticator().check_certificate(chain).verified  # the worker offers it again
+    assert not learning.would_teach(*_path_and_anchors(chain))
+    assert authenticator().check_certificate(chain).verified
+    changefeed.generation()
+    assert on_loop(authenticator().accepted_from_memory, chain) is not None
+
+
+def _path_and_anchors(chain):
+    """``learning.would_teach``'s arguments for ``chain`` (leaf, intermediate), as the authenticator gives
+    them: the verified path up to the anchor, the CA rows known, the path's fingerprints."""
+    from cryptography import x509
+
+    from certauth import pki
+    from certauth.trust import trust_anchors
+
+    anchors = trust_anchors(None)
+    certs = [x509.load_der_x509_certificate(der) for der in chain]
+    root = next(cert for cert in anchors.certificates if cert.subject == certs[-1].issuer)
+    path = [*certs, root]
+    return path, anchors.ca_ids, [pki.fingerprint_sha256(cert) for cert in path]
