@@ -31,11 +31,12 @@ writes (auth events, session rows) never pass through here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from django.apps import apps
@@ -70,6 +71,33 @@ def on_event_loop() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+class NotInMemory(Exception):
+    """Raised under :func:`memory_only` where an answer would need the database."""
+
+
+_memory_only = threading.local()
+
+
+@contextlib.contextmanager
+def memory_only() -> Iterator[None]:
+    """In this block, this thread answers from the caches alone: where an answer needs the database,
+    :func:`require_database` raises :class:`NotInMemory` before any connection is touched. (On an event loop
+    Django would refuse the query anyway, but only after making a connection object for the loop's current
+    context, one per connection handled there, kept as long as it lives.)"""
+    _memory_only.on = True
+    try:
+        yield
+    finally:
+        _memory_only.on = False
+
+
+def require_database() -> None:
+    """Called where a cache misses and the database is read next: raises :class:`NotInMemory` in a
+    :func:`memory_only` block."""
+    if getattr(_memory_only, "on", False):
+        raise NotInMemory
 
 
 def generation() -> int | None:
@@ -235,6 +263,7 @@ class FeedCache:
         gen = generation()
         value = self.get(key, gen)
         if value is None:
+            require_database()
             value = fill()
             if value is not None:
                 self.put(key, value, gen)

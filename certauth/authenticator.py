@@ -253,16 +253,18 @@ class CertificateAuthenticator:
         The same code decides, on the same facts: the trust anchors, the verified-path cache and the
         revocation cache, each valid only under a change feed read within ``changefeed.POLL_INTERVAL``
         (on an event loop a staler feed answers nothing from cache). None as soon as anything else is
-        needed: a database read (Django refuses queries on an event loop: ``SynchronousOnlyOperation``), an
-        auth event to record, a path to learn from. Only acceptances: every refusal is left to the worker,
+        needed: a database read (``changefeed.memory_only``: a cache miss raises before any connection is
+        made; Django would refuse the query on an event loop anyway), an auth event to record, a path to
+        learn from. Only acceptances: every refusal is left to the worker,
         which records it (issue 18 §3)."""
         self._checked = None
         self._deferred = None
         if changefeed.generation() is None:  # the feed is not fresh here: no cache may answer at all
             return None
         try:
-            check = self._check_certificate(chain, in_memory=True)
-        except (_NeedsWorker, SynchronousOnlyOperation, *DATABASE_UNAVAILABLE):
+            with changefeed.memory_only():  # a cache miss raises before any database connection is made
+                check = self._check_certificate(chain, in_memory=True)
+        except (_NeedsWorker, changefeed.NotInMemory, SynchronousOnlyOperation, *DATABASE_UNAVAILABLE):
             check = None
         if check is None or not check.verified:
             self._checked = None

@@ -379,6 +379,7 @@ def path_revocation_problem(
     held = _accepted.get(key, gen)
     if held is not None and held[0] <= now < held[1]:
         return None
+    changefeed.require_database()
     flags = _path_flags(links, now - grace, require_revocation)
     problem = _problem(
         links, flags, now=now, grace=grace, fail_open=fail_open, require_revocation=require_revocation

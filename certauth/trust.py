@@ -217,6 +217,7 @@ def trust_anchors(cacertfile: str | None) -> TrustAnchors:
         if hit is not None and hit[0] == gen:
             if (feed is not None and hit[1] == feed) or (feed is None and now - hit[2] < CACHE_TTL):
                 return hit[3]
+    changefeed.require_database()
     anchors = _build(cacertfile, gen)
     with _lock:
         if _generation == gen:

@@ -16,7 +16,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
 from accounts import changefeed
@@ -78,6 +78,19 @@ def test_a_chain_not_seen_before_is_left_to_the_worker(alice):
     assert events() == before and auth.issuer_ca_id is None
     check = auth.check_certificate([alice.der])  # the worker's check, on this (loop-free) thread
     assert check.verified, check.reason
+
+
+def test_a_check_on_the_loop_makes_no_database_connection_there(alice):
+    """A miss raises before Django makes a connection object for the loop's current context: a listener
+    would otherwise keep one per connection it handles, for as long as that connection lives."""
+    changefeed.generation()
+
+    async def call():
+        result = authenticator().accepted_from_memory([alice.der])  # cold caches: a miss
+        return result, connections.all(initialized_only=True)
+
+    result, made = asyncio.run(call())
+    assert result is None and made == []
 
 
 def test_a_stale_feed_answers_nothing_from_memory(alice, monkeypatch):
