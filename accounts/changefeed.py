@@ -86,11 +86,12 @@ def memory_only() -> Iterator[None]:
     :func:`require_database` raises :class:`NotInMemory` before any connection is touched. (On an event loop
     Django would refuse the query anyway, but only after making a connection object for the loop's current
     context, one per connection handled there, kept as long as it lives.)"""
+    outer = getattr(_memory_only, "on", False)
     _memory_only.on = True
     try:
         yield
     finally:
-        _memory_only.on = False
+        _memory_only.on = outer  # a block inside another leaves the outer one in force
 
 
 def require_database() -> None:

@@ -165,3 +165,12 @@ def _path_and_anchors(chain):
     root = next(cert for cert in anchors.certificates if cert.subject == certs[-1].issuer)
     path = [*certs, root]
     return path, anchors.ca_ids, [pki.fingerprint_sha256(cert) for cert in path]
+
+
+def test_memory_only_blocks_nest_and_end():
+    with changefeed.memory_only():
+        with changefeed.memory_only():
+            pass
+        with pytest.raises(changefeed.NotInMemory):
+            changefeed.require_database()  # still inside the outer block
+    changefeed.require_database()  # outside: the database may be read
