@@ -197,10 +197,6 @@ def _clip(text: str | None, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class _NeedsWorker(Exception):
-    """A check made from memory met something only a worker thread may do (record, learn)."""
-
-
 class CertificateAuthenticator:
     """Certificate decisions for one client connection (see the module docstring)."""
 
@@ -262,27 +258,21 @@ class CertificateAuthenticator:
         if changefeed.generation() is None:  # the feed is not fresh here: no cache may answer at all
             return None
         try:
-            with changefeed.memory_only():  # a cache miss raises before any database connection is made
-                check = self._check_certificate(chain, in_memory=True)
-        except (_NeedsWorker, changefeed.NotInMemory, SynchronousOnlyOperation, *DATABASE_UNAVAILABLE):
+            with changefeed.memory_only():  # a miss, a record or a path to learn raises before any query
+                check = self._check_certificate(chain)
+        except (changefeed.NotInMemory, SynchronousOnlyOperation, *DATABASE_UNAVAILABLE):
             check = None
         if check is None or not check.verified:
             self._checked = None
             return None
         return check
 
-    def _check_certificate(
-        self, chain: Sequence[bytes | x509.Certificate], in_memory: bool = False
-    ) -> CertCheck:
-        """``in_memory``: raise :class:`_NeedsWorker` instead of recording or learning anything (see
-        :meth:`accepted_from_memory`)."""
+    def _check_certificate(self, chain: Sequence[bytes | x509.Certificate]) -> CertCheck:
         try:
             certs = _as_certificates(chain)
             facts = _facts_of(certs[0]) if certs else None  # ValueError: e.g. a duplicate extension
         except ValueError as exc:
             reason = f"client certificate cannot be parsed: {exc}"
-            if in_memory:
-                raise _NeedsWorker from exc
             self._record(None, None, None, None, reason)
             return CertCheck(None, False, reason)
         if not certs or facts is None:
@@ -300,8 +290,6 @@ class CertificateAuthenticator:
         )
         if not verdict.ok:
             reason = f"certificate refused: {verdict.reason}"
-            if in_memory:
-                raise _NeedsWorker
             self._record(facts, None, None, None, reason)
             return CertCheck(facts, False, verdict.reason, user_text(verdict.reason))
         fingerprints = _chain_fingerprints(facts.fingerprint_sha256, verdict.chain, anchors)
@@ -315,8 +303,6 @@ class CertificateAuthenticator:
             self_signed=verdict.self_signed,
         )
         revoked = self._revocation(checked)
-        if in_memory and (revoked or learning.would_teach(verdict.chain, anchors.ca_ids, fingerprints)):
-            raise _NeedsWorker
         # After the decision, off the login path: verified chains only, refused or not (under
         # require_revocation an intermediate must become a row, with its CRL, before anything below passes).
         learning.offer(verdict.chain, anchors.ca_ids, fingerprints)
@@ -629,6 +615,7 @@ class CertificateAuthenticator:
         *,
         jid_tried: str | None = None,
     ) -> None:
+        changefeed.require_database()  # never under changefeed.memory_only: a refusal is the worker's
         self.attempts += 1
         record_attempt(
             self.transport, self.peer, facts, authzid, granted, condition, reason, jid_tried=jid_tried

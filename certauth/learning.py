@@ -33,6 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from django.db import IntegrityError, connection, transaction
 
+from accounts import changefeed
 from certauth import crlsources, pki
 from certauth.models import CertificateAuthority, CrlSource
 from xmppauth.dbconn import with_fresh_connections
@@ -85,22 +86,6 @@ def _keys(
     return keys - _seen
 
 
-def would_teach(
-    path: Sequence[x509.Certificate],
-    known_ca: set[str] | dict[str, int],
-    fingerprints: Sequence[str],
-) -> bool:
-    """Whether :func:`offer` would queue (or, on SQLite, learn) anything of this verified ``path`` now; no
-    side effect. A check made on the event loop, which may not write, leaves such a path to a worker."""
-    if len(path) < 2:
-        return False
-    taught = (tuple(fingerprints), tuple(fingerprint in known_ca for fingerprint in fingerprints))
-    if taught in _taught:
-        return False
-    with _lock:
-        return bool(_keys(path, known_ca, fingerprints))
-
-
 def offer(
     path: Sequence[x509.Certificate],
     known_ca: set[str] | dict[str, int],
@@ -129,6 +114,7 @@ def offer(
         if not keys:
             _taught.add(taught)
             return False
+        changefeed.require_database()  # something to learn: never under changefeed.memory_only (the loop)
         if len(_seen) >= SEEN_LIMIT:
             _forget_seen()  # the database is the real record; offering again only repeats idempotent work
         _seen.update(keys)

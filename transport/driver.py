@@ -213,11 +213,12 @@ class SessionDriver:
             self._settle(True)
             return
         checked = functools.partial(self._certificate_checked, dict(channel_bindings or {}), chain)
-        accepted = self._accepted_from_memory(chain)
+        certificates = list(chain)
+        accepted = self._accepted_from_memory(certificates)
         if accepted is not None:  # a returning client, decided from this process's fresh caches
             checked(accepted)
             return
-        self._in_thread(checked, self.authenticator.check_certificate, list(chain))
+        self._in_thread(checked, self.authenticator.check_certificate, certificates)
 
     def receive(self, data: bytes) -> None:
         """Bytes from the client (decrypted; one whole message per call over WebSocket)."""
@@ -309,14 +310,14 @@ class SessionDriver:
         self._feed(events)
         self._settle(not self._closing)
 
-    def _accepted_from_memory(self, chain: Sequence[bytes | x509.Certificate]) -> Any:
+    def _accepted_from_memory(self, chain: list[bytes | x509.Certificate]) -> Any:
         """The authenticator's acceptance decided on this thread without the database, or None: then the
         check runs in a worker thread, as for every refusal (``accepted_from_memory``)."""
         decide = getattr(self.authenticator, "accepted_from_memory", None)
         if decide is None:
             return None
         try:
-            return decide(list(chain))
+            return decide(chain)
         except Exception:  # the worker's check decides instead, and reports what fails there
             logger.exception("%s: the in-memory certificate check failed", self.name)
             return None

@@ -142,19 +142,19 @@ def test_a_path_with_something_to_learn_is_left_to_the_worker(monkeypatch):
     changefeed.generation()
     assert on_loop(authenticator().accepted_from_memory, chain) is not None  # nothing left to learn
     learning._forget_seen()  # as when the process's bound on what it offered was reached
-    assert learning.would_teach(*_path_and_anchors(chain))
+    assert learning._keys(*_path_and_anchors(chain))
     assert on_loop(authenticator().accepted_from_memory, chain) is None
-    assert learning.would_teach(*_path_and_anchors(chain))  # the loop offered nothing: left to the worker
+    assert learning._keys(*_path_and_anchors(chain))  # the loop offered nothing: left to the worker
     assert authenticator().check_certificate(chain).verified  # the worker offers it again
-    assert not learning.would_teach(*_path_and_anchors(chain))
+    assert not learning._keys(*_path_and_anchors(chain))
     assert authenticator().check_certificate(chain).verified
     changefeed.generation()
     assert on_loop(authenticator().accepted_from_memory, chain) is not None
 
 
 def _path_and_anchors(chain):
-    """``learning.would_teach``'s arguments for ``chain`` (leaf, intermediate), as the authenticator gives
-    them: the verified path up to the anchor, the CA rows known, the path's fingerprints."""
+    """``learning._keys``'s arguments (what the path could still teach) for ``chain`` (leaf, intermediate),
+    as the authenticator gives them: the verified path up to the anchor, the CA rows, its fingerprints."""
     from cryptography import x509
 
     from certauth import pki
