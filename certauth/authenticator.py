@@ -64,7 +64,7 @@ from certauth.pki import CertFacts
 from certauth.revocation import PathLink, path_revocation_problem
 from certauth.trust import TrustAnchors, domain_refusal, trust_anchors
 from certauth.userstatus import user_text
-from certauth.verify import verify_client_chain
+from certauth.verify import NotVerifiedBefore, verify_client_chain
 from transport.xmpp.decisions import IdentityDecision  # the one verdict type, shared with the core
 from transport.xmpp.errors import SASL_TEMPORARY_AUTH_FAILURE
 from xmppauth import groupcommit, limits, metrics
@@ -249,25 +249,28 @@ class CertificateAuthenticator:
         The same code decides, on the same facts: the trust anchors, the verified-path cache and the
         revocation cache, each valid only under a change feed read within ``changefeed.POLL_INTERVAL``
         (on an event loop a staler feed answers nothing from cache). None as soon as anything else is
-        needed: a database read (``changefeed.memory_only``: a cache miss raises before any connection is
-        made; Django would refuse the query on an event loop anyway), an auth event to record, a path to
-        learn from. Only acceptances: every refusal is left to the worker,
-        which records it (issue 18 §3)."""
+        needed: a chain not verified before (the verifier runs once, in the worker), a database read
+        (``changefeed.memory_only``: a cache miss raises before any connection is made; Django would refuse
+        the query on an event loop anyway), an auth event to record, a path to learn from. Only
+        acceptances: every refusal is left to the worker, which records it (issue 18 §3)."""
         self._checked = None
         self._deferred = None
         if changefeed.generation() is None:  # the feed is not fresh here: no cache may answer at all
             return None
         try:
             with changefeed.memory_only():  # a miss, a record or a path to learn raises before any query
-                check = self._check_certificate(chain)
-        except (changefeed.NotInMemory, SynchronousOnlyOperation, *DATABASE_UNAVAILABLE):
+                check = self._check_certificate(chain, verified_before=True)
+        except (changefeed.NotInMemory, NotVerifiedBefore, SynchronousOnlyOperation, *DATABASE_UNAVAILABLE):
             check = None
         if check is None or not check.verified:
             self._checked = None
             return None
         return check
 
-    def _check_certificate(self, chain: Sequence[bytes | x509.Certificate]) -> CertCheck:
+    def _check_certificate(
+        self, chain: Sequence[bytes | x509.Certificate], *, verified_before: bool = False
+    ) -> CertCheck:
+        """``verified_before``: the chain only from the verified-path cache (``verify_client_chain``)."""
         try:
             certs = _as_certificates(chain)
             facts = _facts_of(certs[0]) if certs else None  # ValueError: e.g. a duplicate extension
@@ -287,6 +290,7 @@ class CertificateAuthenticator:
             now=self._clock(),
             anchor_certificates=anchors.certificates,
             leaf_facts=facts,
+            verified_before=verified_before,
         )
         if not verdict.ok:
             reason = f"certificate refused: {verdict.reason}"

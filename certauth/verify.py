@@ -290,6 +290,10 @@ def _verify_self_signed(leaf: x509.Certificate, now: datetime) -> ChainVerdict:
     return ChainVerdict(True, REASON_SELF_SIGNED_OK, (leaf,), self_signed=True)
 
 
+class NotVerifiedBefore(Exception):
+    """``verify_client_chain(..., verified_before=True)``: this chain is not among the paths accepted."""
+
+
 def verify_client_chain(
     chain: Sequence[x509.Certificate],
     trust_anchors: Sequence[x509.Certificate] | Store,
@@ -298,6 +302,7 @@ def verify_client_chain(
     now: datetime,
     anchor_certificates: Sequence[x509.Certificate] | None = None,
     leaf_facts: CertFacts | None = None,
+    verified_before: bool = False,
 ) -> ChainVerdict:
     """Verify a client's certificate chain (leaf first) against ``trust_anchors`` at ``now`` (aware UTC).
 
@@ -307,6 +312,10 @@ def verify_client_chain(
     ``certauth.pki.CertFacts`` when the caller has them (issue 17 §6): the leaf's cA flag and extended key
     usages are read there instead of from its extensions, which then need not be parsed into Python objects
     (the verifier reads them itself).
+
+    ``verified_before``: answer only from :data:`verified_paths`; a chain that would need the verifier (or the
+    v1 rule's signature checks) raises :class:`NotVerifiedBefore` instead (the event loop's check, issue 17:
+    a chain seen for the first time, or refused, is verified once, in a worker thread, not twice).
     """
     verify_mode = VERIFY_MODES.get(mode)
     if verify_mode is None:
@@ -329,6 +338,8 @@ def verify_client_chain(
         return ChainVerdict(False, reason)
 
     if _is_v1(leaf):
+        if verified_before:
+            raise NotVerifiedBefore
         if not isinstance(trust_anchors, Store):
             return _verify_v1_leaf(chain, trust_anchors, now)
         if anchor_certificates is None:
@@ -347,6 +358,8 @@ def verify_client_chain(
         path = verified_paths.get(key, store, now)
         if path is not None:
             return ChainVerdict(True, REASON_OK, path)
+    if verified_before:
+        raise NotVerifiedBefore
     verifier = (
         PolicyBuilder()
         .store(store)

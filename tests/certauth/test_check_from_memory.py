@@ -13,7 +13,7 @@ refuses every query (``SynchronousOnlyOperation``).
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection, connections
@@ -174,3 +174,68 @@ def test_memory_only_blocks_nest_and_end():
         with pytest.raises(changefeed.NotInMemory):
             changefeed.require_database()  # still inside the outer block
     changefeed.require_database()  # outside: the database may be read
+
+
+@pytest.fixture
+def verifier_calls(monkeypatch):
+    """How often the chain verifier (cryptography's ``PolicyBuilder``) is built."""
+    from certauth import verify as verify_module
+
+    calls = []
+    real = verify_module.PolicyBuilder
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(verify_module, "PolicyBuilder", counted)
+    return calls
+
+
+def test_a_first_or_refused_chain_is_verified_once_in_the_worker_never_on_the_loop(alice, verifier_calls):
+    changefeed.generation()
+    stranger = make_client(make_ca("Unknown CA"), jids=[JID])
+    for chain in ([alice.der], [stranger.der]):
+        before = len(verifier_calls)
+        assert on_loop(authenticator().accepted_from_memory, chain) is None
+        assert len(verifier_calls) == before  # not on the loop
+        authenticator().check_certificate(chain)
+        assert len(verifier_calls) == before + 1  # once, in the worker
+    assert on_loop(authenticator().accepted_from_memory, [stranger.der]) is None  # a refusal is never kept
+    assert len(verifier_calls) == 2
+
+
+def test_a_warm_leaf_past_its_notafter_is_not_accepted_from_memory(alice):
+    from certauth.authenticator import CertificateAuthenticator
+
+    warm(alice)
+    changefeed.generation()
+    later = alice.cert.not_valid_after_utc + timedelta(seconds=1)
+    late = authenticator()
+    late = CertificateAuthenticator(late.config, late.listener_tls, "tcp", late.peer, clock=lambda: later)
+    assert on_loop(late.accepted_from_memory, [alice.der]) is None
+    check = late.check_certificate([alice.der])
+    assert not check.verified and "expired" in check.reason, check.reason
+
+
+def test_a_chain_warm_under_one_listener_is_not_accepted_by_a_listener_that_does_not_trust_its_ca(tmp_path):
+    from certauth.models import CertificateAuthority
+
+    ca = make_ca("Listener A CA")  # a tls.cacertfile CA of listener A only
+    row = add_ca_row(ca, name="Listener A CA")
+    CertificateAuthority.objects.filter(pk=row.pk).update(
+        origin=CertificateAuthority.Origin.CONFIG, config_files=[str(tmp_path / "a.pem")]
+    )
+    client = make_client(ca, jids=[JID])
+    register(client, account=make_account(JID))
+    listener_a = authenticator(cacertfile=tmp_path / "a.pem")
+    assert listener_a.check_certificate([client.der]).verified
+    assert authenticator(cacertfile=tmp_path / "a.pem").check_certificate([client.der]).verified  # warm
+    listener_b = authenticator(cacertfile=tmp_path / "b.pem")
+    listener_b.check_certificate([client.der])  # listener B's anchors, held too
+    changefeed.generation()
+    on_a = authenticator(cacertfile=tmp_path / "a.pem")
+    assert on_loop(on_a.accepted_from_memory, [client.der]) is not None
+    assert on_loop(listener_b.accepted_from_memory, [client.der]) is None
+    check = listener_b.check_certificate([client.der])
+    assert not check.verified and "not trusted" in check.reason, check.reason
