@@ -22,7 +22,7 @@ from django.utils.module_loading import import_string
 from redis.exceptions import MaxConnectionsError
 
 from tests.im.processes import REDIS_TEST_URL, redis_unreachable
-from tests.processes import skip_without_redis
+from tests.processes import free_port, skip_without_redis
 from xmppauth.channel_layer import LazyExpiryInMemoryChannelLayer
 from xmppauth.redis_layer import BlockingPoolRedisChannelLayer
 
@@ -260,18 +260,10 @@ def test_a_message_that_waited_over_a_minute_for_its_reader_is_still_received(mo
     assert run(scenario()) == ({"type": "waited"}, {"type": "later"})
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:  # bound and closed again: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_a_backup_cleaner_that_meets_a_redis_outage_logs_one_line_and_raises_nothing(caplog):
     """channels-redis runs this cleaner as a task nobody awaits: an exception left in it was printed as a
     traceback whenever asyncio collected the task (seen in tests/faults/test_redis_outage.py)."""
-    address = f"redis://127.0.0.1:{_closed_port()}/0"
+    address = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     ours = BlockingPoolRedisChannelLayer(hosts=[{"address": address, "timeout": 2}], prefix="test-cleaner")
     with caplog.at_level("WARNING", logger="xmppauth.redis_layer"):
         assert asyncio.run(ours._clean_receive_backup(0, "test.channel")) is None
