@@ -160,6 +160,7 @@ class C2SProtocol(asyncio.Protocol):
         if self.driver is None or self.tls is None:
             return
         connection = self.tls.connection
+        assert connection is not None
         try:
             chain, tls_errors = peer_chain(connection), verify_errors(connection)
             bindings = channel_bindings(connection)
@@ -168,7 +169,9 @@ class C2SProtocol(asyncio.Protocol):
             logger.exception("c2s %s: cannot read the client's certificate chain", self.peer)
             self.driver.close_with_error(errors.INTERNAL_SERVER_ERROR)
             return
-        self._bios_to_release = True  # once what came with the client's Finished is read and ours is sent
+        # OpenSSL's connection is freed if its records were handed over (issue 17 §5); else its BIO buffers
+        # go back once what came with the client's Finished is read and ours is sent.
+        self._bios_to_release = not self.tls.release_handshake()
         self.driver.certificate_presented(
             chain, channel_bindings=bindings, tls_errors=tls_errors, resumed=resumed
         )
@@ -263,7 +266,7 @@ class C2SProtocol(asyncio.Protocol):
 
     def _release_bios(self) -> None:
         """The handshake's memory BIO buffers go back once both are empty (else at the next input)."""
-        if self.tls is None:
+        if self.tls is None or self.tls.connection is None:
             return
         try:
             released = release_bio_buffers(self.tls.connection)

@@ -30,7 +30,11 @@ the account on every connection exactly as after a full handshake, so a certific
 handshake is refused on its next resumption. The cache belongs to one context: a listener whose trust anchors
 change gets a new context (``ServerTls.update_trust_anchors``) and every client a full handshake; one process
 does not resume another's sessions. OpenSSL bounds the cache (20,480 sessions by default, the oldest evicted)
-and forgets a session after ``RESUMPTION_LIFETIME`` and when its connection ends without our close_notify.
+and forgets a session after ``RESUMPTION_LIFETIME``. A TLS 1.2 session is also forgotten when its connection
+ends without our close_notify (OpenSSL's rule; RFC 5246 §7.2.2 asks it after a fatal alert). A TLS 1.3
+connection is handed over to ``transport.tls.records`` after the handshake and its ``SSL`` freed as cleanly
+shut down (:func:`let_go_keeping_session`), so its session stays resumable however the connection ends (a
+phone that changed networks resumes; RFC 8446 asks nothing else, and every resumption is checked in full).
 """
 
 from __future__ import annotations
@@ -108,6 +112,9 @@ class PeerTlsState:
     peer: str | None = None  # "host:port" of the client (ServerTls.connection_for: the c2s adapter)
     protocol: Any = None  # else Twisted's TLS protocol of the connection, asked for its peer when needed
     refused: Any = None  # ServerTls's report of a refused handshake, called at most once
+    # TLS 1.3 application traffic secrets ("client", "server"), for a connection whose records are handed over
+    # to transport.tls.records after the handshake (issue 17 §5); filled only on contexts that hand over.
+    traffic_secrets: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 # Twisted's TLSMemoryBIOFactory (the HTTP listeners) replaces a connection's app data with its protocol after
@@ -162,9 +169,13 @@ def _make_verify_callback(options: TlsOptions):
     return callback
 
 
-def build_context(options: TlsOptions, trust_anchors: list[x509.Certificate]) -> SSL.Context:
+def build_context(
+    options: TlsOptions, trust_anchors: list[x509.Certificate], *, hand_over_records: bool = False
+) -> SSL.Context:
     """A server context for one listener: TLS 1.2+, our certificate, a client-certificate request (none
-    with ``verify_mode = "none"``)."""
+    with ``verify_mode = "none"``). ``hand_over_records``: keep each connection's TLS 1.3 application
+    traffic secrets, so that its records can be protected without OpenSSL after the handshake
+    (:func:`record_keys`)."""
     if options.verify_mode not in VERIFY_MODES:
         raise TlsConfigError(
             f"tls.verify_mode = {options.verify_mode!r}; accepted values: {', '.join(VERIFY_MODES)}"
@@ -184,6 +195,8 @@ def build_context(options: TlsOptions, trust_anchors: list[x509.Certificate]) ->
     ctx.set_timeout(RESUMPTION_LIFETIME)
     # An idle connection gives its read and write buffers back (~24 KiB per idle session, bench/RESULTS.md).
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    if hand_over_records:
+        ctx.set_keylog_callback(_keep_traffic_secret)
     try:
         ctx.use_certificate_chain_file(options.certfile)
         ctx.use_privatekey_file(options.keyfile or options.certfile)
@@ -251,6 +264,70 @@ def _alert_sent(conn: SSL.Connection, where: int, value: int) -> None:
         logger.exception("cannot report a refused TLS handshake")
 
 
+# == handing a TLS 1.3 connection's records over to transport.tls.records (issue 17 §5) ======================
+
+# RFC 8446 §7.1: the application traffic secrets, as OpenSSL's key log names them (NSS key log format).
+_TRAFFIC_SECRETS = {b"CLIENT_TRAFFIC_SECRET_0": "client", b"SERVER_TRAFFIC_SECRET_0": "server"}
+
+
+def _keep_traffic_secret(conn: SSL.Connection, line: bytes) -> None:
+    """OpenSSL's key log callback: keep the two application traffic secrets in the connection's state.
+    Never logged; the handshake and exporter secrets are not kept."""
+    label, _, rest = line.partition(b" ")
+    name = _TRAFFIC_SECRETS.get(label)
+    state = peer_state(conn) if name is not None else None
+    if state is not None and name is not None:
+        state.traffic_secrets[name] = bytes.fromhex(rest.partition(b" ")[2].decode("ascii"))
+
+
+@dataclass(frozen=True, repr=False)
+class RecordKeys:
+    """What a handshake OpenSSL finished leaves for :class:`transport.tls.records.RecordLayer`."""
+
+    suite: str
+    client_secret: bytes
+    server_secret: bytes
+
+
+def record_keys(connection: SSL.Connection) -> RecordKeys | None:
+    """The suite and traffic secrets of a finished TLS 1.3 handshake whose records we can protect ourselves
+    (taken out of the connection's state: asked once); None when OpenSSL must keep the connection (TLS 1.2, a
+    suite :mod:`transport.tls.records` does not have, a context that does not hand over)."""
+    from transport.tls.records import SUITES
+
+    state = peer_state(connection)
+    if state is None:
+        return None
+    secrets, state.traffic_secrets = state.traffic_secrets, {}
+    suite = connection.get_cipher_name()
+    if connection.get_protocol_version_name() != "TLSv1.3" or suite not in SUITES:
+        return None
+    if "client" not in secrets or "server" not in secrets:
+        return None
+    return RecordKeys(suite, secrets["client"], secrets["server"])
+
+
+def unread_input(connection: SSL.Connection) -> bytes:
+    """Take back what was written into the connection's input BIO and OpenSSL has not read: after the
+    handshake, the client's first records, which OpenSSL (reading one record at a time from a memory BIO,
+    without read-ahead) leaves there once its Finished is read."""
+    from OpenSSL._util import ffi, lib  # no public wrapper: pyOpenSSL reads only the output BIO
+
+    into = connection._into_ssl  # noqa: SLF001
+    pending = lib.BIO_get_mem_data(into, ffi.new("char **"))
+    if pending <= 0:
+        return b""
+    buffer = ffi.new("char[]", pending)
+    taken = lib.BIO_read(into, buffer, pending)
+    return ffi.buffer(buffer, max(taken, 0))[:]
+
+
+def let_go_keeping_session(connection: SSL.Connection) -> None:
+    """Before a handed-over connection's ``SSL`` is freed: mark it shut down, so that OpenSSL keeps its
+    session for resumption (``SSL_free`` drops the session of a connection that was not)."""
+    connection.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerTls:
     """One listener's TLS: holds the context (rebuilt when the trust anchors change) and makes connections.
@@ -269,7 +346,9 @@ class ServerTls:
 
     def update_trust_anchors(self, trust_anchors: list[x509.Certificate]) -> None:
         """New connections use the new anchors; live ones keep theirs."""
-        self.context = build_context(self.options, trust_anchors)
+        # The c2s adapter (transport.tcp.tls) hands TLS 1.3 records over after the handshake; Twisted (https)
+        # keeps OpenSSL's.
+        self.context = build_context(self.options, trust_anchors, hand_over_records=self.transport != "https")
         self.anchor_fingerprints = {a.fingerprint(hashes.SHA256()).hex() for a in trust_anchors}
 
     def connection_for(self, peer: str) -> SSL.Connection:
