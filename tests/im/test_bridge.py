@@ -48,8 +48,9 @@ def run(scenario, *, capacity: int = 100, handle=None, deliver=None) -> None:
         try:
             await asyncio.wait_for(scenario(layer, session, adapter), 10)
         finally:
-            for task in session._tasks:
-                task.cancel()
+            for task in (session._worker, session._listener):
+                if task is not None:
+                    task.cancel()
 
     asyncio.run(main())
 
@@ -89,6 +90,29 @@ def test_a_probe_is_answered_with_the_current_presence_only_when_available():
         assert (answer.get("from"), answer.get("to")) == ("alice@localhost/a", "bob@localhost/b")
         assert answer.findtext("{jabber:client}show") == "away"
         assert layer.channels.get("specific.test!bob") is None or layer.channels["specific.test!bob"].empty()
+
+    run(scenario)
+
+
+def test_an_idle_session_holds_no_routing_task_and_work_starts_one_in_order():
+    """Issue 17 §5: the routing task runs while work waits and is gone between; stanzas stay in order."""
+
+    async def scenario(layer, session, adapter):
+        while session._worker is not None:  # the start's look for an older session of the same JID
+            await settle()
+        assert session._listener is not None and not session._listener.done()
+        session.presence = fromstring("<presence xmlns='jabber:client'/>")
+        for number in range(3):
+            await layer.send(
+                session.channel_name, presence_request(f"bob@localhost/{number}", "specific.test!bob")
+            )
+        await settle()
+        answers = [load((await layer.receive("specific.test!bob"))["xml"]).get("to") for _ in range(3)]
+        assert answers == [f"bob@localhost/{number}" for number in range(3)]
+        while session._worker is not None:
+            await settle()
+        await layer.send(session.channel_name, presence_request("bob@localhost/3", "specific.test!bob"))
+        assert load((await layer.receive("specific.test!bob"))["xml"]).get("to") == "bob@localhost/3"
 
     run(scenario)
 
@@ -141,7 +165,8 @@ def test_those_that_got_directed_presence_get_unavailable_when_the_session_ends(
         gone = load((await layer.receive(bob))["xml"])
         assert (gone.get("type"), gone.get("from")) == ("unavailable", "alice@localhost/a")  # RFC 6121 §4.6.3
         # The sentinel: the bridge's work task returns only after _finish has sent all it will ever send.
-        await session._tasks[0]
+        assert session._worker is not None
+        await session._worker
         assert layer.channels.get(carol) is None or layer.channels[carol].empty()  # told once already
 
     run(scenario)
@@ -312,8 +337,9 @@ def test_a_message_to_a_session_of_the_same_process_is_handed_over_without_the_l
             assert bob.channel_name not in layer.sent_to
         finally:
             for session in (alice, bob):
-                for task in session._tasks:
-                    task.cancel()
+                for task in (session._worker, session._listener):
+                    if task is not None:
+                        task.cancel()
                 bridge_module.local.unregister(session)
 
     asyncio.run(main())

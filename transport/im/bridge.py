@@ -139,7 +139,10 @@ class SessionBridge:
         self.started_at: Any = None  # the registry row's start time (RFC 6120 §7.7.2.2 compares them)
         self.cert_not_after: Any = None  # the session certificate's notAfter (None: a password login)
         self._queue: LightQueue[tuple[str, Any]] = LightQueue()  # ~3 KiB less than asyncio.Queue per session
-        self._tasks: list[asyncio.Task[Any]] = []
+        # The routing task runs while the queue holds work and is gone between (issue 17 §5: an idle session
+        # holds no task of its own but the channel's listener).
+        self._worker: asyncio.Task[Any] | None = None
+        self._listener: asyncio.Task[Any] | None = None
         self._stopped = False
         self._replaced = False  # ended by a newer login of the same full JID
         self._owns_row = False  # set in start() when the session has a registry row to delete
@@ -164,9 +167,10 @@ class SessionBridge:
             handle.row_deleted_by_bridge = True
         loop = asyncio.get_running_loop() if _loop_running() else asyncio.get_event_loop()
         local.register(self)  # reachable without the layer while Redis is down
-        self._tasks = [loop.create_task(self._work(older)), loop.create_task(self._listen())]
-        for task in self._tasks:
-            task.add_done_callback(self._supervise)
+        self._listener = loop.create_task(self._listen())
+        self._listener.add_done_callback(self._supervise)
+        self._queue.put_nowait(("older", older))  # first of all (RFC 6120 §7.7.2.2)
+        self._kick()
 
     def from_client(self, element: Element) -> None:
         """Queue a client's stanza for routing; past ``[xmppauth] session_queue_stanzas`` or
@@ -188,6 +192,7 @@ class SessionBridge:
             return
         metrics.count_stanza(element_kind(element), "in")
         self._queue.put_nowait(("client", (element, size)))
+        self._kick()
 
     def stop(self) -> None:
         """The connection is gone: broadcast unavailable if we were available, stop listening."""
@@ -195,18 +200,36 @@ class SessionBridge:
             return
         self._stopped = True
         self._queue.put_nowait(("stop", None))  # the channel is still read until _finish is done
+        self._kick()
 
     # -- the work queue (one stanza at a time, in order) ------------------------------------------------
 
-    async def _work(self, older: list[Live] | None) -> None:
-        """The session's routing task. Supervised: an error ends the session with ``internal-server-error``
-        (logged with its cause), never a session that silently routes nothing; ``stop`` is still honoured."""
+    def _kick(self) -> None:
+        """Start the routing task if work waits and none runs (only once :meth:`start` ran)."""
+        if self._worker is not None or self._listener is None or self._queue.empty():
+            return
+        loop = asyncio.get_running_loop() if _loop_running() else asyncio.get_event_loop()
+        self._worker = loop.create_task(self._work())
+        self._worker.add_done_callback(self._supervise)
+
+    async def _work(self) -> None:
+        """The session's routing task, until the queue is empty. Supervised: an error ends the session with
+        ``internal-server-error`` (logged with its cause), never a session that silently routes nothing;
+        ``stop`` is still honoured."""
         try:
-            await self._end_older_session(older)
-        except Exception:
-            self._fail("ending the older session failed")
-        while True:
-            what, item = await self._queue.get()
+            await self._work_through_queue()
+        finally:
+            self._worker = None  # no await since the queue was found empty: the next put starts a new one
+
+    async def _work_through_queue(self) -> None:
+        while not self._queue.empty():
+            what, item = self._queue.get_nowait()
+            if what == "older":
+                try:
+                    await self._end_older_session(item)
+                except Exception:
+                    self._fail("ending the older session failed")
+                continue
             if what == "stop":
                 try:
                     await self._finish()
@@ -399,8 +422,8 @@ class SessionBridge:
             await self._send([o for o in outs if o[0] != self.channel_name])
         # Stanzas routed here just before the row went are handed back to the router meanwhile.
         await asyncio.sleep(DRAIN_SECONDS)
-        for task in self._tasks[1:]:
-            task.cancel()
+        if self._listener is not None:
+            self._listener.cancel()
 
     # -- the session's channel ------------------------------------------------------------------------------
 
@@ -442,6 +465,7 @@ class SessionBridge:
             self._queue.put_nowait(
                 ("presence_request", (message.get("to", ""), message.get("reply_channel", "")))
             )
+            self._kick()
         else:
             logger.debug("%s: channel message %s ignored", self.full_jid, kind)
 
