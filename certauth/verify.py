@@ -382,6 +382,7 @@ def verify_client_chain(
     path = tuple(verified.chain)
     if key is not None:
         verified_paths.put(key, store, path)
+    known_intermediates.remember(path)
     return ChainVerdict(True, REASON_OK, path)
 
 
@@ -448,3 +449,76 @@ def _chain_key(store: Store, chain: Sequence[x509.Certificate]) -> _PathKey:
     """The store, and every certificate the client sent (leaf first, in its order) by SHA-256 of its DER,
     hashed here, not taken from the caller's facts: a key must name exactly the bytes that were verified."""
     return id(store), tuple(cert.fingerprint(hashes.SHA256()) for cert in chain)
+
+
+# == intermediates of verified paths, for resumed TLS sessions (issue 17 §5) ===============================
+
+INTERMEDIATES_KEPT = 1024  # subjects; CAs between a leaf and its anchor are few, whatever the users
+CANDIDATES_PER_SUBJECT = 4  # certificates of one subject kept (a CA's key rollover)
+MAX_INTERMEDIATES = 10  # as OpenSSL's verify depth (transport.tls.context)
+
+
+class KnownIntermediates:
+    """The CA certificates that stood between a leaf and its trust anchor on a path this process verified,
+    by subject.
+
+    A resumed TLS session restores the client's leaf alone (a stateless ticket carries the peer's certificate,
+    not the rest of its chain: RFC 8446 §4.6.1 leaves the ticket's content to the server, OpenSSL keeps the
+    leaf), so the certificates above it come from here (``transport.tls.context.peer_chain``). They are
+    candidates for path building, never trust: the verifier still needs a signature from each to the next up
+    to a trust anchor, under the same policy and dates, and revocation is checked on the path it builds.
+    Only for resumed sessions: a full handshake is verified with what the client sent. Held per process, as
+    the tickets' keys are (a ticket of another process, or of before a restart, is a full handshake).
+    """
+
+    def __init__(self, kept: int = INTERMEDIATES_KEPT) -> None:
+        self.kept = kept
+        self._by_subject: dict[bytes, dict[bytes, x509.Certificate]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, path: Sequence[x509.Certificate]) -> None:
+        """Keep the certificates of a verified ``path`` between its leaf and its anchor."""
+        for cert in path[1:-1]:
+            subject, fingerprint = cert.subject.public_bytes(), cert.fingerprint(hashes.SHA256())
+            with self._lock:
+                known = self._by_subject.get(subject)
+                if known is not None and fingerprint in known:
+                    continue
+                if known is None:
+                    while len(self._by_subject) >= self.kept:
+                        del self._by_subject[next(iter(self._by_subject))]
+                    known = self._by_subject[subject] = {}
+                while len(known) >= CANDIDATES_PER_SUBJECT:
+                    del known[next(iter(known))]
+                known[fingerprint] = cert
+
+    def above(self, leaf: x509.Certificate) -> list[x509.Certificate]:
+        """The known certificates whose subject is the leaf's issuer, then theirs, and so on (at most
+        :data:`MAX_INTERMEDIATES`); empty when the leaf's issuer is none of them (e.g. a trust anchor)."""
+        found: list[x509.Certificate] = []
+        seen: set[bytes] = set()
+        wanted = [leaf.issuer.public_bytes()] if leaf.issuer != leaf.subject else []
+        while wanted and len(found) < MAX_INTERMEDIATES:
+            issuers: list[bytes] = []
+            for subject in wanted:
+                with self._lock:
+                    candidates = list(self._by_subject.get(subject, {}).items())
+                for fingerprint, cert in candidates:
+                    if fingerprint in seen or len(found) >= MAX_INTERMEDIATES:
+                        continue
+                    seen.add(fingerprint)
+                    found.append(cert)
+                    if cert.issuer != cert.subject:
+                        issuers.append(cert.issuer.public_bytes())
+            wanted = issuers
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_subject.clear()
+
+    def __len__(self) -> int:
+        return len(self._by_subject)
+
+
+known_intermediates = KnownIntermediates()

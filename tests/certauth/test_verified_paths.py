@@ -133,3 +133,55 @@ def test_a_kept_path_does_not_outlive_its_leaf_nor_excuse_its_facts(root):
     assert verify_client_chain([alice.cert], store, mode="peer", now=now, leaf_facts=server_only).reason == (
         REASON_EKU
     )
+
+
+# == intermediates put back for resumed TLS sessions (certauth.verify.KnownIntermediates) ====================
+
+
+def test_a_verified_path_teaches_the_intermediates_between_leaf_and_anchor_and_only_those():
+    from certauth.verify import KnownIntermediates
+
+    root = make_root("KI Root", path_length=2)
+    upper = make_intermediate(root, "KI Upper")
+    lower = make_intermediate(upper, "KI Lower")
+    leaf = make_client(lower, jids=["alice@localhost"])
+    known = KnownIntermediates()
+    assert known.above(leaf.cert) == []
+    known.remember([leaf.cert, lower.cert, upper.cert, root.cert])
+    assert known.above(leaf.cert) == [lower.cert, upper.cert]  # the anchor and the leaf are not kept
+    assert known.above(lower.cert) == [upper.cert]
+    assert known.above(make_client(make_ca("KI other")).cert) == []
+
+
+def test_a_path_built_from_known_intermediates_still_needs_the_verifier():
+    """Candidates, never trust: an intermediate of the same name but another key does not make a path."""
+    from certauth.verify import KnownIntermediates
+
+    root = make_root("KI Root 2")
+    real = make_intermediate(root, "KI Same Name")
+    forged = make_intermediate(make_root("KI Elsewhere"), "KI Same Name")
+    leaf = make_client(forged, jids=["mallory@localhost"])
+    known = KnownIntermediates()
+    known.remember([make_client(real).cert, real.cert, root.cert])
+    candidates = known.above(leaf.cert)
+    assert candidates == [real.cert]
+    verdict = verify_client_chain([leaf.cert, *candidates], [root.cert], mode="peer", now=utcnow())
+    assert not verdict.ok
+
+
+def test_known_intermediates_are_bounded_by_subject_and_by_candidates_per_subject():
+    from certauth import verify
+
+    known = verify.KnownIntermediates(kept=2)
+    roots = [make_root(f"KI Bound {n}") for n in range(3)]
+    inters = [make_intermediate(r, f"KI Bound Inter {n}") for n, r in enumerate(roots)]
+    for root, inter in zip(roots, inters, strict=True):
+        known.remember([make_client(inter).cert, inter.cert, root.cert])
+    assert len(known) == 2 and known.above(make_client(inters[0]).cert) == []  # the oldest went first
+    rollover = make_root("KI Rollover")
+    same = [
+        make_intermediate(rollover, "KI Rollover Inter") for _ in range(verify.CANDIDATES_PER_SUBJECT + 1)
+    ]
+    for inter in same:
+        known.remember([make_client(inter).cert, inter.cert, rollover.cert])
+    assert known.above(make_client(same[-1]).cert) == [inter.cert for inter in same[1:]]

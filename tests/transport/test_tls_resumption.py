@@ -16,13 +16,15 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 from OpenSSL import SSL
 
 from accounts.models import Account
-from certauth import services, userstatus
+from certauth import services, trust, userstatus
 from certauth.models import AuthEvent
+from certauth.verify import known_intermediates, verified_paths, verify_client_chain
 from tests.certs import make_client, make_intermediate, make_root
 from tests.transport.rawxmpp import (
     FEATURES_END,
@@ -177,12 +179,9 @@ def connect_or_cut(port: int, mode: str, ctx: ssl.SSLContext, session) -> tuple[
 
 
 @pytest.mark.parametrize("version", VERSIONS, ids=VERSION_IDS)
-def test_a_client_that_left_without_close_notify(c2s, tmp_path, pki, version):
-    """TLS 1.3: the connection's records were handed over to ``transport.tls.records`` and OpenSSL's
-    connection freed after the handshake with its session kept, so a client whose connection was lost (a
-    phone changing networks) resumes, and is checked in full as always. RFC 8446 asks nothing else. TLS 1.2
-    stays with OpenSSL, which forgets the session of a connection that ended without our close_notify (RFC
-    5246 §7.2.2 asks that of fatal alerts)."""
+def test_a_client_whose_connection_was_lost_resumes_next_time(c2s, tmp_path, pki, version):
+    """The session is in the client's ticket, not in a cache that a lost connection empties (a phone that
+    changed networks resumes); it is checked in full as always."""
     port = c2s("tls", disconnect_on_failure=False)
     ctx = client_context(tmp_path, pki.valid, maximum_version=version)
     sock, features = connect(port, "tls", ctx, None)
@@ -190,9 +189,41 @@ def test_a_client_that_left_without_close_notify(c2s, tmp_path, pki, version):
     session = sock.session
     sock.close()  # no </stream:stream>, no close_notify: the server's side ends on a lost connection
     visit = login(port, "tls", ctx, session)
-    assert SUCCESS in visit.answer, visit
-    assert visit.resumed == (version == ssl.TLSVersion.TLSv1_3), visit
+    assert visit.resumed and SUCCESS in visit.answer, visit
     assert successes() == 2
+
+
+def intermediate_client():
+    """A client certificate under an intermediate CA under a root the admin trusts (a CA row)."""
+    root = make_root("Resumption Root")
+    services.import_ca(root.pem, name="resumption root")
+    trust.invalidate()
+    return make_client(make_intermediate(root, "Resumption Inter"), jids=["alice@localhost"])
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=VERSION_IDS)
+def test_a_client_of_an_intermediate_ca_resumes_and_its_path_is_verified_again(c2s, tmp_path, pki, version):
+    """The ticket brings back the leaf alone; the intermediate this process verified above it at the full
+    handshake is put back for path building, and the resumed login is verified and logs in."""
+    port = c2s("tls", disconnect_on_failure=False)
+    leaf = intermediate_client()
+    ctx = client_context(tmp_path, leaf, maximum_version=version)
+    session = first_login(port, "tls", ctx)
+    visit = login(port, "tls", ctx, session)
+    assert visit.resumed and SUCCESS in visit.answer, visit
+
+
+def test_a_resumed_leaf_whose_intermediate_this_process_does_not_know_is_refused(c2s, tmp_path, pki):
+    """Fail closed: without its intermediate the restored leaf has no path to a trust anchor, so EXTERNAL
+    is not offered; nothing is let in unverified."""
+    port = c2s("tls", disconnect_on_failure=False)
+    leaf = intermediate_client()
+    ctx = client_context(tmp_path, leaf)
+    session = first_login(port, "tls", ctx)
+    known_intermediates.clear()
+    verified_paths.clear()
+    visit = login(port, "tls", ctx, session)
+    assert visit.resumed and b"EXTERNAL" not in visit.features and SUCCESS not in visit.answer, visit
 
 
 # -- the context alone (transport.tls.context) ---------------------------------------------------------------
@@ -241,27 +272,34 @@ def client_visit(port: int, ctx: ssl.SSLContext, session) -> ssl.SSLSocket:
 
 @pytest.mark.django_db(transaction=False)
 @pytest.mark.parametrize("version", VERSIONS, ids=VERSION_IDS)
-def test_a_resumed_session_restores_the_intermediates_the_client_sent(tmp_path, pki, version):
-    """Stateless tickets would restore the leaf alone; the session cache keeps the chain, so a client of an
-    intermediate CA is verified on resumption as after its full handshake."""
+def test_a_resumed_session_has_the_intermediates_this_process_verified_above_its_leaf(tmp_path, pki, version):
+    """No session is kept by the server: the ticket restores the leaf, ``peer_chain`` the known rest."""
     root = make_root("Resumption Root")
     inter = make_intermediate(root, "Resumption Inter")
     leaf = make_client(inter, jids=["alice@localhost"])
     tls = ServerTls(pki.options(verify_mode="peer", disconnect_on_failure=False), [root.cert])
-    listener, sides, thread = serve(tls, 2)
+    listener, sides, thread = serve(tls, 3)
     ctx = client_context(tmp_path, leaf, maximum_version=version)
     port = listener.getsockname()[1]
+    known_intermediates.clear()
     with client_visit(port, ctx, None) as first:
         first.sendall(b"y")
         session = first.session
-    with client_visit(port, ctx, session) as second:
+    with client_visit(port, ctx, session) as second:  # nothing verified above this leaf yet: the leaf alone
         assert second.session_reused
         second.sendall(b"y")
+        session = second.session
+    assert verify_client_chain(
+        [leaf.cert, inter.cert], [root.cert], mode="peer", now=datetime.now(UTC)
+    ).ok  # as a login does
+    with client_visit(port, ctx, session) as third:
+        assert third.session_reused
+        third.sendall(b"y")
     thread.join(20)
     listener.close()
-    assert [side.resumed for side in sides] == [False, True]
-    assert sides[1].chain == sides[0].chain
-    assert sides[1].chain[1] == inter.cert.subject.rfc4514_string()
+    assert [side.resumed for side in sides] == [False, True, True]
+    assert len(sides[0].chain) == 2 and sides[1].chain == sides[0].chain[:1]
+    assert sides[2].chain == sides[0].chain
 
 
 @pytest.mark.django_db(transaction=False)

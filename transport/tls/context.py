@@ -20,21 +20,20 @@ A handshake we refuse (a fatal alert we send before it completes) never reaches 
 recorded here as an ``AuthEvent`` (issue 18 §3: ``certauth.authenticator.record_handshake_refusal``, in a
 thread, capped per address), with the leaf the verify callback saw, if any.
 
-Session resumption (issue 17 §4). A returning client skips the full handshake: TLS 1.3 tickets and TLS 1.2
-session IDs name a session kept in this context's own cache (stateful: ``SSL_OP_NO_TICKET`` makes OpenSSL's
-TLS 1.3 tickets point into the cache, and TLS 1.2 gets no tickets at all). Stateless tickets would carry the
-leaf but not the intermediates the client sent, so a client of an intermediate CA could not be verified on
-resumption; the cached session keeps both. What resumption never skips is our own decision: OpenSSL does not
-run the verify callback on a resumed session, but the driver verifies the restored chain, its revocation and
-the account on every connection exactly as after a full handshake, so a certificate revoked since the full
-handshake is refused on its next resumption. The cache belongs to one context: a listener whose trust anchors
-change gets a new context (``ServerTls.update_trust_anchors``) and every client a full handshake; one process
-does not resume another's sessions. OpenSSL bounds the cache (20,480 sessions by default, the oldest evicted)
-and forgets a session after ``RESUMPTION_LIFETIME``. A TLS 1.2 session is also forgotten when its connection
-ends without our close_notify (OpenSSL's rule; RFC 5246 §7.2.2 asks it after a fatal alert). A TLS 1.3
-connection is handed over to ``transport.tls.records`` after the handshake and its ``SSL`` freed as cleanly
-shut down (:func:`let_go_keeping_session`), so its session stays resumable however the connection ends (a
-phone that changed networks resumes; RFC 8446 asks nothing else, and every resumption is checked in full).
+Session resumption (issue 17 §4). A returning client skips the full handshake with a stateless ticket (TLS
+1.3 tickets, RFC 8446 §4.6.1; TLS 1.2 tickets, RFC 5077): the session travels with the client, encrypted
+under this context's own ticket key, and the server keeps nothing per session (issue 17 §5: a cached session
+with the client's certificate cost about 7 KiB per session, bench/RESULTS.md stop 26). A ticket restores the
+client's leaf but not the intermediates it sent, so :func:`peer_chain` puts back, for a resumed session, the
+CA certificates this process verified above that leaf before (``certauth.verify.known_intermediates``:
+candidates for path building, never trust). What resumption never skips is our own decision: OpenSSL does
+not run the verify callback on a resumed session, but the driver verifies the restored chain, its revocation
+and the account on every connection exactly as after a full handshake, so a certificate revoked since the
+full handshake is refused on its next resumption. The ticket key belongs to one context: a listener whose
+trust anchors change gets a new context (``ServerTls.update_trust_anchors``) and every client a full
+handshake; one process does not resume another's sessions, nor its own from before a restart. A ticket is
+good for ``RESUMPTION_LIFETIME``; a session stays resumable however its connection ended (a phone that
+changed networks resumes), which RFC 8446 allows and RFC 5246 §7.2.2 asks only after a fatal alert.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
-from certauth.verify import VERIFY_MODES
+from certauth.verify import VERIFY_MODES, known_intermediates
 from transport.tls.policy import requests_certificate, requires_certificate
 from xmppauth.config import TlsOptions
 
@@ -76,10 +75,10 @@ X509_V_ERR_NAMES: dict[int, str] = {
 X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
 
 # How long a session may be resumed (RFC 8446 §4.6.1 ticket_lifetime; OpenSSL's default). A resumed login is
-# verified in full, so this bounds only the memory the cache holds, not how stale a decision can be.
+# verified in full, so this bounds how long a ticket works, not how stale a decision can be.
 RESUMPTION_LIFETIME = 7200
 # The session ID context (RFC 5246 §7.4.1.2, OpenSSL's sid_ctx): required by OpenSSL to resume a session that
-# carries a client certificate; each context has its own cache, so one constant is enough.
+# carries a client certificate; each context has its own ticket key, so one constant is enough.
 SESSION_ID_CONTEXT = b"xmppauth-c2s"
 
 
@@ -188,9 +187,9 @@ def build_context(
         SSL.OP_NO_COMPRESSION  # CRIME; RFC 7525 §3.3
         | SSL.OP_CIPHER_SERVER_PREFERENCE
         | SSL.OP_NO_RENEGOTIATION
-        | SSL.OP_NO_TICKET  # TLS 1.3 tickets name a cached session; no TLS 1.2 tickets (module doc)
     )
-    ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)  # resumption, verified in full anyway (module doc)
+    # Resumption by stateless tickets only, verified in full anyway; no session kept here (module doc).
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     ctx.set_session_id(SESSION_ID_CONTEXT)
     ctx.set_timeout(RESUMPTION_LIFETIME)
     # An idle connection gives its read and write buffers back (~24 KiB per idle session, bench/RESULTS.md).
@@ -427,7 +426,8 @@ def peer_chain(connection: SSL.Connection) -> list[x509.Certificate]:
     """The chain the client sent, leaf first, as cryptography certificates (empty when it sent none).
 
     On the server side OpenSSL's ``SSL_get_peer_cert_chain`` leaves the leaf out (it holds only what the
-    client sent after it), so the leaf comes from ``get_peer_certificate`` and the rest is appended.
+    client sent after it), so the leaf comes from ``get_peer_certificate`` and the rest is appended. A
+    resumed session has the leaf only: the rest is what this process verified above it before.
     """
     leaf = connection.get_peer_certificate(as_cryptography=True)
     if leaf is None:
@@ -435,6 +435,8 @@ def peer_chain(connection: SSL.Connection) -> list[x509.Certificate]:
     rest = list(connection.get_peer_cert_chain(as_cryptography=True) or [])
     if rest and rest[0] == leaf:  # the client side of a connection, where OpenSSL includes the leaf
         rest = rest[1:]
+    if not rest and session_resumed(connection):  # a ticket brings back the leaf alone (module doc)
+        rest = known_intermediates.above(leaf)
     return [leaf, *rest]
 
 
