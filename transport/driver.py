@@ -119,14 +119,6 @@ def leaf_fingerprint(chain: Sequence[bytes | x509.Certificate]) -> str | None:
 class SessionDriver:
     """One client connection: the core, its authenticator and the adapter's transport."""
 
-    # One per connection, most of them idle (issue 17 §5): no instance dict.
-    __slots__ = (
-        "core", "authenticator", "adapter", "transport", "peer", "name", "tls_options", "framed", "sessions",
-        "bridge_factory", "jid", "cert_fingerprint", "cert_facts", "presented_facts", "no_certificate",
-        "tls_errors", "tls_resumed", "close_condition", "bridge", "live", "lost", "_closing", "_close_sent",
-        "_pending", "_held", "_held_size", "_timers", "_on_ready",
-    )  # fmt: skip
-
     def __init__(
         self,
         core: Core,

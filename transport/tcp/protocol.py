@@ -50,12 +50,6 @@ _in_db_thread = with_fresh_connections
 class C2SProtocol(asyncio.Protocol):
     """One client connection: bytes and the TLS handshake to the driver, the driver's requests to asyncio."""
 
-    # One per connection, most of them idle (issue 17 §5): no instance dict.
-    __slots__ = (
-        "factory", "peer", "transport", "driver", "tls", "_counted", "_lost", "_closing", "_why",
-        "_bios_to_release", "_in_receive",
-    )  # fmt: skip
-
     def __init__(self, factory: C2SFactory) -> None:
         self.factory = factory
         self.peer = "?"
