@@ -321,12 +321,6 @@ def unread_input(connection: SSL.Connection) -> bytes:
     return ffi.buffer(buffer, max(taken, 0))[:]
 
 
-def let_go_keeping_session(connection: SSL.Connection) -> None:
-    """Before a handed-over connection's ``SSL`` is freed: mark it shut down, so that OpenSSL keeps its
-    session for resumption (``SSL_free`` drops the session of a connection that was not)."""
-    connection.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
-
-
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerTls:
     """One listener's TLS: holds the context (rebuilt when the trust anchors change) and makes connections.
