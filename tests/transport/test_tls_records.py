@@ -24,7 +24,7 @@ from OpenSSL._util import lib
 from tests.transport.rawxmpp import STREAM_HEADER
 from tests.transport.test_tcp_tls_pump import Client, handshake, server
 from tests.transport.tlsclient import Pki, client_context, make_pki
-from transport.tcp.tls import TlsFailure, TlsPump, count_records
+from transport.tcp.tls import TlsFailure, TlsPump
 from transport.tls import records as records_module
 from transport.tls.context import ServerTls
 from transport.tls.records import (
@@ -35,6 +35,7 @@ from transport.tls.records import (
     SUITES,
     RecordFailure,
     RecordLayer,
+    count_records,
 )
 
 SUITE_NAMES = sorted(SUITES)

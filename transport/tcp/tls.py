@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from OpenSSL import SSL
 
 from transport.tls.context import record_keys, unread_input
-from transport.tls.records import HEADER, RecordFailure, RecordLayer
+from transport.tls.records import RecordFailure, RecordLayer, count_records
 
 # Bytes taken from OpenSSL per call (one TLS record is at most 16 KiB of plaintext, RFC 8446 §5.1).
 READ_SIZE = 65536
@@ -194,12 +194,3 @@ class TlsPump:
                 out += self.connection.bio_read(READ_SIZE)
             except SSL.WantReadError:
                 return bytes(out)
-
-
-def count_records(data: bytes) -> int:
-    """How many whole TLS records ``data`` holds (RFC 8446 §5.1 headers)."""
-    count, position = 0, 0
-    while len(data) - position >= HEADER:
-        position += HEADER + int.from_bytes(data[position + 3 : position + 5], "big")
-        count += 1
-    return count

@@ -53,6 +53,7 @@ from zope.interface import implementer
 
 from certauth.verify import VERIFY_MODES, known_intermediates
 from transport.tls.policy import requests_certificate, requires_certificate
+from transport.tls.records import ALERT_NAMES, FATAL, SUITES
 from xmppauth.config import TlsOptions
 
 logger = logging.getLogger(__name__)
@@ -230,15 +231,9 @@ def build_context(
 # RFC 8446 §6 / RFC 5246 §7.2: the alerts that refuse a client certificate (or its absence). Any other fatal
 # alert (a probe that connects and closes: decode_error; no common cipher) is not a login attempt.
 CERTIFICATE_ALERTS: dict[int, str] = {
-    42: "bad_certificate",
-    43: "unsupported_certificate",
-    44: "certificate_revoked",
-    45: "certificate_expired",
-    46: "certificate_unknown",
-    48: "unknown_ca",
-    116: "certificate_required",
+    code: ALERT_NAMES[code]
+    for code in (42, 43, 44, 45, 46, 48, 116)  # bad_certificate ... certificate_required
 }
-ALERT_FATAL = 2
 
 
 def _alert_sent(conn: SSL.Connection, where: int, value: int) -> None:
@@ -248,7 +243,7 @@ def _alert_sent(conn: SSL.Connection, where: int, value: int) -> None:
         if state is not None:
             state.refused = None  # later alerts end a connection, not a handshake (the driver's business)
         return
-    if where & SSL.SSL_CB_WRITE_ALERT != SSL.SSL_CB_WRITE_ALERT or value >> 8 != ALERT_FATAL:
+    if where & SSL.SSL_CB_WRITE_ALERT != SSL.SSL_CB_WRITE_ALERT or value >> 8 != FATAL:
         return
     state = peer_state(conn)
     alert = CERTIFICATE_ALERTS.get(value & 0xFF)
@@ -292,8 +287,6 @@ def record_keys(connection: SSL.Connection) -> RecordKeys | None:
     """The suite and traffic secrets of a finished TLS 1.3 handshake whose records we can protect ourselves
     (taken out of the connection's state: asked once); None when OpenSSL must keep the connection (TLS 1.2, a
     suite :mod:`transport.tls.records` does not have, a context that does not hand over)."""
-    from transport.tls.records import SUITES
-
     state = peer_state(connection)
     if state is None:
         return None

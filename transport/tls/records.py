@@ -93,6 +93,15 @@ class RecordFailure(Exception):
     """The connection cannot go on (RFC 8446 §6.2); our fatal alert, if any, is in ``data_to_send``."""
 
 
+def count_records(data: bytes) -> int:
+    """How many whole records ``data`` holds (§5.1 headers; OpenSSL's NewSessionTickets at the hand-over)."""
+    count, position = 0, 0
+    while len(data) - position >= HEADER:
+        position += HEADER + int.from_bytes(data[position + 3 : position + 5], "big")
+        count += 1
+    return count
+
+
 def expand_label(algorithm: hashes.HashAlgorithm, secret: bytes, label: bytes, length: int) -> bytes:
     """RFC 8446 §7.1 HKDF-Expand-Label(secret, label, "", length)."""
     full = b"tls13 " + label
