@@ -39,6 +39,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -430,8 +431,7 @@ class VerifiedPaths:
             min(cert.not_valid_after_utc for cert in path),
         )
         with self._lock:
-            while len(self._paths) >= self.kept:
-                del self._paths[next(iter(self._paths))]
+            _make_room(self._paths, self.kept)
             self._paths[key] = entry
 
     def clear(self) -> None:
@@ -443,6 +443,12 @@ class VerifiedPaths:
 
 
 verified_paths = VerifiedPaths()
+
+
+def _make_room(entries: dict[Any, Any], kept: int) -> None:
+    """Drop the oldest entries (a dict keeps insertion order) until one more fits within ``kept``."""
+    while len(entries) >= kept:
+        del entries[next(iter(entries))]
 
 
 def _chain_key(store: Store, chain: Sequence[x509.Certificate]) -> _PathKey:
@@ -485,11 +491,9 @@ class KnownIntermediates:
                 if known is not None and fingerprint in known:
                     continue
                 if known is None:
-                    while len(self._by_subject) >= self.kept:
-                        del self._by_subject[next(iter(self._by_subject))]
+                    _make_room(self._by_subject, self.kept)
                     known = self._by_subject[subject] = {}
-                while len(known) >= CANDIDATES_PER_SUBJECT:
-                    del known[next(iter(known))]
+                _make_room(known, CANDIDATES_PER_SUBJECT)
                 known[fingerprint] = cert
 
     def above(self, leaf: x509.Certificate) -> list[x509.Certificate]:
