@@ -15,15 +15,18 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
+from accounts import changefeed
 from accounts.models import Account
 from certauth import services, trust, userstatus
-from certauth.models import AuthEvent
+from certauth.models import AuthEvent, CertificateAuthority
 from certauth.verify import known_intermediates, verified_paths, verify_client_chain
 from tests.certs import make_client, make_intermediate, make_root
 from tests.transport.rawxmpp import (
@@ -211,6 +214,40 @@ def test_a_client_of_an_intermediate_ca_resumes_and_its_path_is_verified_again(c
     session = first_login(port, "tls", ctx)
     visit = login(port, "tls", ctx, session)
     assert visit.resumed and SUCCESS in visit.answer, visit
+
+
+def test_a_resumed_client_of_an_intermediate_ca_whose_root_was_distrusted_since_is_refused(
+    c2s, tmp_path, pki
+):
+    """The intermediates put back are candidates, never trust: the root distrusted in the admin after the full
+    handshake, the resumed path has no anchor (within the change feed's poll), and EXTERNAL is not offered."""
+    port = c2s("tls", disconnect_on_failure=False)
+    leaf = intermediate_client()
+    ctx = client_context(tmp_path, leaf)
+    session = first_login(port, "tls", ctx)
+    root = CertificateAuthority.objects.get(name="resumption root")
+    root.trusted_for_client_auth = False
+    root.save()  # as the admin does
+    time.sleep(changefeed.POLL_INTERVAL * 2)  # the staleness bound of every cache under the feed
+    visit = login(port, "tls", ctx, session)
+    assert visit.resumed and b"EXTERNAL" not in visit.features and SUCCESS not in visit.answer, visit
+    assert successes() == 1
+
+
+def test_a_full_handshake_with_the_leaf_alone_is_not_completed_from_known_intermediates(c2s, tmp_path, pki):
+    """Only a resumed session gets its intermediates put back: a client that leaves its intermediate out of
+    a full handshake is refused even though this process verified that intermediate for another login."""
+    port = c2s("tls", disconnect_on_failure=False)
+    leaf = intermediate_client()
+    first_login(port, "tls", client_context(tmp_path, leaf))  # the intermediate is now known here
+    certfile, keyfile = tmp_path / "leaf-alone.pem", tmp_path / "leaf-alone.key"
+    certfile.write_bytes(leaf.cert.public_bytes(Encoding.PEM))
+    keyfile.write_bytes(leaf.key_pem)
+    alone = client_context(tmp_path, None)
+    alone.load_cert_chain(certfile, keyfile)
+    visit = login(port, "tls", alone)
+    assert not visit.resumed and b"EXTERNAL" not in visit.features and SUCCESS not in visit.answer, visit
+    assert successes() == 1
 
 
 def test_a_resumed_leaf_whose_intermediate_this_process_does_not_know_is_refused(c2s, tmp_path, pki):
