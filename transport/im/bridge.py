@@ -169,8 +169,7 @@ class SessionBridge:
         local.register(self)  # reachable without the layer while Redis is down
         self._listener = loop.create_task(self._listen())
         self._listener.add_done_callback(self._supervise)
-        self._queue.put_nowait(("older", older))  # first of all (RFC 6120 §7.7.2.2)
-        self._kick()
+        self._enqueue("older", older)  # first of all (RFC 6120 §7.7.2.2)
 
     def from_client(self, element: Element) -> None:
         """Queue a client's stanza for routing; past ``[xmppauth] session_queue_stanzas`` or
@@ -191,26 +190,24 @@ class SessionBridge:
             loop.call_soon(self.close, limits.POLICY_VIOLATION, "too many stanzas waiting to be routed")
             return
         metrics.count_stanza(element_kind(element), "in")
-        self._queue.put_nowait(("client", (element, size)))
-        self._kick()
+        self._enqueue("client", (element, size))
 
     def stop(self) -> None:
         """The connection is gone: broadcast unavailable if we were available, stop listening."""
         if self._stopped:
             return
         self._stopped = True
-        self._queue.put_nowait(("stop", None))  # the channel is still read until _finish is done
-        self._kick()
+        self._enqueue("stop", None)  # the channel is still read until _finish is done
 
     # -- the work queue (one stanza at a time, in order) ------------------------------------------------
 
-    def _kick(self) -> None:
-        """Start the routing task if work waits and none runs (only once :meth:`start` ran)."""
-        if self._worker is not None or self._listener is None or self._queue.empty():
-            return
-        loop = asyncio.get_running_loop() if _loop_running() else asyncio.get_event_loop()
-        self._worker = loop.create_task(self._work())
-        self._worker.add_done_callback(self._supervise)
+    def _enqueue(self, what: str, item: Any) -> None:
+        """Queue work, and start the routing task if none runs (``start`` ran: the listener is there)."""
+        self._queue.put_nowait((what, item))
+        if self._worker is None and self._listener is not None:
+            loop = asyncio.get_running_loop() if _loop_running() else asyncio.get_event_loop()
+            self._worker = loop.create_task(self._work())
+            self._worker.add_done_callback(self._supervise)
 
     async def _work(self) -> None:
         """The session's routing task, until the queue is empty. Supervised: an error ends the session with
@@ -462,10 +459,7 @@ class SessionBridge:
             self._replaced = message.get("condition") == CONFLICT
             self.close(message.get("condition") or CONFLICT, message.get("text") or "")
         elif kind == "xmpp.presence_request":
-            self._queue.put_nowait(
-                ("presence_request", (message.get("to", ""), message.get("reply_channel", "")))
-            )
-            self._kick()
+            self._enqueue("presence_request", (message.get("to", ""), message.get("reply_channel", "")))
         else:
             logger.debug("%s: channel message %s ignored", self.full_jid, kind)
 
