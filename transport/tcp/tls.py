@@ -17,8 +17,8 @@ to :class:`transport.tls.records.RecordLayer` (issue 17 §5: an idle OpenSSL ``S
 OpenSSL's key log gave it the application traffic secrets, what the client sent after its Finished is taken
 back out of OpenSSL's input, and OpenSSL's NewSessionTickets, the last thing it wrote, set our first sequence
 number. The adapter reads the handshake's facts (chain, bindings, resumption) from :attr:`TlsPump.connection`
-and then calls :meth:`TlsPump.release_handshake`, which frees the ``SSL`` (the session is in the client's
-ticket: nothing of it is kept here).
+and then calls :meth:`TlsPump.release_handshake`, which frees the ``SSL`` (marked shut down first, so that a
+context with a session cache would keep the session; ours keep it in the client's ticket).
 TLS 1.2, and a suite the record layer does not have, stay with OpenSSL to the end.
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from OpenSSL import SSL
 
-from transport.tls.context import record_keys, unread_input
+from transport.tls.context import let_go_keeping_session, record_keys, unread_input
 from transport.tls.records import RecordFailure, RecordLayer, count_records
 
 # Bytes taken from OpenSSL per call (one TLS record is at most 16 KiB of plaintext, RFC 8446 §5.1).
@@ -138,6 +138,7 @@ class TlsPump:
         over. False when OpenSSL keeps the connection."""
         if self.records is None or self.connection is None:
             return False
+        let_go_keeping_session(self.connection)
         self.connection = None
         return True
 

@@ -314,6 +314,13 @@ def unread_input(connection: SSL.Connection) -> bytes:
     return ffi.buffer(buffer, max(taken, 0))[:]
 
 
+def let_go_keeping_session(connection: SSL.Connection) -> None:
+    """Before a handed-over connection's ``SSL`` is freed: mark it shut down, so that a context with a session
+    cache keeps its session (``SSL_free`` drops the session of a connection that was not). Ours run without
+    one (stateless tickets), but the hand-over must not depend on that."""
+    connection.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerTls:
     """One listener's TLS: holds the context (rebuilt when the trust anchors change) and makes connections.
