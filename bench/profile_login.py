@@ -15,6 +15,16 @@ Run from the checkout::
     .venv/bin/python -m bench.profile_login --count 1000
     .venv/bin/python -m bench.profile_login --count 1000 --py-spy --top 40
     .venv/bin/python -m bench.profile_login --count 1500 --users 100   # returning users (issue 17 §1 caches)
+    .venv/bin/python -m bench.profile_login --count 3000 --database-on-loop   # the probe below
+
+Besides CPU time, it reads each thread's context switches (``/proc/<pid>/task/*/status``), summed over the
+process, and the share of the CPU time spent in the kernel: the hand-offs between the reactor thread and
+the worker threads, and the GIL changing hands between them, show there.
+
+``--database-on-loop`` is an experiment, never a configuration: the server runs with
+``bench/probes/database_on_loop`` first on its ``PYTHONPATH``, whose ``sitecustomize`` makes every call the
+listener would hand to a worker thread run on the reactor thread instead (see that file). Compared with a
+plain run, it measures what the worker threads cost a login.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from bench.loadclient import contexts_for, raise_nofile_limit, run_logins, xmpp_
 from bench.proc import CLOCK_TICKS, stat_ticks
 from bench.run_login_bench import DOMAIN, HOST, WARM_UP_LOGINS, prepare, running, start_runc2s
 
+PROBES = Path(__file__).resolve().parent / "probes"
 _FRAME_FILE = re.compile(r" \(([^)]*/)?([^/)]+)\)$")
 
 
@@ -49,6 +60,28 @@ def thread_ticks(pid: int) -> dict[int, int]:
         except FileNotFoundError:  # the thread ended meanwhile
             continue
     return ticks
+
+
+def thread_switches(pid: int) -> dict[int, tuple[int, int]]:
+    """Voluntary and involuntary context switches of each thread of ``pid`` (proc(5) ``status``)."""
+    switches = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            lines = Path(f"/proc/{pid}/task/{task}/status").read_text().splitlines()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        switches[int(task)] = (
+            int(fields["voluntary_ctxt_switches"]),
+            int(fields["nonvoluntary_ctxt_switches"]),
+        )
+    return switches
+
+
+def system_ticks(pid: int) -> int:
+    """stime of the whole process (all its threads, proc(5) ``stat`` field 15), in clock ticks."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[12])
 
 
 def postgres_ticks() -> dict[int, int]:
@@ -139,6 +172,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=30, help="functions listed per thread group")
     parser.add_argument("--samples-out", type=Path, help="also keep py-spy's raw (collapsed) stacks here")
+    on_loop_help = "experiment: the server's worker-thread calls run on its reactor thread (bench/probes)"
+    parser.add_argument("--database-on-loop", action="store_true", help=on_loop_help)
     return parser.parse_args(argv)
 
 
@@ -155,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(scratch.env)
         if args.redis_url:
             scratch = replace(scratch, env={**scratch.env, "REDIS_URL": args.redis_url})
+        if args.database_on_loop:
+            paths = [str(PROBES / "database_on_loop"), scratch.env.get("PYTHONPATH", "")]
+            scratch = replace(
+                scratch, env={**scratch.env, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+            )
         ca = load_server_ca()
         users = make_identities(*ca, DOMAIN, args.users or args.count, directory / "clients", prefix="p")
         warm = make_identities(*ca, DOMAIN, WARM_UP_LOGINS, directory / "clients", prefix="w")
@@ -172,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1.0)  # py-spy attaches
             database_before = postgres_activity(args.database_url, None)
             before = thread_ticks(server.pid)
+            switches_before, system_before = thread_switches(server.pid), system_ticks(server.pid)
             postgres_before = postgres_ticks() if args.database_url else {}
             connect = xmpp_connector(HOST, scratch.direct_port, DOMAIN, contexts_for(users), starttls=False)
             label = "first logins" if args.first_login else "logins, accounts provisioned"
@@ -181,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_logins(connect, args.count, args.concurrency, label, server_pid=server.pid, xmpp=True)
             )
             after = thread_ticks(server.pid)
+            switches_after, system_after = thread_switches(server.pid), system_ticks(server.pid)
             postgres_after = postgres_ticks() if args.database_url else {}
             if sampler is not None:
                 sampler.send_signal(2)  # SIGINT: py-spy writes its file and exits
@@ -190,12 +232,23 @@ def main(argv: list[str] | None = None) -> int:
         reactor = (after.get(server.pid, 0) - before.get(server.pid, 0)) / CLOCK_TICKS
         others = sum(ticks - before.get(tid, 0) for tid, ticks in after.items() if tid != server.pid)
         others /= CLOCK_TICKS
+        if args.database_on_loop:
+            label += ", database calls on the reactor thread (bench/probes/database_on_loop)"
         print(f"# {label}: {report.ok}/{report.count} at {args.concurrency}, {report.per_second:.1f}/s")
         print(f"# errors: {dict(report.errors) or 'none'}")
         print("\n| thread | server CPU ms per login |\n|---|---|")
         print(f"| reactor (TLS, XML core, Twisted) | {1000 * reactor / ok:.2f} |")
         print(f"| database threads (certificate, SASL, session rows) | {1000 * others / ok:.2f} |")
         print(f"| whole process (/proc/<pid>/stat) | {report.cpu_ms_per_login:.2f} |")
+        system = (system_after - system_before) / CLOCK_TICKS
+        print(f"| of which in the kernel (stime) | {1000 * system / ok:.2f} |")
+        voluntary, involuntary = (
+            sum(now[i] - switches_before.get(tid, (0, 0))[i] for tid, now in switches_after.items())
+            for i in (0, 1)
+        )
+        print("\n| context switches, all threads | per login |\n|---|---|")
+        print(f"| voluntary (a thread waited: a lock, the GIL, a queue, the poller) | {voluntary / ok:.1f} |")
+        print(f"| involuntary (preempted) | {involuntary / ok:.1f} |")
         if postgres_after:
             # A backend that ended during the run takes its ticks with it; the server's connections last.
             database = sum(ticks - postgres_before.get(pid, 0) for pid, ticks in postgres_after.items())
