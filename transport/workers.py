@@ -12,6 +12,11 @@ Two ways in, one per kind of caller:
   asyncio loop, run on that loop's default executor, as asgiref's was (``asyncio.run`` shuts it down with
   its loop).
 
+A session's own database calls (the certificate, SASL, the session row, the IM bridge's routing) go through
+:func:`defer_to_database` and :func:`in_database` instead: on SQLite, in a listener process, they run on the
+loop's own thread while that costs the loop nothing noticeable (``xmppauth.loopdb``: never waiting for a lock,
+never on a slow disk twice), and in a worker thread otherwise.
+
 Why not theirs (issue 17): a login makes about five such calls (certificate, SASL, the session row in and out,
 the older session at bind), and each paid for machinery it does not need. Twisted's goes through its pool's
 coordinating "team", a logging context, and ``reactor.callFromThread``, which on the asyncio reactor is a
@@ -38,6 +43,9 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+
+from xmppauth import loopdb
+from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +78,45 @@ def defer_to_worker(reactor: Any, function: Callable[..., Any], *args: Any) -> D
     future = worker_pool().submit(function, *args)
     future.add_done_callback(functools.partial(_answer, call_on_reactor, deferred))
     return deferred
+
+
+def defer_to_database(reactor: Any, function: Callable[..., Any], *args: Any) -> Deferred:
+    """A session's Django call, ``function(*args)`` between two ``close_old_connections()``: on the reactor's
+    own thread when ``xmppauth.loopdb`` takes it, else in a worker thread. The Deferred fires on the reactor
+    thread either way, and never before this returns (a caller adds its callbacks first)."""
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is not None and asyncio.events._get_running_loop() is loop:  # called on the reactor's thread
+        outcome = _on_loop(function, args)
+        if outcome is not None:
+            deferred: Deferred = Deferred()
+            loop.call_soon(_fire_outcome, deferred, outcome)
+            return deferred
+    return defer_to_worker(reactor, with_fresh_connections, function, *args)
+
+
+async def in_database(function: Callable[..., Any], *args: Any) -> Any:
+    """``await`` a session's Django call (as :func:`defer_to_database`), from a coroutine on the loop."""
+    outcome = _on_loop(function, args)
+    if outcome is None:
+        return await in_worker(with_fresh_connections, function, *args)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.result
+
+
+def _on_loop(function: Callable[..., Any], args: tuple[Any, ...]) -> loopdb.Outcome | None:
+    try:
+        return loopdb.run(function, *args)
+    except Exception as error:  # the connection itself failed (opening, rolling back): the call's failure
+        return loopdb.Outcome(error=error)
+
+
+def _fire_outcome(deferred: Deferred, outcome: loopdb.Outcome) -> None:
+    error = outcome.error
+    if error is None:
+        deferred.callback(outcome.result)
+    else:
+        deferred.errback(Failure(error, type(error), error.__traceback__))
 
 
 async def in_worker(function: Callable[..., Any], *args: Any) -> Any:

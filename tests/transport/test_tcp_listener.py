@@ -24,7 +24,6 @@ from twisted.internet.task import Clock
 
 from tests.transport.tlsclient import Pki, client_context, make_pki
 from transport.tcp import listener as tcp
-from transport.tcp import protocol
 from transport.tls.context import TlsConfigError
 from transport.tls.trust_refresh import refresh_trust_anchors
 from transport.xmpp.connection import AUTH_TIMEOUT
@@ -149,8 +148,6 @@ def pki(tmp_path_factory) -> Pki:
 @pytest.fixture
 def listen(on_reactor, pki, monkeypatch):
     """Start a listener on 127.0.0.1:0 with the stand-in core; yields a function returning (port, factory)."""
-    # The stand-ins use no database: skip the per-call connection housekeeping (pytest-django blocks it).
-    monkeypatch.setattr(protocol, "_in_db_thread", lambda function, *args: function(*args))
     ports = []
     StubAuthenticator.gate = None
     StubAuthenticator.refused = set()

@@ -70,3 +70,66 @@ def test_runc2s_without_certfile_or_bootstrap_certificate_exits_naming_the_file(
     assert result.returncode != 0
     assert "server.pem" in result.stderr and "bootstrap" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_write_lock_held_elsewhere_stalls_no_session_and_logins_complete_once_it_is_released(migrated):
+    """On SQLite a session's database calls run on the event loop (xmppauth.loopdb), but never wait there:
+    while another connection (a CRL import, the admin, another listener) holds the database's write lock, a
+    login waits for it in a worker thread, and every other connection is answered meanwhile (issue 17)."""
+    import sqlite3
+    import threading
+    import time
+
+    pki = make_pki(migrated)
+    cafile = migrated / "ca.pem"
+    cafile.write_bytes(pki.ca.pem)
+    port = free_port()
+    config = migrated / "locked.toml"
+    config.write_text(_toml(port, pki.server_certfile, pki.server_keyfile, cafile))
+    server = Runc2s(environment(migrated, config))
+    holder = None
+    try:
+        server.wait_for(f"runc2s ready: 127.0.0.1:{port}\n")
+        first = slixmpp_login(port, migrated, pki.valid, direct_tls=True)  # the account, and a returning cert
+        assert first.bound_jid is not None, first
+
+        holder = sqlite3.connect(migrated / "db.sqlite3", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, held by this test
+        locked_at = time.monotonic()
+        outcomes = []
+
+        def log_in() -> None:
+            outcomes.append(slixmpp_login(port, migrated, pki.valid, direct_tls=True, timeout=60))
+
+        login = threading.Thread(target=log_in)
+        login.start()
+        time.sleep(1.0)  # the login is now waiting for the lock (its auth event is a write)
+        assert login.is_alive(), outcomes
+
+        # Meanwhile another client's stream is answered: the loop is not waiting for the lock.
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with client_context(migrated, pki.valid).wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.settimeout(5)
+            sock.sendall(
+                b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' to='localhost' version='1.0' "
+                b"xmlns:stream='http://etherx.jabber.org/streams'>"
+            )
+            received = b""
+            while b"</stream:features>" not in received:
+                chunk = sock.recv(4096)
+                assert chunk, received
+                received += chunk
+            answered_after = time.monotonic() - locked_at
+        assert b"EXTERNAL" in received
+        assert login.is_alive()  # still waiting: the features above did not wait for it
+
+        holder.execute("ROLLBACK")
+        login.join(60)
+        assert outcomes and outcomes[0].bound_jid is not None, outcomes
+        assert answered_after < 5.0
+    finally:
+        if holder is not None:
+            holder.close()
+        output = server.stop()
+        print(output)
+    assert "Traceback" not in output

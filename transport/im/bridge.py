@@ -47,10 +47,9 @@ from transport.im.router import (
     stanza_message,
 )
 from transport.sessions import terminations as store
-from transport.workers import in_worker
+from transport.workers import in_database
 from transport.xmpp import namespaces as ns
 from xmppauth import limits, metrics
-from xmppauth.dbconn import with_fresh_connections
 from xmppauth.outage import DATABASE_UNAVAILABLE, OutageLog
 from xmppauth.queues import LightQueue
 
@@ -75,8 +74,9 @@ def new_channel_name(layer: Any) -> str:
 
 
 async def in_db_thread(function: Callable[..., Any], *args: Any) -> Any:
-    """Run Django code in a worker thread (``transport.workers``: sessions route in parallel)."""
-    return await in_worker(with_fresh_connections, function, *args)
+    """Run a session's Django code (``transport.workers.in_database``: on the loop's thread while SQLite's
+    calls are short there, else in a worker thread, where sessions route in parallel)."""
+    return await in_database(function, *args)
 
 
 async def send_all(layer: Any, outs: list[Out]) -> list[Out]:

@@ -49,7 +49,7 @@ from twisted.internet.task import LoopingCall
 from transport.sessions import terminations as store
 from transport.sessions.models import SessionTermination
 from transport.sessions.terminations import RESET, TEXT_EXPIRED, SessionFacts, Termination
-from transport.workers import defer_to_worker
+from transport.workers import defer_to_database, defer_to_worker
 from xmppauth import outage
 from xmppauth.dbconn import with_fresh_connections
 from xmppauth.outage import DATABASE_UNAVAILABLE, OutageLog
@@ -164,7 +164,7 @@ class LiveSessions:
 
     def _in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
         reactor = self._reactor()
-        deferred = defer_to_worker(reactor, _in_db_thread, function, *args)
+        deferred = defer_to_database(reactor, function, *args)
         deferred.addErrback(lambda failure: logger.error("session registry: %s", failure.getTraceback()))
         return deferred
 

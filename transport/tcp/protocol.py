@@ -32,19 +32,15 @@ from transport.tls.context import (
     session_resumed,
     verify_errors,
 )
-from transport.workers import defer_to_worker
+from transport.workers import defer_to_database
 from transport.xmpp import errors
 from xmppauth import limits
 from xmppauth.config import C2SListener, TlsOptions
-from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
 
 # After we close, how long a client may take to read what is left before the socket is simply dropped.
 CLOSE_GRACE = 30.0
-
-# Django calls from the pool threads (a module name, so tests can replace it).
-_in_db_thread = with_fresh_connections
 
 
 class C2SProtocol(asyncio.Protocol):
@@ -228,7 +224,7 @@ class C2SProtocol(asyncio.Protocol):
     def run_in_thread(
         self, function: Callable[[], Any], done: Callable[[Any], None], failed: Callable[[str], None]
     ) -> None:
-        deferred = defer_to_worker(self.factory.reactor, _in_db_thread, function)
+        deferred = defer_to_database(self.factory.reactor, function)
         deferred.addCallbacks(done, lambda failure: failed(failure.getTraceback()))
 
     def call_later(self, seconds: float, function: Callable[[], None]) -> Any:

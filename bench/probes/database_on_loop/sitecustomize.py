@@ -4,9 +4,8 @@
 imports this file at start-up (``site``). When ``transport.workers`` is imported, its two hand-offs are
 replaced: :func:`defer_to_worker` runs the call at once on the calling (reactor) thread and fires the
 Deferred on the loop's next turn; :func:`in_worker` runs it in place of awaiting a thread. Each call runs as a
-worker thread would see it: no running loop (so Django allows its queries and the change feed polls as in a
-worker) and one ``contextvars.Context`` kept for all of them (so Django keeps one connection, as a worker
-thread keeps its own).
+worker thread would see it: no running loop, so Django allows its queries, keeps this thread's one
+connection for them (as a worker thread keeps its own), and the change feed polls as in a worker.
 
 What it answers (issue 17): how much of a login's server CPU is the hand-off to worker threads and back,
 and the GIL changing hands between the loop and the workers. What it gives up, and why production does not
@@ -17,7 +16,6 @@ the process while it runs.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import importlib.abc
 import importlib.machinery
 import sys
@@ -25,21 +23,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-_CONTEXT = contextvars.Context()
-_depth = 0
-
 
 def _as_in_a_worker(function: Callable[..., Any], *args: Any) -> Any:
-    global _depth
-    if _depth:  # a call made from inside another: already in the context, with no running loop
-        return function(*args)
     running = asyncio.events._get_running_loop()
     asyncio.events._set_running_loop(None)
-    _depth += 1
     try:
-        return _CONTEXT.run(function, *args)
+        return function(*args)
     finally:
-        _depth -= 1
         asyncio.events._set_running_loop(running)
 
 

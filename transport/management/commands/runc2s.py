@@ -56,9 +56,11 @@ class Command(BaseCommand):
         from twisted.internet.error import CannotListenError
 
         from transport.tcp.listener import start_c2s_listeners
+        from xmppauth import loopdb
         from xmppauth.dbconn import keep_connections_in_threads
 
         keep_connections_in_threads()  # one connection per pool thread, not one per call
+        loopdb.enable()  # SQLite: a session's short database calls on the event loop (xmppauth.loopdb)
         config = settings.XMPP
         if not config.listen_c2s:
             raise CommandError(f"{config.source} has no [[listen.c2s]] listener: nothing to run")

@@ -32,10 +32,12 @@ class Command(BaseCommand):
         from certauth.scheduler import start_in_process_jobs
         from transport.sessions.registry import start_session_services
         from transport.tcp.listener import start_c2s_listeners
+        from xmppauth import loopdb
         from xmppauth.asgi import application
         from xmppauth.dbconn import keep_connections_in_threads
 
         keep_connections_in_threads()  # one connection per pool thread, not one per call
+        loopdb.enable()  # SQLite: a session's short database calls on the event loop (xmppauth.loopdb)
         config = settings.XMPP
         prepare_process_or_exit(config)  # done by xmppauth.asgi already; here too, before any listener
         endpoints = http_endpoint_descriptions(config)

@@ -1,0 +1,151 @@
+"""A session's short SQLite calls on the event loop's own thread, when that costs the loop nothing noticeable.
+
+Why (issue 17): a login hands four calls to a worker thread (the certificate, SASL, the session row in and
+out). Each hand-off, and above all the GIL changing hands between the reactor thread and a busy worker at
+every SQLite and OpenSSL call, cost a third of a login's server CPU on a two-core machine:
+``bench.profile_login --database-on-loop`` (a probe that runs every such call on the loop) measured 76
+context switches per login against 7, and 1.4 ms of kernel time against 0.5. SQLite is a library in this
+process, so a short call costs the loop no more than the hand-off would. PostgreSQL is a round trip to
+another process: its calls always go to the worker threads.
+
+Three rules keep the loop from waiting on the database (each falls back to the worker threads, which wait
+as before; nothing is refused for it):
+
+- **Never wait for a lock.** The call runs inside one transaction begun with ``BEGIN IMMEDIATE`` on a
+  connection whose busy timeout is 0: when another connection (a worker, another listener process, a CRL
+  import, the admin) holds SQLite's write lock, the ``BEGIN`` fails at once, before any of the call's code
+  ran, and the call goes to a worker thread. Holding the lock from the start, nothing inside can meet it.
+- **Never a slow disk for long.** Each call's time on the loop, its commit's fsync included, goes into a
+  moving average (the last :data:`AVERAGE_OVER` calls or so). When that average passes :data:`SLOW_AVERAGE`
+  (on the machine of ``bench/`` a call takes 0.2 to 1 ms), the calls of the next :data:`PAUSE` seconds go
+  to the worker threads, with one warning. Single slow calls are let be: SQLite's first writes after
+  start-up, a WAL checkpoint, the machine busy elsewhere. A disk whose fsync takes milliseconds would
+  otherwise stall every session at every write; this way it stalls them a few times per pause.
+- **Only where it is switched on**: :func:`enable` is called by the listener commands (``runc2s``,
+  ``runxmpp``) on SQLite; everywhere else (tests, Celery, management commands) nothing changes.
+
+Durability is unchanged: the call's transaction commits before its answer is handed back, so an auth event
+is on disk before ``<success/>`` is sent, as with a worker thread's autocommit. A call that raises is rolled
+back whole and answered as the worker's failure would be.
+
+Each call sees what a worker thread sees: no running loop. Django refuses queries on a thread that runs an
+event loop, the change feed polls as in a worker, and Django's connection is this thread's own (its
+connections are per thread where no loop runs, per asyncio context where one does), kept for all the calls
+made here, as each worker thread keeps its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
+
+from xmppauth.dbconn import with_fresh_connections
+
+logger = logging.getLogger(__name__)
+
+SLOW_AVERAGE = 0.003  # seconds: the moving average of a call's time on the loop that pauses the calls there
+AVERAGE_OVER = 20  # calls: the moving average's weight for a new one is 1/AVERAGE_OVER
+OUTLIER = 0.02  # seconds: a longer call counts as this long in the average (one outlier never pauses)
+PAUSE = 30.0  # seconds the calls go to worker threads after that
+
+_enabled = False
+_paused_until = 0.0
+_average = 0.0
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a call on the loop gave: its result, or the exception it raised (to hand on as a worker's)."""
+
+    result: Any = None
+    error: BaseException | None = None
+
+
+def enable() -> bool:
+    """Switch on for this process when its database is SQLite (the listener commands call it); True if on."""
+    global _enabled
+    _enabled = connections[DEFAULT_DB_ALIAS].vendor == "sqlite"
+    if _enabled:
+        logger.debug("SQLite: session database calls run on the event loop while they are short")
+    return _enabled
+
+
+def disable() -> None:
+    global _enabled, _paused_until, _average
+    _enabled = False
+    _paused_until, _average = 0.0, 0.0
+
+
+def run(function: Callable[..., Any], *args: Any) -> Outcome | None:
+    """``function(*args)`` on this (the loop's) thread, inside one transaction; None when the rules above
+    send it to a worker thread instead (off, paused, the write lock taken, or a call already running here)."""
+    if not _enabled or time.monotonic() < _paused_until or getattr(_local, "busy", False):
+        return None
+    running = asyncio.events._get_running_loop()
+    asyncio.events._set_running_loop(None)  # as in a worker thread: Django allows queries, the feed polls
+    _local.busy = True
+    started = time.monotonic()
+    try:
+        return with_fresh_connections(_in_one_transaction, function, args)
+    finally:
+        _local.busy = False
+        asyncio.events._set_running_loop(running)
+        _note_duration(time.monotonic() - started, function)
+
+
+def _in_one_transaction(function: Callable[..., Any], args: tuple[Any, ...]) -> Outcome | None:
+    connection = connections[DEFAULT_DB_ALIAS]
+    connection.ensure_connection()
+    raw = connection.connection
+    if getattr(_local, "unhurried", None) is not raw:
+        raw.execute("PRAGMA busy_timeout = 0")  # this thread's connection never waits for a lock
+        _local.unhurried = raw
+    try:
+        atomic = transaction.atomic()
+        atomic.__enter__()  # BEGIN IMMEDIATE (settings' transaction_mode): the write lock, or busy at once
+    except OperationalError as exc:
+        if _is_busy(exc):
+            return None
+        raise
+    try:
+        result = function(*args)
+    except BaseException as error:
+        atomic.__exit__(type(error), error, error.__traceback__)
+        return Outcome(error=error)
+    atomic.__exit__(None, None, None)  # COMMIT: the answer goes out only after its rows are on disk
+    return Outcome(result)
+
+
+def _is_busy(exc: OperationalError) -> bool:
+    """SQLITE_BUSY, or SQLITE_LOCKED in a shared cache (any extended code): another connection holds the lock
+    this one would wait for."""
+    cause = exc.__cause__
+    if not isinstance(cause, sqlite3.OperationalError):
+        return False
+    return getattr(cause, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _note_duration(seconds: float, function: Callable[..., Any]) -> None:
+    global _paused_until, _average
+    _average += (min(seconds, OUTLIER) - _average) / AVERAGE_OVER
+    if _average < SLOW_AVERAGE:
+        return
+    _paused_until = time.monotonic() + PAUSE
+    named = getattr(function, "func", function)  # a functools.partial: the function it calls
+    logger.warning(
+        "database calls slow on the event loop (%.1f ms on average, the last one %s: %.1f ms): session "
+        "database calls go to worker threads for the next %.0f s",
+        _average * 1000,
+        getattr(named, "__qualname__", type(named).__name__),
+        seconds * 1000,
+        PAUSE,
+    )
