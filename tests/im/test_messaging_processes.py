@@ -353,7 +353,11 @@ def test_without_redis_runc2s_routes_in_process_and_stores_offline_messages_itse
             alice.wait_for(is_presence("bob@localhost", "unavailable"), "bob's unavailable presence")
             alice.send("<message to='bob@localhost' type='chat'><body>kept here</body></message>")
             listener.wait_for("stored an offline message for bob@localhost")
-            stored_by = cluster.query("SELECT stored_by FROM accounts_offlinemessage")
+            # The line is logged inside the call's transaction (xmppauth.loopdb), just before its commit.
+            deadline = time.monotonic() + 10
+            while not (stored_by := cluster.query("SELECT stored_by FROM accounts_offlinemessage")):
+                assert time.monotonic() < deadline, "the offline message was not committed"
+                time.sleep(0.05)
             assert [row[0].split(":")[1] for row in stored_by] == [str(listener.process.pid)]
             bob = cluster.agent(port, "bob")
             bob.send("<presence/>")

@@ -23,6 +23,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from tests.transport.tlsclient import Pki, client_context, make_pki
+from transport import workers
 from transport.tcp import listener as tcp
 from transport.tls.context import TlsConfigError
 from transport.tls.trust_refresh import refresh_trust_anchors
@@ -148,6 +149,8 @@ def pki(tmp_path_factory) -> Pki:
 @pytest.fixture
 def listen(on_reactor, pki, monkeypatch):
     """Start a listener on 127.0.0.1:0 with the stand-in core; yields a function returning (port, factory)."""
+    # The stand-ins use no database: skip the per-call connection housekeeping (pytest-django blocks it).
+    monkeypatch.setattr(workers, "with_fresh_connections", lambda function, *args: function(*args))
     ports = []
     StubAuthenticator.gate = None
     StubAuthenticator.refused = set()
