@@ -60,7 +60,10 @@ class Command(BaseCommand):
         from xmppauth.dbconn import keep_connections_in_threads
 
         keep_connections_in_threads()  # one connection per pool thread, not one per call
-        loopdb.enable()  # SQLite: a session's short database calls on the event loop (xmppauth.loopdb)
+        # SQLite: a session's short database calls on the event loop (xmppauth.loopdb); not where processes
+        # share a port, and so the SQLite file, whose write lock each call on a loop holds while it runs.
+        if not reuse_port:
+            loopdb.enable()
         config = settings.XMPP
         if not config.listen_c2s:
             raise CommandError(f"{config.source} has no [[listen.c2s]] listener: nothing to run")
