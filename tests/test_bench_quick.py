@@ -67,3 +67,14 @@ def test_tls_memory_bench_exits_0_and_reports_a_size_per_connection():
         sizes = re.findall(r"malloc in use ([\d.]+) KiB per connection", result.stdout)
         assert len(sizes) == 1 and float(sizes[0]) > 0, result.stdout
         assert f"BIOs swapped {bool(extra)}" in result.stdout, result.stdout
+
+
+def test_profile_login_reports_context_switches_and_runs_with_the_database_on_loop_probe():
+    args = ("profile_login", "--count", "40", "--concurrency", "10", "--database-on-loop")
+    result, output = run_bench(*args, timeout=300)
+    assert result.returncode == 0, output
+    label = "accounts provisioned, database calls on the reactor thread (bench/probes/database_on_loop)"
+    assert f"# logins, {label}: 40/40 at 10" in result.stdout, result.stdout[-4000:]
+    names = ("voluntary", "involuntary", "of which in the kernel")
+    row = re.compile(rf"^\| ({'|'.join(names)})[^|]* \| ([\d.]+) \|$", re.MULTILINE)
+    assert set(dict(row.findall(result.stdout))) == set(names), result.stdout[-4000:]
