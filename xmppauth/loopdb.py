@@ -15,6 +15,9 @@ as before; nothing is refused for it):
   connection whose busy timeout is 0: when another connection (a worker, another listener process, a CRL
   import, the admin) holds SQLite's write lock, the ``BEGIN`` fails at once, before any of the call's code
   ran, and the call goes to a worker thread. Holding the lock from the start, nothing inside can meet it.
+  A transaction that cannot begin for another reason (the database unreachable, a disk error) sends the
+  call there too, before any of it ran: it meets the failure where it always has, and is answered as it
+  always was.
 - **Never a slow disk for long.** Each call's time on the loop, its commit's fsync included, goes into a
   moving average (the last :data:`AVERAGE_OVER` calls or so). When that average passes :data:`SLOW_AVERAGE`
   (on the machine of ``bench/`` a call takes 0.2 to 1 ms), the calls of the next :data:`PAUSE` seconds go
@@ -48,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 
 from xmppauth.dbconn import with_fresh_connections
 
@@ -106,19 +109,9 @@ def run(function: Callable[..., Any], *args: Any) -> Outcome | None:
 
 
 def _in_one_transaction(function: Callable[..., Any], args: tuple[Any, ...]) -> Outcome | None:
-    connection = connections[DEFAULT_DB_ALIAS]
-    connection.ensure_connection()
-    raw = connection.connection
-    if getattr(_local, "unhurried", None) is not raw:
-        raw.execute("PRAGMA busy_timeout = 0")  # this thread's connection never waits for a lock
-        _local.unhurried = raw
-    try:
-        atomic = transaction.atomic()
-        atomic.__enter__()  # BEGIN IMMEDIATE (settings' transaction_mode): the write lock, or busy at once
-    except OperationalError as exc:
-        if _is_busy(exc):
-            return None
-        raise
+    atomic = _begin()
+    if atomic is None:
+        return None
     try:
         result = function(*args)
     except BaseException as error:
@@ -128,13 +121,24 @@ def _in_one_transaction(function: Callable[..., Any], args: tuple[Any, ...]) -> 
     return Outcome(result)
 
 
-def _is_busy(exc: OperationalError) -> bool:
-    """SQLITE_BUSY, or SQLITE_LOCKED in a shared cache (any extended code): another connection holds the lock
-    this one would wait for."""
-    cause = exc.__cause__
-    if not isinstance(cause, sqlite3.OperationalError):
-        return False
-    return getattr(cause, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+def _begin() -> Any:
+    """The call's transaction, begun (``BEGIN IMMEDIATE``, settings' ``transaction_mode``) on this thread's
+    connection, which never waits for a lock; None when it cannot begin here now: another connection holds
+    the write lock (busy at once), or the database cannot be reached. The call then runs in a worker thread,
+    which waits for the lock, or meets the outage and answers it its own way, as before."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    try:
+        connection.ensure_connection()
+        raw = connection.connection
+        if getattr(_local, "unhurried", None) is not raw:
+            raw.execute("PRAGMA busy_timeout = 0")
+            _local.unhurried = raw
+        atomic = transaction.atomic()
+        atomic.__enter__()
+    except (DatabaseError, sqlite3.Error) as exc:
+        logger.debug("a session's database call goes to a worker thread: %s", exc)
+        return None
+    return atomic
 
 
 def _note_duration(seconds: float, function: Callable[..., Any]) -> None:

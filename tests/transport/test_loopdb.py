@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
 
 from transport.sessions import terminations as store
 from transport.sessions.models import SessionTermination
@@ -122,6 +122,19 @@ def test_a_lock_held_elsewhere_sends_the_call_to_a_worker_at_once_and_nothing_of
         holder.join(30)
     assert loopdb.run(lambda: ran.append(2)) == loopdb.Outcome(None)  # the lock is free again: runs here
     assert ran == [2]
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_that_cannot_begin_sends_the_call_to_a_worker_with_none_of_it_run(on_loop, monkeypatch):
+    class Unwritable:
+        def __enter__(self):
+            raise OperationalError("disk I/O error")  # not busy: the database itself fails
+
+    monkeypatch.setattr(loopdb.transaction, "atomic", Unwritable)
+    ran = []
+    assert loopdb.run(lambda: ran.append(1)) is None  # the worker thread meets the failure, as before
+    assert ran == []
 
 
 @sqlite_only
