@@ -89,7 +89,7 @@ def defer_to_database(reactor: Any, function: Callable[..., Any], *args: Any) ->
         outcome = _on_loop(function, args)
         if outcome is not None:
             deferred: Deferred = Deferred()
-            loop.call_soon(_fire_outcome, deferred, outcome)
+            loop.call_soon(_settle, deferred, outcome.result, outcome.error)
             return deferred
     return defer_to_worker(reactor, with_fresh_connections, function, *args)
 
@@ -111,14 +111,6 @@ def _on_loop(function: Callable[..., Any], args: tuple[Any, ...]) -> loopdb.Outc
         return loopdb.Outcome(error=error)
 
 
-def _fire_outcome(deferred: Deferred, outcome: loopdb.Outcome) -> None:
-    error = outcome.error
-    if error is None:
-        deferred.callback(outcome.result)
-    else:
-        deferred.errback(Failure(error, type(error), error.__traceback__))
-
-
 async def in_worker(function: Callable[..., Any], *args: Any) -> Any:
     """``await`` ``function(*args)`` run in a thread of the running loop's default executor."""
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
@@ -134,7 +126,12 @@ def _answer(call_on_reactor: Callable[..., Any], deferred: Deferred, future: Fut
 
 def _fire(deferred: Deferred, future: Future) -> None:
     error = future.exception()
+    _settle(deferred, None if error is not None else future.result(), error)
+
+
+def _settle(deferred: Deferred, result: Any, error: BaseException | None) -> None:
+    """Fire ``deferred`` with a call's result, or errback with the error it raised (traceback kept)."""
     if error is None:
-        deferred.callback(future.result())
+        deferred.callback(result)
     else:
         deferred.errback(Failure(error, type(error), error.__traceback__))

@@ -32,7 +32,8 @@ as before; nothing is refused for it):
 
 Durability is unchanged: the call's transaction commits before its answer is handed back, so an auth event
 is on disk before ``<success/>`` is sent, as with a worker thread's autocommit. A call that raises is rolled
-back whole and answered as the worker's failure would be.
+back whole and answered as the worker's failure would be; so is one whose commit fails, whatever it
+returned (a login then ends with ``internal-server-error``, never a ``<success/>`` whose row was lost).
 
 Each call sees what a worker thread sees: no running loop. Django refuses queries on a thread that runs an
 event loop, the change feed polls as in a worker, and Django's connection is this thread's own (its
@@ -96,16 +97,24 @@ def run(function: Callable[..., Any], *args: Any) -> Outcome | None:
     send it to a worker thread instead (off, paused, the write lock taken, or a call already running here)."""
     if not _enabled or time.monotonic() < _paused_until or getattr(_local, "busy", False):
         return None
-    running = asyncio.events._get_running_loop()
-    asyncio.events._set_running_loop(None)  # as in a worker thread: Django allows queries, the feed polls
     _local.busy = True
     started = time.monotonic()
     try:
-        return with_fresh_connections(_in_one_transaction, function, args)
+        return as_in_a_worker(with_fresh_connections, _in_one_transaction, function, args)
     finally:
         _local.busy = False
-        asyncio.events._set_running_loop(running)
         _note_duration(time.monotonic() - started, function)
+
+
+def as_in_a_worker(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` on this thread as a worker thread would see it: no running loop (so Django allows
+    its queries and keeps this thread's connection, and the change feed polls as in a worker)."""
+    running = asyncio.events._get_running_loop()
+    asyncio.events._set_running_loop(None)
+    try:
+        return function(*args)
+    finally:
+        asyncio.events._set_running_loop(running)
 
 
 def _in_one_transaction(function: Callable[..., Any], args: tuple[Any, ...]) -> Outcome | None:
@@ -117,7 +126,10 @@ def _in_one_transaction(function: Callable[..., Any], args: tuple[Any, ...]) -> 
     except BaseException as error:
         atomic.__exit__(type(error), error, error.__traceback__)
         return Outcome(error=error)
-    atomic.__exit__(None, None, None)  # COMMIT: the answer goes out only after its rows are on disk
+    try:
+        atomic.__exit__(None, None, None)  # COMMIT: the answer goes out only after its rows are on disk
+    except DatabaseError as error:  # rolled back (Django's Atomic): what the call returned never happened
+        return Outcome(error=error)
     return Outcome(result)
 
 

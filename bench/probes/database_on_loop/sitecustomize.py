@@ -15,43 +15,33 @@ the process while it runs.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.abc
 import importlib.machinery
 import sys
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
-
-
-def _as_in_a_worker(function: Callable[..., Any], *args: Any) -> Any:
-    running = asyncio.events._get_running_loop()
-    asyncio.events._set_running_loop(None)
-    try:
-        return function(*args)
-    finally:
-        asyncio.events._set_running_loop(running)
 
 
 def _patch(workers: Any) -> None:
     from twisted.internet.defer import Deferred
 
+    from xmppauth.loopdb import as_in_a_worker
+
     def defer_to_worker(reactor: Any, function: Callable[..., Any], *args: Any) -> Deferred:
         deferred: Deferred = Deferred()
-        future: Future = Future()
         try:
-            future.set_result(_as_in_a_worker(function, *args))
-        except BaseException as error:  # noqa: BLE001 - handed to the Deferred, as the pool's Future would
-            future.set_exception(error)
+            result, error = as_in_a_worker(function, *args), None
+        except BaseException as raised:  # noqa: BLE001 - handed to the Deferred, as the pool's Future would
+            result, error = None, raised
         loop = getattr(reactor, "_asyncioEventloop", None)
         if loop is not None:
-            loop.call_soon(workers._fire, deferred, future)
+            loop.call_soon(workers._settle, deferred, result, error)
         else:
-            reactor.callLater(0, workers._fire, deferred, future)
+            reactor.callLater(0, workers._settle, deferred, result, error)
         return deferred
 
     async def in_worker(function: Callable[..., Any], *args: Any) -> Any:
-        return _as_in_a_worker(function, *args)
+        return as_in_a_worker(function, *args)
 
     workers.defer_to_worker = defer_to_worker
     workers.in_worker = in_worker
