@@ -96,6 +96,24 @@ def test_an_exception_rolls_the_whole_call_back_and_comes_back_as_its_outcome(on
 
 @sqlite_only
 @pytest.mark.django_db(transaction=True)
+def test_a_commit_that_fails_is_the_calls_failure_whatever_it_returned(on_loop, monkeypatch):
+    """The answer goes out only after its rows are on disk: a login whose auth event was not committed never
+    becomes a success (the driver answers the failure with internal-server-error)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+
+    def commit_refused():
+        raise OperationalError("disk I/O error")
+
+    monkeypatch.setattr(connection, "commit", commit_refused)
+    outcome = loopdb.run(write_then("carol@example.org", then=lambda: "success"))
+    assert outcome.result is None
+    assert isinstance(outcome.error, OperationalError)
+    monkeypatch.undo()
+    assert terminations_of("carol@example.org") == 0
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
 def test_a_lock_held_elsewhere_sends_the_call_to_a_worker_at_once_and_nothing_of_it_ran(on_loop):
     ran = []
     held, release = threading.Event(), threading.Event()
