@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
+import threading
+import time
 
 import pytest
 
@@ -39,14 +42,19 @@ def migrated(tmp_path_factory):
     return directory
 
 
-def test_runc2s_listens_on_the_configured_port_and_logs_a_client_in(migrated):
+def _direct_tls_runc2s(migrated, name: str):
+    """A runc2s on a free port (direct TLS, verify_mode peer, a fresh test PKI): (pki, port, server)."""
     pki = make_pki(migrated)
     cafile = migrated / "ca.pem"
     cafile.write_bytes(pki.ca.pem)
     port = free_port()
-    config = migrated / "direct.toml"
+    config = migrated / f"{name}.toml"
     config.write_text(_toml(port, pki.server_certfile, pki.server_keyfile, cafile))
-    server = Runc2s(environment(migrated, config))
+    return pki, port, Runc2s(environment(migrated, config))
+
+
+def test_runc2s_listens_on_the_configured_port_and_logs_a_client_in(migrated):
+    pki, port, server = _direct_tls_runc2s(migrated, "direct")
     try:
         server.wait_for(f"runc2s ready: 127.0.0.1:{port}\n")  # the command's own line, not the log
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -76,17 +84,7 @@ def test_a_write_lock_held_elsewhere_stalls_no_session_and_logins_complete_once_
     """On SQLite a session's database calls run on the event loop (xmppauth.loopdb), but never wait there:
     while another connection (a CRL import, the admin, another listener) holds the database's write lock, a
     login waits for it in a worker thread, and every other connection is answered meanwhile (issue 17)."""
-    import sqlite3
-    import threading
-    import time
-
-    pki = make_pki(migrated)
-    cafile = migrated / "ca.pem"
-    cafile.write_bytes(pki.ca.pem)
-    port = free_port()
-    config = migrated / "locked.toml"
-    config.write_text(_toml(port, pki.server_certfile, pki.server_keyfile, cafile))
-    server = Runc2s(environment(migrated, config))
+    pki, port, server = _direct_tls_runc2s(migrated, "locked")
     holder = None
     try:
         server.wait_for(f"runc2s ready: 127.0.0.1:{port}\n")
