@@ -16,6 +16,7 @@ Run from the checkout::
     .venv/bin/python -m bench.profile_login --count 1000 --py-spy --top 40
     .venv/bin/python -m bench.profile_login --count 1500 --users 100   # returning users (issue 17 §1 caches)
     .venv/bin/python -m bench.profile_login --count 3000 --database-on-loop   # the probe below
+    .venv/bin/python -m bench.profile_login --count 3000 --resumed   # each login resumes its TLS session
 
 Besides CPU time, it reads each thread's context switches (``/proc/<pid>/task/*/status``), summed over the
 process, and the share of the CPU time spent in the kernel: the hand-offs between the reactor thread and
@@ -43,7 +44,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.clientcerts import load_server_ca, make_identities, provision_accounts
-from bench.loadclient import contexts_for, raise_nofile_limit, run_logins, xmpp_connector
+from bench.loadclient import (
+    contexts_for,
+    prime_sessions,
+    raise_nofile_limit,
+    resumed_connector,
+    run_logins,
+    xmpp_connector,
+)
 from bench.proc import CLOCK_TICKS, stat_ticks
 from bench.run_login_bench import DOMAIN, HOST, WARM_UP_LOGINS, prepare, running, start_runc2s
 
@@ -174,6 +182,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--samples-out", type=Path, help="also keep py-spy's raw (collapsed) stacks here")
     on_loop_help = "experiment: the server's worker-thread calls run on its reactor thread (bench/probes)"
     parser.add_argument("--database-on-loop", action="store_true", help=on_loop_help)
+    resumed_help = "each login resumes the TLS session of an untimed login of the same user before it"
+    parser.add_argument("--resumed", action="store_true", help=resumed_help)
     return parser.parse_args(argv)
 
 
@@ -203,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         with running(start_runc2s(scratch), "runc2s", problems) as server:
             connect = xmpp_connector(HOST, scratch.direct_port, DOMAIN, contexts_for(warm), starttls=False)
             asyncio.run(run_logins(connect, WARM_UP_LOGINS, 10, "warm-up", server_pid=None, xmpp=True))
+            if args.resumed:
+                contexts = contexts_for(users, resuming=True)
+                primed = asyncio.run(prime_sessions(HOST, scratch.direct_port, DOMAIN, contexts))
+                if primed:
+                    problems.append(f"priming the sessions to resume: {dict(primed)}")
             raw = directory / "py-spy.txt"
             sampler = None
             if spy is not None:
@@ -214,8 +229,15 @@ def main(argv: list[str] | None = None) -> int:
             before = thread_ticks(server.pid)
             switches_before, system_before = thread_switches(server.pid), system_ticks(server.pid)
             postgres_before = postgres_ticks() if args.database_url else {}
-            connect = xmpp_connector(HOST, scratch.direct_port, DOMAIN, contexts_for(users), starttls=False)
+            if args.resumed:
+                connect = resumed_connector(HOST, scratch.direct_port, DOMAIN, contexts)
+            else:
+                connect = xmpp_connector(
+                    HOST, scratch.direct_port, DOMAIN, contexts_for(users), starttls=False
+                )
             label = "first logins" if args.first_login else "logins, accounts provisioned"
+            if args.resumed:
+                label += ", resumed TLS"
             if args.users:
                 label += f", {len(users)} users in turn"
             report = asyncio.run(
