@@ -46,6 +46,8 @@ CACHE_TTL = 5.0  # seconds the anchors are kept where the change feed cannot be 
 _lock = threading.Lock()
 _generation = 0
 _cache: dict[str | None, tuple[int, int | None, float, TrustAnchors]] = {}
+# per cacertfile: the last Store built and the SHA-256 fingerprints of its anchors (see _store_for)
+_stores: dict[str | None, tuple[frozenset[str], Store]] = {}
 
 
 @dataclass(frozen=True)
@@ -201,10 +203,30 @@ def _build(cacertfile: str | None, gen: int) -> TrustAnchors:
         certs.append(cert)
         if cacertfile is not None and cacertfile in (config_files or ()):
             file_names[fingerprint] = cert.subject.rfc4514_string()
-    store = Store(certs) if certs else None
     logger.debug("trust store for %s: %d anchors", cacertfile, len(certs))
     fingerprints = {cert: pki.fingerprint_sha256(cert) for cert in certs}
+    store = _store_for(cacertfile, certs, frozenset(fingerprints.values()))
     return TrustAnchors(tuple(certs), store, ids, gen, limits, file_names, fingerprints)
+
+
+def _store_for(
+    cacertfile: str | None, certs: list[x509.Certificate], anchors: frozenset[str]
+) -> Store | None:
+    """A ``Store`` of ``certs``: the one built last for this listener when it holds the same anchors (by
+    SHA-256), else a new one. Paths the verifier accepted are kept under the Store object
+    (``certauth.verify.verified_paths``), so a rebuild that changed no anchor (a change feed bump for another
+    row, the feed's ``MAX_AGE``, a CA row's domains or name edited) keeps them; a changed anchor set, a CA
+    distrusted or added, makes a new Store, under which every chain is verified again."""
+    if not certs:
+        return None  # cryptography refuses an empty Store
+    with _lock:
+        kept = _stores.get(cacertfile)
+        if kept is not None and kept[0] == anchors:
+            return kept[1]
+    store = Store(certs)
+    with _lock:
+        _stores[cacertfile] = (anchors, store)
+    return store
 
 
 def trust_anchors(cacertfile: str | None) -> TrustAnchors:

@@ -239,3 +239,23 @@ def test_a_chain_warm_under_one_listener_is_not_accepted_by_a_listener_that_does
     assert on_loop(listener_b.accepted_from_memory, [client.der]) is None
     check = listener_b.check_certificate([client.der])
     assert not check.verified and "not trusted" in check.reason, check.reason
+
+
+def test_a_returning_chain_is_not_verified_again_when_the_caches_are_forgotten_with_no_anchor_changed(
+    alice, verifier_calls
+):
+    """A feed bump for any row (a CRL refresh, an account edited) or the feed's MAX_AGE forgets the caches and
+    rebuilds the trust anchors; the Store stays the same object while its anchors do, so the verified path is
+    still held. A new anchor makes a new Store, and the chain is verified again."""
+    warm(alice)
+    verified = len(verifier_calls)
+    assert verified >= 1
+    changefeed.forget()
+    assert on_loop(authenticator().accepted_from_memory, [alice.der]) is None  # the revocation cache is cold
+    check = authenticator().check_certificate([alice.der])
+    assert check.verified, check.reason
+    assert len(verifier_calls) == verified
+    assert on_loop(authenticator().accepted_from_memory, [alice.der]) is not None  # warm again
+    add_ca_row(make_ca("Another CA"), name="Another CA")
+    assert authenticator().check_certificate([alice.der]).verified
+    assert len(verifier_calls) == verified + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from accounts import changefeed
 from certauth import trust
 from certauth.configcas import sync_config_cas
 from tests.certauth.crlhelpers import add_ca_row
@@ -97,3 +98,40 @@ def test_revoking_trust_in_a_row_takes_effect_at_once_in_this_process():
     row.trusted_for_client_auth = False
     row.save()
     assert trust.trust_anchors(None).certificates == ()
+
+
+def test_a_rebuild_that_changes_no_anchor_keeps_the_store_and_a_new_anchor_set_makes_a_new_one():
+    """The verified paths (``certauth.verify.verified_paths``) are kept under the Store object: a rebuild for
+    a change that leaves the anchors as they were must not throw them away, and any change of the anchors
+    must (issue 17: returning clients were verified again after every change feed bump or ``MAX_AGE``)."""
+    row = add_ca_row(make_ca("kept"), "kept")
+    first = trust.trust_anchors(None)
+    row.name, row.allowed_domains = "renamed", ["localhost"]
+    row.save()  # rebuilds: the name and the domain limit are new, the anchor is not
+    renamed = trust.trust_anchors(None)
+    assert renamed is not first and renamed.domain_limits and not first.domain_limits
+    assert renamed.store is first.store
+    changefeed.forget()  # what a feed bump for another row, or the feed's MAX_AGE, does
+    assert trust.trust_anchors(None).store is first.store
+    other = add_ca_row(make_ca("other"), "other")
+    two = trust.trust_anchors(None)
+    assert two.store is not None and two.store is not first.store
+    other.delete()
+    one_again = trust.trust_anchors(None)
+    assert one_again.store is not None and one_again.store is not two.store
+    row.trusted_for_client_auth = False
+    row.save()
+    assert trust.trust_anchors(None).store is None
+
+
+def test_a_store_is_kept_per_listener(tmp_path):
+    shared, own = make_ca("shared"), make_ca("own")
+    path = tmp_path / "ca.pem"
+    path.write_bytes(own.pem)
+    add_ca_row(shared, "shared")
+    sync_config_cas(_config(str(path)))
+    with_file, without = trust.trust_anchors(str(path)), trust.trust_anchors(None)
+    assert with_file.store is not without.store
+    changefeed.forget()
+    assert trust.trust_anchors(str(path)).store is with_file.store
+    assert trust.trust_anchors(None).store is without.store
