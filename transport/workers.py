@@ -82,33 +82,50 @@ def defer_to_worker(reactor: Any, function: Callable[..., Any], *args: Any) -> D
 
 def defer_to_database(reactor: Any, function: Callable[..., Any], *args: Any) -> Deferred:
     """A session's Django call, ``function(*args)`` between two ``close_old_connections()``: on the reactor's
-    own thread when ``xmppauth.loopdb`` takes it, else in a worker thread. The Deferred fires on the reactor
-    thread either way, and never before this returns (a caller adds its callbacks first)."""
+    own thread when ``xmppauth.loopdb`` takes it (at the end of this turn of the loop, in one transaction with
+    the other calls of the turn), else in a worker thread. The Deferred fires on the reactor thread either
+    way, and never before this returns (a caller adds its callbacks first)."""
     loop = getattr(reactor, "_asyncioEventloop", None)
-    if loop is not None and asyncio.events._get_running_loop() is loop:  # called on the reactor's thread
-        outcome = _on_loop(function, args)
-        if outcome is not None:
-            deferred: Deferred = Deferred()
-            loop.call_soon(_settle, deferred, outcome.result, outcome.error)
-            return deferred
+    if loop is not None and asyncio.events._get_running_loop() is loop and loopdb.accepting():
+        deferred: Deferred = Deferred()
+        loopdb.submit(
+            loop, function, args, functools.partial(_answered_on_loop, reactor, deferred, function, args)
+        )
+        return deferred
     return defer_to_worker(reactor, with_fresh_connections, function, *args)
+
+
+def _answered_on_loop(
+    reactor: Any,
+    deferred: Deferred,
+    function: Callable[..., Any],
+    args: tuple[Any, ...],
+    outcome: loopdb.Outcome | None,
+) -> None:
+    if outcome is not None:
+        _settle(deferred, outcome.result, outcome.error)
+        return
+    # it could not run on the loop (none of it ran): a worker thread, which waits for the lock as before
+    defer_to_worker(reactor, with_fresh_connections, function, *args).chainDeferred(deferred)
 
 
 async def in_database(function: Callable[..., Any], *args: Any) -> Any:
     """``await`` a session's Django call (as :func:`defer_to_database`), from a coroutine on the loop."""
-    outcome = _on_loop(function, args)
-    if outcome is None:
-        return await in_worker(with_fresh_connections, function, *args)
-    if outcome.error is not None:
-        raise outcome.error
-    return outcome.result
+    if loopdb.accepting():
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[loopdb.Outcome | None] = loop.create_future()
+        loopdb.submit(loop, function, args, functools.partial(_set_unless_done, answered))
+        outcome = await answered
+        if outcome is not None:
+            if outcome.error is not None:
+                raise outcome.error
+            return outcome.result
+    return await in_worker(with_fresh_connections, function, *args)
 
 
-def _on_loop(function: Callable[..., Any], args: tuple[Any, ...]) -> loopdb.Outcome | None:
-    try:
-        return loopdb.run(function, *args)
-    except Exception as error:  # the connection itself failed (opening, rolling back): the call's failure
-        return loopdb.Outcome(error=error)
+def _set_unless_done(future: asyncio.Future[Any], outcome: loopdb.Outcome | None) -> None:
+    if not future.done():  # the coroutine was cancelled meanwhile: the call ran, as a worker's would have
+        future.set_result(outcome)
 
 
 async def in_worker(function: Callable[..., Any], *args: Any) -> Any:

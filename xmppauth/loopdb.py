@@ -18,10 +18,12 @@ as before; nothing is refused for it):
   A transaction that cannot begin for another reason (the database unreachable, a disk error) sends the
   call there too, before any of it ran: it meets the failure where it always has, and is answered as it
   always was.
-- **Never a slow disk for long.** Each call's time on the loop, its commit's fsync included, goes into a
-  moving average (the last :data:`AVERAGE_OVER` calls or so). When that average passes :data:`SLOW_AVERAGE`
-  (on the machine of ``bench/`` a call takes 0.2 to 1 ms), the calls of the next :data:`PAUSE` seconds go
-  to the worker threads, with one warning. Single slow calls are let be: SQLite's first writes after
+- **Never a slow disk for long.** The time the loop spends waiting in each transaction (its wall time less
+  the thread's CPU time: the commit's fsync, a page read from disk) goes into a moving average (the last
+  :data:`AVERAGE_OVER` transactions or so). When that average passes :data:`SLOW_AVERAGE` (on the machine of
+  ``bench/`` a commit's fsync takes about 0.25 ms), the calls of the next :data:`PAUSE` seconds go to the
+  worker threads, with one warning. CPU time does not count: a batch of many calls is long, but each of its
+  calls would take the loop as long anywhere else. Single slow calls are let be: SQLite's first writes after
   start-up, a WAL checkpoint, the machine busy elsewhere. A disk whose fsync takes milliseconds would
   otherwise stall every session at every write; this way it stalls them a few times per pause.
 - **Only where it is switched on**: :func:`enable` is called by the listener commands (``runc2s``,
@@ -34,6 +36,15 @@ Durability is unchanged: the call's transaction commits before its answer is han
 is on disk before ``<success/>`` is sent, as with a worker thread's autocommit. A call that raises is rolled
 back whole and answered as the worker's failure would be; so is one whose commit fails, whatever it
 returned (a login then ends with ``internal-server-error``, never a ``<success/>`` whose row was lost).
+
+**Calls made in one turn of the loop share one transaction** (:func:`submit`). The loop reads every socket
+that is ready before it runs what those reads scheduled, so at load the calls of many sessions arrive in the
+same turn (``bench.profile_login``: 16 on average at 50 concurrent logins). They are run at the end of that
+turn, one after the other, each inside a savepoint of one ``BEGIN IMMEDIATE`` transaction, and answered after
+its one commit. A call that raises is rolled back to its savepoint alone and answered with its error; the
+others go on. A commit that fails fails every call of the batch (none of their rows exists). The
+``BEGIN``, the ``COMMIT`` with its fsync, and Django's transaction bookkeeping are then paid once per turn
+instead of once per call. At most :data:`MAX_BATCH` calls share one.
 
 Each call sees what a worker thread sees: no running loop. Django refuses queries on a thread that runs an
 event loop, the change feed polls as in a worker, and Django's connection is this thread's own (its
@@ -48,20 +59,22 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
+from django.db.transaction import TransactionManagementError
 
 from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
 
-SLOW_AVERAGE = 0.003  # seconds: the moving average of a call's time on the loop that pauses the calls there
-AVERAGE_OVER = 20  # calls: the moving average's weight for a new one is 1/AVERAGE_OVER
-OUTLIER = 0.02  # seconds: a longer call counts as this long in the average (one outlier never pauses)
+SLOW_AVERAGE = 0.003  # seconds: the moving average of a transaction's waits on the loop that pauses it there
+AVERAGE_OVER = 20  # transactions: the moving average's weight for a new one is 1/AVERAGE_OVER
+OUTLIER = 0.02  # seconds: a longer wait counts as this long in the average (one outlier never pauses)
 PAUSE = 30.0  # seconds the calls go to worker threads after that
+MAX_BATCH = 64  # calls that share one transaction (the write lock is held while they all run)
 
 _enabled = False
 _paused_until = 0.0
@@ -92,18 +105,62 @@ def disable() -> None:
     _paused_until, _average = 0.0, 0.0
 
 
+def accepting() -> bool:
+    """Whether a call made now on this thread may run here: on, not paused, not inside a call running here."""
+    return _enabled and time.monotonic() >= _paused_until and not getattr(_local, "busy", False)
+
+
+Call = tuple[Callable[..., Any], tuple[Any, ...]]
+Answer = Callable[["Outcome | None"], None]
+
+
+def submit(
+    loop: asyncio.AbstractEventLoop, function: Callable[..., Any], args: tuple[Any, ...], answer: Answer
+) -> None:
+    """Run ``function(*args)`` on ``loop``'s thread at the end of this turn of the loop, in the transaction of
+    every call submitted in the same turn (module doc); ``answer(outcome)`` is then called on the loop, after
+    the commit, and never before this returns. ``answer(None)``: the batch could not run here (paused since,
+    the write lock taken elsewhere, the transaction could not begin), and none of the call ran: the caller
+    hands it to a worker thread. Call only where :func:`accepting` said yes."""
+    batch = getattr(_local, "batch", None)
+    if batch is None or len(batch) >= MAX_BATCH:
+        batch = _local.batch = []
+        loop.call_soon(_run_submitted, batch)
+    batch.append((function, args, answer))
+
+
+def _run_submitted(batch: list[tuple[Callable[..., Any], tuple[Any, ...], Answer]]) -> None:
+    if getattr(_local, "batch", None) is batch:
+        _local.batch = None  # a call submitted from now on opens the next batch
+    outcomes = run_batch([(function, args) for function, args, _ in batch])
+    for (function, _, answer), outcome in zip(batch, outcomes, strict=True):
+        try:
+            answer(outcome)
+        except Exception:  # one caller's failure to take its answer never keeps the others from theirs
+            logger.exception("the answer to a database call (%s) failed", _name(function))
+
+
 def run(function: Callable[..., Any], *args: Any) -> Outcome | None:
     """``function(*args)`` on this (the loop's) thread, inside one transaction; None when the rules above
     send it to a worker thread instead (off, paused, the write lock taken, or a call already running here)."""
-    if not _enabled or time.monotonic() < _paused_until or getattr(_local, "busy", False):
-        return None
+    return run_batch([(function, args)])[0]
+
+
+def run_batch(calls: Sequence[Call]) -> list[Outcome | None]:
+    """Every call on this thread, in one transaction (savepoints between them when there are several), each
+    with its outcome; all None when the rules above send them to a worker thread instead."""
+    if not accepting():
+        return [None] * len(calls)
     _local.busy = True
-    started = time.monotonic()
+    started, computing = time.monotonic(), time.thread_time()
     try:
-        return as_in_a_worker(with_fresh_connections, _in_one_transaction, function, args)
+        return as_in_a_worker(with_fresh_connections, _in_one_transaction, calls)
+    except Exception as error:  # the connection itself failed (opening, rolling back): every call's failure
+        return [Outcome(error=error)] * len(calls)
     finally:
         _local.busy = False
-        _note_duration(time.monotonic() - started, function)
+        waited = (time.monotonic() - started) - (time.thread_time() - computing)
+        _note_duration(max(waited, 0.0), calls[-1][0])
 
 
 def as_in_a_worker(function: Callable[..., Any], *args: Any) -> Any:
@@ -117,19 +174,65 @@ def as_in_a_worker(function: Callable[..., Any], *args: Any) -> Any:
         asyncio.events._set_running_loop(running)
 
 
-def _in_one_transaction(function: Callable[..., Any], args: tuple[Any, ...]) -> Outcome | None:
+def _in_one_transaction(calls: Sequence[Call]) -> list[Outcome | None]:
     atomic = _begin()
     if atomic is None:
-        return None
+        return [None] * len(calls)
+    connection = connections[DEFAULT_DB_ALIAS]
+    if len(calls) == 1:
+        function, args = calls[0]
+        outcome = _alone(connection, function, args)
+        if outcome.error is not None:
+            atomic.__exit__(type(outcome.error), outcome.error, outcome.error.__traceback__)
+            return [outcome]
+        outcomes: list[Outcome | None] = [outcome]
+    else:
+        outcomes = []
+        for function, args in calls:
+            try:
+                outcomes.append(_in_a_savepoint(connection, function, args))
+            except DatabaseError as error:  # rolling back to the savepoint failed: nothing of the batch holds
+                atomic.__exit__(type(error), error, error.__traceback__)
+                ran = [Outcome(error=error)] * (len(outcomes) + 1)
+                return [*ran, *[None] * (len(calls) - len(ran))]  # those not run go to the worker threads
+    try:
+        atomic.__exit__(None, None, None)  # COMMIT: the answers go out only after their rows are on disk
+    except DatabaseError as error:  # rolled back (Django's Atomic): what the calls returned never happened
+        return [Outcome(error=error)] * len(calls)
+    return outcomes
+
+
+def _alone(connection: Any, function: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
     try:
         result = function(*args)
     except BaseException as error:
-        atomic.__exit__(type(error), error, error.__traceback__)
         return Outcome(error=error)
+    return _unless_broken(connection, result)
+
+
+def _in_a_savepoint(connection: Any, function: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
+    """One call of a batch: rolled back to its savepoint alone when it raises, or when it left the
+    transaction unusable (Django's ``needs_rollback``: a query failed inside it and was caught there)."""
+    savepoint = connection.savepoint()
     try:
-        atomic.__exit__(None, None, None)  # COMMIT: the answer goes out only after its rows are on disk
-    except DatabaseError as error:  # rolled back (Django's Atomic): what the call returned never happened
-        return Outcome(error=error)
+        outcome = _unless_broken(connection, function(*args))
+    except BaseException as error:
+        outcome = Outcome(error=error)
+    if outcome.error is None:
+        connection.savepoint_commit(savepoint)
+        return outcome
+    connection.needs_rollback = False  # as Django's Atomic does before rolling back to its savepoint
+    connection.savepoint_rollback(savepoint)
+    return outcome
+
+
+def _unless_broken(connection: Any, result: Any) -> Outcome:
+    """``result``, unless the call left the transaction marked for rollback: Django would then roll it back at
+    the commit without a word, so the call is answered with an error instead of a success that never held."""
+    if connection.needs_rollback:
+        return Outcome(
+            error=TransactionManagementError("a query failed inside the call; its writes are undone")
+        )
     return Outcome(result)
 
 
@@ -159,12 +262,16 @@ def _note_duration(seconds: float, function: Callable[..., Any]) -> None:
     if _average < SLOW_AVERAGE:
         return
     _paused_until = time.monotonic() + PAUSE
-    named = getattr(function, "func", function)  # a functools.partial: the function it calls
     logger.warning(
-        "database calls slow on the event loop (%.1f ms on average, the last one %s: %.1f ms): session "
+        "database calls wait on the event loop (%.1f ms on average, the last one %s: %.1f ms): session "
         "database calls go to worker threads for the next %.0f s",
         _average * 1000,
-        getattr(named, "__qualname__", type(named).__name__),
+        _name(function),
         seconds * 1000,
         PAUSE,
     )
+
+
+def _name(function: Callable[..., Any]) -> str:
+    named = getattr(function, "func", function)  # a functools.partial: the function it calls
+    return getattr(named, "__qualname__", type(named).__name__)

@@ -228,3 +228,158 @@ def loop_if_sqlite():
     loopdb.enable()
     yield
     loopdb.disable()
+
+
+# --- calls made in one turn of the loop share one transaction -------------------------------------------
+
+
+def in_one_turn(calls):
+    """Submit every call from one callback of a running loop (as sessions whose sockets were read in the same
+    turn do); their outcomes, in order, and how many commits Django made meanwhile."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    commits = []
+    real_commit = connection.commit
+
+    def counted_commit():
+        commits.append(1)
+        return real_commit()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        answers = [loop.create_future() for _ in calls]
+        submitted = []
+
+        def one_turn():
+            for call, answer in zip(calls, answers, strict=True):
+                loopdb.submit(loop, call, (), answer.set_result)
+                submitted.append(answer.done())  # never answered before submit returns
+
+        connection.commit = counted_commit
+        try:
+            loop.call_soon(one_turn)
+            outcomes = await asyncio.gather(*answers)
+        finally:
+            del connection.commit
+        assert submitted == [False] * len(calls)
+        return outcomes
+
+    return asyncio.run(main()), len(commits)
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_calls_submitted_in_one_turn_run_in_order_in_one_transaction_and_are_answered_after_its_commit(
+    on_loop,
+):
+    order, seen = [], {}
+
+    def writer(jid):
+        def call():
+            order.append(jid)
+            store.terminate_account(jid)
+            return jid
+
+        return call
+
+    def last():
+        seen["in_atomic_block"] = transaction.get_connection().in_atomic_block
+        return "last"
+
+    jids = [f"batch{n}@example.org" for n in range(3)]
+    outcomes, commits = in_one_turn([*(writer(jid) for jid in jids), last])
+    assert outcomes == [*(loopdb.Outcome(jid) for jid in jids), loopdb.Outcome("last")]
+    assert order == jids and seen == {"in_atomic_block": True}
+    assert commits == 1
+    assert [terminations_of(jid) for jid in jids] == [1, 1, 1]
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_a_call_that_raises_in_a_batch_is_rolled_back_alone_and_the_others_commit(on_loop):
+    def refused():
+        store.terminate_account("mallory@example.org")
+        raise ValueError("refused half-way")
+
+    outcomes, commits = in_one_turn([write_then("alice@example.org"), refused, write_then("bob@example.org")])
+    assert outcomes[0].error is None and outcomes[2].error is None
+    assert isinstance(outcomes[1].error, ValueError)
+    assert commits == 1
+    assert terminations_of("mallory@example.org") == 0
+    assert terminations_of("alice@example.org") == terminations_of("bob@example.org") == 1
+
+
+@sqlite_only
+@pytest.mark.parametrize("alone", [True, False], ids=["alone", "in a batch"])
+@pytest.mark.django_db(transaction=True)
+def test_a_call_that_caught_a_failed_query_is_answered_with_an_error_never_a_success_rolled_back(
+    on_loop, alone
+):
+    """Django marks the transaction for rollback when a query fails inside it, even when the caller catches
+    the error; its commit would then roll back without a word: the call must not be told it succeeded."""
+
+    def swallowed():
+        store.terminate_account("carol@example.org")
+        try:
+            with transaction.mark_for_rollback_on_error():
+                connections[DEFAULT_DB_ALIAS].cursor().execute("INSERT INTO no_such_table VALUES (1)")
+        except OperationalError:
+            pass
+        return "success"
+
+    calls = [swallowed] if alone else [swallowed, write_then("dave@example.org")]
+    outcomes, _ = in_one_turn(calls)
+    assert isinstance(outcomes[0].error, transaction.TransactionManagementError), outcomes[0]
+    assert terminations_of("carol@example.org") == 0
+    if not alone:
+        assert outcomes[1].error is None and terminations_of("dave@example.org") == 1
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_a_commit_that_fails_fails_every_call_of_the_batch(on_loop, monkeypatch):
+    connection = connections[DEFAULT_DB_ALIAS]
+
+    def commit_refused():
+        raise OperationalError("disk I/O error")
+
+    monkeypatch.setattr(connection, "commit", commit_refused)
+    outcomes = loopdb.run_batch([(write_then("erin@example.org"), ()), (write_then("frank@example.org"), ())])
+    monkeypatch.undo()
+    assert [type(outcome.error) for outcome in outcomes] == [OperationalError, OperationalError]
+    assert terminations_of("erin@example.org") == terminations_of("frank@example.org") == 0
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_that_cannot_begin_here_goes_to_the_workers_with_none_of_it_run(on_loop, monkeypatch):
+    class Unwritable:
+        def __enter__(self):
+            raise OperationalError("database is locked")  # the write lock held elsewhere, busy at once
+
+    monkeypatch.setattr(loopdb.transaction, "atomic", Unwritable)
+    ran = []
+    outcomes, _ = in_one_turn([lambda: ran.append(1), lambda: ran.append(2)])
+    assert outcomes == [None, None] and ran == []
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_holds_at_most_max_batch_calls(on_loop, monkeypatch):
+    monkeypatch.setattr(loopdb, "MAX_BATCH", 2)
+    outcomes, commits = in_one_turn([lambda n=n: n for n in range(5)])
+    assert outcomes == [loopdb.Outcome(n) for n in range(5)]
+    assert commits == 3
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_time_spent_computing_never_pauses_the_loop_only_time_spent_waiting_does(on_loop, monkeypatch):
+    monkeypatch.setattr(loopdb, "PAUSE", 60.0)
+
+    def compute():
+        deadline = time.thread_time() + 2 * loopdb.SLOW_AVERAGE
+        while time.thread_time() < deadline:
+            pass
+
+    assert all(loopdb.run(compute) is not None for _ in range(2 * loopdb.AVERAGE_OVER))
+    assert loopdb.accepting()
