@@ -31,12 +31,11 @@ writes (auth events, session rows) never pass through here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from django.apps import apps
@@ -80,18 +79,23 @@ class NotInMemory(Exception):
 _memory_only = threading.local()
 
 
-@contextlib.contextmanager
-def memory_only() -> Iterator[None]:
+class memory_only:  # noqa: N801 (used as a function: ``with memory_only():``)
     """In this block, this thread answers from the caches alone: where an answer needs the database,
     :func:`require_database` raises :class:`NotInMemory` before any connection is touched. (On an event loop
     Django would refuse the query anyway, but only after making a connection object for the loop's current
-    context, one per connection handled there, kept as long as it lives.)"""
-    outer = getattr(_memory_only, "on", False)
-    _memory_only.on = True
-    try:
-        yield
-    finally:
-        _memory_only.on = outer  # a block inside another leaves the outer one in force
+    context, one per connection handled there, kept as long as it lives.)
+
+    A class, not a ``contextlib.contextmanager``: a block left by an exception (every first login's check on
+    the loop ends so) would throw it through a generator, which costs more than the rest of the block."""
+
+    __slots__ = ("_outer",)
+
+    def __enter__(self) -> None:
+        self._outer = getattr(_memory_only, "on", False)
+        _memory_only.on = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        _memory_only.on = self._outer  # a block inside another leaves the outer one in force
 
 
 def require_database() -> None:
