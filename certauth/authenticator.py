@@ -169,8 +169,17 @@ def _as_certificates(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Cer
 
 # SHA-256 fingerprint -> the certificate's facts (issue 17 §6): a returning user's leaf is not parsed again.
 # Facts are a function of the certificate's DER alone, which its SHA-256 names; bounded, emptied when full.
+# As many as certauth.verify keeps verified paths: a leaf whose facts are not held is not tried on the loop.
 _FACTS: dict[str, CertFacts] = {}
-FACTS_HELD = 1024
+FACTS_HELD = 4096
+
+
+def _never_parsed(chain: Sequence[bytes | x509.Certificate]) -> bool:
+    """Whether the chain's leaf (a certificate object, as the listeners give) is one whose facts this process
+    does not hold: then its path is not among the verified ones either, and the check on the loop would parse
+    it only to leave it to the worker. Bytes are not looked at here (they may be PEM): they are tried."""
+    leaf = chain[0] if chain else None
+    return isinstance(leaf, x509.Certificate) and pki.fingerprint_sha256(leaf) not in _FACTS
 
 
 def _facts_of(cert: x509.Certificate) -> CertFacts:
@@ -255,6 +264,8 @@ class CertificateAuthenticator:
         acceptances: every refusal is left to the worker, which records it (issue 18 §3)."""
         self._checked = None
         self._deferred = None
+        if _never_parsed(chain):  # a first chain: verified in the worker, so nothing of it on the loop
+            return None
         if changefeed.generation() is None:  # the feed is not fresh here: no cache may answer at all
             return None
         try:

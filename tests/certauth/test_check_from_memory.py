@@ -259,3 +259,33 @@ def test_a_returning_chain_is_not_verified_again_when_the_caches_are_forgotten_w
     add_ca_row(make_ca("Another CA"), name="Another CA")
     assert authenticator().check_certificate([alice.der]).verified
     assert len(verifier_calls) == verified + 1
+
+
+def test_a_leaf_never_parsed_here_is_left_to_the_worker_without_being_parsed_on_the_loop(alice, monkeypatch):
+    """A listener hands certificate objects; one whose facts this process does not hold was never verified
+    here either: the loop leaves it at once (no parse, no verifier), the worker parses and verifies it, and
+    the next connection with it is decided on the loop."""
+    from cryptography import x509
+
+    from certauth import authenticator as authenticator_module
+    from certauth import pki
+
+    monkeypatch.setattr(authenticator_module, "_FACTS", {})
+    parses = []
+    real = pki.cert_facts
+    monkeypatch.setattr(pki, "cert_facts", lambda cert, fp=None: parses.append(cert) or real(cert, fp))
+
+    def presented():
+        return [x509.load_der_x509_certificate(alice.der)]  # as a new connection gives it
+
+    warm(alice)
+    monkeypatch.setattr(authenticator_module, "_FACTS", {})  # as in a process that never saw the leaf
+    parses.clear()
+    changefeed.generation()
+    assert on_loop(authenticator().accepted_from_memory, presented()) is None
+    assert parses == []
+    assert authenticator().check_certificate(presented()).verified
+    assert len(parses) == 1
+    check = on_loop(authenticator().accepted_from_memory, presented())
+    assert check is not None and check.verified
+    assert len(parses) == 1
