@@ -130,12 +130,19 @@ def _path_links(
     chain: Sequence[x509.Certificate],
     anchors: TrustAnchors,
     fingerprints: Sequence[str],
+    leaf_subject: str,
 ) -> list[PathLink]:
     """The verified ``chain`` (leaf first, anchor last; ``fingerprints`` theirs, in order) as links to check
     (RFC 5280 §6.1.3 (a)(3)); a leaf without a verified issuer (self-signed, or verification off) is one link
-    without one."""
+    without one. ``leaf_subject``: the leaf's subject as its facts give it."""
+
+    def subject_of(cert: x509.Certificate, fingerprint: str) -> str:
+        return leaf_subject if fingerprint == fingerprints[0] else _ca_subject(cert, fingerprint)
+
     if len(chain) < 2:
-        return [PathLink.of(leaf, None, None, is_leaf=True, fingerprint=fingerprints[0])]
+        return [
+            PathLink.of(leaf, None, None, is_leaf=True, fingerprint=fingerprints[0], subject_of=subject_of)
+        ]
     return [
         PathLink.of(
             cert,
@@ -144,9 +151,25 @@ def _path_links(
             is_leaf=index == 0,
             fingerprint=fingerprints[index],
             issuer_fingerprint=fingerprints[index + 1],
+            subject_of=subject_of,
         )
         for index, (cert, issuer) in enumerate(zip(chain[:-1], chain[1:], strict=True))
     ]
+
+
+# SHA-256 fingerprint -> subject (RFC 4514 text) of the CAs on verified paths: the same few at every login.
+_CA_SUBJECTS: dict[str, str] = {}
+CA_SUBJECTS_HELD = 1024
+
+
+def _ca_subject(cert: x509.Certificate, fingerprint: str) -> str:
+    subject = _CA_SUBJECTS.get(fingerprint)
+    if subject is None:
+        subject = cert.subject.rfc4514_string()
+        if len(_CA_SUBJECTS) >= CA_SUBJECTS_HELD:
+            _CA_SUBJECTS.clear()
+        _CA_SUBJECTS[fingerprint] = subject
+    return subject
 
 
 def _chain_fingerprints(
@@ -308,7 +331,7 @@ class CertificateAuthenticator:
             self._record(facts, None, None, None, reason)
             return CertCheck(facts, False, verdict.reason, user_text(verdict.reason))
         fingerprints = _chain_fingerprints(facts.fingerprint_sha256, verdict.chain, anchors)
-        links = tuple(_path_links(certs[0], verdict.chain, anchors, fingerprints))
+        links = tuple(_path_links(certs[0], verdict.chain, anchors, fingerprints, facts.subject))
         checked = _Checked(
             facts,
             certs[0].public_bytes(Encoding.DER),

@@ -27,7 +27,7 @@ it off the login path) has no CRL yet: like a source not tried yet, it is not re
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -179,6 +179,10 @@ def revocation_problem(
 # --- every certificate on the verified path (issue 11 point 3) --------------------------------------------
 
 
+def _formatted_subject(cert: x509.Certificate, fingerprint: str | None) -> str:
+    return cert.subject.rfc4514_string()
+
+
 @dataclass(frozen=True)
 class PathLink:
     """One certificate of a verified path below its trust anchor, with the CA row that issued it.
@@ -206,16 +210,21 @@ class PathLink:
         is_leaf: bool,
         fingerprint: str | None = None,
         issuer_fingerprint: str | None = None,
+        subject_of: Callable[[x509.Certificate, str], str] | None = None,
     ) -> PathLink:
         """``fingerprint`` / ``issuer_fingerprint``: the SHA-256 fingerprints when the caller has them already
-        (issue 17 §6: a login's path is hashed once); computed here otherwise."""
+        (issue 17 §6: a login's path is hashed once); computed here otherwise. ``subject_of(cert,
+        fingerprint)``: a certificate's subject as RFC 4514 text, when the caller holds it (a CA's, the
+        same at every login); else formatted here."""
         if issuer is not None and issuer_fingerprint is None:
             issuer_fingerprint = pki.fingerprint_sha256(issuer)
+        fingerprint = fingerprint or pki.fingerprint_sha256(cert)
+        subject_of = subject_of or _formatted_subject
         return cls(
-            fingerprint_sha256=fingerprint or pki.fingerprint_sha256(cert),
+            fingerprint_sha256=fingerprint,
             serial=format(cert.serial_number, "x"),
-            subject=cert.subject.rfc4514_string(),
-            issuer_subject=issuer.subject.rfc4514_string() if issuer is not None else None,
+            subject=subject_of(cert, fingerprint),
+            issuer_subject=subject_of(issuer, issuer_fingerprint) if issuer is not None else None,
             issuer_ca_id=issuer_ca_id,
             is_leaf=is_leaf,
             issuer_fingerprint=issuer_fingerprint if issuer is not None else None,

@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certauth import learning, pki
-from certauth.authenticator import _chain_fingerprints
+from certauth.authenticator import _chain_fingerprints, _path_links
 from certauth.revocation import PathLink
 from certauth.trust import TrustAnchors
 from tests.certs import make_client, make_intermediate, make_root
@@ -123,3 +123,20 @@ def test_a_path_whose_intermediate_became_a_row_is_read_again(path, learnt):
     before = len(reads)
     learning.offer(path, {fingerprints[2]: 1, fingerprints[1]: 2}, fingerprints)  # the intermediate is a row
     assert len(reads) > before  # what it may teach now is looked for again
+
+
+def test_a_paths_links_name_the_same_subjects_when_the_caller_holds_them():
+    """``authenticator._path_links`` takes the leaf's subject from its facts and the CAs' from what it holds:
+    the links are the ones formatted from the certificates themselves."""
+    root = make_root("Subjects root")
+    inter = make_intermediate(root, "Subjects intermediate")
+    client = make_client(inter, jids=("alice@localhost",))
+    chain = [client.cert, inter.cert, root.cert]
+    fingerprints = [pki.fingerprint_sha256(cert) for cert in chain]
+    anchors = TrustAnchors((root.cert,), None, {fingerprints[2]: 7})
+    for _ in range(2):  # the second time from what the first held
+        links = _path_links(client.cert, chain, anchors, fingerprints, client.facts.subject)
+        assert links == [
+            PathLink.of(client.cert, inter.cert, None, is_leaf=True),
+            PathLink.of(inter.cert, root.cert, 7, is_leaf=False),
+        ]
