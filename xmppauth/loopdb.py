@@ -18,14 +18,15 @@ as before; nothing is refused for it):
   A transaction that cannot begin for another reason (the database unreachable, a disk error) sends the
   call there too, before any of it ran: it meets the failure where it always has, and is answered as it
   always was.
-- **Never a slow disk for long.** The time the loop spends waiting in each transaction (its wall time less
-  the thread's CPU time: the commit's fsync, a page read from disk) goes into a moving average (the last
-  :data:`AVERAGE_OVER` transactions or so). When that average passes :data:`SLOW_AVERAGE` (on the machine of
-  ``bench/`` a commit's fsync takes about 0.25 ms), the calls of the next :data:`PAUSE` seconds go to the
-  worker threads, with one warning. CPU time does not count: a batch of many calls is long, but each of its
-  calls would take the loop as long anywhere else. Single slow calls are let be: SQLite's first writes after
-  start-up, a WAL checkpoint, the machine busy elsewhere. A disk whose fsync takes milliseconds would
-  otherwise stall every session at every write; this way it stalls them a few times per pause.
+- **Never a slow disk for long.** The time the loop spends waiting at each commit (the commit's wall time
+  less the thread's CPU time in it: the fsync) goes into a moving average (the last :data:`AVERAGE_OVER`
+  transactions or so). When that average passes :data:`SLOW_AVERAGE` (on the machine of ``bench/`` a
+  commit's fsync takes about 0.25 ms), the calls of the next :data:`PAUSE` seconds go to the worker
+  threads, with one warning. The calls' own time does not count: a batch of many calls is long, but each
+  of them would take the loop as long anywhere else, and time the process spends preempted by others (a
+  busy machine) is no reason to add the worker threads' hand-offs to its load. Single slow commits are let
+  be: SQLite's first writes after start-up, a WAL checkpoint. A disk whose fsync takes milliseconds would
+  otherwise stall every session at every commit; this way it stalls them a few times per pause.
 - **Only where it is switched on**: :func:`enable` is called by the listener commands (``runc2s``,
   ``runxmpp``) on SQLite; everywhere else (tests, Celery, management commands) nothing changes. Not by
   ``runc2s --reuse-port``: processes sharing a port share the SQLite file, and each call on a loop holds its
@@ -70,7 +71,7 @@ from xmppauth.dbconn import with_fresh_connections
 
 logger = logging.getLogger(__name__)
 
-SLOW_AVERAGE = 0.003  # seconds: the moving average of a transaction's waits on the loop that pauses it there
+SLOW_AVERAGE = 0.003  # seconds: the moving average of the waits at commit that pauses the calls on the loop
 AVERAGE_OVER = 20  # transactions: the moving average's weight for a new one is 1/AVERAGE_OVER
 OUTLIER = 0.02  # seconds: a longer wait counts as this long in the average (one outlier never pauses)
 PAUSE = 30.0  # seconds the calls go to worker threads after that
@@ -152,15 +153,14 @@ def run_batch(calls: Sequence[Call]) -> list[Outcome | None]:
     if not accepting():
         return [None] * len(calls)
     _local.busy = True
-    started, computing = time.monotonic(), time.thread_time()
+    _local.waited = 0.0
     try:
         return as_in_a_worker(with_fresh_connections, _in_one_transaction, calls)
     except Exception as error:  # the connection itself failed (opening, rolling back): every call's failure
         return [Outcome(error=error)] * len(calls)
     finally:
         _local.busy = False
-        waited = (time.monotonic() - started) - (time.thread_time() - computing)
-        _note_duration(max(waited, 0.0), calls[-1][0])
+        _note_duration(_local.waited, calls[-1][0])
 
 
 def as_in_a_worker(function: Callable[..., Any], *args: Any) -> Any:
@@ -195,10 +195,13 @@ def _in_one_transaction(calls: Sequence[Call]) -> list[Outcome | None]:
                 atomic.__exit__(type(error), error, error.__traceback__)
                 ran = [Outcome(error=error)] * (len(outcomes) + 1)
                 return [*ran, *[None] * (len(calls) - len(ran))]  # those not run go to the worker threads
+    started, computing = time.monotonic(), time.thread_time()
     try:
         atomic.__exit__(None, None, None)  # COMMIT: the answers go out only after their rows are on disk
     except DatabaseError as error:  # rolled back (Django's Atomic): what the calls returned never happened
         return [Outcome(error=error)] * len(calls)
+    finally:
+        _local.waited = max((time.monotonic() - started) - (time.thread_time() - computing), 0.0)
     return outcomes
 
 
