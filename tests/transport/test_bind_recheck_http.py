@@ -24,7 +24,7 @@ from websockets.sync.client import connect
 from tests.certs import Issued, make_client
 from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.test_bosh_protocol import AUTH, Client
-from tests.transport.tlsclient import client_context
+from tests.transport.tlsclient import websockets_context
 from tests.transport.xmpphttp import XmppHttpServer, start_server
 from transport.xmpp import namespaces as ns
 
@@ -95,7 +95,7 @@ def stream_error(data: str) -> tuple[str | None, str]:
 
 
 def ws_connect(server: XmppHttpServer, directory: Path, issued: Issued):
-    context = client_context(directory, issued)
+    context = websockets_context(directory, issued)
     return connect(server.url("peer", "wss"), ssl=context, subprotocols=["xmpp"], open_timeout=30)
 
 

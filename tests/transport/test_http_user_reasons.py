@@ -26,7 +26,7 @@ from certauth import userstatus
 from tests.certs import Issued, make_client
 from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.test_bosh_protocol import AUTH, Client
-from tests.transport.tlsclient import client_context
+from tests.transport.tlsclient import client_context, websockets_context
 from tests.transport.xmpphttp import XmppHttpServer, start_server, strophe_login
 from transport.xmpp import namespaces as ns
 from transport.xmpp.errors import SASL_FAILURE_TEXT
@@ -137,7 +137,7 @@ def stream_error(element: Element) -> tuple[str, str]:
 def ws_features(server: XmppHttpServer, directory: Path, issued: Issued | None) -> tuple[str, str | None]:
     """Open a stream over wss: the server's second frame (features or stream error) and the one after it
     (``<close/>``, or None: the connection stays open and the client closes)."""
-    context = client_context(directory, issued)
+    context = websockets_context(directory, issued)  # TLS 1.2: see websockets_context
     with connect(server.url("peer", "wss"), ssl=context, subprotocols=["xmpp"], open_timeout=30) as ws:
         ws.send(WS_OPEN)
         ws.recv(timeout=30)  # <open/>
@@ -149,7 +149,7 @@ def ws_features(server: XmppHttpServer, directory: Path, issued: Issued | None) 
 
 
 def ws_external(server: XmppHttpServer, directory: Path, issued: Issued | None) -> str:
-    context = client_context(directory, issued)
+    context = websockets_context(directory, issued)  # TLS 1.2: see websockets_context
     with connect(server.url("peer", "wss"), ssl=context, subprotocols=["xmpp"], open_timeout=30) as ws:
         ws.send(WS_OPEN)
         frames = [ws.recv(timeout=30), ws.recv(timeout=30)]
@@ -252,7 +252,7 @@ def test_revoked_attempt_is_recorded_with_the_certificate_and_the_detail_stays_t
 
 def test_websocket_without_certificate_and_without_attempt_is_one_auth_event(server, tmp_path):
     since = last_id(server)
-    context = client_context(tmp_path, None)
+    context = websockets_context(tmp_path, None)
     with connect(server.url("peer", "wss"), ssl=context, subprotocols=["xmpp"], open_timeout=30) as ws:
         ws.send(WS_OPEN)
         frames = [ws.recv(timeout=30), ws.recv(timeout=30)]
@@ -287,6 +287,7 @@ def test_a_flood_from_one_address_is_capped_over_websocket_and_bosh(capped, tmp_
     )
 
 
+@pytest.mark.websockets_tls13  # certificate_required is TLS 1.3's alert; no upgrade request is ever answered
 @pytest.mark.parametrize(("kind", "alert"), [("none", "certificate_required"), ("untrusted", "unknown_ca")])
 def test_handshake_refused_on_the_strict_listener_is_one_auth_event(server, request, tmp_path, kind, alert):
     """``disconnect_on_failure = true``: OpenSSL refuses before any HTTP, so the client reads no text."""

@@ -20,7 +20,7 @@ from tests.certs import make_client
 from tests.processes import SAME_ON_BOTH_LEGS
 from tests.transport.test_bind_recheck_http import BIND, through_sasl
 from tests.transport.test_bosh_protocol import AUTH, Client
-from tests.transport.tlsclient import client_context
+from tests.transport.tlsclient import websockets_context
 from tests.transport.xmpphttp import start_server
 
 pytestmark = SAME_ON_BOTH_LEGS
@@ -38,7 +38,7 @@ def server(tmp_path_factory):
 
 def test_silent_websocket_client_is_pinged_kept_while_it_answers_then_timed_out(server, tmp_path):
     alice = make_client(server.pki.ca, jids=["alice@localhost"])
-    context = client_context(tmp_path, alice)
+    context = websockets_context(tmp_path, alice)
     with connect(server.url("peer", "wss"), ssl=context, subprotocols=["xmpp"], open_timeout=30) as ws:
         through_sasl(ws)
         ws.send(BIND)

@@ -173,9 +173,11 @@ def _wss_plus_login(server, tmp_path, cbind: bytes | None) -> str:
         return str(ws.recv(timeout=10))
 
 
+@pytest.mark.websockets_tls13  # tls-exporter exists on TLS 1.3 only
 def test_scram_plus_over_wss_binds_to_the_websockets_tls(server, tmp_path):
     assert "<success" in _wss_plus_login(server, tmp_path, None)
 
 
+@pytest.mark.websockets_tls13  # tls-exporter exists on TLS 1.3 only
 def test_scram_plus_over_wss_with_another_binding_is_refused(server, tmp_path):
     assert "<not-authorized/>" in _wss_plus_login(server, tmp_path, b"\0" * 32)
