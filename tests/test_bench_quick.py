@@ -78,3 +78,14 @@ def test_profile_login_reports_context_switches_and_runs_with_the_database_on_lo
     names = ("voluntary", "involuntary", "of which in the kernel")
     row = re.compile(rf"^\| ({'|'.join(names)})[^|]* \| ([\d.]+) \|$", re.MULTILINE)
     assert set(dict(row.findall(result.stdout))) == set(names), result.stdout[-4000:]
+
+
+def test_profile_login_resumed_times_only_logins_that_resumed_their_tls_session():
+    """``--resumed``: each timed login resumes its user's session (one that did a full handshake is counted
+    as an error by ``bench.loadclient.resumed_connector``, so 40/40 with no error means 40 resumed)."""
+    result, output = run_bench(
+        "profile_login", "--count", "40", "--concurrency", "10", "--resumed", timeout=300
+    )
+    assert result.returncode == 0, output
+    assert "# logins, accounts provisioned, resumed TLS: 40/40 at 10" in result.stdout, result.stdout[-4000:]
+    assert "# errors: none" in result.stdout and "Problems seen" not in result.stdout, result.stdout[-4000:]
