@@ -53,6 +53,14 @@ def write_then(jid: str, then=None):
     return call
 
 
+def refused_after_writing(jid: str):
+    def call():
+        store.terminate_account(jid)
+        raise ValueError("refused half-way")
+
+    return call
+
+
 @sqlite_only
 @pytest.mark.django_db(transaction=True)
 def test_a_call_runs_here_in_one_transaction_committed_before_it_returns(on_loop):
@@ -85,11 +93,7 @@ def test_calls_on_a_running_loop_keep_one_connection_the_threads_own(on_loop):
 @sqlite_only
 @pytest.mark.django_db(transaction=True)
 def test_an_exception_rolls_the_whole_call_back_and_comes_back_as_its_outcome(on_loop):
-    def call():
-        store.terminate_account("mallory@example.org")
-        raise ValueError("refused half-way")
-
-    outcome = loopdb.run(call)
+    outcome = loopdb.run(refused_after_writing("mallory@example.org"))
     assert isinstance(outcome.error, ValueError)
     assert terminations_of("mallory@example.org") == 0  # the row written before the error is gone
 
@@ -300,10 +304,7 @@ def test_calls_submitted_in_one_turn_run_in_order_in_one_transaction_and_are_ans
 @sqlite_only
 @pytest.mark.django_db(transaction=True)
 def test_a_call_that_raises_in_a_batch_is_rolled_back_alone_and_the_others_commit(on_loop):
-    def refused():
-        store.terminate_account("mallory@example.org")
-        raise ValueError("refused half-way")
-
+    refused = refused_after_writing("mallory@example.org")
     outcomes, commits = in_one_turn([write_then("alice@example.org"), refused, write_then("bob@example.org")])
     assert outcomes[0].error is None and outcomes[2].error is None
     assert isinstance(outcomes[1].error, ValueError)
