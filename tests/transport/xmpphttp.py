@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,9 +123,27 @@ def start_server(
     pki = pki or make_pki(directory)
     cafile = directory / "client-ca.pem"
     cafile.write_bytes(pki.ca.pem)
-    ports = {name: free_port() for name in LISTENERS}
-    listeners = "".join(
-        f"""
+    config = directory / "xmppauth.toml"
+    # Every test client comes from 127.0.0.1 and a module shares one server: the per-address limit of failed
+    # logins (tests/transport/test_tcp_limits.py and the ws/bosh unit tests test it) would refuse the module's
+    # later tests after its tenth refusal, so these servers turn it off.
+    limits = "\n[xmppauth]\n  auth_failures_per_minute = 0\n" if "[xmppauth]" not in extra_toml else ""
+    env = {**os.environ, **server_environment(directory)}
+    env.pop("REDIS_URL", None)
+    migrate = [sys.executable, "manage.py", "migrate", "-v0"]
+    migrated = False
+    if runxmpp and recent_seconds is not None:
+        command = ["-m", "tests.transport.short_recent", "runxmpp"]
+        env["XMPPAUTH_TEST_RECENT_SECONDS"] = str(recent_seconds)
+    elif runxmpp:
+        command = ["manage.py", "runxmpp"]
+    else:
+        endpoints = [arg for index in range(len(LISTENERS)) for arg in ("-e", f"xmpptls:listener={index}")]
+        command = ["-m", "transport.http.server", *endpoints, "xmppauth.asgi:application"]
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        ports = {name: free_port() for name in LISTENERS}
+        listeners = "".join(
+            f"""
 [[listen.http]]
   port = {ports[name]}
   ip_address = "127.0.0.1"
@@ -142,49 +160,57 @@ def start_server(
     path = "/http-bind"
     allowed_origins = {json.dumps(list(allowed_origins))}
 """
-        for name, (mode, disconnect) in LISTENERS.items()
-    )
-    config = directory / "xmppauth.toml"
-    # Every test client comes from 127.0.0.1 and a module shares one server: the per-address limit of failed
-    # logins (tests/transport/test_tcp_limits.py and the ws/bosh unit tests test it) would refuse the module's
-    # later tests after its tenth refusal, so these servers turn it off.
-    limits = "\n[xmppauth]\n  auth_failures_per_minute = 0\n" if "[xmppauth]" not in extra_toml else ""
-    config.write_text(f"[general]\n  hosts = {json.dumps(list(hosts))}\n" + listeners + extra_toml + limits)
-    env = {**os.environ, **server_environment(directory)}
-    env.pop("REDIS_URL", None)
-    migrate = [sys.executable, "manage.py", "migrate", "-v0"]
-    subprocess.run(migrate, cwd=REPO, env=env, check=True, timeout=120)
-    if runxmpp and recent_seconds is not None:
-        command = ["-m", "tests.transport.short_recent", "runxmpp"]
-        env["XMPPAUTH_TEST_RECENT_SECONDS"] = str(recent_seconds)
-    elif runxmpp:
-        command = ["manage.py", "runxmpp"]
-    else:
-        endpoints = [arg for index in range(len(LISTENERS)) for arg in ("-e", f"xmpptls:listener={index}")]
-        command = ["-m", "transport.http.server", *endpoints, "xmppauth.asgi:application"]
-    log = (directory / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, *command],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        for port in ports.values():
-            while True:
+            for name, (mode, disconnect) in LISTENERS.items()
+        )
+        config.write_text(
+            f"[general]\n  hosts = {json.dumps(list(hosts))}\n" + listeners + extra_toml + limits
+        )
+        if not migrated:
+            subprocess.run(migrate, cwd=REPO, env=env, check=True, timeout=120)
+            migrated = True
+        log_path = directory / "server.log"
+        log = log_path.open("w")
+        process = subprocess.Popen(
+            [sys.executable, *command],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            if not _listening_on(ports.values(), process, log_path):
+                # another process (the other test leg) took a port between free_port and the server's bind
+                assert attempt < PORT_ATTEMPTS, "the server could not listen:\n" + log_path.read_text()
+                continue
+            yield XmppHttpServer(pki, directory, ports, process, env)
+            return
+        finally:
+            stop_process(process)
+            log.close()
+
+
+PORT_ATTEMPTS = 3
+
+
+def _listening_on(ports: Iterable[int], process: subprocess.Popen, log_path: Path) -> bool:
+    """Until the server logs that it listens on every port and each one answers; False when it could not
+    bind one (daphne logs a listen failure and stops). An answer alone would not do: the port may be another
+    process's (the other test leg's free_port handed out the same one)."""
+    deadline = time.monotonic() + 60
+    for port in ports:
+        while True:
+            text = log_path.read_text()
+            if "Listen failure" in text or process.poll() is not None:
+                return False
+            if f"listening on 127.0.0.1:{port} " in text:
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=2).close()
                     break
                 except OSError:
-                    assert process.poll() is None, (directory / "server.log").read_text()
-                    assert time.monotonic() < deadline, "the server did not listen within 60 s"
-                    time.sleep(0.2)
-        yield XmppHttpServer(pki, directory, ports, process, env)
-    finally:
-        stop_process(process)
-        log.close()
+                    pass
+            assert time.monotonic() < deadline, "the server did not listen within 60 s:\n" + text
+            time.sleep(0.2)
+    return True
 
 
 def strophe_login(
