@@ -153,14 +153,15 @@ def run_batch(calls: Sequence[Call]) -> list[Outcome | None]:
     if not accepting():
         return [None] * len(calls)
     _local.busy = True
-    _local.waited = 0.0
     try:
-        return as_in_a_worker(with_fresh_connections, _in_one_transaction, calls)
+        outcomes, waited = as_in_a_worker(with_fresh_connections, _in_one_transaction, calls)
     except Exception as error:  # the connection itself failed (opening, rolling back): every call's failure
         return [Outcome(error=error)] * len(calls)
     finally:
         _local.busy = False
-        _note_duration(_local.waited, calls[-1][0])
+    if waited is not None:  # only a commit that ran tells how long the disk takes
+        _note_duration(waited, calls[-1][0])
+    return outcomes
 
 
 def as_in_a_worker(function: Callable[..., Any], *args: Any) -> Any:
@@ -174,17 +175,19 @@ def as_in_a_worker(function: Callable[..., Any], *args: Any) -> Any:
         asyncio.events._set_running_loop(running)
 
 
-def _in_one_transaction(calls: Sequence[Call]) -> list[Outcome | None]:
+def _in_one_transaction(calls: Sequence[Call]) -> tuple[list[Outcome | None], float | None]:
+    """The calls' outcomes, and how long the commit waited (its wall time less its CPU time: the fsync); None
+    when no commit ran (the transaction could not begin, or was rolled back)."""
     atomic = _begin()
     if atomic is None:
-        return [None] * len(calls)
+        return [None] * len(calls), None
     connection = connections[DEFAULT_DB_ALIAS]
-    if len(calls) == 1:
+    if len(calls) == 1:  # no savepoint: the call's failure rolls back the transaction, which is its alone
         function, args = calls[0]
         outcome = _alone(connection, function, args)
         if outcome.error is not None:
             atomic.__exit__(type(outcome.error), outcome.error, outcome.error.__traceback__)
-            return [outcome]
+            return [outcome], None
         outcomes: list[Outcome | None] = [outcome]
     else:
         outcomes = []
@@ -194,15 +197,13 @@ def _in_one_transaction(calls: Sequence[Call]) -> list[Outcome | None]:
             except DatabaseError as error:  # rolling back to the savepoint failed: nothing of the batch holds
                 atomic.__exit__(type(error), error, error.__traceback__)
                 ran = [Outcome(error=error)] * (len(outcomes) + 1)
-                return [*ran, *[None] * (len(calls) - len(ran))]  # those not run go to the worker threads
+                return [*ran, *[None] * (len(calls) - len(ran))], None  # those not run: the worker threads
     started, computing = time.monotonic(), time.thread_time()
     try:
         atomic.__exit__(None, None, None)  # COMMIT: the answers go out only after their rows are on disk
     except DatabaseError as error:  # rolled back (Django's Atomic): what the calls returned never happened
-        return [Outcome(error=error)] * len(calls)
-    finally:
-        _local.waited = max((time.monotonic() - started) - (time.thread_time() - computing), 0.0)
-    return outcomes
+        return [Outcome(error=error)] * len(calls), None
+    return outcomes, max((time.monotonic() - started) - (time.thread_time() - computing), 0.0)
 
 
 def _alone(connection: Any, function: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:

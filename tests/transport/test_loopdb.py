@@ -394,3 +394,22 @@ def test_only_time_spent_waiting_at_commit_pauses_the_loop_never_the_calls_own_t
     for call in (compute, preempted):
         assert all(loopdb.run(call) is not None for _ in range(2 * loopdb.AVERAGE_OVER))
     assert loopdb.accepting()
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_that_never_committed_is_no_sample_of_the_disk(on_loop, monkeypatch):
+    """Only a commit tells how long the disk takes: calls that could not begin (the lock held elsewhere) or
+    that were rolled back would otherwise pull the average down and hide a slow disk."""
+    monkeypatch.setattr(loopdb, "_average", 0.9 * loopdb.SLOW_AVERAGE)
+    for _ in range(loopdb.AVERAGE_OVER):
+        assert isinstance(loopdb.run(refused_after_writing("rolled@example.org")).error, ValueError)
+    assert loopdb._average == 0.9 * loopdb.SLOW_AVERAGE
+
+    class Unwritable:
+        def __enter__(self):
+            raise OperationalError("database is locked")
+
+    monkeypatch.setattr(loopdb.transaction, "atomic", Unwritable)
+    assert all(loopdb.run(lambda: None) is None for _ in range(loopdb.AVERAGE_OVER))
+    assert loopdb._average == 0.9 * loopdb.SLOW_AVERAGE
