@@ -99,8 +99,8 @@ class memory_only:  # noqa: N801 (used as a function: ``with memory_only():``)
 
 
 def require_database() -> None:
-    """Called where a cache misses and the database is read next: raises :class:`NotInMemory` in a
-    :func:`memory_only` block."""
+    """Called where a cache misses and the database is read next (or, for a certificate's facts, the
+    certificate parsed): raises :class:`NotInMemory` in a :func:`memory_only` block."""
     if getattr(_memory_only, "on", False):
         raise NotInMemory
 

@@ -165,11 +165,17 @@ CA_SUBJECTS_HELD = 1024
 def _ca_subject(cert: x509.Certificate, fingerprint: str) -> str:
     subject = _CA_SUBJECTS.get(fingerprint)
     if subject is None:
-        subject = cert.subject.rfc4514_string()
-        if len(_CA_SUBJECTS) >= CA_SUBJECTS_HELD:
-            _CA_SUBJECTS.clear()
-        _CA_SUBJECTS[fingerprint] = subject
+        subject = _hold(_CA_SUBJECTS, CA_SUBJECTS_HELD, fingerprint, cert.subject.rfc4514_string())
     return subject
+
+
+def _hold(table: dict[str, Any], held: int, key: str, value: Any) -> Any:
+    """``value``, kept in ``table`` under ``key``; a table of ``held`` entries is emptied first (what it
+    holds is recomputed from the certificate at the next miss, never trusted beyond it)."""
+    if len(table) >= held:
+        table.clear()
+    table[key] = value
+    return value
 
 
 def _chain_fingerprints(
@@ -197,23 +203,16 @@ _FACTS: dict[str, CertFacts] = {}
 FACTS_HELD = 4096
 
 
-def _never_parsed(chain: Sequence[bytes | x509.Certificate]) -> bool:
-    """Whether the chain's leaf (a certificate object, as the listeners give) is one whose facts this process
-    does not hold: then its path is not among the verified ones either, and the check on the loop would parse
-    it only to leave it to the worker. Bytes are not looked at here (they may be PEM): they are tried."""
-    leaf = chain[0] if chain else None
-    return isinstance(leaf, x509.Certificate) and pki.fingerprint_sha256(leaf) not in _FACTS
-
-
 def _facts_of(cert: x509.Certificate) -> CertFacts:
-    """``pki.cert_facts(cert)``, parsed once per certificate (``ValueError`` as it, and then not held)."""
+    """``pki.cert_facts(cert)``, parsed once per certificate (``ValueError`` as it, and then not held). In a
+    ``changefeed.memory_only`` block (the check on the event loop) a leaf not held raises ``NotInMemory``
+    instead of being parsed: its path is not among the verified ones either, and the worker's check, which
+    follows, parses it once."""
     fingerprint = pki.fingerprint_sha256(cert)
     facts = _FACTS.get(fingerprint)
     if facts is None:
-        facts = pki.cert_facts(cert, fingerprint)
-        if len(_FACTS) >= FACTS_HELD:
-            _FACTS.clear()
-        _FACTS[fingerprint] = facts
+        changefeed.require_database()  # under memory_only: NotInMemory, nothing parsed
+        facts = _hold(_FACTS, FACTS_HELD, fingerprint, pki.cert_facts(cert, fingerprint))
     return facts
 
 
@@ -287,8 +286,6 @@ class CertificateAuthenticator:
         acceptances: every refusal is left to the worker, which records it (issue 18 §3)."""
         self._checked = None
         self._deferred = None
-        if _never_parsed(chain):  # a first chain: verified in the worker, so nothing of it on the loop
-            return None
         if changefeed.generation() is None:  # the feed is not fresh here: no cache may answer at all
             return None
         try:
