@@ -289,3 +289,24 @@ def test_a_leaf_never_parsed_here_is_left_to_the_worker_without_being_parsed_on_
     check = on_loop(authenticator().accepted_from_memory, presented())
     assert check is not None and check.verified
     assert len(parses) == 1
+
+
+def test_a_chain_warm_under_two_anchors_is_refused_once_its_own_ca_is_distrusted_and_the_other_stays(alice):
+    """The neighbour of keeping the Store across rebuilds: a rebuild that drops an anchor, here the chain's
+    own CA while another stays trusted (so there still is a Store), makes a new Store: the kept path is not
+    met and the chain is refused, on the loop (left to the worker) and by the worker (recorded)."""
+    from certauth import trust
+    from certauth.models import CertificateAuthority
+
+    add_ca_row(make_ca("Still trusted CA"), name="Still trusted CA")
+    warm(alice)
+    kept = trust.trust_anchors(None).store
+    assert on_loop(authenticator().accepted_from_memory, [alice.der]) is not None  # warm: from memory
+    CertificateAuthority.objects.filter(name="Loop CA").update(trusted_for_client_auth=False)
+    after = trust.trust_anchors(None)
+    assert after.store is not None and after.store is not kept
+    assert on_loop(authenticator().accepted_from_memory, [alice.der]) is None
+    before = events()
+    check = authenticator().check_certificate([alice.der])
+    assert not check.verified and "not trusted" in check.reason, check.reason
+    assert events() == before + 1
