@@ -34,10 +34,12 @@ run: install-python
 
 # The Redis databases tests use of their own (beside TEST_REDIS_URL): a set per leg, as `make test` runs the
 # legs side by side (a Celery worker of one would take the other's tasks; routers would meet the other's users).
+# Their listening ports too (tests/processes.py free_port): a range per leg, below the kernel's ephemeral ports,
+# so the other leg's servers and anyone's outgoing connections never take a port handed out to this one.
 SQLITE_LEG_REDIS := XMPPAUTH_TEST_REDIS_URL=redis://127.0.0.1:6379/13 \
-	XMPPAUTH_TEST_CELERY_REDIS_URL=redis://127.0.0.1:6379/14
+	XMPPAUTH_TEST_CELERY_REDIS_URL=redis://127.0.0.1:6379/14 XMPPAUTH_TEST_PORTS=12000-21999
 POSTGRES_LEG_REDIS := XMPPAUTH_TEST_REDIS_URL=redis://127.0.0.1:6379/11 \
-	XMPPAUTH_TEST_CELERY_REDIS_URL=redis://127.0.0.1:6379/10
+	XMPPAUTH_TEST_CELERY_REDIS_URL=redis://127.0.0.1:6379/10 XMPPAUTH_TEST_PORTS=22000-31999
 # Each leg keeps about 0.6 of one core busy (the rest is waiting for servers, clients and timers), so on two
 # cores the two legs run at once; each leg's output is printed whole when it ends. TEST_JOBS=1: one by one.
 TEST_JOBS ?= 2

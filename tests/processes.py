@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -70,19 +71,38 @@ def need_comparison_target(name: str, installed: bool) -> None:
 
 
 _HANDED_OUT: set[int] = set()
+PORTS_VARIABLE = "XMPPAUTH_TEST_PORTS"  # "low-high": this test process's own ports (the Makefile, per leg)
+
+
+def _port_range() -> range | None:
+    text = os.environ.get(PORTS_VARIABLE, "")
+    if not text:
+        return None
+    low, _, high = text.partition("-")
+    return range(int(low), int(high) + 1)
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now, and not one this test process handed out
-    before (two servers of one test asked for ports back to back could otherwise get the same one, since
-    neither binds it until it has started)."""
-    while True:
+    """A TCP port on 127.0.0.1 that nothing holds right now, and not one this test process handed out before
+    (two servers of one test asked for ports back to back could otherwise get the same one, since neither
+    binds it until it has started).
+
+    From ``XMPPAUTH_TEST_PORTS`` when set: ``make test`` runs its two legs at once and gives each its own
+    range, below the kernel's ephemeral ports, because a port checked free here is bound by its server only
+    later: the kernel's choice could hand the same port to the other leg meanwhile (a server that then
+    cannot listen, while a readiness check reaches the other leg's)."""
+    ports = _port_range()
+    for _ in range(10_000):
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.bind(("127.0.0.1", random.choice(ports) if ports else 0))
+            except OSError:  # held by something else, or not yet released: another one
+                continue
             port = sock.getsockname()[1]
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
+    raise RuntimeError(f"no free port left in {PORTS_VARIABLE}={os.environ.get(PORTS_VARIABLE)}")
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:

@@ -128,19 +128,9 @@ def start_server(
     # logins (tests/transport/test_tcp_limits.py and the ws/bosh unit tests test it) would refuse the module's
     # later tests after its tenth refusal, so these servers turn it off.
     limits = "\n[xmppauth]\n  auth_failures_per_minute = 0\n" if "[xmppauth]" not in extra_toml else ""
-    env = {**os.environ, **server_environment(directory)}
-    env.pop("REDIS_URL", None)
-    migrate = [sys.executable, "manage.py", "migrate", "-v0"]
-    migrated = False
-    if runxmpp and recent_seconds is not None:
-        command = ["-m", "tests.transport.short_recent", "runxmpp"]
-        env["XMPPAUTH_TEST_RECENT_SECONDS"] = str(recent_seconds)
-    elif runxmpp:
-        command = ["manage.py", "runxmpp"]
-    else:
-        endpoints = [arg for index in range(len(LISTENERS)) for arg in ("-e", f"xmpptls:listener={index}")]
-        command = ["-m", "transport.http.server", *endpoints, "xmppauth.asgi:application"]
-    for attempt in range(1, PORT_ATTEMPTS + 1):
+
+    def configure() -> dict[str, int]:
+        """Fresh ports, written into the config; the ports by listener name."""
         ports = {name: free_port() for name in LISTENERS}
         listeners = "".join(
             f"""
@@ -162,12 +152,26 @@ def start_server(
 """
             for name, (mode, disconnect) in LISTENERS.items()
         )
-        config.write_text(
-            f"[general]\n  hosts = {json.dumps(list(hosts))}\n" + listeners + extra_toml + limits
-        )
-        if not migrated:
-            subprocess.run(migrate, cwd=REPO, env=env, check=True, timeout=120)
-            migrated = True
+        hosts_line = f"[general]\n  hosts = {json.dumps(list(hosts))}\n"
+        config.write_text(hosts_line + listeners + extra_toml + limits)
+        return ports
+
+    ports = configure()
+    env = {**os.environ, **server_environment(directory)}
+    env.pop("REDIS_URL", None)
+    migrate = [sys.executable, "manage.py", "migrate", "-v0"]
+    subprocess.run(migrate, cwd=REPO, env=env, check=True, timeout=120)
+    if runxmpp and recent_seconds is not None:
+        command = ["-m", "tests.transport.short_recent", "runxmpp"]
+        env["XMPPAUTH_TEST_RECENT_SECONDS"] = str(recent_seconds)
+    elif runxmpp:
+        command = ["manage.py", "runxmpp"]
+    else:
+        endpoints = [arg for index in range(len(LISTENERS)) for arg in ("-e", f"xmpptls:listener={index}")]
+        command = ["-m", "transport.http.server", *endpoints, "xmppauth.asgi:application"]
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        if attempt > 1:
+            ports = configure()
         log_path = directory / "server.log"
         log = log_path.open("w")
         process = subprocess.Popen(
@@ -179,7 +183,7 @@ def start_server(
         )
         try:
             if not _listening_on(ports.values(), process, log_path):
-                # another process (the other test leg) took a port between free_port and the server's bind
+                # another process took a port between free_port (which checked it) and the server's bind
                 assert attempt < PORT_ATTEMPTS, "the server could not listen:\n" + log_path.read_text()
                 continue
             yield XmppHttpServer(pki, directory, ports, process, env)
