@@ -310,9 +310,8 @@ def _path_flags(links: Sequence[PathLink], fresh_after: datetime, require_revoca
     if require_revocation:
         params += ca_ids
     params += [*ca_ids, fresh, *ca_ids, fresh]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        held_here, listed, maybe_stale, without_crl, next_update, failing_since = cursor.fetchone()
+    (row,) = fastsql.fetch_all(sql, params)  # a SELECT without FROM: one row
+    held_here, listed, maybe_stale, without_crl, next_update, failing_since = row
     return _Flags(
         bool(held_here),
         bool(listed),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Domain
@@ -91,3 +93,55 @@ def test_statement_is_built_once_per_vendor_and_key():
     assert fastsql.statement(key, build) == fastsql.statement(key, build) == "SELECT 1"
     assert len(built) == 1
     assert (connection.vendor, key) in fastsql._statements
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("in_transaction", [True, False], ids=["in a transaction", "autocommit"])
+def test_insert_new_of_an_existing_key_is_false_stores_nothing_and_the_transaction_goes_on(in_transaction):
+    """Inside a transaction PostgreSQL needs a savepoint for that, SQLite does not: both legs run this."""
+    session_id, later = uuid.uuid4(), uuid.uuid4()
+    fastsql.insert_row(LiveSession, id=session_id, **session_values())
+    with transaction.atomic() if in_transaction else contextlib.nullcontext():
+        mallory = session_values(full_jid="mallory@localhost/x")
+        assert fastsql.insert_new(LiveSession, id=session_id, **mallory) is False
+        assert fastsql.insert_new(LiveSession, id=later, **session_values(full_jid="alice@localhost/later"))
+        assert not connection.needs_rollback
+    rows = dict(LiveSession.objects.values_list("id", "full_jid"))
+    assert rows == {session_id: "alice@localhost/desk", later: "alice@localhost/later"}
+
+
+def test_statements_count_and_wrap_as_djangos_and_skip_its_cursor_on_sqlite_otherwise(monkeypatch):
+    """SQLite's open connection runs them directly, except where Django counts queries or wraps them (a fault
+    test's outage); what is counted or wrapped is the same statement either way."""
+    session_id = uuid.uuid4()
+    with CaptureQueriesContext(connection) as counted:
+        fastsql.insert_row(LiveSession, id=session_id, **session_values())
+    assert len(counted) == 1 and counted[0]["sql"].startswith("INSERT INTO")
+
+    wrapped = []
+
+    def wrapper(execute, sql, params, many, context):
+        wrapped.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        assert fastsql.delete_rows(LiveSession, "id", session_id) == 1
+    assert len(wrapped) == 1 and wrapped[0].startswith("DELETE FROM")
+
+    if connection.vendor != "sqlite":
+        return
+    db = connections[DEFAULT_DB_ALIAS]
+
+    def no_cursor():
+        raise AssertionError("Django's cursor was used")
+
+    monkeypatch.setattr(db, "cursor", no_cursor)
+    fastsql.insert_row(LiveSession, id=session_id, **session_values())
+    assert fastsql.fetch_all(
+        f"SELECT {fastsql.column(LiveSession, 'full_jid')} FROM {fastsql.table(LiveSession)}"
+        f" WHERE {fastsql.column(LiveSession, 'id')} = %s",
+        [fastsql.param(LiveSession, "id", session_id)],
+    ) == [("alice@localhost/desk",)]
+    with pytest.raises(IntegrityError):  # Django's exception, from sqlite3's
+        fastsql.insert_row(LiveSession, id=session_id, **session_values())
+    assert fastsql.delete_rows(LiveSession, "id", session_id) == 1

@@ -19,7 +19,6 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -131,13 +130,7 @@ def save_session(session: SessionFacts, process: str | None = None) -> None:
         "lease_expires_at": timezone.now() + lease(),
     }
     # A new session's id is new: try the INSERT alone (lean: it runs at every login, xmppauth.fastsql).
-    try:
-        if connection.in_atomic_block:
-            with transaction.atomic():  # a savepoint, so a duplicate does not break the caller's transaction
-                fastsql.insert_row(LiveSession, id=session.session_id, **fields)
-        else:
-            fastsql.insert_row(LiveSession, id=session.session_id, **fields)
-    except IntegrityError:
+    if not fastsql.insert_new(LiveSession, id=session.session_id, **fields):
         LiveSession.objects.filter(id=session.session_id).update(**fields)
 
 
