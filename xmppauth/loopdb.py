@@ -77,6 +77,10 @@ OUTLIER = 0.02  # seconds: a longer wait counts as this long in the average (one
 PAUSE = 30.0  # seconds the calls go to worker threads after that
 MAX_BATCH = 64  # calls that share one transaction (the write lock is held while they all run)
 
+_SAVEPOINT = 'SAVEPOINT "loopdb_call"'
+_RELEASE = 'RELEASE "loopdb_call"'
+_ROLLBACK_TO = 'ROLLBACK TO "loopdb_call"'
+
 _enabled = False
 _paused_until = 0.0
 _average = 0.0
@@ -216,17 +220,28 @@ def _alone(connection: Any, function: Callable[..., Any], args: tuple[Any, ...])
 
 def _in_a_savepoint(connection: Any, function: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
     """One call of a batch: rolled back to its savepoint alone when it raises, or when it left the
-    transaction unusable (Django's ``needs_rollback``: a query failed inside it and was caught there)."""
-    savepoint = connection.savepoint()
+    transaction unusable (Django's ``needs_rollback``: a query failed inside it and was caught there).
+
+    The savepoint is SQLite's own, on the open connection (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO``: a
+    name Django never uses, so the call's own ``atomic()`` blocks nest inside it): Django's savepoint
+    methods cost 60 µs a pair here against 4. What Django would do besides is done here: the call's
+    ``on_commit`` callbacks are dropped with its writes, and its errors are Django's."""
+    raw = connection.connection
+    callbacks = len(connection.run_on_commit)
+    with connection.wrap_database_errors:
+        raw.execute(_SAVEPOINT)
     try:
         outcome = _unless_broken(connection, function(*args))
     except BaseException as error:
         outcome = Outcome(error=error)
-    if outcome.error is None:
-        connection.savepoint_commit(savepoint)
-        return outcome
-    connection.needs_rollback = False  # as Django's Atomic does before rolling back to its savepoint
-    connection.savepoint_rollback(savepoint)
+    with connection.wrap_database_errors:
+        if outcome.error is None:
+            raw.execute(_RELEASE)
+            return outcome
+        connection.needs_rollback = False  # as Django's Atomic does before rolling back to its savepoint
+        raw.execute(_ROLLBACK_TO)
+        raw.execute(_RELEASE)
+    del connection.run_on_commit[callbacks:]  # registered by the call: its writes are gone
     return outcome
 
 

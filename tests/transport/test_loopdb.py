@@ -314,6 +314,59 @@ def test_a_call_that_raises_in_a_batch_is_rolled_back_alone_and_the_others_commi
 
 
 @sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_a_call_rolled_back_in_a_batch_takes_its_on_commit_callbacks_with_it(on_loop):
+    """What Django's savepoint rollback does (the call's savepoint is SQLite's own, loopdb._in_a_savepoint):
+    a callback registered by a call whose writes are undone never runs; the others' run after the commit."""
+    ran = []
+
+    def registers_then(name, fail):
+        def call():
+            store.terminate_account(f"{name}@example.org")
+            transaction.on_commit(lambda: ran.append(name))
+            if fail:
+                raise ValueError("refused after registering")
+            return name
+
+        return call
+
+    calls = [registers_then("alice", False), registers_then("mallory", True), registers_then("bob", False)]
+    outcomes, commits = in_one_turn(calls)
+    assert isinstance(outcomes[1].error, ValueError) and commits == 1
+    assert ran == ["alice", "bob"]
+    assert terminations_of("mallory@example.org") == 0
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_a_calls_own_atomic_blocks_nest_inside_its_savepoint(on_loop):
+    """A call may use ``transaction.atomic()`` itself: its inner rollback undoes only the inner block, and the
+    call's failure afterwards undoes the whole call, the inner block's committed part included."""
+
+    def inner_rollback_then(fail):
+        def call():
+            with transaction.atomic():
+                store.terminate_account("kept-before@example.org" if not fail else "lost@example.org")
+            try:
+                with transaction.atomic():
+                    store.terminate_account("inner@example.org")
+                    raise KeyError("inner block refused")
+            except KeyError:
+                pass
+            if fail:
+                raise ValueError("the call refused after its inner blocks")
+            return "ok"
+
+        return call
+
+    outcomes, commits = in_one_turn([inner_rollback_then(False), inner_rollback_then(True)])
+    assert outcomes[0] == loopdb.Outcome("ok") and isinstance(outcomes[1].error, ValueError)
+    assert commits == 1
+    assert terminations_of("kept-before@example.org") == 1
+    assert terminations_of("inner@example.org") == terminations_of("lost@example.org") == 0
+
+
+@sqlite_only
 @pytest.mark.parametrize("alone", [True, False], ids=["alone", "in a batch"])
 @pytest.mark.django_db(transaction=True)
 def test_a_call_that_caught_a_failed_query_is_answered_with_an_error_never_a_success_rolled_back(
