@@ -145,3 +145,21 @@ def test_statements_count_and_wrap_as_djangos_and_skip_its_cursor_on_sqlite_othe
     with pytest.raises(IntegrityError):  # Django's exception, from sqlite3's
         fastsql.insert_row(LiveSession, id=session_id, **session_values())
     assert fastsql.delete_rows(LiveSession, "id", session_id) == 1
+
+
+def test_insert_many_stores_every_row_as_the_orm_reads_it_back_and_refuses_a_duplicate_whole():
+    fields = LiveSession._meta.concrete_fields
+    names = tuple(field.name for field in fields)
+    ids = [uuid.uuid4() for _ in range(3)]
+
+    def row(session_id, full_jid):
+        values = session_values(id=session_id, full_jid=full_jid)
+        return [values[field.name] if field.name in values else field.get_default() for field in fields]
+
+    rows = [row(session_id, f"alice@localhost/r{n}") for n, session_id in enumerate(ids)]
+    assert fastsql.insert_many(LiveSession, names, rows) == 3
+    stored = dict(LiveSession.objects.values_list("id", "full_jid"))
+    assert stored == {session_id: f"alice@localhost/r{n}" for n, session_id in enumerate(ids)}
+    with pytest.raises(IntegrityError), transaction.atomic():  # Django's exception on either path
+        fastsql.insert_many(LiveSession, names, [row(uuid.uuid4(), "bob@localhost/x"), rows[1]])
+    assert LiveSession.objects.count() == 3

@@ -67,14 +67,19 @@ def param(model: type[models.Model], name: str, value: Any) -> Any:
 _qmark_statements: dict[str, str] = {}
 
 
-def _run(db: Any, sql: str, params: Sequence[Any], answer: Callable[[Any], Any]) -> Any:
-    """``answer(cursor)`` after ``sql`` ran with ``params`` (``%s`` placeholders) on ``db``: on SQLite's open
-    connection directly, unless Django logs or wraps queries here (module doc); Django's exceptions either
-    way."""
+def _run(
+    db: Any, sql: str, params: Sequence[Any], answer: Callable[[Any], Any], *, many: bool = False
+) -> Any:
+    """``answer(cursor)`` after ``sql`` ran with ``params`` (``%s`` placeholders; with ``many``, a sequence of
+    rows of them) on ``db``: on SQLite's open connection directly, unless Django logs or wraps queries here
+    (module doc); Django's exceptions either way."""
     raw = db.connection
     if db.vendor != "sqlite" or raw is None or db.queries_logged or db.execute_wrappers:
         with db.cursor() as cursor:
-            cursor.execute(sql, params)
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
             return answer(cursor)
     qmark = _qmark_statements.get(sql)
     if qmark is None:  # as Django's SQLiteCursorWrapper.convert_query, once per statement
@@ -82,7 +87,7 @@ def _run(db: Any, sql: str, params: Sequence[Any], answer: Callable[[Any], Any])
         with _lock:
             _qmark_statements[sql] = qmark
     with db.wrap_database_errors:
-        return answer(raw.execute(qmark, params))
+        return answer(raw.executemany(qmark, params) if many else raw.execute(qmark, params))
 
 
 def _rows(cursor: Any) -> list[tuple[Any, ...]]:
@@ -188,16 +193,17 @@ def insert_many(
     plan = _insert_plan(db, model, tuple(names))
     if not prepared:
         rows = [[prep(value, db) for prep, value in zip(plan.prepare, row, strict=True)] for row in rows]
-    with db.cursor() as cursor:
-        if db.vendor == "postgresql":
-            inserted = 0
-            with cursor.copy(plan.copy_sql) as copy:
-                for row in rows:
-                    copy.write_row(row)
-                    inserted += 1
-            return inserted
-        cursor.executemany(plan.insert_sql, rows)
-        return cursor.rowcount
+    if db.vendor != "postgresql":
+        return _run(db, plan.insert_sql, rows, _rowcount, many=True)
+    # psycopg's COPY is not behind Django's cursor wrapper: its errors are made Django's here, so that an
+    # outage is OperationalError (xmppauth.outage) and a duplicate IntegrityError, as on every other path
+    with db.cursor() as cursor, db.wrap_database_errors:
+        inserted = 0
+        with cursor.copy(plan.copy_sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+                inserted += 1
+        return inserted
 
 
 @dataclasses.dataclass(frozen=True)
