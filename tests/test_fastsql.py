@@ -163,3 +163,20 @@ def test_insert_many_stores_every_row_as_the_orm_reads_it_back_and_refuses_a_dup
     with pytest.raises(IntegrityError), transaction.atomic():  # Django's exception on either path
         fastsql.insert_many(LiveSession, names, [row(uuid.uuid4(), "bob@localhost/x"), rows[1]])
     assert LiveSession.objects.count() == 3
+
+
+def test_insert_row_prepares_what_is_not_a_str_as_the_field_would_and_plans_once_per_shape():
+    """A plain text field given a str takes it as it is (what its preparation returns); anything else there
+    (a number, a lazy translation) goes through the field, as the ORM would store it."""
+    from django.utils.functional import lazy
+
+    session_id = uuid.uuid4()
+    lazy_resource = lazy(lambda: "desk-lazy", str)()
+    fastsql.insert_row(
+        LiveSession, id=session_id, **session_values(resource=lazy_resource), cert_serial=12345
+    )
+    row = LiveSession.objects.get(id=session_id)
+    assert (row.resource, row.cert_serial) == ("desk-lazy", "12345")
+    shapes = len(fastsql._row_plans)
+    fastsql.insert_row(LiveSession, id=uuid.uuid4(), **session_values(), cert_serial="7")
+    assert len(fastsql._row_plans) == shapes  # the same fields in the same order: the same plan

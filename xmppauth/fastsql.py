@@ -131,31 +131,62 @@ def insert_new(model: type[models.Model], **values: Any) -> bool:
     return True
 
 
+@dataclasses.dataclass(frozen=True)
+class _RowPlan:
+    """What :func:`insert_row` needs of a model and the fields it is given, worked out once per vendor."""
+
+    sql: str
+    # each concrete field in column order: (field, given by the caller, auto_now(_add), a plain text field)
+    steps: tuple[tuple[models.Field, bool, bool, bool], ...]
+
+
+_row_plans: dict[tuple[str, type[models.Model], tuple[str, ...]], _RowPlan] = {}
+
+
 def _insert_statement(db: Any, model: type[models.Model], values: dict[str, Any]) -> tuple[str, list[Any]]:
-    fields = [
-        field
-        for field in model._meta.concrete_fields
-        if field.name in values or not (field.primary_key and isinstance(field, models.AutoField))
-    ]
-    names = ",".join(field.name for field in fields)
-
-    def build() -> str:
-        columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-        marks = ", ".join(["%s"] * len(fields))
-        return f"INSERT INTO {table(model)} ({columns}) VALUES ({marks})"
-
+    key = (db.vendor, model, tuple(values))
+    plan = _row_plans.get(key)
+    if plan is None:
+        plan = _row_plan(db, model, values)
+        with _lock:
+            _row_plans[key] = plan
     now = None
     params = []
-    for field in fields:
-        if field.name in values:
+    for field, given, auto_now, plain_text in plan.steps:
+        if given:
             value = values[field.name]
-        elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            if plain_text and type(value) is str:  # what CharField/TextField's preparation returns for a str
+                params.append(value)
+                continue
+        elif auto_now:
             now = now or timezone.now()
             value = now
         else:
             value = field.get_default()
         params.append(field.get_db_prep_save(value, db))
-    return statement(f"insert:{model._meta.label}:{names}", build), params
+    return plan.sql, params
+
+
+def _row_plan(db: Any, model: type[models.Model], values: dict[str, Any]) -> _RowPlan:
+    fields = [
+        field
+        for field in model._meta.concrete_fields
+        if field.name in values or not (field.primary_key and isinstance(field, models.AutoField))
+    ]
+    columns = ", ".join(db.ops.quote_name(field.column) for field in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    steps = tuple(
+        (
+            field,
+            field.name in values,
+            bool(getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)),
+            type(field) in (models.CharField, models.TextField),
+        )
+        for field in fields
+    )
+    return _RowPlan(
+        f"INSERT INTO {db.ops.quote_name(model._meta.db_table)} ({columns}) VALUES ({marks})", steps
+    )
 
 
 def delete_rows(model: type[models.Model], name: str, value: Any) -> int:
