@@ -36,10 +36,16 @@ run: install-python
 # legs side by side (a Celery worker of one would take the other's tasks; routers would meet the other's users).
 # Their listening ports too (tests/processes.py free_port): a range per leg, below the kernel's ephemeral ports,
 # so the other leg's servers and anyone's outgoing connections never take a port handed out to this one.
+# And their Prometheus counters (xmppauth.metrics): a directory per leg, emptied when the leg starts, so that one
+# leg's logins never show in the other's /metrics (the counters' tests compare before and after).
+SQLITE_LEG_METRICS := $(CURDIR)/var/test-metrics-sqlite
+POSTGRES_LEG_METRICS := $(CURDIR)/var/test-metrics-postgres
 SQLITE_LEG_REDIS := XMPPAUTH_TEST_REDIS_URL=redis://127.0.0.1:6379/13 \
-	XMPPAUTH_TEST_CELERY_REDIS_URL=redis://127.0.0.1:6379/14 XMPPAUTH_TEST_PORTS=12000-21999
+	XMPPAUTH_TEST_CELERY_REDIS_URL=redis://127.0.0.1:6379/14 XMPPAUTH_TEST_PORTS=12000-21999 \
+	PROMETHEUS_MULTIPROC_DIR=$(SQLITE_LEG_METRICS)
 POSTGRES_LEG_REDIS := XMPPAUTH_TEST_REDIS_URL=redis://127.0.0.1:6379/11 \
-	XMPPAUTH_TEST_CELERY_REDIS_URL=redis://127.0.0.1:6379/10 XMPPAUTH_TEST_PORTS=22000-31999
+	XMPPAUTH_TEST_CELERY_REDIS_URL=redis://127.0.0.1:6379/10 XMPPAUTH_TEST_PORTS=22000-31999 \
+	PROMETHEUS_MULTIPROC_DIR=$(POSTGRES_LEG_METRICS)
 # Each leg keeps about 0.6 of one core busy (the rest is waiting for servers, clients and timers), so on two
 # cores the two legs run at once; each leg's output is printed whole when it ends. TEST_JOBS=1: one by one.
 TEST_JOBS ?= 2
@@ -50,11 +56,13 @@ test: install
 
 test-sqlite: install
 	@echo "== SQLite leg"
+	rm -rf $(SQLITE_LEG_METRICS)
 	env -u DATABASE_URL -u REDIS_URL $(SQLITE_LEG_REDIS) $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 test-postgres: install
 	@if $(PY) -c "import psycopg,sys; psycopg.connect('$(TEST_PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
 		echo "== PostgreSQL + Redis leg"; \
+		rm -rf $(POSTGRES_LEG_METRICS); \
 		DATABASE_URL=$(TEST_PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(POSTGRES_LEG_REDIS) \
 			$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS); \
 	elif [ -n "$$XMPPAUTH_REQUIRE_POSTGRES" ]; then \

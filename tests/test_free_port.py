@@ -75,3 +75,19 @@ def test_the_two_legs_have_disjoint_ranges_below_the_ephemeral_ports():
     assert not set(ranges["sqlite"]) & set(ranges["postgres"])
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     assert max(ranges["sqlite"].stop, ranges["postgres"].stop) <= low
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_the_two_legs_count_their_metrics_in_their_own_directories_emptied_at_start():
+    """A CI run failed tests/admin/test_metrics.py's login counters on the PostgreSQL leg: both legs counted
+    into the checkout's var/metrics, and the SQLite leg's count landed between that test's two scrapes."""
+    directories = {}
+    for leg in ("sqlite", "postgres"):
+        text = subprocess.run(
+            ["make", "-n", "-B", f"test-{leg}"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        ).stdout
+        found = re.search(r"PROMETHEUS_MULTIPROC_DIR=(\S+)", text)
+        assert found, text
+        directories[leg] = found[1]
+        assert f"rm -rf {found[1]}" in text  # a leg starts from no counters: no other run's files summed
+    assert directories["sqlite"] != directories["postgres"]
