@@ -23,6 +23,7 @@ runs it, so what is counted, wrapped or refused stays the same.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -64,7 +65,13 @@ def param(model: type[models.Model], name: str, value: Any) -> Any:
     return model._meta.get_field(name).get_db_prep_value(value, _db(), prepared=False)
 
 
-_qmark_statements: dict[str, str] = {}
+QMARK_STATEMENTS_HELD = 1024  # statements: every caller's SQL comes from statement() or a plan, a fixed set
+
+
+@functools.lru_cache(maxsize=QMARK_STATEMENTS_HELD)
+def _qmark(sql: str) -> str:
+    """``sql`` with ``?`` placeholders, as Django's ``SQLiteCursorWrapper.convert_query`` makes it."""
+    return FORMAT_QMARK_REGEX.sub("?", sql).replace("%%", "%")
 
 
 def _run(
@@ -81,13 +88,8 @@ def _run(
             else:
                 cursor.execute(sql, params)
             return answer(cursor)
-    qmark = _qmark_statements.get(sql)
-    if qmark is None:  # as Django's SQLiteCursorWrapper.convert_query, once per statement
-        qmark = FORMAT_QMARK_REGEX.sub("?", sql).replace("%%", "%")
-        with _lock:
-            _qmark_statements[sql] = qmark
     with db.wrap_database_errors:
-        return answer(raw.executemany(qmark, params) if many else raw.execute(qmark, params))
+        return answer(raw.executemany(_qmark(sql), params) if many else raw.execute(_qmark(sql), params))
 
 
 def _rows(cursor: Any) -> list[tuple[Any, ...]]:
@@ -99,7 +101,7 @@ def _rowcount(cursor: Any) -> int:
 
 
 def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """The rows of one SELECT built by :func:`statement` (its SQL text is a key of a bounded cache here)."""
+    """The rows of one SELECT built by :func:`statement`."""
     return _run(_db(), sql, params, _rows)
 
 
@@ -173,8 +175,6 @@ def _row_plan(db: Any, model: type[models.Model], values: dict[str, Any]) -> _Ro
         for field in model._meta.concrete_fields
         if field.name in values or not (field.primary_key and isinstance(field, models.AutoField))
     ]
-    columns = ", ".join(db.ops.quote_name(field.column) for field in fields)
-    marks = ", ".join(["%s"] * len(fields))
     steps = tuple(
         (
             field,
@@ -184,9 +184,18 @@ def _row_plan(db: Any, model: type[models.Model], values: dict[str, Any]) -> _Ro
         )
         for field in fields
     )
-    return _RowPlan(
-        f"INSERT INTO {db.ops.quote_name(model._meta.db_table)} ({columns}) VALUES ({marks})", steps
-    )
+    return _RowPlan(_insert_sql(db, model, fields), steps)
+
+
+def _table_and_columns(db: Any, model: type[models.Model], fields: Sequence[Any]) -> tuple[str, str]:
+    """The model's table and ``fields``' columns, quoted for ``db``."""
+    return db.ops.quote_name(model._meta.db_table), ", ".join(db.ops.quote_name(f.column) for f in fields)
+
+
+def _insert_sql(db: Any, model: type[models.Model], fields: Sequence[Any]) -> str:
+    """``INSERT INTO table (columns) VALUES (%s, ...)`` for ``fields``: one row (``executemany`` for many)."""
+    quoted_table, columns = _table_and_columns(db, model, fields)
+    return f"INSERT INTO {quoted_table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
 
 
 def delete_rows(model: type[models.Model], name: str, value: Any) -> int:
@@ -254,11 +263,9 @@ def _insert_plan(db: Any, model: type[models.Model], names: tuple[str, ...]) -> 
     plan = _insert_plans.get(key)
     if plan is None:
         fields = [model._meta.get_field(name) for name in names]
-        columns = ", ".join(db.ops.quote_name(field.column) for field in fields)  # type: ignore[union-attr]
-        quoted_table = db.ops.quote_name(model._meta.db_table)
-        marks = ", ".join(["%s"] * len(fields))
+        quoted_table, columns = _table_and_columns(db, model, fields)
         plan = _InsertPlan(
-            insert_sql=f"INSERT INTO {quoted_table} ({columns}) VALUES ({marks})",
+            insert_sql=_insert_sql(db, model, fields),
             copy_sql=f"COPY {quoted_table} ({columns}) FROM STDIN",
             prepare=tuple(field.get_db_prep_save for field in fields),  # type: ignore[union-attr]
         )
