@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, OperationalError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -144,6 +144,8 @@ def test_statements_count_and_wrap_as_djangos_and_skip_its_cursor_on_sqlite_othe
     ) == [("alice@localhost/desk",)]
     with pytest.raises(IntegrityError):  # Django's exception, from sqlite3's
         fastsql.insert_row(LiveSession, id=session_id, **session_values())
+    with pytest.raises(OperationalError):  # what xmppauth.outage counts as the database unavailable
+        fastsql.fetch_all("SELECT 1 FROM no_such_table WHERE 1 = %s", [1])
     assert fastsql.delete_rows(LiveSession, "id", session_id) == 1
 
 

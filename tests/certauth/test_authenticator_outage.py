@@ -9,7 +9,7 @@ still refuse). The end-to-end proof, with a PostgreSQL server stopped under a li
 from __future__ import annotations
 
 import pytest
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
 
 from certauth import authenticator as module
 from certauth.authenticator import REASON_DEFERRED
@@ -100,3 +100,24 @@ def test_an_auth_event_that_cannot_be_written_does_not_turn_a_refusal_into_an_er
     auth = authenticator()
     check = auth.check_certificate([make_client(make_ca("Unknown CA")).der])
     assert not check.verified and check.reason.startswith("issuer not trusted")
+
+
+@pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="the direct path (xmppauth.fastsql._run) is SQLite's"
+)
+def test_a_success_whose_auth_event_sqlite_refuses_on_the_direct_path_is_temporary_auth_failure(ca):
+    """No fault injected in Python: SQLite itself refuses the write (``PRAGMA query_only``) on the statement
+    that ``fastsql`` runs on the open connection, and the login must not succeed without its auth event."""
+    auth = authenticator()
+    check = auth.check_certificate([make_client(ca, jids=["alice@localhost"]).der])
+    assert check.verified
+    events = AuthEvent.objects.count()
+    connection.ensure_connection()
+    connection.connection.execute("PRAGMA query_only = ON")
+    try:
+        assert not connection.execute_wrappers and not connection.queries_logged  # the direct path runs
+        result = auth.authenticate_external(check.facts, None, "localhost")
+    finally:
+        connection.connection.execute("PRAGMA query_only = OFF")
+    assert result.jid is None and result.condition == TEMPORARY, result
+    assert AuthEvent.objects.count() == events
