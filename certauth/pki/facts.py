@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from .xmppaddr import xmppaddr_entry_count, xmppaddrs_of
+from .xmppaddr import xmppaddr_entries_in, xmppaddrs_in
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,6 @@ def _common_name(name: x509.Name) -> str | None:
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
-def _extension(cert: x509.Certificate, cls: type[x509.ExtensionType]) -> x509.ExtensionType | None:
-    try:
-        return cert.extensions.get_extension_for_class(cls).value
-    except x509.ExtensionNotFound:
-        return None
-
-
 def cert_facts(cert: x509.Certificate, fingerprint: str | None = None) -> CertFacts:
     """Extract :class:`CertFacts` from ``cert``; ``ValueError`` when its names or extensions cannot be parsed.
     ``fingerprint``: ``fingerprint_sha256(cert)`` when the caller computed it already.
@@ -68,19 +61,25 @@ def cert_facts(cert: x509.Certificate, fingerprint: str | None = None) -> CertFa
             getattr(cert, part)
         except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
             raise ValueError(f"certificate {part} cannot be parsed: {exc}") from None
-    basic = _extension(cert, x509.BasicConstraints)
-    eku = _extension(cert, x509.ExtendedKeyUsage)
-    san = _extension(cert, x509.SubjectAlternativeName)
+    # One pass over the extensions, by type (a type occurs at most once: duplicates were refused above).
+    values = {type(extension.value): extension.value for extension in cert.extensions}
+    basic = values.get(x509.BasicConstraints)
+    eku = values.get(x509.ExtendedKeyUsage)
+    san = values.get(x509.SubjectAlternativeName)
     dns_names: tuple[str, ...] = ()
+    xmpp_addrs: tuple[str, ...] = ()
+    xmpp_addr_entries = 0
     if isinstance(san, x509.SubjectAlternativeName):
         dns_names = tuple(san.get_values_for_type(x509.DNSName))
+        xmpp_addrs = tuple(xmppaddrs_in(san, cert.serial_number))
+        xmpp_addr_entries = xmppaddr_entries_in(san)
     return CertFacts(
         fingerprint_sha256=fingerprint or fingerprint_sha256(cert),
         serial=format(cert.serial_number, "x"),
         subject=cert.subject.rfc4514_string(),
         issuer=cert.issuer.rfc4514_string(),
         common_name=_common_name(cert.subject),
-        xmpp_addrs=tuple(xmppaddrs_of(cert)),
+        xmpp_addrs=xmpp_addrs,
         dns_names=dns_names,
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
@@ -89,5 +88,5 @@ def cert_facts(cert: x509.Certificate, fingerprint: str | None = None) -> CertFa
             tuple(oid.dotted_string for oid in eku) if isinstance(eku, x509.ExtendedKeyUsage) else None
         ),
         is_self_signed=cert.subject == cert.issuer,
-        xmpp_addr_entries=xmppaddr_entry_count(cert),
+        xmpp_addr_entries=xmpp_addr_entries,
     )

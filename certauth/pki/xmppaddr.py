@@ -74,6 +74,12 @@ def xmppaddrs_of(cert: x509.Certificate) -> list[str]:
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         logger.warning("ignoring unparsable extensions of certificate serial %x: %s", cert.serial_number, exc)
         return []
+    return xmppaddrs_in(san, cert.serial_number)
+
+
+def xmppaddrs_in(san: x509.SubjectAlternativeName, serial: int) -> list[str]:
+    """The JIDs the subjectAltName ``san`` of the certificate numbered ``serial`` asserts as xmppAddr, in
+    order; malformed entries are logged and skipped."""
     jids: list[str] = []
     for other in san.get_values_for_type(x509.OtherName):
         if other.type_id != XMPPADDR_OID:
@@ -83,7 +89,7 @@ def xmppaddrs_of(cert: x509.Certificate) -> list[str]:
         except DerError as exc:
             logger.warning(
                 "ignoring xmppAddr in certificate serial %x: %s (RFC 6120 §13.7.1.4 requires a UTF8String)",
-                cert.serial_number,
+                serial,
                 exc,
             )
     return jids
@@ -99,4 +105,9 @@ def xmppaddr_entry_count(cert: x509.Certificate) -> int:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (x509.ExtensionNotFound, ValueError):
         return 0
+    return xmppaddr_entries_in(san)
+
+
+def xmppaddr_entries_in(san: x509.SubjectAlternativeName) -> int:
+    """:func:`xmppaddr_entry_count` of the certificate whose subjectAltName is ``san``."""
     return sum(1 for other in san.get_values_for_type(x509.OtherName) if other.type_id == XMPPADDR_OID)
