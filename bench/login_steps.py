@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> None:
     from transport.sessions.registry import LiveSessions
     from transport.xmpp import new_c2s_stream
     from xmppauth.config import AuthConfig, C2SListener, Config, TlsOptions
+    from xmppauth.gcpolicy import settle_heap_for_serving
 
     logging.disable(logging.NOTSET)  # the production level: INFO lines are formatted and filtered
     logging.getLogger().setLevel(logging.INFO)
@@ -130,6 +131,7 @@ def run(args: argparse.Namespace) -> None:
 
     for index in range(args.warm_up):
         login(index)
+    settle_heap_for_serving()  # the collector as a server process runs it (xmppauth.gcpolicy)
     profiler = None
     if args.profile:
         import cProfile
