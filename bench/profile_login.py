@@ -17,6 +17,7 @@ Run from the checkout::
     .venv/bin/python -m bench.profile_login --count 1500 --users 100   # returning users (issue 17 §1 caches)
     .venv/bin/python -m bench.profile_login --count 3000 --database-on-loop   # the probe below
     .venv/bin/python -m bench.profile_login --count 3000 --resumed   # each login resumes its TLS session
+    .venv/bin/python -m bench.profile_login --count 2000 --phases    # CPU per login, phase by phase
 
 Besides CPU time, it reads each thread's context switches (``/proc/<pid>/task/*/status``), summed over the
 process, and the share of the CPU time spent in the kernel: the hand-offs between the reactor thread and
@@ -26,15 +27,22 @@ the worker threads, and the GIL changing hands between them, show there.
 ``bench/probes/database_on_loop`` first on its ``PYTHONPATH``, whose ``sitecustomize`` makes every call the
 listener would hand to a worker thread run on the reactor thread instead (see that file). Compared with a
 plain run, it measures what the worker threads cost a login.
+
+``--phases`` runs the server with ``bench/probes/phase_timers`` (see that file): each callback of the event
+loop and each phase of a login (the handshake, the chain check, the XMPP stream, the database batch...) is
+timed in the server's own thread CPU time, and the table gives each one's µs per login, inclusive. Its
+timers cost about a microsecond per timed call: read the phases against each other.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -167,6 +175,31 @@ def postgres_activity(database_url: str | None, before: dict[str, int] | None) -
     return {name: now[name] - before[name] for name in now} if before is not None else now
 
 
+def phase_table(path: Path, logins: int, process_ms_per_login: float) -> list[str]:
+    """The phase probe's counts (written when the server stopped) as a table: calls and µs per login, µs per
+    call, share of the whole process's CPU per login. The loop's callbacks first (they partition the reactor
+    thread's time), then the phases in the probe's order (inclusive: a phase contains those below it)."""
+    if not path.exists():
+        return ["\n## Phases: the server wrote no counts (did it stop cleanly?)"]
+    from bench.probes.phase_timers.sitecustomize import LOOP, PHASES
+
+    counts = json.loads(path.read_text(encoding="utf-8"))
+    loop = sorted((label for label in counts if label.startswith(LOOP)), key=lambda k: -counts[k]["seconds"])
+    ordered = [label for label, _, _ in PHASES if label in counts]
+    lines = ["\n## Phases (server thread CPU, inclusive)\n", "| phase | calls per login | µs per call | "
+             "µs per login | share of the process |", "|---|---|---|---|---|"]  # fmt: skip
+    for label in [*loop, *ordered]:
+        calls, seconds = counts[label]["calls"], counts[label]["seconds"]
+        if label in loop and seconds * 1e6 / logins < 1:
+            continue  # a callback of the process's own timers, not of the logins
+        per_login = seconds * 1e6 / logins
+        share = per_login / (process_ms_per_login * 1000) if process_ms_per_login else 0.0
+        name = label.replace(" ", "\u00a0") if label.startswith(" ") else label  # keep the indentation
+        lines.append(f"| {name} | {calls / logins:.2f} | {seconds * 1e6 / max(calls, 1):.1f} | "
+                     f"{per_login:.0f} | {100 * share:.0f} % |")  # fmt: skip
+    return lines
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
@@ -184,6 +217,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--database-on-loop", action="store_true", help=on_loop_help)
     resumed_help = "each login resumes the TLS session of an untimed login of the same user before it"
     parser.add_argument("--resumed", action="store_true", help=resumed_help)
+    parser.add_argument("--phases", action="store_true", help="time the server's phases (bench/probes)")
     return parser.parse_args(argv)
 
 
@@ -200,11 +234,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(scratch.env)
         if args.redis_url:
             scratch = replace(scratch, env={**scratch.env, "REDIS_URL": args.redis_url})
-        if args.database_on_loop:
-            paths = [str(PROBES / "database_on_loop"), scratch.env.get("PYTHONPATH", "")]
-            scratch = replace(
-                scratch, env={**scratch.env, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
-            )
+        for probe, wanted in (("database_on_loop", args.database_on_loop), ("phase_timers", args.phases)):
+            if wanted:
+                paths = [str(PROBES / probe), scratch.env.get("PYTHONPATH", "")]
+                scratch = replace(
+                    scratch, env={**scratch.env, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+                )
+        phases_out = directory / "phases.json"
+        if args.phases:
+            scratch = replace(scratch, env={**scratch.env, "XMPPAUTH_PHASES_OUT": str(phases_out)})
         ca = load_server_ca()
         users = make_identities(*ca, DOMAIN, args.users or args.count, directory / "clients", prefix="p")
         warm = make_identities(*ca, DOMAIN, WARM_UP_LOGINS, directory / "clients", prefix="w")
@@ -226,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                 sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1.0)  # py-spy attaches
             database_before = postgres_activity(args.database_url, None)
+            if args.phases:
+                os.kill(server.pid, signal.SIGUSR2)  # the probe forgets the warm-up's phases
             before = thread_ticks(server.pid)
             switches_before, system_before = thread_switches(server.pid), system_ticks(server.pid)
             postgres_before = postgres_ticks() if args.database_url else {}
@@ -280,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n| PostgreSQL (pg_stat_database, the server's database) | per login |\n|---|---|")
             for name, value in database_work.items():
                 print(f"| {name} | {value / ok:.2f} |")
+        if args.phases:
+            print("\n".join(phase_table(phases_out, ok, report.cpu_ms_per_login)))
         if spy is not None and raw.exists():
             print("\n".join(summarise_samples(raw, args.top)))
             if args.samples_out:

@@ -89,3 +89,20 @@ def test_profile_login_resumed_times_only_logins_that_resumed_their_tls_session(
     assert result.returncode == 0, output
     assert "# logins, accounts provisioned, resumed TLS: 40/40 at 10" in result.stdout, result.stdout[-4000:]
     assert "# errors: none" in result.stdout and "Problems seen" not in result.stdout, result.stdout[-4000:]
+
+
+def test_profile_login_phases_times_every_phase_the_probe_names():
+    """``--phases`` (bench/probes/phase_timers): every phase of the probe is found in the server and timed,
+    once per login where a login has exactly one (a renamed function would show as a missing row)."""
+    from bench.probes.phase_timers.sitecustomize import PHASES
+
+    args = ("profile_login", "--count", "40", "--concurrency", "10", "--phases")
+    result, output = run_bench(*args, timeout=300)
+    assert result.returncode == 0, output
+    row = re.compile(r"^\| ([^|]+?) \| ([\d.]+) \| ([\d.]+) \| (\d+) \| (\d+) % \|$", re.MULTILINE)
+    rows = {name.replace("\u00a0", " "): float(calls) for name, calls, *_ in row.findall(result.stdout)}
+    assert {label for label, _, _ in PHASES} <= set(rows), result.stdout[-4000:]
+    once = ("accept: connection_made", "  check_certificate", "  authenticate_external", "  bind: admit")
+    assert all(rows[label] == 1.0 for label in once), result.stdout[-4000:]
+    assert rows["    OpenSSL's handshake"] >= 1.0, result.stdout[-4000:]
+    assert any(name.startswith("event loop: ") for name in rows), result.stdout[-4000:]
