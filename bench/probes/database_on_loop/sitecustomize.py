@@ -15,10 +15,9 @@ the process while it runs.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -47,21 +46,7 @@ def _patch(workers: Any) -> None:
     workers.in_worker = in_worker
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name != "transport.workers":
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return spec
-        execute = spec.loader.exec_module
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/probes: the probes' shared helper
+from patch_on_import import patch_on_import  # noqa: E402
 
-        def exec_module(module: Any) -> None:
-            execute(module)
-            _patch(module)
-
-        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
-
-
-sys.meta_path.insert(0, _PatchOnImport())
+patch_on_import("transport.workers", _patch)

@@ -19,14 +19,13 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib
-import importlib.abc
-import importlib.machinery
 import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 # (label, module, attribute path): wrapped in ``module``, where its callers look it up ("Class.method" for a
@@ -132,23 +131,9 @@ def _patch(gcpolicy: Any) -> None:
     gcpolicy.settle_heap_for_serving = settle_and_time
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name != "xmppauth.gcpolicy":
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return spec
-        execute = spec.loader.exec_module
-
-        def exec_module(module: Any) -> None:
-            execute(module)
-            _patch(module)
-
-        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
-
-
 if __name__ == "sitecustomize":  # the server's start-up (bench.profile_login reads PHASES and LOOP only)
-    sys.meta_path.insert(0, _PatchOnImport())
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/probes: the probes' shared helper
+    from patch_on_import import patch_on_import
+
+    patch_on_import("xmppauth.gcpolicy", _patch)
     atexit.register(_dump)
