@@ -61,7 +61,8 @@ def cert_facts(cert: x509.Certificate, fingerprint: str | None = None) -> CertFa
             getattr(cert, part)
         except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
             raise ValueError(f"certificate {part} cannot be parsed: {exc}") from None
-    # One pass over the extensions, by type (a type occurs at most once: duplicates were refused above).
+    # One pass over the extensions, by type: each type read below occurs at most once (a duplicate was refused
+    # above; only UnrecognizedExtension may repeat, and it is not read).
     values = {type(extension.value): extension.value for extension in cert.extensions}
     basic = values.get(x509.BasicConstraints)
     eku = values.get(x509.ExtendedKeyUsage)

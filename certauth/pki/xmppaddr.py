@@ -95,19 +95,11 @@ def xmppaddrs_in(san: x509.SubjectAlternativeName, serial: int) -> list[str]:
     return jids
 
 
-def xmppaddr_entry_count(cert: x509.Certificate) -> int:
-    """How many SAN otherNames carry the xmppAddr OID, well-formed or not (RFC 6120 §13.7.1.4).
+def xmppaddr_entries_in(san: x509.SubjectAlternativeName) -> int:
+    """How many otherNames of the subjectAltName ``san`` carry the xmppAddr OID, well-formed or not (RFC 6120
+    §13.7.1.4).
 
     A certificate with a malformed xmppAddr still claims one: ``certauth.identity`` must not read its CN
     instead (DESIGN §4, "CN only without xmppAddr").
     """
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, ValueError):
-        return 0
-    return xmppaddr_entries_in(san)
-
-
-def xmppaddr_entries_in(san: x509.SubjectAlternativeName) -> int:
-    """:func:`xmppaddr_entry_count` of the certificate whose subjectAltName is ``san``."""
     return sum(1 for other in san.get_values_for_type(x509.OtherName) if other.type_id == XMPPADDR_OID)

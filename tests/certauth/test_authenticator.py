@@ -200,6 +200,20 @@ def test_server_auth_only_certificate_is_refused(ca, ca_row):
     assert check.reason == "extended key usage lacks clientAuth"
 
 
+def test_a_trusted_ca_certificate_presented_as_the_login_is_refused_and_recorded(ca, ca_row):
+    """The leaf's cA flag is read from its facts (certauth.pki.cert_facts); the trusted CA's own certificate,
+    whose chain would verify, is no client certificate. Its neighbour, a leaf that CA issued, logs in."""
+    from certauth.verify import REASON_CA_AS_CLIENT
+
+    check = authenticator().check_certificate([ca.der])
+    assert (check.verified, check.reason) == (False, REASON_CA_AS_CLIENT)
+    event = last_event()
+    assert event.outcome == AuthEvent.Outcome.FAILURE and REASON_CA_AS_CLIENT in event.reason
+    assert event.cert_fingerprint == check.facts.fingerprint_sha256
+    check, result = login(authenticator(), make_client(ca, jids=[f"alice@{DOMAIN}"]))
+    assert check.verified and result.jid == f"alice@{DOMAIN}", (check.reason, result)
+
+
 def test_certificate_without_eku_logs_in(ca, ca_row):
     check, result = login(authenticator(), make_client(ca, ekus=[]))
     assert check.verified, check.reason

@@ -473,3 +473,34 @@ def test_pkcs12_with_empty_password_is_refused(rsa_user):
     key, cert = rsa_user
     with pytest.raises(ValueError, match="non-empty password"):
         pki.export_pkcs12(cert, key, password=b"")
+
+
+@pytest.mark.parametrize("is_ca", [False, True])
+def test_facts_read_each_extension_once_among_repeated_unrecognized_ones(ca_cert, ca_key, user_key, is_ca):
+    """cert_facts reads the extensions in one pass, by type: two extensions cryptography does not know (both
+    UnrecognizedExtension) beside the SAN, EKU and basicConstraints change none of the facts read from them,
+    and a cA flag among them is still read (the verifier refuses such a leaf as a login)."""
+    unknown = [
+        x509.UnrecognizedExtension(x509.ObjectIdentifier(f"1.3.6.1.4.1.99999.{arc}"), b"\x05\x00")
+        for arc in (1, 2)
+    ]
+    jid_entry = x509.OtherName(pki.XMPPADDR_OID, encode_utf8string("romeo@example.com"))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "romeo")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(user_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(minutes=1))
+        .not_valid_after(TOMORROW)
+        .add_extension(unknown[0], critical=False)
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(unknown[1], critical=False)
+        .add_extension(x509.SubjectAlternativeName([jid_entry, x509.DNSName("example.com")]), critical=False)
+    )
+    facts = pki.cert_facts(builder.sign(ca_key, hashes.SHA256()))
+    assert facts.xmpp_addrs == ("romeo@example.com",) and facts.xmpp_addr_entries == 1
+    assert facts.dns_names == ("example.com",)
+    assert facts.extended_key_usages == (ExtendedKeyUsageOID.CLIENT_AUTH.dotted_string,)
+    assert facts.is_ca is is_ca
