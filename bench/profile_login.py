@@ -194,7 +194,8 @@ def phase_table(path: Path, logins: int, process_ms_per_login: float) -> list[st
             continue  # a callback of the process's own timers, not of the logins
         per_login = seconds * 1e6 / logins
         share = per_login / (process_ms_per_login * 1000) if process_ms_per_login else 0.0
-        name = label.replace(" ", "\u00a0") if label.startswith(" ") else label  # keep the indentation
+        name = label.lstrip(" ")
+        name = "\u00a0" * (len(label) - len(name)) + name  # the indentation kept through Markdown
         lines.append(f"| {name} | {calls / logins:.2f} | {seconds * 1e6 / max(calls, 1):.1f} | "
                      f"{per_login:.0f} | {100 * share:.0f} % |")  # fmt: skip
     return lines
@@ -218,7 +219,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     resumed_help = "each login resumes the TLS session of an untimed login of the same user before it"
     parser.add_argument("--resumed", action="store_true", help=resumed_help)
     parser.add_argument("--phases", action="store_true", help="time the server's phases (bench/probes)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.phases and args.database_on_loop:  # each probe is a sitecustomize: Python would import only one
+        parser.error("--phases and --database-on-loop cannot run together: each probe is a sitecustomize")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,12 +238,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(scratch.env)
         if args.redis_url:
             scratch = replace(scratch, env={**scratch.env, "REDIS_URL": args.redis_url})
-        for probe, wanted in (("database_on_loop", args.database_on_loop), ("phase_timers", args.phases)):
-            if wanted:
-                paths = [str(PROBES / probe), scratch.env.get("PYTHONPATH", "")]
-                scratch = replace(
-                    scratch, env={**scratch.env, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
-                )
+        probe = "database_on_loop" if args.database_on_loop else "phase_timers" if args.phases else None
+        if probe is not None:
+            paths = [str(PROBES / probe), scratch.env.get("PYTHONPATH", "")]
+            python_path = os.pathsep.join(filter(None, paths))
+            scratch = replace(scratch, env={**scratch.env, "PYTHONPATH": python_path})
         phases_out = directory / "phases.json"
         if args.phases:
             scratch = replace(scratch, env={**scratch.env, "XMPPAUTH_PHASES_OUT": str(phases_out)})

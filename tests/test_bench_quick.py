@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.processes import SAME_ON_BOTH_LEGS, run_bench
 
 pytestmark = SAME_ON_BOTH_LEGS
@@ -106,3 +108,13 @@ def test_profile_login_phases_times_every_phase_the_probe_names():
     assert all(rows[label] == 1.0 for label in once), result.stdout[-4000:]
     assert rows["    OpenSSL's handshake"] >= 1.0, result.stdout[-4000:]
     assert any(name.startswith("event loop: ") for name in rows), result.stdout[-4000:]
+
+
+def test_profile_login_refuses_two_probes_at_once():
+    """Each probe is a ``sitecustomize``: Python imports one, so the other would silently not run."""
+    from bench.profile_login import parse_args
+
+    with pytest.raises(SystemExit) as refused:
+        parse_args(["--phases", "--database-on-loop"])
+    assert refused.value.code == 2
+    assert parse_args(["--phases"]).phases and parse_args(["--database-on-loop"]).database_on_loop
