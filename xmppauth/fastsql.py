@@ -184,7 +184,7 @@ def _row_plan(db: Any, model: type[models.Model], values: dict[str, Any]) -> _Ro
         )
         for field in fields
     )
-    return _RowPlan(_insert_sql(db, model, fields), steps)
+    return _RowPlan(_insert_sql(*_table_and_columns(db, model, fields), len(fields)), steps)
 
 
 def _table_and_columns(db: Any, model: type[models.Model], fields: Sequence[Any]) -> tuple[str, str]:
@@ -192,10 +192,10 @@ def _table_and_columns(db: Any, model: type[models.Model], fields: Sequence[Any]
     return db.ops.quote_name(model._meta.db_table), ", ".join(db.ops.quote_name(f.column) for f in fields)
 
 
-def _insert_sql(db: Any, model: type[models.Model], fields: Sequence[Any]) -> str:
-    """``INSERT INTO table (columns) VALUES (%s, ...)`` for ``fields``: one row (``executemany`` for many)."""
-    quoted_table, columns = _table_and_columns(db, model, fields)
-    return f"INSERT INTO {quoted_table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
+def _insert_sql(quoted_table: str, columns: str, count: int) -> str:
+    """``INSERT INTO table (columns) VALUES (%s, ...)`` for ``count`` columns: one row (``executemany`` for
+    many); ``quoted_table`` and ``columns`` as :func:`_table_and_columns` gives them."""
+    return f"INSERT INTO {quoted_table} ({columns}) VALUES ({', '.join(['%s'] * count)})"
 
 
 def delete_rows(model: type[models.Model], name: str, value: Any) -> int:
@@ -265,7 +265,7 @@ def _insert_plan(db: Any, model: type[models.Model], names: tuple[str, ...]) -> 
         fields = [model._meta.get_field(name) for name in names]
         quoted_table, columns = _table_and_columns(db, model, fields)
         plan = _InsertPlan(
-            insert_sql=_insert_sql(db, model, fields),
+            insert_sql=_insert_sql(quoted_table, columns, len(fields)),
             copy_sql=f"COPY {quoted_table} ({columns}) FROM STDIN",
             prepare=tuple(field.get_db_prep_save for field in fields),  # type: ignore[union-attr]
         )
